@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs what edged and its tests need on a Debian machine: the containerd shim, runc and
+# crun, and busybox-static for the test image. Safe to run again.
+set -euo pipefail
+need=()
+command -v containerd-shim-runc-v2 >/dev/null || need+=(containerd)
+command -v runc >/dev/null || need+=(runc)
+command -v crun >/dev/null || need+=(crun)
+[ -x /bin/busybox ] && file_is_static=$(ldd /bin/busybox 2>&1 | grep -c "not a dynamic") || file_is_static=0
+[ "$file_is_static" = 1 ] || need+=(busybox-static)
+command -v ip >/dev/null || need+=(iproute2)
+command -v cc >/dev/null || need+=(gcc)
+if [ ${#need[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+command -v cargo >/dev/null || { echo "setup: cargo is missing (this machine kind ships a Rust toolchain)" >&2; exit 1; }

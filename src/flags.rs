@@ -1,0 +1,370 @@
+//! Command-line flags (argh): the agent is configured by flags only. Names follow the
+//! kubelet's where one exists.
+
+use argh::FromArgs;
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// A duration flag value: `20s`, `1m`, `2m30s`, `500ms`, `1h`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+impl FromStr for Dur {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        parse_duration(s).map(Dur).ok_or_else(|| {
+            format!("`{s}` is not a duration: write it as 20s, 1m, 2m30s, 500ms or 1h")
+        })
+    }
+}
+
+impl fmt::Display for Dur {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.0.as_millis();
+        if ms % 1000 != 0 {
+            write!(f, "{ms}ms")
+        } else {
+            write!(f, "{}s", ms / 1000)
+        }
+    }
+}
+
+/// Parses a Go-style duration (`1h2m3s`, `250ms`); a bare `0` is zero.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    if s == "0" {
+        return Some(Duration::ZERO);
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = s;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            return None;
+        }
+        let n: f64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let secs = match &rest[..unit_len] {
+            "ms" => n / 1000.0,
+            "s" => n,
+            "m" => n * 60.0,
+            "h" => n * 3600.0,
+            _ => return None,
+        };
+        total += Duration::from_secs_f64(secs);
+        rest = &rest[unit_len..];
+    }
+    Some(total)
+}
+
+/// A size flag value: `10Mi`, `512Ki`, `1G`, `1048576`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Size(pub u64);
+
+impl FromStr for Size {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        crate::api::quantity::bytes(&serde_json::Value::String(s.to_string()))
+            .map(|b| Size(b as u64))
+            .ok_or_else(|| {
+                format!("`{s}` is not a size: write it as 10Mi, 512Ki, 1G or a byte count")
+            })
+    }
+}
+
+/// A log level flag value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Level(pub tracing::Level);
+
+impl FromStr for Level {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "error" => Ok(Level(tracing::Level::ERROR)),
+            "warn" => Ok(Level(tracing::Level::WARN)),
+            "info" => Ok(Level(tracing::Level::INFO)),
+            "debug" => Ok(Level(tracing::Level::DEBUG)),
+            "trace" => Ok(Level(tracing::Level::TRACE)),
+            _ => Err(format!(
+                "`{s}` is not a log level: one of error, warn, info, debug, trace"
+            )),
+        }
+    }
+}
+
+/// A percentage flag value (0-100).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Percent(pub u8);
+
+impl FromStr for Percent {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim_end_matches('%').parse::<u8>() {
+            Ok(p) if p <= 100 => Ok(Percent(p)),
+            _ => Err(format!(
+                "`{s}` is not a percentage: a whole number from 0 to 100"
+            )),
+        }
+    }
+}
+
+/// edged: an edge-node agent that keeps the pods of this device running, with or without the
+/// cloud. With no command, runs the agent.
+#[derive(FromArgs, Debug)]
+pub struct Flags {
+    /// the node's name (default: the hostname)
+    #[argh(option)]
+    pub node_name: Option<String>,
+
+    /// where edged keeps its store, images, bundles and volumes (default /var/lib/edged)
+    #[argh(option, default = "PathBuf::from(\"/var/lib/edged\")")]
+    pub root_dir: PathBuf,
+
+    /// a directory of Pod, ConfigMap and Secret manifests (JSON or YAML) to run as static pods
+    #[argh(option)]
+    pub pod_manifest_path: Option<PathBuf>,
+
+    /// how often the manifest directory is read again (default 20s)
+    #[argh(option, default = "Dur(Duration::from_secs(20))")]
+    pub file_check_frequency: Dur,
+
+    /// log level: error, warn, info, debug, trace (default info)
+    #[argh(option, default = "Level(tracing::Level::INFO)")]
+    pub log_level: Level,
+
+    /// where container logs go, as <dir>/<ns>_<pod>_<uid>/<container>/<n>.log (default /var/log/pods)
+    #[argh(option, default = "PathBuf::from(\"/var/log/pods\")")]
+    pub pod_log_dir: PathBuf,
+
+    /// a container log is rotated when it reaches this size (default 10Mi)
+    #[argh(option, default = "Size(10 << 20)")]
+    pub container_log_max_size: Size,
+
+    /// rotated logs kept per container, the current one included (default 5)
+    #[argh(option, default = "5")]
+    pub container_log_max_files: u32,
+
+    /// the containerd shim v2 binary (default containerd-shim-runc-v2, looked up in PATH)
+    #[argh(option, default = "String::from(\"containerd-shim-runc-v2\")")]
+    pub runtime_shim: String,
+
+    /// the OCI runtime the shim runs: runc, crun or a path (default runc)
+    #[argh(option, default = "String::from(\"runc\")")]
+    pub runtime_binary: String,
+
+    /// a directory of image archives (OCI layout or docker save tars) imported at start
+    #[argh(option)]
+    pub image_dir: Option<PathBuf>,
+
+    /// how often PLEG relists containers (default 1s)
+    #[argh(option, default = "Dur(Duration::from_secs(1))")]
+    pub pleg_relist_period: Dur,
+
+    /// how often changed pod statuses go upstream (default 10s)
+    #[argh(option, default = "Dur(Duration::from_secs(10))")]
+    pub status_update_frequency: Dur,
+
+    /// how often the node status goes upstream when it changed (default 10s)
+    #[argh(option, default = "Dur(Duration::from_secs(10))")]
+    pub node_status_update_frequency: Dur,
+
+    /// the most pods this node runs (default 110)
+    #[argh(option, default = "110")]
+    pub max_pods: u32,
+
+    /// how often dead containers are collected (default 1m)
+    #[argh(option, default = "Dur(Duration::from_secs(60))")]
+    pub container_gc_period: Dur,
+
+    /// a dead container is kept at least this long (default 0s)
+    #[argh(option, default = "Dur(Duration::ZERO)")]
+    pub minimum_container_ttl_duration: Dur,
+
+    /// dead instances kept per container; below zero, no limit (default 1)
+    #[argh(option, default = "1")]
+    pub maximum_dead_containers_per_container: i32,
+
+    /// dead containers kept on the node; below zero, no limit (default -1)
+    #[argh(option, default = "-1")]
+    pub maximum_dead_containers: i32,
+
+    /// how often image disk usage is checked (default 5s)
+    #[argh(option, default = "Dur(Duration::from_secs(5))")]
+    pub image_gc_period: Dur,
+
+    /// disk usage percent of the image filesystem above which image GC runs (default 85)
+    #[argh(option, default = "Percent(85)")]
+    pub image_gc_high_threshold: Percent,
+
+    /// disk usage percent image GC frees down to (default 80)
+    #[argh(option, default = "Percent(80)")]
+    pub image_gc_low_threshold: Percent,
+
+    /// an unused image is kept at least this long (default 2m)
+    #[argh(option, default = "Dur(Duration::from_secs(120))")]
+    pub image_minimum_gc_age: Dur,
+
+    #[argh(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Commands beside running the agent.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+pub enum Command {
+    Get(GetCmd),
+    Image(ImageCmd),
+}
+
+/// show what the store holds (works beside a running agent)
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "get")]
+pub struct GetCmd {
+    /// pods, configmaps, secrets or node
+    #[argh(positional)]
+    pub what: String,
+    /// one object's name
+    #[argh(positional)]
+    pub name: Option<String>,
+    /// the namespace (default: all)
+    #[argh(option, short = 'n')]
+    pub namespace: Option<String>,
+    /// output: table (default), json or yaml
+    #[argh(option, short = 'o', default = "String::from(\"table\")")]
+    pub output: String,
+}
+
+/// manage the node's images
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "image")]
+pub struct ImageCmd {
+    #[argh(subcommand)]
+    pub action: ImageAction,
+}
+
+/// What `edged image` does.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+pub enum ImageAction {
+    Import(ImageImport),
+    Ls(ImageLs),
+    Rm(ImageRm),
+}
+
+/// import an OCI layout or docker-save archive (a .tar, or a directory)
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "import")]
+pub struct ImageImport {
+    /// the archive
+    #[argh(positional)]
+    pub file: PathBuf,
+}
+
+/// list images
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "ls")]
+pub struct ImageLs {}
+
+/// remove an image
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "rm")]
+pub struct ImageRm {
+    /// the image reference or id
+    #[argh(positional)]
+    pub reference: String,
+}
+
+impl Flags {
+    /// Parses `args` (without the program name). `Err((text, code))`: print `text`, exit with
+    /// `code` (0 for `--help`, 2 for a bad flag).
+    pub fn parse(args: &[&str]) -> Result<Flags, (String, i32)> {
+        match Flags::from_args(&["edged"], args) {
+            Ok(f) => f.check().map(|_| f).map_err(|e| (format!("edged: {e}"), 2)),
+            Err(early) => match early.status {
+                Ok(()) => Err((early.output, 0)),
+                Err(()) => Err((format!("edged: {}", early.output.trim_end()), 2)),
+            },
+        }
+    }
+
+    /// Checks of combinations the types alone do not catch.
+    fn check(&self) -> Result<(), String> {
+        if self.image_gc_low_threshold.0 > self.image_gc_high_threshold.0 {
+            return Err(format!(
+                "--image-gc-low-threshold ({}) must not be above --image-gc-high-threshold ({})",
+                self.image_gc_low_threshold.0, self.image_gc_high_threshold.0
+            ));
+        }
+        if self.pleg_relist_period.0.is_zero() {
+            return Err("--pleg-relist-period must be above zero".into());
+        }
+        if self.container_log_max_files < 2 {
+            return Err("--container-log-max-files must be at least 2".into());
+        }
+        if let Some(n) = &self.node_name {
+            crate::api::validate::dns1123_subdomain(n).map_err(|e| format!("--node-name: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// The node name: the flag, or the hostname in lower case.
+    pub fn node_name(&self) -> String {
+        self.node_name.clone().unwrap_or_else(|| {
+            nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .map(|h| h.to_ascii_lowercase())
+                .unwrap_or_else(|| "edge-node".to_string())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("20s"), Some(Duration::from_secs(20)));
+        assert_eq!(parse_duration("1m"), Some(Duration::from_secs(60)));
+        assert_eq!(parse_duration("2m30s"), Some(Duration::from_secs(150)));
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("0"), Some(Duration::ZERO));
+        for bad in ["", "s", "20", "1x", "-1s", "1m s"] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn defaults_and_errors() {
+        let f = Flags::parse(&[]).unwrap();
+        assert_eq!(f.file_check_frequency.0, Duration::from_secs(20));
+        assert_eq!(f.root_dir, PathBuf::from("/var/lib/edged"));
+        assert_eq!(f.maximum_dead_containers, -1);
+        let (msg, code) = Flags::parse(&["--file-check-frequency", "soon"]).unwrap_err();
+        assert_eq!(code, 2);
+        assert!(
+            msg.contains("--file-check-frequency") && msg.contains("2m30s"),
+            "{msg}"
+        );
+        let (msg, code) = Flags::parse(&["--image-gc-high-threshold", "70"]).unwrap_err();
+        assert_eq!(code, 2);
+        assert!(msg.contains("low-threshold"), "{msg}");
+        let (msg, code) = Flags::parse(&["--help"]).unwrap_err();
+        assert_eq!(code, 0);
+        assert!(msg.contains("--pod-manifest-path"), "{msg}");
+        let f = Flags::parse(&["--root-dir", "/tmp/x", "get", "pods", "-o", "json"]).unwrap();
+        assert!(matches!(f.command, Some(Command::Get(GetCmd { ref what, .. })) if what == "pods"));
+    }
+}

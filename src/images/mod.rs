@@ -1,0 +1,1 @@
+//! The agent's image store (to be written).

@@ -1,0 +1,1 @@
+//! `edged get` (to be written).

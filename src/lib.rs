@@ -1,0 +1,22 @@
+//! edged: an edge-node agent that keeps the pods of one device running, in the spirit of
+//! KubeEdge's EdgeD.
+//!
+//! The modules follow the subsystems (and the kubelet's package names):
+//! - [`message`]: KubeEdge's beehive message, the envelope every subsystem speaks.
+//! - [`api`]: the Kubernetes v1 objects (Pod, ConfigMap, Secret, PodStatus).
+//! - [`metamanager`]: the LMDB store and the message handling around it.
+//! - [`manifest`]: the manifest directory (static pods), a source of messages.
+//! - [`runtime`]: the runtime interface and its containerd shim v2 backend.
+//! - [`images`]: the agent's own image store (content-addressed blobs, overlay rootfs).
+//! - [`inspect`]: `edged get`, reading the store beside a running agent.
+//! - [`agent`]: wires the subsystems as tasks on one smol executor.
+
+pub mod agent;
+pub mod api;
+pub mod flags;
+pub mod images;
+pub mod inspect;
+pub mod manifest;
+pub mod message;
+pub mod metamanager;
+pub mod runtime;

@@ -1,0 +1,34 @@
+//! The `edged` binary: flags, logging, and the command to run.
+
+use edged::flags::{Command, Flags};
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let flags = match Flags::parse(&args) {
+        Ok(f) => f,
+        Err((text, code)) => {
+            if code == 0 {
+                println!("{text}");
+            } else {
+                eprintln!("{text}");
+            }
+            std::process::exit(code);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_max_level(flags.log_level.0)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+    let result: Result<(), Box<dyn std::error::Error>> = match &flags.command {
+        None => edged::agent::run(flags).map_err(Into::into),
+        Some(Command::Get(_)) | Some(Command::Image(_)) => {
+            Err("this command is not built yet".into())
+        }
+    };
+    if let Err(e) = result {
+        eprintln!("edged: {e}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,1 @@
+//! The manifest directory source (to be written).

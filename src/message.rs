@@ -1,0 +1,275 @@
+//! KubeEdge's beehive message: the one envelope every subsystem, the store and the cloud link
+//! speak, so a message can be logged, stored and replayed as it is.
+//!
+//! Wire form (JSON): `{"header":{..},"route":{..},"content":..}`; empty header and route fields
+//! are omitted, as beehive does.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Operations a message carries (`route.operation`).
+pub mod op {
+    pub const INSERT: &str = "insert";
+    pub const UPDATE: &str = "update";
+    pub const PATCH: &str = "patch";
+    pub const DELETE: &str = "delete";
+    pub const QUERY: &str = "query";
+    pub const RESPONSE: &str = "response";
+    pub const ERROR: &str = "error";
+    pub const KEEPALIVE: &str = "keepalive";
+}
+
+/// Module names used as `route.source` / `route.group`.
+pub mod module {
+    pub const EDGED: &str = "edged";
+    pub const META: &str = "meta";
+    pub const METAMANAGER: &str = "metaManager";
+    pub const EDGEHUB: &str = "edgehub";
+    pub const MANIFEST: &str = "manifest";
+    pub const RESOURCE: &str = "resource";
+}
+
+/// Message header: identity, causality and time.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Header {
+    #[serde(rename = "msg_id", default)]
+    pub id: String,
+    #[serde(
+        rename = "parent_msg_id",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub parent_id: String,
+    /// Milliseconds since the Unix epoch.
+    #[serde(default)]
+    pub timestamp: i64,
+    #[serde(
+        rename = "resourceversion",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub resource_version: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sync: bool,
+    #[serde(rename = "type", default, skip_serializing_if = "String::is_empty")]
+    pub kind: String,
+}
+
+/// Where a message goes and what it does.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Route {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub source: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub destination: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub group: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub operation: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub resource: String,
+}
+
+/// A beehive message.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    pub header: Header,
+    pub route: Route,
+    #[serde(default)]
+    pub content: serde_json::Value,
+}
+
+impl Message {
+    /// A new message with a fresh id and the current time.
+    pub fn new(source: &str, group: &str, operation: &str, resource: impl Into<String>) -> Self {
+        Message {
+            header: Header {
+                id: new_uuid(),
+                timestamp: now_millis(),
+                ..Header::default()
+            },
+            route: Route {
+                source: source.to_string(),
+                group: group.to_string(),
+                operation: operation.to_string(),
+                resource: resource.into(),
+                ..Route::default()
+            },
+            content: serde_json::Value::Null,
+        }
+    }
+
+    /// Sets the content.
+    pub fn with_content(mut self, content: serde_json::Value) -> Self {
+        self.content = content;
+        self
+    }
+
+    /// The answer to this message: operation `response`, `parent_msg_id` = this id, same
+    /// source, group and resource.
+    pub fn response(&self, content: serde_json::Value) -> Self {
+        let mut m = Message::new(
+            &self.route.source,
+            &self.route.group,
+            op::RESPONSE,
+            self.route.resource.clone(),
+        );
+        m.header.parent_id = self.header.id.clone();
+        m.content = content;
+        m
+    }
+
+    /// Decodes a message from JSON, naming the field that is wrong.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, MessageError> {
+        let de = &mut serde_json::Deserializer::from_slice(bytes);
+        serde_path_to_error::deserialize(de).map_err(|e| MessageError {
+            path: e.path().to_string(),
+            reason: e.inner().to_string(),
+        })
+    }
+
+    /// Encodes the message as compact JSON.
+    pub fn to_json(&self) -> Vec<u8> {
+        // A Message holds only strings, integers and a serde_json::Value: encoding cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+/// A message that does not decode.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MessageError {
+    /// JSON path of the field that is wrong (`.` when the whole document is).
+    pub path: String,
+    pub reason: String,
+}
+
+impl fmt::Display for MessageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "malformed message at `{}`: {}", self.path, self.reason)
+    }
+}
+
+impl std::error::Error for MessageError {}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_millis() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A random (version 4) UUID, as beehive and Kubernetes use for ids.
+pub fn new_uuid() -> String {
+    let mut b: [u8; 16] = fastrand::u128(..).to_le_bytes();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_omits_empty_fields() {
+        let m = Message::new(module::EDGED, module::META, op::INSERT, "default/pod/web")
+            .with_content(serde_json::json!({"a": 1}));
+        let text = String::from_utf8(m.to_json()).unwrap();
+        assert!(!text.contains("parent_msg_id"), "{text}");
+        assert!(text.contains("\"route\""), "{text}");
+        assert_eq!(Message::from_json(text.as_bytes()).unwrap(), m);
+    }
+
+    #[test]
+    fn response_points_at_parent() {
+        let m = Message::new("edgecontroller", "resource", op::UPDATE, "ns/configmap/c");
+        let r = m.response(serde_json::json!("OK"));
+        assert_eq!(r.header.parent_id, m.header.id);
+        assert_eq!(r.route.operation, op::RESPONSE);
+        assert_eq!(r.route.resource, m.route.resource);
+    }
+
+    #[test]
+    fn bad_field_is_named() {
+        let e = Message::from_json(br#"{"header":{"timestamp":"x"},"route":{}}"#).unwrap_err();
+        assert_eq!(e.path, "header.timestamp");
+    }
+
+    #[test]
+    fn uuid_shape() {
+        let u = new_uuid();
+        assert_eq!(u.len(), 36);
+        assert_eq!(&u[14..15], "4");
+        assert_ne!(u, new_uuid());
+    }
+}
+
+/// A beehive resource string, `<namespace>/<type>[/<name>]` (node objects use namespace
+/// `null`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Resource {
+    pub namespace: String,
+    pub kind: String,
+    pub name: String,
+}
+
+impl Resource {
+    /// Builds a resource string's parts.
+    pub fn new(namespace: &str, kind: &str, name: &str) -> Self {
+        Resource {
+            namespace: namespace.to_string(),
+            kind: kind.to_string(),
+            name: name.to_string(),
+        }
+    }
+
+    /// Parses `<ns>/<type>[/<name>]`; a name may itself hold slashes.
+    pub fn parse(s: &str) -> Option<Self> {
+        let mut it = s.splitn(3, '/');
+        let namespace = it.next().filter(|p| !p.is_empty())?;
+        let kind = it.next().filter(|p| !p.is_empty())?;
+        let name = it.next().unwrap_or("");
+        Some(Resource::new(namespace, kind, name))
+    }
+}
+
+impl fmt::Display for Resource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.name.is_empty() {
+            write!(f, "{}/{}", self.namespace, self.kind)
+        } else {
+            write!(f, "{}/{}/{}", self.namespace, self.kind, self.name)
+        }
+    }
+}
+
+#[cfg(test)]
+mod resource_tests {
+    use super::Resource;
+
+    #[test]
+    fn parse_and_print() {
+        let r = Resource::parse("default/pod/web").unwrap();
+        assert_eq!(
+            (r.namespace.as_str(), r.kind.as_str(), r.name.as_str()),
+            ("default", "pod", "web")
+        );
+        assert_eq!(r.to_string(), "default/pod/web");
+        assert_eq!(
+            Resource::parse("null/node").unwrap().to_string(),
+            "null/node"
+        );
+        assert!(Resource::parse("/pod/x").is_none());
+        assert!(Resource::parse("ns").is_none());
+    }
+}

@@ -1,0 +1,349 @@
+//! MetaManager: the local store of pods, ConfigMaps, Secrets and statuses, and the message
+//! handling around it.
+//!
+//! Sources (the manifest directory, the cloud link) hand it beehive messages. An insert, update
+//! or delete is stored first, then handed to edged, then acknowledged, so an ACKed object is
+//! never lost; handling is idempotent because the cloud resends unacked messages. A query is
+//! answered from the store; a ConfigMap or Secret missing there is asked of the cloud through
+//! [`Upstream`] and stored before it is returned.
+
+pub mod store;
+
+pub use store::{key, Store, StoreError, Table, Write};
+
+use crate::message::{module, op, Message, Resource};
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a query to the cloud may take (KubeEdge's value).
+pub const REMOTE_QUERY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A MetaManager failure: the message or object it concerned, and why.
+#[derive(Debug)]
+pub enum MetaError {
+    /// The store failed.
+    Store(StoreError),
+    /// A message that cannot be acted on (names the resource and the field).
+    BadMessage { resource: String, reason: String },
+    /// The cloud did not answer or answered an error.
+    Upstream(UpstreamError),
+}
+
+impl fmt::Display for MetaError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MetaError::Store(e) => write!(f, "{e}"),
+            MetaError::BadMessage { resource, reason } => {
+                write!(f, "message for `{resource}`: {reason}")
+            }
+            MetaError::Upstream(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for MetaError {}
+
+impl From<StoreError> for MetaError {
+    fn from(e: StoreError) -> Self {
+        MetaError::Store(e)
+    }
+}
+
+/// The cloud link failed or is away.
+#[derive(Debug, Clone, PartialEq)]
+pub enum UpstreamError {
+    /// No link to the cloud.
+    Offline,
+    /// No answer within the timeout.
+    Timeout(Duration),
+    /// The cloud answered with an error (`ErrStatus` reason and message).
+    Status {
+        code: i64,
+        reason: String,
+        message: String,
+    },
+    /// The link broke.
+    Link(String),
+}
+
+impl fmt::Display for UpstreamError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UpstreamError::Offline => write!(f, "the cloud is not connected"),
+            UpstreamError::Timeout(d) => {
+                write!(f, "the cloud did not answer within {}s", d.as_secs())
+            }
+            UpstreamError::Status {
+                code,
+                reason,
+                message,
+            } => {
+                write!(f, "the cloud answered {code} {reason}: {message}")
+            }
+            UpstreamError::Link(e) => write!(f, "cloud link: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for UpstreamError {}
+
+/// The way to the cloud (the cloud link implements it; [`Offline`] when there is none).
+pub trait Upstream: Send + Sync {
+    /// Whether a link is up now.
+    fn is_online(&self) -> bool;
+    /// Sends `msg` and waits up to `timeout` for the message whose `parent_msg_id` is its id.
+    fn request(
+        &self,
+        msg: Message,
+        timeout: Duration,
+    ) -> smol::future::Boxed<Result<Message, UpstreamError>>;
+    /// Sends `msg` without waiting for an answer; kept for later when offline if `keep` says so.
+    fn send(&self, msg: Message) -> smol::future::Boxed<Result<(), UpstreamError>>;
+}
+
+/// No cloud: every query is answered by the store alone.
+pub struct Offline;
+
+impl Upstream for Offline {
+    fn is_online(&self) -> bool {
+        false
+    }
+    fn request(
+        &self,
+        _: Message,
+        _: Duration,
+    ) -> smol::future::Boxed<Result<Message, UpstreamError>> {
+        Box::pin(async { Err(UpstreamError::Offline) })
+    }
+    fn send(&self, _: Message) -> smol::future::Boxed<Result<(), UpstreamError>> {
+        Box::pin(async { Err(UpstreamError::Offline) })
+    }
+}
+
+/// The MetaManager: store, hand to edged, acknowledge.
+pub struct MetaManager {
+    store: Arc<Store>,
+    to_edged: async_channel::Sender<Message>,
+    upstream: Arc<dyn Upstream>,
+}
+
+impl MetaManager {
+    /// A MetaManager over `store` that hands object changes to `to_edged`.
+    pub fn new(
+        store: Arc<Store>,
+        to_edged: async_channel::Sender<Message>,
+        upstream: Arc<dyn Upstream>,
+    ) -> Self {
+        MetaManager {
+            store,
+            to_edged,
+            upstream,
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// The way to the cloud.
+    pub fn upstream(&self) -> &Arc<dyn Upstream> {
+        &self.upstream
+    }
+
+    /// Handles a message from a source. Returns the ACK to send back (for insert, update and
+    /// delete: `response` with content `"OK"`; for a query: the object or a NotFound status).
+    pub async fn handle(&self, msg: Message) -> Result<Message, MetaError> {
+        let resource =
+            Resource::parse(&msg.route.resource).ok_or_else(|| MetaError::BadMessage {
+                resource: msg.route.resource.clone(),
+                reason: "route.resource is not `<namespace>/<type>/<name>`".into(),
+            })?;
+        let table =
+            Table::from_resource_type(&resource.kind).ok_or_else(|| MetaError::BadMessage {
+                resource: msg.route.resource.clone(),
+                reason: format!(
+                    "route.resource type `{}` is not one MetaManager stores",
+                    resource.kind
+                ),
+            })?;
+        if resource.name.is_empty() {
+            return Err(MetaError::BadMessage {
+                resource: msg.route.resource.clone(),
+                reason: "route.resource names no object".into(),
+            });
+        }
+        let row = key(&resource.namespace, &resource.name);
+        match msg.route.operation.as_str() {
+            op::INSERT | op::UPDATE => {
+                if !msg.content.is_object() {
+                    return Err(MetaError::BadMessage {
+                        resource: msg.route.resource.clone(),
+                        reason: "content must be the object (a JSON object)".into(),
+                    });
+                }
+                let store = self.store.clone();
+                let value = msg.content.clone();
+                let same = smol::unblock(move || -> Result<bool, StoreError> {
+                    let same = store.get(table, &row)?.as_ref() == Some(&value);
+                    if !same {
+                        store.put(table, &row, &value)?;
+                    }
+                    Ok(same)
+                })
+                .await?;
+                // A resend of what is stored already changes nothing: hand nothing on.
+                if !same {
+                    self.hand_on(msg.clone()).await;
+                }
+                Ok(msg.response(serde_json::json!("OK")))
+            }
+            op::DELETE => {
+                let store = self.store.clone();
+                let found = smol::unblock(move || store.delete(table, &row)).await?;
+                if found {
+                    self.hand_on(msg.clone()).await;
+                }
+                Ok(msg.response(serde_json::json!("OK")))
+            }
+            op::QUERY => {
+                let value = self.query(table, &resource).await?;
+                Ok(match value {
+                    Some(v) => msg.response(v),
+                    None => msg.response(not_found(&resource)),
+                })
+            }
+            other => Err(MetaError::BadMessage {
+                resource: msg.route.resource.clone(),
+                reason: format!("route.operation `{other}` is not insert, update, delete or query"),
+            }),
+        }
+    }
+
+    /// Reads an object: the store first; a ConfigMap or Secret missing there is asked of the
+    /// cloud, stored, and handed on before it is returned. `Ok(None)`: it exists nowhere known.
+    pub async fn query(
+        &self,
+        table: Table,
+        resource: &Resource,
+    ) -> Result<Option<serde_json::Value>, MetaError> {
+        let store = self.store.clone();
+        let row = key(&resource.namespace, &resource.name);
+        let r = row.clone();
+        if let Some(v) = smol::unblock(move || store.get(table, &r)).await? {
+            return Ok(Some(v));
+        }
+        if !matches!(table, Table::ConfigMap | Table::Secret) || !self.upstream.is_online() {
+            return Ok(None);
+        }
+        let ask = Message::new(module::EDGED, module::META, op::QUERY, resource.to_string());
+        let answer = self
+            .upstream
+            .request(ask, REMOTE_QUERY_TIMEOUT)
+            .await
+            .map_err(MetaError::Upstream)?;
+        if answer.content.get("ErrStatus").is_some() || !answer.content.is_object() {
+            return Ok(None);
+        }
+        let store = self.store.clone();
+        let value = answer.content.clone();
+        smol::unblock(move || store.put(table, &row, &value)).await?;
+        let mut update = Message::new(
+            module::METAMANAGER,
+            module::META,
+            op::UPDATE,
+            resource.to_string(),
+        );
+        update.content = answer.content.clone();
+        self.hand_on(update).await;
+        Ok(Some(answer.content))
+    }
+
+    async fn hand_on(&self, msg: Message) {
+        // Only pods, ConfigMaps and Secrets concern edged's workers.
+        let concerns_edged = Resource::parse(&msg.route.resource)
+            .map(|r| matches!(r.kind.as_str(), "pod" | "configmap" | "secret"))
+            .unwrap_or(false);
+        if concerns_edged && self.to_edged.send(msg).await.is_err() {
+            tracing::debug!("edged is gone; change kept in the store only");
+        }
+    }
+}
+
+/// The `ErrStatus` content KubeEdge answers for a missing object.
+pub fn not_found(resource: &Resource) -> serde_json::Value {
+    serde_json::json!({"ErrStatus": {
+        "metadata": {},
+        "status": "Failure",
+        "message": format!("{} \"{}\" not found", resource.kind, resource.name),
+        "reason": "NotFound",
+        "details": {"name": resource.name, "kind": resource.kind},
+        "code": 404
+    }})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn setup() -> (
+        tempfile::TempDir,
+        MetaManager,
+        async_channel::Receiver<Message>,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let (tx, rx) = async_channel::unbounded();
+        (dir, MetaManager::new(store, tx, Arc::new(Offline)), rx)
+    }
+
+    #[test]
+    fn insert_is_stored_handed_on_and_acked_once() {
+        let (_d, mm, rx) = setup();
+        smol::block_on(async {
+            let m = Message::new(
+                "edgecontroller",
+                "resource",
+                op::INSERT,
+                "default/configmap/c",
+            )
+            .with_content(json!({"kind":"ConfigMap","metadata":{"name":"c"},"data":{"k":"v"}}));
+            let ack = mm.handle(m.clone()).await.unwrap();
+            assert_eq!(ack.header.parent_id, m.header.id);
+            assert_eq!(ack.content, json!("OK"));
+            assert_eq!(rx.try_recv().unwrap().route.resource, "default/configmap/c");
+            // The resend (same msg_id) is ACKed again and changes nothing.
+            mm.handle(m).await.unwrap();
+            assert!(rx.try_recv().is_err());
+            let q = Message::new("edged", "meta", op::QUERY, "default/configmap/c");
+            assert_eq!(mm.handle(q).await.unwrap().content["data"]["k"], "v");
+        });
+    }
+
+    #[test]
+    fn missing_is_not_found_offline_and_bad_messages_are_named() {
+        let (_d, mm, _rx) = setup();
+        smol::block_on(async {
+            let q = Message::new("edged", "meta", op::QUERY, "default/secret/nope");
+            let r = mm.handle(q).await.unwrap();
+            assert_eq!(r.content["ErrStatus"]["code"], 404);
+            let bad =
+                Message::new("x", "y", op::INSERT, "default/pod/web").with_content(json!("str"));
+            let e = mm.handle(bad).await.unwrap_err().to_string();
+            assert!(
+                e.contains("default/pod/web") && e.contains("content"),
+                "{e}"
+            );
+            let bad =
+                Message::new("x", "y", op::INSERT, "default/widget/w").with_content(json!({}));
+            assert!(mm
+                .handle(bad)
+                .await
+                .unwrap_err()
+                .to_string()
+                .contains("widget"));
+        });
+    }
+}

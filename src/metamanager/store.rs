@@ -1,0 +1,319 @@
+//! The local store: one LMDB environment (heed), a table per object type, rows keyed
+//! `<namespace>/<name>` holding the object's JSON as it came.
+//!
+//! Every write is one LMDB transaction committed with fsync before it returns, so a write the
+//! agent has acknowledged survives `kill -9` and a power cut. Readers (`edged get`) may open the
+//! same files while the agent writes.
+
+use heed::types::{Bytes, Str};
+use heed::{Database, Env, EnvFlags, EnvOpenOptions};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// The on-disk format version, kept in the `meta` table. A release that changes the layout
+/// bumps it and migrates in [`Store::open`].
+pub const FORMAT_VERSION: u32 = 1;
+
+/// LMDB's map is address space, not disk: keep it modest on 32-bit devices.
+const MAP_SIZE: usize = if cfg!(target_pointer_width = "64") {
+    4 << 30
+} else {
+    512 << 20
+};
+
+/// The store's tables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Table {
+    Pod,
+    ConfigMap,
+    Secret,
+    PodStatus,
+    Node,
+}
+
+impl Table {
+    /// Every table, in the order they are opened.
+    pub const ALL: [Table; 5] = [
+        Table::Pod,
+        Table::ConfigMap,
+        Table::Secret,
+        Table::PodStatus,
+        Table::Node,
+    ];
+
+    /// The beehive resource type the table holds (`pod`, `configmap`, ...).
+    pub fn resource_type(self) -> &'static str {
+        match self {
+            Table::Pod => "pod",
+            Table::ConfigMap => "configmap",
+            Table::Secret => "secret",
+            Table::PodStatus => "podstatus",
+            Table::Node => "node",
+        }
+    }
+
+    /// The table for a beehive resource type.
+    pub fn from_resource_type(s: &str) -> Option<Table> {
+        Table::ALL.into_iter().find(|t| t.resource_type() == s)
+    }
+}
+
+/// A store failure, with the operation and the row it concerned.
+#[derive(Debug)]
+pub struct StoreError {
+    pub context: String,
+    pub source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "store: {}: {}", self.context, self.source)
+    }
+}
+
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(self.source.as_ref())
+    }
+}
+
+fn err<E: std::error::Error + Send + Sync + 'static>(
+    context: impl Into<String>,
+) -> impl FnOnce(E) -> StoreError {
+    let context = context.into();
+    move |e| StoreError {
+        context,
+        source: Box::new(e),
+    }
+}
+
+/// One write of a batch applied by [`Store::apply`].
+#[derive(Clone, Debug)]
+pub enum Write {
+    Put(Table, String, serde_json::Value),
+    Delete(Table, String),
+}
+
+/// The MetaManager's LMDB store.
+pub struct Store {
+    env: Env,
+    tables: Vec<Database<Str, Bytes>>,
+    dir: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `dir`, for the agent.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(dir).map_err(err(format!("create {}", dir.display())))?;
+        let env = Self::env(dir, EnvFlags::empty())?;
+        let mut wtxn = env.write_txn().map_err(err("begin"))?;
+        let mut tables = Vec::new();
+        for t in Table::ALL {
+            let db = env
+                .create_database(&mut wtxn, Some(t.resource_type()))
+                .map_err(err(format!("create table {}", t.resource_type())))?;
+            tables.push(db);
+        }
+        let meta: Database<Str, Bytes> = env
+            .create_database(&mut wtxn, Some("meta"))
+            .map_err(err("create table meta"))?;
+        match meta.get(&wtxn, "version").map_err(err("read version"))? {
+            None => meta
+                .put(&mut wtxn, "version", FORMAT_VERSION.to_string().as_bytes())
+                .map_err(err("write version"))?,
+            Some(v) => {
+                let v = std::str::from_utf8(v)
+                    .ok()
+                    .and_then(|s| s.parse::<u32>().ok());
+                if v != Some(FORMAT_VERSION) {
+                    return Err(StoreError {
+                        context: format!("{}", dir.display()),
+                        source: format!(
+                            "store format version {v:?} is not {FORMAT_VERSION}; this edged cannot read it (move the directory aside to start afresh)"
+                        )
+                        .into(),
+                    });
+                }
+            }
+        }
+        wtxn.commit().map_err(err("commit"))?;
+        Ok(Store {
+            env,
+            tables,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// Opens an existing store read-only, beside a running agent (`edged get`).
+    pub fn open_read_only(dir: &Path) -> Result<Store, StoreError> {
+        if !dir.join("data.mdb").exists() {
+            return Err(StoreError {
+                context: format!("{}", dir.display()),
+                source: "no store here: has the agent run with this --root-dir?".into(),
+            });
+        }
+        let env = Self::env(dir, EnvFlags::READ_ONLY)?;
+        let rtxn = env.read_txn().map_err(err("begin"))?;
+        let mut tables = Vec::new();
+        for t in Table::ALL {
+            let db = env
+                .open_database(&rtxn, Some(t.resource_type()))
+                .map_err(err(format!("open table {}", t.resource_type())))?
+                .ok_or_else(|| StoreError {
+                    context: format!("open table {}", t.resource_type()),
+                    source: "missing".into(),
+                })?;
+            tables.push(db);
+        }
+        rtxn.commit().map_err(err("end"))?;
+        Ok(Store {
+            env,
+            tables,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    fn env(dir: &Path, flags: EnvFlags) -> Result<Env, StoreError> {
+        let mut opts = EnvOpenOptions::new();
+        opts.map_size(MAP_SIZE).max_dbs(8).max_readers(64);
+        // SAFETY: the store's files are opened by this process once (Store is shared by Arc);
+        // other processes open them only through LMDB's own locking.
+        unsafe {
+            opts.flags(flags);
+            opts.open(dir)
+        }
+        .map_err(err(format!("open {}", dir.display())))
+    }
+
+    /// The directory holding the store.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn db(&self, t: Table) -> Database<Str, Bytes> {
+        self.tables[Table::ALL.iter().position(|x| *x == t).unwrap_or(0)]
+    }
+
+    /// Reads one row.
+    pub fn get(&self, t: Table, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        let rtxn = self.env.read_txn().map_err(err("begin"))?;
+        let ctx = || format!("read {}/{}", t.resource_type(), key);
+        match self.db(t).get(&rtxn, key).map_err(err(ctx()))? {
+            None => Ok(None),
+            Some(bytes) => serde_json::from_slice(bytes).map(Some).map_err(err(ctx())),
+        }
+    }
+
+    /// Writes one row (durable when it returns).
+    pub fn put(&self, t: Table, key: &str, value: &serde_json::Value) -> Result<(), StoreError> {
+        self.apply(&[Write::Put(t, key.to_string(), value.clone())])
+    }
+
+    /// Deletes one row; `true` when it was there.
+    pub fn delete(&self, t: Table, key: &str) -> Result<bool, StoreError> {
+        let mut wtxn = self.env.write_txn().map_err(err("begin"))?;
+        let found = self.db(t).delete(&mut wtxn, key).map_err(err(format!(
+            "delete {}/{}",
+            t.resource_type(),
+            key
+        )))?;
+        wtxn.commit().map_err(err("commit"))?;
+        Ok(found)
+    }
+
+    /// Applies several writes in one transaction: all or none.
+    pub fn apply(&self, writes: &[Write]) -> Result<(), StoreError> {
+        let mut wtxn = self.env.write_txn().map_err(err("begin"))?;
+        for w in writes {
+            match w {
+                Write::Put(t, key, value) => {
+                    let bytes = serde_json::to_vec(value).map_err(err("encode"))?;
+                    self.db(*t)
+                        .put(&mut wtxn, key, &bytes)
+                        .map_err(err(format!("write {}/{}", t.resource_type(), key)))?;
+                }
+                Write::Delete(t, key) => {
+                    self.db(*t).delete(&mut wtxn, key).map_err(err(format!(
+                        "delete {}/{}",
+                        t.resource_type(),
+                        key
+                    )))?;
+                }
+            }
+        }
+        wtxn.commit().map_err(err("commit"))
+    }
+
+    /// Every row of a table, in key order.
+    pub fn list(&self, t: Table) -> Result<Vec<(String, serde_json::Value)>, StoreError> {
+        let rtxn = self.env.read_txn().map_err(err("begin"))?;
+        let mut out = Vec::new();
+        let ctx = || format!("list {}", t.resource_type());
+        for row in self.db(t).iter(&rtxn).map_err(err(ctx()))? {
+            let (k, v) = row.map_err(err(ctx()))?;
+            let value = serde_json::from_slice(v).map_err(err(format!(
+                "read {}/{}",
+                t.resource_type(),
+                k
+            )))?;
+            out.push((k.to_string(), value));
+        }
+        Ok(out)
+    }
+}
+
+/// The row key of a namespaced object.
+pub fn key(namespace: &str, name: &str) -> String {
+    format!("{namespace}/{name}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn put_get_list_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        s.put(Table::Pod, "default/web", &json!({"a": 1})).unwrap();
+        s.put(Table::ConfigMap, "default/cfg", &json!({"b": 2}))
+            .unwrap();
+        assert_eq!(
+            s.get(Table::Pod, "default/web").unwrap(),
+            Some(json!({"a": 1}))
+        );
+        assert_eq!(s.get(Table::Pod, "default/cfg").unwrap(), None);
+        assert_eq!(s.list(Table::Pod).unwrap().len(), 1);
+        assert!(s.delete(Table::Pod, "default/web").unwrap());
+        assert!(!s.delete(Table::Pod, "default/web").unwrap());
+        drop(s);
+        let r = Store::open_read_only(dir.path()).unwrap();
+        assert_eq!(
+            r.get(Table::ConfigMap, "default/cfg").unwrap(),
+            Some(json!({"b": 2}))
+        );
+    }
+
+    #[test]
+    fn batch_is_atomic_and_version_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            s.apply(&[
+                Write::Put(Table::Pod, "a/x".into(), json!(1)),
+                Write::Put(Table::PodStatus, "a/x".into(), json!(2)),
+            ])
+            .unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.get(Table::PodStatus, "a/x").unwrap(), Some(json!(2)));
+    }
+
+    #[test]
+    fn read_only_needs_a_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = Store::open_read_only(dir.path()).err().unwrap();
+        assert!(e.to_string().contains("--root-dir"), "{e}");
+    }
+}

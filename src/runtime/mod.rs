@@ -1,0 +1,248 @@
+//! The runtime interface: the one plug-in point between EdgeD and an OCI runtime (the seed's
+//! "CRI"). EdgeD speaks only [`Runtime`]; a backend (today [`shim`], containerd's shim v2 over
+//! ttrpc) turns it into processes.
+//!
+//! Calls are blocking (the shim client is synchronous); EdgeD calls them through
+//! `smol::unblock`. Every call is bounded in time by the backend.
+
+pub mod shim;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+/// Labels every container carries, so a relist can tell which pod and container it is.
+pub mod labels {
+    pub const POD_UID: &str = "io.kubernetes.pod.uid";
+    pub const POD_NAME: &str = "io.kubernetes.pod.name";
+    pub const POD_NAMESPACE: &str = "io.kubernetes.pod.namespace";
+    pub const CONTAINER_NAME: &str = "io.kubernetes.container.name";
+    /// Hash of the container's spec, to see an update that changes it.
+    pub const CONTAINER_HASH: &str = "io.kubernetes.container.hash";
+    /// The restart count (attempt) of this container instance.
+    pub const RESTART_COUNT: &str = "io.kubernetes.container.restartCount";
+}
+
+/// A runtime failure: which object, which step, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuntimeError {
+    /// Container or sandbox id (or pod namespace/name).
+    pub object: String,
+    /// The step that failed, such as `create`, `start`, `shim start`.
+    pub op: String,
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+/// What kind of failure, for callers that act on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// No such container, sandbox or image.
+    NotFound,
+    /// The object exists already.
+    AlreadyExists,
+    /// A call did not answer in time.
+    Timeout,
+    /// The shim died or its socket is gone.
+    ShimDead,
+    /// The configuration is refused (bad spec, missing binary, unsupported cgroup layout...).
+    InvalidConfig,
+    /// Anything else.
+    Other,
+}
+
+impl RuntimeError {
+    /// A new error.
+    pub fn new(
+        object: impl Into<String>,
+        op: impl Into<String>,
+        kind: ErrorKind,
+        message: impl Into<String>,
+    ) -> Self {
+        RuntimeError {
+            object: object.into(),
+            op: op.into(),
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for RuntimeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}: {}", self.op, self.object, self.message)
+    }
+}
+
+impl std::error::Error for RuntimeError {}
+
+/// Result of runtime calls.
+pub type Result<T> = std::result::Result<T, RuntimeError>;
+
+/// What a pod's sandbox (its shared namespaces and cgroup parent) is made from.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PodSandboxConfig {
+    pub uid: String,
+    pub namespace: String,
+    pub name: String,
+    /// Hostname inside the pod (the pod name unless `spec.hostname`).
+    pub hostname: String,
+    pub host_network: bool,
+    pub host_pid: bool,
+    pub host_ipc: bool,
+    /// Lines of the pod's /etc/hosts and /etc/resolv.conf, written by the runtime into the
+    /// sandbox directory and bind-mounted into every container.
+    pub hosts: String,
+    pub resolv_conf: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A pod's sandbox as the runtime holds it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sandbox {
+    pub uid: String,
+    pub namespace: String,
+    pub name: String,
+    /// The pod's network namespace (`None` for hostNetwork pods): probes enter it.
+    pub netns: Option<PathBuf>,
+    /// The pod's IP (loopback-only pods have none until CNI comes).
+    pub ip: Option<String>,
+    pub ready: bool,
+    pub created_at: SystemTime,
+}
+
+/// A bind mount into a container.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Mount {
+    pub host_path: PathBuf,
+    pub container_path: String,
+    pub read_only: bool,
+}
+
+/// Resource limits of a container.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Resources {
+    /// CPU limit in millicores (quota over a 100 ms period).
+    pub cpu_limit_millis: Option<i64>,
+    /// CPU request in millicores (shares).
+    pub cpu_request_millis: Option<i64>,
+    pub memory_limit_bytes: Option<i64>,
+}
+
+/// Security settings of a container (pod-level ones already merged in).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Security {
+    pub run_as_user: Option<u32>,
+    pub run_as_group: Option<u32>,
+    pub supplemental_groups: Vec<u32>,
+    pub privileged: bool,
+    pub read_only_rootfs: bool,
+    /// Capability names as Kubernetes writes them (`NET_ADMIN`, `ALL`).
+    pub capabilities_add: Vec<String>,
+    pub capabilities_drop: Vec<String>,
+    pub no_new_privileges: bool,
+}
+
+/// Everything the runtime needs to create one container of a pod.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ContainerConfig {
+    /// The container's name in the pod.
+    pub name: String,
+    /// The restart count of this instance.
+    pub attempt: u32,
+    /// The image reference as the pod names it.
+    pub image: String,
+    /// `command`/`args` as the pod gives them (after `$(VAR)` expansion); the runtime merges
+    /// them with the image's Entrypoint/Cmd as Kubernetes does.
+    pub command: Vec<String>,
+    pub args: Vec<String>,
+    pub working_dir: Option<String>,
+    pub env: Vec<(String, String)>,
+    pub mounts: Vec<Mount>,
+    /// Where the CRI-format log of this instance goes.
+    pub log_path: PathBuf,
+    pub resources: Resources,
+    pub security: Security,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// The state of a container.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ContainerState {
+    Created,
+    Running,
+    Exited,
+    Unknown,
+}
+
+/// A container as the runtime reports it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ContainerStatus {
+    pub id: String,
+    pub pod_uid: String,
+    pub name: String,
+    pub attempt: u32,
+    pub image: String,
+    /// The image's digest (`sha256:...`).
+    pub image_id: String,
+    pub state: ContainerState,
+    pub pid: Option<u32>,
+    pub created_at: SystemTime,
+    pub started_at: Option<SystemTime>,
+    pub finished_at: Option<SystemTime>,
+    pub exit_code: Option<i32>,
+    /// `Completed`, `Error`, `OOMKilled`, or a runtime error's text.
+    pub reason: Option<String>,
+    pub message: Option<String>,
+    pub log_path: PathBuf,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Output of a command run in a container.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExecResult {
+    pub exit_code: i32,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+/// A container exit the runtime saw (a hint: [`Runtime::container_status`] is the truth).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExitEvent {
+    pub container_id: String,
+    pub exit_code: i32,
+    pub at: SystemTime,
+}
+
+/// The runtime interface.
+pub trait Runtime: Send + Sync {
+    /// The backend and the versions under it (for node status and logs).
+    fn version(&self) -> Result<String>;
+
+    /// Makes a pod's sandbox: its namespaces, cgroup parent, hosts and resolv.conf. Idempotent.
+    fn run_pod_sandbox(&self, config: &PodSandboxConfig) -> Result<Sandbox>;
+    /// Stops every container of the pod (SIGKILL after `grace`) and releases its shim.
+    fn stop_pod_sandbox(&self, pod_uid: &str, grace: Duration) -> Result<()>;
+    /// Removes the sandbox and everything left of its containers. Idempotent.
+    fn remove_pod_sandbox(&self, pod_uid: &str) -> Result<()>;
+    /// Every sandbox the runtime holds (including ones of pods the agent no longer knows).
+    fn list_pod_sandboxes(&self) -> Result<Vec<Sandbox>>;
+
+    /// Creates a container in the pod's sandbox; returns its id.
+    fn create_container(&self, pod_uid: &str, config: &ContainerConfig) -> Result<String>;
+    /// Starts a created container.
+    fn start_container(&self, id: &str) -> Result<()>;
+    /// SIGTERM, then SIGKILL after `grace`; returns when the process is gone.
+    fn stop_container(&self, id: &str, grace: Duration) -> Result<()>;
+    /// Removes a stopped container and what is its own (bundle, rootfs layer, runc state).
+    fn remove_container(&self, id: &str) -> Result<()>;
+    /// One container's status.
+    fn container_status(&self, id: &str) -> Result<ContainerStatus>;
+    /// Every container the runtime holds.
+    fn list_containers(&self) -> Result<Vec<ContainerStatus>>;
+    /// Runs `cmd` in a running container, killing it after `timeout`.
+    fn exec_sync(&self, id: &str, cmd: &[String], timeout: Duration) -> Result<ExecResult>;
+    /// Exit events, as they arrive (every call returns the same channel).
+    fn exit_events(&self) -> async_channel::Receiver<ExitEvent>;
+}
