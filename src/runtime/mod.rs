@@ -246,3 +246,40 @@ pub trait Runtime: Send + Sync {
     /// Exit events, as they arrive (every call returns the same channel).
     fn exit_events(&self) -> async_channel::Receiver<ExitEvent>;
 }
+
+/// What an image says about how to run it (its OCI config).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ImageSpec {
+    /// The image id: its config digest, `sha256:...`.
+    pub id: String,
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+    /// `KEY=value` entries.
+    pub env: Vec<String>,
+    pub working_dir: String,
+    /// `uid`, `uid:gid`, or a name (resolved by the runtime from the rootfs /etc/passwd).
+    pub user: String,
+}
+
+/// A mount making up a container's root filesystem, as containerd's `types.Mount` (handed
+/// to the shim's Create as `rootfs`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RootfsMount {
+    /// `overlay`, `bind`, ...
+    pub kind: String,
+    pub source: String,
+    pub options: Vec<String>,
+}
+
+/// Where container root filesystems come from: the image store implements it. The runtime
+/// asks it for an image's spec and for a rootfs of a container's own, and releases it when
+/// the container is removed.
+pub trait RootfsProvider: Send + Sync {
+    /// The spec of a local image (`NotFound` when the store has no such image).
+    fn image_spec(&self, reference: &str) -> Result<ImageSpec>;
+    /// Makes a rootfs for container `container_id` from image `reference` (a writable layer of
+    /// its own over the image's layers); idempotent for the same id.
+    fn prepare_rootfs(&self, reference: &str, container_id: &str) -> Result<Vec<RootfsMount>>;
+    /// Removes the container's writable layer. Idempotent.
+    fn release_rootfs(&self, container_id: &str) -> Result<()>;
+}
