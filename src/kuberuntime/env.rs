@@ -1,0 +1,340 @@
+//! Container environment: `env` (with `valueFrom`) and `envFrom`, resolved as the kubelet does,
+//! and `$(VAR)` expansion.
+
+use super::{ConfigError, PodContext};
+use crate::api::{self, Container};
+
+/// The container's environment, in order: `envFrom` sources first, then `env` entries (a later
+/// entry overrides an earlier one of the same name, keeping its first position).
+pub fn resolve(ctx: &PodContext<'_>, c: &Container) -> Result<Vec<(String, String)>, ConfigError> {
+    let pod = ctx.pod;
+    let object = format!(
+        "Pod {}/{} container {}",
+        pod.metadata.namespace, pod.metadata.name, c.name
+    );
+    let fail = |field: String, reason: String| ConfigError {
+        object: object.clone(),
+        field,
+        reason,
+    };
+    let mut out: Vec<(String, String)> = Vec::new();
+    let set = |out: &mut Vec<(String, String)>, k: String, v: String| {
+        if let Some(e) = out.iter_mut().find(|(n, _)| *n == k) {
+            e.1 = v;
+        } else {
+            out.push((k, v));
+        }
+    };
+    for (i, from) in c.env_from.iter().enumerate() {
+        let prefix = from.prefix.clone().unwrap_or_default();
+        if let Some(r) = &from.config_map_ref {
+            match ctx.config_maps.get(&r.name) {
+                Some(cm) => {
+                    for (k, v) in &cm.data {
+                        if valid_env_name(&format!("{prefix}{k}")) {
+                            set(&mut out, format!("{prefix}{k}"), v.clone());
+                        }
+                    }
+                }
+                None if r.optional == Some(true) => {}
+                None => {
+                    return Err(fail(
+                        format!("envFrom[{i}].configMapRef"),
+                        format!("configmap \"{}\" not found", r.name),
+                    ))
+                }
+            }
+        }
+        if let Some(r) = &from.secret_ref {
+            match ctx.secrets.get(&r.name) {
+                Some(s) => {
+                    for (k, v) in secret_values(s) {
+                        if valid_env_name(&format!("{prefix}{k}")) {
+                            set(&mut out, format!("{prefix}{k}"), v);
+                        }
+                    }
+                }
+                None if r.optional == Some(true) => {}
+                None => {
+                    return Err(fail(
+                        format!("envFrom[{i}].secretRef"),
+                        format!("secret \"{}\" not found", r.name),
+                    ))
+                }
+            }
+        }
+    }
+    for (i, e) in c.env.iter().enumerate() {
+        let field = format!("env[{i}]");
+        let value = match (&e.value, &e.value_from) {
+            (_, Some(from)) => {
+                if let Some(r) = &from.config_map_key_ref {
+                    match ctx.config_maps.get(&r.name).map(|cm| cm.data.get(&r.key)) {
+                        Some(Some(v)) => Some(v.clone()),
+                        Some(None) if r.optional == Some(true) => None,
+                        None if r.optional == Some(true) => None,
+                        Some(None) => {
+                            return Err(fail(
+                                format!("{field}.valueFrom.configMapKeyRef"),
+                                format!("key \"{}\" not found in configmap \"{}\"", r.key, r.name),
+                            ))
+                        }
+                        None => {
+                            return Err(fail(
+                                format!("{field}.valueFrom.configMapKeyRef"),
+                                format!("configmap \"{}\" not found", r.name),
+                            ))
+                        }
+                    }
+                } else if let Some(r) = &from.secret_key_ref {
+                    let v = ctx
+                        .secrets
+                        .get(&r.name)
+                        .map(|s| secret_values(s).into_iter().find(|(k, _)| *k == r.key));
+                    match v {
+                        Some(Some((_, v))) => Some(v),
+                        Some(None) | None if r.optional == Some(true) => None,
+                        Some(None) => {
+                            return Err(fail(
+                                format!("{field}.valueFrom.secretKeyRef"),
+                                format!("key \"{}\" not found in secret \"{}\"", r.key, r.name),
+                            ))
+                        }
+                        None => {
+                            return Err(fail(
+                                format!("{field}.valueFrom.secretKeyRef"),
+                                format!("secret \"{}\" not found", r.name),
+                            ))
+                        }
+                    }
+                } else if let Some(f) = &from.field_ref {
+                    Some(field_value(ctx, &f.field_path).ok_or_else(|| {
+                        fail(
+                            format!("{field}.valueFrom.fieldRef.fieldPath"),
+                            format!("`{}` is not a supported field path", f.field_path),
+                        )
+                    })?)
+                } else if let Some(r) = &from.resource_field_ref {
+                    Some(resource_value(ctx, c, r).ok_or_else(|| {
+                        fail(
+                            format!("{field}.valueFrom.resourceFieldRef.resource"),
+                            format!("`{}` is not a supported resource", r.resource),
+                        )
+                    })?)
+                } else {
+                    return Err(fail(format!("{field}.valueFrom"), "names no source".into()));
+                }
+            }
+            (Some(v), None) => Some(expand(v, &out)),
+            (None, None) => Some(String::new()),
+        };
+        if let Some(v) = value {
+            set(&mut out, e.name.clone(), v);
+        }
+    }
+    Ok(out)
+}
+
+/// A Secret's values, decoded (`data` is base64; `stringData` is plain and wins).
+pub fn secret_values(s: &api::Secret) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = s
+        .data
+        .iter()
+        .filter_map(|(k, v)| {
+            let bytes = api::base64::decode(v).ok()?;
+            Some((k.clone(), String::from_utf8_lossy(&bytes).into_owned()))
+        })
+        .collect();
+    for (k, v) in &s.string_data {
+        out.retain(|(n, _)| n != k);
+        out.push((k.clone(), v.clone()));
+    }
+    out
+}
+
+/// The downward API value of a field path, as the kubelet resolves it.
+pub fn field_value(ctx: &PodContext<'_>, path: &str) -> Option<String> {
+    let m = &ctx.pod.metadata;
+    let sub = |prefix: &str| {
+        path.strip_prefix(prefix)
+            .and_then(|r| r.strip_prefix("['"))
+            .and_then(|r| r.strip_suffix("']"))
+    };
+    Some(match path {
+        "metadata.name" => m.name.clone(),
+        "metadata.namespace" => m.namespace.clone(),
+        "metadata.uid" => m.uid.clone(),
+        "spec.nodeName" => ctx.node_name.to_string(),
+        "spec.serviceAccountName" => String::new(),
+        "status.hostIP" => ctx.host_ip.to_string(),
+        "status.podIP" | "status.podIPs" => ctx.pod_ip.unwrap_or("").to_string(),
+        _ => {
+            if let Some(k) = sub("metadata.labels") {
+                m.labels.get(k).cloned().unwrap_or_default()
+            } else if let Some(k) = sub("metadata.annotations") {
+                m.annotations.get(k).cloned().unwrap_or_default()
+            } else {
+                return None;
+            }
+        }
+    })
+}
+
+fn resource_value(
+    ctx: &PodContext<'_>,
+    c: &Container,
+    r: &api::ResourceFieldSelector,
+) -> Option<String> {
+    let target = match &r.container_name {
+        Some(n) if !n.is_empty() => ctx.pod.spec.containers.iter().find(|x| &x.name == n)?,
+        _ => c,
+    };
+    let (map, key) = r.resource.split_once('.')?;
+    let m = match map {
+        "limits" => &target.resources.limits,
+        "requests" => &target.resources.requests,
+        _ => return None,
+    };
+    let v = m.get(key);
+    let divisor = r.divisor.as_ref();
+    match key {
+        "cpu" => {
+            let milli = v.and_then(api::quantity::millicores).unwrap_or(0);
+            let div = divisor
+                .and_then(api::quantity::millicores)
+                .filter(|d| *d > 0)
+                .unwrap_or(1000);
+            Some(((milli + div - 1) / div).to_string())
+        }
+        "memory" | "ephemeral-storage" => {
+            let b = v.and_then(api::quantity::bytes).unwrap_or(0);
+            let div = divisor
+                .and_then(api::quantity::bytes)
+                .filter(|d| *d > 0)
+                .unwrap_or(1);
+            Some(((b + div - 1) / div).to_string())
+        }
+        _ => None,
+    }
+}
+
+/// Expands `$(VAR)` from `env` as Kubernetes does: unknown references stay as written, `$$`
+/// is a literal `$`.
+pub fn expand(s: &str, env: &[(String, String)]) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(r) = after.strip_prefix('$') {
+            out.push('$');
+            rest = r;
+        } else if let Some(inner) = after.strip_prefix('(') {
+            match inner.find(')') {
+                Some(end) => {
+                    let name = &inner[..end];
+                    match env.iter().rev().find(|(k, _)| k == name) {
+                        Some((_, v)) => out.push_str(v),
+                        None => {
+                            out.push_str("$(");
+                            out.push_str(name);
+                            out.push(')');
+                        }
+                    }
+                    rest = &inner[end + 1..];
+                }
+                None => {
+                    out.push_str("$(");
+                    rest = inner;
+                }
+            }
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+fn valid_env_name(s: &str) -> bool {
+    !s.is_empty()
+        && !s.as_bytes()[0].is_ascii_digit()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    #[test]
+    fn expansion() {
+        let env = vec![("A".to_string(), "1".to_string())];
+        assert_eq!(expand("$(A)-$(B)-$$(A)-$", &env), "1-$(B)-$(A)-$");
+        assert_eq!(expand("x$(A", &env), "x$(A");
+    }
+
+    #[test]
+    fn value_from_sources() {
+        let pod: api::Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "ns", "uid": "u", "labels": {"app": "a"}},
+            "spec": {"containers": [{"name": "c", "image": "i",
+              "envFrom": [{"configMapRef": {"name": "cm"}, "prefix": "CM_"}],
+              "env": [
+                {"name": "K", "valueFrom": {"configMapKeyRef": {"name": "cm", "key": "k"}}},
+                {"name": "S", "valueFrom": {"secretKeyRef": {"name": "sec", "key": "pw"}}},
+                {"name": "NS", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+                {"name": "APP", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['app']"}}},
+                {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+                {"name": "MEM", "valueFrom": {"resourceFieldRef": {"resource": "limits.memory", "divisor": "1Mi"}}},
+                {"name": "X", "value": "$(K)!"},
+                {"name": "OPT", "valueFrom": {"configMapKeyRef": {"name": "gone", "key": "k", "optional": true}}}
+              ],
+              "resources": {"limits": {"memory": "64Mi"}}}]}
+        }))
+        .unwrap();
+        let mut cms = BTreeMap::new();
+        cms.insert(
+            "cm".to_string(),
+            serde_json::from_value(serde_json::json!({"data": {"k": "v", "1bad": "x"}})).unwrap(),
+        );
+        let mut secrets = BTreeMap::new();
+        secrets.insert(
+            "sec".to_string(),
+            serde_json::from_value(serde_json::json!({"data": {"pw": "c2VjcmV0"}})).unwrap(),
+        );
+        let ctx = PodContext {
+            pod: &pod,
+            node_name: "n1",
+            host_ip: "",
+            pod_ip: None,
+            config_maps: &cms,
+            secrets: &secrets,
+            log_dir: Path::new("/l"),
+        };
+        let env = resolve(&ctx, &pod.spec.containers[0]).unwrap();
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("CM_k"), Some("v"));
+        assert_eq!(get("CM_1bad"), Some("x"));
+        assert_eq!(get("K"), Some("v"));
+        assert_eq!(get("S"), Some("secret"));
+        assert_eq!(get("NS"), Some("ns"));
+        assert_eq!(get("APP"), Some("a"));
+        assert_eq!(get("NODE"), Some("n1"));
+        assert_eq!(get("MEM"), Some("64"));
+        assert_eq!(get("X"), Some("v!"));
+        assert_eq!(get("OPT"), None);
+
+        let cms = BTreeMap::new();
+        let ctx = PodContext {
+            config_maps: &cms,
+            ..ctx
+        };
+        let e = resolve(&ctx, &pod.spec.containers[0]).unwrap_err();
+        assert_eq!(e.field, "envFrom[0].configMapRef");
+        assert!(e.to_string().contains("Pod ns/p container c"), "{e}");
+    }
+}

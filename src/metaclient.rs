@@ -1,0 +1,164 @@
+//! MetaClient: the one door between EdgeD and MetaManager (and through it, the cloud).
+//!
+//! EdgeD's subsystems never touch the store or the link directly: they read pods, ConfigMaps
+//! and Secrets and write statuses through this client, so offline and online behave the same.
+
+use crate::api::{self, PodStatus};
+use crate::message::{module, op, Message, Resource};
+use crate::metamanager::{key, MetaError, MetaManager, Table};
+use std::sync::Arc;
+
+/// A handle to MetaManager for EdgeD (cheap to clone).
+#[derive(Clone)]
+pub struct MetaClient {
+    meta: Arc<MetaManager>,
+}
+
+impl MetaClient {
+    /// A client over `meta`.
+    pub fn new(meta: Arc<MetaManager>) -> Self {
+        MetaClient { meta }
+    }
+
+    /// A ConfigMap: the store, else the cloud (stored before it is returned). `None`: not found.
+    pub async fn config_map(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<api::ConfigMap>, MetaError> {
+        self.object(Table::ConfigMap, namespace, name).await
+    }
+
+    /// A Secret: the store, else the cloud. `None`: not found.
+    pub async fn secret(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<api::Secret>, MetaError> {
+        self.object(Table::Secret, namespace, name).await
+    }
+
+    async fn object<T: serde::de::DeserializeOwned>(
+        &self,
+        table: Table,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<T>, MetaError> {
+        let resource = Resource::new(namespace, table.resource_type(), name);
+        match self.meta.query(table, &resource).await? {
+            None => Ok(None),
+            Some(v) => api::decode(&resource.to_string(), &v)
+                .map(Some)
+                .map_err(|e| MetaError::BadMessage {
+                    resource: resource.to_string(),
+                    reason: e.to_string(),
+                }),
+        }
+    }
+
+    /// Every stored pod, as stored (raw JSON).
+    pub async fn pods(&self) -> Result<Vec<serde_json::Value>, MetaError> {
+        let store = self.meta.store().clone();
+        let rows = smol::unblock(move || store.list(Table::Pod)).await?;
+        Ok(rows.into_iter().map(|(_, v)| v).collect())
+    }
+
+    /// The stored status of a pod.
+    pub async fn pod_status(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<PodStatus>, MetaError> {
+        let store = self.meta.store().clone();
+        let k = key(namespace, name);
+        let v = smol::unblock(move || store.get(Table::PodStatus, &k)).await?;
+        Ok(v.and_then(|v| serde_json::from_value(v).ok()))
+    }
+
+    /// Stores a pod's status (what `edged get` shows).
+    pub async fn put_pod_status(
+        &self,
+        namespace: &str,
+        name: &str,
+        status: &PodStatus,
+    ) -> Result<(), MetaError> {
+        let store = self.meta.store().clone();
+        let k = key(namespace, name);
+        let v = serde_json::to_value(status).unwrap_or_default();
+        smol::unblock(move || store.put(Table::PodStatus, &k, &v)).await?;
+        Ok(())
+    }
+
+    /// Sends a pod's status upstream as a `podpatch` (content: a JSON string of
+    /// `{"metadata":{"uid":..},"status":..}`). Offline: an error the caller keeps the status for.
+    pub async fn send_pod_status(
+        &self,
+        namespace: &str,
+        name: &str,
+        uid: &str,
+        status: &PodStatus,
+    ) -> Result<(), MetaError> {
+        let patch = serde_json::json!({"metadata": {"uid": uid}, "status": status});
+        let msg = Message::new(
+            module::EDGED,
+            module::META,
+            op::PATCH,
+            format!("{namespace}/podpatch/{name}"),
+        )
+        .with_content(serde_json::Value::String(patch.to_string()));
+        self.meta
+            .upstream()
+            .send(msg)
+            .await
+            .map_err(MetaError::Upstream)
+    }
+
+    /// Forgets a deleted pod: its status row goes, and the cloud is told the pod is gone.
+    pub async fn pod_deleted(&self, namespace: &str, name: &str) -> Result<(), MetaError> {
+        let store = self.meta.store().clone();
+        let k = key(namespace, name);
+        smol::unblock(move || store.delete(Table::PodStatus, &k)).await?;
+        if self.meta.upstream().is_online() {
+            let msg = Message::new(
+                module::EDGED,
+                module::META,
+                op::DELETE,
+                format!("{namespace}/pod/{name}"),
+            )
+            .with_content(serde_json::json!("OK"));
+            // The cloud resends its delete until confirmed; a lost confirmation is retried then.
+            let _ = self.meta.upstream().send(msg).await;
+        }
+        Ok(())
+    }
+
+    /// Removes a pod the agent finished deleting on its own (a graceful delete from the cloud
+    /// that ends here): its row and status go.
+    pub async fn remove_pod(&self, namespace: &str, name: &str) -> Result<(), MetaError> {
+        let store = self.meta.store().clone();
+        let k = key(namespace, name);
+        smol::unblock(move || {
+            store.apply(&[
+                crate::metamanager::Write::Delete(Table::Pod, k.clone()),
+                crate::metamanager::Write::Delete(Table::PodStatus, k),
+            ])
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Stores the node's own record.
+    pub async fn put_node(&self, node: &str, value: serde_json::Value) -> Result<(), MetaError> {
+        let store = self.meta.store().clone();
+        let k = key("null", node);
+        smol::unblock(move || store.put(Table::Node, &k, &value)).await?;
+        Ok(())
+    }
+
+    /// The node's stored record.
+    pub async fn node(&self, node: &str) -> Result<Option<serde_json::Value>, MetaError> {
+        let store = self.meta.store().clone();
+        let k = key("null", node);
+        Ok(smol::unblock(move || store.get(Table::Node, &k)).await?)
+    }
+}

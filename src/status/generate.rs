@@ -1,0 +1,498 @@
+//! Builds the v1 PodStatus from what the runtime reports, what the prober found, and what the
+//! pod worker knows (waiting reasons), as the kubelet's `generateAPIPodStatus` does.
+
+use crate::api::{self, Pod, PodCondition, PodStatus};
+use crate::runtime::{ContainerState, ContainerStatus};
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+/// Why a container is waiting (set by the pod worker).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Waiting {
+    /// `ContainerCreating`, `CrashLoopBackOff`, `ErrImageNeverPull`, `CreateContainerConfigError`...
+    pub reason: String,
+    pub message: Option<String>,
+}
+
+/// Inputs of [`pod_status`] beside the pod.
+pub struct StatusInputs<'a> {
+    /// Every instance of the pod's containers the runtime holds.
+    pub containers: &'a [ContainerStatus],
+    /// Container id → readiness (absent: no result yet).
+    pub ready: &'a BTreeMap<String, bool>,
+    /// Container id → startup probe passed (absent: no startup probe or not yet).
+    pub started: &'a BTreeMap<String, bool>,
+    /// Container name → waiting reason.
+    pub waiting: &'a BTreeMap<String, Waiting>,
+    /// A reason for the whole pod (such as a volume that cannot be set up).
+    pub pod_message: Option<&'a str>,
+    pub host_ip: &'a str,
+    pub pod_ip: Option<&'a str>,
+    /// When the worker first saw the pod.
+    pub start_time: SystemTime,
+    /// The previous status, to keep transition times of unchanged conditions.
+    pub previous: Option<&'a PodStatus>,
+}
+
+fn time(t: Option<SystemTime>) -> Option<String> {
+    t.map(api::rfc3339)
+}
+
+/// The container id as Kubernetes shows it.
+pub fn container_id(id: &str) -> String {
+    format!("containerd://{id}")
+}
+
+fn terminated(c: &ContainerStatus) -> api::StateTerminated {
+    api::StateTerminated {
+        exit_code: c.exit_code.unwrap_or(0),
+        signal: None,
+        reason: c.reason.clone().or_else(|| {
+            Some(
+                if c.exit_code == Some(0) {
+                    "Completed"
+                } else {
+                    "Error"
+                }
+                .into(),
+            )
+        }),
+        message: c.message.clone(),
+        started_at: time(c.started_at),
+        finished_at: time(c.finished_at),
+        container_id: Some(container_id(&c.id)),
+    }
+}
+
+fn container_status(
+    spec: &api::Container,
+    instances: &[&ContainerStatus],
+    inputs: &StatusInputs<'_>,
+    has_readiness: bool,
+) -> api::ContainerStatus {
+    let mut sorted: Vec<&&ContainerStatus> = instances.iter().collect();
+    sorted.sort_by_key(|c| (c.attempt, c.created_at));
+    let latest = sorted.last().map(|c| **c);
+    let previous = if sorted.len() >= 2 {
+        Some(*sorted[sorted.len() - 2])
+    } else {
+        None
+    };
+    let mut s = api::ContainerStatus {
+        name: spec.name.clone(),
+        image: spec.image.clone(),
+        restart_count: latest.map(|c| c.attempt as i32).unwrap_or(0),
+        ..Default::default()
+    };
+    if let Some(p) = previous {
+        if p.state == ContainerState::Exited {
+            s.last_state.terminated = Some(terminated(p));
+        }
+    }
+    let waiting = inputs.waiting.get(&spec.name);
+    match latest {
+        Some(c) => {
+            s.image_id = c.image_id.clone();
+            s.container_id = Some(container_id(&c.id));
+            match c.state {
+                ContainerState::Running => {
+                    s.state.running = Some(api::StateRunning {
+                        started_at: time(c.started_at),
+                    });
+                    let started = inputs
+                        .started
+                        .get(&c.id)
+                        .copied()
+                        .unwrap_or(spec.startup_probe.is_none());
+                    s.started = Some(started);
+                    s.ready = started
+                        && if has_readiness {
+                            inputs.ready.get(&c.id).copied().unwrap_or(false)
+                        } else {
+                            true
+                        };
+                }
+                ContainerState::Exited | ContainerState::Unknown => {
+                    s.started = Some(false);
+                    if let Some(w) = waiting {
+                        // Waiting to restart: the exited instance becomes lastState.
+                        s.last_state.terminated = Some(terminated(c));
+                        s.state.waiting = Some(api::StateWaiting {
+                            reason: Some(w.reason.clone()),
+                            message: w.message.clone(),
+                        });
+                    } else {
+                        s.state.terminated = Some(terminated(c));
+                    }
+                }
+                ContainerState::Created => {
+                    s.started = Some(false);
+                    s.state.waiting = Some(api::StateWaiting {
+                        reason: Some("ContainerCreating".into()),
+                        message: None,
+                    });
+                }
+            }
+        }
+        None => {
+            s.started = Some(false);
+            let w = waiting.cloned().unwrap_or(Waiting {
+                reason: "ContainerCreating".into(),
+                message: None,
+            });
+            s.state.waiting = Some(api::StateWaiting {
+                reason: Some(w.reason),
+                message: w.message,
+            });
+        }
+    }
+    s
+}
+
+/// The pod's status.
+pub fn pod_status(pod: &Pod, inputs: &StatusInputs<'_>) -> PodStatus {
+    let of = |name: &str| -> Vec<&ContainerStatus> {
+        inputs
+            .containers
+            .iter()
+            .filter(|c| c.name == name)
+            .collect()
+    };
+    let init: Vec<api::ContainerStatus> = pod
+        .spec
+        .init_containers
+        .iter()
+        .map(|c| container_status(c, &of(&c.name), inputs, false))
+        .collect();
+    let apps: Vec<api::ContainerStatus> = pod
+        .spec
+        .containers
+        .iter()
+        .map(|c| container_status(c, &of(&c.name), inputs, c.readiness_probe.is_some()))
+        .collect();
+    let succeeded = |s: &api::ContainerStatus| {
+        s.state
+            .terminated
+            .as_ref()
+            .map(|t| t.exit_code == 0)
+            .unwrap_or(false)
+    };
+    let initialized = init.iter().all(succeeded);
+    let phase = phase(pod, &init, &apps, initialized);
+    let all_ready = initialized && !apps.is_empty() && apps.iter().all(|s| s.ready);
+    let terminal = phase == "Succeeded" || phase == "Failed";
+    let cond = |kind: &str, ok: bool, reason: Option<&str>| PodCondition {
+        kind: kind.into(),
+        status: if ok { "True" } else { "False" }.into(),
+        reason: if ok { None } else { reason.map(str::to_string) },
+        ..Default::default()
+    };
+    let mut conditions = vec![
+        cond("Initialized", initialized, Some("ContainersNotInitialized")),
+        cond(
+            "Ready",
+            all_ready && !terminal,
+            Some(if terminal {
+                "PodCompleted"
+            } else {
+                "ContainersNotReady"
+            }),
+        ),
+        cond(
+            "ContainersReady",
+            all_ready && !terminal,
+            Some(if terminal {
+                "PodCompleted"
+            } else {
+                "ContainersNotReady"
+            }),
+        ),
+        cond("PodScheduled", true, None),
+    ];
+    let now = api::rfc3339(SystemTime::now());
+    for c in &mut conditions {
+        let before = inputs
+            .previous
+            .and_then(|p| p.conditions.iter().find(|x| x.kind == c.kind))
+            .filter(|x| x.status == c.status)
+            .and_then(|x| x.last_transition_time.clone());
+        c.last_transition_time = Some(before.unwrap_or_else(|| now.clone()));
+    }
+    PodStatus {
+        phase: phase.into(),
+        conditions,
+        message: inputs.pod_message.map(str::to_string),
+        reason: None,
+        host_ip: Some(inputs.host_ip.to_string()).filter(|s| !s.is_empty()),
+        pod_ip: inputs.pod_ip.map(str::to_string),
+        start_time: Some(api::rfc3339(inputs.start_time)),
+        init_container_statuses: init,
+        container_statuses: apps,
+        qos_class: Some(qos_class(pod).into()),
+    }
+}
+
+/// The pod phase, by the kubelet's rules.
+fn phase(
+    pod: &Pod,
+    init: &[api::ContainerStatus],
+    apps: &[api::ContainerStatus],
+    initialized: bool,
+) -> &'static str {
+    let policy = pod.spec.restart_policy();
+    let init_failed = init.iter().any(|s| {
+        s.state
+            .terminated
+            .as_ref()
+            .map(|t| t.exit_code != 0)
+            .unwrap_or(false)
+    });
+    if init_failed && policy == "Never" {
+        return "Failed";
+    }
+    if !initialized {
+        return "Pending";
+    }
+    let (mut running, mut waiting, mut stopped, mut succeeded) = (0, 0, 0, 0);
+    for s in apps {
+        if s.state.running.is_some() {
+            running += 1;
+        } else if let Some(t) = &s.state.terminated {
+            stopped += 1;
+            if t.exit_code == 0 {
+                succeeded += 1;
+            }
+        } else if s.state.waiting.is_some() {
+            // A container waiting after it has run once (back-off) still counts as running
+            // for the phase, as in the kubelet.
+            if s.last_state.terminated.is_some() {
+                running += 1;
+            } else {
+                waiting += 1;
+            }
+        }
+    }
+    if waiting > 0 {
+        "Pending"
+    } else if running > 0 {
+        "Running"
+    } else if stopped > 0 && stopped == apps.len() {
+        if policy == "Always" {
+            "Running"
+        } else if succeeded == stopped {
+            "Succeeded"
+        } else if policy == "Never" {
+            "Failed"
+        } else {
+            "Running"
+        }
+    } else {
+        "Pending"
+    }
+}
+
+/// Guaranteed, Burstable or BestEffort.
+pub fn qos_class(pod: &Pod) -> &'static str {
+    let all: Vec<&api::Container> = pod
+        .spec
+        .containers
+        .iter()
+        .chain(pod.spec.init_containers.iter())
+        .collect();
+    let any = all
+        .iter()
+        .any(|c| !c.resources.limits.is_empty() || !c.resources.requests.is_empty());
+    if !any {
+        return "BestEffort";
+    }
+    let guaranteed = all.iter().all(|c| {
+        ["cpu", "memory"].iter().all(|k| {
+            let l = c.resources.limits.get(*k);
+            l.is_some()
+                && c.resources
+                    .requests
+                    .get(*k)
+                    .map(|r| Some(r) == l)
+                    .unwrap_or(true)
+        })
+    });
+    if guaranteed {
+        "Guaranteed"
+    } else {
+        "Burstable"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    fn pod(policy: &str) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "ns", "uid": "u"},
+            "spec": {"restartPolicy": policy,
+                "initContainers": [{"name": "init", "image": "i"}],
+                "containers": [{"name": "app", "image": "i", "readinessProbe": {"exec": {"command": ["true"]}}}]}
+        }))
+        .unwrap()
+    }
+
+    fn inst(
+        name: &str,
+        id: &str,
+        attempt: u32,
+        state: ContainerState,
+        exit: Option<i32>,
+    ) -> ContainerStatus {
+        ContainerStatus {
+            id: id.into(),
+            pod_uid: "u".into(),
+            name: name.into(),
+            attempt,
+            image: "i".into(),
+            image_id: "sha256:1".into(),
+            state,
+            pid: None,
+            created_at: UNIX_EPOCH + Duration::from_secs(attempt as u64),
+            started_at: Some(UNIX_EPOCH),
+            finished_at: exit.map(|_| UNIX_EPOCH),
+            exit_code: exit,
+            reason: None,
+            message: None,
+            log_path: PathBuf::new(),
+            labels: Default::default(),
+        }
+    }
+
+    fn status(
+        pod: &Pod,
+        cs: &[ContainerStatus],
+        ready: &[(&str, bool)],
+        waiting: &[(&str, &str)],
+    ) -> PodStatus {
+        let ready: BTreeMap<String, bool> =
+            ready.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+        let waiting: BTreeMap<String, Waiting> = waiting
+            .iter()
+            .map(|(k, r)| {
+                (
+                    k.to_string(),
+                    Waiting {
+                        reason: r.to_string(),
+                        message: None,
+                    },
+                )
+            })
+            .collect();
+        let started = BTreeMap::new();
+        pod_status(
+            pod,
+            &StatusInputs {
+                containers: cs,
+                ready: &ready,
+                started: &started,
+                waiting: &waiting,
+                pod_message: None,
+                host_ip: "10.0.0.1",
+                pod_ip: None,
+                start_time: UNIX_EPOCH,
+                previous: None,
+            },
+        )
+    }
+
+    fn cond<'a>(s: &'a PodStatus, kind: &str) -> &'a str {
+        &s.conditions.iter().find(|c| c.kind == kind).unwrap().status
+    }
+
+    #[test]
+    fn pending_until_init_done_then_running_and_ready() {
+        let p = pod("Always");
+        let s = status(&p, &[], &[], &[]);
+        assert_eq!(s.phase, "Pending");
+        assert_eq!(
+            s.container_statuses[0]
+                .state
+                .waiting
+                .as_ref()
+                .unwrap()
+                .reason
+                .as_deref(),
+            Some("ContainerCreating")
+        );
+        let cs = [
+            inst("init", "i1", 0, ContainerState::Exited, Some(0)),
+            inst("app", "a1", 0, ContainerState::Running, None),
+        ];
+        let s = status(&p, &cs, &[], &[]);
+        assert_eq!(s.phase, "Running");
+        assert_eq!(cond(&s, "Initialized"), "True");
+        assert_eq!(cond(&s, "Ready"), "False");
+        let s = status(&p, &cs, &[("a1", true)], &[]);
+        assert_eq!(cond(&s, "Ready"), "True");
+        assert_eq!(cond(&s, "ContainersReady"), "True");
+        assert!(s.container_statuses[0].ready);
+    }
+
+    #[test]
+    fn crash_loop_and_terminal_phases() {
+        let p = pod("Always");
+        let cs = [
+            inst("init", "i1", 0, ContainerState::Exited, Some(0)),
+            inst("app", "a1", 0, ContainerState::Exited, Some(1)),
+            inst("app", "a2", 1, ContainerState::Exited, Some(1)),
+        ];
+        let s = status(&p, &cs, &[], &[("app", "CrashLoopBackOff")]);
+        let c = &s.container_statuses[0];
+        assert_eq!(c.restart_count, 1);
+        assert_eq!(
+            c.state.waiting.as_ref().unwrap().reason.as_deref(),
+            Some("CrashLoopBackOff")
+        );
+        assert_eq!(
+            c.last_state.terminated.as_ref().unwrap().reason.as_deref(),
+            Some("Error")
+        );
+        assert_eq!(s.phase, "Running");
+
+        let p = pod("Never");
+        let cs = [
+            inst("init", "i1", 0, ContainerState::Exited, Some(0)),
+            inst("app", "a1", 0, ContainerState::Exited, Some(0)),
+        ];
+        assert_eq!(status(&p, &cs, &[], &[]).phase, "Succeeded");
+        let cs = [inst("init", "i1", 0, ContainerState::Exited, Some(3))];
+        assert_eq!(status(&p, &cs, &[], &[]).phase, "Failed");
+        let p = pod("OnFailure");
+        let cs = [
+            inst("init", "i1", 0, ContainerState::Exited, Some(0)),
+            inst("app", "a1", 0, ContainerState::Exited, Some(0)),
+        ];
+        let s = status(&p, &cs, &[], &[]);
+        assert_eq!(s.phase, "Succeeded");
+        assert_eq!(
+            s.container_statuses[0]
+                .state
+                .terminated
+                .as_ref()
+                .unwrap()
+                .reason
+                .as_deref(),
+            Some("Completed")
+        );
+        assert_eq!(cond(&s, "Ready"), "False");
+    }
+
+    #[test]
+    fn qos() {
+        let mut p = pod("Always");
+        assert_eq!(qos_class(&p), "BestEffort");
+        p.spec.containers[0]
+            .resources
+            .limits
+            .insert("memory".into(), serde_json::json!("1Mi"));
+        assert_eq!(qos_class(&p), "Burstable");
+    }
+}
