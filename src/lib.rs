@@ -21,5 +21,8 @@ pub mod manifest;
 pub mod message;
 pub mod metaclient;
 pub mod metamanager;
+pub mod objects;
+pub mod pleg;
+pub mod prober;
 pub mod runtime;
 pub mod status;

@@ -1,0 +1,192 @@
+//! Probe handlers: exec (in the container, through the runtime), httpGet and tcpSocket (from
+//! inside the pod's network namespace, so pods on the pod network are reached as they see
+//! themselves).
+
+use crate::api::{ContainerPort, HttpGetAction, TcpSocketAction};
+use crate::runtime::Runtime;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A probe's outcome, with what to tell the user when it failed.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    Success,
+    Failure(String),
+}
+
+/// Resolves a probe port: a number, or the name of one of the container's ports.
+pub fn resolve_port(port: &serde_json::Value, ports: &[ContainerPort]) -> Result<u16, String> {
+    let n = match port {
+        serde_json::Value::Number(n) => n.as_i64(),
+        serde_json::Value::String(s) => match s.parse::<i64>() {
+            Ok(n) => Some(n),
+            Err(_) => ports
+                .iter()
+                .find(|p| p.name.as_deref() == Some(s.as_str()))
+                .map(|p| p.container_port as i64),
+        },
+        _ => None,
+    };
+    match n {
+        Some(n) if (1..=65535).contains(&n) => Ok(n as u16),
+        _ => Err(format!("port {port} is not a port number (1-65535) or a named container port")),
+    }
+}
+
+/// Runs `f` on a fresh thread that has entered `netns` (if any), so the caller's threads
+/// never change namespace.
+pub async fn in_netns<T, F>(netns: Option<PathBuf>, f: F) -> io::Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> io::Result<T> + Send + 'static,
+{
+    let (tx, rx) = async_channel::bounded(1);
+    std::thread::Builder::new()
+        .name("probe".into())
+        .spawn(move || {
+            let run = || -> io::Result<T> {
+                if let Some(p) = &netns {
+                    let file = std::fs::File::open(p)?;
+                    nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
+                }
+                f()
+            };
+            let _ = tx.send_blocking(run());
+        })?;
+    rx.recv().await.unwrap_or_else(|_| Err(io::Error::other("probe thread ended without an answer")))
+}
+
+fn addr(host: &str, port: u16) -> io::Result<SocketAddr> {
+    (host, port)
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{host} has no address")))
+}
+
+/// tcpSocket: success when a connection opens within `timeout`.
+pub async fn tcp(action: &TcpSocketAction, ports: &[ContainerPort], netns: Option<PathBuf>, timeout: Duration) -> Outcome {
+    let port = match resolve_port(&action.port, ports) {
+        Ok(p) => p,
+        Err(e) => return Outcome::Failure(e),
+    };
+    let host = action.host.clone().filter(|h| !h.is_empty()).unwrap_or_else(|| "127.0.0.1".into());
+    let target = format!("{host}:{port}");
+    match in_netns(netns, move || TcpStream::connect_timeout(&addr(&host, port)?, timeout).map(drop)).await {
+        Ok(()) => Outcome::Success,
+        Err(e) => Outcome::Failure(format!("dial tcp {target}: {e}")),
+    }
+}
+
+/// httpGet: success for a status of 200-399 within `timeout`.
+pub async fn http(action: &HttpGetAction, ports: &[ContainerPort], netns: Option<PathBuf>, timeout: Duration) -> Outcome {
+    let port = match resolve_port(&action.port, ports) {
+        Ok(p) => p,
+        Err(e) => return Outcome::Failure(e),
+    };
+    if action.scheme.as_deref().map(|s| s.eq_ignore_ascii_case("HTTPS")).unwrap_or(false) {
+        return Outcome::Failure("HTTPS probes are not supported by edged yet; use scheme HTTP or a tcpSocket probe".into());
+    }
+    let host = action.host.clone().filter(|h| !h.is_empty()).unwrap_or_else(|| "127.0.0.1".into());
+    let mut path = action.path.clone().unwrap_or_else(|| "/".into());
+    if !path.starts_with('/') {
+        path.insert(0, '/');
+    }
+    let url = format!("http://{host}:{port}{path}");
+    let mut req = format!("GET {path} HTTP/1.1\r\n");
+    let mut has_host = false;
+    for h in &action.http_headers {
+        has_host |= h.name.eq_ignore_ascii_case("host");
+        req.push_str(&format!("{}: {}\r\n", h.name, h.value));
+    }
+    if !has_host {
+        req.push_str(&format!("Host: {host}:{port}\r\n"));
+    }
+    req.push_str("User-Agent: kube-probe/edged\r\nAccept: */*\r\nConnection: close\r\n\r\n");
+    let result = in_netns(netns, move || -> io::Result<u16> {
+        let mut s = TcpStream::connect_timeout(&addr(&host, port)?, timeout)?;
+        s.set_read_timeout(Some(timeout))?;
+        s.set_write_timeout(Some(timeout))?;
+        s.write_all(req.as_bytes())?;
+        let mut buf = [0u8; 64];
+        let mut got = 0;
+        while got < 12 {
+            let n = s.read(&mut buf[got..])?;
+            if n == 0 {
+                break;
+            }
+            got += n;
+        }
+        let line = String::from_utf8_lossy(&buf[..got]).to_string();
+        line.split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse::<u16>().ok())
+            .filter(|_| line.starts_with("HTTP/"))
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "the answer is not HTTP"))
+    })
+    .await;
+    match result {
+        Ok(code) if (200..400).contains(&code) => Outcome::Success,
+        Ok(code) => Outcome::Failure(format!("HTTP probe failed with statuscode: {code} ({url})")),
+        Err(e) => Outcome::Failure(format!("Get \"{url}\": {e}")),
+    }
+}
+
+/// exec: success when the command exits 0 within `timeout`.
+pub async fn exec(runtime: Arc<dyn Runtime>, container_id: &str, cmd: &[String], timeout: Duration) -> Outcome {
+    let (id, cmd2) = (container_id.to_string(), cmd.to_vec());
+    match smol::unblock(move || runtime.exec_sync(&id, &cmd2, timeout)).await {
+        Ok(r) if r.exit_code == 0 => Outcome::Success,
+        Ok(r) => {
+            let out = String::from_utf8_lossy(if r.stdout.is_empty() { &r.stderr } else { &r.stdout }).trim().to_string();
+            Outcome::Failure(format!("command {cmd:?} exited with {}: {out}", r.exit_code))
+        }
+        Err(e) => Outcome::Failure(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    #[test]
+    fn ports() {
+        let ports = vec![ContainerPort { name: Some("http".into()), container_port: 8080, ..Default::default() }];
+        assert_eq!(resolve_port(&serde_json::json!(80), &ports), Ok(80));
+        assert_eq!(resolve_port(&serde_json::json!("http"), &ports), Ok(8080));
+        assert!(resolve_port(&serde_json::json!("nope"), &ports).is_err());
+        assert!(resolve_port(&serde_json::json!(0), &ports).is_err());
+    }
+
+    #[test]
+    fn http_and_tcp_on_loopback() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            for (i, s) in l.incoming().take(3).enumerate() {
+                let mut s = s.unwrap();
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf);
+                let code = if i == 1 { "500 Oops" } else { "200 OK" };
+                let _ = s.write_all(format!("HTTP/1.1 {code}\r\nContent-Length: 0\r\n\r\n").as_bytes());
+            }
+        });
+        let t = Duration::from_secs(2);
+        let get = HttpGetAction { path: Some("/healthz".into()), port: serde_json::json!(port), ..Default::default() };
+        smol::block_on(async {
+            assert_eq!(http(&get, &[], None, t).await, Outcome::Success);
+            assert!(matches!(http(&get, &[], None, t).await, Outcome::Failure(m) if m.contains("500")));
+            let tcp_ok = TcpSocketAction { port: serde_json::json!(port), host: None };
+            assert_eq!(tcp(&tcp_ok, &[], None, t).await, Outcome::Success);
+        });
+        server.join().unwrap();
+        let closed = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let tcp_bad = TcpSocketAction { port: serde_json::json!(port), host: None };
+        assert!(matches!(smol::block_on(tcp(&tcp_bad, &[], None, t)), Outcome::Failure(_)));
+    }
+}

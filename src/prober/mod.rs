@@ -1,0 +1,219 @@
+//! The prober: liveness, readiness and startup probes of running containers, each a task on
+//! the agent's executor, with the kubelet's fields and defaults (initialDelaySeconds,
+//! periodSeconds, timeoutSeconds, successThreshold, failureThreshold).
+//!
+//! Results: readiness starts false, liveness true, startup false; a result changes only after
+//! its threshold of consecutive outcomes. While a startup probe has not passed, the other two
+//! do not run. A change is sent to the pod's worker, which restarts on liveness or startup
+//! failure and rebuilds the status on readiness changes.
+
+pub mod handlers;
+
+use crate::api::{Container, ContainerPort, Probe};
+use crate::runtime::Runtime;
+use handlers::Outcome;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// The three kinds of probe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ProbeKind {
+    Liveness,
+    Readiness,
+    Startup,
+}
+
+impl ProbeKind {
+    fn initial(self) -> bool {
+        matches!(self, ProbeKind::Liveness)
+    }
+}
+
+/// A result change, for the pod's worker.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProbeEvent {
+    pub pod_uid: String,
+    pub container_id: String,
+    pub container_name: String,
+    pub kind: ProbeKind,
+    pub success: bool,
+    /// The failure's text (for the container's status message and logs).
+    pub message: Option<String>,
+}
+
+/// A running container to probe.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub pod: String,
+    pub pod_uid: String,
+    pub container_id: String,
+    pub container_name: String,
+    pub started_at: SystemTime,
+    /// The pod's network namespace (`None`: the host's).
+    pub netns: Option<PathBuf>,
+    pub ports: Vec<ContainerPort>,
+}
+
+type Key = (String, ProbeKind);
+
+/// The probe manager (lives on the agent's local executor).
+pub struct ProbeManager {
+    ex: Rc<smol::LocalExecutor<'static>>,
+    runtime: Arc<dyn Runtime>,
+    events: async_channel::Sender<ProbeEvent>,
+    results: Rc<RefCell<HashMap<Key, bool>>>,
+    workers: RefCell<HashMap<String, Vec<smol::Task<()>>>>,
+}
+
+impl ProbeManager {
+    /// A manager spawning probe tasks on `ex` and sending result changes to `events`.
+    pub fn new(
+        ex: Rc<smol::LocalExecutor<'static>>,
+        runtime: Arc<dyn Runtime>,
+        events: async_channel::Sender<ProbeEvent>,
+    ) -> Rc<Self> {
+        Rc::new(ProbeManager {
+            ex,
+            runtime,
+            events,
+            results: Rc::new(RefCell::new(HashMap::new())),
+            workers: RefCell::new(HashMap::new()),
+        })
+    }
+
+    /// Starts the container's probes, once per container id.
+    pub fn add(&self, target: Target, spec: &Container) {
+        if self.workers.borrow().contains_key(&target.container_id) {
+            return;
+        }
+        let mut tasks = Vec::new();
+        let has_startup = spec.startup_probe.is_some();
+        for (kind, probe) in [
+            (ProbeKind::Startup, &spec.startup_probe),
+            (ProbeKind::Liveness, &spec.liveness_probe),
+            (ProbeKind::Readiness, &spec.readiness_probe),
+        ] {
+            let Some(probe) = probe.clone() else { continue };
+            self.results.borrow_mut().insert((target.container_id.clone(), kind), kind.initial());
+            let w = Worker {
+                kind,
+                probe,
+                target: target.clone(),
+                has_startup,
+                runtime: self.runtime.clone(),
+                results: self.results.clone(),
+                events: self.events.clone(),
+            };
+            tasks.push(self.ex.spawn(w.run()));
+        }
+        self.workers.borrow_mut().insert(target.container_id, tasks);
+    }
+
+    /// Stops the probes of a container that is gone or being replaced.
+    pub fn remove(&self, container_id: &str) {
+        self.workers.borrow_mut().remove(container_id);
+        self.results.borrow_mut().retain(|(id, _), _| id != container_id);
+    }
+
+    /// Container ids being probed.
+    pub fn probed(&self) -> Vec<String> {
+        self.workers.borrow().keys().cloned().collect()
+    }
+
+    /// A probe's current result (`None`: the container has no such probe).
+    pub fn result(&self, container_id: &str, kind: ProbeKind) -> Option<bool> {
+        self.results.borrow().get(&(container_id.to_string(), kind)).copied()
+    }
+}
+
+struct Worker {
+    kind: ProbeKind,
+    probe: Probe,
+    target: Target,
+    has_startup: bool,
+    runtime: Arc<dyn Runtime>,
+    results: Rc<RefCell<HashMap<Key, bool>>>,
+    events: async_channel::Sender<ProbeEvent>,
+}
+
+impl Worker {
+    async fn run(self) {
+        let period = Duration::from_secs(self.probe.period() as u64);
+        let timeout = Duration::from_secs(self.probe.timeout() as u64);
+        let delay = Duration::from_secs(self.probe.initial_delay() as u64);
+        let id = self.target.container_id.clone();
+        let mut last = self.kind.initial();
+        let mut streak: (bool, i32) = (last, 0);
+        loop {
+            let since_start = SystemTime::now().duration_since(self.target.started_at).unwrap_or_default();
+            if since_start < delay {
+                smol::Timer::after(delay - since_start).await;
+                continue;
+            }
+            let startup_pending = self.kind != ProbeKind::Startup
+                && self.has_startup
+                && self.results.borrow().get(&(id.clone(), ProbeKind::Startup)) != Some(&true);
+            if !startup_pending {
+                let outcome = self.probe_once(timeout).await;
+                let ok = outcome == Outcome::Success;
+                streak = if streak.0 == ok { (ok, streak.1 + 1) } else { (ok, 1) };
+                let needed = if ok { self.probe.success_threshold() } else { self.probe.failure_threshold() };
+                // Liveness and startup need one success to stay up; kubelet forces threshold 1.
+                let needed = if ok && self.kind != ProbeKind::Readiness { 1 } else { needed };
+                if streak.1 >= needed && ok != last {
+                    last = ok;
+                    if !self.results.borrow().contains_key(&(id.clone(), self.kind)) {
+                        return; // removed meanwhile
+                    }
+                    self.results.borrow_mut().insert((id.clone(), self.kind), ok);
+                    let message = match &outcome {
+                        Outcome::Failure(m) => Some(m.clone()),
+                        Outcome::Success => None,
+                    };
+                    tracing::info!(
+                        pod = %self.target.pod,
+                        container = %self.target.container_name,
+                        probe = ?self.kind,
+                        result = if ok { "success" } else { "failure" },
+                        message = message.as_deref().unwrap_or(""),
+                        "probe result changed"
+                    );
+                    let _ = self
+                        .events
+                        .send(ProbeEvent {
+                            pod_uid: self.target.pod_uid.clone(),
+                            container_id: id.clone(),
+                            container_name: self.target.container_name.clone(),
+                            kind: self.kind,
+                            success: ok,
+                            message,
+                        })
+                        .await;
+                }
+                // A passed startup probe is not run again.
+                if self.kind == ProbeKind::Startup && last {
+                    return;
+                }
+            }
+            smol::Timer::after(period).await;
+        }
+    }
+
+    async fn probe_once(&self, timeout: Duration) -> Outcome {
+        let p = &self.probe;
+        let t = &self.target;
+        if let Some(e) = &p.exec {
+            handlers::exec(self.runtime.clone(), &t.container_id, &e.command, timeout).await
+        } else if let Some(h) = &p.http_get {
+            handlers::http(h, &t.ports, t.netns.clone(), timeout).await
+        } else if let Some(s) = &p.tcp_socket {
+            handlers::tcp(s, &t.ports, t.netns.clone(), timeout).await
+        } else {
+            Outcome::Failure("the probe names no handler (exec, httpGet or tcpSocket)".into())
+        }
+    }
+}
