@@ -14,6 +14,7 @@
 pub mod agent;
 pub mod api;
 pub mod flags;
+pub mod gc;
 pub mod images;
 pub mod inspect;
 pub mod kuberuntime;
@@ -23,6 +24,7 @@ pub mod metaclient;
 pub mod metamanager;
 pub mod objects;
 pub mod pleg;
+// pub mod podmanager; (needs the volume manager)
 pub mod prober;
 pub mod runtime;
 pub mod status;

@@ -16,7 +16,9 @@ pub struct Cache<T> {
 
 impl<T: Clone> Default for Cache<T> {
     fn default() -> Self {
-        Cache { entries: RefCell::new(HashMap::new()) }
+        Cache {
+            entries: RefCell::new(HashMap::new()),
+        }
     }
 }
 
@@ -29,7 +31,9 @@ impl<T: Clone> Cache<T> {
     }
     /// Drops an entry.
     pub fn invalidate(&self, namespace: &str, name: &str) {
-        self.entries.borrow_mut().remove(&format!("{namespace}/{name}"));
+        self.entries
+            .borrow_mut()
+            .remove(&format!("{namespace}/{name}"));
     }
 }
 
@@ -45,11 +49,19 @@ pub struct ObjectManager {
 impl ObjectManager {
     /// Managers reading through `meta`.
     pub fn new(meta: MetaClient) -> Self {
-        ObjectManager { meta, config_maps: Cache::default(), secrets: Cache::default() }
+        ObjectManager {
+            meta,
+            config_maps: Cache::default(),
+            secrets: Cache::default(),
+        }
     }
 
     /// A ConfigMap (`None`: not found anywhere).
-    pub async fn config_map(&self, namespace: &str, name: &str) -> Result<Option<ConfigMap>, MetaError> {
+    pub async fn config_map(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<ConfigMap>, MetaError> {
         let key = format!("{namespace}/{name}");
         if let Some(v) = self.config_maps.get(&key) {
             return Ok(v);
@@ -93,7 +105,15 @@ mod tests {
             // The cached miss stands until the change is told to the cache.
             assert!(objects.config_map("default", "c").await.unwrap().is_none());
             objects.config_maps.invalidate("default", "c");
-            assert_eq!(objects.config_map("default", "c").await.unwrap().unwrap().data["k"], "v1");
+            assert_eq!(
+                objects
+                    .config_map("default", "c")
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .data["k"],
+                "v1"
+            );
         });
     }
 }

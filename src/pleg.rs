@@ -39,7 +39,12 @@ pub struct Pleg {
 impl Pleg {
     /// A PLEG over `runtime`.
     pub fn new(runtime: Arc<dyn Runtime>) -> Self {
-        Pleg { runtime, last: RefCell::new(HashMap::new()), relist_time: Cell::new(Duration::ZERO), relisted_at: Cell::new(None) }
+        Pleg {
+            runtime,
+            last: RefCell::new(HashMap::new()),
+            relist_time: Cell::new(Duration::ZERO),
+            relisted_at: Cell::new(None),
+        }
     }
 
     /// How long the last relist took, and when it ended (PLEG health).
@@ -65,7 +70,11 @@ impl Pleg {
     }
 
     /// The relist loop: sends events to `tx` until it closes.
-    pub async fn run(self: std::rc::Rc<Self>, period: Duration, tx: async_channel::Sender<PodLifecycleEvent>) {
+    pub async fn run(
+        self: std::rc::Rc<Self>,
+        period: Duration,
+        tx: async_channel::Sender<PodLifecycleEvent>,
+    ) {
         let exits = self.runtime.exit_events();
         loop {
             for ev in self.relist().await {
@@ -87,27 +96,44 @@ impl Pleg {
 }
 
 /// Compares a new list with the last one (which it then replaces).
-pub fn diff(last: &mut HashMap<String, (String, ContainerState)>, now: &[ContainerStatus]) -> Vec<PodLifecycleEvent> {
+pub fn diff(
+    last: &mut HashMap<String, (String, ContainerState)>,
+    now: &[ContainerStatus],
+) -> Vec<PodLifecycleEvent> {
     let mut events = Vec::new();
     let mut next = HashMap::with_capacity(now.len());
     for c in now {
-        let uid = c.labels.get(labels::POD_UID).cloned().unwrap_or_else(|| c.pod_uid.clone());
+        let uid = c
+            .labels
+            .get(labels::POD_UID)
+            .cloned()
+            .unwrap_or_else(|| c.pod_uid.clone());
         let before = last.get(&c.id).map(|(_, s)| *s);
         let kind = match (before, c.state) {
             (Some(a), b) if a == b => None,
             (_, ContainerState::Running) => Some(EventKind::ContainerStarted),
-            (Some(ContainerState::Running), ContainerState::Exited | ContainerState::Unknown) => Some(EventKind::ContainerDied),
+            (Some(ContainerState::Running), ContainerState::Exited | ContainerState::Unknown) => {
+                Some(EventKind::ContainerDied)
+            }
             (None, ContainerState::Exited) => Some(EventKind::ContainerDied),
             _ => Some(EventKind::ContainerChanged),
         };
         if let Some(kind) = kind {
-            events.push(PodLifecycleEvent { pod_uid: uid.clone(), container_id: c.id.clone(), kind });
+            events.push(PodLifecycleEvent {
+                pod_uid: uid.clone(),
+                container_id: c.id.clone(),
+                kind,
+            });
         }
         next.insert(c.id.clone(), (uid, c.state));
     }
     for (id, (uid, _)) in last.iter() {
         if !next.contains_key(id) {
-            events.push(PodLifecycleEvent { pod_uid: uid.clone(), container_id: id.clone(), kind: EventKind::ContainerRemoved });
+            events.push(PodLifecycleEvent {
+                pod_uid: uid.clone(),
+                container_id: id.clone(),
+                kind: EventKind::ContainerRemoved,
+            });
         }
     }
     *last = next;
@@ -144,11 +170,30 @@ mod tests {
     #[test]
     fn events_follow_changes() {
         let mut last = HashMap::new();
-        let e = diff(&mut last, &[c("a", ContainerState::Running), c("b", ContainerState::Created)]);
-        assert_eq!(e.iter().map(|e| e.kind).collect::<Vec<_>>(), vec![EventKind::ContainerStarted, EventKind::ContainerChanged]);
-        assert!(diff(&mut last, &[c("a", ContainerState::Running), c("b", ContainerState::Created)]).is_empty());
+        let e = diff(
+            &mut last,
+            &[
+                c("a", ContainerState::Running),
+                c("b", ContainerState::Created),
+            ],
+        );
+        assert_eq!(
+            e.iter().map(|e| e.kind).collect::<Vec<_>>(),
+            vec![EventKind::ContainerStarted, EventKind::ContainerChanged]
+        );
+        assert!(diff(
+            &mut last,
+            &[
+                c("a", ContainerState::Running),
+                c("b", ContainerState::Created)
+            ]
+        )
+        .is_empty());
         let e = diff(&mut last, &[c("a", ContainerState::Exited)]);
-        let kinds: Vec<_> = e.iter().map(|e| (e.container_id.as_str(), e.kind)).collect();
+        let kinds: Vec<_> = e
+            .iter()
+            .map(|e| (e.container_id.as_str(), e.kind))
+            .collect();
         assert!(kinds.contains(&("a", EventKind::ContainerDied)));
         assert!(kinds.contains(&("b", EventKind::ContainerRemoved)));
         assert_eq!(e.len(), 2);

@@ -32,7 +32,9 @@ pub fn resolve_port(port: &serde_json::Value, ports: &[ContainerPort]) -> Result
     };
     match n {
         Some(n) if (1..=65535).contains(&n) => Ok(n as u16),
-        _ => Err(format!("port {port} is not a port number (1-65535) or a named container port")),
+        _ => Err(format!(
+            "port {port} is not a port number (1-65535) or a named container port"
+        )),
     }
 }
 
@@ -50,13 +52,16 @@ where
             let run = || -> io::Result<T> {
                 if let Some(p) = &netns {
                     let file = std::fs::File::open(p)?;
-                    nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
+                    nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET)
+                        .map_err(io::Error::from)?;
                 }
                 f()
             };
             let _ = tx.send_blocking(run());
         })?;
-    rx.recv().await.unwrap_or_else(|_| Err(io::Error::other("probe thread ended without an answer")))
+    rx.recv()
+        .await
+        .unwrap_or_else(|_| Err(io::Error::other("probe thread ended without an answer")))
 }
 
 fn addr(host: &str, port: u16) -> io::Result<SocketAddr> {
@@ -67,29 +72,59 @@ fn addr(host: &str, port: u16) -> io::Result<SocketAddr> {
 }
 
 /// tcpSocket: success when a connection opens within `timeout`.
-pub async fn tcp(action: &TcpSocketAction, ports: &[ContainerPort], netns: Option<PathBuf>, timeout: Duration) -> Outcome {
+pub async fn tcp(
+    action: &TcpSocketAction,
+    ports: &[ContainerPort],
+    netns: Option<PathBuf>,
+    timeout: Duration,
+) -> Outcome {
     let port = match resolve_port(&action.port, ports) {
         Ok(p) => p,
         Err(e) => return Outcome::Failure(e),
     };
-    let host = action.host.clone().filter(|h| !h.is_empty()).unwrap_or_else(|| "127.0.0.1".into());
+    let host = action
+        .host
+        .clone()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "127.0.0.1".into());
     let target = format!("{host}:{port}");
-    match in_netns(netns, move || TcpStream::connect_timeout(&addr(&host, port)?, timeout).map(drop)).await {
+    match in_netns(netns, move || {
+        TcpStream::connect_timeout(&addr(&host, port)?, timeout).map(drop)
+    })
+    .await
+    {
         Ok(()) => Outcome::Success,
         Err(e) => Outcome::Failure(format!("dial tcp {target}: {e}")),
     }
 }
 
 /// httpGet: success for a status of 200-399 within `timeout`.
-pub async fn http(action: &HttpGetAction, ports: &[ContainerPort], netns: Option<PathBuf>, timeout: Duration) -> Outcome {
+pub async fn http(
+    action: &HttpGetAction,
+    ports: &[ContainerPort],
+    netns: Option<PathBuf>,
+    timeout: Duration,
+) -> Outcome {
     let port = match resolve_port(&action.port, ports) {
         Ok(p) => p,
         Err(e) => return Outcome::Failure(e),
     };
-    if action.scheme.as_deref().map(|s| s.eq_ignore_ascii_case("HTTPS")).unwrap_or(false) {
-        return Outcome::Failure("HTTPS probes are not supported by edged yet; use scheme HTTP or a tcpSocket probe".into());
+    if action
+        .scheme
+        .as_deref()
+        .map(|s| s.eq_ignore_ascii_case("HTTPS"))
+        .unwrap_or(false)
+    {
+        return Outcome::Failure(
+            "HTTPS probes are not supported by edged yet; use scheme HTTP or a tcpSocket probe"
+                .into(),
+        );
     }
-    let host = action.host.clone().filter(|h| !h.is_empty()).unwrap_or_else(|| "127.0.0.1".into());
+    let host = action
+        .host
+        .clone()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "127.0.0.1".into());
     let mut path = action.path.clone().unwrap_or_else(|| "/".into());
     if !path.starts_with('/') {
         path.insert(0, '/');
@@ -135,13 +170,27 @@ pub async fn http(action: &HttpGetAction, ports: &[ContainerPort], netns: Option
 }
 
 /// exec: success when the command exits 0 within `timeout`.
-pub async fn exec(runtime: Arc<dyn Runtime>, container_id: &str, cmd: &[String], timeout: Duration) -> Outcome {
+pub async fn exec(
+    runtime: Arc<dyn Runtime>,
+    container_id: &str,
+    cmd: &[String],
+    timeout: Duration,
+) -> Outcome {
     let (id, cmd2) = (container_id.to_string(), cmd.to_vec());
     match smol::unblock(move || runtime.exec_sync(&id, &cmd2, timeout)).await {
         Ok(r) if r.exit_code == 0 => Outcome::Success,
         Ok(r) => {
-            let out = String::from_utf8_lossy(if r.stdout.is_empty() { &r.stderr } else { &r.stdout }).trim().to_string();
-            Outcome::Failure(format!("command {cmd:?} exited with {}: {out}", r.exit_code))
+            let out = String::from_utf8_lossy(if r.stdout.is_empty() {
+                &r.stderr
+            } else {
+                &r.stdout
+            })
+            .trim()
+            .to_string();
+            Outcome::Failure(format!(
+                "command {cmd:?} exited with {}: {out}",
+                r.exit_code
+            ))
         }
         Err(e) => Outcome::Failure(e.to_string()),
     }
@@ -154,7 +203,11 @@ mod tests {
 
     #[test]
     fn ports() {
-        let ports = vec![ContainerPort { name: Some("http".into()), container_port: 8080, ..Default::default() }];
+        let ports = vec![ContainerPort {
+            name: Some("http".into()),
+            container_port: 8080,
+            ..Default::default()
+        }];
         assert_eq!(resolve_port(&serde_json::json!(80), &ports), Ok(80));
         assert_eq!(resolve_port(&serde_json::json!("http"), &ports), Ok(8080));
         assert!(resolve_port(&serde_json::json!("nope"), &ports).is_err());
@@ -171,22 +224,38 @@ mod tests {
                 let mut buf = [0u8; 1024];
                 let _ = s.read(&mut buf);
                 let code = if i == 1 { "500 Oops" } else { "200 OK" };
-                let _ = s.write_all(format!("HTTP/1.1 {code}\r\nContent-Length: 0\r\n\r\n").as_bytes());
+                let _ =
+                    s.write_all(format!("HTTP/1.1 {code}\r\nContent-Length: 0\r\n\r\n").as_bytes());
             }
         });
         let t = Duration::from_secs(2);
-        let get = HttpGetAction { path: Some("/healthz".into()), port: serde_json::json!(port), ..Default::default() };
+        let get = HttpGetAction {
+            path: Some("/healthz".into()),
+            port: serde_json::json!(port),
+            ..Default::default()
+        };
         smol::block_on(async {
             assert_eq!(http(&get, &[], None, t).await, Outcome::Success);
-            assert!(matches!(http(&get, &[], None, t).await, Outcome::Failure(m) if m.contains("500")));
-            let tcp_ok = TcpSocketAction { port: serde_json::json!(port), host: None };
+            assert!(
+                matches!(http(&get, &[], None, t).await, Outcome::Failure(m) if m.contains("500"))
+            );
+            let tcp_ok = TcpSocketAction {
+                port: serde_json::json!(port),
+                host: None,
+            };
             assert_eq!(tcp(&tcp_ok, &[], None, t).await, Outcome::Success);
         });
         server.join().unwrap();
         let closed = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = closed.local_addr().unwrap().port();
         drop(closed);
-        let tcp_bad = TcpSocketAction { port: serde_json::json!(port), host: None };
-        assert!(matches!(smol::block_on(tcp(&tcp_bad, &[], None, t)), Outcome::Failure(_)));
+        let tcp_bad = TcpSocketAction {
+            port: serde_json::json!(port),
+            host: None,
+        };
+        assert!(matches!(
+            smol::block_on(tcp(&tcp_bad, &[], None, t)),
+            Outcome::Failure(_)
+        ));
     }
 }

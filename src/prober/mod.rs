@@ -98,7 +98,9 @@ impl ProbeManager {
             (ProbeKind::Readiness, &spec.readiness_probe),
         ] {
             let Some(probe) = probe.clone() else { continue };
-            self.results.borrow_mut().insert((target.container_id.clone(), kind), kind.initial());
+            self.results
+                .borrow_mut()
+                .insert((target.container_id.clone(), kind), kind.initial());
             let w = Worker {
                 kind,
                 probe,
@@ -116,7 +118,9 @@ impl ProbeManager {
     /// Stops the probes of a container that is gone or being replaced.
     pub fn remove(&self, container_id: &str) {
         self.workers.borrow_mut().remove(container_id);
-        self.results.borrow_mut().retain(|(id, _), _| id != container_id);
+        self.results
+            .borrow_mut()
+            .retain(|(id, _), _| id != container_id);
     }
 
     /// Container ids being probed.
@@ -126,7 +130,10 @@ impl ProbeManager {
 
     /// A probe's current result (`None`: the container has no such probe).
     pub fn result(&self, container_id: &str, kind: ProbeKind) -> Option<bool> {
-        self.results.borrow().get(&(container_id.to_string(), kind)).copied()
+        self.results
+            .borrow()
+            .get(&(container_id.to_string(), kind))
+            .copied()
     }
 }
 
@@ -149,7 +156,9 @@ impl Worker {
         let mut last = self.kind.initial();
         let mut streak: (bool, i32) = (last, 0);
         loop {
-            let since_start = SystemTime::now().duration_since(self.target.started_at).unwrap_or_default();
+            let since_start = SystemTime::now()
+                .duration_since(self.target.started_at)
+                .unwrap_or_default();
             if since_start < delay {
                 smol::Timer::after(delay - since_start).await;
                 continue;
@@ -160,16 +169,30 @@ impl Worker {
             if !startup_pending {
                 let outcome = self.probe_once(timeout).await;
                 let ok = outcome == Outcome::Success;
-                streak = if streak.0 == ok { (ok, streak.1 + 1) } else { (ok, 1) };
-                let needed = if ok { self.probe.success_threshold() } else { self.probe.failure_threshold() };
+                streak = if streak.0 == ok {
+                    (ok, streak.1 + 1)
+                } else {
+                    (ok, 1)
+                };
+                let needed = if ok {
+                    self.probe.success_threshold()
+                } else {
+                    self.probe.failure_threshold()
+                };
                 // Liveness and startup need one success to stay up; kubelet forces threshold 1.
-                let needed = if ok && self.kind != ProbeKind::Readiness { 1 } else { needed };
+                let needed = if ok && self.kind != ProbeKind::Readiness {
+                    1
+                } else {
+                    needed
+                };
                 if streak.1 >= needed && ok != last {
                     last = ok;
                     if !self.results.borrow().contains_key(&(id.clone(), self.kind)) {
                         return; // removed meanwhile
                     }
-                    self.results.borrow_mut().insert((id.clone(), self.kind), ok);
+                    self.results
+                        .borrow_mut()
+                        .insert((id.clone(), self.kind), ok);
                     let message = match &outcome {
                         Outcome::Failure(m) => Some(m.clone()),
                         Outcome::Success => None,

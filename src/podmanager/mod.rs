@@ -1,0 +1,341 @@
+//! The pod manager: pod add, update and delete messages from MetaManager go to queues of
+//! their own; queue tasks hand each to the pod's worker (one task per pod: one sync of a pod at
+//! a time, pods in parallel). PLEG and prober events and ConfigMap/Secret changes wake the
+//! workers of the pods they concern. Housekeeping removes what belongs to no stored pod.
+
+mod worker;
+
+use crate::api::{self, Kind, Pod};
+use crate::message::{op, Message, Resource};
+use crate::metaclient::MetaClient;
+use crate::objects::ObjectManager;
+use crate::pleg::PodLifecycleEvent;
+use crate::prober::{ProbeEvent, ProbeManager};
+use crate::runtime::{RootfsProvider, Runtime};
+use crate::status::StatusManager;
+use crate::volume::{PodObjects, VolumeManager};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Settings of the pod manager.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub node_name: String,
+    pub host_ip: String,
+    /// `--pod-log-dir`.
+    pub log_dir: PathBuf,
+    /// A pod with nothing to wait for is synced again after this long.
+    pub resync: Duration,
+}
+
+/// Work for a pod's worker.
+#[derive(Debug)]
+pub(crate) enum Work {
+    /// The pod's spec (new or changed).
+    Update(Box<Pod>),
+    /// The pod is deleted: stop it and release everything.
+    Delete,
+    /// Something about the pod changed (a container event, a probe result).
+    Sync,
+    /// A ConfigMap or Secret it refers to changed: refresh volumes.
+    ObjectsChanged,
+}
+
+struct Handle {
+    pod: Pod,
+    tx: async_channel::Sender<Work>,
+    _task: smol::Task<()>,
+}
+
+/// Everything a pod worker uses.
+pub struct PodManager {
+    pub(crate) cfg: Config,
+    ex: Rc<smol::LocalExecutor<'static>>,
+    pub(crate) runtime: Arc<dyn Runtime>,
+    pub(crate) images: Arc<dyn RootfsProvider>,
+    pub(crate) volumes: Arc<VolumeManager>,
+    pub(crate) meta: MetaClient,
+    pub(crate) objects: ObjectManager,
+    pub(crate) status: Rc<StatusManager>,
+    pub(crate) prober: Rc<ProbeManager>,
+    pods: RefCell<HashMap<String, Handle>>,
+}
+
+/// The parts a pod manager is built from.
+pub struct Parts {
+    pub runtime: Arc<dyn Runtime>,
+    pub images: Arc<dyn RootfsProvider>,
+    pub volumes: Arc<VolumeManager>,
+    pub meta: MetaClient,
+    pub status: Rc<StatusManager>,
+    pub prober: Rc<ProbeManager>,
+}
+
+/// `ns/name` of a pod, for logs.
+pub fn pod_name(pod: &Pod) -> String {
+    format!("{}/{}", pod.metadata.namespace, pod.metadata.name)
+}
+
+impl PodManager {
+    /// A pod manager spawning its workers on `ex`.
+    pub fn new(cfg: Config, ex: Rc<smol::LocalExecutor<'static>>, parts: Parts) -> Rc<Self> {
+        Rc::new(PodManager {
+            cfg,
+            ex,
+            runtime: parts.runtime,
+            images: parts.images,
+            volumes: parts.volumes,
+            objects: ObjectManager::new(parts.meta.clone()),
+            meta: parts.meta,
+            status: parts.status,
+            prober: parts.prober,
+            pods: RefCell::new(HashMap::new()),
+        })
+    }
+
+    /// Uids of the pods the manager runs.
+    pub fn pod_uids(&self) -> Vec<String> {
+        self.pods.borrow().keys().cloned().collect()
+    }
+
+    /// Starts workers for every pod in the store (at start: the node's pods come back without
+    /// the cloud).
+    pub async fn load_stored(self: &Rc<Self>) {
+        match self.meta.pods().await {
+            Ok(pods) => {
+                for v in pods {
+                    match decode_pod(&v) {
+                        Ok(pod) => self.add(pod),
+                        Err(e) => tracing::error!(error = %e, "stored pod cannot be run"),
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot read stored pods"),
+        }
+    }
+
+    /// Splits MetaManager's messages into the add, update and delete queues, and runs a task
+    /// for each queue. Returns when `from_meta` closes.
+    pub async fn run(self: Rc<Self>, from_meta: async_channel::Receiver<Message>) {
+        let (add_tx, add_rx) = async_channel::unbounded::<Pod>();
+        let (upd_tx, upd_rx) = async_channel::unbounded::<Pod>();
+        let (del_tx, del_rx) = async_channel::unbounded::<Pod>();
+        let queue = |rx: async_channel::Receiver<Pod>, f: fn(&Rc<PodManager>, Pod)| {
+            let pm = self.clone();
+            self.ex.spawn(async move {
+                while let Ok(pod) = rx.recv().await {
+                    f(&pm, pod);
+                }
+            })
+        };
+        let _add = queue(add_rx, |pm, pod| pm.add(pod));
+        let _upd = queue(upd_rx, |pm, pod| pm.update(pod));
+        let _del = queue(del_rx, |pm, pod| pm.delete(&pod));
+        while let Ok(msg) = from_meta.recv().await {
+            let Some(res) = Resource::parse(&msg.route.resource) else { continue };
+            match res.kind.as_str() {
+                "pod" => {
+                    let pod = match decode_pod(&msg.content) {
+                        Ok(p) => p,
+                        Err(e) => {
+                            tracing::error!(error = %e, resource = %msg.route.resource, "pod message refused");
+                            continue;
+                        }
+                    };
+                    let q = match msg.route.operation.as_str() {
+                        op::INSERT => &add_tx,
+                        op::UPDATE => &upd_tx,
+                        op::DELETE => &del_tx,
+                        _ => continue,
+                    };
+                    let _ = q.send(pod).await;
+                }
+                "configmap" => self.object_changed(Kind::ConfigMap, &res.namespace, &res.name),
+                "secret" => self.object_changed(Kind::Secret, &res.namespace, &res.name),
+                _ => {}
+            }
+        }
+    }
+
+    /// A new pod (or one seen again): start its worker.
+    pub fn add(self: &Rc<Self>, pod: Pod) {
+        let uid = pod.metadata.uid.clone();
+        if let Some(h) = self.pods.borrow_mut().get_mut(&uid) {
+            h.pod = pod.clone();
+            let _ = h.tx.try_send(Work::Update(Box::new(pod)));
+            return;
+        }
+        tracing::info!(pod = %pod_name(&pod), uid = %uid, "pod added");
+        let (tx, rx) = async_channel::unbounded();
+        let task = self.ex.spawn(worker::run(self.clone(), pod.clone(), rx));
+        self.pods.borrow_mut().insert(uid, Handle { pod, tx, _task: task });
+    }
+
+    /// A changed pod: hand the new spec to its worker.
+    pub fn update(self: &Rc<Self>, pod: Pod) {
+        let known = self.pods.borrow().contains_key(&pod.metadata.uid);
+        if !known {
+            // A pod replaced under the same name gets a new uid: the old one goes.
+            let old: Vec<Pod> = self
+                .pods
+                .borrow()
+                .values()
+                .filter(|h| h.pod.metadata.namespace == pod.metadata.namespace && h.pod.metadata.name == pod.metadata.name)
+                .map(|h| h.pod.clone())
+                .collect();
+            for o in old {
+                self.delete(&o);
+            }
+            return self.add(pod);
+        }
+        tracing::info!(pod = %pod_name(&pod), "pod updated");
+        self.add(pod);
+    }
+
+    /// A deleted pod: its worker stops it and then ends.
+    pub fn delete(&self, pod: &Pod) {
+        let uid = &pod.metadata.uid;
+        let found = self.pods.borrow().get(uid).map(|h| h.tx.clone());
+        let found = found.or_else(|| {
+            // A delete may name the pod only: find it by namespace/name.
+            self.pods
+                .borrow()
+                .values()
+                .find(|h| h.pod.metadata.namespace == pod.metadata.namespace && h.pod.metadata.name == pod.metadata.name)
+                .map(|h| h.tx.clone())
+        });
+        match found {
+            Some(tx) => {
+                tracing::info!(pod = %pod_name(pod), "pod deleted");
+                let _ = tx.try_send(Work::Delete);
+            }
+            None => tracing::debug!(pod = %pod_name(pod), "delete of a pod not running here"),
+        }
+    }
+
+    /// Called by a worker when its pod is gone.
+    pub(crate) fn forget(&self, uid: &str) {
+        if let Some(h) = self.pods.borrow_mut().remove(uid) {
+            // The task is the caller itself: let it finish rather than cancel it.
+            h._task.detach();
+        }
+    }
+
+    /// A container event from PLEG.
+    pub fn on_lifecycle_event(&self, ev: &PodLifecycleEvent) {
+        if let Some(h) = self.pods.borrow().get(&ev.pod_uid) {
+            let _ = h.tx.try_send(Work::Sync);
+        }
+    }
+
+    /// A probe result change.
+    pub fn on_probe_event(&self, ev: &ProbeEvent) {
+        if let Some(h) = self.pods.borrow().get(&ev.pod_uid) {
+            let _ = h.tx.try_send(Work::Sync);
+        }
+    }
+
+    /// A ConfigMap or Secret changed: drop it from the cache and wake the pods that use it.
+    pub fn object_changed(&self, kind: Kind, namespace: &str, name: &str) {
+        match kind {
+            Kind::ConfigMap => self.objects.config_maps.invalidate(namespace, name),
+            Kind::Secret => self.objects.secrets.invalidate(namespace, name),
+            Kind::Pod => return,
+        }
+        for h in self.pods.borrow().values() {
+            let uses = h.pod.metadata.namespace == namespace
+                && PodObjects::references(&h.pod).iter().any(|r| r.kind == kind && r.name == name);
+            if uses {
+                let _ = h.tx.try_send(Work::ObjectsChanged);
+            }
+        }
+    }
+
+    /// Removes sandboxes, containers, volume and log directories that belong to no pod this
+    /// manager runs. Nothing of a known pod is touched.
+    pub async fn housekeeping(&self) {
+        let known: std::collections::HashSet<String> = self.pod_uids().into_iter().collect();
+        let rt = self.runtime.clone();
+        let k = known.clone();
+        let removed = smol::unblock(move || -> Vec<String> {
+            let mut removed = Vec::new();
+            if let Ok(containers) = rt.list_containers() {
+                for c in containers.iter().filter(|c| !k.contains(&c.pod_uid)) {
+                    let _ = rt.stop_container(&c.id, Duration::ZERO);
+                    if rt.remove_container(&c.id).is_ok() {
+                        removed.push(format!("container {}", c.id));
+                    }
+                }
+            }
+            if let Ok(sandboxes) = rt.list_pod_sandboxes() {
+                for s in sandboxes.iter().filter(|s| !k.contains(&s.uid)) {
+                    let _ = rt.stop_pod_sandbox(&s.uid, Duration::ZERO);
+                    if rt.remove_pod_sandbox(&s.uid).is_ok() {
+                        removed.push(format!("sandbox {}/{} ({})", s.namespace, s.name, s.uid));
+                    }
+                }
+            }
+            removed
+        })
+        .await;
+        for r in removed {
+            tracing::info!(what = %r, "orphan removed");
+        }
+        let vols = self.volumes.clone();
+        let k = known.clone();
+        let orphans = smol::unblock(move || -> Vec<String> {
+            let mut gone = Vec::new();
+            for uid in vols.pod_dirs().unwrap_or_default() {
+                if !k.contains(&uid) && vols.teardown(&uid).is_ok() {
+                    gone.push(uid);
+                }
+            }
+            gone
+        })
+        .await;
+        for uid in orphans {
+            tracing::info!(uid = %uid, "orphan pod volumes removed");
+        }
+        // Log directories are named <ns>_<name>_<uid>.
+        if let Ok(dir) = std::fs::read_dir(&self.cfg.log_dir) {
+            for e in dir.flatten() {
+                let name = e.file_name().to_string_lossy().to_string();
+                if let Some(uid) = name.rsplit('_').next() {
+                    if name.matches('_').count() >= 2 && !known.contains(uid) {
+                        let _ = std::fs::remove_dir_all(e.path());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs housekeeping every `period`.
+    pub async fn run_housekeeping(self: Rc<Self>, period: Duration) {
+        loop {
+            smol::Timer::after(period).await;
+            self.housekeeping().await;
+        }
+    }
+}
+
+/// Decodes a pod from a message or store row, naming what is wrong.
+pub fn decode_pod(v: &serde_json::Value) -> Result<Pod, api::ObjectError> {
+    let ns = v.pointer("/metadata/namespace").and_then(|x| x.as_str()).unwrap_or("default");
+    let name = v.pointer("/metadata/name").and_then(|x| x.as_str()).unwrap_or("?");
+    let object = format!("Pod {ns}/{name}");
+    let mut pod: Pod = api::decode(&object, v)?;
+    if pod.metadata.namespace.is_empty() {
+        pod.metadata.namespace = "default".into();
+    }
+    if pod.metadata.uid.is_empty() {
+        return Err(api::ObjectError { object, field: "metadata.uid".into(), reason: "a pod needs a uid".into() });
+    }
+    if pod.spec.containers.is_empty() {
+        return Err(api::ObjectError { object, field: "spec.containers".into(), reason: "a pod needs at least one container".into() });
+    }
+    Ok(pod)
+}

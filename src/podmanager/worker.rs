@@ -1,0 +1,623 @@
+//! A pod's worker: the one task that syncs its pod. It waits for work (a spec change, a
+//! container or probe event, a ConfigMap change) or for its next timer (a back-off ending, the
+//! periodic resync), then makes the runtime match the spec.
+
+use super::{pod_name, PodManager, Work};
+use crate::api::{self, Container, Pod};
+use crate::kuberuntime::{self, PodContext};
+use crate::prober::{ProbeKind, Target};
+use crate::runtime::{labels, ContainerState, ContainerStatus, ErrorKind, Sandbox};
+use crate::status::generate::{self, StatusInputs, Waiting};
+use crate::volume::{PodObjects, PodVolumes};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::rc::Rc;
+use std::time::{Duration, Instant, SystemTime};
+
+/// The kubelet's crash-loop back-off: 10 s doubling to 5 min, forgotten after 10 min quiet.
+const BACKOFF_INITIAL: Duration = Duration::from_secs(10);
+const BACKOFF_MAX: Duration = Duration::from_secs(300);
+const BACKOFF_RESET: Duration = Duration::from_secs(600);
+/// Retry of a pod that cannot start yet (missing object, volume error, sandbox error).
+const RETRY: Duration = Duration::from_secs(5);
+
+#[derive(Default)]
+struct State {
+    /// Container name → (current delay, last restart).
+    backoff: HashMap<String, (Duration, Instant)>,
+    waiting: BTreeMap<String, Waiting>,
+    pod_message: Option<String>,
+    volumes: Option<PodVolumes>,
+    refresh: bool,
+    sandbox: Option<Sandbox>,
+    probed: HashSet<String>,
+    start_time: Option<SystemTime>,
+}
+
+pub(super) async fn run(pm: Rc<PodManager>, mut pod: Pod, rx: async_channel::Receiver<Work>) {
+    let mut st = State { start_time: Some(SystemTime::now()), ..State::default() };
+    if let Some(prev) = pm.status.get(&pod.metadata.uid) {
+        st.start_time = prev.start_time.as_deref().and_then(api::parse_rfc3339).or(st.start_time);
+    } else if let Ok(Some(prev)) = pm.meta.pod_status(&pod.metadata.namespace, &pod.metadata.name).await {
+        st.start_time = prev.start_time.as_deref().and_then(api::parse_rfc3339).or(st.start_time);
+    }
+    let mut next = Duration::ZERO;
+    loop {
+        let work = smol::future::or(async { rx.recv().await.ok() }, async {
+            smol::Timer::after(next).await;
+            Some(Work::Sync)
+        })
+        .await;
+        let Some(first) = work else { return };
+        let mut deleted = false;
+        for w in std::iter::once(first).chain(std::iter::from_fn(|| rx.try_recv().ok())) {
+            match w {
+                Work::Update(p) => {
+                    if volumes_changed(&pod, &p) {
+                        st.refresh = true;
+                    }
+                    pod = *p;
+                }
+                Work::Delete => deleted = true,
+                Work::ObjectsChanged => st.refresh = true,
+                Work::Sync => {}
+            }
+        }
+        if deleted || pod.metadata.deletion_timestamp.is_some() {
+            terminate(&pm, &pod, &mut st).await;
+            if pod.metadata.deletion_timestamp.is_some() && !deleted {
+                // A graceful delete from the cloud ends here: forget the pod and tell the cloud.
+                if let Err(e) = pm.meta.remove_pod(&pod.metadata.namespace, &pod.metadata.name).await {
+                    tracing::error!(pod = %pod_name(&pod), error = %e, "cannot remove the deleted pod from the store");
+                }
+            }
+            pm.status.remove(&pod).await;
+            pm.forget(&pod.metadata.uid);
+            return;
+        }
+        next = sync(&pm, &pod, &mut st).await;
+    }
+}
+
+fn volumes_changed(a: &Pod, b: &Pod) -> bool {
+    a.spec.volumes != b.spec.volumes
+}
+
+/// The ConfigMaps and Secrets the pod needs; `Err` names a required one that is missing.
+async fn fetch_objects(pm: &PodManager, pod: &Pod) -> Result<PodObjects, String> {
+    let mut objects = PodObjects::default();
+    let ns = &pod.metadata.namespace;
+    for r in PodObjects::references(pod) {
+        let found = match r.kind {
+            api::Kind::ConfigMap => pm
+                .objects
+                .config_map(ns, &r.name)
+                .await
+                .map(|o| o.map(|c| objects.config_maps.insert(r.name.clone(), c)).is_some()),
+            api::Kind::Secret => pm
+                .objects
+                .secret(ns, &r.name)
+                .await
+                .map(|o| o.map(|s| objects.secrets.insert(r.name.clone(), s)).is_some()),
+            api::Kind::Pod => Ok(true),
+        };
+        match found {
+            Ok(true) => {}
+            Ok(false) if r.optional => {}
+            Ok(false) => return Err(format!("{} \"{}\" not found", r.kind.resource_type(), r.name)),
+            Err(e) => return Err(format!("{} \"{}\": {e}", r.kind.resource_type(), r.name)),
+        }
+    }
+    Ok(objects)
+}
+
+/// The pod's containers as the runtime has them.
+async fn pod_containers(pm: &PodManager, uid: &str) -> Vec<ContainerStatus> {
+    let rt = pm.runtime.clone();
+    let uid = uid.to_string();
+    match smol::unblock(move || rt.list_containers()).await {
+        Ok(all) => all.into_iter().filter(|c| c.pod_uid == uid).collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list containers");
+            Vec::new()
+        }
+    }
+}
+
+fn latest<'a>(all: &'a [ContainerStatus], name: &str) -> Option<&'a ContainerStatus> {
+    all.iter().filter(|c| c.name == name).max_by_key(|c| (c.attempt, c.created_at))
+}
+
+async fn sync(pm: &PodManager, pod: &Pod, st: &mut State) -> Duration {
+    let name = pod_name(pod);
+    let mut next = pm.cfg.resync;
+    st.pod_message = None;
+    let objects = match fetch_objects(pm, pod).await {
+        Ok(o) => Some(o),
+        Err(msg) => {
+            tracing::warn!(pod = %name, reason = %msg, "pod waits for an object");
+            st.pod_message = Some(msg);
+            None
+        }
+    };
+    let mut ready_to_run = objects.is_some();
+    if let Some(objects) = &objects {
+        let vols = pm.volumes.clone();
+        let (p, o) = (pod.clone(), objects.clone());
+        let result = if st.volumes.is_none() {
+            smol::unblock(move || vols.setup(&p, &o)).await.map(Some)
+        } else if st.refresh {
+            smol::unblock(move || vols.refresh(&p, &o)).await.map(|_| None)
+        } else {
+            Ok(None)
+        };
+        match result {
+            Ok(Some(v)) => st.volumes = Some(v),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(pod = %name, error = %e, "volumes not ready");
+                st.pod_message = Some(e.to_string());
+                ready_to_run = false;
+            }
+        }
+        if ready_to_run {
+            st.refresh = false;
+        }
+    }
+    if ready_to_run && st.sandbox.is_none() {
+        let rt = pm.runtime.clone();
+        let cfg = kuberuntime::sandbox_config(pod);
+        match smol::unblock(move || rt.run_pod_sandbox(&cfg)).await {
+            Ok(s) => st.sandbox = Some(s),
+            Err(e) => {
+                tracing::error!(pod = %name, error = %e, "cannot make the pod sandbox");
+                st.pod_message = Some(e.to_string());
+                ready_to_run = false;
+            }
+        }
+    }
+    let mut containers = pod_containers(pm, &pod.metadata.uid).await;
+    if ready_to_run {
+        let objects = objects.unwrap_or_default();
+        let mut changed = false;
+        let wake = run_containers(pm, pod, st, &objects, &containers, &mut changed).await;
+        next = next.min(wake);
+        if changed {
+            containers = pod_containers(pm, &pod.metadata.uid).await;
+        }
+    } else {
+        next = RETRY;
+        for c in pod.spec.init_containers.iter().chain(pod.spec.containers.iter()) {
+            st.waiting.entry(c.name.clone()).or_insert(Waiting {
+                reason: "ContainerCreating".into(),
+                message: st.pod_message.clone(),
+            });
+        }
+    }
+    update_probes(pm, pod, st, &containers);
+    set_status(pm, pod, st, &containers).await;
+    next
+}
+
+/// Starts, restarts and replaces containers as the spec says. Returns when to sync next.
+async fn run_containers(
+    pm: &PodManager,
+    pod: &Pod,
+    st: &mut State,
+    objects: &PodObjects,
+    all: &[ContainerStatus],
+    changed: &mut bool,
+) -> Duration {
+    let policy = pod.spec.restart_policy().to_string();
+    let mut next = pm.cfg.resync;
+    // Init containers: in order, each to success.
+    for c in &pod.spec.init_containers {
+        match latest(all, &c.name) {
+            Some(l) if l.state == ContainerState::Exited && l.exit_code == Some(0) => continue,
+            Some(l) if l.state == ContainerState::Running => return next,
+            Some(l) if l.state == ContainerState::Created => {
+                start_created(pm, pod, st, c, l).await;
+                *changed = true;
+                return next;
+            }
+            Some(l) => {
+                if policy == "Never" {
+                    return next; // the pod has failed
+                }
+                if let Some(wait) = in_backoff(st, pod, c, l) {
+                    return wait;
+                }
+                *changed |= start(pm, pod, st, objects, c, l.attempt + 1).await;
+                return next;
+            }
+            None => {
+                *changed |= start(pm, pod, st, objects, c, 0).await;
+                return next;
+            }
+        }
+    }
+    let all_terminal = !pod.spec.containers.is_empty()
+        && pod.spec.containers.iter().all(|c| {
+            latest(all, &c.name)
+                .map(|l| l.state == ContainerState::Exited && !should_restart(&policy, l.exit_code))
+                .unwrap_or(false)
+        });
+    if all_terminal {
+        return next; // Succeeded or Failed: nothing more runs
+    }
+    for c in &pod.spec.containers {
+        match latest(all, &c.name) {
+            None => *changed |= start(pm, pod, st, objects, c, 0).await,
+            Some(l) => match l.state {
+                ContainerState::Running => {
+                    let hash = kuberuntime::container_hash(c);
+                    let spec_changed = l.labels.get(labels::CONTAINER_HASH).map(|h| *h != hash).unwrap_or(false);
+                    let liveness_failed = pm.prober.result(&l.id, ProbeKind::Liveness) == Some(false);
+                    let startup_failed = c.startup_probe.is_some()
+                        && pm.prober.result(&l.id, ProbeKind::Startup) == Some(false)
+                        && startup_expired(c, l);
+                    if spec_changed || liveness_failed || startup_failed {
+                        let why = if spec_changed {
+                            "its spec changed"
+                        } else if liveness_failed {
+                            "it failed its liveness probe"
+                        } else {
+                            "it failed its startup probe"
+                        };
+                        tracing::info!(pod = %pod_name(pod), container = %c.name, "restarting container: {why}");
+                        kill_container(pm, pod, c, l, grace(pod)).await;
+                        pm.prober.remove(&l.id);
+                        st.probed.remove(&l.id);
+                        *changed = true;
+                        if spec_changed {
+                            // A changed spec starts again at once, without back-off.
+                            *changed |= start(pm, pod, st, objects, c, l.attempt + 1).await;
+                        } else if should_restart(&policy, Some(1)) {
+                            next = next.min(Duration::from_millis(100));
+                        }
+                    }
+                }
+                ContainerState::Created => {
+                    start_created(pm, pod, st, c, l).await;
+                    *changed = true;
+                }
+                ContainerState::Exited | ContainerState::Unknown => {
+                    let hash_changed = l
+                        .labels
+                        .get(labels::CONTAINER_HASH)
+                        .map(|h| *h != kuberuntime::container_hash(c))
+                        .unwrap_or(false);
+                    if !should_restart(&policy, l.exit_code) && !hash_changed {
+                        continue;
+                    }
+                    if !hash_changed {
+                        if let Some(wait) = in_backoff(st, pod, c, l) {
+                            next = next.min(wait);
+                            continue;
+                        }
+                    }
+                    *changed |= start(pm, pod, st, objects, c, l.attempt + 1).await;
+                }
+            },
+        }
+    }
+    next
+}
+
+fn should_restart(policy: &str, exit_code: Option<i32>) -> bool {
+    match policy {
+        "Always" => true,
+        "OnFailure" => exit_code != Some(0),
+        _ => false,
+    }
+}
+
+/// A startup probe that failed past its budget (failureThreshold × period after the delay).
+fn startup_expired(c: &Container, l: &ContainerStatus) -> bool {
+    let Some(p) = &c.startup_probe else { return false };
+    let budget = Duration::from_secs((p.initial_delay() + p.failure_threshold() * p.period()) as u64);
+    l.started_at.and_then(|s| SystemTime::now().duration_since(s).ok()).map(|d| d >= budget).unwrap_or(false)
+}
+
+/// `Some(wait)` when the container must wait before it restarts (CrashLoopBackOff).
+fn in_backoff(st: &mut State, pod: &Pod, c: &Container, l: &ContainerStatus) -> Option<Duration> {
+    if let Some((_, at)) = st.backoff.get(&c.name) {
+        if at.elapsed() > BACKOFF_RESET {
+            st.backoff.remove(&c.name);
+        }
+    }
+    let (delay, _) = *st.backoff.get(&c.name)?;
+    let finished = l.finished_at.unwrap_or_else(SystemTime::now);
+    let since = SystemTime::now().duration_since(finished).unwrap_or_default();
+    if since >= delay {
+        return None;
+    }
+    let wait = delay - since;
+    st.waiting.insert(
+        c.name.clone(),
+        Waiting {
+            reason: "CrashLoopBackOff".into(),
+            message: Some(format!(
+                "back-off {}s restarting failed container={} pod={}_{}({})",
+                delay.as_secs(),
+                c.name,
+                pod.metadata.name,
+                pod.metadata.namespace,
+                pod.metadata.uid
+            )),
+        },
+    );
+    Some(wait)
+}
+
+fn note_restart(st: &mut State, name: &str) {
+    let delay = match st.backoff.get(name) {
+        Some((d, _)) => (*d * 2).min(BACKOFF_MAX),
+        None => BACKOFF_INITIAL,
+    };
+    st.backoff.insert(name.to_string(), (delay, Instant::now()));
+}
+
+fn grace(pod: &Pod) -> Duration {
+    let s = pod.metadata.deletion_grace_period_seconds.unwrap_or_else(|| pod.spec.grace_period_seconds());
+    Duration::from_secs(s.max(0) as u64)
+}
+
+/// Creates and starts one instance. Returns whether the runtime changed.
+async fn start(pm: &PodManager, pod: &Pod, st: &mut State, objects: &PodObjects, c: &Container, attempt: u32) -> bool {
+    let name = pod_name(pod);
+    let wait = |st: &mut State, reason: &str, message: String| {
+        tracing::warn!(pod = %name, container = %c.name, reason, "{message}");
+        st.waiting.insert(c.name.clone(), Waiting { reason: reason.into(), message: Some(message) });
+    };
+    // The image must be in the local store: edged does not pull yet.
+    let images = pm.images.clone();
+    let image = c.image.clone();
+    if let Err(e) = smol::unblock(move || images.image_spec(&image)).await {
+        let policy = c.image_pull_policy();
+        if e.kind == ErrorKind::NotFound {
+            if policy == "Always" {
+                wait(
+                    st,
+                    "ErrImagePull",
+                    format!(
+                        "image \"{}\" is not on this node and edged cannot pull images yet: import it with `edged image import`",
+                        c.image
+                    ),
+                );
+            } else {
+                wait(
+                    st,
+                    "ErrImageNeverPull",
+                    format!("Container image \"{}\" is not present with pull policy of {policy}", c.image),
+                );
+            }
+        } else {
+            wait(st, "ErrImageInspect", e.to_string());
+        }
+        return false;
+    }
+    let Some(vols) = &st.volumes else { return false };
+    let mounts = {
+        let (v, p, cc, pv) = (pm.volumes.clone(), pod.clone(), c.clone(), vols.clone());
+        match smol::unblock(move || v.container_mounts(&p, &cc, &pv)).await {
+            Ok(m) => m,
+            Err(e) => {
+                wait(st, "CreateContainerConfigError", e.to_string());
+                return false;
+            }
+        }
+    };
+    let pod_ip = st.sandbox.as_ref().and_then(|s| s.ip.clone());
+    let pod_ip = if pod.spec.host_network { Some(pm.cfg.host_ip.clone()) } else { pod_ip };
+    let ctx = PodContext {
+        pod,
+        node_name: &pm.cfg.node_name,
+        host_ip: &pm.cfg.host_ip,
+        pod_ip: pod_ip.as_deref(),
+        config_maps: &objects.config_maps,
+        secrets: &objects.secrets,
+        log_dir: &pm.cfg.log_dir,
+    };
+    let config = match kuberuntime::container_config(&ctx, c, attempt, mounts) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            wait(st, "CreateContainerConfigError", e.to_string());
+            return false;
+        }
+    };
+    let rt = pm.runtime.clone();
+    let uid = pod.metadata.uid.clone();
+    let result = smol::unblock(move || -> crate::runtime::Result<String> {
+        let id = rt.create_container(&uid, &config)?;
+        rt.start_container(&id).map(|_| id)
+    })
+    .await;
+    if attempt > 0 {
+        note_restart(st, &c.name);
+    }
+    match result {
+        Ok(id) => {
+            st.waiting.remove(&c.name);
+            tracing::info!(pod = %name, container = %c.name, id = %id, attempt, "container started");
+            post_start(pm, pod, c, &id).await;
+            true
+        }
+        Err(e) => {
+            if attempt == 0 {
+                note_restart(st, &c.name);
+            }
+            let reason = if e.op == "create" { "CreateContainerError" } else { "RunContainerError" };
+            wait(st, reason, e.to_string());
+            true
+        }
+    }
+}
+
+/// Starts an instance that was created but not started (the agent stopped in between).
+async fn start_created(pm: &PodManager, pod: &Pod, st: &mut State, c: &Container, l: &ContainerStatus) {
+    let rt = pm.runtime.clone();
+    let id = l.id.clone();
+    match smol::unblock(move || rt.start_container(&id)).await {
+        Ok(()) => {
+            st.waiting.remove(&c.name);
+            post_start(pm, pod, c, &l.id).await;
+        }
+        Err(e) => {
+            st.waiting.insert(c.name.clone(), Waiting { reason: "RunContainerError".into(), message: Some(e.to_string()) });
+        }
+    }
+}
+
+async fn post_start(pm: &PodManager, pod: &Pod, c: &Container, id: &str) {
+    let Some(cmd) = c.lifecycle.as_ref().and_then(|l| l.post_start.as_ref()).and_then(|h| h.exec.as_ref()) else {
+        return;
+    };
+    let (rt, id2, cmd) = (pm.runtime.clone(), id.to_string(), cmd.command.clone());
+    let r = smol::unblock(move || rt.exec_sync(&id2, &cmd, Duration::from_secs(30))).await;
+    if !matches!(r, Ok(ref x) if x.exit_code == 0) {
+        tracing::warn!(pod = %pod_name(pod), container = %c.name, "postStart hook failed; killing the container");
+        let (rt, id2) = (pm.runtime.clone(), id.to_string());
+        let _ = smol::unblock(move || rt.stop_container(&id2, Duration::ZERO)).await;
+    }
+}
+
+/// preStop hook, then SIGTERM, then SIGKILL when `grace` runs out.
+async fn kill_container(pm: &PodManager, pod: &Pod, c: &Container, l: &ContainerStatus, grace: Duration) {
+    let started = Instant::now();
+    if let Some(cmd) = c.lifecycle.as_ref().and_then(|x| x.pre_stop.as_ref()).and_then(|h| h.exec.as_ref()) {
+        let (rt, id, cmd) = (pm.runtime.clone(), l.id.clone(), cmd.command.clone());
+        let r = smol::unblock(move || rt.exec_sync(&id, &cmd, grace)).await;
+        if let Err(e) = r {
+            tracing::warn!(pod = %pod_name(pod), container = %c.name, error = %e, "preStop hook failed");
+        }
+    }
+    let left = grace.saturating_sub(started.elapsed());
+    let (rt, id) = (pm.runtime.clone(), l.id.clone());
+    if let Err(e) = smol::unblock(move || rt.stop_container(&id, left)).await {
+        tracing::warn!(pod = %pod_name(pod), container = %c.name, error = %e, "cannot stop container");
+    }
+}
+
+fn update_probes(pm: &PodManager, pod: &Pod, st: &mut State, all: &[ContainerStatus]) {
+    let running: HashSet<String> = all.iter().filter(|c| c.state == ContainerState::Running).map(|c| c.id.clone()).collect();
+    for id in st.probed.iter().filter(|id| !running.contains(*id)) {
+        pm.prober.remove(id);
+    }
+    st.probed.retain(|id| running.contains(id));
+    let netns = if pod.spec.host_network { None } else { st.sandbox.as_ref().and_then(|s| s.netns.clone()) };
+    for spec in &pod.spec.containers {
+        let has = spec.liveness_probe.is_some() || spec.readiness_probe.is_some() || spec.startup_probe.is_some();
+        let Some(l) = latest(all, &spec.name).filter(|l| l.state == ContainerState::Running) else { continue };
+        if !has || st.probed.contains(&l.id) {
+            continue;
+        }
+        pm.prober.add(
+            Target {
+                pod: pod_name(pod),
+                pod_uid: pod.metadata.uid.clone(),
+                container_id: l.id.clone(),
+                container_name: spec.name.clone(),
+                started_at: l.started_at.unwrap_or_else(SystemTime::now),
+                netns: netns.clone(),
+                ports: spec.ports.clone(),
+            },
+            spec,
+        );
+        st.probed.insert(l.id.clone());
+    }
+}
+
+async fn set_status(pm: &PodManager, pod: &Pod, st: &mut State, all: &[ContainerStatus]) {
+    // A waiting reason holds only while no instance runs.
+    for c in all.iter().filter(|c| c.state == ContainerState::Running) {
+        if latest(all, &c.name).map(|l| l.id == c.id).unwrap_or(false) {
+            st.waiting.remove(&c.name);
+        }
+    }
+    let mut ready = BTreeMap::new();
+    let mut started = BTreeMap::new();
+    for c in all.iter().filter(|c| c.state == ContainerState::Running) {
+        if let Some(r) = pm.prober.result(&c.id, ProbeKind::Readiness) {
+            ready.insert(c.id.clone(), r);
+        }
+        if let Some(r) = pm.prober.result(&c.id, ProbeKind::Startup) {
+            started.insert(c.id.clone(), r);
+        }
+    }
+    let previous = pm.status.get(&pod.metadata.uid);
+    let pod_ip = if pod.spec.host_network {
+        Some(pm.cfg.host_ip.clone())
+    } else {
+        st.sandbox.as_ref().and_then(|s| s.ip.clone())
+    };
+    let status = generate::pod_status(
+        pod,
+        &StatusInputs {
+            containers: all,
+            ready: &ready,
+            started: &started,
+            waiting: &st.waiting,
+            pod_message: st.pod_message.as_deref(),
+            host_ip: &pm.cfg.host_ip,
+            pod_ip: pod_ip.as_deref(),
+            start_time: st.start_time.unwrap_or_else(SystemTime::now),
+            previous: previous.as_ref(),
+        },
+    );
+    pm.status.set(pod, status).await;
+}
+
+/// Stops everything of the pod and releases it: preStop hooks, SIGTERM, the grace period,
+/// SIGKILL; then containers, sandbox, volumes and logs go.
+async fn terminate(pm: &PodManager, pod: &Pod, st: &mut State) {
+    let name = pod_name(pod);
+    let grace = grace(pod);
+    tracing::info!(pod = %name, grace_seconds = grace.as_secs(), "stopping pod");
+    let all = pod_containers(pm, &pod.metadata.uid).await;
+    let specs: Vec<&Container> = pod.spec.init_containers.iter().chain(pod.spec.containers.iter()).collect();
+    let running: Vec<&ContainerStatus> = all.iter().filter(|c| c.state == ContainerState::Running).collect();
+    // Every container gets the whole grace period, in parallel.
+    let kills = running.iter().map(|l| {
+        let spec = specs.iter().find(|s| s.name == l.name).map(|s| (*s).clone()).unwrap_or_default();
+        let l = (*l).clone();
+        async move { kill_container(pm, pod, &spec, &l, grace).await }
+    });
+    join_all(kills.map(Box::pin).collect()).await;
+    for id in st.probed.drain() {
+        pm.prober.remove(&id);
+    }
+    let rt = pm.runtime.clone();
+    let uid = pod.metadata.uid.clone();
+    let ids: Vec<String> = all.iter().map(|c| c.id.clone()).collect();
+    let r = smol::unblock(move || -> crate::runtime::Result<()> {
+        rt.stop_pod_sandbox(&uid, Duration::ZERO)?;
+        for id in ids {
+            rt.remove_container(&id)?;
+        }
+        rt.remove_pod_sandbox(&uid)
+    })
+    .await;
+    if let Err(e) = r {
+        tracing::error!(pod = %name, error = %e, "cannot remove the pod's containers; housekeeping retries");
+    }
+    let vols = pm.volumes.clone();
+    let uid = pod.metadata.uid.clone();
+    if let Err(e) = smol::unblock(move || vols.teardown(&uid)).await {
+        tracing::error!(pod = %name, error = %e, "cannot release the pod's volumes; housekeeping retries");
+    }
+    let _ = std::fs::remove_dir_all(kuberuntime::pod_log_dir(&pm.cfg.log_dir, pod));
+    tracing::info!(pod = %name, "pod stopped and removed");
+}
+
+/// Runs futures side by side until all are done (smol has no `join_all`).
+async fn join_all<F: std::future::Future<Output = ()> + Unpin>(mut futs: Vec<F>) {
+    std::future::poll_fn(|cx| {
+        futs.retain_mut(|f| std::pin::Pin::new(f).poll(cx).is_pending());
+        if futs.is_empty() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await
+}
