@@ -39,7 +39,7 @@ pub fn select(
     // Per unit: whether its newest instance is dead but protected, and the other candidates.
     let mut kept: BTreeMap<(String, String), (bool, Vec<&ContainerStatus>)> = BTreeMap::new();
     for (key, mut instances) in units {
-        instances.sort_by(|a, b| (b.attempt, b.created_at).cmp(&(a.attempt, a.created_at)));
+        instances.sort_by_key(|c| std::cmp::Reverse((c.attempt, c.created_at)));
         let live = live_pods.contains(&key.0);
         let mut evictable: Vec<&ContainerStatus> = instances
             .iter()
