@@ -103,29 +103,28 @@ pub fn check(doc: &Document, file: &str, node: &str) -> Result<Checked, ObjectEr
         }
         None => return Err(fail(object, "apiVersion", "missing: write `v1`".into())),
     }
-    let meta = match kind {
+    // Type errors first (they name the path), then the name, then the kind's own rules.
+    let (meta, rules) = match kind {
         Kind::Pod => {
             let pod: Pod = decode(&object, value)?;
-            check_pod(&pod).map_err(|(field, reason)| fail(object.clone(), &field, reason))?;
-            pod.metadata
+            let rules = check_pod(&pod);
+            (pod.metadata, rules)
         }
         Kind::ConfigMap => {
             let cm: ConfigMap = decode(&object, value)?;
-            check_data(&[
+            let rules = check_data(&[
                 ("data", &cm.data, false),
                 ("binaryData", &cm.binary_data, true),
-            ])
-            .map_err(|(field, reason)| fail(object.clone(), &field, reason))?;
-            cm.metadata
+            ]);
+            (cm.metadata, rules)
         }
         Kind::Secret => {
             let s: Secret = decode(&object, value)?;
-            check_data(&[
+            let rules = check_data(&[
                 ("data", &s.data, true),
                 ("stringData", &s.string_data, false),
-            ])
-            .map_err(|(field, reason)| fail(object.clone(), &field, reason))?;
-            s.metadata
+            ]);
+            (s.metadata, rules)
         }
     };
     if meta.name.is_empty() {
@@ -142,6 +141,7 @@ pub fn check(doc: &Document, file: &str, node: &str) -> Result<Checked, ObjectEr
         meta.namespace.clone()
     };
     dns1123_label(&namespace).map_err(|e| fail(object.clone(), "metadata.namespace", e))?;
+    rules.map_err(|(field, reason)| fail(object.clone(), &field, reason))?;
     let value = complete(kind, &namespace, &meta.name, value, file, node);
     Ok(Checked {
         kind,
