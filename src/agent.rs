@@ -23,9 +23,19 @@ pub fn run(flags: Flags) -> Result<(), AgentError> {
         Store::open(&flags.root_dir.join("meta")).map_err(|e| AgentError(format!("{e}")))?;
     let store = Arc::new(store);
     let (to_edged, _from_meta) = async_channel::unbounded();
-    let _meta = Arc::new(MetaManager::new(store, to_edged, Arc::new(Offline)));
+    let meta = Arc::new(MetaManager::new(store, to_edged, Arc::new(Offline)));
     tracing::info!(node = %node, root = %flags.root_dir.display(), "edged starting");
     let ex = smol::LocalExecutor::new();
+    if let Some(dir) = flags.pod_manifest_path.clone() {
+        let period = flags.file_check_frequency.0;
+        ex.spawn(crate::manifest::run(
+            dir,
+            period,
+            node.clone(),
+            meta.clone(),
+        ))
+        .detach();
+    }
     smol::block_on(ex.run(async {
         wait_for_signal().await;
     }));

@@ -23,9 +23,8 @@ fn main() {
         .init();
     let result: Result<(), Box<dyn std::error::Error>> = match &flags.command {
         None => edged::agent::run(flags).map_err(Into::into),
-        Some(Command::Get(_)) | Some(Command::Image(_)) => {
-            Err("this command is not built yet".into())
-        }
+        Some(Command::Get(cmd)) => std::process::exit(edged::inspect::main(&flags.root_dir, cmd)),
+        Some(Command::Image(_)) => Err("this command is not built yet".into()),
     };
     if let Err(e) = result {
         eprintln!("edged: {e}");

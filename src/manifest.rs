@@ -1,1 +1,0 @@
-//! The manifest directory source (to be written).

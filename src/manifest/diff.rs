@@ -1,0 +1,305 @@
+//! The pure core of the source: read the directory into a [`Scan`], compare it with what the
+//! source holds, and say what changes.
+
+use super::check::{check, Checked};
+use super::read::{documents, manifest_files};
+use super::ManifestError;
+use crate::api::ObjectError;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// An object the file source owns: the file it came from and the object as stored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Owned {
+    pub file: String,
+    pub value: Value,
+}
+
+/// What the file source holds: resource string (`<ns>/<type>/<name>`) to object.
+pub type Held = BTreeMap<String, Owned>;
+
+/// One file as read: its objects, or why it is rejected as a whole.
+#[derive(Clone, Debug)]
+pub struct FileScan {
+    pub name: String,
+    pub objects: Result<Vec<Checked>, ManifestError>,
+}
+
+/// The directory as read, files in name order.
+#[derive(Clone, Debug, Default)]
+pub struct Scan {
+    pub files: Vec<FileScan>,
+}
+
+/// Reads `dir`: every manifest file, each checked for node `node`. A file with one bad
+/// object is rejected whole (a half-applied file is harder to reason about than a kept one).
+/// `Err` when the directory itself cannot be read: then nothing should change.
+pub fn scan(dir: &Path, node: &str) -> std::io::Result<Scan> {
+    let mut files = Vec::new();
+    for name in manifest_files(dir)? {
+        let objects = read_file(&dir.join(&name), &name, node);
+        files.push(FileScan { name, objects });
+    }
+    Ok(Scan { files })
+}
+
+/// Reads and checks one file.
+pub fn read_file(path: &Path, name: &str, node: &str) -> Result<Vec<Checked>, ManifestError> {
+    let fail = |object: String, field: &str, reason: String| ManifestError {
+        file: name.to_string(),
+        error: ObjectError {
+            object,
+            field: field.to_string(),
+            reason,
+        },
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| fail("file".into(), "", format!("cannot read: {e}")))?;
+    let docs = documents(&text).map_err(|e| {
+        fail(
+            format!("object ({})", e.place),
+            "",
+            format!("not valid YAML or JSON: {}", e.reason),
+        )
+    })?;
+    docs.iter()
+        .map(|d| {
+            check(d, name, node).map_err(|error| ManifestError {
+                file: name.to_string(),
+                error,
+            })
+        })
+        .collect()
+}
+
+/// A change the source makes.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Change {
+    Insert {
+        resource: String,
+        new: Owned,
+    },
+    Update {
+        resource: String,
+        old: Owned,
+        new: Owned,
+    },
+    Delete {
+        resource: String,
+        old: Owned,
+    },
+}
+
+impl Change {
+    /// The resource string it concerns.
+    pub fn resource(&self) -> &str {
+        match self {
+            Change::Insert { resource, .. }
+            | Change::Update { resource, .. }
+            | Change::Delete { resource, .. } => resource,
+        }
+    }
+}
+
+/// The outcome of comparing a scan with what was held.
+#[derive(Clone, Debug, Default)]
+pub struct Diff {
+    /// What the source holds once the changes are applied.
+    pub next: Held,
+    pub changes: Vec<Change>,
+    pub errors: Vec<ManifestError>,
+}
+
+/// Compares `scan` with `prev`. A rejected file keeps the objects it held before; an object
+/// defined in two files is taken from the first by name; `creationTimestamp` is set to `now`
+/// when an object is first seen and kept across edits, as the API server does.
+pub fn diff(prev: &Held, scan: &Scan, now: &str) -> Diff {
+    let mut next = Held::new();
+    let mut errors = Vec::new();
+    for f in &scan.files {
+        match &f.objects {
+            Ok(objects) => {
+                for c in objects {
+                    let resource = c.resource();
+                    if let Some(first) = next.get(&resource) {
+                        errors.push(ManifestError {
+                            file: f.name.clone(),
+                            error: ObjectError {
+                                object: format!("{} {}/{}", c.kind, c.namespace, c.name),
+                                field: String::new(),
+                                reason: if first.file == f.name {
+                                    "defined twice in this file; the first is used".into()
+                                } else {
+                                    format!(
+                                        "also defined in {}, which comes first and is used",
+                                        first.file
+                                    )
+                                },
+                            },
+                        });
+                        continue;
+                    }
+                    let mut value = c.value.clone();
+                    let created = prev
+                        .get(&resource)
+                        .and_then(|o| created_at(&o.value))
+                        .unwrap_or(now)
+                        .to_string();
+                    if created_at(&value).is_none() {
+                        if let Some(meta) =
+                            value.get_mut("metadata").and_then(|m| m.as_object_mut())
+                        {
+                            meta.insert("creationTimestamp".into(), Value::String(created));
+                        }
+                    }
+                    next.insert(
+                        resource,
+                        Owned {
+                            file: f.name.clone(),
+                            value,
+                        },
+                    );
+                }
+            }
+            Err(e) => {
+                errors.push(e.clone());
+                for (resource, o) in prev.iter().filter(|(_, o)| o.file == f.name) {
+                    next.entry(resource.clone()).or_insert_with(|| o.clone());
+                }
+            }
+        }
+    }
+    let mut changes = Vec::new();
+    for (resource, new) in &next {
+        match prev.get(resource) {
+            None => changes.push(Change::Insert {
+                resource: resource.clone(),
+                new: new.clone(),
+            }),
+            Some(old) if old != new => changes.push(Change::Update {
+                resource: resource.clone(),
+                old: old.clone(),
+                new: new.clone(),
+            }),
+            Some(_) => {}
+        }
+    }
+    for (resource, old) in prev {
+        if !next.contains_key(resource) {
+            changes.push(Change::Delete {
+                resource: resource.clone(),
+                old: old.clone(),
+            });
+        }
+    }
+    Diff {
+        next,
+        changes,
+        errors,
+    }
+}
+
+fn created_at(v: &Value) -> Option<&str> {
+    v.get("metadata")?.get("creationTimestamp")?.as_str()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    const POD: &str = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: NAME\nspec:\n  containers:\n  - name: c\n    image: IMAGE\n";
+
+    fn pod(name: &str, image: &str) -> String {
+        POD.replace("NAME", name).replace("IMAGE", image)
+    }
+
+    fn ops(d: &Diff) -> Vec<String> {
+        d.changes
+            .iter()
+            .map(|c| {
+                let op = match c {
+                    Change::Insert { .. } => "insert",
+                    Change::Update { .. } => "update",
+                    Change::Delete { .. } => "delete",
+                };
+                format!("{op} {}", c.resource())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn insert_update_delete_and_kept_bad_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        fs::write(p.join("a.yaml"), pod("a", "busybox")).unwrap();
+        fs::write(p.join("b.yaml"), pod("b", "busybox")).unwrap();
+        fs::write(p.join("notes.txt"), "not a manifest").unwrap();
+        let d = diff(&Held::new(), &scan(p, "n").unwrap(), "T1");
+        assert_eq!(ops(&d), ["insert default/pod/a", "insert default/pod/b"]);
+        assert!(d.errors.is_empty());
+        assert_eq!(
+            d.next["default/pod/a"].value["metadata"]["creationTimestamp"],
+            "T1"
+        );
+        let held = d.next;
+        // Unchanged: nothing.
+        assert!(diff(&held, &scan(p, "n").unwrap(), "T2").changes.is_empty());
+        // Edit a, break b, remove nothing: a updated (creation time kept), b kept.
+        fs::write(p.join("a.yaml"), pod("a", "busybox:2")).unwrap();
+        fs::write(p.join("b.yaml"), "kind: [").unwrap();
+        let d = diff(&held, &scan(p, "n").unwrap(), "T3");
+        assert_eq!(ops(&d), ["update default/pod/a"]);
+        assert_eq!(d.errors.len(), 1);
+        assert_eq!(d.errors[0].file, "b.yaml");
+        assert_eq!(
+            d.next["default/pod/a"].value["metadata"]["creationTimestamp"],
+            "T1"
+        );
+        assert_eq!(d.next["default/pod/b"], held["default/pod/b"]);
+        // Remove b: deleted.
+        let held = d.next;
+        fs::remove_file(p.join("b.yaml")).unwrap();
+        let d = diff(&held, &scan(p, "n").unwrap(), "T4");
+        assert_eq!(ops(&d), ["delete default/pod/b"]);
+    }
+
+    #[test]
+    fn duplicate_first_file_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        fs::write(p.join("a.yaml"), pod("web", "one")).unwrap();
+        fs::write(
+            p.join("b.yaml"),
+            format!("{}---\n{}", pod("web", "two"), pod("other", "x")),
+        )
+        .unwrap();
+        let d = diff(&Held::new(), &scan(p, "n").unwrap(), "T");
+        assert_eq!(
+            ops(&d),
+            ["insert default/pod/other", "insert default/pod/web"]
+        );
+        assert_eq!(
+            d.next["default/pod/web"].value["spec"]["containers"][0]["image"],
+            "one"
+        );
+        let e = d.errors[0].to_string();
+        assert!(
+            e.contains("b.yaml") && e.contains("a.yaml") && e.contains("Pod default/web"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn unreadable_dir_is_an_error_and_missing_is_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(scan(&dir.path().join("nope"), "n")
+            .unwrap()
+            .files
+            .is_empty());
+        let file = dir.path().join("f");
+        fs::write(&file, "").unwrap();
+        assert!(scan(&file, "n").is_err());
+    }
+}

@@ -1,0 +1,266 @@
+//! The manifest directory source (`--pod-manifest-path`): static Pods, ConfigMaps and Secrets
+//! from JSON and YAML files, read again every `--file-check-frequency`, turned into beehive
+//! messages for the [`MetaManager`].
+//!
+//! The source owns only the objects it made: they carry `kubernetes.io/config.source: file`
+//! and [`ANNOTATION_FILE`], so objects from the cloud in the same store are never touched, and
+//! at start the source finds what it made before (deleting what lost its file).
+//!
+//! Layers: [`read`] (files and documents), [`check`] (one object, as the API server checks it),
+//! [`diff`] (the pure scan/compare core), and [`Source`] (applies changes through MetaManager).
+
+pub mod check;
+pub mod diff;
+pub mod hash;
+pub mod read;
+
+pub use diff::{diff, scan, Change, Diff, Held, Owned, Scan};
+
+use crate::api::ObjectError;
+use crate::message::{module, op, Message, Resource};
+use crate::metamanager::{key, MetaManager, Store, StoreError, Table};
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The kubelet's annotation naming where a pod came from; the source sets it to `file`.
+pub const ANNOTATION_SOURCE: &str = "kubernetes.io/config.source";
+/// The kubelet's annotation holding a hash of the object as written.
+pub const ANNOTATION_HASH: &str = "kubernetes.io/config.hash";
+/// The manifest file (name within the directory) an object came from.
+pub const ANNOTATION_FILE: &str = "edged.io/manifest-file";
+
+/// A manifest that cannot be used: the file, the object and the field, and why.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ManifestError {
+    /// The file's name within the manifest directory.
+    pub file: String,
+    pub error: ObjectError,
+}
+
+impl fmt::Display for ManifestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.file, self.error)
+    }
+}
+
+impl std::error::Error for ManifestError {}
+
+/// The file an object came from, when the file source owns it.
+pub fn owner_file(value: &Value) -> Option<&str> {
+    let ann = value.get("metadata")?.get("annotations")?;
+    if ann.get(ANNOTATION_SOURCE)?.as_str()? != "file" {
+        return None;
+    }
+    ann.get(ANNOTATION_FILE)?.as_str()
+}
+
+/// The tables the source writes.
+const TABLES: [Table; 3] = [Table::Pod, Table::ConfigMap, Table::Secret];
+
+/// What the file source made earlier, read back from the store (rows of the other sources
+/// are left out).
+pub fn stored(store: &Store) -> Result<Held, StoreError> {
+    let mut held = Held::new();
+    for t in TABLES {
+        for (row, value) in store.list(t)? {
+            let Some(file) = owner_file(&value) else {
+                continue;
+            };
+            let Some((ns, name)) = row.split_once('/') else {
+                continue;
+            };
+            held.insert(
+                format!("{ns}/{}/{name}", t.resource_type()),
+                Owned {
+                    file: file.to_string(),
+                    value,
+                },
+            );
+        }
+    }
+    Ok(held)
+}
+
+/// What one pass of the source did.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// The messages MetaManager took, in order.
+    pub applied: Vec<Message>,
+    /// Every problem of this pass (bad files, duplicates, conflicts, store failures).
+    pub errors: Vec<String>,
+}
+
+/// The manifest directory source.
+pub struct Source {
+    dir: PathBuf,
+    node: String,
+    held: Held,
+    /// Errors logged by the last pass: an error is logged once, not every rescan.
+    logged: BTreeSet<String>,
+}
+
+impl Source {
+    /// A source reading `dir` for node `node`, holding `held` (see [`stored`]).
+    pub fn new(dir: PathBuf, node: String, held: Held) -> Self {
+        Source {
+            dir,
+            node,
+            held,
+            logged: BTreeSet::new(),
+        }
+    }
+
+    /// What the source holds now.
+    pub fn held(&self) -> &Held {
+        &self.held
+    }
+
+    /// Reads the directory once and hands every change to `meta`. An object whose change
+    /// fails is left as it was, to be tried again next pass.
+    pub async fn sync(&mut self, meta: &MetaManager) -> Report {
+        let mut report = Report::default();
+        let (dir, node) = (self.dir.clone(), self.node.clone());
+        let scanned = smol::unblock(move || diff::scan(&dir, &node)).await;
+        let scanned = match scanned {
+            Ok(s) => s,
+            Err(e) => {
+                report.errors.push(format!(
+                    "cannot read the manifest directory {}: {e}; objects are kept as they are",
+                    self.dir.display()
+                ));
+                self.log(&report.errors);
+                return report;
+            }
+        };
+        let now = crate::api::rfc3339(std::time::SystemTime::now());
+        let d = diff::diff(&self.held, &scanned, &now);
+        report.errors.extend(d.errors.iter().map(|e| e.to_string()));
+        let mut next = d.next;
+        for change in d.changes {
+            match self.apply(meta, &change).await {
+                Ok(Some(msg)) => {
+                    tracing::info!(
+                        operation = %msg.route.operation,
+                        resource = %msg.route.resource,
+                        "manifest change applied"
+                    );
+                    report.applied.push(msg);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    report.errors.push(e);
+                    // Undo in `next`, so the change is tried again next pass.
+                    match change {
+                        Change::Insert { resource, .. } => {
+                            next.remove(&resource);
+                        }
+                        Change::Update { resource, old, .. } | Change::Delete { resource, old } => {
+                            next.insert(resource, old);
+                        }
+                    }
+                }
+            }
+        }
+        self.held = next;
+        self.log(&report.errors);
+        report
+    }
+
+    /// Applies one change if the store's row is the source's to change.
+    async fn apply(&self, meta: &MetaManager, change: &Change) -> Result<Option<Message>, String> {
+        let resource = change.resource().to_string();
+        let r = Resource::parse(&resource).ok_or_else(|| format!("bad resource {resource}"))?;
+        let table = Table::from_resource_type(&r.kind)
+            .ok_or_else(|| format!("{resource}: not a stored type"))?;
+        let store = meta.store().clone();
+        let row = key(&r.namespace, &r.name);
+        let current = smol::unblock(move || store.get(table, &row))
+            .await
+            .map_err(|e| format!("{resource}: {e}"))?;
+        let ours = current.as_ref().map(|v| owner_file(v).is_some());
+        let (operation, content, file) = match change {
+            Change::Insert { new, .. } | Change::Update { new, .. } => {
+                if ours == Some(false) {
+                    return Err(format!(
+                        "{}: {} {}/{}: the store holds this object from another source (the cloud); the file's definition is not used",
+                        new.file,
+                        kind_of(&new.value),
+                        r.namespace,
+                        r.name
+                    ));
+                }
+                let operation = if current.is_none() {
+                    op::INSERT
+                } else {
+                    op::UPDATE
+                };
+                (operation, new.value.clone(), &new.file)
+            }
+            Change::Delete { old, .. } => {
+                if ours != Some(true) {
+                    // Gone already, or another source's now: nothing of ours to delete.
+                    return Ok(None);
+                }
+                (op::DELETE, old.value.clone(), &old.file)
+            }
+        };
+        let msg = Message::new(
+            module::MANIFEST,
+            module::RESOURCE,
+            operation,
+            resource.clone(),
+        )
+        .with_content(content);
+        meta.handle(msg.clone()).await.map_err(|e| {
+            format!("{file}: {resource}: {operation} failed, tried again next pass: {e}")
+        })?;
+        Ok(Some(msg))
+    }
+
+    /// Logs the errors not logged by the last pass.
+    fn log(&mut self, errors: &[String]) {
+        let now: BTreeSet<String> = errors.iter().cloned().collect();
+        for e in now.difference(&self.logged) {
+            tracing::error!(dir = %self.dir.display(), "manifest: {e}");
+        }
+        for e in self.logged.difference(&now) {
+            tracing::info!(dir = %self.dir.display(), "manifest: resolved: {e}");
+        }
+        self.logged = now;
+    }
+}
+
+fn kind_of(v: &Value) -> &str {
+    v.get("kind").and_then(Value::as_str).unwrap_or("object")
+}
+
+/// The source's task: finds what it made before in the store, then reads `dir` every
+/// `period` for ever, handing changes to `meta`.
+pub async fn run(dir: PathBuf, period: Duration, node_name: String, meta: Arc<MetaManager>) {
+    // `--file-check-frequency 0` would spin: read at most ten times a second.
+    let period = period.max(Duration::from_millis(100));
+    let store = meta.store().clone();
+    let held = match smol::unblock(move || stored(&store)).await {
+        Ok(h) => h,
+        Err(e) => {
+            // Without it, files removed while edged was down leave their objects behind.
+            tracing::error!(error = %e, "manifest: cannot read what the store holds from files");
+            Held::new()
+        }
+    };
+    tracing::info!(
+        dir = %dir.display(),
+        objects = held.len(),
+        every = ?period,
+        "manifest source started"
+    );
+    let mut source = Source::new(dir, node_name, held);
+    loop {
+        source.sync(&meta).await;
+        smol::Timer::after(period).await;
+    }
+}
