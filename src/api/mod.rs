@@ -5,6 +5,7 @@
 //! the object as it came, so nothing is lost). Decoding names the object and the field path that
 //! is wrong: see [`decode`].
 
+pub mod base64;
 pub mod quantity;
 pub mod validate;
 
