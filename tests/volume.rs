@@ -194,14 +194,24 @@ fn memory_empty_dir_without_size_limit_takes_the_pod_memory_limit() {
                 {"name": "a", "image": "busybox", "resources": {"limits": {"memory": "8Mi"}}},
                 {"name": "b", "image": "busybox", "resources": {"limits": {"memory": "4Mi"}}},
             ],
-            "volumes": [{"name": "mem", "emptyDir": {"medium": "Memory"}}],
+            "volumes": [
+                {"name": "mem", "emptyDir": {"medium": "Memory"}},
+                {"name": "big", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
+                {"name": "small", "emptyDir": {"medium": "Memory", "sizeLimit": "2Mi"}},
+            ],
         }
     });
     let p: api::Pod = api::decode("Pod", &v).unwrap();
     f.vm.setup(&p, &PodObjects::default()).unwrap();
-    let mem = f.vol_dir("uid-memlimit", "empty-dir", "mem");
-    let st = nix::sys::statvfs::statvfs(&mem).unwrap();
-    assert_eq!(st.blocks() as u64 * st.fragment_size() as u64, 12 << 20);
+    for (name, size) in [("mem", 12 << 20), ("big", 12 << 20), ("small", 2 << 20)] {
+        let dir = f.vol_dir("uid-memlimit", "empty-dir", name);
+        let st = nix::sys::statvfs::statvfs(&dir).unwrap();
+        assert_eq!(
+            st.blocks() as u64 * st.fragment_size() as u64,
+            size,
+            "{name}"
+        );
+    }
     teardown_clean(&f, "uid-memlimit");
 }
 
@@ -576,9 +586,23 @@ fn downward_api_files() {
             {"path": "meta/namespace", "fieldRef": {"fieldPath": "metadata.namespace"}},
             {"path": "meta/uid", "fieldRef": {"fieldPath": "metadata.uid"}, "mode": 0o600},
             {"path": "app", "fieldRef": {"fieldPath": "metadata.labels['app']"}},
+            {"path": "cpu", "resourceFieldRef": {"containerName": "app", "resource": "limits.cpu",
+                                                  "divisor": "1m"}},
+            {"path": "mem", "resourceFieldRef": {"containerName": "app",
+                                                  "resource": "requests.memory", "divisor": "1Mi"}},
+            {"path": "cores", "resourceFieldRef": {"containerName": "app", "resource": "limits.cpu"}},
         ]}}]),
         json!([]),
     );
+    let mut p = p;
+    p.spec.containers[0]
+        .resources
+        .limits
+        .insert("cpu".into(), json!("1500m"));
+    p.spec.containers[0]
+        .resources
+        .requests
+        .insert("memory".into(), json!("100M"));
     f.vm.setup(&p, &PodObjects::default()).unwrap();
     let dir = f.vol_dir("uid-down", "downward-api", "info");
     let read = |n: &str| fs::read_to_string(dir.join(n)).unwrap();
@@ -588,6 +612,9 @@ fn downward_api_files() {
     assert_eq!(read("meta/namespace"), "shop");
     assert_eq!(read("meta/uid"), "uid-down");
     assert_eq!(read("app"), "web");
+    assert_eq!(read("cpu"), "1500");
+    assert_eq!(read("mem"), "96", "100M in Mi, rounded up");
+    assert_eq!(read("cores"), "2", "1.5 cores rounded up");
     assert_eq!(mode(&dir.join("meta/uid")), 0o600);
     assert_eq!(mode(&dir.join("labels")), 0o644);
     assert_eq!(mounts_at(&dir)[0].fstype, "tmpfs");
@@ -711,6 +738,56 @@ fn refresh_swaps_data_atomically_and_reaches_a_bind_mount() {
 
     nix::mount::umount(&view).unwrap();
     teardown_clean(&f, "uid-atomic");
+}
+
+#[test]
+fn concurrent_refreshes_of_one_pod_are_serialized() {
+    let f = Fixture::new();
+    let p = pod(
+        "uid-conc",
+        json!([{"name": "cfg", "configMap": {"name": "c"}},
+               {"name": "s", "secret": {"secretName": "c"}}]),
+        json!([]),
+    );
+    let objs = |i: usize| {
+        let s: api::Secret = api::decode(
+            "Secret",
+            &json!({"metadata": {"name": "c"}, "stringData": {"k": format!("{i}")}}),
+        )
+        .unwrap();
+        objects(vec![config_map("c", json!({"k": format!("{i}")}))], vec![s])
+    };
+    f.vm.setup(&p, &objs(0)).unwrap();
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (1..=4)
+            .map(|t| {
+                let (vm, p) = (f.vm.clone(), p.clone());
+                scope.spawn(move || {
+                    for n in 0..25 {
+                        vm.refresh(&p, &objs(t * 100 + n)).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+    });
+    for (plugin, name) in [("configmap", "cfg"), ("secret", "s")] {
+        let dir = f.vol_dir("uid-conc", plugin, name);
+        assert_eq!(
+            payload_dirs(&dir).len(),
+            1,
+            "{plugin}: {:?}",
+            payload_dirs(&dir)
+        );
+        let v: usize = fs::read_to_string(dir.join("k")).unwrap().parse().unwrap();
+        assert!(
+            v >= 100 && v % 100 == 24,
+            "a last write of some thread: {v}"
+        );
+    }
+    teardown_clean(&f, "uid-conc");
 }
 
 #[test]

@@ -7,8 +7,9 @@
 //! (`empty-dir`, `configmap`, `secret`, `downward-api`; a hostPath is used where it is), and
 //! `<pods_root>/<uid>/volume-subpaths/<volume>/<container>/<index>` for subPath mounts.
 //!
-//! - emptyDir: a directory (0777); `medium: Memory` is a tmpfs sized by `sizeLimit`, or by the
-//!   pod's memory limit when every container has one (the kernel's default otherwise).
+//! - emptyDir: a directory (0777); `medium: Memory` is a tmpfs sized, as the kubelet does, by
+//!   the smaller of `sizeLimit` and the pod's memory limit (when every container has one); the
+//!   kernel's default (half the RAM) when neither is known.
 //! - configMap: files on disk; secret and downwardAPI: files on a tmpfs (never on disk), all
 //!   written by the [`atomic`] writer, so a refresh reaches running containers whole.
 //! - configMap, secret and downwardAPI volumes are always mounted read-only, as the kubelet
@@ -34,6 +35,7 @@ use std::fs;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 /// The ConfigMaps and Secrets of the pod's namespace that it refers to, keyed by name, as the
 /// caller fetched them (see [`PodObjects::references`]).
@@ -148,10 +150,13 @@ pub struct PodVolumes {
     pub volumes: BTreeMap<String, ReadyVolume>,
 }
 
-/// The volume manager of one node: owns `<root-dir>/pods`.
+/// The volume manager of one node: owns `<root-dir>/pods`. Clones share one state; calls for
+/// the same pod are serialized (the atomic writer allows one writer per volume), calls for
+/// different pods run in parallel.
 #[derive(Clone, Debug)]
 pub struct VolumeManager {
     root: PathBuf,
+    locks: Arc<Mutex<BTreeMap<String, Arc<Mutex<()>>>>>,
 }
 
 /// A volume's source, exactly one of the kinds edged supports.
@@ -241,7 +246,25 @@ fn pod_memory_limit(pod: &api::Pod) -> Option<i64> {
 impl VolumeManager {
     /// A manager of `pods_root` (`<root-dir>/pods`; created on first use).
     pub fn new(pods_root: PathBuf) -> Self {
-        VolumeManager { root: pods_root }
+        VolumeManager {
+            root: pods_root,
+            locks: Arc::default(),
+        }
+    }
+
+    /// Runs `f` holding the pod's lock.
+    fn locked<T>(&self, uid: &str, f: impl FnOnce() -> T) -> T {
+        let lock = {
+            let mut map = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+            map.entry(uid.to_string()).or_default().clone()
+        };
+        let _guard = lock.lock().unwrap_or_else(|p| p.into_inner());
+        f()
+    }
+
+    fn forget_lock(&self, uid: &str) {
+        let mut map = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        map.remove(uid);
     }
 
     /// `<pods_root>/<uid>`.
@@ -261,19 +284,29 @@ impl VolumeManager {
     pub fn setup(&self, pod: &api::Pod, objects: &PodObjects) -> Result<PodVolumes, VolumeError> {
         let label = pod_label(pod);
         let uid = check_uid(&label, &pod.metadata.uid)?;
+        self.locked(uid, || self.setup_locked(pod, &label, uid, objects))
+    }
+
+    fn setup_locked(
+        &self,
+        pod: &api::Pod,
+        label: &str,
+        uid: &str,
+        objects: &PodObjects,
+    ) -> Result<PodVolumes, VolumeError> {
         let mut out = PodVolumes::default();
         for vol in &pod.spec.volumes {
             api::validate::dns1123_label(&vol.name)
-                .map_err(|r| VolumeError::spec(&label, &vol.name, format!("volume name: {r}")))?;
+                .map_err(|r| VolumeError::spec(label, &vol.name, format!("volume name: {r}")))?;
             if out.volumes.contains_key(&vol.name) {
                 return Err(VolumeError::spec(
-                    &label,
+                    label,
                     &vol.name,
                     "two volumes have this name",
                 ));
             }
-            let src = source(&label, vol)?;
-            let ready = self.setup_volume(pod, &label, uid, vol, &src, objects, false)?;
+            let src = source(label, vol)?;
+            let ready = self.setup_volume(pod, label, uid, vol, &src, objects, false)?;
             if let Some(ready) = ready {
                 out.volumes.insert(vol.name.clone(), ready);
             }
@@ -288,13 +321,15 @@ impl VolumeManager {
     pub fn refresh(&self, pod: &api::Pod, objects: &PodObjects) -> Result<(), VolumeError> {
         let label = pod_label(pod);
         let uid = check_uid(&label, &pod.metadata.uid)?;
-        for vol in &pod.spec.volumes {
-            let src = source(&label, vol)?;
-            if src.kind().is_api_data() {
-                self.setup_volume(pod, &label, uid, vol, &src, objects, true)?;
+        self.locked(uid, || {
+            for vol in &pod.spec.volumes {
+                let src = source(&label, vol)?;
+                if src.kind().is_api_data() {
+                    self.setup_volume(pod, &label, uid, vol, &src, objects, true)?;
+                }
             }
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -353,19 +388,21 @@ impl VolumeManager {
 
         let (mode, tmpfs_size) = match src {
             Source::EmptyDir(e) => {
-                let memory =
-                    match e.medium.as_deref().unwrap_or("") {
-                        "" => false,
-                        "Memory" => true,
-                        other => return Err(VolumeError::spec(
+                let memory = match e.medium.as_deref().unwrap_or("") {
+                    "" => false,
+                    "Memory" => true,
+                    other => {
+                        return Err(VolumeError::spec(
                             label,
                             name,
                             format!(
                                 "emptyDir medium `{other}` is not supported (use \"\" or Memory)"
                             ),
-                        )),
-                    };
-                let size = match &e.size_limit {
+                        ))
+                    }
+                };
+                // As the kubelet: the smaller of sizeLimit and the pod's memory limit.
+                let limit = match &e.size_limit {
                     Some(q) => Some(api::quantity::bytes(q).filter(|b| *b > 0).ok_or_else(|| {
                         VolumeError::spec(
                             label,
@@ -373,7 +410,11 @@ impl VolumeManager {
                             format!("emptyDir sizeLimit {q} is not a positive quantity (such as 64Mi)"),
                         )
                     })?),
-                    None => pod_memory_limit(pod),
+                    None => None,
+                };
+                let size = match (limit, pod_memory_limit(pod)) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
                 };
                 (0o777, memory.then_some(size))
             }
@@ -427,11 +468,21 @@ impl VolumeManager {
     ) -> Result<Vec<runtime::Mount>, VolumeError> {
         let label = pod_label(pod);
         let uid = check_uid(&label, &pod.metadata.uid)?;
+        self.locked(uid, || self.mounts_locked(&label, uid, container, vols))
+    }
+
+    fn mounts_locked(
+        &self,
+        label: &str,
+        uid: &str,
+        container: &api::Container,
+        vols: &PodVolumes,
+    ) -> Result<Vec<runtime::Mount>, VolumeError> {
         let mut out = Vec::with_capacity(container.volume_mounts.len());
         for (index, vm) in container.volume_mounts.iter().enumerate() {
             let Some(vol) = vols.volumes.get(&vm.name) else {
                 return Err(VolumeError::spec(
-                    &label,
+                    label,
                     &vm.name,
                     format!(
                         "container `{}` mounts a volume the pod does not have",
@@ -441,7 +492,7 @@ impl VolumeManager {
             };
             if !vm.mount_path.starts_with('/') {
                 return Err(VolumeError::path(
-                    &label,
+                    label,
                     &vm.name,
                     &vm.mount_path,
                     format!("container `{}`: mountPath must be absolute", container.name),
@@ -456,7 +507,7 @@ impl VolumeManager {
                         .join(&vm.name)
                         .join(&container.name)
                         .join(index.to_string());
-                    subpath::mount(&label, &vm.name, &vol.path, sub, &target)?;
+                    subpath::mount(label, &vm.name, &vol.path, sub, &target)?;
                     target
                 }
             };
@@ -474,6 +525,14 @@ impl VolumeManager {
     /// under the pod's directory is still mounted (that could reach into a hostPath).
     pub fn teardown(&self, pod_uid: &str) -> Result<(), VolumeError> {
         let uid = check_uid(pod_uid, pod_uid)?;
+        let r = self.locked(uid, || self.teardown_locked(uid));
+        if r.is_ok() {
+            self.forget_lock(uid);
+        }
+        r
+    }
+
+    fn teardown_locked(&self, uid: &str) -> Result<(), VolumeError> {
         let dir = self.pod_dir(uid);
         let real = match fs::canonicalize(&dir) {
             Ok(r) => r,

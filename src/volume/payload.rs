@@ -222,14 +222,10 @@ pub fn downward_api(
                 )
             })?,
             (None, Some(r)) => {
-                return Err(VolumeError::spec(
-                    pod_label,
-                    volume,
-                    format!(
-                        "item `{}`: resourceFieldRef `{}` is not supported by edged yet",
-                        item.path, r.resource
-                    ),
-                ))
+                let container = r.container_name.as_deref().unwrap_or("");
+                resource_value(pod, container, &r.resource, r.divisor.as_ref()).map_err(|e| {
+                    VolumeError::spec(pod_label, volume, format!("item `{}`: {e}", item.path))
+                })?
             }
             _ => {
                 return Err(VolumeError::spec(
@@ -283,6 +279,85 @@ pub fn field_value(pod: &api::Pod, path: &str) -> Option<String> {
     None
 }
 
+/// The value of a downward API `resourceFieldRef` (`limits.cpu`, `limits.memory`,
+/// `requests.cpu`, `requests.memory`) of container `container`, divided by `divisor` (one
+/// unit by default) and rounded up, as the kubelet renders it. An unset limit is the node's
+/// capacity (CPUs, MemTotal), as the kubelet uses node allocatable; an unset request is the
+/// limit when that is set (the API server's default), else 0.
+pub fn resource_value(
+    pod: &api::Pod,
+    container: &str,
+    resource: &str,
+    divisor: Option<&serde_json::Value>,
+) -> Result<String, String> {
+    let c = pod
+        .spec
+        .containers
+        .iter()
+        .chain(&pod.spec.init_containers)
+        .find(|c| c.name == container)
+        .ok_or_else(|| format!("resourceFieldRef names no container `{container}`"))?;
+    let (kind, name) = resource
+        .split_once('.')
+        .filter(|(k, n)| matches!(*k, "limits" | "requests") && matches!(*n, "cpu" | "memory"))
+        .ok_or_else(|| {
+            format!(
+                "resourceFieldRef `{resource}` is not supported (use limits.cpu, limits.memory, \
+                 requests.cpu or requests.memory)"
+            )
+        })?;
+    // CPU in millicores, memory in bytes.
+    let parse = |v: &serde_json::Value| {
+        if name == "cpu" {
+            api::quantity::millicores(v)
+        } else {
+            api::quantity::bytes(v)
+        }
+    };
+    let limit = c.resources.limits.get(name).and_then(parse);
+    let value = match kind {
+        "limits" => match limit {
+            Some(v) => v,
+            None => node_capacity(name)?,
+        },
+        _ => c
+            .resources
+            .requests
+            .get(name)
+            .and_then(parse)
+            .or(limit)
+            .unwrap_or(0),
+    };
+    let divisor = match divisor {
+        None => {
+            if name == "cpu" {
+                1000
+            } else {
+                1
+            }
+        }
+        Some(d) => parse(d)
+            .filter(|d| *d > 0)
+            .ok_or_else(|| format!("divisor {d} is not a positive quantity"))?,
+    };
+    Ok(((value + divisor - 1) / divisor).to_string())
+}
+
+/// The node's CPUs (in millicores) or memory (bytes).
+fn node_capacity(name: &str) -> Result<i64, String> {
+    if name == "cpu" {
+        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+        return Ok(n as i64 * 1000);
+    }
+    let info =
+        std::fs::read_to_string("/proc/meminfo").map_err(|e| format!("/proc/meminfo: {e}"))?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<i64>().ok())
+        .map(|kb| kb * 1024)
+        .ok_or_else(|| "/proc/meminfo has no MemTotal".to_string())
+}
+
 /// `key="value"` lines, sorted by key, without a trailing newline (the kubelet's format).
 pub fn format_map(m: &BTreeMap<String, String>) -> String {
     m.iter()
@@ -329,6 +404,33 @@ mod tests {
         assert!(check_relative("/etc/passwd").is_err());
         assert!(check_relative("a//b").is_err());
         assert!(check_relative("").is_err());
+    }
+
+    #[test]
+    fn resources_default_to_the_node() {
+        let mut pod = api::Pod::default();
+        pod.spec.containers.push(api::Container {
+            name: "c".into(),
+            ..Default::default()
+        });
+        let cpus = std::thread::available_parallelism().unwrap().get();
+        assert_eq!(
+            resource_value(&pod, "c", "limits.cpu", None).unwrap(),
+            cpus.to_string()
+        );
+        let mem: i64 = resource_value(&pod, "c", "limits.memory", None)
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(mem > 1 << 20, "{mem}");
+        assert_eq!(
+            resource_value(&pod, "c", "requests.cpu", None).unwrap(),
+            "0"
+        );
+        assert!(resource_value(&pod, "x", "limits.cpu", None).is_err());
+        assert!(resource_value(&pod, "c", "limits.gpu", None).is_err());
+        let zero = serde_json::json!("0");
+        assert!(resource_value(&pod, "c", "limits.cpu", Some(&zero)).is_err());
     }
 
     #[test]
