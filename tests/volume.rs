@@ -1074,3 +1074,129 @@ fn pod_dirs_lists_every_pod() {
     }
     assert_eq!(f.vm.pod_dirs().unwrap(), vec!["u1", "u2"]);
 }
+
+/// A real container (runc, busybox) gets the volumes as the runtime would mount them: the
+/// configMap read-only and updated in place by a refresh while it runs, the emptyDir writable,
+/// a readOnly mount refused, a subPath seen at its own path.
+#[test]
+fn a_runc_container_sees_the_mounts_and_a_refresh() {
+    let f = Fixture::new();
+    let p = pod(
+        "uid-runc",
+        json!([
+            {"name": "cfg", "configMap": {"name": "c"}},
+            {"name": "data", "emptyDir": {}},
+        ]),
+        json!([
+            {"name": "cfg", "mountPath": "/cfg"},
+            {"name": "cfg", "mountPath": "/app.conf", "subPath": "k"},
+            {"name": "data", "mountPath": "/data"},
+            {"name": "data", "mountPath": "/data-ro", "readOnly": true},
+            {"name": "data", "mountPath": "/logs", "subPath": "logs"},
+        ]),
+    );
+    let vols =
+        f.vm.setup(
+            &p,
+            &objects(vec![config_map("c", json!({"k": "v1"}))], vec![]),
+        )
+        .unwrap();
+    let mounts =
+        f.vm.container_mounts(&p, &p.spec.containers[0], &vols)
+            .unwrap();
+    let data = f.vol_dir("uid-runc", "empty-dir", "data");
+
+    // Bundle: busybox as the whole rootfs, runc's default spec with our mounts.
+    let bundle = f.scratch().join("bundle");
+    fs::create_dir_all(bundle.join("rootfs/bin")).unwrap();
+    fs::copy("/bin/busybox", bundle.join("rootfs/bin/busybox")).unwrap();
+    std::os::unix::fs::symlink("busybox", bundle.join("rootfs/bin/sh")).unwrap();
+    let st = std::process::Command::new("runc")
+        .arg("spec")
+        .current_dir(&bundle)
+        .status()
+        .expect("runc is needed (apt-get install -y runc)");
+    assert!(st.success());
+    let mut spec: serde_json::Value =
+        serde_json::from_slice(&fs::read(bundle.join("config.json")).unwrap()).unwrap();
+    let script = "B=/bin/busybox; $B cat /cfg/k; echo; $B cat /app.conf; echo; \
+        echo w > /data/w && echo data-rw; \
+        (echo w > /data-ro/w) 2>/dev/null && echo data-ro-WRITABLE || echo data-ro-refused; \
+        (echo w > /cfg/w) 2>/dev/null && echo cfg-WRITABLE || echo cfg-refused; \
+        echo l > /logs/l && echo logs-rw; \
+        $B touch /data/started; \
+        while [ ! -e /data/go ]; do $B sleep 0.05; done; \
+        $B cat /cfg/k; echo; $B cat /app.conf; echo";
+    spec["process"]["terminal"] = json!(false);
+    spec["process"]["args"] = json!(["/bin/sh", "-c", script]);
+    let list = spec["mounts"].as_array_mut().unwrap();
+    for m in &mounts {
+        list.push(json!({
+            "destination": m.container_path,
+            "type": "bind",
+            "source": m.host_path,
+            "options": ["rbind", if m.read_only { "ro" } else { "rw" }],
+        }));
+    }
+    fs::write(bundle.join("config.json"), spec.to_string()).unwrap();
+
+    let state = f.scratch().join("runc-state");
+    let id = format!("edged-volume-test-{}", std::process::id());
+    let child = std::process::Command::new("runc")
+        .arg("--root")
+        .arg(&state)
+        .args(["run", "--bundle"])
+        .arg(&bundle)
+        .arg(&id)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    // Wait for the container to have read v1 (bounded, so a broken runc fails the test).
+    let mut waited = 0;
+    while !data.join("started").exists() {
+        assert!(waited < 600, "the container did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        waited += 1;
+    }
+    f.vm.refresh(
+        &p,
+        &objects(vec![config_map("c", json!({"k": "v2"}))], vec![]),
+    )
+    .unwrap();
+    fs::write(data.join("go"), "").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "v1",
+            "v1",
+            "data-rw",
+            "data-ro-refused",
+            "cfg-refused",
+            "logs-rw",
+            // The volume mount follows `..data`; a subPath mount is pinned to the file it was
+            // made of (as with the kubelet, subPath mounts of a configMap see no updates).
+            "v2",
+            "v1",
+        ],
+        "{stdout}"
+    );
+    assert_eq!(fs::read_to_string(data.join("w")).unwrap(), "w\n");
+    assert_eq!(fs::read_to_string(data.join("logs/l")).unwrap(), "l\n");
+    let _ = std::process::Command::new("runc")
+        .arg("--root")
+        .arg(&state)
+        .args(["delete", "--force", &id])
+        .status();
+    teardown_clean(&f, "uid-runc");
+}
