@@ -10,6 +10,10 @@
 //! symlink over it (rename(2) is atomic), then removes the old directory. A reader therefore
 //! sees the old payload or the new one, whole, and `..data` always exists. A container that
 //! bind-mounts the volume directory sees the new `..data` as soon as it is swapped.
+//!
+//! Nothing is fsynced: after a power loss the payload may be short on disk, but setup compares
+//! every file with the object before the pod's containers start and rewrites what differs.
+//! One writer per directory at a time: the volume manager serializes calls per pod.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -63,6 +67,8 @@ pub fn write(dir: &Path, payload: &Payload) -> Result<bool, WriteError> {
         .collect();
     if let Some(old) = &old {
         if same_payload(&dir.join(old), payload) && links_present(dir, &top) {
+            // Still clear what a crash mid-write may have left.
+            remove_stale(dir, &old.to_string_lossy(), &top)?;
             return Ok(false);
         }
     }
@@ -103,22 +109,29 @@ pub fn write(dir: &Path, payload: &Payload) -> Result<bool, WriteError> {
         }
     }
 
-    // Old payload directories (the previous one, and any left by a crash mid-write), and
-    // names the new payload no longer has.
+    remove_stale(dir, &ts, &top)?;
+    Ok(true)
+}
+
+/// Removes payload directories other than `keep` (the previous one, and any a crash mid-write
+/// left), and the writer's symlinks of names the payload no longer has.
+fn remove_stale(dir: &Path, keep: &str, top: &BTreeMap<&str, ()>) -> Result<(), WriteError> {
     for entry in step("read dir", dir, fs::read_dir(dir))? {
         let entry = step("read dir", dir, entry)?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
         let path = entry.path();
         if name.starts_with("..") {
-            if name != DATA_DIR && *name != *ts && name != DATA_DIR_TMP {
+            if name == DATA_DIR_TMP {
+                step("remove", &path, fs::remove_file(&path))?;
+            } else if name != DATA_DIR && name != keep {
                 step("remove", &path, fs::remove_dir_all(&path))?;
             }
         } else if !top.contains_key(name.as_ref()) && is_writer_link(&path, &name) {
             step("remove", &path, fs::remove_file(&path))?;
         }
     }
-    Ok(true)
+    Ok(())
 }
 
 /// The payload currently visible in `dir` (through `..data`), for tests and inspection.
@@ -265,5 +278,13 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         assert_eq!(names.len(), 4, "{names:?}"); // ..data, ..<ts>, a, c
+
+        // What a crash mid-write leaves is cleared even when the payload is unchanged.
+        fs::create_dir(dir.join("..2020_01_01_00_00_00.1")).unwrap();
+        std::os::unix::fs::symlink("..2020_01_01_00_00_00.1", dir.join(DATA_DIR_TMP)).unwrap();
+        assert!(!write(dir, &q).unwrap());
+        assert!(!dir.join("..2020_01_01_00_00_00.1").exists());
+        assert!(fs::symlink_metadata(dir.join(DATA_DIR_TMP)).is_err());
+        assert_eq!(read(dir).unwrap(), q);
     }
 }

@@ -367,66 +367,13 @@ impl VolumeManager {
         }
 
         // The payload first: nothing is created for a pod whose object is missing.
-        let payload = match src {
-            Source::ConfigMap(cm) => {
-                let obj = objects.config_maps.get(&cm.name);
-                if obj.is_none() && !cm.optional.unwrap_or(false) {
-                    return Err(missing(label, name, Kind::ConfigMap, &cm.name));
-                }
-                Some(payload::config_map(label, name, cm, obj)?)
-            }
-            Source::Secret(s) => {
-                let obj = objects.secrets.get(&s.secret_name);
-                if obj.is_none() && !s.optional.unwrap_or(false) {
-                    return Err(missing(label, name, Kind::Secret, &s.secret_name));
-                }
-                Some(payload::secret(label, name, s, obj)?)
-            }
-            Source::DownwardApi(d) => Some(payload::downward_api(label, name, d, pod)?),
-            _ => None,
-        };
-
-        let (mode, tmpfs_size) = match src {
-            Source::EmptyDir(e) => {
-                let memory = match e.medium.as_deref().unwrap_or("") {
-                    "" => false,
-                    "Memory" => true,
-                    other => {
-                        return Err(VolumeError::spec(
-                            label,
-                            name,
-                            format!(
-                                "emptyDir medium `{other}` is not supported (use \"\" or Memory)"
-                            ),
-                        ))
-                    }
-                };
-                // As the kubelet: the smaller of sizeLimit and the pod's memory limit.
-                let limit = match &e.size_limit {
-                    Some(q) => Some(api::quantity::bytes(q).filter(|b| *b > 0).ok_or_else(|| {
-                        VolumeError::spec(
-                            label,
-                            name,
-                            format!("emptyDir sizeLimit {q} is not a positive quantity (such as 64Mi)"),
-                        )
-                    })?),
-                    None => None,
-                };
-                let size = match (limit, pod_memory_limit(pod)) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
-                (0o777, memory.then_some(size))
-            }
-            Source::ConfigMap(_) => (0o755, None),
-            _ => (0o755, Some(None)),
-        };
-
+        let payload = api_payload(pod, label, name, src, objects)?;
+        let backing = backing(pod, label, name, src)?;
         let created = !dir.exists();
         fs::create_dir_all(&dir).map_err(|e| io_err("create directory", &dir, e))?;
         let real = fs::canonicalize(&dir).map_err(|e| io_err("resolve", &dir, e))?;
-        match tmpfs_size {
-            Some(size) => {
+        match backing {
+            Backing::Tmpfs { mode, size } => {
                 let mounted = mounts::is_mount_point(&real)
                     .map_err(|e| io_err("read mountinfo", &real, e))?;
                 if !mounted {
@@ -435,7 +382,7 @@ impl VolumeManager {
                     tracing::info!(pod = label, volume = name, size, "tmpfs mounted");
                 }
             }
-            None => fs::set_permissions(&real, fs::Permissions::from_mode(mode))
+            Backing::Disk { mode } => fs::set_permissions(&real, fs::Permissions::from_mode(mode))
                 .map_err(|e| io_err("chmod", &real, e))?,
         }
 
@@ -587,6 +534,93 @@ impl VolumeManager {
         out.sort();
         Ok(out)
     }
+}
+
+/// What a volume directory lives on.
+enum Backing {
+    /// A directory of the agent's disk, with this mode.
+    Disk { mode: u32 },
+    /// A tmpfs with this root mode and size (the kernel's default when `None`).
+    Tmpfs { mode: u32, size: Option<i64> },
+}
+
+/// emptyDir: disk (0777) or, for `medium: Memory`, a tmpfs sized as the kubelet sizes it (the
+/// smaller of sizeLimit and the pod's memory limit). configMap: disk. secret, downwardAPI:
+/// tmpfs, so their data never reaches the disk.
+fn backing(
+    pod: &api::Pod,
+    label: &str,
+    name: &str,
+    src: &Source<'_>,
+) -> Result<Backing, VolumeError> {
+    let e = match src {
+        Source::EmptyDir(e) => e,
+        Source::ConfigMap(_) | Source::HostPath(_) => return Ok(Backing::Disk { mode: 0o755 }),
+        Source::Secret(_) | Source::DownwardApi(_) => {
+            return Ok(Backing::Tmpfs {
+                mode: 0o755,
+                size: None,
+            })
+        }
+    };
+    match e.medium.as_deref().unwrap_or("") {
+        "" => return Ok(Backing::Disk { mode: 0o777 }),
+        "Memory" => {}
+        other => {
+            return Err(VolumeError::spec(
+                label,
+                name,
+                format!("emptyDir medium `{other}` is not supported (use \"\" or Memory)"),
+            ))
+        }
+    }
+    let limit = e
+        .size_limit
+        .as_ref()
+        .map(|q| {
+            api::quantity::bytes(q).filter(|b| *b > 0).ok_or_else(|| {
+                VolumeError::spec(
+                    label,
+                    name,
+                    format!("emptyDir sizeLimit {q} is not a positive quantity (such as 64Mi)"),
+                )
+            })
+        })
+        .transpose()?;
+    let size = match (limit, pod_memory_limit(pod)) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    Ok(Backing::Tmpfs { mode: 0o777, size })
+}
+
+/// The files of a configMap, secret or downwardAPI volume (`None` for other kinds). A required
+/// object missing is [`VolumeError::MissingObject`].
+fn api_payload(
+    pod: &api::Pod,
+    label: &str,
+    name: &str,
+    src: &Source<'_>,
+    objects: &PodObjects,
+) -> Result<Option<atomic::Payload>, VolumeError> {
+    Ok(Some(match src {
+        Source::ConfigMap(cm) => {
+            let obj = objects.config_maps.get(&cm.name);
+            if obj.is_none() && !cm.optional.unwrap_or(false) {
+                return Err(missing(label, name, Kind::ConfigMap, &cm.name));
+            }
+            payload::config_map(label, name, cm, obj)?
+        }
+        Source::Secret(s) => {
+            let obj = objects.secrets.get(&s.secret_name);
+            if obj.is_none() && !s.optional.unwrap_or(false) {
+                return Err(missing(label, name, Kind::Secret, &s.secret_name));
+            }
+            payload::secret(label, name, s, obj)?
+        }
+        Source::DownwardApi(d) => payload::downward_api(label, name, d, pod)?,
+        Source::EmptyDir(_) | Source::HostPath(_) => return Ok(None),
+    }))
 }
 
 fn missing(pod: &str, volume: &str, kind: Kind, name: &str) -> VolumeError {
