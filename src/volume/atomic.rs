@@ -28,6 +28,7 @@ const DATA_DIR_TMP: &str = "..data_tmp";
 /// One file of a payload.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FileProjection {
+    /// The file's content.
     pub data: Vec<u8>,
     /// Permission bits (`0o644`).
     pub mode: u32,
@@ -39,8 +40,11 @@ pub type Payload = BTreeMap<String, FileProjection>;
 /// A failed step: what was done to which path.
 #[derive(Debug)]
 pub struct WriteError {
+    /// The step, such as `rename`.
     pub op: &'static str,
+    /// The path it was done to.
     pub path: PathBuf,
+    /// Why it failed.
     pub source: io::Error,
 }
 

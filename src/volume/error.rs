@@ -5,7 +5,9 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
-/// A volume that could not be made ready, refreshed or torn down.
+/// A volume that could not be made ready, refreshed or torn down. In every variant `pod` is
+/// the pod's `namespace/name` (its uid for [`teardown`](super::VolumeManager::teardown)) and
+/// `volume` the volume's name (empty for errors of the whole pod).
 #[derive(Debug)]
 pub enum VolumeError {
     /// A ConfigMap or Secret the pod needs is not known locally (the worker retries once the

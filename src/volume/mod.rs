@@ -41,14 +41,18 @@ use std::sync::{Arc, Mutex};
 /// caller fetched them (see [`PodObjects::references`]).
 #[derive(Clone, Debug, Default)]
 pub struct PodObjects {
+    /// ConfigMaps by name.
     pub config_maps: BTreeMap<String, api::ConfigMap>,
+    /// Secrets by name.
     pub secrets: BTreeMap<String, api::Secret>,
 }
 
 /// A ConfigMap or Secret a pod refers to.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ObjectRef {
+    /// [`Kind::ConfigMap`] or [`Kind::Secret`].
     pub kind: Kind,
+    /// Its name in the pod's namespace.
     pub name: String,
     /// True when every reference to it is `optional: true` (the pod can start without it).
     pub optional: bool,
@@ -108,10 +112,15 @@ impl PodObjects {
 /// The kind of a volume.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum VolumeKind {
+    /// `emptyDir` (disk or tmpfs).
     EmptyDir,
+    /// `hostPath`, used in place.
     HostPath,
+    /// `configMap`, on disk.
     ConfigMap,
+    /// `secret`, on a tmpfs.
     Secret,
+    /// `downwardAPI`, on a tmpfs.
     DownwardApi,
 }
 
@@ -139,6 +148,7 @@ impl VolumeKind {
 /// A ready volume.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ReadyVolume {
+    /// What kind of volume it is.
     pub kind: VolumeKind,
     /// The directory (or hostPath file) containers bind-mount.
     pub path: PathBuf,
@@ -147,6 +157,7 @@ pub struct ReadyVolume {
 /// The ready volumes of a pod, by volume name ([`VolumeManager::setup`]'s answer).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct PodVolumes {
+    /// Volume name to ready volume.
     pub volumes: BTreeMap<String, ReadyVolume>,
 }
 
