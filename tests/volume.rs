@@ -636,6 +636,15 @@ fn downward_api_files() {
     teardown_clean(&f, "uid-down");
 }
 
+/// Unmounts a test's own mount even when the test fails half-way.
+struct Unmount(PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
 fn payload_dirs(dir: &Path) -> Vec<String> {
     fs::read_dir(dir)
         .unwrap()
@@ -674,6 +683,7 @@ fn refresh_swaps_data_atomically_and_reaches_a_bind_mount() {
         None::<&str>,
     )
     .unwrap();
+    let view_mount = Unmount(view.clone());
 
     // A reader holding the old file open.
     let held = fs::File::open(dir.join("k")).unwrap();
@@ -736,7 +746,7 @@ fn refresh_swaps_data_atomically_and_reaches_a_bind_mount() {
         .unwrap();
     assert_eq!(fs::read_link(dir.join("..data")).unwrap(), before);
 
-    nix::mount::umount(&view).unwrap();
+    drop(view_mount);
     teardown_clean(&f, "uid-atomic");
 }
 
@@ -1075,6 +1085,20 @@ fn pod_dirs_lists_every_pod() {
     assert_eq!(f.vm.pod_dirs().unwrap(), vec!["u1", "u2"]);
 }
 
+/// Removes the test's container (state dir, id) even when the test fails half-way.
+struct RuncDelete(PathBuf, String);
+
+impl Drop for RuncDelete {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("runc")
+            .arg("--root")
+            .arg(&self.0)
+            .args(["delete", "--force", &self.1])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
 /// A real container (runc, busybox) gets the volumes as the runtime would mount them: the
 /// configMap read-only and updated in place by a refresh while it runs, the emptyDir writable,
 /// a readOnly mount refused, a subPath seen at its own path.
@@ -1142,6 +1166,7 @@ fn a_runc_container_sees_the_mounts_and_a_refresh() {
 
     let state = f.scratch().join("runc-state");
     let id = format!("edged-volume-test-{}", std::process::id());
+    let _cleanup = RuncDelete(state.clone(), id.clone());
     let child = std::process::Command::new("runc")
         .arg("--root")
         .arg(&state)
@@ -1193,10 +1218,6 @@ fn a_runc_container_sees_the_mounts_and_a_refresh() {
     );
     assert_eq!(fs::read_to_string(data.join("w")).unwrap(), "w\n");
     assert_eq!(fs::read_to_string(data.join("logs/l")).unwrap(), "l\n");
-    let _ = std::process::Command::new("runc")
-        .arg("--root")
-        .arg(&state)
-        .args(["delete", "--force", &id])
-        .status();
+    drop(_cleanup);
     teardown_clean(&f, "uid-runc");
 }
