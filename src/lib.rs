@@ -8,6 +8,7 @@
 //! - [`manifest`]: the manifest directory (static pods), a source of messages.
 //! - [`runtime`]: the runtime interface and its containerd shim v2 backend.
 //! - [`images`]: the agent's own image store (content-addressed blobs, overlay rootfs).
+//! - [`volume`]: the volume manager (emptyDir, hostPath, configMap, secret, downwardAPI).
 //! - [`inspect`]: `edged get`, reading the store beside a running agent.
 //! - [`agent`]: wires the subsystems as tasks on one smol executor.
 
@@ -24,7 +25,8 @@ pub mod metaclient;
 pub mod metamanager;
 pub mod objects;
 pub mod pleg;
-// pub mod podmanager; (needs the volume manager)
+pub mod podmanager;
 pub mod prober;
 pub mod runtime;
 pub mod status;
+pub mod volume;

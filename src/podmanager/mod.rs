@@ -136,7 +136,9 @@ impl PodManager {
         let _upd = queue(upd_rx, |pm, pod| pm.update(pod));
         let _del = queue(del_rx, |pm, pod| pm.delete(&pod));
         while let Ok(msg) = from_meta.recv().await {
-            let Some(res) = Resource::parse(&msg.route.resource) else { continue };
+            let Some(res) = Resource::parse(&msg.route.resource) else {
+                continue;
+            };
             match res.kind.as_str() {
                 "pod" => {
                     let pod = match decode_pod(&msg.content) {
@@ -172,7 +174,14 @@ impl PodManager {
         tracing::info!(pod = %pod_name(&pod), uid = %uid, "pod added");
         let (tx, rx) = async_channel::unbounded();
         let task = self.ex.spawn(worker::run(self.clone(), pod.clone(), rx));
-        self.pods.borrow_mut().insert(uid, Handle { pod, tx, _task: task });
+        self.pods.borrow_mut().insert(
+            uid,
+            Handle {
+                pod,
+                tx,
+                _task: task,
+            },
+        );
     }
 
     /// A changed pod: hand the new spec to its worker.
@@ -184,7 +193,10 @@ impl PodManager {
                 .pods
                 .borrow()
                 .values()
-                .filter(|h| h.pod.metadata.namespace == pod.metadata.namespace && h.pod.metadata.name == pod.metadata.name)
+                .filter(|h| {
+                    h.pod.metadata.namespace == pod.metadata.namespace
+                        && h.pod.metadata.name == pod.metadata.name
+                })
                 .map(|h| h.pod.clone())
                 .collect();
             for o in old {
@@ -205,7 +217,10 @@ impl PodManager {
             self.pods
                 .borrow()
                 .values()
-                .find(|h| h.pod.metadata.namespace == pod.metadata.namespace && h.pod.metadata.name == pod.metadata.name)
+                .find(|h| {
+                    h.pod.metadata.namespace == pod.metadata.namespace
+                        && h.pod.metadata.name == pod.metadata.name
+                })
                 .map(|h| h.tx.clone())
         });
         match found {
@@ -248,7 +263,9 @@ impl PodManager {
         }
         for h in self.pods.borrow().values() {
             let uses = h.pod.metadata.namespace == namespace
-                && PodObjects::references(&h.pod).iter().any(|r| r.kind == kind && r.name == name);
+                && PodObjects::references(&h.pod)
+                    .iter()
+                    .any(|r| r.kind == kind && r.name == name);
             if uses {
                 let _ = h.tx.try_send(Work::ObjectsChanged);
             }
@@ -324,18 +341,32 @@ impl PodManager {
 
 /// Decodes a pod from a message or store row, naming what is wrong.
 pub fn decode_pod(v: &serde_json::Value) -> Result<Pod, api::ObjectError> {
-    let ns = v.pointer("/metadata/namespace").and_then(|x| x.as_str()).unwrap_or("default");
-    let name = v.pointer("/metadata/name").and_then(|x| x.as_str()).unwrap_or("?");
+    let ns = v
+        .pointer("/metadata/namespace")
+        .and_then(|x| x.as_str())
+        .unwrap_or("default");
+    let name = v
+        .pointer("/metadata/name")
+        .and_then(|x| x.as_str())
+        .unwrap_or("?");
     let object = format!("Pod {ns}/{name}");
     let mut pod: Pod = api::decode(&object, v)?;
     if pod.metadata.namespace.is_empty() {
         pod.metadata.namespace = "default".into();
     }
     if pod.metadata.uid.is_empty() {
-        return Err(api::ObjectError { object, field: "metadata.uid".into(), reason: "a pod needs a uid".into() });
+        return Err(api::ObjectError {
+            object,
+            field: "metadata.uid".into(),
+            reason: "a pod needs a uid".into(),
+        });
     }
     if pod.spec.containers.is_empty() {
-        return Err(api::ObjectError { object, field: "spec.containers".into(), reason: "a pod needs at least one container".into() });
+        return Err(api::ObjectError {
+            object,
+            field: "spec.containers".into(),
+            reason: "a pod needs at least one container".into(),
+        });
     }
     Ok(pod)
 }

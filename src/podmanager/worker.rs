@@ -34,11 +34,26 @@ struct State {
 }
 
 pub(super) async fn run(pm: Rc<PodManager>, mut pod: Pod, rx: async_channel::Receiver<Work>) {
-    let mut st = State { start_time: Some(SystemTime::now()), ..State::default() };
+    let mut st = State {
+        start_time: Some(SystemTime::now()),
+        ..State::default()
+    };
     if let Some(prev) = pm.status.get(&pod.metadata.uid) {
-        st.start_time = prev.start_time.as_deref().and_then(api::parse_rfc3339).or(st.start_time);
-    } else if let Ok(Some(prev)) = pm.meta.pod_status(&pod.metadata.namespace, &pod.metadata.name).await {
-        st.start_time = prev.start_time.as_deref().and_then(api::parse_rfc3339).or(st.start_time);
+        st.start_time = prev
+            .start_time
+            .as_deref()
+            .and_then(api::parse_rfc3339)
+            .or(st.start_time);
+    } else if let Ok(Some(prev)) = pm
+        .meta
+        .pod_status(&pod.metadata.namespace, &pod.metadata.name)
+        .await
+    {
+        st.start_time = prev
+            .start_time
+            .as_deref()
+            .and_then(api::parse_rfc3339)
+            .or(st.start_time);
     }
     let mut next = Duration::ZERO;
     loop {
@@ -66,7 +81,11 @@ pub(super) async fn run(pm: Rc<PodManager>, mut pod: Pod, rx: async_channel::Rec
             terminate(&pm, &pod, &mut st).await;
             if pod.metadata.deletion_timestamp.is_some() && !deleted {
                 // A graceful delete from the cloud ends here: forget the pod and tell the cloud.
-                if let Err(e) = pm.meta.remove_pod(&pod.metadata.namespace, &pod.metadata.name).await {
+                if let Err(e) = pm
+                    .meta
+                    .remove_pod(&pod.metadata.namespace, &pod.metadata.name)
+                    .await
+                {
                     tracing::error!(pod = %pod_name(&pod), error = %e, "cannot remove the deleted pod from the store");
                 }
             }
@@ -88,22 +107,26 @@ async fn fetch_objects(pm: &PodManager, pod: &Pod) -> Result<PodObjects, String>
     let ns = &pod.metadata.namespace;
     for r in PodObjects::references(pod) {
         let found = match r.kind {
-            api::Kind::ConfigMap => pm
-                .objects
-                .config_map(ns, &r.name)
-                .await
-                .map(|o| o.map(|c| objects.config_maps.insert(r.name.clone(), c)).is_some()),
-            api::Kind::Secret => pm
-                .objects
-                .secret(ns, &r.name)
-                .await
-                .map(|o| o.map(|s| objects.secrets.insert(r.name.clone(), s)).is_some()),
+            api::Kind::ConfigMap => pm.objects.config_map(ns, &r.name).await.map(|o| {
+                o.map(|c| objects.config_maps.insert(r.name.clone(), c))
+                    .is_some()
+            }),
+            api::Kind::Secret => pm.objects.secret(ns, &r.name).await.map(|o| {
+                o.map(|s| objects.secrets.insert(r.name.clone(), s))
+                    .is_some()
+            }),
             api::Kind::Pod => Ok(true),
         };
         match found {
             Ok(true) => {}
             Ok(false) if r.optional => {}
-            Ok(false) => return Err(format!("{} \"{}\" not found", r.kind.resource_type(), r.name)),
+            Ok(false) => {
+                return Err(format!(
+                    "{} \"{}\" not found",
+                    r.kind.resource_type(),
+                    r.name
+                ))
+            }
             Err(e) => return Err(format!("{} \"{}\": {e}", r.kind.resource_type(), r.name)),
         }
     }
@@ -124,7 +147,9 @@ async fn pod_containers(pm: &PodManager, uid: &str) -> Vec<ContainerStatus> {
 }
 
 fn latest<'a>(all: &'a [ContainerStatus], name: &str) -> Option<&'a ContainerStatus> {
-    all.iter().filter(|c| c.name == name).max_by_key(|c| (c.attempt, c.created_at))
+    all.iter()
+        .filter(|c| c.name == name)
+        .max_by_key(|c| (c.attempt, c.created_at))
 }
 
 async fn sync(pm: &PodManager, pod: &Pod, st: &mut State) -> Duration {
@@ -146,7 +171,9 @@ async fn sync(pm: &PodManager, pod: &Pod, st: &mut State) -> Duration {
         let result = if st.volumes.is_none() {
             smol::unblock(move || vols.setup(&p, &o)).await.map(Some)
         } else if st.refresh {
-            smol::unblock(move || vols.refresh(&p, &o)).await.map(|_| None)
+            smol::unblock(move || vols.refresh(&p, &o))
+                .await
+                .map(|_| None)
         } else {
             Ok(None)
         };
@@ -186,7 +213,12 @@ async fn sync(pm: &PodManager, pod: &Pod, st: &mut State) -> Duration {
         }
     } else {
         next = RETRY;
-        for c in pod.spec.init_containers.iter().chain(pod.spec.containers.iter()) {
+        for c in pod
+            .spec
+            .init_containers
+            .iter()
+            .chain(pod.spec.containers.iter())
+        {
             st.waiting.entry(c.name.clone()).or_insert(Waiting {
                 reason: "ContainerCreating".into(),
                 message: st.pod_message.clone(),
@@ -250,8 +282,13 @@ async fn run_containers(
             Some(l) => match l.state {
                 ContainerState::Running => {
                     let hash = kuberuntime::container_hash(c);
-                    let spec_changed = l.labels.get(labels::CONTAINER_HASH).map(|h| *h != hash).unwrap_or(false);
-                    let liveness_failed = pm.prober.result(&l.id, ProbeKind::Liveness) == Some(false);
+                    let spec_changed = l
+                        .labels
+                        .get(labels::CONTAINER_HASH)
+                        .map(|h| *h != hash)
+                        .unwrap_or(false);
+                    let liveness_failed =
+                        pm.prober.result(&l.id, ProbeKind::Liveness) == Some(false);
                     let startup_failed = c.startup_probe.is_some()
                         && pm.prober.result(&l.id, ProbeKind::Startup) == Some(false)
                         && startup_expired(c, l);
@@ -313,9 +350,15 @@ fn should_restart(policy: &str, exit_code: Option<i32>) -> bool {
 
 /// A startup probe that failed past its budget (failureThreshold × period after the delay).
 fn startup_expired(c: &Container, l: &ContainerStatus) -> bool {
-    let Some(p) = &c.startup_probe else { return false };
-    let budget = Duration::from_secs((p.initial_delay() + p.failure_threshold() * p.period()) as u64);
-    l.started_at.and_then(|s| SystemTime::now().duration_since(s).ok()).map(|d| d >= budget).unwrap_or(false)
+    let Some(p) = &c.startup_probe else {
+        return false;
+    };
+    let budget =
+        Duration::from_secs((p.initial_delay() + p.failure_threshold() * p.period()) as u64);
+    l.started_at
+        .and_then(|s| SystemTime::now().duration_since(s).ok())
+        .map(|d| d >= budget)
+        .unwrap_or(false)
 }
 
 /// `Some(wait)` when the container must wait before it restarts (CrashLoopBackOff).
@@ -327,7 +370,9 @@ fn in_backoff(st: &mut State, pod: &Pod, c: &Container, l: &ContainerStatus) -> 
     }
     let (delay, _) = *st.backoff.get(&c.name)?;
     let finished = l.finished_at.unwrap_or_else(SystemTime::now);
-    let since = SystemTime::now().duration_since(finished).unwrap_or_default();
+    let since = SystemTime::now()
+        .duration_since(finished)
+        .unwrap_or_default();
     if since >= delay {
         return None;
     }
@@ -358,16 +403,32 @@ fn note_restart(st: &mut State, name: &str) {
 }
 
 fn grace(pod: &Pod) -> Duration {
-    let s = pod.metadata.deletion_grace_period_seconds.unwrap_or_else(|| pod.spec.grace_period_seconds());
+    let s = pod
+        .metadata
+        .deletion_grace_period_seconds
+        .unwrap_or_else(|| pod.spec.grace_period_seconds());
     Duration::from_secs(s.max(0) as u64)
 }
 
 /// Creates and starts one instance. Returns whether the runtime changed.
-async fn start(pm: &PodManager, pod: &Pod, st: &mut State, objects: &PodObjects, c: &Container, attempt: u32) -> bool {
+async fn start(
+    pm: &PodManager,
+    pod: &Pod,
+    st: &mut State,
+    objects: &PodObjects,
+    c: &Container,
+    attempt: u32,
+) -> bool {
     let name = pod_name(pod);
     let wait = |st: &mut State, reason: &str, message: String| {
         tracing::warn!(pod = %name, container = %c.name, reason, "{message}");
-        st.waiting.insert(c.name.clone(), Waiting { reason: reason.into(), message: Some(message) });
+        st.waiting.insert(
+            c.name.clone(),
+            Waiting {
+                reason: reason.into(),
+                message: Some(message),
+            },
+        );
     };
     // The image must be in the local store: edged does not pull yet.
     let images = pm.images.clone();
@@ -388,7 +449,10 @@ async fn start(pm: &PodManager, pod: &Pod, st: &mut State, objects: &PodObjects,
                 wait(
                     st,
                     "ErrImageNeverPull",
-                    format!("Container image \"{}\" is not present with pull policy of {policy}", c.image),
+                    format!(
+                        "Container image \"{}\" is not present with pull policy of {policy}",
+                        c.image
+                    ),
                 );
             }
         } else {
@@ -396,7 +460,9 @@ async fn start(pm: &PodManager, pod: &Pod, st: &mut State, objects: &PodObjects,
         }
         return false;
     }
-    let Some(vols) = &st.volumes else { return false };
+    let Some(vols) = &st.volumes else {
+        return false;
+    };
     let mounts = {
         let (v, p, cc, pv) = (pm.volumes.clone(), pod.clone(), c.clone(), vols.clone());
         match smol::unblock(move || v.container_mounts(&p, &cc, &pv)).await {
@@ -408,7 +474,11 @@ async fn start(pm: &PodManager, pod: &Pod, st: &mut State, objects: &PodObjects,
         }
     };
     let pod_ip = st.sandbox.as_ref().and_then(|s| s.ip.clone());
-    let pod_ip = if pod.spec.host_network { Some(pm.cfg.host_ip.clone()) } else { pod_ip };
+    let pod_ip = if pod.spec.host_network {
+        Some(pm.cfg.host_ip.clone())
+    } else {
+        pod_ip
+    };
     let ctx = PodContext {
         pod,
         node_name: &pm.cfg.node_name,
@@ -446,7 +516,11 @@ async fn start(pm: &PodManager, pod: &Pod, st: &mut State, objects: &PodObjects,
             if attempt == 0 {
                 note_restart(st, &c.name);
             }
-            let reason = if e.op == "create" { "CreateContainerError" } else { "RunContainerError" };
+            let reason = if e.op == "create" {
+                "CreateContainerError"
+            } else {
+                "RunContainerError"
+            };
             wait(st, reason, e.to_string());
             true
         }
@@ -454,7 +528,13 @@ async fn start(pm: &PodManager, pod: &Pod, st: &mut State, objects: &PodObjects,
 }
 
 /// Starts an instance that was created but not started (the agent stopped in between).
-async fn start_created(pm: &PodManager, pod: &Pod, st: &mut State, c: &Container, l: &ContainerStatus) {
+async fn start_created(
+    pm: &PodManager,
+    pod: &Pod,
+    st: &mut State,
+    c: &Container,
+    l: &ContainerStatus,
+) {
     let rt = pm.runtime.clone();
     let id = l.id.clone();
     match smol::unblock(move || rt.start_container(&id)).await {
@@ -463,13 +543,24 @@ async fn start_created(pm: &PodManager, pod: &Pod, st: &mut State, c: &Container
             post_start(pm, pod, c, &l.id).await;
         }
         Err(e) => {
-            st.waiting.insert(c.name.clone(), Waiting { reason: "RunContainerError".into(), message: Some(e.to_string()) });
+            st.waiting.insert(
+                c.name.clone(),
+                Waiting {
+                    reason: "RunContainerError".into(),
+                    message: Some(e.to_string()),
+                },
+            );
         }
     }
 }
 
 async fn post_start(pm: &PodManager, pod: &Pod, c: &Container, id: &str) {
-    let Some(cmd) = c.lifecycle.as_ref().and_then(|l| l.post_start.as_ref()).and_then(|h| h.exec.as_ref()) else {
+    let Some(cmd) = c
+        .lifecycle
+        .as_ref()
+        .and_then(|l| l.post_start.as_ref())
+        .and_then(|h| h.exec.as_ref())
+    else {
         return;
     };
     let (rt, id2, cmd) = (pm.runtime.clone(), id.to_string(), cmd.command.clone());
@@ -482,9 +573,20 @@ async fn post_start(pm: &PodManager, pod: &Pod, c: &Container, id: &str) {
 }
 
 /// preStop hook, then SIGTERM, then SIGKILL when `grace` runs out.
-async fn kill_container(pm: &PodManager, pod: &Pod, c: &Container, l: &ContainerStatus, grace: Duration) {
+async fn kill_container(
+    pm: &PodManager,
+    pod: &Pod,
+    c: &Container,
+    l: &ContainerStatus,
+    grace: Duration,
+) {
     let started = Instant::now();
-    if let Some(cmd) = c.lifecycle.as_ref().and_then(|x| x.pre_stop.as_ref()).and_then(|h| h.exec.as_ref()) {
+    if let Some(cmd) = c
+        .lifecycle
+        .as_ref()
+        .and_then(|x| x.pre_stop.as_ref())
+        .and_then(|h| h.exec.as_ref())
+    {
         let (rt, id, cmd) = (pm.runtime.clone(), l.id.clone(), cmd.command.clone());
         let r = smol::unblock(move || rt.exec_sync(&id, &cmd, grace)).await;
         if let Err(e) = r {
@@ -499,15 +601,27 @@ async fn kill_container(pm: &PodManager, pod: &Pod, c: &Container, l: &Container
 }
 
 fn update_probes(pm: &PodManager, pod: &Pod, st: &mut State, all: &[ContainerStatus]) {
-    let running: HashSet<String> = all.iter().filter(|c| c.state == ContainerState::Running).map(|c| c.id.clone()).collect();
+    let running: HashSet<String> = all
+        .iter()
+        .filter(|c| c.state == ContainerState::Running)
+        .map(|c| c.id.clone())
+        .collect();
     for id in st.probed.iter().filter(|id| !running.contains(*id)) {
         pm.prober.remove(id);
     }
     st.probed.retain(|id| running.contains(id));
-    let netns = if pod.spec.host_network { None } else { st.sandbox.as_ref().and_then(|s| s.netns.clone()) };
+    let netns = if pod.spec.host_network {
+        None
+    } else {
+        st.sandbox.as_ref().and_then(|s| s.netns.clone())
+    };
     for spec in &pod.spec.containers {
-        let has = spec.liveness_probe.is_some() || spec.readiness_probe.is_some() || spec.startup_probe.is_some();
-        let Some(l) = latest(all, &spec.name).filter(|l| l.state == ContainerState::Running) else { continue };
+        let has = spec.liveness_probe.is_some()
+            || spec.readiness_probe.is_some()
+            || spec.startup_probe.is_some();
+        let Some(l) = latest(all, &spec.name).filter(|l| l.state == ContainerState::Running) else {
+            continue;
+        };
         if !has || st.probed.contains(&l.id) {
             continue;
         }
@@ -574,11 +688,23 @@ async fn terminate(pm: &PodManager, pod: &Pod, st: &mut State) {
     let grace = grace(pod);
     tracing::info!(pod = %name, grace_seconds = grace.as_secs(), "stopping pod");
     let all = pod_containers(pm, &pod.metadata.uid).await;
-    let specs: Vec<&Container> = pod.spec.init_containers.iter().chain(pod.spec.containers.iter()).collect();
-    let running: Vec<&ContainerStatus> = all.iter().filter(|c| c.state == ContainerState::Running).collect();
+    let specs: Vec<&Container> = pod
+        .spec
+        .init_containers
+        .iter()
+        .chain(pod.spec.containers.iter())
+        .collect();
+    let running: Vec<&ContainerStatus> = all
+        .iter()
+        .filter(|c| c.state == ContainerState::Running)
+        .collect();
     // Every container gets the whole grace period, in parallel.
     let kills = running.iter().map(|l| {
-        let spec = specs.iter().find(|s| s.name == l.name).map(|s| (*s).clone()).unwrap_or_default();
+        let spec = specs
+            .iter()
+            .find(|s| s.name == l.name)
+            .map(|s| (*s).clone())
+            .unwrap_or_default();
         let l = (*l).clone();
         async move { kill_container(pm, pod, &spec, &l, grace).await }
     });

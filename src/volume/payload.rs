@@ -1,0 +1,504 @@
+//! What configMap, secret and downwardAPI volumes hold: the files built from an object (or the
+//! pod itself), checked before anything is written.
+
+use super::atomic::{FileProjection, Payload};
+use super::VolumeError;
+use crate::api::{self, base64, KeyToPath};
+use std::collections::BTreeMap;
+
+/// The mode files get when neither `mode` nor `defaultMode` says (0644, as in Kubernetes).
+pub const DEFAULT_MODE: u32 = 0o644;
+
+/// A relative path inside a volume: not absolute, no `..`, `.` or empty segment, not starting
+/// with `..` (reserved for the writer), at most 4096 bytes with segments of at most 255.
+pub fn check_relative(p: &str) -> Result<(), String> {
+    if p.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if p.starts_with('/') {
+        return Err("must be a relative path inside the volume, not an absolute one".into());
+    }
+    if p.len() > 4096 {
+        return Err("must be at most 4096 bytes".into());
+    }
+    if p.starts_with("..") {
+        return Err("must not start with `..`".into());
+    }
+    for seg in p.split('/') {
+        match seg {
+            ".." => return Err("must not contain `..`: it would escape the volume".into()),
+            "" | "." => return Err("must not contain empty or `.` segments".into()),
+            s if s.len() > 255 => return Err("each segment must be at most 255 bytes".into()),
+            s if s.contains('\0') => return Err("must not contain NUL".into()),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn check_mode(pod: &str, volume: &str, field: &str, mode: u32) -> Result<u32, VolumeError> {
+    if mode > 0o777 {
+        return Err(VolumeError::spec(
+            pod,
+            volume,
+            format!("{field} {mode} (octal {mode:o}) is not a permission between 0 and 0777"),
+        ));
+    }
+    Ok(mode)
+}
+
+/// Checks every path and that no file is also asked to be a directory (`a` and `a/b`).
+fn check_paths(pod: &str, volume: &str, payload: &Payload) -> Result<(), VolumeError> {
+    for path in payload.keys() {
+        check_relative(path).map_err(|r| VolumeError::path(pod, volume, path, r))?;
+        let mut prefix = String::new();
+        for seg in path.split('/') {
+            if !prefix.is_empty() {
+                if payload.contains_key(&prefix) {
+                    return Err(VolumeError::path(
+                        pod,
+                        volume,
+                        path,
+                        format!("`{prefix}` is a file of the volume, it cannot be a directory"),
+                    ));
+                }
+                prefix.push('/');
+            }
+            prefix.push_str(seg);
+        }
+    }
+    Ok(())
+}
+
+/// Projects `data` (key to bytes) through `items` (all keys when empty).
+fn project(
+    pod: &str,
+    volume: &str,
+    object: &str,
+    data: BTreeMap<String, Vec<u8>>,
+    items: &[KeyToPath],
+    default_mode: Option<u32>,
+    optional: bool,
+) -> Result<Payload, VolumeError> {
+    let default_mode = check_mode(
+        pod,
+        volume,
+        "defaultMode",
+        default_mode.unwrap_or(DEFAULT_MODE),
+    )?;
+    let mut out = Payload::new();
+    if items.is_empty() {
+        for (key, data) in data {
+            api::validate::config_key(&key)
+                .map_err(|r| VolumeError::path(pod, volume, &key, format!("{object}: {r}")))?;
+            out.insert(
+                key,
+                FileProjection {
+                    data,
+                    mode: default_mode,
+                },
+            );
+        }
+    } else {
+        for item in items {
+            let Some(bytes) = data.get(&item.key) else {
+                if optional {
+                    continue;
+                }
+                return Err(VolumeError::MissingKey {
+                    pod: pod.to_string(),
+                    volume: volume.to_string(),
+                    object: object.to_string(),
+                    key: item.key.clone(),
+                });
+            };
+            let mode = match item.mode {
+                Some(m) => check_mode(pod, volume, &format!("items[{}].mode", item.key), m)?,
+                None => default_mode,
+            };
+            out.insert(
+                item.path.clone(),
+                FileProjection {
+                    data: bytes.clone(),
+                    mode,
+                },
+            );
+        }
+    }
+    check_paths(pod, volume, &out)?;
+    Ok(out)
+}
+
+/// The files of a configMap volume (`cm` is `None` for a missing optional ConfigMap).
+pub fn config_map(
+    pod: &str,
+    volume: &str,
+    src: &api::ConfigMapVolume,
+    cm: Option<&api::ConfigMap>,
+) -> Result<Payload, VolumeError> {
+    let Some(cm) = cm else {
+        return Ok(Payload::new());
+    };
+    let object = format!("ConfigMap `{}`", src.name);
+    let mut data: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    for (k, v) in &cm.binary_data {
+        let bytes = base64::decode(v).map_err(|r| {
+            VolumeError::spec(pod, volume, format!("{object}: binaryData `{k}`: {r}"))
+        })?;
+        data.insert(k.clone(), bytes);
+    }
+    for (k, v) in &cm.data {
+        data.insert(k.clone(), v.as_bytes().to_vec());
+    }
+    project(
+        pod,
+        volume,
+        &object,
+        data,
+        &src.items,
+        src.default_mode,
+        src.optional.unwrap_or(false),
+    )
+}
+
+/// The files of a secret volume (`secret` is `None` for a missing optional Secret).
+/// `data` is base64; `stringData` is plain and wins, as the API server merges them.
+pub fn secret(
+    pod: &str,
+    volume: &str,
+    src: &api::SecretVolume,
+    secret: Option<&api::Secret>,
+) -> Result<Payload, VolumeError> {
+    let Some(secret) = secret else {
+        return Ok(Payload::new());
+    };
+    let object = format!("Secret `{}`", src.secret_name);
+    let mut data: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    for (k, v) in &secret.data {
+        let bytes = base64::decode(v)
+            .map_err(|r| VolumeError::spec(pod, volume, format!("{object}: data `{k}`: {r}")))?;
+        data.insert(k.clone(), bytes);
+    }
+    for (k, v) in &secret.string_data {
+        data.insert(k.clone(), v.as_bytes().to_vec());
+    }
+    project(
+        pod,
+        volume,
+        &object,
+        data,
+        &src.items,
+        src.default_mode,
+        src.optional.unwrap_or(false),
+    )
+}
+
+/// The files of a downwardAPI volume.
+pub fn downward_api(
+    pod_label: &str,
+    volume: &str,
+    src: &api::DownwardApiVolume,
+    pod: &api::Pod,
+) -> Result<Payload, VolumeError> {
+    let default_mode = check_mode(
+        pod_label,
+        volume,
+        "defaultMode",
+        src.default_mode.unwrap_or(DEFAULT_MODE),
+    )?;
+    let mut out = Payload::new();
+    for item in &src.items {
+        let value = match (&item.field_ref, &item.resource_field_ref) {
+            (Some(f), None) => field_value(pod, &f.field_path).ok_or_else(|| {
+                VolumeError::spec(
+                    pod_label,
+                    volume,
+                    format!(
+                        "item `{}`: fieldRef `{}` is not supported in a volume (use \
+                         metadata.name, metadata.namespace, metadata.uid, metadata.labels, \
+                         metadata.annotations, or metadata.labels['<key>'])",
+                        item.path, f.field_path
+                    ),
+                )
+            })?,
+            (None, Some(r)) => {
+                let container = r.container_name.as_deref().unwrap_or("");
+                resource_value(pod, container, &r.resource, r.divisor.as_ref()).map_err(|e| {
+                    VolumeError::spec(pod_label, volume, format!("item `{}`: {e}", item.path))
+                })?
+            }
+            _ => {
+                return Err(VolumeError::spec(
+                    pod_label,
+                    volume,
+                    format!(
+                        "item `{}`: give exactly one of fieldRef and resourceFieldRef",
+                        item.path
+                    ),
+                ))
+            }
+        };
+        let mode = match item.mode {
+            Some(m) => check_mode(pod_label, volume, &format!("items[{}].mode", item.path), m)?,
+            None => default_mode,
+        };
+        out.insert(
+            item.path.clone(),
+            FileProjection {
+                data: value.into_bytes(),
+                mode,
+            },
+        );
+    }
+    check_paths(pod_label, volume, &out)?;
+    Ok(out)
+}
+
+/// The value of a downward API field path, as the kubelet renders it.
+pub fn field_value(pod: &api::Pod, path: &str) -> Option<String> {
+    let m = &pod.metadata;
+    match path {
+        "metadata.name" => return Some(m.name.clone()),
+        "metadata.namespace" => return Some(m.namespace.clone()),
+        "metadata.uid" => return Some(m.uid.clone()),
+        "metadata.labels" => return Some(format_map(&m.labels)),
+        "metadata.annotations" => return Some(format_map(&m.annotations)),
+        _ => {}
+    }
+    let subscript = |prefix: &str| {
+        path.strip_prefix(prefix)?
+            .strip_suffix("']")
+            .map(str::to_string)
+    };
+    if let Some(k) = subscript("metadata.labels['") {
+        return Some(m.labels.get(&k).cloned().unwrap_or_default());
+    }
+    if let Some(k) = subscript("metadata.annotations['") {
+        return Some(m.annotations.get(&k).cloned().unwrap_or_default());
+    }
+    None
+}
+
+/// The value of a downward API `resourceFieldRef` (`limits.cpu`, `limits.memory`,
+/// `requests.cpu`, `requests.memory`) of container `container`, divided by `divisor` (one
+/// unit by default) and rounded up, as the kubelet renders it. An unset limit is the node's
+/// capacity (CPUs, MemTotal), as the kubelet uses node allocatable; an unset request is the
+/// limit when that is set (the API server's default), else 0.
+pub fn resource_value(
+    pod: &api::Pod,
+    container: &str,
+    resource: &str,
+    divisor: Option<&serde_json::Value>,
+) -> Result<String, String> {
+    let c = pod
+        .spec
+        .containers
+        .iter()
+        .chain(&pod.spec.init_containers)
+        .find(|c| c.name == container)
+        .ok_or_else(|| format!("resourceFieldRef names no container `{container}`"))?;
+    let (kind, name) = resource
+        .split_once('.')
+        .filter(|(k, n)| matches!(*k, "limits" | "requests") && matches!(*n, "cpu" | "memory"))
+        .ok_or_else(|| {
+            format!(
+                "resourceFieldRef `{resource}` is not supported (use limits.cpu, limits.memory, \
+                 requests.cpu or requests.memory)"
+            )
+        })?;
+    // CPU in millicores, memory in bytes.
+    let parse = |v: &serde_json::Value| {
+        if name == "cpu" {
+            api::quantity::millicores(v)
+        } else {
+            api::quantity::bytes(v)
+        }
+    };
+    let limit = c.resources.limits.get(name).and_then(parse);
+    let value = match kind {
+        "limits" => match limit {
+            Some(v) => v,
+            None => node_capacity(name)?,
+        },
+        _ => c
+            .resources
+            .requests
+            .get(name)
+            .and_then(parse)
+            .or(limit)
+            .unwrap_or(0),
+    };
+    let divisor = match divisor {
+        None => {
+            if name == "cpu" {
+                1000
+            } else {
+                1
+            }
+        }
+        Some(d) => parse(d)
+            .filter(|d| *d > 0)
+            .ok_or_else(|| format!("divisor {d} is not a positive quantity"))?,
+    };
+    Ok(((value + divisor - 1) / divisor).to_string())
+}
+
+/// The node's CPUs (in millicores) or memory (bytes).
+fn node_capacity(name: &str) -> Result<i64, String> {
+    if name == "cpu" {
+        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+        return Ok(n as i64 * 1000);
+    }
+    let info =
+        std::fs::read_to_string("/proc/meminfo").map_err(|e| format!("/proc/meminfo: {e}"))?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<i64>().ok())
+        .map(|kb| kb * 1024)
+        .ok_or_else(|| "/proc/meminfo has no MemTotal".to_string())
+}
+
+/// `key="value"` lines, sorted by key, without a trailing newline (the kubelet's format).
+pub fn format_map(m: &BTreeMap<String, String>) -> String {
+    m.iter()
+        .map(|(k, v)| format!("{k}={}", go_quote(v)))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A double-quoted string with Go's `%q` escapes (printable Unicode is kept as is).
+fn go_quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            '\u{7}' => out.push_str("\\a"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            '\u{b}' => out.push_str("\\v"),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_paths() {
+        assert!(check_relative("a/b.conf").is_ok());
+        assert!(check_relative("..data").is_err());
+        assert!(check_relative("../x").is_err());
+        assert!(check_relative("a/../../x").is_err());
+        assert!(check_relative("/etc/passwd").is_err());
+        assert!(check_relative("a//b").is_err());
+        assert!(check_relative("").is_err());
+    }
+
+    #[test]
+    fn resources_default_to_the_node() {
+        let mut pod = api::Pod::default();
+        pod.spec.containers.push(api::Container {
+            name: "c".into(),
+            ..Default::default()
+        });
+        let cpus = std::thread::available_parallelism().unwrap().get();
+        assert_eq!(
+            resource_value(&pod, "c", "limits.cpu", None).unwrap(),
+            cpus.to_string()
+        );
+        let mem: i64 = resource_value(&pod, "c", "limits.memory", None)
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(mem > 1 << 20, "{mem}");
+        assert_eq!(
+            resource_value(&pod, "c", "requests.cpu", None).unwrap(),
+            "0"
+        );
+        assert!(resource_value(&pod, "x", "limits.cpu", None).is_err());
+        assert!(resource_value(&pod, "c", "limits.gpu", None).is_err());
+        let zero = serde_json::json!("0");
+        assert!(resource_value(&pod, "c", "limits.cpu", Some(&zero)).is_err());
+    }
+
+    #[test]
+    fn labels_format() {
+        let mut m = BTreeMap::new();
+        m.insert("zone".to_string(), "a \"b\"\n".to_string());
+        m.insert("app".to_string(), "web".to_string());
+        assert_eq!(format_map(&m), "app=\"web\"\nzone=\"a \\\"b\\\"\\n\"");
+        assert_eq!(format_map(&BTreeMap::new()), "");
+    }
+
+    #[test]
+    fn items_and_conflicts() {
+        let mut data = BTreeMap::new();
+        data.insert("k".to_string(), b"v".to_vec());
+        let item = |key: &str, path: &str| KeyToPath {
+            key: key.into(),
+            path: path.into(),
+            mode: None,
+        };
+        let p = project(
+            "ns/p",
+            "v",
+            "ConfigMap `c`",
+            data.clone(),
+            &[item("k", "x/y")],
+            Some(0o600),
+            false,
+        )
+        .unwrap();
+        assert_eq!(p["x/y"].mode, 0o600);
+        let e = project(
+            "ns/p",
+            "v",
+            "ConfigMap `c`",
+            data.clone(),
+            &[item("nope", "x")],
+            None,
+            false,
+        )
+        .unwrap_err();
+        assert!(matches!(e, VolumeError::MissingKey { .. }), "{e}");
+        assert!(project(
+            "ns/p",
+            "v",
+            "c",
+            data.clone(),
+            &[item("nope", "x")],
+            None,
+            true
+        )
+        .unwrap()
+        .is_empty());
+        let e = project(
+            "ns/p",
+            "v",
+            "c",
+            data.clone(),
+            &[item("k", "a"), item("k", "a/b")],
+            None,
+            false,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("cannot be a directory"), "{e}");
+        let e = project("ns/p", "v", "c", data, &[item("k", "../x")], None, false).unwrap_err();
+        assert!(
+            e.to_string().contains("ns/p") && e.to_string().contains("../x"),
+            "{e}"
+        );
+    }
+}
