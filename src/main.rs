@@ -23,9 +23,10 @@ fn main() {
         .init();
     let result: Result<(), Box<dyn std::error::Error>> = match &flags.command {
         None => edged::agent::run(flags).map_err(Into::into),
-        Some(Command::Get(_)) | Some(Command::Image(_)) => {
-            Err("this command is not built yet".into())
+        Some(Command::Image(cmd)) => {
+            edged::images::cli::run(&flags.root_dir, cmd).map_err(Into::into)
         }
+        Some(Command::Get(_)) => Err("this command is not built yet".into()),
     };
     if let Err(e) = result {
         eprintln!("edged: {e}");
