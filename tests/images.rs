@@ -847,3 +847,79 @@ fn the_cli_imports_lists_and_removes() {
     let (_, out, _) = run(&["image", "ls"]);
     assert_eq!(out.lines().count(), 1, "{out}");
 }
+
+#[test]
+fn pax_records_long_names_and_devices_are_kept() {
+    let mut b = tar::Builder::new(Vec::new());
+    let long = format!("{}/file", "d".repeat(150));
+    b.append_pax_extensions([
+        ("SCHILY.xattr.user.edged", &b"yes"[..]),
+        ("uid", &b"70000"[..]),
+        ("mtime", &b"1234567.5"[..]),
+    ])
+    .unwrap();
+    let mut h = tar::Header::new_gnu();
+    h.set_size(4);
+    h.set_mode(0o640);
+    h.set_mtime(1);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_cksum();
+    b.append_data(&mut h, &long, &b"long"[..]).unwrap();
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Fifo);
+    h.set_size(0);
+    h.set_mode(0o600);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_cksum();
+    b.append_data(&mut h, "fifo", &b""[..]).unwrap();
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Char);
+    h.set_device_major(1).unwrap();
+    h.set_device_minor(3).unwrap();
+    h.set_size(0);
+    h.set_mode(0o666);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_cksum();
+    b.append_data(&mut h, "null", &b""[..]).unwrap();
+    let t = b.into_inner().unwrap();
+
+    let root = tempfile::tempdir().unwrap();
+    let store = ImageStore::open(root.path()).unwrap();
+    let dir = root.path().join("layout");
+    let m = write_image(
+        &dir,
+        &[(
+            t.clone(),
+            Blob {
+                media_type: PLAIN,
+                data: t,
+            },
+        )],
+        &host_platform().architecture,
+        "x",
+    );
+    write_layout(&dir, &[desc(MANIFEST, &m, &named("example.com/pax:1"))]);
+    let img = store.import(&dir).unwrap().remove(0);
+    let l = store.layer_dir(&img.layers[0]);
+    let f = fs::metadata(l.join(&long)).unwrap();
+    assert_eq!(fs::read(l.join(&long)).unwrap(), b"long");
+    assert_eq!(
+        (f.uid(), f.mtime(), f.mode() & 0o7777),
+        (70000, 1234567, 0o640)
+    );
+    assert_eq!(
+        xattr(&l.join(&long), "user.edged").as_deref(),
+        Some(&b"yes"[..])
+    );
+    assert!(fs::symlink_metadata(l.join("fifo"))
+        .unwrap()
+        .file_type()
+        .is_fifo());
+    let null = fs::symlink_metadata(l.join("null")).unwrap();
+    assert!(null.file_type().is_char_device());
+    assert_eq!(null.rdev(), libc::makedev(1, 3));
+    assert_eq!(null.mode() & 0o7777, 0o666);
+}

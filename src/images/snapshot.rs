@@ -125,6 +125,13 @@ impl ImageStore {
             }
             lower.push(l.display().to_string());
         }
+        if lower.is_empty() {
+            return Err(ImageError::invalid(
+                &img.id,
+                "prepare rootfs",
+                "the image has no layers: nothing to run",
+            ));
+        }
         let upper = dir.join("upper");
         let work = dir.join("work");
         for d in [&upper, &work] {

@@ -165,10 +165,35 @@ impl Unpacker<'_> {
         let comps = components(&raw)?;
         let show = String::from_utf8_lossy(&raw).into_owned();
         let kind = entry.header().entry_type();
+        use tar::EntryType as T;
+        if !matches!(
+            kind,
+            T::Regular
+                | T::Continuous
+                | T::GNUSparse
+                | T::Directory
+                | T::Symlink
+                | T::Link
+                | T::Char
+                | T::Block
+                | T::Fifo
+        ) {
+            // PAX global headers and the like: nothing to write.
+            tracing::debug!(entry = %show, kind = ?kind, "skipping a tar entry of a kind layers do not use");
+            return Ok(());
+        }
+        let pax = pax_records(&mut entry)?;
         let mode = entry.header().mode().map_err(bad_tar)? & 0o7777;
-        let uid = entry.header().uid().map_err(bad_tar)? as u32;
-        let gid = entry.header().gid().map_err(bad_tar)? as u32;
-        let mtime = entry.header().mtime().map_err(bad_tar)? as i64;
+        let uid = pax
+            .uid
+            .map_or_else(|| entry.header().uid().map_err(bad_tar), Ok)? as u32;
+        let gid = pax
+            .gid
+            .map_or_else(|| entry.header().gid().map_err(bad_tar), Ok)? as u32;
+        let mtime = pax.mtime.map_or_else(
+            || entry.header().mtime().map_err(bad_tar).map(|m| m as i64),
+            Ok,
+        )?;
         let Some((name, parents)) = comps.split_last() else {
             // The layer's root ("./"): its metadata only.
             if kind.is_dir() {
@@ -198,7 +223,7 @@ impl Unpacker<'_> {
             return Ok(());
         }
 
-        let xattrs = pax_xattrs(&mut entry)?;
+        let xattrs = pax.xattrs;
         let existing = sys::lstat_kind(pfd, &cname)?;
         if kind.is_dir() {
             if existing != Some(libc::S_IFDIR) {
@@ -275,9 +300,7 @@ impl Unpacker<'_> {
                 sys::fchmodat(pfd, &cname, mode)?;
                 sys::lutimesat(pfd, &cname, mtime)?;
             }
-            other => {
-                tracing::debug!(entry = %show, kind = ?other, "skipping a tar entry of a kind layers do not use");
-            }
+            _ => {} // filtered above
         }
         Ok(())
     }
@@ -383,14 +406,32 @@ fn components(raw: &[u8]) -> Res<Vec<Vec<u8>>> {
     Ok(out)
 }
 
-/// Extended attributes from the entry's PAX records.
-fn pax_xattrs<R: Read>(entry: &mut tar::Entry<'_, R>) -> Res<Vec<(Vec<u8>, Vec<u8>)>> {
-    let mut out = Vec::new();
-    if let Some(exts) = entry.pax_extensions().map_err(bad_tar)? {
-        for ext in exts {
-            let ext = ext.map_err(bad_tar)?;
-            if let Some(name) = ext.key_bytes().strip_prefix(PAX_XATTR.as_bytes()) {
-                out.push((name.to_vec(), ext.value_bytes().to_vec()));
+/// What an entry's PAX records say beyond its header.
+#[derive(Default)]
+struct Pax {
+    uid: Option<u64>,
+    gid: Option<u64>,
+    /// Whole seconds (the fraction is dropped).
+    mtime: Option<i64>,
+    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+fn pax_records<R: Read>(entry: &mut tar::Entry<'_, R>) -> Res<Pax> {
+    let mut out = Pax::default();
+    let Some(exts) = entry.pax_extensions().map_err(bad_tar)? else {
+        return Ok(out);
+    };
+    for ext in exts {
+        let ext = ext.map_err(bad_tar)?;
+        let value = String::from_utf8_lossy(ext.value_bytes()).into_owned();
+        match ext.key_bytes() {
+            b"uid" => out.uid = value.parse().ok(),
+            b"gid" => out.gid = value.parse().ok(),
+            b"mtime" => out.mtime = value.split('.').next().and_then(|v| v.parse().ok()),
+            k => {
+                if let Some(name) = k.strip_prefix(PAX_XATTR.as_bytes()) {
+                    out.xattrs.push((name.to_vec(), ext.value_bytes().to_vec()));
+                }
             }
         }
     }
