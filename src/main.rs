@@ -24,7 +24,9 @@ fn main() {
     let result: Result<(), Box<dyn std::error::Error>> = match &flags.command {
         None => edged::agent::run(flags).map_err(Into::into),
         Some(Command::Get(cmd)) => std::process::exit(edged::inspect::main(&flags.root_dir, cmd)),
-        Some(Command::Image(_)) => Err("this command is not built yet".into()),
+        Some(Command::Image(cmd)) => {
+            edged::images::cli::run(&flags.root_dir, cmd).map_err(Into::into)
+        }
     };
     if let Err(e) = result {
         eprintln!("edged: {e}");

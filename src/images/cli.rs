@@ -1,0 +1,118 @@
+//! `edged image import|ls|rm`.
+
+use std::path::Path;
+
+use super::error::Result;
+use super::ImageStore;
+use crate::flags::{ImageAction, ImageCmd};
+
+/// Runs one `edged image` command against the store under `root_dir`.
+pub fn run(root_dir: &Path, cmd: &ImageCmd) -> Result<()> {
+    let store = ImageStore::open(root_dir)?;
+    match &cmd.action {
+        ImageAction::Import(a) => {
+            for img in store.import(&a.file)? {
+                let name = img
+                    .names
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| "<none>".into());
+                println!(
+                    "imported {name} ({}, {})",
+                    short_id(&img.id),
+                    human_size(img.size)
+                );
+            }
+        }
+        ImageAction::Ls(_) => print!("{}", table(&store.list()?)),
+        ImageAction::Rm(a) => {
+            let img = store.remove(&a.reference, false)?;
+            let freed = store.prune_unreferenced()?;
+            println!(
+                "removed {} ({}); freed {}",
+                a.reference,
+                short_id(&img.id),
+                human_size(freed.bytes)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The `image ls` table: IMAGE, ID, SIZE, LAST USED.
+pub fn table(images: &[super::Image]) -> String {
+    let mut rows = vec![[
+        "IMAGE".to_string(),
+        "ID".into(),
+        "SIZE".into(),
+        "LAST USED".into(),
+    ]];
+    for img in images {
+        let names = if img.names.is_empty() {
+            vec!["<none>".to_string()]
+        } else {
+            img.names.clone()
+        };
+        for n in names {
+            let used = img.last_used.map_or("never".into(), |s| {
+                crate::api::rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs(s))
+            });
+            rows.push([n, short_id(&img.id), human_size(img.size), used]);
+        }
+    }
+    let mut w = [0usize; 4];
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.len());
+        }
+    }
+    let mut out = String::new();
+    for r in &rows {
+        let line = format!(
+            "{:<a$}  {:<b$}  {:<c$}  {}",
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            a = w[0],
+            b = w[1],
+            c = w[2]
+        );
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// The first 12 hex digits of an id.
+pub fn short_id(id: &str) -> String {
+    super::digest::hex_of(id).chars().take(12).collect()
+}
+
+/// Sizes as Docker prints them (powers of 1000).
+pub fn human_size(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u < UNITS.len() - 1 {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n}B")
+    } else {
+        format!("{v:.3}{}", UNITS[u]).replace(".000", "")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(human_size(999), "999B");
+        assert_eq!(human_size(1_982_256), "1.982MB");
+        assert_eq!(human_size(2_000_000), "2MB");
+    }
+}

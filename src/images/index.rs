@@ -1,0 +1,116 @@
+//! The store's small JSON index of images and layers, replaced atomically (write a temp
+//! file, fsync, rename, fsync the directory): a crash leaves the old or the new one.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::error::{ImageError, IoContext, Result};
+
+/// One image of the store.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Image {
+    /// The config digest (`sha256:...`): the image id.
+    pub id: String,
+    /// Normalized references naming it (`docker.io/library/busybox:latest`).
+    pub names: Vec<String>,
+    /// The manifest's digest.
+    pub manifest_digest: String,
+    /// Chain ids of its layers, bottom first.
+    pub layers: Vec<String>,
+    /// Bytes of its unpacked layers (shared layers counted in each image).
+    pub size: u64,
+    /// `created` of the image config (RFC 3339), when it has one.
+    #[serde(default)]
+    pub created: Option<String>,
+    /// `os/arch[/variant]`.
+    #[serde(default)]
+    pub platform: String,
+    /// When it was imported, seconds since the epoch.
+    pub imported_at: u64,
+    /// When a container last got a rootfs from it, seconds since the epoch.
+    #[serde(default)]
+    pub last_used: Option<u64>,
+}
+
+/// An unpacked layer.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct LayerRecord {
+    pub diff_id: String,
+    /// Bytes of its regular files.
+    pub size: u64,
+}
+
+/// What `import_dir` remembers of an archive, to skip it cheaply next time.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct ArchiveStamp {
+    pub size: u64,
+    pub mtime_ns: i128,
+    /// The images it gave.
+    pub images: Vec<String>,
+}
+
+/// The index file.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Index {
+    #[serde(default)]
+    pub images: Vec<Image>,
+    /// Unpacked layers by chain id.
+    #[serde(default)]
+    pub layers: BTreeMap<String, LayerRecord>,
+    /// Archives imported from the image directory, by path.
+    #[serde(default)]
+    pub archives: BTreeMap<String, ArchiveStamp>,
+}
+
+impl Index {
+    /// Reads `path`; a missing file is an empty index.
+    pub fn load(path: &Path) -> Result<Index> {
+        match fs::read(path) {
+            Ok(data) => serde_json::from_slice(&data).map_err(|e| {
+                ImageError::invalid(
+                    path.display().to_string(),
+                    "read index",
+                    format!(
+                        "{e}: the image index is damaged; move it away and import the images again"
+                    ),
+                )
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Index::default()),
+            Err(e) => Err(ImageError::io(path.display().to_string(), "read index", &e)),
+        }
+    }
+
+    /// Replaces `path` atomically with this index.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let data = serde_json::to_vec_pretty(self).map_err(|e| {
+            ImageError::invalid(path.display().to_string(), "write index", e.to_string())
+        })?;
+        write_atomic(path, &data)
+    }
+}
+
+/// Writes `data` to `path` through a temp file, fsynced, renamed, and the directory fsynced.
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    let show = path.display().to_string();
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let res = (|| {
+        let mut f = File::create(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)?;
+        sync_dir(path.parent().unwrap_or(Path::new(".")))
+    })();
+    if res.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    res.ctx(show, "write")
+}
+
+/// fsyncs a directory, so renames into it last.
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
