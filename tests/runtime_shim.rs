@@ -592,29 +592,45 @@ fn crun_works_too() {
 }
 
 /// Not an assertion: prints shim spawn -> process running latency (first container of a pod,
-/// so each sample spawns a shim).
+/// so each sample spawns a shim), and its parts: create (shim start + runc create) and start.
 #[test]
 fn bench_spawn_to_running() {
+    // EDGED_BENCH_TRACE=1 shows each create's split (shim start, Create RPC).
+    if std::env::var_os("EDGED_BENCH_TRACE").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     let e = env();
-    let mut samples = Vec::new();
+    let (mut total, mut create, mut start) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..10 {
         let pod = e.pod(&format!("bench{i}"));
         let c = e.config(&pod, "c", "sleep 1000");
         let t = Instant::now();
-        let id = e.run(&pod, &c);
-        samples.push(t.elapsed());
+        let id = e.rt().create_container(&pod, &c).unwrap();
+        let created = t.elapsed();
+        e.rt().start_container(&id).unwrap();
+        total.push(t.elapsed());
+        create.push(created);
+        start.push(t.elapsed() - created);
         assert_eq!(
             e.rt().container_status(&id).unwrap().state,
             ContainerState::Running
         );
         e.rt().remove_pod_sandbox(&pod).unwrap();
     }
-    samples.sort();
+    let median = |v: &mut Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
     eprintln!(
-        "shim spawn -> running (create+start, new shim each): median {:?}, min {:?}, max {:?}",
-        samples[samples.len() / 2],
-        samples[0],
-        samples[samples.len() - 1]
+        "shim spawn -> running over 10 pods: median {:?} (min {:?}, max {:?}); create median {:?}, start median {:?}",
+        median(&mut total),
+        total[0],
+        total[total.len() - 1],
+        median(&mut create),
+        median(&mut start)
     );
 }
 
@@ -676,4 +692,77 @@ fn power_cut_leftovers_reported_exited() {
         .any(|c| c.id == id && c.state == ContainerState::Exited));
     e.rt().remove_container(&id).unwrap();
     assert!(!bundle.exists());
+}
+
+#[test]
+fn security_settings_apply() {
+    let e = env();
+    let pod = e.pod("security");
+    let mut c = e.config(
+        &pod,
+        "c",
+        "id -u; id -g; id -G; grep CapEff /proc/self/status; touch /rootfs-write 2>/dev/null || echo ro-rootfs",
+    );
+    c.security.run_as_user = Some(1000);
+    c.security.run_as_group = Some(2000);
+    c.security.supplemental_groups = vec![3000];
+    c.security.read_only_rootfs = true;
+    c.security.capabilities_drop = vec!["ALL".into()];
+    let id = e.run(&pod, &c);
+    assert_eq!(e.wait_exit(&id).exit_code, Some(0));
+    let text = wait_log(&e.log_path(&pod, "c"), "ro-rootfs");
+    let out = log_lines(&text, "stdout");
+    assert_eq!(out[..3], ["1000", "2000", "2000 3000"], "{text}");
+    assert!(
+        out[3].ends_with("0000000000000000"),
+        "no capabilities: {}",
+        out[3]
+    );
+}
+
+#[test]
+fn host_network_and_pid() {
+    let e = env();
+    let uid = format!("uid-{}", fastrand::u64(..));
+    let sb = e
+        .rt()
+        .run_pod_sandbox(&PodSandboxConfig {
+            uid: uid.clone(),
+            namespace: "default".into(),
+            name: "hostns".into(),
+            hostname: "ignored".into(),
+            host_network: true,
+            host_pid: true,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(sb.netns, None);
+    // Idempotent.
+    e.rt()
+        .run_pod_sandbox(&PodSandboxConfig {
+            uid: uid.clone(),
+            namespace: "default".into(),
+            name: "hostns".into(),
+            host_network: true,
+            host_pid: true,
+            ..Default::default()
+        })
+        .unwrap();
+    let id = e.run(
+        &uid,
+        &e.config(
+            &uid,
+            "c",
+            "readlink /proc/self/ns/net; readlink /proc/self/ns/pid",
+        ),
+    );
+    assert_eq!(e.wait_exit(&id).exit_code, Some(0));
+    let out = log_lines(&wait_log(&e.log_path(&uid, "c"), "pid:["), "stdout");
+    let host = |k: &str| {
+        std::fs::read_link(format!("/proc/self/ns/{k}"))
+            .unwrap()
+            .to_string_lossy()
+            .to_string()
+    };
+    assert_eq!(out, [host("net"), host("pid")]);
 }

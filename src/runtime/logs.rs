@@ -237,8 +237,10 @@ impl Copier {
                 .read(true)
                 .custom_flags(libc::O_NONBLOCK)
                 .open(&fifo)?;
+            // Small stacks: two copiers per container, and edge devices run many.
             let t = std::thread::Builder::new()
                 .name(format!("log-{stream}"))
+                .stack_size(128 * 1024)
                 .spawn(move || {
                     if let Err(e) = copy_stream(f, stream, &log, adopted, &stop) {
                         tracing::warn!(container = %tag, fifo = %fifo.display(), error = %e, "log copy stopped");

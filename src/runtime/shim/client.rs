@@ -54,6 +54,16 @@ impl RpcError {
     }
 }
 
+/// Whether a server says it has no such service: Go's ttrpc answers UNIMPLEMENTED, Rust's
+/// INVALID_ARGUMENT "... does not exist".
+fn unknown_service(e: &RpcError) -> bool {
+    match e {
+        RpcError::Status(ttrpc::Code::UNIMPLEMENTED, _) => true,
+        RpcError::Status(ttrpc::Code::INVALID_ARGUMENT, m) => m.contains("does not exist"),
+        _ => false,
+    }
+}
+
 /// A connection to a shim.
 pub struct TaskClient {
     client: ttrpc::Client,
@@ -96,7 +106,7 @@ impl TaskClient {
             &payload,
             timeout,
         ) {
-            Err(RpcError::Status(ttrpc::Code::UNIMPLEMENTED, _)) if !v3 => {
+            Err(e) if !v3 && unknown_service(&e) => {
                 let r = self.raw(TASK_V3, method, &payload, timeout);
                 if r.is_ok() {
                     self.v3.store(true, Ordering::Relaxed);
@@ -127,5 +137,97 @@ impl TaskClient {
             .request(req)
             .map(|r| r.payload)
             .map_err(RpcError::from_ttrpc)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::shim::proto::shim::{StateRequest, StateResponse};
+    use std::collections::HashMap;
+
+    /// Answers State like a shim (pid 42), or UNIMPLEMENTED as Go's ttrpc does.
+    struct State {
+        unimplemented: bool,
+    }
+
+    impl ttrpc::MethodHandler for State {
+        fn handler(&self, ctx: ttrpc::TtrpcContext, req: ttrpc::Request) -> ttrpc::Result<()> {
+            let mut res = ttrpc::Response::new();
+            if self.unimplemented {
+                res.set_status(ttrpc::get_status(ttrpc::Code::UNIMPLEMENTED, "service"));
+            } else {
+                let r = StateRequest::parse_from_bytes(&req.payload).unwrap();
+                let answer = StateResponse {
+                    id: r.id,
+                    pid: 42,
+                    ..Default::default()
+                };
+                res.set_status(ttrpc::get_status(ttrpc::Code::OK, ""));
+                res.payload = answer.write_to_bytes().unwrap();
+            }
+            ctx.respond(ctx.mh.stream_id, res)
+        }
+    }
+
+    fn serve(dir: &std::path::Path, name: &str, v2_unimplemented: bool) -> (ttrpc::Server, String) {
+        let addr = format!("unix://{}", dir.join(name).display());
+        let mut methods: HashMap<String, Box<dyn ttrpc::MethodHandler + Send + Sync>> =
+            HashMap::new();
+        methods.insert(
+            "/containerd.task.v3.Task/State".into(),
+            Box::new(State {
+                unimplemented: false,
+            }),
+        );
+        if v2_unimplemented {
+            methods.insert(
+                "/containerd.task.v2.Task/State".into(),
+                Box::new(State {
+                    unimplemented: true,
+                }),
+            );
+        }
+        let mut server = ttrpc::Server::new()
+            .bind(&addr)
+            .unwrap()
+            .register_service(methods);
+        server.start().unwrap();
+        (server, addr)
+    }
+
+    #[test]
+    fn falls_back_to_v3() {
+        let d = tempfile::tempdir().unwrap();
+        for (name, go_style) in [("go.sock", true), ("rust.sock", false)] {
+            let (server, addr) = serve(d.path(), name, go_style);
+            let c = TaskClient::connect(&addr).unwrap();
+            for _ in 0..2 {
+                let r: StateResponse = c
+                    .call(
+                        "State",
+                        &StateRequest {
+                            id: "c1".into(),
+                            ..Default::default()
+                        },
+                        Duration::from_secs(5),
+                    )
+                    .unwrap();
+                assert_eq!((r.id.as_str(), r.pid), ("c1", 42));
+            }
+            assert!(c.v3.load(Ordering::Relaxed), "{name}: v3 learned");
+            let e = c
+                .call::<_, StateResponse>("Nope", &StateRequest::default(), Duration::from_secs(5))
+                .unwrap_err();
+            assert!(matches!(e, RpcError::Status(..)), "{e}");
+            server.shutdown();
+        }
+    }
+
+    #[test]
+    fn dead_socket_is_disconnected() {
+        let d = tempfile::tempdir().unwrap();
+        let e = TaskClient::connect(&d.path().join("none.sock").display().to_string());
+        assert!(matches!(e, Err(RpcError::Disconnected(_))));
     }
 }

@@ -123,6 +123,28 @@ fn timestamp(t: &protobuf::well_known_types::timestamp::Timestamp) -> Option<Sys
         .then(|| SystemTime::UNIX_EPOCH + Duration::new(t.seconds as u64, t.nanos.max(0) as u32))
 }
 
+/// Checks that a pod uid or container id names one directory (callers pass them in; they
+/// become paths under the state dir).
+fn check_name(name: &str, what: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name != "."
+        && name != ".."
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(err(
+            name,
+            what,
+            ErrorKind::InvalidConfig,
+            format!("{name:?} is not a valid {what} (letters, digits, '-', '_', '.')"),
+        ))
+    }
+}
+
 /// Whether `path` is a mount point (by /proc/self/mountinfo: bind mounts share st_dev).
 fn is_mountpoint(path: &Path) -> bool {
     let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
@@ -137,7 +159,6 @@ fn is_mountpoint(path: &Path) -> bool {
 /// The state of a task as the shim reports it.
 struct TaskState {
     status: pbtask::Status,
-    pid: u32,
     exit_status: u32,
     exited_at: Option<SystemTime>,
 }
@@ -207,6 +228,7 @@ impl ShimRuntime {
     }
 
     fn read_sandbox(&self, uid: &str) -> Result<SandboxMeta> {
+        check_name(uid, "pod uid")?;
         store::read_json(&self.sandbox_dir(uid).join("meta.json")).map_err(|e| {
             let kind = if e.kind() == std::io::ErrorKind::NotFound {
                 ErrorKind::NotFound
@@ -223,6 +245,7 @@ impl ShimRuntime {
     }
 
     fn read_meta(&self, id: &str) -> Result<ContainerMeta> {
+        check_name(id, "container id")?;
         store::read_json(&self.bundle(id).join("meta.json")).map_err(|e| {
             let kind = if e.kind() == std::io::ErrorKind::NotFound {
                 ErrorKind::NotFound
@@ -323,7 +346,6 @@ impl ShimRuntime {
         )?;
         Ok(TaskState {
             status: r.status.enum_value_or(pbtask::Status::UNKNOWN),
-            pid: r.pid,
             exit_status: r.exit_status,
             exited_at: r.exited_at.as_ref().and_then(timestamp),
         })
@@ -464,10 +486,7 @@ impl ShimRuntime {
                     let m = self.record_exit(&m, s.exit_status as i32, s.exited_at)?;
                     Ok((m, ContainerState::Exited))
                 }
-                pbtask::Status::UNKNOWN => {
-                    let _ = s.pid;
-                    Ok((m, ContainerState::Unknown))
-                }
+                pbtask::Status::UNKNOWN => Ok((m, ContainerState::Unknown)),
             },
             Err(e) if is_timeout(&e) => {
                 tracing::warn!(container = %id, error = %e, "shim slow to answer State");
@@ -667,8 +686,10 @@ impl ShimRuntime {
     /// Creates the task of a prepared bundle: starts or joins the pod's shim, then Create.
     fn create_task(&self, id: &str, rootfs: &[super::RootfsMount]) -> Result<u32> {
         let b = self.bundle(id);
+        let t0 = Instant::now();
         let address = process::start(&self.cfg.shim_binary, &b, id, &self.events.address)
             .map_err(|e| err(id, "shim start", ErrorKind::Other, e))?;
+        let shim_start = t0.elapsed();
         let addr_file = b.join("address");
         if self.address(id).as_deref() != Some(address.as_str()) {
             std::fs::write(&addr_file, &address).map_err(|e| io_err(id, "write address", e))?;
@@ -703,6 +724,7 @@ impl ShimRuntime {
         let r: pb::CreateTaskResponse = self
             .rpc(id, "Create", &req, RPC_SLOW)
             .map_err(|e| rpc_err(id, "create", e))?;
+        tracing::debug!(container = %id, ?shim_start, create = ?(t0.elapsed() - shim_start), "task created");
         Ok(r.pid)
     }
 
@@ -793,14 +815,7 @@ impl Runtime for ShimRuntime {
     fn run_pod_sandbox(&self, config: &PodSandboxConfig) -> Result<Sandbox> {
         let uid = config.uid.as_str();
         let pod = format!("{}/{}", config.namespace, config.name);
-        if uid.is_empty() || uid.contains('/') || uid.starts_with('.') {
-            return Err(err(
-                &pod,
-                "run sandbox",
-                ErrorKind::InvalidConfig,
-                format!("bad pod uid {uid:?}"),
-            ));
-        }
+        check_name(uid, "pod uid")?;
         let _g = self.lock();
         let dir = self.sandbox_dir(uid);
         let existing: Option<SandboxMeta> = store::read_json(&dir.join("meta.json")).ok();
@@ -845,6 +860,7 @@ impl Runtime for ShimRuntime {
     }
 
     fn stop_pod_sandbox(&self, pod_uid: &str, grace: Duration) -> Result<()> {
+        check_name(pod_uid, "pod uid")?;
         self.stop_pod_containers(pod_uid, grace)?;
         let _g = self.lock();
         let path = self.sandbox_dir(pod_uid).join("meta.json");
@@ -856,6 +872,7 @@ impl Runtime for ShimRuntime {
     }
 
     fn remove_pod_sandbox(&self, pod_uid: &str) -> Result<()> {
+        check_name(pod_uid, "pod uid")?;
         self.stop_pod_containers(pod_uid, Duration::ZERO)?;
         for m in self
             .container_metas()
@@ -1056,8 +1073,21 @@ impl Runtime for ShimRuntime {
 
     fn list_containers(&self) -> Result<Vec<ContainerStatus>> {
         let mut out = Vec::new();
+        // A hung shim costs one timeout per listing, not one per container.
+        let mut slow: HashSet<String> = HashSet::new();
         for m in self.container_metas() {
+            let address = self.address(&m.id);
+            if address.as_ref().is_some_and(|a| slow.contains(a)) && m.finished_ns.is_none() {
+                out.push(self.status_of(m, ContainerState::Unknown));
+                continue;
+            }
             match self.refresh(&m.id) {
+                Ok((m, ContainerState::Unknown)) => {
+                    if let Some(a) = address.filter(|_| m.task_created) {
+                        slow.insert(a);
+                    }
+                    out.push(self.status_of(m, ContainerState::Unknown));
+                }
                 Ok((m, state)) => out.push(self.status_of(m, state)),
                 Err(e) => {
                     tracing::warn!(container = %m.id, error = %e, "status unknown");
@@ -1069,6 +1099,7 @@ impl Runtime for ShimRuntime {
     }
 
     fn exec_sync(&self, id: &str, cmd: &[String], timeout: Duration) -> Result<ExecResult> {
+        check_name(id, "container id")?;
         let b = self.bundle(id);
         let spec: serde_json::Value = std::fs::read(b.join("config.json"))
             .ok()
