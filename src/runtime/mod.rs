@@ -5,6 +5,10 @@
 //! Calls are blocking (the shim client is synchronous); EdgeD calls them through
 //! `smol::unblock`. Every call is bounded in time by the backend.
 
+pub mod cgroups;
+pub mod logs;
+pub mod oci;
+pub mod sandbox;
 pub mod shim;
 
 use std::collections::BTreeMap;

@@ -1,0 +1,188 @@
+//! The cgroup side of pods (cgroupfs driver): a parent cgroup per pod (`/edged/pod<uid>`) under
+//! which runc makes each container's, on a pure v2 host (one hierarchy) or a v1/hybrid one (a
+//! hierarchy per controller, maybe a v2 mount at `unified` beside them).
+
+use std::path::{Path, PathBuf};
+
+/// The root every edged cgroup lives under.
+pub const EDGED_CGROUP: &str = "edged";
+
+/// How the host mounts cgroups.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// cgroup v2 at the mount point.
+    V2(PathBuf),
+    /// cgroup v1: the hierarchy directories (`/sys/fs/cgroup/memory`, ...).
+    V1(Vec<PathBuf>),
+}
+
+impl Layout {
+    /// Detects the layout under /sys/fs/cgroup.
+    pub fn detect() -> Layout {
+        Self::detect_at(Path::new("/sys/fs/cgroup"))
+    }
+
+    fn detect_at(root: &Path) -> Layout {
+        let is_v2 = nix::sys::statfs::statfs(root)
+            .map(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
+            .unwrap_or(false);
+        if is_v2 {
+            return Layout::V2(root.to_path_buf());
+        }
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir(root)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.path())
+                    // Hierarchies only (skip symlinks like cpu -> cpu,cpuacct).
+                    .filter(|p| p.symlink_metadata().map(|m| m.is_dir()).unwrap_or(false))
+                    .collect()
+            })
+            .unwrap_or_default();
+        dirs.sort();
+        Layout::V1(dirs)
+    }
+
+    /// The cgroup path (absolute, as `cgroupsPath` takes it) of a pod.
+    pub fn pod_path(pod_uid: &str) -> String {
+        format!("/{EDGED_CGROUP}/pod{pod_uid}")
+    }
+
+    /// The cgroup path of a container of a pod.
+    pub fn container_path(pod_uid: &str, container_id: &str) -> String {
+        format!("{}/{container_id}", Self::pod_path(pod_uid))
+    }
+
+    /// Directories where a cgroup path lives (one on v2, one per hierarchy on v1).
+    pub fn dirs(&self, cgroup: &str) -> Vec<PathBuf> {
+        let rel = cgroup.trim_start_matches('/');
+        match self {
+            Layout::V2(root) => vec![root.join(rel)],
+            Layout::V1(h) => h.iter().map(|d| d.join(rel)).collect(),
+        }
+    }
+
+    /// The directory holding a cgroup's memory files.
+    pub fn memory_dir(&self, cgroup: &str) -> PathBuf {
+        let rel = cgroup.trim_start_matches('/');
+        match self {
+            Layout::V2(root) => root.join(rel),
+            Layout::V1(h) => h
+                .iter()
+                .find(|d| d.file_name().is_some_and(|n| n == "memory"))
+                .cloned()
+                .unwrap_or_else(|| PathBuf::from("/sys/fs/cgroup/memory"))
+                .join(rel),
+        }
+    }
+
+    /// Makes a pod's parent cgroup in every hierarchy (runc makes the containers' below it).
+    pub fn create_pod(&self, pod_uid: &str) -> std::io::Result<()> {
+        let path = Self::pod_path(pod_uid);
+        if let Layout::V2(root) = self {
+            // Let the pod's children use the controllers (runc does it for the leaf).
+            let edged = root.join(EDGED_CGROUP);
+            std::fs::create_dir_all(&edged)?;
+            enable_controllers(root);
+            enable_controllers(&edged);
+        }
+        for d in self.dirs(&path) {
+            match std::fs::create_dir_all(&d) {
+                Ok(()) => {}
+                // Named or read-only hierarchies can refuse: runc copes without them.
+                Err(e) if d.starts_with("/sys/fs/cgroup/systemd") => {
+                    tracing::debug!(dir = %d.display(), error = %e, "cgroup dir not made");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes a pod's cgroups (its containers' first). Best effort: a cgroup with live
+    /// processes stays and is reported.
+    pub fn remove_pod(&self, pod_uid: &str) -> std::io::Result<()> {
+        let mut last = Ok(());
+        for d in self.dirs(&Self::pod_path(pod_uid)) {
+            if !d.exists() {
+                continue;
+            }
+            if let Ok(rd) = std::fs::read_dir(&d) {
+                for e in rd.flatten() {
+                    if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                        if let Err(err) = std::fs::remove_dir(e.path()) {
+                            last = Err(err);
+                        }
+                    }
+                }
+            }
+            if let Err(err) = std::fs::remove_dir(&d) {
+                last = Err(err);
+            }
+        }
+        last
+    }
+
+    /// Whether the kernel OOM-killed a process of this cgroup (v1 `memory.oom_control` or v2
+    /// `memory.events`, line `oom_kill N`).
+    pub fn oom_killed(&self, cgroup: &str) -> bool {
+        let dir = self.memory_dir(cgroup);
+        ["memory.events", "memory.oom_control"].iter().any(|f| {
+            std::fs::read_to_string(dir.join(f))
+                .map(|s| {
+                    s.lines().any(|l| {
+                        l.strip_prefix("oom_kill ")
+                            .and_then(|n| n.trim().parse::<u64>().ok())
+                            .is_some_and(|n| n > 0)
+                    })
+                })
+                .unwrap_or(false)
+        })
+    }
+}
+
+/// Writes every available controller into `cgroup.subtree_control` (v2), best effort.
+fn enable_controllers(dir: &Path) {
+    let Ok(ctrls) = std::fs::read_to_string(dir.join("cgroup.controllers")) else {
+        return;
+    };
+    for c in ctrls.split_whitespace() {
+        // One at a time: a controller the kernel refuses here must not block the others.
+        let _ = std::fs::write(dir.join("cgroup.subtree_control"), format!("+{c}"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths() {
+        assert_eq!(Layout::container_path("u1", "c1"), "/edged/podu1/c1");
+        let v1 = Layout::V1(vec!["/cg/cpu".into(), "/cg/memory".into()]);
+        assert_eq!(
+            v1.dirs("/edged/podu1"),
+            [
+                PathBuf::from("/cg/cpu/edged/podu1"),
+                "/cg/memory/edged/podu1".into()
+            ]
+        );
+        assert_eq!(v1.memory_dir("/a"), PathBuf::from("/cg/memory/a"));
+        let v2 = Layout::V2("/cg".into());
+        assert_eq!(v2.memory_dir("/a/b"), PathBuf::from("/cg/a/b"));
+    }
+
+    #[test]
+    fn oom_counter() {
+        let d = tempfile::tempdir().unwrap();
+        let l = Layout::V2(d.path().into());
+        std::fs::create_dir_all(d.path().join("x")).unwrap();
+        std::fs::write(
+            d.path().join("x/memory.events"),
+            "low 0\noom 1\noom_kill 0\n",
+        )
+        .unwrap();
+        assert!(!l.oom_killed("/x"));
+        std::fs::write(d.path().join("x/memory.events"), "oom 1\noom_kill 2\n").unwrap();
+        assert!(l.oom_killed("/x"));
+    }
+}

@@ -1,0 +1,318 @@
+//! The CRI log copier: reads a container's stdout and stderr FIFOs and writes
+//! `<RFC3339Nano> <stream> <F|P> <text>` lines to its log file, rotating it as the kubelet does
+//! (`<n>.log` renamed to `<n>.log.<YYYYMMDD-HHMMSS>`, oldest rotated files removed).
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+/// A line longer than this is cut into partial (`P`) lines, as containerd does.
+const MAX_LINE: usize = 16 * 1024;
+
+/// Rotation limits of a log file.
+#[derive(Clone, Copy, Debug)]
+pub struct Rotation {
+    /// Rotate when the file would grow past this many bytes.
+    pub max_size: u64,
+    /// Keep at most this many files (the live one included).
+    pub max_files: u32,
+}
+
+/// The live log file of a container, shared by its two stream copiers.
+struct LogFile {
+    path: PathBuf,
+    file: File,
+    size: u64,
+    rotation: Rotation,
+}
+
+impl LogFile {
+    fn open(path: &Path, rotation: Rotation) -> std::io::Result<LogFile> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o640)
+            .open(path)?;
+        let size = file.metadata()?.len();
+        Ok(LogFile {
+            path: path.to_path_buf(),
+            file,
+            size,
+            rotation,
+        })
+    }
+
+    fn write_line(&mut self, line: &[u8]) -> std::io::Result<()> {
+        if self.size > 0 && self.size + line.len() as u64 > self.rotation.max_size {
+            self.rotate()?;
+        }
+        self.file.write_all(line)?;
+        self.size += line.len() as u64;
+        Ok(())
+    }
+
+    fn rotate(&mut self) -> std::io::Result<()> {
+        let stamp: String = crate::api::rfc3339(SystemTime::now())
+            .chars()
+            .filter(|c| c.is_ascii_digit() || *c == 'T')
+            .map(|c| if c == 'T' { '-' } else { c })
+            .collect();
+        let mut rotated = PathBuf::from(format!("{}.{stamp}", self.path.display()));
+        // Two rotations within a second: keep both.
+        let mut n = 1;
+        while rotated.exists() {
+            rotated = PathBuf::from(format!("{}.{stamp}.{n}", self.path.display()));
+            n += 1;
+        }
+        std::fs::rename(&self.path, &rotated)?;
+        prune(
+            &self.path,
+            self.rotation.max_files.saturating_sub(1) as usize,
+        );
+        *self = LogFile::open(&self.path.clone(), self.rotation)?;
+        Ok(())
+    }
+}
+
+/// Removes the oldest rotated files of `live` beyond `keep`.
+fn prune(live: &Path, keep: usize) {
+    let (Some(dir), Some(name)) = (live.parent(), live.file_name()) else {
+        return;
+    };
+    let prefix = format!("{}.", name.to_string_lossy());
+    let mut rotated: Vec<(SystemTime, PathBuf)> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+                .map(|e| {
+                    let t = e
+                        .metadata()
+                        .and_then(|m| m.modified())
+                        .unwrap_or(SystemTime::UNIX_EPOCH);
+                    (t, e.path())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    rotated.sort();
+    let excess = rotated.len().saturating_sub(keep);
+    for (_, p) in rotated.into_iter().take(excess) {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+/// Formats one CRI log line.
+pub fn cri_line(at: SystemTime, stream: &str, partial: bool, text: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len() + 48);
+    out.extend_from_slice(crate::api::rfc3339_nanos(at).as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(stream.as_bytes());
+    out.extend_from_slice(if partial { b" P " } else { b" F " });
+    out.extend_from_slice(text);
+    out.push(b'\n');
+    out
+}
+
+/// Copies one stream until EOF (every writer gone: the container exited and the shim closed).
+///
+/// The FIFO is opened non-blocking before the shim's Create (the shim's own open for writing
+/// blocks until a reader exists) and read through poll(). A FIFO reads as EOF also before its
+/// first writer came, so EOF counts only once `armed`: a writer was seen, the copier was
+/// started on an adopted container (its writer is open or gone for good), or it was told to
+/// stop.
+fn copy_stream(
+    mut f: File,
+    stream: &'static str,
+    log: &Mutex<LogFile>,
+    mut armed: bool,
+    stop: &AtomicBool,
+) -> std::io::Result<()> {
+    use std::io::Read;
+    use std::os::fd::AsFd;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut pending: Vec<u8> = Vec::new();
+    loop {
+        let mut fds = [nix::poll::PollFd::new(
+            f.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        let ready = match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(200u16)) {
+            Ok(n) => n > 0,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        if ready {
+            armed = true;
+        }
+        if stop.load(Ordering::Relaxed) {
+            armed = true;
+        }
+        if !ready && !armed {
+            continue;
+        }
+        let n = match f.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if n == 0 {
+            if !armed {
+                continue;
+            }
+            // The last bytes before EOF count as a full line.
+            if !pending.is_empty() {
+                write_line(log, stream, false, &pending);
+            }
+            return Ok(());
+        }
+        pending.extend_from_slice(&buf[..n]);
+        let mut start = 0;
+        while let Some(pos) = pending[start..].iter().position(|b| *b == b'\n') {
+            let end = start + pos;
+            let line = &pending[start..end];
+            if line.is_empty() {
+                write_line(log, stream, false, b"");
+            }
+            let mut chunks = line.chunks(MAX_LINE).peekable();
+            while let Some(c) = chunks.next() {
+                write_line(log, stream, chunks.peek().is_some(), c);
+            }
+            start = end + 1;
+        }
+        pending.drain(..start);
+        // A line longer than MAX_LINE goes out in partial pieces.
+        while pending.len() >= MAX_LINE {
+            let rest = pending.split_off(MAX_LINE);
+            write_line(log, stream, true, &pending);
+            pending = rest;
+        }
+    }
+}
+
+fn write_line(log: &Mutex<LogFile>, stream: &str, partial: bool, text: &[u8]) {
+    let line = cri_line(SystemTime::now(), stream, partial, text);
+    let mut l = log.lock().unwrap_or_else(|p| p.into_inner());
+    if let Err(e) = l.write_line(&line) {
+        tracing::warn!(path = %l.path.display(), error = %e, "log write failed");
+    }
+}
+
+/// A running copier of one container.
+pub struct Copier {
+    threads: Vec<std::thread::JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Copier {
+    /// Starts copying `stdout` and `stderr` FIFOs into `log_path`. `adopted`: the container's
+    /// shim opened its writers already (a restarted agent), so EOF is final from the start.
+    pub fn start(
+        tag: &str,
+        stdout: &Path,
+        stderr: &Path,
+        log_path: &Path,
+        rotation: Rotation,
+        adopted: bool,
+    ) -> std::io::Result<Copier> {
+        let log = Arc::new(Mutex::new(LogFile::open(log_path, rotation)?));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        for (fifo, stream) in [(stdout, "stdout"), (stderr, "stderr")] {
+            let (fifo, log, tag, stop) = (
+                fifo.to_path_buf(),
+                log.clone(),
+                tag.to_string(),
+                stop.clone(),
+            );
+            // Open here, not in the thread: the shim's Create needs the reader to exist.
+            let f = OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(&fifo)?;
+            // Small stacks: two copiers per container, and edge devices run many.
+            let t = std::thread::Builder::new()
+                .name(format!("log-{stream}"))
+                .stack_size(128 * 1024)
+                .spawn(move || {
+                    if let Err(e) = copy_stream(f, stream, &log, adopted, &stop) {
+                        tracing::warn!(container = %tag, fifo = %fifo.display(), error = %e, "log copy stopped");
+                    }
+                })?;
+            threads.push(t);
+        }
+        Ok(Copier { threads, stop })
+    }
+
+    /// Tells the copier to end at the next EOF even if no writer ever came.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether both streams reached EOF.
+    pub fn finished(&self) -> bool {
+        self.threads.iter().all(|t| t.is_finished())
+    }
+
+    /// Waits for both streams to drain (after the process exited).
+    pub fn join(self) {
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_format() {
+        let t = SystemTime::UNIX_EPOCH + std::time::Duration::new(1, 5);
+        assert_eq!(
+            cri_line(t, "stdout", false, b"hi"),
+            b"1970-01-01T00:00:01.000000005Z stdout F hi\n"
+        );
+        assert!(cri_line(t, "stderr", true, b"x").ends_with(b"stderr P x\n"));
+    }
+
+    #[test]
+    fn copies_and_rotates() {
+        let d = tempfile::tempdir().unwrap();
+        let (out, err) = (d.path().join("out"), d.path().join("err"));
+        for f in [&out, &err] {
+            nix::unistd::mkfifo(f, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        }
+        let log = d.path().join("logs/app/0.log");
+        let rot = Rotation {
+            max_size: 200,
+            max_files: 2,
+        };
+        // Reader first, then the writers, as at the shim's Create.
+        let c = Copier::start("t", &out, &err, &log, rot, false).unwrap();
+        let mut w_out = OpenOptions::new().write(true).open(&out).unwrap();
+        let mut w_err = OpenOptions::new().write(true).open(&err).unwrap();
+        for i in 0..10 {
+            writeln!(w_out, "line {i} of stdout").unwrap();
+        }
+        w_err.write_all(b"no newline").unwrap();
+        drop((w_out, w_err));
+        c.join();
+        let mut text = String::new();
+        for e in std::fs::read_dir(log.parent().unwrap()).unwrap() {
+            text += &std::fs::read_to_string(e.unwrap().path()).unwrap();
+        }
+        assert!(text.contains(" stdout F line 9 of stdout\n"), "{text}");
+        assert!(text.contains(" stderr F no newline\n"), "{text}");
+        assert!(std::fs::metadata(&log).unwrap().len() <= 200);
+        let files = std::fs::read_dir(log.parent().unwrap()).unwrap().count();
+        assert_eq!(files, 2, "live file plus one rotated");
+    }
+}

@@ -1,0 +1,149 @@
+//! Running the shim binary: `start` (spawns or joins the pod's shim daemon and prints its
+//! address) and `delete` (cleans the runc state a dead shim left).
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The namespace edged's containers live in (runc state under /run/containerd/runc/edged).
+pub const NAMESPACE: &str = "edged";
+
+/// How long a `start` or `delete` invocation may take.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Runs `cmd` (stdin /dev/null, output captured) and kills it after [`COMMAND_TIMEOUT`].
+fn run(mut cmd: Command, what: &str) -> Result<Vec<u8>, String> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("{what}: run {:?}: {e}", cmd.get_program()))?;
+    // Reader threads keep the timeout enforceable whatever the child does with its pipes.
+    let out = reader(child.stdout.take());
+    let err = reader(child.stderr.take());
+    let deadline = Instant::now() + COMMAND_TIMEOUT;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break s,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(2)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("{what}: no answer in {COMMAND_TIMEOUT:?}"));
+            }
+            Err(e) => return Err(format!("{what}: wait: {e}")),
+        }
+    };
+    // Should a daemon inherit a pipe, do not wait for its EOF.
+    let grace = Duration::from_secs(1);
+    let stdout = out.recv_timeout(grace).unwrap_or_default();
+    let stderr = err.recv_timeout(grace).unwrap_or_default();
+    if !status.success() {
+        return Err(format!(
+            "{what}: {status}: {}",
+            String::from_utf8_lossy(&stderr).trim()
+        ));
+    }
+    Ok(stdout)
+}
+
+/// Reads a pipe to EOF in a thread; the bytes arrive on the returned channel.
+fn reader(pipe: Option<impl std::io::Read + Send + 'static>) -> std::sync::mpsc::Receiver<Vec<u8>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut b = Vec::new();
+        if let Some(mut p) = pipe {
+            let _ = p.read_to_end(&mut b);
+        }
+        let _ = tx.send(b);
+    });
+    rx
+}
+
+/// Parses what `start` prints: a plain address (1.6/1.7) or JSON with an `address` (2.x).
+pub fn parse_address(out: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(out);
+    let text = text.trim();
+    if text.starts_with('{') {
+        let v: serde_json::Value = serde_json::from_str(text).ok()?;
+        return v.get("address")?.as_str().map(str::to_string);
+    }
+    (!text.is_empty()).then(|| text.to_string())
+}
+
+/// Starts (or, for a pod whose shim runs already, joins) the shim of container `id` whose
+/// bundle is `bundle`; returns the shim's ttrpc address.
+pub fn start(
+    shim_binary: &str,
+    bundle: &Path,
+    id: &str,
+    events_address: &str,
+) -> Result<String, String> {
+    // Without <bundle>/log the shim dies at once and leaves a stale socket.
+    let log = bundle.join("log");
+    if !log.exists() {
+        std::fs::File::create(&log).map_err(|e| format!("create {}: {e}", log.display()))?;
+    }
+    let mut cmd = Command::new(shim_binary);
+    cmd.current_dir(bundle)
+        .env("TTRPC_ADDRESS", events_address)
+        .args([
+            "-namespace",
+            NAMESPACE,
+            "-id",
+            id,
+            "-address",
+            events_address,
+        ])
+        .args(["-publish-binary", "/bin/false", "start"]);
+    let out = run(cmd, "shim start")?;
+    parse_address(&out).ok_or_else(|| {
+        format!(
+            "shim start: no address in its output {:?}",
+            String::from_utf8_lossy(&out)
+        )
+    })
+}
+
+/// Cleans what a dead shim left of container `id` (runc state, rootfs mount).
+pub fn delete(
+    shim_binary: &str,
+    bundle: &Path,
+    id: &str,
+    events_address: &str,
+) -> Result<(), String> {
+    let mut cmd = Command::new(shim_binary);
+    cmd.current_dir(bundle)
+        .env("TTRPC_ADDRESS", events_address)
+        .args([
+            "-namespace",
+            NAMESPACE,
+            "-address",
+            events_address,
+            "-id",
+            id,
+        ])
+        .arg("-bundle")
+        .arg(bundle)
+        .arg("delete");
+    run(cmd, "shim delete").map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses() {
+        assert_eq!(
+            parse_address(b"unix:///run/containerd/s/ab\n").as_deref(),
+            Some("unix:///run/containerd/s/ab")
+        );
+        assert_eq!(
+            parse_address(br#"{"version":3,"address":"unix:///x","protocol":"ttrpc"}"#).as_deref(),
+            Some("unix:///x")
+        );
+        assert_eq!(parse_address(b" \n"), None);
+    }
+}

@@ -1,0 +1,768 @@
+//! The shim v2 backend against the real containerd-shim-runc-v2, runc (and crun), as root.
+//! Tests share the runc state dir and cgroups, so they run one at a time.
+
+#[path = "common/rootfs.rs"]
+mod rootfs;
+
+use edged::runtime::cgroups::Layout;
+use edged::runtime::shim::{ShimConfig, ShimRuntime};
+use edged::runtime::{
+    ContainerConfig, ContainerState, ContainerStatus, ErrorKind, Mount, PodSandboxConfig,
+    Resources, Runtime,
+};
+use rootfs::{BusyboxRootfs, BUSYBOX};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+struct Env {
+    _guard: MutexGuard<'static, ()>,
+    dir: tempfile::TempDir,
+    provider: Arc<BusyboxRootfs>,
+    rt: Option<ShimRuntime>,
+    runtime_binary: String,
+}
+
+fn env_with(runtime_binary: &str) -> Env {
+    let guard = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::Builder::new()
+        .prefix("edged-rt-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let provider = Arc::new(BusyboxRootfs::new(&dir.path().join("images")));
+    let mut e = Env {
+        _guard: guard,
+        dir,
+        provider,
+        rt: None,
+        runtime_binary: runtime_binary.into(),
+    };
+    e.rt = Some(e.open());
+    e
+}
+
+fn env() -> Env {
+    env_with("runc")
+}
+
+impl Env {
+    fn open(&self) -> ShimRuntime {
+        ShimRuntime::new(
+            ShimConfig {
+                root: self.dir.path().to_path_buf(),
+                shim_binary: "containerd-shim-runc-v2".into(),
+                runtime_binary: self.runtime_binary.clone(),
+                log_max_size: 1 << 20,
+                log_max_files: 3,
+            },
+            self.provider.clone(),
+        )
+        .unwrap()
+    }
+
+    fn rt(&self) -> &ShimRuntime {
+        self.rt.as_ref().unwrap()
+    }
+
+    /// Drops the backend and opens a new one on the same root (an agent restart).
+    fn restart(&mut self) {
+        self.rt = None;
+        self.rt = Some(self.open());
+    }
+
+    fn pod(&self, name: &str) -> String {
+        let uid = format!("uid-{}", fastrand::u64(..));
+        self.rt()
+            .run_pod_sandbox(&PodSandboxConfig {
+                uid: uid.clone(),
+                namespace: "default".into(),
+                name: name.into(),
+                hostname: name.into(),
+                hosts: "127.0.0.1 localhost\n".into(),
+                resolv_conf: "nameserver 127.0.0.53\n".into(),
+                ..Default::default()
+            })
+            .unwrap();
+        uid
+    }
+
+    fn log_path(&self, pod: &str, name: &str) -> PathBuf {
+        self.dir
+            .path()
+            .join(format!("logs/default_p_{pod}/{name}/0.log"))
+    }
+
+    fn config(&self, pod: &str, name: &str, script: &str) -> ContainerConfig {
+        ContainerConfig {
+            name: name.into(),
+            image: BUSYBOX.into(),
+            command: vec!["sh".into(), "-c".into(), script.into()],
+            log_path: self.log_path(pod, name),
+            ..Default::default()
+        }
+    }
+
+    fn run(&self, pod: &str, config: &ContainerConfig) -> String {
+        let id = self.rt().create_container(pod, config).unwrap();
+        self.rt().start_container(&id).unwrap();
+        id
+    }
+
+    fn wait_exit(&self, id: &str) -> ContainerStatus {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let s = self.rt().container_status(id).unwrap();
+            if s.state == ContainerState::Exited {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "container {id} did not exit: {s:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        // Unmount namespaces and rootfs before the temp dir goes.
+        if let Some(rt) = self.rt.as_ref() {
+            for sb in rt.list_pod_sandboxes().unwrap_or_default() {
+                if let Err(e) = rt.remove_pod_sandbox(&sb.uid) {
+                    eprintln!("cleanup of {}: {e}", sb.uid);
+                }
+            }
+        }
+    }
+}
+
+/// Waits until the log file holds `needle`; returns the whole file.
+fn wait_log(path: &Path, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.contains(needle) {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{needle:?} never in {}: {text}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The text of CRI log lines of `stream`, in order.
+fn log_lines(text: &str, stream: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.splitn(4, ' ');
+            let (_ts, s, _tag, msg) = (f.next()?, f.next()?, f.next()?, f.next().unwrap_or(""));
+            (s == stream).then(|| msg.to_string())
+        })
+        .collect()
+}
+
+/// Pids of shim daemons serving container `id` (by command line).
+fn shim_pids(id: &str) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let pid: i32 = e.file_name().to_string_lossy().parse().ok()?;
+            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            (cmd.contains("containerd-shim-runc-v2") && cmd.contains(id) && !cmd.contains(" start"))
+                .then_some(pid)
+        })
+        .collect()
+}
+
+#[test]
+fn exit_codes_and_reasons() {
+    let e = env();
+    let pod = e.pod("exits");
+    let ok = e.run(&pod, &e.config(&pod, "ok", "exit 0"));
+    let bad = e.run(&pod, &e.config(&pod, "bad", "exit 3"));
+    let s = e.wait_exit(&ok);
+    assert_eq!(
+        (s.exit_code, s.reason.as_deref()),
+        (Some(0), Some("Completed"))
+    );
+    assert!(s.started_at.is_some() && s.finished_at.is_some());
+    let s = e.wait_exit(&bad);
+    assert_eq!((s.exit_code, s.reason.as_deref()), (Some(3), Some("Error")));
+    assert_eq!(s.image_id, "sha256:0123456789abcdef");
+    // Removal frees everything of the container; a second removal is a no-op.
+    e.rt().remove_container(&ok).unwrap();
+    e.rt().remove_container(&ok).unwrap();
+    assert_eq!(
+        e.rt().container_status(&ok).unwrap_err().kind,
+        ErrorKind::NotFound
+    );
+}
+
+#[test]
+fn stop_with_sigterm() {
+    let e = env();
+    let pod = e.pod("term");
+    let id = e.run(
+        &pod,
+        &e.config(
+            &pod,
+            "c",
+            "trap 'echo got-term; exit 7' TERM; echo up; while true; do sleep 0.1; done",
+        ),
+    );
+    wait_log(&e.log_path(&pod, "c"), "stdout F up");
+    e.rt().stop_container(&id, Duration::from_secs(10)).unwrap();
+    let s = e.rt().container_status(&id).unwrap();
+    assert_eq!(s.state, ContainerState::Exited);
+    assert_eq!(s.exit_code, Some(7), "{s:?}");
+    wait_log(&e.log_path(&pod, "c"), "stdout F got-term");
+}
+
+#[test]
+fn sigkill_after_grace() {
+    let e = env();
+    let pod = e.pod("kill");
+    let id = e.run(
+        &pod,
+        &e.config(
+            &pod,
+            "c",
+            "trap '' TERM; echo up; while true; do sleep 0.1; done",
+        ),
+    );
+    wait_log(&e.log_path(&pod, "c"), "stdout F up");
+    e.rt()
+        .stop_container(&id, Duration::from_millis(500))
+        .unwrap();
+    let s = e.rt().container_status(&id).unwrap();
+    assert_eq!(s.state, ContainerState::Exited);
+    assert_eq!(s.exit_code, Some(137), "SIGKILL: {s:?}");
+}
+
+#[test]
+fn limits_in_cgroup() {
+    let e = env();
+    let pod = e.pod("limits");
+    let mut c = e.config(&pod, "c", "sleep 1000");
+    c.resources = Resources {
+        cpu_limit_millis: Some(500),
+        cpu_request_millis: Some(250),
+        memory_limit_bytes: Some(64 << 20),
+    };
+    let id = e.run(&pod, &c);
+    let layout = Layout::detect();
+    let cg = Layout::container_path(&pod, &id);
+    let mem = layout.memory_dir(&cg);
+    let read =
+        |p: PathBuf| std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    match &layout {
+        Layout::V1(_) => {
+            assert_eq!(
+                read(mem.join("memory.limit_in_bytes")).trim(),
+                (64u64 << 20).to_string()
+            );
+            let cpu = PathBuf::from("/sys/fs/cgroup/cpu").join(cg.trim_start_matches('/'));
+            assert_eq!(read(cpu.join("cpu.cfs_quota_us")).trim(), "50000");
+            assert_eq!(read(cpu.join("cpu.cfs_period_us")).trim(), "100000");
+            assert_eq!(read(cpu.join("cpu.shares")).trim(), "256");
+        }
+        Layout::V2(_) => {
+            assert_eq!(
+                read(mem.join("memory.max")).trim(),
+                (64u64 << 20).to_string()
+            );
+            assert_eq!(read(mem.join("cpu.max")).trim(), "50000 100000");
+        }
+    }
+    e.rt().stop_container(&id, Duration::ZERO).unwrap();
+}
+
+#[test]
+fn oom_killed() {
+    let e = env();
+    let pod = e.pod("oom");
+    let mut c = e.config(
+        &pod,
+        "c",
+        "exec dd if=/dev/zero of=/dev/null bs=64M count=1",
+    );
+    c.resources.memory_limit_bytes = Some(16 << 20);
+    let id = e.run(&pod, &c);
+    let s = e.wait_exit(&id);
+    assert_eq!(s.reason.as_deref(), Some("OOMKilled"), "{s:?}");
+    assert_eq!(s.exit_code, Some(137), "killed by SIGKILL");
+}
+
+#[test]
+fn env_and_bind_mount_inside() {
+    let e = env();
+    let pod = e.pod("envmount");
+    let host = e.dir.path().join("hostdata");
+    std::fs::create_dir_all(&host).unwrap();
+    std::fs::write(host.join("hello"), "hello-from-host\n").unwrap();
+    let mut c = e.config(
+        &pod,
+        "c",
+        "echo FOO=$FOO IMAGE_ENV=$IMAGE_ENV; cat /data/hello; touch /data/x 2>/dev/null || echo ro-ok; \
+         hostname; cat /etc/resolv.conf; echo err-line >&2",
+    );
+    c.env = vec![("FOO".into(), "bar".into())];
+    c.mounts = vec![Mount {
+        host_path: host.clone(),
+        container_path: "/data".into(),
+        read_only: true,
+    }];
+    let id = e.run(&pod, &c);
+    let s = e.wait_exit(&id);
+    assert_eq!(s.exit_code, Some(0));
+    let text = wait_log(&e.log_path(&pod, "c"), "stderr F err-line");
+    let out = log_lines(&text, "stdout");
+    assert_eq!(
+        out,
+        [
+            "FOO=bar IMAGE_ENV=1",
+            "hello-from-host",
+            "ro-ok",
+            "envmount",
+            "nameserver 127.0.0.53"
+        ],
+        "{text}"
+    );
+    assert!(!host.join("x").exists());
+}
+
+#[test]
+fn exec_sync_output_and_timeout() {
+    let e = env();
+    let pod = e.pod("exec");
+    let mut c = e.config(&pod, "c", "sleep 1000");
+    c.env = vec![("GREETING".into(), "hi".into())];
+    let id = e.run(&pod, &c);
+    let cmd = |s: &str| vec!["sh".to_string(), "-c".into(), s.into()];
+    let r = e
+        .rt()
+        .exec_sync(
+            &id,
+            &cmd("echo $GREETING; echo oops >&2; exit 5"),
+            Duration::from_secs(10),
+        )
+        .unwrap();
+    assert_eq!(r.exit_code, 5);
+    assert_eq!(String::from_utf8_lossy(&r.stdout), "hi\n");
+    assert_eq!(String::from_utf8_lossy(&r.stderr), "oops\n");
+    let err = e
+        .rt()
+        .exec_sync(&id, &cmd("sleep 30"), Duration::from_millis(300))
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Timeout, "{err}");
+    // The container itself is untouched by the killed exec.
+    assert_eq!(
+        e.rt().container_status(&id).unwrap().state,
+        ContainerState::Running
+    );
+    e.rt().stop_container(&id, Duration::ZERO).unwrap();
+}
+
+#[test]
+fn pod_shares_netns_and_shim() {
+    let e = env();
+    let pod = e.pod("shared");
+    let script = "readlink /proc/self/ns/net; readlink /proc/self/ns/ipc; readlink /proc/self/ns/pid; sleep 1000";
+    let a = e.run(&pod, &e.config(&pod, "a", script));
+    let b = e.run(&pod, &e.config(&pod, "b", script));
+    let la = log_lines(&wait_log(&e.log_path(&pod, "a"), "pid:["), "stdout");
+    let lb = log_lines(&wait_log(&e.log_path(&pod, "b"), "pid:["), "stdout");
+    assert_eq!(la[0], lb[0], "same network namespace");
+    assert_eq!(la[1], lb[1], "same IPC namespace");
+    assert_ne!(la[2], lb[2], "own PID namespaces");
+    let host_net = std::fs::read_link("/proc/self/ns/net").unwrap();
+    assert_ne!(
+        la[0],
+        host_net.to_string_lossy(),
+        "not the host's network namespace"
+    );
+    let addr = |id: &str| {
+        std::fs::read_to_string(
+            e.dir
+                .path()
+                .join("runtime/containers")
+                .join(id)
+                .join("address"),
+        )
+        .unwrap()
+    };
+    assert_eq!(addr(&a), addr(&b), "one shim for the pod");
+    // Stopping the pod stops both and lets the shim go.
+    e.rt().stop_pod_sandbox(&pod, Duration::ZERO).unwrap();
+    for id in [&a, &b] {
+        assert_eq!(
+            e.rt().container_status(id).unwrap().state,
+            ContainerState::Exited
+        );
+    }
+    let sock = addr(&a).trim().trim_start_matches("unix://").to_string();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Path::new(&sock).exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!Path::new(&sock).exists(), "shim socket {sock} still there");
+    assert!(
+        !e.rt()
+            .list_pod_sandboxes()
+            .unwrap()
+            .iter()
+            .find(|s| s.uid == pod)
+            .unwrap()
+            .ready
+    );
+}
+
+#[test]
+fn restart_adopts_running_container() {
+    let mut e = env();
+    let pod = e.pod("adopt");
+    let id = e.run(
+        &pod,
+        &e.config(
+            &pod,
+            "c",
+            "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.1; done",
+        ),
+    );
+    let log = e.log_path(&pod, "c");
+    wait_log(&log, "tick 2");
+    let before = e.rt().container_status(&id).unwrap();
+    assert_eq!(before.state, ContainerState::Running);
+    e.restart();
+    let after = e.rt().container_status(&id).unwrap();
+    assert_eq!(after.state, ContainerState::Running);
+    assert_eq!(
+        after.pid, before.pid,
+        "same process after the agent restart"
+    );
+    assert_eq!(after.name, "c");
+    assert_eq!(after.started_at, before.started_at);
+    let sandboxes = e.rt().list_pod_sandboxes().unwrap();
+    assert!(sandboxes.iter().any(|s| s.uid == pod && s.netns.is_some()));
+    // The new copier picks the output up again.
+    let n = log_lines(&std::fs::read_to_string(&log).unwrap(), "stdout").len();
+    wait_log(&log, &format!("tick {}", n + 5));
+    e.rt().stop_container(&id, Duration::ZERO).unwrap();
+}
+
+#[test]
+fn killed_shim_is_detected_and_cleaned() {
+    let e = env();
+    let pod = e.pod("deadshim");
+    let id = e.run(&pod, &e.config(&pod, "c", "sleep 1000"));
+    let events = e.rt().exit_events();
+    let pids = shim_pids(&id);
+    assert_eq!(pids.len(), 1, "one shim daemon for {id}: {pids:?}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pids[0]),
+        nix::sys::signal::SIGKILL,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !shim_pids(&id).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let s = e.rt().container_status(&id).unwrap();
+    assert_eq!(s.state, ContainerState::Exited);
+    assert_eq!(s.reason.as_deref(), Some("ShimDied"), "{s:?}");
+    let ev = events.try_recv().unwrap();
+    assert_eq!(ev.container_id, id);
+    let list = std::process::Command::new("runc")
+        .args(["--root", "/run/containerd/runc/edged", "list"])
+        .output()
+        .unwrap();
+    let list = String::from_utf8_lossy(&list.stdout);
+    assert!(!list.contains(&id), "runc state left: {list}");
+    e.rt().remove_container(&id).unwrap();
+}
+
+#[test]
+fn exit_events_arrive() {
+    let e = env();
+    let pod = e.pod("events");
+    let events = e.rt().exit_events();
+    let id = e.run(&pod, &e.config(&pod, "c", "exit 4"));
+    let ev = smol::block_on(async {
+        loop {
+            let ev = events.recv().await.unwrap();
+            if ev.container_id == id {
+                break ev;
+            }
+        }
+    });
+    assert_eq!(ev.exit_code, 4);
+}
+
+#[test]
+fn remove_pod_sandbox_cleans_up() {
+    let e = env();
+    let pod = e.pod("cleanup");
+    let id = e.run(&pod, &e.config(&pod, "c", "sleep 1000"));
+    let sb_dir = e.dir.path().join("runtime/sandboxes").join(&pod);
+    assert!(edged::runtime::sandbox::is_pinned(&sb_dir.join("ns/net")));
+    e.rt().remove_pod_sandbox(&pod).unwrap();
+    assert!(!sb_dir.exists());
+    assert!(!e.dir.path().join("runtime/containers").join(&id).exists());
+    assert!(!e.dir.path().join("images/snapshots").join(&id).exists());
+    for d in Layout::detect().dirs(&Layout::pod_path(&pod)) {
+        assert!(!d.exists(), "{} left", d.display());
+    }
+    assert!(e
+        .rt()
+        .list_pod_sandboxes()
+        .unwrap()
+        .iter()
+        .all(|s| s.uid != pod));
+    e.rt().remove_pod_sandbox(&pod).unwrap();
+}
+
+#[test]
+fn unknown_image_and_pod_are_refused() {
+    let e = env();
+    let pod = e.pod("refuse");
+    let mut c = e.config(&pod, "c", "true");
+    assert_eq!(
+        e.rt().create_container("no-such-pod", &c).unwrap_err().kind,
+        ErrorKind::NotFound
+    );
+    c.image = "nope:1".into();
+    assert_eq!(
+        e.rt().create_container(&pod, &c).unwrap_err().kind,
+        ErrorKind::NotFound
+    );
+    assert!(e.rt().list_containers().unwrap().is_empty());
+}
+
+/// crun on a hybrid host needs the hugetlb v1 hierarchy; mounts it when missing.
+fn prepare_crun() {
+    if let Layout::V1(_) = Layout::detect() {
+        let h = Path::new("/sys/fs/cgroup/hugetlb");
+        if !h.join("cgroup.procs").exists() {
+            eprintln!(
+                "crun test: mounting the hugetlb v1 hierarchy at {}",
+                h.display()
+            );
+            let _ = std::fs::create_dir_all(h);
+            let st = std::process::Command::new("mount")
+                .args([
+                    "-t",
+                    "cgroup",
+                    "-o",
+                    "hugetlb",
+                    "cgroup",
+                    "/sys/fs/cgroup/hugetlb",
+                ])
+                .status()
+                .unwrap();
+            assert!(st.success(), "mount hugetlb failed");
+        }
+    }
+}
+
+#[test]
+fn crun_works_too() {
+    prepare_crun();
+    let e = env_with("crun");
+    let pod = e.pod("crun");
+    let id = e
+        .rt()
+        .create_container(&pod, &e.config(&pod, "c", "echo crun-ok; exit 2"));
+    let id = match id {
+        Ok(id) => id,
+        Err(err) => panic!("crun failed plainly: {err}"),
+    };
+    e.rt().start_container(&id).unwrap();
+    let s = e.wait_exit(&id);
+    assert_eq!(s.exit_code, Some(2));
+    wait_log(&e.log_path(&pod, "c"), "stdout F crun-ok");
+    assert!(e.rt().version().unwrap().contains("crun"));
+}
+
+/// Not an assertion: prints shim spawn -> process running latency (first container of a pod,
+/// so each sample spawns a shim), and its parts: create (shim start + runc create) and start.
+#[test]
+fn bench_spawn_to_running() {
+    // EDGED_BENCH_TRACE=1 shows each create's split (shim start, Create RPC).
+    if std::env::var_os("EDGED_BENCH_TRACE").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
+    let e = env();
+    let (mut total, mut create, mut start) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..10 {
+        let pod = e.pod(&format!("bench{i}"));
+        let c = e.config(&pod, "c", "sleep 1000");
+        let t = Instant::now();
+        let id = e.rt().create_container(&pod, &c).unwrap();
+        let created = t.elapsed();
+        e.rt().start_container(&id).unwrap();
+        total.push(t.elapsed());
+        create.push(created);
+        start.push(t.elapsed() - created);
+        assert_eq!(
+            e.rt().container_status(&id).unwrap().state,
+            ContainerState::Running
+        );
+        e.rt().remove_pod_sandbox(&pod).unwrap();
+    }
+    let median = |v: &mut Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    eprintln!(
+        "shim spawn -> running over 10 pods: median {:?} (min {:?}, max {:?}); create median {:?}, start median {:?}",
+        median(&mut total),
+        total[0],
+        total[total.len() - 1],
+        median(&mut create),
+        median(&mut start)
+    );
+}
+
+#[test]
+fn failed_create_leaves_nothing() {
+    let e = env();
+    let pod = e.pod("badcmd");
+    let mut c = e.config(&pod, "c", "");
+    c.command = vec!["/no/such/binary".into()];
+    let err = e.rt().create_container(&pod, &c).unwrap_err();
+    assert!(
+        err.message.contains("no such file") || err.message.contains("not found"),
+        "{err}"
+    );
+    assert!(e.rt().list_containers().unwrap().is_empty());
+    let left = std::fs::read_dir(e.dir.path().join("runtime/containers"))
+        .unwrap()
+        .count();
+    assert_eq!(left, 0, "bundle left");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !shim_pids(e.dir.path().to_str().unwrap()).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        shim_pids(e.dir.path().to_str().unwrap()).is_empty(),
+        "idle shim left running"
+    );
+}
+
+/// After a power cut nothing of /run is left (no shim, no socket, no runc state) but bundles
+/// are: such containers come back as exited, never silently lost.
+#[test]
+fn power_cut_leftovers_reported_exited() {
+    let mut e = env();
+    let pod = e.pod("powercut");
+    let id = e.run(&pod, &e.config(&pod, "c", "sleep 1000"));
+    let pid = e.rt().container_status(&id).unwrap().pid.unwrap();
+    let bundle = e.dir.path().join("runtime/containers").join(&id);
+    let sock = std::fs::read_to_string(bundle.join("address")).unwrap();
+    e.rt = None;
+    // Simulate the cut: the shim, the process, runc's state and the socket all vanish.
+    for p in shim_pids(&id).into_iter().chain([pid as i32]) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), nix::sys::signal::SIGKILL);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = nix::mount::umount2(&bundle.join("rootfs"), nix::mount::MntFlags::MNT_DETACH);
+    let _ = std::fs::remove_dir_all(format!("/run/containerd/runc/edged/{id}"));
+    let _ = std::fs::remove_file(sock.trim().trim_start_matches("unix://"));
+    e.rt = Some(e.open());
+    let s = e.rt().container_status(&id).unwrap();
+    assert_eq!(s.state, ContainerState::Exited, "{s:?}");
+    assert!(s.reason.is_some() && s.finished_at.is_some(), "{s:?}");
+    let all = e.rt().list_containers().unwrap();
+    assert!(all
+        .iter()
+        .any(|c| c.id == id && c.state == ContainerState::Exited));
+    e.rt().remove_container(&id).unwrap();
+    assert!(!bundle.exists());
+}
+
+#[test]
+fn security_settings_apply() {
+    let e = env();
+    let pod = e.pod("security");
+    let mut c = e.config(
+        &pod,
+        "c",
+        "id -u; id -g; id -G; grep CapEff /proc/self/status; touch /rootfs-write 2>/dev/null || echo ro-rootfs",
+    );
+    c.security.run_as_user = Some(1000);
+    c.security.run_as_group = Some(2000);
+    c.security.supplemental_groups = vec![3000];
+    c.security.read_only_rootfs = true;
+    c.security.capabilities_drop = vec!["ALL".into()];
+    let id = e.run(&pod, &c);
+    assert_eq!(e.wait_exit(&id).exit_code, Some(0));
+    let text = wait_log(&e.log_path(&pod, "c"), "ro-rootfs");
+    let out = log_lines(&text, "stdout");
+    assert_eq!(out[..3], ["1000", "2000", "2000 3000"], "{text}");
+    assert!(
+        out[3].ends_with("0000000000000000"),
+        "no capabilities: {}",
+        out[3]
+    );
+}
+
+#[test]
+fn host_network_and_pid() {
+    let e = env();
+    let uid = format!("uid-{}", fastrand::u64(..));
+    let sb = e
+        .rt()
+        .run_pod_sandbox(&PodSandboxConfig {
+            uid: uid.clone(),
+            namespace: "default".into(),
+            name: "hostns".into(),
+            hostname: "ignored".into(),
+            host_network: true,
+            host_pid: true,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(sb.netns, None);
+    // Idempotent.
+    e.rt()
+        .run_pod_sandbox(&PodSandboxConfig {
+            uid: uid.clone(),
+            namespace: "default".into(),
+            name: "hostns".into(),
+            host_network: true,
+            host_pid: true,
+            ..Default::default()
+        })
+        .unwrap();
+    let id = e.run(
+        &uid,
+        &e.config(
+            &uid,
+            "c",
+            "readlink /proc/self/ns/net; readlink /proc/self/ns/pid",
+        ),
+    );
+    assert_eq!(e.wait_exit(&id).exit_code, Some(0));
+    let out = log_lines(&wait_log(&e.log_path(&uid, "c"), "pid:["), "stdout");
+    let host = |k: &str| {
+        std::fs::read_link(format!("/proc/self/ns/{k}"))
+            .unwrap()
+            .to_string_lossy()
+            .to_string()
+    };
+    assert_eq!(out, [host("net"), host("pid")]);
+}
