@@ -100,8 +100,18 @@ async fn connections(link: CloudLink, down_tx: async_channel::Sender<Message>) {
                 let why = serve(&link, &dir, ws, &down_tx).await;
                 tracing::warn!(server = %cfg.server, reason = %why, "cloud connection lost; pods keep running");
             }
+            // A token or certificate problem needs the user; a network one only time.
+            Err(
+                e @ (CloudError::NoToken
+                | CloudError::BadToken(_)
+                | CloudError::CaHashMismatch { .. }
+                | CloudError::TokenRejected { .. }
+                | CloudError::Cert { .. }),
+            ) => {
+                tracing::error!(server = %cfg.server, error = %e, "cannot join the cloud; running offline")
+            }
             Err(e) => {
-                tracing::error!(server = %cfg.server, error = %e, "cannot connect to the cloud; running offline")
+                tracing::warn!(server = %cfg.server, error = %e, "cannot connect to the cloud; running offline")
             }
         }
         offline(&link);
