@@ -1,7 +1,8 @@
 //! The agent: every subsystem a task on one small smol executor, talking over async-channel.
 
+use crate::cloudlink::{CloudLink, LinkConfig};
 use crate::flags::Flags;
-use crate::metamanager::{MetaManager, Offline, Store};
+use crate::metamanager::{MetaManager, Offline, Store, Upstream};
 use std::sync::Arc;
 
 /// An agent start-up failure, naming what could not be set up.
@@ -23,9 +24,20 @@ pub fn run(flags: Flags) -> Result<(), AgentError> {
         Store::open(&flags.root_dir.join("meta")).map_err(|e| AgentError(format!("{e}")))?;
     let store = Arc::new(store);
     let (to_edged, _from_meta) = async_channel::unbounded();
-    let _meta = Arc::new(MetaManager::new(store, to_edged, Arc::new(Offline)));
+    // With --cloudhub-server the cloud link is MetaManager's way upstream; else none.
+    let link = LinkConfig::from_flags(&flags)
+        .map_err(|e| AgentError(format!("{e}")))?
+        .map(CloudLink::new);
+    let upstream: Arc<dyn Upstream> = match &link {
+        Some(l) => Arc::new(l.clone()),
+        None => Arc::new(Offline),
+    };
+    let meta = Arc::new(MetaManager::new(store, to_edged, upstream));
     tracing::info!(node = %node, root = %flags.root_dir.display(), "edged starting");
     let ex = smol::LocalExecutor::new();
+    if let Some(l) = link {
+        ex.spawn(crate::cloudlink::run(l, meta.clone())).detach();
+    }
     smol::block_on(ex.run(async {
         wait_for_signal().await;
     }));

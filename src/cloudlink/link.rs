@@ -287,21 +287,34 @@ async fn dispatch(link: &CloudLink, msg: Message, down_tx: &async_channel::Sende
 }
 
 /// Renews the certificate when due, without dropping the connection (the next one uses it).
+/// The wall clock is looked at again every hour: edge devices often set theirs late.
 async fn renewal(link: &CloudLink, dir: &CertDir) -> String {
+    const RETRY: Duration = Duration::from_secs(600);
+    const RECHECK: Duration = Duration::from_secs(3600);
     let cfg = link.config();
+    // A certificate already past due was just tried by `connect`: do not try again at once.
+    if let Ok(Some(id)) = dir.load() {
+        if SystemTime::now() >= id.renew_at() {
+            smol::Timer::after(RETRY).await;
+        }
+    }
     loop {
-        let due = match dir.load() {
+        let id = match dir.load() {
             Ok(Some(id)) => id,
             _ => return smol::future::pending().await,
         };
-        let wait = due
-            .renew_at()
-            .duration_since(SystemTime::now())
-            .unwrap_or_default();
-        smol::Timer::after(wait).await;
-        if let Err(e) = certs::renew(dir, &cfg.https_server, &cfg.node, &due).await {
-            tracing::warn!(error = %e, "renewing the node certificate failed; retrying in 10 minutes");
-            smol::Timer::after(Duration::from_secs(600)).await;
+        let now = SystemTime::now();
+        match id.renew_at().duration_since(now) {
+            Ok(wait) => {
+                smol::Timer::after(wait.min(RECHECK)).await;
+            }
+            Err(_) => {
+                if let Err(e) = certs::renew(dir, &cfg.https_server, &cfg.node, &id).await {
+                    tracing::warn!(error = %e, "renewing the node certificate failed; retrying in 10 minutes");
+                }
+                // Never more often than this, even if the cloud signs short-lived certificates.
+                smol::Timer::after(RETRY).await;
+            }
         }
     }
 }
