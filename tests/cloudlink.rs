@@ -213,12 +213,21 @@ fn connects_registers_and_sends_keepalives() {
             "192.0.2.10"
         );
         assert!(edge.link.is_online());
-        for _ in 0..2 {
-            let k = hub.frame(|m| m.route.operation == op::KEEPALIVE).await;
-            assert_eq!(k.route.source, "websocket");
-            assert_eq!(k.route.group, "resource");
-            assert_eq!(k.route.resource, "node");
-            assert_eq!(k.content, "ping");
+        // Five heartbeats: past the 3-heartbeat silence limit, so the pings must be answered
+        // for the connection to stay up.
+        let mut keepalives = 0;
+        while keepalives < 5 {
+            match hub.event().await {
+                Event::Frame(k) if k.route.operation == op::KEEPALIVE => {
+                    assert_eq!(k.route.source, "websocket");
+                    assert_eq!(k.route.group, "resource");
+                    assert_eq!(k.route.resource, "node");
+                    assert_eq!(k.content, "ping");
+                    keepalives += 1;
+                }
+                Event::Frame(_) => {}
+                e => panic!("the connection should stay up: {e:?}"),
+            }
         }
         // The certificate it bootstrapped is kept for the next start.
         assert_eq!(mode(&edge.link.config().cert_dir.join("node.key")), 0o600);
@@ -348,6 +357,26 @@ fn after_a_drop_the_link_reconnects_and_sends_what_was_kept_offline() {
         assert_eq!(n.route.resource, format!("null/nodepatch/{NODE}"));
         assert!(n.content.is_string());
         assert_eq!(edge.link.outboxed(), 0);
+    });
+}
+
+#[test]
+fn a_cloud_that_goes_silent_is_noticed_and_the_link_reconnects() {
+    bounded(60, async {
+        let hub = CloudHub::start(Lifetime::Long).await;
+        let edge = start_edge(&hub);
+        connect_and_register(&hub, &edge).await;
+        // No FIN, no RST: only the unanswered pings (3 heartbeats) tell the link.
+        let thaw = hub.freeze();
+        while edge.link.is_online() {
+            smol::Timer::after(Duration::from_millis(20)).await;
+        }
+        drop(thaw);
+        hub.closed().await;
+        hub.connected().await;
+        let m = configmap_insert("back", "1");
+        hub.send(&m);
+        assert_eq!(ack_of(&hub, &m).await.content, "OK");
     });
 }
 

@@ -16,7 +16,7 @@ use futures_rustls::client::TlsStream;
 use futures_rustls::TlsConnector;
 use smol::net::TcpStream;
 use smol::stream::StreamExt;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -176,6 +176,10 @@ async fn serve(
     let (mut tx, mut rx) = ws.split();
     link.inner.online.store(true, Ordering::SeqCst);
     let heartbeat = link.config().heartbeat;
+    // When a frame last came, in ms since `started`: a cloud that vanished without a FIN
+    // (NAT timeout, dead link) is noticed by its unanswered pings, not by a write failing.
+    let started = Instant::now();
+    let last_rx = AtomicU64::new(0);
 
     let writer = async {
         // What waited while offline goes first.
@@ -186,6 +190,7 @@ async fn serve(
         let mut kept = kept.into_iter();
         let mut next_keepalive = Instant::now() + heartbeat;
         loop {
+            let mut ping = false;
             let msg = match kept.next() {
                 Some(m) => m,
                 None => {
@@ -200,13 +205,19 @@ async fn serve(
                         Some(Err(_)) => return "the link was shut down".to_string(),
                         None => {
                             next_keepalive = Instant::now() + heartbeat;
+                            ping = true;
                             keepalive()
                         }
                     }
                 }
             };
             let text = String::from_utf8_lossy(&msg.to_json()).into_owned();
-            if let Err(e) = tx.send(Frame::text(text)).await {
+            let mut sent = tx.send(Frame::text(text)).await;
+            if ping && sent.is_ok() {
+                // CloudHub's websocket library answers pings by itself.
+                sent = tx.send(Frame::Ping(Default::default())).await;
+            }
+            if let Err(e) = sent {
                 if worth_keeping(&msg) {
                     let mut outbox = link.outbox();
                     outbox.put(msg);
@@ -219,7 +230,9 @@ async fn serve(
 
     let reader = async {
         loop {
-            let bytes = match rx.next().await {
+            let next = rx.next().await;
+            last_rx.store(started.elapsed().as_millis() as u64, Ordering::SeqCst);
+            let bytes = match next {
                 None => return "the cloud closed the connection".to_string(),
                 Some(Err(e)) => return format!("reading: {e}"),
                 Some(Ok(Frame::Text(t))) => t.as_bytes().to_vec(),
@@ -244,6 +257,21 @@ async fn serve(
         }
     };
 
+    let watchdog = async {
+        let limit = heartbeat * 3;
+        loop {
+            smol::Timer::after(heartbeat).await;
+            let seen = Duration::from_millis(last_rx.load(Ordering::SeqCst));
+            let silent = started.elapsed().saturating_sub(seen);
+            if silent > limit {
+                return format!(
+                    "nothing from the cloud for {}s, pings unanswered",
+                    silent.as_secs_f32().round()
+                );
+            }
+        }
+    };
+
     let register = async {
         while !link.is_registered() {
             match link.register().await {
@@ -258,7 +286,7 @@ async fn serve(
     };
 
     smol::future::or(
-        smol::future::or(reader, writer),
+        smol::future::or(reader, smol::future::or(writer, watchdog)),
         smol::future::or(register, renewal(link, dir)),
     )
     .await

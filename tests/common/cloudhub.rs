@@ -40,6 +40,8 @@ pub enum Event {
 enum ToEdge {
     Text(String),
     Drop,
+    /// Stop reading and writing, connection left open, until the receiver gets something.
+    Freeze(async_channel::Receiver<()>),
 }
 
 /// Counters of the certificate server.
@@ -220,6 +222,14 @@ impl CloudHub {
         r.header.parent_id = m.header.id.clone();
         r.content = content;
         self.send(&r);
+    }
+
+    /// Goes silent on the current connection without closing it (a vanished peer) until the
+    /// returned sender is used or dropped; then cuts it.
+    pub fn freeze(&self) -> async_channel::Sender<()> {
+        let (tx, rx) = async_channel::bounded(1);
+        self.to_edge.try_send(ToEdge::Freeze(rx)).unwrap();
+        tx
     }
 
     /// Cuts the current connection without a close frame.
@@ -483,6 +493,10 @@ async fn serve_conn(
                 if tx.send(Frame::text(t)).await.is_err() {
                     return;
                 }
+            }
+            Ok(Ok(ToEdge::Freeze(thaw))) => {
+                let _ = thaw.recv().await;
+                return;
             }
             Ok(Ok(ToEdge::Drop)) | Ok(Err(_)) => return,
         }
