@@ -1,8 +1,33 @@
 //! The agent: every subsystem a task on one small smol executor, talking over async-channel.
+//!
+//! ```text
+//! manifest dir ─┐                       ┌─> pod manager (add/update/delete queues, pod workers)
+//! cloud link ───┴─> MetaManager (LMDB) ─┤        ^            ^             |
+//!                                        │   PLEG (relist)  prober      status manager ─> upstream
+//!                                        └──────── MetaClient (the one door) <──────────┘
+//! ```
+//! Blocking work (shim RPCs, LMDB writes, file copies) runs through `smol::unblock`.
 
+use crate::cloudlink::{CloudLink, LinkConfig};
 use crate::flags::Flags;
-use crate::metamanager::{MetaManager, Offline, Store};
+use crate::gc;
+use crate::images::ImageStore;
+use crate::metaclient::MetaClient;
+use crate::metamanager::{MetaManager, Offline, Store, Upstream};
+use crate::pleg::Pleg;
+use crate::podmanager::{self, PodManager};
+use crate::prober::ProbeManager;
+use crate::runtime::shim::{ShimConfig, ShimRuntime};
+use crate::runtime::{RootfsProvider, Runtime};
+use crate::status::StatusManager;
+use crate::volume::VolumeManager;
+use std::collections::HashSet;
+use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Duration;
+
+/// How often housekeeping looks for what belongs to no pod.
+const HOUSEKEEPING_PERIOD: Duration = Duration::from_secs(60);
 
 /// An agent start-up failure, naming what could not be set up.
 #[derive(Debug)]
@@ -16,31 +41,192 @@ impl std::fmt::Display for AgentError {
 
 impl std::error::Error for AgentError {}
 
+fn fail<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> AgentError + '_ {
+    move |e| AgentError(format!("{what}: {e}"))
+}
+
 /// Runs the agent until SIGTERM or SIGINT. Running containers are left running.
 pub fn run(flags: Flags) -> Result<(), AgentError> {
     let node = flags.node_name();
-    let store =
-        Store::open(&flags.root_dir.join("meta")).map_err(|e| AgentError(format!("{e}")))?;
-    let store = Arc::new(store);
-    let (to_edged, _from_meta) = async_channel::unbounded();
-    let meta = Arc::new(MetaManager::new(store, to_edged, Arc::new(Offline)));
-    tracing::info!(node = %node, root = %flags.root_dir.display(), "edged starting");
-    let ex = smol::LocalExecutor::new();
-    if let Some(dir) = flags.pod_manifest_path.clone() {
-        let period = flags.file_check_frequency.0;
-        ex.spawn(crate::manifest::run(
-            dir,
-            period,
-            node.clone(),
-            meta.clone(),
-        ))
-        .detach();
+    let root = flags.root_dir.clone();
+    let store = Arc::new(Store::open(&root.join("meta")).map_err(fail("store"))?);
+    let (to_edged, from_meta) = async_channel::unbounded();
+    // With --cloudhub-server the cloud link is MetaManager's way upstream; else none.
+    let link = LinkConfig::from_flags(&flags)
+        .map_err(fail("cloud link"))?
+        .map(CloudLink::new);
+    let upstream: Arc<dyn Upstream> = match &link {
+        Some(l) => Arc::new(l.clone()),
+        None => Arc::new(Offline),
+    };
+    let meta = Arc::new(MetaManager::new(store, to_edged, upstream));
+    let host_ip = flags
+        .node_ip
+        .or_else(crate::cloudlink::node::default_route_source)
+        .map(|ip| ip.to_string())
+        .unwrap_or_default();
+    tracing::info!(node = %node, root = %root.display(), host_ip = %host_ip, "edged starting");
+
+    let images = Arc::new(ImageStore::open(&root).map_err(fail("image store"))?);
+    if let Some(dir) = &flags.image_dir {
+        match images.import_dir(dir) {
+            Ok(r) => {
+                for (path, e) in &r.failed {
+                    tracing::error!(archive = %path.display(), error = %e, "image archive not imported");
+                }
+                tracing::info!(imported = r.imported.len(), unchanged = r.skipped.len(), dir = %dir.display(), "image dir read");
+            }
+            Err(e) => tracing::error!(dir = %dir.display(), error = %e, "cannot read --image-dir"),
+        }
     }
-    smol::block_on(ex.run(async {
-        wait_for_signal().await;
-    }));
+    let rootfs: Arc<dyn RootfsProvider> = images.clone();
+    let runtime: Arc<dyn Runtime> = Arc::new(
+        ShimRuntime::new(
+            ShimConfig {
+                root: root.clone(),
+                shim_binary: flags.runtime_shim.clone(),
+                runtime_binary: flags.runtime_binary.clone(),
+                log_max_size: flags.container_log_max_size.0,
+                log_max_files: flags.container_log_max_files,
+            },
+            rootfs.clone(),
+        )
+        .map_err(fail("runtime"))?,
+    );
+    match runtime.version() {
+        Ok(v) => tracing::info!(runtime = %v, "runtime ready"),
+        Err(e) => tracing::warn!(error = %e, "runtime version unknown"),
+    }
+    let volumes = Arc::new(VolumeManager::new(root.join("pods")));
+
+    let ex = Rc::new(smol::LocalExecutor::new());
+    let client = MetaClient::new(meta.clone());
+    let status = StatusManager::new(client.clone());
+    let (probe_tx, probe_rx) = async_channel::unbounded();
+    let prober = ProbeManager::new(ex.clone(), runtime.clone(), probe_tx);
+    let pm = PodManager::new(
+        podmanager::Config {
+            node_name: node.clone(),
+            host_ip,
+            log_dir: flags.pod_log_dir.clone(),
+            resync: Duration::from_secs(10),
+        },
+        ex.clone(),
+        podmanager::Parts {
+            runtime: runtime.clone(),
+            images: rootfs,
+            volumes,
+            meta: client,
+            status: status.clone(),
+            prober,
+        },
+    );
+    let pleg = Rc::new(Pleg::new(runtime.clone()));
+    let (pleg_tx, pleg_rx) = async_channel::unbounded();
+
+    let container_policy = gc::container::Policy {
+        min_age: flags.minimum_container_ttl_duration.0,
+        max_per_pod_container: flags.maximum_dead_containers_per_container,
+        max_containers: flags.maximum_dead_containers,
+    };
+    let image_policy = gc::image::Policy {
+        high_percent: flags.image_gc_high_threshold.0,
+        low_percent: flags.image_gc_low_threshold.0,
+        min_age: flags.image_minimum_gc_age.0,
+    };
+    let run = {
+        let ex = ex.clone();
+        async move {
+            // The node's pods come back from the store first; then what belongs to none goes.
+            pm.load_stored().await;
+            pm.housekeeping().await;
+            let mut tasks = vec![
+                ex.spawn(pm.clone().run(from_meta)),
+                ex.spawn(pleg.run(flags.pleg_relist_period.0, pleg_tx)),
+                ex.spawn(forward(pleg_rx, pm.clone(), |pm, ev| {
+                    pm.on_lifecycle_event(&ev)
+                })),
+                ex.spawn(forward(probe_rx, pm.clone(), |pm, ev| {
+                    pm.on_probe_event(&ev)
+                })),
+                ex.spawn(status.run(flags.status_update_frequency.0)),
+                ex.spawn(pm.clone().run_housekeeping(HOUSEKEEPING_PERIOD)),
+                ex.spawn(container_gc(
+                    pm.clone(),
+                    runtime.clone(),
+                    container_policy,
+                    flags.container_gc_period.0,
+                )),
+                ex.spawn(image_gc(
+                    images,
+                    runtime.clone(),
+                    MetaClient::new(meta.clone()),
+                    node.clone(),
+                    image_policy,
+                    flags.image_gc_period.0,
+                )),
+            ];
+            if let Some(dir) = flags.pod_manifest_path.clone() {
+                tasks.push(ex.spawn(crate::manifest::run(
+                    dir,
+                    flags.file_check_frequency.0,
+                    node.clone(),
+                    meta.clone(),
+                )));
+            }
+            if let Some(l) = link {
+                tasks.push(ex.spawn(crate::cloudlink::run(l, meta.clone())));
+            }
+            wait_for_signal().await;
+            // Dropping the tasks stops taking work; store writes are whole LMDB transactions,
+            // and running containers are left running.
+            drop(tasks);
+        }
+    };
+    smol::block_on(ex.run(run));
     tracing::info!("edged stopped; containers left running");
     Ok(())
+}
+
+/// Hands every event of `rx` to the pod manager.
+async fn forward<T>(rx: async_channel::Receiver<T>, pm: Rc<PodManager>, f: fn(&PodManager, T)) {
+    while let Ok(ev) = rx.recv().await {
+        f(&pm, ev);
+    }
+}
+
+async fn container_gc(
+    pm: Rc<PodManager>,
+    runtime: Arc<dyn Runtime>,
+    policy: gc::container::Policy,
+    period: Duration,
+) {
+    loop {
+        smol::Timer::after(period).await;
+        let live: HashSet<String> = pm.pod_uids().into_iter().collect();
+        let rt = runtime.clone();
+        smol::unblock(move || gc::container::collect(rt.as_ref(), &live, &policy)).await;
+    }
+}
+
+async fn image_gc(
+    images: Arc<ImageStore>,
+    runtime: Arc<dyn Runtime>,
+    meta: MetaClient,
+    node: String,
+    policy: gc::image::Policy,
+    period: Duration,
+) {
+    let mut pressure = None;
+    loop {
+        smol::Timer::after(period).await;
+        let (imgs, rt) = (images.clone(), runtime.clone());
+        let under = smol::unblock(move || gc::image::collect(&imgs, rt.as_ref(), &policy)).await;
+        if pressure != Some(!under) {
+            pressure = Some(!under);
+            gc::image::record_disk_pressure(&meta, &node, !under).await;
+        }
+    }
 }
 
 /// Waits for SIGTERM or SIGINT.

@@ -118,6 +118,30 @@ impl FromStr for Percent {
     }
 }
 
+/// A `--node-labels` value: `k=v,k2=v2` (a value may be empty: `k=`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Labels(pub Vec<(String, String)>);
+
+impl FromStr for Labels {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut v = Vec::new();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            match part.split_once('=') {
+                Some((k, val)) if !k.trim().is_empty() => {
+                    v.push((k.trim().to_string(), val.trim().to_string()))
+                }
+                _ => {
+                    return Err(format!(
+                        "`{part}` is not a label: write key=value,key2=value2"
+                    ))
+                }
+            }
+        }
+        Ok(Labels(v))
+    }
+}
+
 /// edged: an edge-node agent that keeps the pods of this device running, with or without the
 /// cloud. With no command, runs the agent.
 #[derive(FromArgs, Debug)]
@@ -213,6 +237,42 @@ pub struct Flags {
     /// an unused image is kept at least this long (default 2m)
     #[argh(option, default = "Dur(Duration::from_secs(120))")]
     pub image_minimum_gc_age: Dur,
+
+    /// the KubeEdge CloudHub websocket server, HOST:PORT (usually port 10000); unset: no cloud
+    #[argh(option)]
+    pub cloudhub_server: Option<String>,
+
+    /// the CloudHub certificate server, HOST:PORT (default: the --cloudhub-server host, port 10002)
+    #[argh(option)]
+    pub cloudhub_https_server: Option<String>,
+
+    /// the join token (`keadm gettoken`), needed until the node has a certificate
+    #[argh(option)]
+    pub token: Option<String>,
+
+    /// a file holding the join token (keeps it out of the process list)
+    #[argh(option)]
+    pub token_file: Option<PathBuf>,
+
+    /// the KubeEdge project id (default e632aba927ea4ac2b575ec1603d56f10)
+    #[argh(option, default = "String::from(crate::cloudlink::DEFAULT_PROJECT_ID)")]
+    pub project_id: String,
+
+    /// where the node certificate, its key and the cloud's CA are kept (default <root-dir>/certs)
+    #[argh(option)]
+    pub cert_dir: Option<PathBuf>,
+
+    /// how often a keepalive goes to the cloud (default 15s)
+    #[argh(option, default = "Dur(Duration::from_secs(15))")]
+    pub heartbeat: Dur,
+
+    /// extra labels for the registered Node: key=value,key2=value2
+    #[argh(option, default = "Labels::default()")]
+    pub node_labels: Labels,
+
+    /// the node's InternalIP (default: the source address of the default route)
+    #[argh(option)]
+    pub node_ip: Option<std::net::IpAddr>,
 
     #[argh(subcommand)]
     pub command: Option<Command>,
@@ -311,10 +371,23 @@ impl Flags {
         if self.container_log_max_files < 2 {
             return Err("--container-log-max-files must be at least 2".into());
         }
+        if self.heartbeat.0.is_zero() {
+            return Err("--heartbeat must be above zero".into());
+        }
+        if self.token.is_some() && self.token_file.is_some() {
+            return Err("give --token or --token-file, not both".into());
+        }
         if let Some(n) = &self.node_name {
             crate::api::validate::dns1123_subdomain(n).map_err(|e| format!("--node-name: {e}"))?;
         }
         Ok(())
+    }
+
+    /// Where certificates are kept: `--cert-dir`, or `<root-dir>/certs`.
+    pub fn cert_dir(&self) -> PathBuf {
+        self.cert_dir
+            .clone()
+            .unwrap_or_else(|| self.root_dir.join("certs"))
     }
 
     /// The node name: the flag, or the hostname in lower case.
@@ -366,5 +439,37 @@ mod tests {
         assert!(msg.contains("--pod-manifest-path"), "{msg}");
         let f = Flags::parse(&["--root-dir", "/tmp/x", "get", "pods", "-o", "json"]).unwrap();
         assert!(matches!(f.command, Some(Command::Get(GetCmd { ref what, .. })) if what == "pods"));
+    }
+
+    #[test]
+    fn cloud_flags() {
+        let f = Flags::parse(&["--root-dir", "/r"]).unwrap();
+        assert_eq!(f.cert_dir(), PathBuf::from("/r/certs"));
+        assert_eq!(f.heartbeat.0, Duration::from_secs(15));
+        assert_eq!(f.project_id, "e632aba927ea4ac2b575ec1603d56f10");
+        assert!(f.cloudhub_server.is_none() && f.node_labels.0.is_empty());
+        let f = Flags::parse(&[
+            "--cloudhub-server",
+            "cloud:10000",
+            "--node-labels",
+            "zone=a, gpu=",
+            "--node-ip",
+            "192.0.2.1",
+            "--heartbeat",
+            "2s",
+            "--cert-dir",
+            "/c",
+        ])
+        .unwrap();
+        assert_eq!(
+            f.node_labels.0,
+            vec![("zone".into(), "a".into()), ("gpu".into(), "".into())]
+        );
+        assert_eq!(f.cert_dir(), PathBuf::from("/c"));
+        assert_eq!(f.node_ip, Some("192.0.2.1".parse().unwrap()));
+        let (msg, _) = Flags::parse(&["--node-labels", "zone"]).unwrap_err();
+        assert!(msg.contains("key=value"), "{msg}");
+        let (msg, _) = Flags::parse(&["--token", "a", "--token-file", "b"]).unwrap_err();
+        assert!(msg.contains("not both"), "{msg}");
     }
 }

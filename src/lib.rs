@@ -5,6 +5,7 @@
 //! - [`message`]: KubeEdge's beehive message, the envelope every subsystem speaks.
 //! - [`api`]: the Kubernetes v1 objects (Pod, ConfigMap, Secret, PodStatus).
 //! - [`metamanager`]: the LMDB store and the message handling around it.
+//! - [`cloudlink`]: the link to a KubeEdge cloud (certificates, websocket, node status).
 //! - [`manifest`]: the manifest directory (static pods), a source of messages.
 //! - [`runtime`]: the runtime interface and its containerd shim v2 backend.
 //! - [`images`]: the agent's own image store (content-addressed blobs, overlay rootfs).
@@ -14,6 +15,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod cloudlink;
 pub mod flags;
 pub mod gc;
 pub mod images;

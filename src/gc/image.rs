@@ -3,6 +3,9 @@
 //! `--image-gc-low-threshold`. An image a container uses (running or kept dead) is never
 //! removed, nor one younger than `--image-minimum-gc-age`.
 
+use crate::images::ImageStore;
+use crate::metaclient::MetaClient;
+use crate::runtime::Runtime;
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
 
@@ -46,6 +49,113 @@ pub fn used_percent(total: u64, available: u64) -> f64 {
         return 0.0;
     }
     (total.saturating_sub(available)) as f64 * 100.0 / total as f64
+}
+
+/// The marker file that tells image imports the disk is under pressure (the CLI imports in
+/// its own process, so the agent's state must be on disk).
+pub fn pressure_marker(images: &ImageStore) -> std::path::PathBuf {
+    images.dir().join("disk-pressure")
+}
+
+/// One collection. Returns `true` when usage ends at or under the high threshold (no disk
+/// pressure).
+pub fn collect(images: &ImageStore, runtime: &dyn Runtime, policy: &Policy) -> bool {
+    let usage = |images: &ImageStore| images.usage().map(|u| used_percent(u.total, u.available));
+    let mut used = match usage(images) {
+        Ok(u) => u,
+        Err(e) => {
+            tracing::warn!(error = %e, "image GC: cannot read disk usage");
+            return true;
+        }
+    };
+    if used < policy.high_percent as f64 {
+        let _ = std::fs::remove_file(pressure_marker(images));
+        return true;
+    }
+    let in_use: HashSet<String> = match runtime.list_containers() {
+        Ok(cs) => cs.into_iter().map(|c| c.image_id).collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "image GC: cannot list containers; nothing removed");
+            return false;
+        }
+    };
+    let list = match images.list() {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %e, "image GC: cannot list images");
+            return false;
+        }
+    };
+    let secs = |s: u64| std::time::UNIX_EPOCH + Duration::from_secs(s);
+    let infos: Vec<ImageInfo> = list
+        .iter()
+        .map(|i| ImageInfo {
+            id: i.id.clone(),
+            size: i.size,
+            last_used: i.last_used.map(secs),
+            imported_at: secs(i.imported_at),
+        })
+        .collect();
+    tracing::info!(
+        used_percent = format!("{used:.1}"),
+        high = policy.high_percent,
+        low = policy.low_percent,
+        "image GC: disk above the high threshold"
+    );
+    for id in candidates(&infos, &in_use, policy.min_age, SystemTime::now()) {
+        if used < policy.low_percent as f64 {
+            break;
+        }
+        match images.remove(&id, false) {
+            Ok(img) => {
+                let _ = images.prune_unreferenced();
+                tracing::info!(image = %img.names.first().unwrap_or(&img.id), id = %img.id, "image GC removed an unused image");
+            }
+            Err(e) => tracing::warn!(id = %id, error = %e, "image GC: cannot remove"),
+        }
+        used = usage(images).unwrap_or(used);
+    }
+    let under = used < policy.high_percent as f64;
+    let marker = pressure_marker(images);
+    if under {
+        let _ = std::fs::remove_file(marker);
+    } else {
+        tracing::warn!(
+            used_percent = format!("{used:.1}"),
+            "image GC cannot get under the high threshold: disk pressure"
+        );
+        let _ = std::fs::write(marker, format!("{used:.1}\n"));
+    }
+    under
+}
+
+/// Records the DiskPressure condition in the node's stored record (the cloud link sends the
+/// node status from it).
+pub async fn record_disk_pressure(client: &MetaClient, node: &str, pressure: bool) {
+    let mut record = client
+        .node(node)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| serde_json::json!({}));
+    if !record.is_object() {
+        record = serde_json::json!({});
+    }
+    record["diskPressure"] = serde_json::json!({
+        "status": if pressure { "True" } else { "False" },
+        "lastTransitionTime": crate::api::rfc3339(SystemTime::now()),
+    });
+    if let Err(e) = client.put_node(node, record).await {
+        tracing::warn!(error = %e, "cannot record disk pressure");
+    }
+    if pressure {
+        tracing::warn!(
+            node,
+            "DiskPressure: image imports are refused until image GC frees space"
+        );
+    } else {
+        tracing::info!(node, "no disk pressure");
+    }
 }
 
 #[cfg(test)]

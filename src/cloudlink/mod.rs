@@ -1,0 +1,449 @@
+//! The cloud link: joins a KubeEdge cluster as its own edge (EdgeHub) does.
+//!
+//! - [`certs`]: the node certificate (bootstrap with the join token, renewal, files).
+//! - [`link`]: the websocket over mTLS to CloudHub, keepalives, reconnects with back-off.
+//! - [`node`]: the v1 Node registered upstream and its status, built from the machine's facts.
+//! - [`outbox`]: statuses kept while offline, sent on reconnect.
+//!
+//! [`CloudLink`] is a cheap handle: it is MetaManager's [`Upstream`] and the API the rest of
+//! the agent sends statuses through; [`run`] is the task that keeps the link up.
+
+pub mod certs;
+pub mod https;
+pub mod link;
+pub mod node;
+pub mod outbox;
+pub mod tls;
+
+use crate::message::{module, op, Message};
+use crate::metamanager::{MetaManager, Upstream, UpstreamError};
+use outbox::Outbox;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// KubeEdge's default project id.
+pub const DEFAULT_PROJECT_ID: &str = "e632aba927ea4ac2b575ec1603d56f10";
+
+/// A cloud link failure, naming what was being done and what to do about it.
+#[derive(Debug)]
+pub enum CloudError {
+    /// A flag value that cannot work.
+    Config { what: String, reason: String },
+    /// No node certificate and no join token to get one.
+    NoToken,
+    /// The join token is not `<ca-hash>.<jwt>`.
+    BadToken(String),
+    /// The CA the server sent is not the one the token names.
+    CaHashMismatch {
+        server: String,
+        token: String,
+        server_ca: String,
+    },
+    /// The certificate server refused the token (or the current certificate).
+    TokenRejected {
+        server: String,
+        status: u16,
+        body: String,
+    },
+    /// An unexpected HTTP answer.
+    Http {
+        server: String,
+        path: String,
+        status: u16,
+        body: String,
+    },
+    /// Talking to the cloud broke the protocol.
+    Protocol { what: String, reason: String },
+    /// Network, TLS or file failure.
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+    /// A certificate or key that cannot be read or made.
+    Cert { context: String, reason: String },
+    /// No answer in time.
+    Timeout { what: String, after: Duration },
+}
+
+impl CloudError {
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        CloudError::Io {
+            context: context.into(),
+            source,
+        }
+    }
+    pub(crate) fn tls(context: &str, e: impl fmt::Display) -> Self {
+        CloudError::Cert {
+            context: context.into(),
+            reason: e.to_string(),
+        }
+    }
+    pub(crate) fn protocol(what: &str, reason: String) -> Self {
+        CloudError::Protocol {
+            what: what.into(),
+            reason,
+        }
+    }
+    pub(crate) fn http(server: &str, path: &str, status: u16, body: &[u8]) -> Self {
+        CloudError::Http {
+            server: server.into(),
+            path: path.into(),
+            status,
+            body: String::from_utf8_lossy(body)
+                .trim()
+                .chars()
+                .take(200)
+                .collect(),
+        }
+    }
+}
+
+impl fmt::Display for CloudError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CloudError::Config { what, reason } => write!(f, "{what}: {reason}"),
+            CloudError::NoToken => write!(
+                f,
+                "no node certificate yet and no join token: give --token or --token-file (from `keadm gettoken` on the cloud)"
+            ),
+            CloudError::BadToken(r) => write!(f, "the join token is malformed: {r}"),
+            CloudError::CaHashMismatch { server, token, server_ca } => write!(
+                f,
+                "the CA certificate from {server} has sha256 {server_ca}, but the join token expects {token}: \
+                 wrong token or wrong server (the token was not sent)"
+            ),
+            CloudError::TokenRejected { server, status, body } => write!(
+                f,
+                "{server} refused the join token or node certificate ({status} {body}): get a fresh token with `keadm gettoken`"
+            ),
+            CloudError::Http { server, path, status, body } => {
+                write!(f, "{server}{path} answered {status}: {body}")
+            }
+            CloudError::Protocol { what, reason } => write!(f, "{what}: {reason}"),
+            CloudError::Io { context, source } => write!(f, "{context}: {source}"),
+            CloudError::Cert { context, reason } => write!(f, "{context}: {reason}"),
+            CloudError::Timeout { what, after } => {
+                write!(f, "{what}: no answer within {}s", after.as_secs_f32())
+            }
+        }
+    }
+}
+
+impl std::error::Error for CloudError {}
+
+/// Runs `f`, failing with [`CloudError::Timeout`] after `after`.
+pub(crate) async fn with_timeout<T>(
+    after: Duration,
+    what: &str,
+    f: impl std::future::Future<Output = Result<T, CloudError>>,
+) -> Result<T, CloudError> {
+    smol::future::or(f, async {
+        smol::Timer::after(after).await;
+        Err(CloudError::Timeout {
+            what: what.to_string(),
+            after,
+        })
+    })
+    .await
+}
+
+/// How the link reaches the cloud.
+#[derive(Clone, Debug)]
+pub struct LinkConfig {
+    /// CloudHub's websocket server, `HOST:PORT` (KubeEdge: 10000).
+    pub server: String,
+    /// CloudHub's certificate server, `HOST:PORT` (KubeEdge: 10002).
+    pub https_server: String,
+    pub node: String,
+    pub project_id: String,
+    pub cert_dir: PathBuf,
+    /// The join token, needed until the node has a certificate.
+    pub token: Option<String>,
+    pub heartbeat: Duration,
+    /// First reconnect delay; doubles (with jitter) up to `backoff_max`.
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    /// Extra labels for the registered Node.
+    pub node_labels: Vec<(String, String)>,
+    pub node_ip: Option<IpAddr>,
+    /// Whose filesystem the node status reports as ephemeral storage.
+    pub root_dir: PathBuf,
+    pub max_pods: u32,
+}
+
+impl LinkConfig {
+    /// The link's settings from the agent's flags (`None` when `--cloudhub-server` is unset).
+    pub fn from_flags(f: &crate::flags::Flags) -> Result<Option<LinkConfig>, CloudError> {
+        let Some(server) = f.cloudhub_server.clone() else {
+            return Ok(None);
+        };
+        let (host, _) = https::split_host_port(&server)?;
+        let https_server = match &f.cloudhub_https_server {
+            Some(s) => s.clone(),
+            None if host.contains(':') => format!("[{host}]:10002"),
+            None => format!("{host}:10002"),
+        };
+        let token = match (&f.token, &f.token_file) {
+            (Some(t), _) => Some(t.trim().to_string()),
+            (None, Some(p)) => Some(
+                std::fs::read_to_string(p)
+                    .map_err(|e| {
+                        CloudError::io(format!("reading --token-file {}", p.display()), e)
+                    })?
+                    .trim()
+                    .to_string(),
+            ),
+            (None, None) => None,
+        };
+        Ok(Some(LinkConfig {
+            server,
+            https_server,
+            node: f.node_name(),
+            project_id: f.project_id.clone(),
+            cert_dir: f.cert_dir(),
+            token,
+            heartbeat: f.heartbeat.0,
+            backoff_initial: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(60),
+            node_labels: f.node_labels.0.clone(),
+            node_ip: f.node_ip,
+            root_dir: f.root_dir.clone(),
+            max_pods: f.max_pods,
+        }))
+    }
+}
+
+/// The handle to the cloud link: cheap to clone, usable whether the link is up or not.
+#[derive(Clone)]
+pub struct CloudLink {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: LinkConfig,
+    online: AtomicBool,
+    registered: AtomicBool,
+    /// Messages for the current connection's writer.
+    out_tx: async_channel::Sender<Message>,
+    out_rx: async_channel::Receiver<Message>,
+    /// Requests waiting for their answer, by msg_id.
+    pending: Mutex<HashMap<String, async_channel::Sender<Message>>>,
+    outbox: Mutex<Outbox>,
+}
+
+impl CloudLink {
+    /// A link that is not connected yet; [`run`] connects it.
+    pub fn new(config: LinkConfig) -> CloudLink {
+        let (out_tx, out_rx) = async_channel::unbounded();
+        CloudLink {
+            inner: Arc::new(Inner {
+                config,
+                online: AtomicBool::new(false),
+                registered: AtomicBool::new(false),
+                out_tx,
+                out_rx,
+                pending: Mutex::new(HashMap::new()),
+                outbox: Mutex::new(Outbox::default()),
+            }),
+        }
+    }
+
+    /// The link's settings.
+    pub fn config(&self) -> &LinkConfig {
+        &self.inner.config
+    }
+
+    /// Whether the node registration has been accepted (or was already there).
+    pub fn is_registered(&self) -> bool {
+        self.inner.registered.load(Ordering::SeqCst)
+    }
+
+    /// Messages kept for the next connection.
+    pub fn outboxed(&self) -> usize {
+        self.outbox().len()
+    }
+
+    fn outbox(&self) -> std::sync::MutexGuard<'_, Outbox> {
+        // A panic while holding the lock leaves a consistent map: keep using it.
+        self.inner.outbox.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn pending(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, async_channel::Sender<Message>>> {
+        self.inner.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues `msg` for the connection, or keeps it in the outbox while offline.
+    fn post(&self, msg: Message) {
+        if self.is_online() {
+            // The receiver lives as long as `inner`: this cannot fail.
+            let _ = self.inner.out_tx.try_send(msg);
+        } else {
+            self.outbox().put(msg);
+        }
+    }
+
+    fn node_resource(&self, kind: &str) -> String {
+        format!("null/{kind}/{}", self.inner.config.node)
+    }
+
+    /// Sends the node status: `patch null/nodepatch/<node>`, content a JSON string holding the
+    /// strategic-merge patch (`{"status": ...}`).
+    pub fn send_node_status(&self, patch: Value) {
+        let m = Message::new(
+            module::EDGED,
+            module::META,
+            op::PATCH,
+            self.node_resource("nodepatch"),
+        )
+        .with_content(Value::String(patch.to_string()));
+        self.post(m);
+    }
+
+    /// Sends a pod's status: `patch <ns>/podpatch/<name>`, content a JSON string
+    /// `{"metadata":{"uid":..},"status":..}` (the uid guards against a recreated pod).
+    pub fn send_pod_status(&self, namespace: &str, name: &str, uid: &str, status: Value) {
+        let patch = json!({"metadata": {"uid": uid}, "status": status});
+        let m = Message::new(
+            module::EDGED,
+            module::META,
+            op::PATCH,
+            format!("{namespace}/podpatch/{name}"),
+        )
+        .with_content(Value::String(patch.to_string()));
+        self.post(m);
+    }
+
+    /// Renews the node lease: `update kube-node-lease/lease/<node>`.
+    pub fn renew_lease(&self, lease_duration_seconds: u32) {
+        let node = &self.inner.config.node;
+        let now = std::time::SystemTime::now();
+        // MicroTime: RFC 3339 with exactly six fraction digits.
+        let nanos = crate::api::rfc3339_nanos(now);
+        let renew = format!("{}Z", &nanos[..nanos.len().saturating_sub(4)]);
+        let lease = json!({
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": node, "namespace": "kube-node-lease"},
+            "spec": {"holderIdentity": node, "leaseDurationSeconds": lease_duration_seconds, "renewTime": renew},
+        });
+        let m = Message::new(
+            module::EDGED,
+            module::META,
+            op::UPDATE,
+            format!("kube-node-lease/lease/{node}"),
+        )
+        .with_content(lease);
+        self.post(m);
+    }
+
+    /// Confirms a pod this node has finished deleting: `delete <ns>/pod/<name>`.
+    pub fn pod_deleted(&self, namespace: &str, name: &str) {
+        let m = Message::new(
+            module::EDGED,
+            module::META,
+            op::DELETE,
+            format!("{namespace}/pod/{name}"),
+        )
+        .with_content(json!({}));
+        self.post(m);
+    }
+
+    /// Registers the node (`insert null/node/<node>`); an AlreadyExists answer is success.
+    pub async fn register(&self) -> Result<(), UpstreamError> {
+        let c = &self.inner.config;
+        let facts = node::NodeFacts::gather(&c.root_dir, &c.node, c.node_ip, c.max_pods);
+        let now = crate::api::rfc3339(std::time::SystemTime::now());
+        let obj = node::node_object(&c.node, &c.node_labels, &facts, &now);
+        let m = Message::new(
+            module::EDGED,
+            module::META,
+            op::INSERT,
+            self.node_resource("node"),
+        )
+        .with_content(obj);
+        let answer = self.request(m, Duration::from_secs(30)).await?;
+        match answer_error(&answer.content) {
+            None => tracing::info!(node = %c.node, "node registered"),
+            Some(UpstreamError::Status { code: 409, .. }) => {
+                tracing::info!(node = %c.node, "node was registered before")
+            }
+            Some(e) => return Err(e),
+        }
+        self.inner.registered.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// The error in a cloud answer (`{"Object":..,"Err":{"ErrStatus":..}}` or a bare `ErrStatus`).
+pub fn answer_error(content: &Value) -> Option<UpstreamError> {
+    let status = content
+        .get("Err")
+        .filter(|e| !e.is_null())
+        .map(|e| e.get("ErrStatus").unwrap_or(e))
+        .or_else(|| content.get("ErrStatus"))?;
+    Some(UpstreamError::Status {
+        code: status["code"].as_i64().unwrap_or(0),
+        reason: status["reason"].as_str().unwrap_or("").to_string(),
+        message: status["message"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| status.to_string()),
+    })
+}
+
+impl Upstream for CloudLink {
+    fn is_online(&self) -> bool {
+        self.inner.online.load(Ordering::SeqCst)
+    }
+
+    fn request(
+        &self,
+        msg: Message,
+        timeout: Duration,
+    ) -> smol::future::Boxed<Result<Message, UpstreamError>> {
+        let link = self.clone();
+        Box::pin(async move {
+            if !link.is_online() {
+                return Err(UpstreamError::Offline);
+            }
+            let id = msg.header.id.clone();
+            let (tx, rx) = async_channel::bounded(1);
+            link.pending().insert(id.clone(), tx);
+            let _ = link.inner.out_tx.try_send(msg);
+            let answer = smol::future::or(
+                async {
+                    rx.recv().await.map_err(|_| {
+                        UpstreamError::Link("the connection to the cloud was lost".into())
+                    })
+                },
+                async {
+                    smol::Timer::after(timeout).await;
+                    Err(UpstreamError::Timeout(timeout))
+                },
+            )
+            .await;
+            link.pending().remove(&id);
+            answer
+        })
+    }
+
+    fn send(&self, msg: Message) -> smol::future::Boxed<Result<(), UpstreamError>> {
+        self.post(msg);
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// Keeps the link up until the future is dropped: certificates, connection, reconnects with
+/// back-off; cloud messages go to `meta`, whose ACKs go back up. Never fails: while the cloud
+/// is away the agent runs offline.
+pub async fn run(link: CloudLink, meta: Arc<MetaManager>) {
+    link::run(link, meta).await
+}

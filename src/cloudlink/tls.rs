@@ -1,0 +1,107 @@
+//! rustls client configurations for the three ways the edge talks TLS to the cloud: fetching
+//! the CA before it is trusted, asking for a certificate with the join token, and the mTLS link.
+
+use super::CloudError;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use std::sync::Arc;
+
+/// The crypto provider: ring (small, builds for armv7/aarch64/x86_64 with the system cc).
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn builder() -> Result<rustls::ConfigBuilder<ClientConfig, rustls::WantsVerifier>, CloudError> {
+    ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| CloudError::tls("setting up TLS", e))
+}
+
+/// For `GET /ca.crt` only: the server is not known yet, so any certificate is accepted; the
+/// CA it returns is checked against the token's hash afterwards and nothing secret is sent.
+pub fn unverified() -> Result<Arc<ClientConfig>, CloudError> {
+    let p = provider();
+    let cfg = builder()?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyServer(p)))
+        .with_no_client_auth();
+    Ok(Arc::new(cfg))
+}
+
+/// Trusts only `ca`; presents `client` (certificate and key) when given.
+pub fn verified(
+    ca: &CertificateDer<'static>,
+    client: Option<(CertificateDer<'static>, PrivateKeyDer<'static>)>,
+) -> Result<Arc<ClientConfig>, CloudError> {
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(ca.clone())
+        .map_err(|e| CloudError::tls("loading the cloud's CA certificate", e))?;
+    let b = builder()?.with_root_certificates(roots);
+    let cfg = match client {
+        Some((cert, key)) => b
+            .with_client_auth_cert(vec![cert], key)
+            .map_err(|e| CloudError::tls("loading the node certificate and key", e))?,
+        None => b.with_no_client_auth(),
+    };
+    Ok(Arc::new(cfg))
+}
+
+/// The server name to check a `host` against: an IP address or a DNS name.
+pub fn server_name(host: &str) -> Result<ServerName<'static>, CloudError> {
+    ServerName::try_from(host.to_string()).map_err(|_| CloudError::Config {
+        what: "cloud server address".into(),
+        reason: format!("`{host}` is neither an IP address nor a DNS name"),
+    })
+}
+
+/// Accepts any server certificate but still checks the handshake signatures.
+#[derive(Debug)]
+struct AnyServer(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AnyServer {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
