@@ -9,6 +9,9 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
 
+/// A manifest file larger than this is not read (it is surely not a manifest).
+const MAX_FILE_BYTES: u64 = 8 << 20;
+
 /// An object the file source owns: the file it came from and the object as stored.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Owned {
@@ -54,6 +57,14 @@ pub fn read_file(path: &Path, name: &str, node: &str) -> Result<Vec<Checked>, Ma
             reason,
         },
     };
+    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    if size > MAX_FILE_BYTES {
+        return Err(fail(
+            "file".into(),
+            "",
+            format!("{size} bytes, above the {MAX_FILE_BYTES}-byte limit for a manifest"),
+        ));
+    }
     let text = std::fs::read_to_string(path)
         .map_err(|e| fail("file".into(), "", format!("cannot read: {e}")))?;
     let docs = documents(&text).map_err(|e| {
