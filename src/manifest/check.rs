@@ -408,6 +408,20 @@ mod tests {
     }
 
     #[test]
+    fn kubectl_dry_run_output_is_accepted() {
+        let text = "apiVersion: v1\nkind: Pod\nmetadata:\n  creationTimestamp: null\n  labels:\n    run: web\n  name: web\nspec:\n  containers:\n  - image: nginx\n    name: web\n    resources: {}\n  dnsPolicy: ClusterFirst\n  restartPolicy: Always\nstatus: {}\n";
+        let docs = documents(text).unwrap();
+        let c = check(&docs[0], "web.yaml", "n").unwrap();
+        assert_eq!(c.resource(), "default/pod/web");
+        // A number where the API wants a string is an error, as kubectl apply says.
+        let docs =
+            documents("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\ndata: {port: 80}\n")
+                .unwrap();
+        let e = check(&docs[0], "c.yaml", "n").unwrap_err();
+        assert_eq!(e.field, "data.port");
+    }
+
+    #[test]
     fn configmap_and_secret() {
         let e = err(
             json!({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"c"},
