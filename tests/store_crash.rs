@@ -307,7 +307,7 @@ fn acknowledged_writes_survive_kill_9() {
         let mut child = spawn_writer(&dir, child_seed, 100_000, None);
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         // Kill early in some rounds (during open or the first commits), else after a random
-        // number of acknowledgements, a random few microseconds into the next write.
+        // number of acknowledgements and up to 6 ms more (a few writes further).
         let early = rng.u8(..6) == 0;
         let kill_after = if early { 0 } else { rng.usize(1..250) };
         let mut pending: Option<Op> = None;
@@ -326,7 +326,7 @@ fn acknowledged_writes_survive_kill_9() {
             }
         }
         std::thread::sleep(std::time::Duration::from_micros(
-            rng.u64(..if early { 3000 } else { 800 }),
+            rng.u64(..if early { 3000 } else { 6000 }),
         ));
         child.kill().unwrap();
         child.wait().unwrap();
