@@ -16,8 +16,11 @@ const MAX_DATA_BYTES: usize = 1 << 20;
 /// A checked, completed object, ready to be stored.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Checked {
+    /// Pod, ConfigMap or Secret.
     pub kind: Kind,
+    /// `metadata.namespace`, `default` when the file gives none.
     pub namespace: String,
+    /// `metadata.name`.
     pub name: String,
     /// The object as written (unknown fields kept) with what the source adds.
     pub value: Value,

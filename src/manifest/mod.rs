@@ -38,6 +38,7 @@ pub const ANNOTATION_FILE: &str = "edged.io/manifest-file";
 pub struct ManifestError {
     /// The file's name within the manifest directory.
     pub file: String,
+    /// The object, field and reason.
     pub error: ObjectError,
 }
 
