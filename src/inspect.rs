@@ -13,9 +13,13 @@ use std::time::{Duration, SystemTime};
 /// What `edged get` can show.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum What {
+    /// `pods`, `pod`, `po`.
     Pods,
+    /// `configmaps`, `configmap`, `cm`.
     ConfigMaps,
+    /// `secrets`, `secret`.
     Secrets,
+    /// `node`, `nodes`, `no`.
     Node,
 }
 
@@ -57,8 +61,11 @@ impl What {
 /// How to print.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Output {
+    /// Columns, as kubectl prints them.
     Table,
+    /// The object, or a `kind: List`, as JSON.
     Json,
+    /// The same as YAML.
     Yaml,
 }
 
@@ -77,7 +84,9 @@ impl Output {
 /// An `edged get` failure and the exit code it means (2: bad usage, 1: nothing to show).
 #[derive(Debug)]
 pub struct InspectError {
+    /// The exit code.
     pub code: i32,
+    /// What went wrong, for the user.
     pub message: String,
 }
 

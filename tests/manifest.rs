@@ -163,6 +163,16 @@ fn insert_update_delete_through_the_directory() {
     );
     assert!(rig.get(Table::Pod, "default/web").is_none());
     assert!(rig.get(Table::ConfigMap, "apps/cfg").is_some());
+
+    // No directory at all: no objects from files (as the kubelet), and it says so.
+    fs::remove_dir_all(&rig.dir).unwrap();
+    let r = rig.sync(&mut src);
+    assert_eq!(ops(&r), ["delete apps/configmap/cfg"]);
+    assert!(
+        r.errors.join("\n").contains("does not exist"),
+        "{:?}",
+        r.errors
+    );
 }
 
 #[test]

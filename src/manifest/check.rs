@@ -3,7 +3,9 @@
 
 use super::read::Document;
 use super::{hash, ANNOTATION_FILE, ANNOTATION_HASH, ANNOTATION_SOURCE};
-use crate::api::validate::{config_key, dns1123_label, dns1123_subdomain};
+use crate::api::validate::{
+    config_key, dns1123_label, dns1123_subdomain, label_value, qualified_name,
+};
 use crate::api::{decode, ConfigMap, Container, Kind, ObjectError, Pod, Secret};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -14,8 +16,11 @@ const MAX_DATA_BYTES: usize = 1 << 20;
 /// A checked, completed object, ready to be stored.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Checked {
+    /// Pod, ConfigMap or Secret.
     pub kind: Kind,
+    /// `metadata.namespace`, `default` when the file gives none.
     pub namespace: String,
+    /// `metadata.name`.
     pub name: String,
     /// The object as written (unknown fields kept) with what the source adds.
     pub value: Value,
@@ -141,6 +146,15 @@ pub fn check(doc: &Document, file: &str, node: &str) -> Result<Checked, ObjectEr
         meta.namespace.clone()
     };
     dns1123_label(&namespace).map_err(|e| fail(object.clone(), "metadata.namespace", e))?;
+    for (k, v) in &meta.labels {
+        let at = format!("metadata.labels[{k}]");
+        qualified_name(k).map_err(|e| fail(object.clone(), &at, e))?;
+        label_value(v).map_err(|e| fail(object.clone(), &at, e))?;
+    }
+    for k in meta.annotations.keys() {
+        qualified_name(k)
+            .map_err(|e| fail(object.clone(), &format!("metadata.annotations[{k}]"), e))?;
+    }
     rules.map_err(|(field, reason)| fail(object.clone(), &field, reason))?;
     let value = complete(kind, &namespace, &meta.name, value, file, node);
     Ok(Checked {
@@ -403,8 +417,27 @@ mod tests {
         let e = err(json!({"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"d"}}));
         assert_eq!(e.object, "Deployment default/d");
         assert!(e.reason.contains("Deployment"), "{e}");
+        let e = err(
+            json!({"apiVersion":"v1","kind":"Pod","metadata":{"name":"web","labels":{"app":"my app"}},
+            "spec":{"containers":[{"name":"a","image":"x"}]}}),
+        );
+        assert_eq!(e.field, "metadata.labels[app]");
         let e = err(json!({"kind":"Pod","metadata":{"name":"w","namespace":"kube_system"}}));
         assert_eq!(e.field, "apiVersion");
+    }
+
+    #[test]
+    fn kubectl_dry_run_output_is_accepted() {
+        let text = "apiVersion: v1\nkind: Pod\nmetadata:\n  creationTimestamp: null\n  labels:\n    run: web\n  name: web\nspec:\n  containers:\n  - image: nginx\n    name: web\n    resources: {}\n  dnsPolicy: ClusterFirst\n  restartPolicy: Always\nstatus: {}\n";
+        let docs = documents(text).unwrap();
+        let c = check(&docs[0], "web.yaml", "n").unwrap();
+        assert_eq!(c.resource(), "default/pod/web");
+        // A number where the API wants a string is an error, as kubectl apply says.
+        let docs =
+            documents("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\ndata: {port: 80}\n")
+                .unwrap();
+        let e = check(&docs[0], "c.yaml", "n").unwrap_err();
+        assert_eq!(e.field, "data.port");
     }
 
     #[test]

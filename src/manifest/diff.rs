@@ -9,10 +9,15 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
 
+/// A manifest file larger than this is not read (it is surely not a manifest).
+const MAX_FILE_BYTES: u64 = 8 << 20;
+
 /// An object the file source owns: the file it came from and the object as stored.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Owned {
+    /// The file's name within the manifest directory.
     pub file: String,
+    /// The object as stored (completed by [`check`]).
     pub value: Value,
 }
 
@@ -22,13 +27,16 @@ pub type Held = BTreeMap<String, Owned>;
 /// One file as read: its objects, or why it is rejected as a whole.
 #[derive(Clone, Debug)]
 pub struct FileScan {
+    /// The file's name within the directory.
     pub name: String,
+    /// Its objects in file order, or the first error.
     pub objects: Result<Vec<Checked>, ManifestError>,
 }
 
 /// The directory as read, files in name order.
 #[derive(Clone, Debug, Default)]
 pub struct Scan {
+    /// Every manifest file, sorted by name.
     pub files: Vec<FileScan>,
 }
 
@@ -54,6 +62,14 @@ pub fn read_file(path: &Path, name: &str, node: &str) -> Result<Vec<Checked>, Ma
             reason,
         },
     };
+    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    if size > MAX_FILE_BYTES {
+        return Err(fail(
+            "file".into(),
+            "",
+            format!("{size} bytes, above the {MAX_FILE_BYTES}-byte limit for a manifest"),
+        ));
+    }
     let text = std::fs::read_to_string(path)
         .map_err(|e| fail("file".into(), "", format!("cannot read: {e}")))?;
     let docs = documents(&text).map_err(|e| {
@@ -76,17 +92,27 @@ pub fn read_file(path: &Path, name: &str, node: &str) -> Result<Vec<Checked>, Ma
 /// A change the source makes.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Change {
+    /// An object the source did not hold.
     Insert {
+        /// `<ns>/<type>/<name>`.
         resource: String,
+        /// The object and its file.
         new: Owned,
     },
+    /// An object whose content or file changed.
     Update {
+        /// `<ns>/<type>/<name>`.
         resource: String,
+        /// What was held.
         old: Owned,
+        /// What the files say now.
         new: Owned,
     },
+    /// An object no file defines any more.
     Delete {
+        /// `<ns>/<type>/<name>`.
         resource: String,
+        /// What was held.
         old: Owned,
     },
 }
@@ -107,7 +133,9 @@ impl Change {
 pub struct Diff {
     /// What the source holds once the changes are applied.
     pub next: Held,
+    /// Inserts and updates in resource order, then deletes.
     pub changes: Vec<Change>,
+    /// Rejected files and duplicate objects.
     pub errors: Vec<ManifestError>,
 }
 

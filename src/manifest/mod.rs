@@ -38,6 +38,7 @@ pub const ANNOTATION_FILE: &str = "edged.io/manifest-file";
 pub struct ManifestError {
     /// The file's name within the manifest directory.
     pub file: String,
+    /// The object, field and reason.
     pub error: ObjectError,
 }
 
@@ -136,6 +137,13 @@ impl Source {
                 return report;
             }
         };
+        if !self.dir.is_dir() {
+            // As the kubelet: no directory, no objects from files (held ones are deleted).
+            report.errors.push(format!(
+                "the manifest directory {} does not exist: no objects from files",
+                self.dir.display()
+            ));
+        }
         let now = crate::api::rfc3339(std::time::SystemTime::now());
         let d = diff::diff(&self.held, &scanned, &now);
         report.errors.extend(d.errors.iter().map(|e| e.to_string()));

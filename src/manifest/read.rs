@@ -9,7 +9,9 @@ use std::path::Path;
 /// item (0-based, as field paths count).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Place {
+    /// The YAML document, from 1.
     pub document: usize,
+    /// The item of a `kind: List`, from 0.
     pub item: Option<usize>,
 }
 
@@ -25,7 +27,9 @@ impl fmt::Display for Place {
 /// One object as written in a file, not yet checked.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Document {
+    /// Where it is in the file.
     pub place: Place,
+    /// The object as parsed.
     pub value: Value,
 }
 
@@ -68,7 +72,9 @@ pub fn manifest_files(dir: &Path) -> std::io::Result<Vec<String>> {
 /// A file that does not parse, with the document it stopped at.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ParseError {
+    /// The document that did not parse.
     pub place: Place,
+    /// The parser's message (with line and column).
     pub reason: String,
 }
 
