@@ -292,7 +292,10 @@ fn complete(kind: Kind, ns: &str, name: &str, raw: &Value, file: &str, node: &st
                 let data = object_at(obj, "data");
                 for (k, v) in plain {
                     let text = v.as_str().unwrap_or_default();
-                    data.insert(k, Value::String(hash::base64(text.as_bytes())));
+                    data.insert(
+                        k,
+                        Value::String(crate::api::base64::encode(text.as_bytes())),
+                    );
                 }
             }
             if !obj.get("type").is_some_and(Value::is_string) {
