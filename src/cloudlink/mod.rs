@@ -356,10 +356,16 @@ impl CloudLink {
         self.post(m);
     }
 
+    /// This machine's facts as the node status reports them (reads /proc, statvfs, /etc).
+    pub fn node_facts(&self) -> node::NodeFacts {
+        let c = &self.inner.config;
+        node::NodeFacts::gather(&c.root_dir, &c.node, c.node_ip, c.max_pods)
+    }
+
     /// Registers the node (`insert null/node/<node>`); an AlreadyExists answer is success.
     pub async fn register(&self) -> Result<(), UpstreamError> {
         let c = &self.inner.config;
-        let facts = node::NodeFacts::gather(&c.root_dir, &c.node, c.node_ip, c.max_pods);
+        let facts = self.node_facts();
         let now = crate::api::rfc3339(std::time::SystemTime::now());
         let obj = node::node_object(&c.node, &c.node_labels, &facts, &now);
         let m = Message::new(
@@ -446,4 +452,136 @@ impl Upstream for CloudLink {
 /// is away the agent runs offline.
 pub async fn run(link: CloudLink, meta: Arc<MetaManager>) {
     link::run(link, meta).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offline_link() -> CloudLink {
+        CloudLink::new(LinkConfig {
+            server: "cloud:10000".into(),
+            https_server: "cloud:10002".into(),
+            node: "edge-1".into(),
+            project_id: DEFAULT_PROJECT_ID.into(),
+            cert_dir: "/nonexistent".into(),
+            token: None,
+            heartbeat: Duration::from_secs(15),
+            backoff_initial: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(60),
+            node_labels: vec![],
+            node_ip: None,
+            root_dir: "/".into(),
+            max_pods: 110,
+        })
+    }
+
+    #[test]
+    fn upstream_messages_have_kubeedge_shapes() {
+        let link = offline_link();
+        link.send_pod_status("ns", "web", "u1", json!({"phase": "Running"}));
+        link.send_node_status(json!({"status": {"conditions": []}}));
+        link.renew_lease(40);
+        link.pod_deleted("ns", "web");
+        let m = link.outbox().drain();
+        let routes: Vec<(&str, &str)> = m
+            .iter()
+            .map(|m| (m.route.operation.as_str(), m.route.resource.as_str()))
+            .collect();
+        assert_eq!(
+            routes,
+            [
+                ("patch", "ns/podpatch/web"),
+                ("patch", "null/nodepatch/edge-1"),
+                ("update", "kube-node-lease/lease/edge-1"),
+                ("delete", "ns/pod/web"),
+            ]
+        );
+        assert!(m
+            .iter()
+            .all(|m| m.route.source == "edged" && m.route.group == "meta"));
+        let pod: Value = serde_json::from_str(m[0].content.as_str().unwrap()).unwrap();
+        assert_eq!(
+            pod,
+            json!({"metadata": {"uid": "u1"}, "status": {"phase": "Running"}})
+        );
+        let node: Value = serde_json::from_str(m[1].content.as_str().unwrap()).unwrap();
+        assert_eq!(node, json!({"status": {"conditions": []}}));
+        let renew = m[2].content["spec"]["renewTime"].as_str().unwrap();
+        // MicroTime: `YYYY-MM-DDTHH:MM:SS.ffffffZ`.
+        assert_eq!(renew.len(), 27, "{renew}");
+        assert_eq!(m[2].content["spec"]["holderIdentity"], "edge-1");
+        assert_eq!(m[2].content["spec"]["leaseDurationSeconds"], 40);
+    }
+
+    #[test]
+    fn offline_requests_fail_at_once() {
+        let link = offline_link();
+        let q = Message::new("edged", "meta", op::QUERY, "ns/configmap/c");
+        let e = smol::block_on(link.request(q, Duration::from_secs(60))).unwrap_err();
+        assert_eq!(e, UpstreamError::Offline);
+        // A fire-and-forget message waits for the link instead.
+        smol::block_on(link.send(Message::new("edged", "meta", op::PATCH, "ns/podpatch/p")))
+            .unwrap();
+        assert_eq!(link.outboxed(), 1);
+    }
+
+    #[test]
+    fn answer_errors() {
+        assert_eq!(answer_error(&json!({"Object": {}, "Err": null})), None);
+        assert_eq!(answer_error(&json!("OK")), None);
+        let e = answer_error(
+            &json!({"Err": {"ErrStatus": {"code": 409, "reason": "AlreadyExists", "message": "m"}}}),
+        );
+        assert_eq!(
+            e,
+            Some(UpstreamError::Status {
+                code: 409,
+                reason: "AlreadyExists".into(),
+                message: "m".into()
+            })
+        );
+        let e = answer_error(&json!({"ErrStatus": {"code": 404, "reason": "NotFound"}})).unwrap();
+        assert!(e.to_string().contains("404 NotFound"), "{e}");
+    }
+
+    #[test]
+    fn config_from_flags() {
+        let f = crate::flags::Flags::parse(&[]).unwrap();
+        assert!(LinkConfig::from_flags(&f).unwrap().is_none());
+        let f = crate::flags::Flags::parse(&[
+            "--cloudhub-server",
+            "10.0.0.1:10000",
+            "--token",
+            " h.j ",
+            "--node-name",
+            "n1",
+        ])
+        .unwrap();
+        let c = LinkConfig::from_flags(&f).unwrap().unwrap();
+        assert_eq!(c.https_server, "10.0.0.1:10002");
+        assert_eq!(c.token.as_deref(), Some("h.j"));
+        assert_eq!(c.node, "n1");
+        let f = crate::flags::Flags::parse(&["--cloudhub-server", "[::1]:10000"]).unwrap();
+        assert_eq!(
+            LinkConfig::from_flags(&f).unwrap().unwrap().https_server,
+            "[::1]:10002"
+        );
+        let f = crate::flags::Flags::parse(&["--cloudhub-server", "cloud"]).unwrap();
+        assert!(LinkConfig::from_flags(&f)
+            .unwrap_err()
+            .to_string()
+            .contains("HOST:PORT"));
+        let f = crate::flags::Flags::parse(&[
+            "--cloudhub-server",
+            "c:1",
+            "--token-file",
+            "/nonexistent/t",
+        ])
+        .unwrap();
+        assert!(LinkConfig::from_flags(&f)
+            .unwrap_err()
+            .to_string()
+            .contains("--token-file"));
+    }
 }
