@@ -175,6 +175,9 @@ pub fn run(flags: Flags) -> Result<(), AgentError> {
                 )));
             }
             if let Some(l) = link {
+                let client = MetaClient::new(meta.clone());
+                let period = flags.node_status_update_frequency.0;
+                tasks.push(ex.spawn(crate::cloudlink::run_node_status(l.clone(), client, period)));
                 tasks.push(ex.spawn(crate::cloudlink::run(l, meta.clone())));
             }
             wait_for_signal().await;

@@ -430,3 +430,60 @@ fn without_a_token_or_certificate_the_link_stays_offline_and_says_why() {
         assert!(e.to_string().contains("--token"), "{e}");
     });
 }
+
+/// Kills the agent if the test fails before stopping it.
+struct Agent(Option<std::process::Child>);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+#[test]
+fn the_agent_joins_with_its_flags_and_keeps_running() {
+    bounded(120, async {
+        let hub = CloudHub::start(Lifetime::Long).await;
+        let dir = tempfile::tempdir().unwrap();
+        let token_file = dir.path().join("token");
+        std::fs::write(&token_file, hub.token() + "\n").unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_edged"))
+            .args([
+                "--root-dir",
+                dir.path().to_str().unwrap(),
+                "--node-name",
+                NODE,
+            ])
+            .args([
+                "--cloudhub-server",
+                &hub.ws_addr,
+                "--cloudhub-https-server",
+                &hub.https_addr,
+            ])
+            .args(["--token-file", token_file.to_str().unwrap()])
+            .args(["--node-labels", "site=test", "--heartbeat", "1s"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let mut agent = Agent(Some(child));
+        let reg = hub
+            .frame(|m| {
+                m.route.operation == op::INSERT && m.route.resource == format!("null/node/{NODE}")
+            })
+            .await;
+        assert_eq!(reg.content["metadata"]["labels"]["site"], "test");
+        hub.reply(&reg, json!({"Object": reg.content, "Err": null}));
+        let k = hub.frame(|m| m.route.operation == op::KEEPALIVE).await;
+        assert_eq!(k.content, "ping");
+        assert_eq!(mode(&dir.path().join("certs/node.key")), 0o600);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        let mut child = agent.0.take().unwrap();
+        let status = smol::unblock(move || child.wait()).await.unwrap();
+        assert!(status.success(), "{status}");
+    });
+}

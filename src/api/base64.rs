@@ -66,7 +66,7 @@ pub fn decode(text: &str) -> Result<Vec<u8>, String> {
         }
     }
     let rem = symbols % 4;
-    let bad_pad = pad > 2 || (pad > 0 && (rem + pad) % 4 != 0);
+    let bad_pad = pad > 2 || (pad > 0 && !(rem + pad).is_multiple_of(4));
     if rem == 1 || bad_pad {
         return Err(format!(
             "not base64: {symbols} symbols and {pad} padding characters do not make whole groups; \

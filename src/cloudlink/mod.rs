@@ -356,10 +356,16 @@ impl CloudLink {
         self.post(m);
     }
 
+    /// This machine's facts as the node status reports them (reads /proc, statvfs, /etc).
+    pub fn node_facts(&self) -> node::NodeFacts {
+        let c = &self.inner.config;
+        node::NodeFacts::gather(&c.root_dir, &c.node, c.node_ip, c.max_pods)
+    }
+
     /// Registers the node (`insert null/node/<node>`); an AlreadyExists answer is success.
     pub async fn register(&self) -> Result<(), UpstreamError> {
         let c = &self.inner.config;
-        let facts = node::NodeFacts::gather(&c.root_dir, &c.node, c.node_ip, c.max_pods);
+        let facts = self.node_facts();
         let now = crate::api::rfc3339(std::time::SystemTime::now());
         let obj = node::node_object(&c.node, &c.node_labels, &facts, &now);
         let m = Message::new(
@@ -444,6 +450,205 @@ impl Upstream for CloudLink {
 /// Keeps the link up until the future is dropped: certificates, connection, reconnects with
 /// back-off; cloud messages go to `meta`, whose ACKs go back up. Never fails: while the cloud
 /// is away the agent runs offline.
+/// How often the node status goes up even when nothing changed (the kubelet's 5 min).
+const NODE_STATUS_REPORT_PERIOD: std::time::Duration = std::time::Duration::from_secs(300);
+/// The node lease: renewed every 10 s, valid for 40 s (the kubelet's defaults).
+const LEASE_RENEW: std::time::Duration = std::time::Duration::from_secs(10);
+const LEASE_SECONDS: u32 = 40;
+
+/// Sends the node status every `period` when it changed (and every 5 min regardless), renews
+/// the lease every 10 s, and keeps what was last sent, with the link's state, in the node's
+/// store row (`edged get node`).
+pub async fn run_node_status(
+    link: CloudLink,
+    meta: crate::metaclient::MetaClient,
+    period: std::time::Duration,
+) {
+    let node = link.config().node.clone();
+    let mut previous: Option<Value> = None;
+    let mut sent_at: Option<std::time::Instant> = None;
+    let mut lease_at: Option<std::time::Instant> = None;
+    loop {
+        let l = link.clone();
+        let facts = smol::unblock(move || l.node_facts()).await;
+        let now = crate::api::rfc3339(std::time::SystemTime::now());
+        let status = node::node_status(&facts, &now, previous.as_ref());
+        // Heartbeat times move every time: compare without them.
+        let strip = |v: &Value| {
+            let mut v = v.clone();
+            if let Some(cs) = v["conditions"].as_array_mut() {
+                for c in cs {
+                    c["lastHeartbeatTime"] = Value::Null;
+                }
+            }
+            v
+        };
+        let changed = previous
+            .as_ref()
+            .map(|p| strip(p) != strip(&status))
+            .unwrap_or(true);
+        let due = sent_at
+            .map(|t| t.elapsed() >= NODE_STATUS_REPORT_PERIOD)
+            .unwrap_or(true);
+        if link.is_online() && (changed || due) {
+            link.send_node_status(json!({ "status": status }));
+            sent_at = Some(std::time::Instant::now());
+            previous = Some(status.clone());
+        } else if previous.is_none() {
+            previous = Some(status.clone());
+        }
+        if link.is_online() && lease_at.map(|t| t.elapsed() >= LEASE_RENEW).unwrap_or(true) {
+            link.renew_lease(LEASE_SECONDS);
+            lease_at = Some(std::time::Instant::now());
+        }
+        let mut row = meta
+            .node(&node)
+            .await
+            .ok()
+            .flatten()
+            .filter(Value::is_object)
+            .unwrap_or_else(|| json!({}));
+        row["status"] = previous.clone().unwrap_or(Value::Null);
+        row["link"] = json!({ "online": link.is_online(), "registered": link.is_registered(), "checkedAt": now });
+        if let Err(e) = meta.put_node(&node, row).await {
+            tracing::warn!(error = %e, "cannot store the node record");
+        }
+        smol::Timer::after(period.min(LEASE_RENEW)).await;
+    }
+}
+
 pub async fn run(link: CloudLink, meta: Arc<MetaManager>) {
     link::run(link, meta).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offline_link() -> CloudLink {
+        CloudLink::new(LinkConfig {
+            server: "cloud:10000".into(),
+            https_server: "cloud:10002".into(),
+            node: "edge-1".into(),
+            project_id: DEFAULT_PROJECT_ID.into(),
+            cert_dir: "/nonexistent".into(),
+            token: None,
+            heartbeat: Duration::from_secs(15),
+            backoff_initial: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(60),
+            node_labels: vec![],
+            node_ip: None,
+            root_dir: "/".into(),
+            max_pods: 110,
+        })
+    }
+
+    #[test]
+    fn upstream_messages_have_kubeedge_shapes() {
+        let link = offline_link();
+        link.send_pod_status("ns", "web", "u1", json!({"phase": "Running"}));
+        link.send_node_status(json!({"status": {"conditions": []}}));
+        link.renew_lease(40);
+        link.pod_deleted("ns", "web");
+        let m = link.outbox().drain();
+        let routes: Vec<(&str, &str)> = m
+            .iter()
+            .map(|m| (m.route.operation.as_str(), m.route.resource.as_str()))
+            .collect();
+        assert_eq!(
+            routes,
+            [
+                ("patch", "ns/podpatch/web"),
+                ("patch", "null/nodepatch/edge-1"),
+                ("update", "kube-node-lease/lease/edge-1"),
+                ("delete", "ns/pod/web"),
+            ]
+        );
+        assert!(m
+            .iter()
+            .all(|m| m.route.source == "edged" && m.route.group == "meta"));
+        let pod: Value = serde_json::from_str(m[0].content.as_str().unwrap()).unwrap();
+        assert_eq!(
+            pod,
+            json!({"metadata": {"uid": "u1"}, "status": {"phase": "Running"}})
+        );
+        let node: Value = serde_json::from_str(m[1].content.as_str().unwrap()).unwrap();
+        assert_eq!(node, json!({"status": {"conditions": []}}));
+        let renew = m[2].content["spec"]["renewTime"].as_str().unwrap();
+        // MicroTime: `YYYY-MM-DDTHH:MM:SS.ffffffZ`.
+        assert_eq!(renew.len(), 27, "{renew}");
+        assert_eq!(m[2].content["spec"]["holderIdentity"], "edge-1");
+        assert_eq!(m[2].content["spec"]["leaseDurationSeconds"], 40);
+    }
+
+    #[test]
+    fn offline_requests_fail_at_once() {
+        let link = offline_link();
+        let q = Message::new("edged", "meta", op::QUERY, "ns/configmap/c");
+        let e = smol::block_on(link.request(q, Duration::from_secs(60))).unwrap_err();
+        assert_eq!(e, UpstreamError::Offline);
+        // A fire-and-forget message waits for the link instead.
+        smol::block_on(link.send(Message::new("edged", "meta", op::PATCH, "ns/podpatch/p")))
+            .unwrap();
+        assert_eq!(link.outboxed(), 1);
+    }
+
+    #[test]
+    fn answer_errors() {
+        assert_eq!(answer_error(&json!({"Object": {}, "Err": null})), None);
+        assert_eq!(answer_error(&json!("OK")), None);
+        let e = answer_error(
+            &json!({"Err": {"ErrStatus": {"code": 409, "reason": "AlreadyExists", "message": "m"}}}),
+        );
+        assert_eq!(
+            e,
+            Some(UpstreamError::Status {
+                code: 409,
+                reason: "AlreadyExists".into(),
+                message: "m".into()
+            })
+        );
+        let e = answer_error(&json!({"ErrStatus": {"code": 404, "reason": "NotFound"}})).unwrap();
+        assert!(e.to_string().contains("404 NotFound"), "{e}");
+    }
+
+    #[test]
+    fn config_from_flags() {
+        let f = crate::flags::Flags::parse(&[]).unwrap();
+        assert!(LinkConfig::from_flags(&f).unwrap().is_none());
+        let f = crate::flags::Flags::parse(&[
+            "--cloudhub-server",
+            "10.0.0.1:10000",
+            "--token",
+            " h.j ",
+            "--node-name",
+            "n1",
+        ])
+        .unwrap();
+        let c = LinkConfig::from_flags(&f).unwrap().unwrap();
+        assert_eq!(c.https_server, "10.0.0.1:10002");
+        assert_eq!(c.token.as_deref(), Some("h.j"));
+        assert_eq!(c.node, "n1");
+        let f = crate::flags::Flags::parse(&["--cloudhub-server", "[::1]:10000"]).unwrap();
+        assert_eq!(
+            LinkConfig::from_flags(&f).unwrap().unwrap().https_server,
+            "[::1]:10002"
+        );
+        let f = crate::flags::Flags::parse(&["--cloudhub-server", "cloud"]).unwrap();
+        assert!(LinkConfig::from_flags(&f)
+            .unwrap_err()
+            .to_string()
+            .contains("HOST:PORT"));
+        let f = crate::flags::Flags::parse(&[
+            "--cloudhub-server",
+            "c:1",
+            "--token-file",
+            "/nonexistent/t",
+        ])
+        .unwrap();
+        assert!(LinkConfig::from_flags(&f)
+            .unwrap_err()
+            .to_string()
+            .contains("--token-file"));
+    }
 }

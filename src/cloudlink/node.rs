@@ -35,6 +35,8 @@ pub struct NodeFacts {
     pub runtime_version: String,
     pub kubelet_version: String,
     pub runtime_ready: bool,
+    /// Image GC could not get under its high threshold (see `gc::image`).
+    pub image_disk_pressure: bool,
 }
 
 /// The status of a node with `facts` at `now` (RFC 3339). Conditions keep their
@@ -42,8 +44,8 @@ pub struct NodeFacts {
 pub fn node_status(facts: &NodeFacts, now: &str, previous: Option<&Value>) -> Value {
     let f = facts;
     let mem_pressure = f.memory_available < MEMORY_AVAILABLE_MIN;
-    let disk_pressure =
-        f.disk_bytes > 0 && f.disk_available * 100 < f.disk_bytes * DISK_AVAILABLE_MIN_PERCENT;
+    let disk_pressure = f.image_disk_pressure
+        || (f.disk_bytes > 0 && f.disk_available * 100 < f.disk_bytes * DISK_AVAILABLE_MIN_PERCENT);
     let pid_pressure = f.pid_max > 0
         && f.pid_max.saturating_sub(f.pids) * 100 < f.pid_max * PID_AVAILABLE_MIN_PERCENT;
     let cond = |kind: &str, status: bool, reason: &str, message: &str| {
@@ -241,6 +243,8 @@ impl NodeFacts {
             runtime_version: "containerd-shim-v2://1".to_string(),
             kubelet_version: format!("edged/v{}", env!("CARGO_PKG_VERSION")),
             runtime_ready: true,
+            // Written by image GC (`gc::image::pressure_marker`) while it cannot free enough.
+            image_disk_pressure: root_dir.join("images").join("disk-pressure").exists(),
         }
     }
 }
@@ -310,6 +314,7 @@ mod tests {
             runtime_version: "containerd-shim-v2://1".into(),
             kubelet_version: "edged/v0.1.0".into(),
             runtime_ready: true,
+            image_disk_pressure: false,
         }
     }
 
