@@ -766,3 +766,26 @@ fn host_network_and_pid() {
     };
     assert_eq!(out, [host("net"), host("pid")]);
 }
+
+#[test]
+fn privileged_sees_host_devices() {
+    let e = env();
+    let pod = e.pod("priv");
+    let mut c = e.config(
+        &pod,
+        "c",
+        "grep CapEff /proc/self/status; [ -c /dev/kmsg ] && echo has-kmsg; mkdir /sys/fs/cgroup/x 2>/dev/null; echo done",
+    );
+    c.security.privileged = true;
+    let id = e.run(&pod, &c);
+    assert_eq!(e.wait_exit(&id).exit_code, Some(0));
+    let out = log_lines(&wait_log(&e.log_path(&pod, "c"), "stdout F done"), "stdout");
+    assert!(
+        !out[0].ends_with("0000000000000000"),
+        "all capabilities: {}",
+        out[0]
+    );
+    if Path::new("/dev/kmsg").exists() {
+        assert!(out.contains(&"has-kmsg".to_string()), "{out:?}");
+    }
+}

@@ -315,4 +315,45 @@ mod tests {
         let files = std::fs::read_dir(log.parent().unwrap()).unwrap().count();
         assert_eq!(files, 2, "live file plus one rotated");
     }
+
+    #[test]
+    fn long_lines_are_partial() {
+        let d = tempfile::tempdir().unwrap();
+        let (out, err) = (d.path().join("out"), d.path().join("err"));
+        for f in [&out, &err] {
+            nix::unistd::mkfifo(f, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        }
+        let log = d.path().join("0.log");
+        let rot = Rotation {
+            max_size: 1 << 20,
+            max_files: 2,
+        };
+        let c = Copier::start("t", &out, &err, &log, rot, false).unwrap();
+        let mut w = OpenOptions::new().write(true).open(&out).unwrap();
+        let _e = OpenOptions::new().write(true).open(&err).unwrap();
+        let long = "x".repeat(MAX_LINE * 2 + 10);
+        writeln!(w, "{long}").unwrap();
+        writeln!(w).unwrap();
+        writeln!(w, "short").unwrap();
+        drop((w, _e));
+        c.join();
+        let text = std::fs::read_to_string(&log).unwrap();
+        let tags: Vec<(&str, usize)> = text
+            .lines()
+            .map(|l| {
+                let f: Vec<&str> = l.splitn(4, ' ').collect();
+                (f[2], f.get(3).map_or(0, |m| m.len()))
+            })
+            .collect();
+        assert_eq!(
+            tags,
+            [
+                ("P", MAX_LINE),
+                ("P", MAX_LINE),
+                ("F", 10),
+                ("F", 0),
+                ("F", 5)
+            ]
+        );
+    }
 }

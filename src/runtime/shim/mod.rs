@@ -82,6 +82,9 @@ pub struct ShimRuntime {
     copiers: Mutex<HashMap<String, Copier>>,
     /// Serializes read-modify-write of metadata files and sandbox setup.
     meta_lock: Mutex<()>,
+    /// Per pod: a shim start + Create and a "last task gone, shut the shim down" decision
+    /// never interleave (the shutdown would take the new container's shim away).
+    pod_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
 }
 
 fn err(object: &str, op: &str, kind: ErrorKind, msg: impl Into<String>) -> RuntimeError {
@@ -191,6 +194,7 @@ impl ShimRuntime {
             clients: Mutex::new(HashMap::new()),
             copiers: Mutex::new(HashMap::new()),
             meta_lock: Mutex::new(()),
+            pod_locks: Mutex::new(HashMap::new()),
         };
         rt.adopt();
         Ok(rt)
@@ -199,19 +203,49 @@ impl ShimRuntime {
     /// Reattaches to what a previous agent left: log copiers for live tasks, and a State for
     /// each so dead shims are found and cleaned now.
     fn adopt(&self) {
-        for m in self.container_metas() {
-            if !m.task_created || m.task_deleted || m.finished_ns.is_some() {
-                continue;
+        let metas: Vec<ContainerMeta> = self
+            .container_metas()
+            .into_iter()
+            .filter(|m| !m.task_deleted && m.finished_ns.is_none())
+            .collect();
+        // In parallel: a hung shim costs one RPC timeout, not one per container.
+        std::thread::scope(|s| {
+            for m in &metas {
+                s.spawn(move || self.adopt_one(m));
             }
-            if let Err(e) = self.start_copier(&m, true) {
-                tracing::warn!(container = %m.id, pod = %m.pod_uid, error = %e, "log copier not started");
-            }
-            match self.container_status(&m.id) {
-                Ok(s) => {
-                    tracing::info!(container = %m.id, pod = %m.pod_uid, state = ?s.state, "adopted container")
+        });
+    }
+
+    fn adopt_one(&self, m: &ContainerMeta) {
+        if !m.task_created {
+            // The previous agent stopped in the middle of a create: the task may exist.
+            let known = self.address(&m.id).is_some() && self.state(&m.id).is_ok();
+            if !known {
+                let now = SystemTime::now();
+                let r = self.update_meta(&m.id, |m| {
+                    m.task_deleted = true;
+                    m.finished_ns = Some(to_ns(now));
+                    m.exit_code = Some(128);
+                    m.reason = Some("CreateInterrupted".into());
+                    m.message = Some("the agent stopped while creating this container".into());
+                });
+                if let Err(e) = r {
+                    tracing::warn!(container = %m.id, error = %e, "adopt failed");
                 }
-                Err(e) => tracing::warn!(container = %m.id, error = %e, "adopt failed"),
+                return;
             }
+            if let Err(e) = self.update_meta(&m.id, |m| m.task_created = true) {
+                tracing::warn!(container = %m.id, error = %e, "adopt failed");
+            }
+        }
+        if let Err(e) = self.start_copier(m, true) {
+            tracing::warn!(container = %m.id, pod = %m.pod_uid, error = %e, "log copier not started");
+        }
+        match self.container_status(&m.id) {
+            Ok(s) => {
+                tracing::info!(container = %m.id, pod = %m.pod_uid, state = ?s.state, "adopted container")
+            }
+            Err(e) => tracing::warn!(container = %m.id, error = %e, "adopt failed"),
         }
     }
 
@@ -221,6 +255,15 @@ impl ShimRuntime {
 
     fn bundle(&self, id: &str) -> PathBuf {
         self.dir.join("containers").join(id)
+    }
+
+    fn pod_lock(&self, pod_uid: &str) -> Arc<Mutex<()>> {
+        self.pod_locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(pod_uid.to_string())
+            .or_default()
+            .clone()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
@@ -600,6 +643,8 @@ impl ShimRuntime {
 
     /// Shuts the shim of `m` down when no other container of its pod has a task in it.
     fn shutdown_idle_shim(&self, m: &ContainerMeta) {
+        let lock = self.pod_lock(&m.pod_uid);
+        let _g = lock.lock().unwrap_or_else(|p| p.into_inner());
         let others = self
             .container_metas()
             .into_iter()
@@ -881,6 +926,10 @@ impl Runtime for ShimRuntime {
         {
             self.remove_container(&m.id)?;
         }
+        self.pod_locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(pod_uid);
         let dir = self.sandbox_dir(pod_uid);
         sandbox::remove(&dir.join("ns"))
             .map_err(|e| err(pod_uid, "remove sandbox", ErrorKind::Other, e))?;
@@ -960,11 +1009,15 @@ impl Runtime for ShimRuntime {
                     format!("{}: {e}", meta.log_path.display()),
                 )
             })?;
-            let pid = self.create_task(&id, &mounts)?;
-            self.update_meta(&id, |m| {
-                m.task_created = true;
-                m.pid = Some(pid);
-            })?;
+            let lock = self.pod_lock(pod_uid);
+            {
+                let _g = lock.lock().unwrap_or_else(|p| p.into_inner());
+                let pid = self.create_task(&id, &mounts)?;
+                self.update_meta(&id, |m| {
+                    m.task_created = true;
+                    m.pid = Some(pid);
+                })?;
+            }
             Ok(())
         })();
         match result {
