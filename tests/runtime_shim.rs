@@ -400,6 +400,15 @@ fn pod_shares_netns_and_shim() {
         .unwrap()
     };
     assert_eq!(addr(&a), addr(&b), "one shim for the pod");
+    assert_eq!(
+        shim_pids(&a).len(),
+        1,
+        "the pod's shim daemon, named after its first container"
+    );
+    assert!(
+        shim_pids(&b).is_empty(),
+        "no daemon of its own for the second container"
+    );
     // Stopping the pod stops both and lets the shim go.
     e.rt().stop_pod_sandbox(&pod, Duration::ZERO).unwrap();
     for id in [&a, &b] {
@@ -537,6 +546,20 @@ fn unknown_image_and_pod_are_refused() {
     assert_eq!(
         e.rt().create_container("no-such-pod", &c).unwrap_err().kind,
         ErrorKind::NotFound
+    );
+    c.log_path = PathBuf::new();
+    assert_eq!(
+        e.rt().create_container(&pod, &c).unwrap_err().kind,
+        ErrorKind::InvalidConfig
+    );
+    c.log_path = e.log_path(&pod, "c");
+    assert_eq!(
+        e.rt().create_container("../x", &c).unwrap_err().kind,
+        ErrorKind::InvalidConfig
+    );
+    assert_eq!(
+        e.rt().remove_pod_sandbox("..").unwrap_err().kind,
+        ErrorKind::InvalidConfig
     );
     c.image = "nope:1".into();
     assert_eq!(
@@ -788,4 +811,64 @@ fn privileged_sees_host_devices() {
     if Path::new("/dev/kmsg").exists() {
         assert!(out.contains(&"has-kmsg".to_string()), "{out:?}");
     }
+}
+
+#[test]
+fn hung_shim_blocks_only_its_pod() {
+    let e = env();
+    let slow_pod = e.pod("hung");
+    let slow = e.run(&slow_pod, &e.config(&slow_pod, "c", "sleep 1000"));
+    let pids = shim_pids(&slow);
+    assert_eq!(pids.len(), 1);
+    let shim = nix::unistd::Pid::from_raw(pids[0]);
+    nix::sys::signal::kill(shim, nix::sys::signal::SIGSTOP).unwrap();
+    std::thread::scope(|s| {
+        let hung = s.spawn(|| e.rt().container_status(&slow));
+        // Another pod is served meanwhile.
+        let pod = e.pod("healthy");
+        let id = e.run(&pod, &e.config(&pod, "c", "sleep 1000"));
+        assert_eq!(
+            e.rt().container_status(&id).unwrap().state,
+            ContainerState::Running
+        );
+        let other_done_first = !hung.is_finished();
+        let st = hung.join().unwrap().unwrap();
+        nix::sys::signal::kill(shim, nix::sys::signal::SIGCONT).unwrap();
+        assert_eq!(
+            st.state,
+            ContainerState::Unknown,
+            "a frozen shim answers nothing: {st:?}"
+        );
+        assert!(other_done_first, "the healthy pod waited for the hung shim");
+    });
+    assert_eq!(
+        e.rt().container_status(&slow).unwrap().state,
+        ContainerState::Running
+    );
+}
+
+#[test]
+fn created_never_started_is_removed() {
+    let e = env();
+    let pod = e.pod("created");
+    let id = e
+        .rt()
+        .create_container(&pod, &e.config(&pod, "c", "echo never"))
+        .unwrap();
+    let s = e.rt().container_status(&id).unwrap();
+    assert_eq!(s.state, ContainerState::Created);
+    assert!(s.pid.is_some());
+    e.rt()
+        .stop_pod_sandbox(&pod, Duration::from_secs(1))
+        .unwrap();
+    assert_eq!(
+        e.rt().container_status(&id).unwrap().state,
+        ContainerState::Exited
+    );
+    e.rt().remove_pod_sandbox(&pod).unwrap();
+    assert_eq!(
+        e.rt().container_status(&id).unwrap_err().kind,
+        ErrorKind::NotFound
+    );
+    assert!(shim_pids(&id).is_empty());
 }

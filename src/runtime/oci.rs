@@ -100,6 +100,7 @@ const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/b
 /// The pod side of a container's spec: which namespaces to join and the shared files.
 #[derive(Clone, Debug, Default)]
 pub struct PodContext {
+    /// The pod's uid: the shim grouping key.
     pub pod_uid: String,
     /// Hostname inside the pod (unset for hostNetwork pods, which keep the host's).
     pub hostname: Option<String>,
@@ -109,6 +110,7 @@ pub struct PodContext {
     pub utsns: Option<PathBuf>,
     /// A PID namespace of the container's own unless the pod is hostPID.
     pub host_pid: bool,
+    /// The pod's files bind-mounted at /etc/hosts, /etc/resolv.conf and /etc/hostname.
     pub hosts_file: Option<PathBuf>,
     pub resolv_file: Option<PathBuf>,
     pub hostname_file: Option<PathBuf>,
@@ -337,9 +339,13 @@ fn bind(dest: &str, source: &Path, read_only: bool) -> Value {
 
 /// Everything a container spec is made from.
 pub struct SpecInput<'a> {
+    /// The container's id (names it in errors).
     pub container_id: &'a str,
+    /// What the pod asks for.
     pub config: &'a ContainerConfig,
+    /// What the image says.
     pub image: &'a ImageSpec,
+    /// The pod's namespaces and files.
     pub pod: &'a PodContext,
     /// The container's cgroup, absolute (`/edged/pod<uid>/<id>`).
     pub cgroups_path: &'a str,

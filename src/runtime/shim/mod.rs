@@ -956,6 +956,14 @@ impl Runtime for ShimRuntime {
     fn create_container(&self, pod_uid: &str, config: &ContainerConfig) -> Result<String> {
         let sb = self.read_sandbox(pod_uid)?;
         let pod = format!("{}/{}", sb.namespace, sb.name);
+        if config.log_path.as_os_str().is_empty() {
+            return Err(err(
+                &pod,
+                "create container",
+                ErrorKind::InvalidConfig,
+                format!("container {:?}: no log path given", config.name),
+            ));
+        }
         let image = self.rootfs.image_spec(&config.image)?;
         let id = new_id();
         let b = self.bundle(&id);
