@@ -569,44 +569,59 @@ fn unknown_image_and_pod_are_refused() {
     assert!(e.rt().list_containers().unwrap().is_empty());
 }
 
-/// crun on a hybrid host needs the hugetlb v1 hierarchy; mounts it when missing.
-fn prepare_crun() {
-    if let Layout::V1(_) = Layout::detect() {
-        let h = Path::new("/sys/fs/cgroup/hugetlb");
-        if !h.join("cgroup.procs").exists() {
-            eprintln!(
-                "crun test: mounting the hugetlb v1 hierarchy at {}",
-                h.display()
-            );
-            let _ = std::fs::create_dir_all(h);
-            let st = std::process::Command::new("mount")
-                .args([
-                    "-t",
-                    "cgroup",
-                    "-o",
-                    "hugetlb",
-                    "cgroup",
-                    "/sys/fs/cgroup/hugetlb",
-                ])
-                .status()
-                .unwrap();
-            assert!(st.success(), "mount hugetlb failed");
-        }
+/// Mounts the hugetlb v1 hierarchy on a hybrid host where it is missing (some crun versions
+/// refuse the layout without it); returns whether it did.
+fn mount_hugetlb() -> bool {
+    let h = Path::new("/sys/fs/cgroup/hugetlb");
+    if !matches!(Layout::detect(), Layout::V1(_)) || h.join("cgroup.procs").exists() {
+        return false;
     }
+    eprintln!(
+        "crun test: mounting the hugetlb v1 hierarchy at {}",
+        h.display()
+    );
+    let _ = std::fs::create_dir_all(h);
+    std::process::Command::new("mount")
+        .args([
+            "-t",
+            "cgroup",
+            "-o",
+            "hugetlb",
+            "cgroup",
+            "/sys/fs/cgroup/hugetlb",
+        ])
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 #[test]
 fn crun_works_too() {
-    prepare_crun();
     let e = env_with("crun");
     let pod = e.pod("crun");
-    let id = e
-        .rt()
-        .create_container(&pod, &e.config(&pod, "c", "echo crun-ok; exit 2"));
-    let id = match id {
+    let mut c = e.config(&pod, "c", "echo crun-ok; exit 2");
+    c.resources.memory_limit_bytes = Some(32 << 20);
+    let id = match e.rt().create_container(&pod, &c) {
         Ok(id) => id,
-        Err(err) => panic!("crun failed plainly: {err}"),
+        Err(first) => {
+            eprintln!("crun failed: {first}");
+            assert!(mount_hugetlb(), "crun failed plainly: {first}");
+            e.rt().create_container(&pod, &c).unwrap_or_else(|again| {
+                panic!("crun failed plainly: {first}; with hugetlb: {again}")
+            })
+        }
     };
+    let cg = Layout::detect().memory_dir(&Layout::container_path(&pod, &id));
+    let limit_file = match Layout::detect() {
+        Layout::V1(_) => "memory.limit_in_bytes",
+        Layout::V2(_) => "memory.max",
+    };
+    let limit = std::fs::read_to_string(cg.join(limit_file)).unwrap_or_default();
+    assert_eq!(
+        limit.trim(),
+        (32u64 << 20).to_string(),
+        "crun's cgroup {}",
+        cg.display()
+    );
     e.rt().start_container(&id).unwrap();
     let s = e.wait_exit(&id);
     assert_eq!(s.exit_code, Some(2));

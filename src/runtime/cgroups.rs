@@ -33,8 +33,16 @@ impl Layout {
             .map(|rd| {
                 rd.flatten()
                     .map(|e| e.path())
-                    // Hierarchies only (skip symlinks like cpu -> cpu,cpuacct).
+                    // Mounted hierarchies only: not symlinks (cpu -> cpu,cpuacct), not a plain
+                    // directory of the tmpfs (a hierarchy someone meant to mount).
                     .filter(|p| p.symlink_metadata().map(|m| m.is_dir()).unwrap_or(false))
+                    .filter(|p| {
+                        nix::sys::statfs::statfs(p).is_ok_and(|s| {
+                            let t = s.filesystem_type();
+                            t == nix::sys::statfs::CGROUP_SUPER_MAGIC
+                                || t == nix::sys::statfs::CGROUP2_SUPER_MAGIC
+                        })
+                    })
                     .collect()
             })
             .unwrap_or_default();
