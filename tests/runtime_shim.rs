@@ -464,7 +464,17 @@ fn restart_adopts_running_container() {
     // The new copier picks the output up again.
     let n = log_lines(&std::fs::read_to_string(&log).unwrap(), "stdout").len();
     wait_log(&log, &format!("tick {}", n + 5));
+    // The shim publishes to the new agent's events socket.
+    let events = e.rt().exit_events();
     e.rt().stop_container(&id, Duration::ZERO).unwrap();
+    let ev = smol::block_on(async {
+        smol::future::or(async { events.recv().await.ok() }, async {
+            smol::Timer::after(Duration::from_secs(20)).await;
+            None
+        })
+        .await
+    });
+    assert_eq!(ev.map(|e| e.container_id), Some(id));
 }
 
 #[test]
@@ -886,4 +896,38 @@ fn created_never_started_is_removed() {
         ErrorKind::NotFound
     );
     assert!(shim_pids(&id).is_empty());
+}
+
+#[test]
+fn pod_shim_outlives_its_first_container() {
+    let e = env();
+    let pod = e.pod("outlive");
+    let a = e.run(&pod, &e.config(&pod, "a", "sleep 1000"));
+    let b = e.run(&pod, &e.config(&pod, "b", "sleep 1000"));
+    e.rt().stop_container(&a, Duration::ZERO).unwrap();
+    e.rt().remove_container(&a).unwrap();
+    assert_eq!(shim_pids(&a).len(), 1, "the shim still serves b");
+    assert_eq!(
+        e.rt().container_status(&b).unwrap().state,
+        ContainerState::Running
+    );
+    let r = e
+        .rt()
+        .exec_sync(
+            &b,
+            &["echo".into(), "alive".into()],
+            Duration::from_secs(10),
+        )
+        .unwrap();
+    assert_eq!(r.stdout, b"alive\n");
+    e.rt().stop_container(&b, Duration::ZERO).unwrap();
+    e.rt().remove_container(&b).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !shim_pids(&a).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        shim_pids(&a).is_empty(),
+        "the shim went with the pod's last container"
+    );
 }
