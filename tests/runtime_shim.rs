@@ -485,6 +485,11 @@ fn killed_shim_is_detected_and_cleaned() {
     let events = e.rt().exit_events();
     let pids = shim_pids(&id);
     assert_eq!(pids.len(), 1, "one shim daemon for {id}: {pids:?}");
+    let cg = std::fs::read_to_string(format!("/proc/{}/cgroup", pids[0])).unwrap();
+    assert!(
+        cg.contains(":/edged/shims\n"),
+        "shim out of the agent's cgroup: {cg}"
+    );
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pids[0]),
         nix::sys::signal::SIGKILL,

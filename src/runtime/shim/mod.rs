@@ -739,6 +739,7 @@ impl ShimRuntime {
         if self.address(id).as_deref() != Some(address.as_str()) {
             std::fs::write(&addr_file, &address).map_err(|e| io_err(id, "write address", e))?;
         }
+        self.move_shim(id);
         let opts = options::Options {
             binary_name: self.cfg.runtime_binary.clone(),
             ..Default::default()
@@ -771,6 +772,28 @@ impl ShimRuntime {
             .map_err(|e| rpc_err(id, "create", e))?;
         tracing::debug!(container = %id, ?shim_start, create = ?(t0.elapsed() - shim_start), "task created");
         Ok(r.pid)
+    }
+
+    /// Moves the shim serving `id` into the shims' cgroup (see [`Layout::SHIMS`]).
+    fn move_shim(&self, id: &str) {
+        let r: std::result::Result<pb::ConnectResponse, _> = self.rpc(
+            id,
+            "Connect",
+            &pb::ConnectRequest {
+                id: id.into(),
+                ..Default::default()
+            },
+            RPC_QUICK,
+        );
+        match r {
+            Ok(c) if c.shim_pid > 0 => {
+                if let Err(e) = self.cgroups.move_process(Layout::SHIMS, c.shim_pid) {
+                    tracing::warn!(container = %id, shim_pid = c.shim_pid, error = %e, "shim left in the agent's cgroup");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!(container = %id, error = %e, "Connect"),
+        }
     }
 
     /// Undoes a failed create: the task, the rootfs layer and the bundle.
