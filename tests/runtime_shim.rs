@@ -450,6 +450,15 @@ fn restart_adopts_running_container() {
     wait_log(&log, "tick 2");
     let before = e.rt().container_status(&id).unwrap();
     assert_eq!(before.state, ContainerState::Running);
+    // A second agent on the same state dir is refused while the first runs.
+    let second = ShimRuntime::new(
+        ShimConfig {
+            root: e.dir.path().to_path_buf(),
+            ..Default::default()
+        },
+        e.provider.clone(),
+    );
+    assert_eq!(second.err().map(|e| e.kind), Some(ErrorKind::AlreadyExists));
     e.restart();
     let after = e.rt().container_status(&id).unwrap();
     assert_eq!(after.state, ContainerState::Running);

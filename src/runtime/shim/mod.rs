@@ -85,6 +85,8 @@ pub struct ShimRuntime {
     /// Per pod: a shim start + Create and a "last task gone, shut the shim down" decision
     /// never interleave (the shutdown would take the new container's shim away).
     pod_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// Held for the backend's life: one agent per state dir (dropped last).
+    _lock: nix::fcntl::Flock<std::fs::File>,
 }
 
 fn err(object: &str, op: &str, kind: ErrorKind, msg: impl Into<String>) -> RuntimeError {
@@ -177,6 +179,22 @@ impl ShimRuntime {
             std::fs::create_dir_all(&d)
                 .map_err(|e| io_err(&d.display().to_string(), "init", format!("mkdir: {e}")))?;
         }
+        let lock_path = dir.join("lock");
+        let lock_file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| io_err(&lock_path.display().to_string(), "init", e))?;
+        let lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+            .map_err(|(_, e)| {
+                err(
+                    &lock_path.display().to_string(),
+                    "init",
+                    ErrorKind::AlreadyExists,
+                    format!("another agent uses this state dir ({e}): stop it first"),
+                )
+            })?;
         let (exit_tx, exit_rx) = async_channel::unbounded();
         let oom = Arc::new(Mutex::new(HashSet::new()));
         let events =
@@ -195,6 +213,7 @@ impl ShimRuntime {
             copiers: Mutex::new(HashMap::new()),
             meta_lock: Mutex::new(()),
             pod_locks: Mutex::new(HashMap::new()),
+            _lock: lock,
         };
         rt.adopt();
         Ok(rt)
