@@ -400,6 +400,15 @@ fn pod_shares_netns_and_shim() {
         .unwrap()
     };
     assert_eq!(addr(&a), addr(&b), "one shim for the pod");
+    assert_eq!(
+        shim_pids(&a).len(),
+        1,
+        "the pod's shim daemon, named after its first container"
+    );
+    assert!(
+        shim_pids(&b).is_empty(),
+        "no daemon of its own for the second container"
+    );
     // Stopping the pod stops both and lets the shim go.
     e.rt().stop_pod_sandbox(&pod, Duration::ZERO).unwrap();
     for id in [&a, &b] {
@@ -441,6 +450,15 @@ fn restart_adopts_running_container() {
     wait_log(&log, "tick 2");
     let before = e.rt().container_status(&id).unwrap();
     assert_eq!(before.state, ContainerState::Running);
+    // A second agent on the same state dir is refused while the first runs.
+    let second = ShimRuntime::new(
+        ShimConfig {
+            root: e.dir.path().to_path_buf(),
+            ..Default::default()
+        },
+        e.provider.clone(),
+    );
+    assert_eq!(second.err().map(|e| e.kind), Some(ErrorKind::AlreadyExists));
     e.restart();
     let after = e.rt().container_status(&id).unwrap();
     assert_eq!(after.state, ContainerState::Running);
@@ -455,7 +473,17 @@ fn restart_adopts_running_container() {
     // The new copier picks the output up again.
     let n = log_lines(&std::fs::read_to_string(&log).unwrap(), "stdout").len();
     wait_log(&log, &format!("tick {}", n + 5));
+    // The shim publishes to the new agent's events socket.
+    let events = e.rt().exit_events();
     e.rt().stop_container(&id, Duration::ZERO).unwrap();
+    let ev = smol::block_on(async {
+        smol::future::or(async { events.recv().await.ok() }, async {
+            smol::Timer::after(Duration::from_secs(20)).await;
+            None
+        })
+        .await
+    });
+    assert_eq!(ev.map(|e| e.container_id), Some(id));
 }
 
 #[test]
@@ -466,6 +494,11 @@ fn killed_shim_is_detected_and_cleaned() {
     let events = e.rt().exit_events();
     let pids = shim_pids(&id);
     assert_eq!(pids.len(), 1, "one shim daemon for {id}: {pids:?}");
+    let cg = std::fs::read_to_string(format!("/proc/{}/cgroup", pids[0])).unwrap();
+    assert!(
+        cg.contains(":/edged/shims\n"),
+        "shim out of the agent's cgroup: {cg}"
+    );
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pids[0]),
         nix::sys::signal::SIGKILL,
@@ -538,6 +571,20 @@ fn unknown_image_and_pod_are_refused() {
         e.rt().create_container("no-such-pod", &c).unwrap_err().kind,
         ErrorKind::NotFound
     );
+    c.log_path = PathBuf::new();
+    assert_eq!(
+        e.rt().create_container(&pod, &c).unwrap_err().kind,
+        ErrorKind::InvalidConfig
+    );
+    c.log_path = e.log_path(&pod, "c");
+    assert_eq!(
+        e.rt().create_container("../x", &c).unwrap_err().kind,
+        ErrorKind::InvalidConfig
+    );
+    assert_eq!(
+        e.rt().remove_pod_sandbox("..").unwrap_err().kind,
+        ErrorKind::InvalidConfig
+    );
     c.image = "nope:1".into();
     assert_eq!(
         e.rt().create_container(&pod, &c).unwrap_err().kind,
@@ -546,44 +593,59 @@ fn unknown_image_and_pod_are_refused() {
     assert!(e.rt().list_containers().unwrap().is_empty());
 }
 
-/// crun on a hybrid host needs the hugetlb v1 hierarchy; mounts it when missing.
-fn prepare_crun() {
-    if let Layout::V1(_) = Layout::detect() {
-        let h = Path::new("/sys/fs/cgroup/hugetlb");
-        if !h.join("cgroup.procs").exists() {
-            eprintln!(
-                "crun test: mounting the hugetlb v1 hierarchy at {}",
-                h.display()
-            );
-            let _ = std::fs::create_dir_all(h);
-            let st = std::process::Command::new("mount")
-                .args([
-                    "-t",
-                    "cgroup",
-                    "-o",
-                    "hugetlb",
-                    "cgroup",
-                    "/sys/fs/cgroup/hugetlb",
-                ])
-                .status()
-                .unwrap();
-            assert!(st.success(), "mount hugetlb failed");
-        }
+/// Mounts the hugetlb v1 hierarchy on a hybrid host where it is missing (some crun versions
+/// refuse the layout without it); returns whether it did.
+fn mount_hugetlb() -> bool {
+    let h = Path::new("/sys/fs/cgroup/hugetlb");
+    if !matches!(Layout::detect(), Layout::V1(_)) || h.join("cgroup.procs").exists() {
+        return false;
     }
+    eprintln!(
+        "crun test: mounting the hugetlb v1 hierarchy at {}",
+        h.display()
+    );
+    let _ = std::fs::create_dir_all(h);
+    std::process::Command::new("mount")
+        .args([
+            "-t",
+            "cgroup",
+            "-o",
+            "hugetlb",
+            "cgroup",
+            "/sys/fs/cgroup/hugetlb",
+        ])
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 #[test]
 fn crun_works_too() {
-    prepare_crun();
     let e = env_with("crun");
     let pod = e.pod("crun");
-    let id = e
-        .rt()
-        .create_container(&pod, &e.config(&pod, "c", "echo crun-ok; exit 2"));
-    let id = match id {
+    let mut c = e.config(&pod, "c", "echo crun-ok; exit 2");
+    c.resources.memory_limit_bytes = Some(32 << 20);
+    let id = match e.rt().create_container(&pod, &c) {
         Ok(id) => id,
-        Err(err) => panic!("crun failed plainly: {err}"),
+        Err(first) => {
+            eprintln!("crun failed: {first}");
+            assert!(mount_hugetlb(), "crun failed plainly: {first}");
+            e.rt().create_container(&pod, &c).unwrap_or_else(|again| {
+                panic!("crun failed plainly: {first}; with hugetlb: {again}")
+            })
+        }
     };
+    let cg = Layout::detect().memory_dir(&Layout::container_path(&pod, &id));
+    let limit_file = match Layout::detect() {
+        Layout::V1(_) => "memory.limit_in_bytes",
+        Layout::V2(_) => "memory.max",
+    };
+    let limit = std::fs::read_to_string(cg.join(limit_file)).unwrap_or_default();
+    assert_eq!(
+        limit.trim(),
+        (32u64 << 20).to_string(),
+        "crun's cgroup {}",
+        cg.display()
+    );
     e.rt().start_container(&id).unwrap();
     let s = e.wait_exit(&id);
     assert_eq!(s.exit_code, Some(2));
@@ -765,4 +827,121 @@ fn host_network_and_pid() {
             .to_string()
     };
     assert_eq!(out, [host("net"), host("pid")]);
+}
+
+#[test]
+fn privileged_sees_host_devices() {
+    let e = env();
+    let pod = e.pod("priv");
+    let mut c = e.config(
+        &pod,
+        "c",
+        "grep CapEff /proc/self/status; [ -c /dev/kmsg ] && echo has-kmsg; mkdir /sys/fs/cgroup/x 2>/dev/null; echo done",
+    );
+    c.security.privileged = true;
+    let id = e.run(&pod, &c);
+    assert_eq!(e.wait_exit(&id).exit_code, Some(0));
+    let out = log_lines(&wait_log(&e.log_path(&pod, "c"), "stdout F done"), "stdout");
+    assert!(
+        !out[0].ends_with("0000000000000000"),
+        "all capabilities: {}",
+        out[0]
+    );
+    if Path::new("/dev/kmsg").exists() {
+        assert!(out.contains(&"has-kmsg".to_string()), "{out:?}");
+    }
+}
+
+#[test]
+fn hung_shim_blocks_only_its_pod() {
+    let e = env();
+    let slow_pod = e.pod("hung");
+    let slow = e.run(&slow_pod, &e.config(&slow_pod, "c", "sleep 1000"));
+    let pids = shim_pids(&slow);
+    assert_eq!(pids.len(), 1);
+    let shim = nix::unistd::Pid::from_raw(pids[0]);
+    nix::sys::signal::kill(shim, nix::sys::signal::SIGSTOP).unwrap();
+    std::thread::scope(|s| {
+        let hung = s.spawn(|| e.rt().container_status(&slow));
+        // Another pod is served meanwhile.
+        let pod = e.pod("healthy");
+        let id = e.run(&pod, &e.config(&pod, "c", "sleep 1000"));
+        assert_eq!(
+            e.rt().container_status(&id).unwrap().state,
+            ContainerState::Running
+        );
+        let other_done_first = !hung.is_finished();
+        let st = hung.join().unwrap().unwrap();
+        nix::sys::signal::kill(shim, nix::sys::signal::SIGCONT).unwrap();
+        assert_eq!(
+            st.state,
+            ContainerState::Unknown,
+            "a frozen shim answers nothing: {st:?}"
+        );
+        assert!(other_done_first, "the healthy pod waited for the hung shim");
+    });
+    assert_eq!(
+        e.rt().container_status(&slow).unwrap().state,
+        ContainerState::Running
+    );
+}
+
+#[test]
+fn created_never_started_is_removed() {
+    let e = env();
+    let pod = e.pod("created");
+    let id = e
+        .rt()
+        .create_container(&pod, &e.config(&pod, "c", "echo never"))
+        .unwrap();
+    let s = e.rt().container_status(&id).unwrap();
+    assert_eq!(s.state, ContainerState::Created);
+    assert!(s.pid.is_some());
+    e.rt()
+        .stop_pod_sandbox(&pod, Duration::from_secs(1))
+        .unwrap();
+    assert_eq!(
+        e.rt().container_status(&id).unwrap().state,
+        ContainerState::Exited
+    );
+    e.rt().remove_pod_sandbox(&pod).unwrap();
+    assert_eq!(
+        e.rt().container_status(&id).unwrap_err().kind,
+        ErrorKind::NotFound
+    );
+    assert!(shim_pids(&id).is_empty());
+}
+
+#[test]
+fn pod_shim_outlives_its_first_container() {
+    let e = env();
+    let pod = e.pod("outlive");
+    let a = e.run(&pod, &e.config(&pod, "a", "sleep 1000"));
+    let b = e.run(&pod, &e.config(&pod, "b", "sleep 1000"));
+    e.rt().stop_container(&a, Duration::ZERO).unwrap();
+    e.rt().remove_container(&a).unwrap();
+    assert_eq!(shim_pids(&a).len(), 1, "the shim still serves b");
+    assert_eq!(
+        e.rt().container_status(&b).unwrap().state,
+        ContainerState::Running
+    );
+    let r = e
+        .rt()
+        .exec_sync(
+            &b,
+            &["echo".into(), "alive".into()],
+            Duration::from_secs(10),
+        )
+        .unwrap();
+    assert_eq!(r.stdout, b"alive\n");
+    e.rt().stop_container(&b, Duration::ZERO).unwrap();
+    e.rt().remove_container(&b).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !shim_pids(&a).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        shim_pids(&a).is_empty(),
+        "the shim went with the pod's last container"
+    );
 }

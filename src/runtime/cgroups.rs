@@ -33,8 +33,16 @@ impl Layout {
             .map(|rd| {
                 rd.flatten()
                     .map(|e| e.path())
-                    // Hierarchies only (skip symlinks like cpu -> cpu,cpuacct).
+                    // Mounted hierarchies only: not symlinks (cpu -> cpu,cpuacct), not a plain
+                    // directory of the tmpfs (a hierarchy someone meant to mount).
                     .filter(|p| p.symlink_metadata().map(|m| m.is_dir()).unwrap_or(false))
+                    .filter(|p| {
+                        nix::sys::statfs::statfs(p).is_ok_and(|s| {
+                            let t = s.filesystem_type();
+                            t == nix::sys::statfs::CGROUP_SUPER_MAGIC
+                                || t == nix::sys::statfs::CGROUP2_SUPER_MAGIC
+                        })
+                    })
                     .collect()
             })
             .unwrap_or_default();
@@ -46,6 +54,10 @@ impl Layout {
     pub fn pod_path(pod_uid: &str) -> String {
         format!("/{EDGED_CGROUP}/pod{pod_uid}")
     }
+
+    /// The cgroup shims live in, out of the agent's own: a restart of the agent's service
+    /// (systemd kills its whole cgroup) must not take the shims and their containers along.
+    pub const SHIMS: &'static str = "/edged/shims";
 
     /// The cgroup path of a container of a pod.
     pub fn container_path(pod_uid: &str, container_id: &str) -> String {
@@ -98,6 +110,24 @@ impl Layout {
         Ok(())
     }
 
+    /// Moves a process into `cgroup` in every hierarchy (made as needed). Best effort: returns
+    /// the first failure.
+    pub fn move_process(&self, cgroup: &str, pid: u32) -> std::io::Result<()> {
+        let mut first = Ok(());
+        for d in self.dirs(cgroup) {
+            let r = std::fs::create_dir_all(&d)
+                .and_then(|()| fill_cpuset(&d))
+                .and_then(|()| std::fs::write(d.join("cgroup.procs"), pid.to_string()));
+            if let (Err(e), Ok(())) = (r, &first) {
+                first = Err(std::io::Error::new(
+                    e.kind(),
+                    format!("{}: {e}", d.display()),
+                ));
+            }
+        }
+        first
+    }
+
     /// Removes a pod's cgroups (its containers' first). Best effort: a cgroup with live
     /// processes stays and is reported.
     pub fn remove_pod(&self, pod_uid: &str) -> std::io::Result<()> {
@@ -138,6 +168,26 @@ impl Layout {
                 .unwrap_or(false)
         })
     }
+}
+
+/// A new v1 cpuset cgroup starts with no CPUs and no memory nodes, and takes no process:
+/// copy them down from the nearest ancestor that has them (as runc does for its parents).
+fn fill_cpuset(dir: &Path) -> std::io::Result<()> {
+    for file in ["cpuset.cpus", "cpuset.mems"] {
+        let own = dir.join(file);
+        let Ok(value) = std::fs::read_to_string(&own) else {
+            return Ok(()); // not a cpuset hierarchy
+        };
+        if !value.trim().is_empty() {
+            continue;
+        }
+        if let Some(parent) = dir.parent() {
+            fill_cpuset(parent)?;
+            let inherited = std::fs::read_to_string(parent.join(file))?;
+            std::fs::write(&own, inherited.trim())?;
+        }
+    }
+    Ok(())
 }
 
 /// Writes every available controller into `cgroup.subtree_control` (v2), best effort.

@@ -290,29 +290,88 @@ mod tests {
         for f in [&out, &err] {
             nix::unistd::mkfifo(f, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
         }
-        let log = d.path().join("logs/app/0.log");
+        let dir = d.path().join("logs/app");
+        let log = dir.join("0.log");
+        // Run 1 keeps every file: all lines of both streams are found; run 2 prunes.
+        for (max_files, lines) in [(50, 10), (2, 40)] {
+            let rot = Rotation {
+                max_size: 200,
+                max_files,
+            };
+            // Reader first, then the writers, as at the shim's Create.
+            let c = Copier::start("t", &out, &err, &log, rot, false).unwrap();
+            let mut w_out = OpenOptions::new().write(true).open(&out).unwrap();
+            let mut w_err = OpenOptions::new().write(true).open(&err).unwrap();
+            for i in 0..lines {
+                writeln!(w_out, "line {i} of stdout").unwrap();
+            }
+            w_err.write_all(b"no newline").unwrap();
+            drop((w_out, w_err));
+            c.join();
+            let files: Vec<PathBuf> = std::fs::read_dir(&dir)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            let mut text = String::new();
+            for f in &files {
+                assert!(
+                    std::fs::metadata(f).unwrap().len() <= 200,
+                    "{}",
+                    f.display()
+                );
+                text += &std::fs::read_to_string(f).unwrap();
+            }
+            assert!(
+                text.contains(&format!(" stdout F line {} of stdout\n", lines - 1)),
+                "{text}"
+            );
+            if max_files == 50 {
+                assert!(text.contains(" stdout F line 0 of stdout\n"), "{text}");
+                assert!(text.contains(" stderr F no newline\n"), "{text}");
+            } else {
+                assert_eq!(files.len(), 2, "live file plus one rotated: {files:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn long_lines_are_partial() {
+        let d = tempfile::tempdir().unwrap();
+        let (out, err) = (d.path().join("out"), d.path().join("err"));
+        for f in [&out, &err] {
+            nix::unistd::mkfifo(f, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        }
+        let log = d.path().join("0.log");
         let rot = Rotation {
-            max_size: 200,
+            max_size: 1 << 20,
             max_files: 2,
         };
-        // Reader first, then the writers, as at the shim's Create.
         let c = Copier::start("t", &out, &err, &log, rot, false).unwrap();
-        let mut w_out = OpenOptions::new().write(true).open(&out).unwrap();
-        let mut w_err = OpenOptions::new().write(true).open(&err).unwrap();
-        for i in 0..10 {
-            writeln!(w_out, "line {i} of stdout").unwrap();
-        }
-        w_err.write_all(b"no newline").unwrap();
-        drop((w_out, w_err));
+        let mut w = OpenOptions::new().write(true).open(&out).unwrap();
+        let _e = OpenOptions::new().write(true).open(&err).unwrap();
+        let long = "x".repeat(MAX_LINE * 2 + 10);
+        writeln!(w, "{long}").unwrap();
+        writeln!(w).unwrap();
+        writeln!(w, "short").unwrap();
+        drop((w, _e));
         c.join();
-        let mut text = String::new();
-        for e in std::fs::read_dir(log.parent().unwrap()).unwrap() {
-            text += &std::fs::read_to_string(e.unwrap().path()).unwrap();
-        }
-        assert!(text.contains(" stdout F line 9 of stdout\n"), "{text}");
-        assert!(text.contains(" stderr F no newline\n"), "{text}");
-        assert!(std::fs::metadata(&log).unwrap().len() <= 200);
-        let files = std::fs::read_dir(log.parent().unwrap()).unwrap().count();
-        assert_eq!(files, 2, "live file plus one rotated");
+        let text = std::fs::read_to_string(&log).unwrap();
+        let tags: Vec<(&str, usize)> = text
+            .lines()
+            .map(|l| {
+                let f: Vec<&str> = l.splitn(4, ' ').collect();
+                (f[2], f.get(3).map_or(0, |m| m.len()))
+            })
+            .collect();
+        assert_eq!(
+            tags,
+            [
+                ("P", MAX_LINE),
+                ("P", MAX_LINE),
+                ("F", 10),
+                ("F", 0),
+                ("F", 5)
+            ]
+        );
     }
 }

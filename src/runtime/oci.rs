@@ -100,6 +100,7 @@ const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/b
 /// The pod side of a container's spec: which namespaces to join and the shared files.
 #[derive(Clone, Debug, Default)]
 pub struct PodContext {
+    /// The pod's uid: the shim grouping key.
     pub pod_uid: String,
     /// Hostname inside the pod (unset for hostNetwork pods, which keep the host's).
     pub hostname: Option<String>,
@@ -109,6 +110,7 @@ pub struct PodContext {
     pub utsns: Option<PathBuf>,
     /// A PID namespace of the container's own unless the pod is hostPID.
     pub host_pid: bool,
+    /// The pod's files bind-mounted at /etc/hosts, /etc/resolv.conf and /etc/hostname.
     pub hosts_file: Option<PathBuf>,
     pub resolv_file: Option<PathBuf>,
     pub hostname_file: Option<PathBuf>,
@@ -270,17 +272,37 @@ fn cap_name(c: &str) -> String {
     }
 }
 
-/// The capability set: the default one (or all when privileged), with drops then adds applied
-/// as the CRI does (`ALL` in drop empties the set, `ALL` in add fills it).
+/// The capabilities the agent itself may hand out: every known one in its bounding set (a
+/// capability outside it makes runc fail; containerd's privileged also means "all current").
+pub fn all_caps() -> Vec<String> {
+    let bounding = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapBnd:"))
+                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        })
+        .unwrap_or(u64::MAX);
+    // ALL_CAPS is in bit order.
+    ALL_CAPS
+        .iter()
+        .enumerate()
+        .filter(|(bit, _)| bounding & (1u64 << bit) != 0)
+        .map(|(_, c)| c.to_string())
+        .collect()
+}
+
+/// The capability set: the default one (or all the agent has, when privileged), with drops
+/// then adds applied as the CRI does (`ALL` in drop empties the set, `ALL` in add fills it).
 pub fn capabilities(config: &ContainerConfig) -> Vec<String> {
     let sec = &config.security;
     if sec.privileged {
-        return ALL_CAPS.iter().map(|s| s.to_string()).collect();
+        return all_caps();
     }
     let is_all = |v: &[String]| v.iter().any(|c| c.eq_ignore_ascii_case("ALL"));
     let mut caps: Vec<String> = DEFAULT_CAPS.iter().map(|s| s.to_string()).collect();
     if is_all(&sec.capabilities_add) {
-        caps = ALL_CAPS.iter().map(|s| s.to_string()).collect();
+        caps = all_caps();
     }
     if is_all(&sec.capabilities_drop) {
         caps.clear();
@@ -317,9 +339,13 @@ fn bind(dest: &str, source: &Path, read_only: bool) -> Value {
 
 /// Everything a container spec is made from.
 pub struct SpecInput<'a> {
+    /// The container's id (names it in errors).
     pub container_id: &'a str,
+    /// What the pod asks for.
     pub config: &'a ContainerConfig,
+    /// What the image says.
     pub image: &'a ImageSpec,
+    /// The pod's namespaces and files.
     pub pod: &'a PodContext,
     /// The container's cgroup, absolute (`/edged/pod<uid>/<id>`).
     pub cgroups_path: &'a str,
@@ -455,6 +481,7 @@ pub fn container_spec(input: &SpecInput) -> Result<Value> {
     }
 
     let mut linux = json!({
+        "devices": if sec.privileged { host_devices(Path::new("/dev")) } else { Vec::new() },
         "namespaces": namespaces,
         "resources": Value::Object(resources),
         "cgroupsPath": input.cgroups_path,
@@ -493,6 +520,56 @@ pub fn container_spec(input: &SpecInput) -> Result<Value> {
         spec["hostname"] = json!(h);
     }
     Ok(spec)
+}
+
+/// The host's device nodes under `dir`, for privileged containers (as containerd's
+/// `WithHostDevices`: the kernel's pseudo-filesystems below /dev are skipped).
+pub fn host_devices(dir: &Path) -> Vec<Value> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let path = e.path();
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        let Ok(md) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        let ft = md.file_type();
+        if ft.is_dir() {
+            if !matches!(
+                name.as_ref(),
+                "pts" | "shm" | "fd" | "mqueue" | ".lxc" | ".udev"
+            ) {
+                out.extend(host_devices(&path));
+            }
+            continue;
+        }
+        // runc makes these itself.
+        if matches!(name.as_ref(), "console" | "ptmx") {
+            continue;
+        }
+        let kind = if ft.is_char_device() {
+            "c"
+        } else if ft.is_block_device() {
+            "b"
+        } else {
+            continue;
+        };
+        let rdev = md.rdev();
+        out.push(json!({
+            "path": path.to_string_lossy(),
+            "type": kind,
+            "major": nix::sys::stat::major(rdev),
+            "minor": nix::sys::stat::minor(rdev),
+            "fileMode": md.mode() & 0o7777,
+            "uid": md.uid(),
+            "gid": md.gid(),
+        }));
+    }
+    out
 }
 
 /// The process of an exec (`exec_sync`): the container's user, env and cwd with new args.
@@ -657,9 +734,17 @@ mod tests {
                 .as_array()
                 .unwrap()
                 .len(),
-            ALL_CAPS.len()
+            all_caps().len()
         );
         assert!(s["linux"].get("maskedPaths").is_none());
+        let devices = s["linux"]["devices"].as_array().unwrap();
+        if Path::new("/dev/null").exists() {
+            let null = devices.iter().find(|d| d["path"] == "/dev/null").unwrap();
+            assert_eq!(
+                (&null["type"], &null["major"], &null["minor"]),
+                (&json!("c"), &json!(1), &json!(3))
+            );
+        }
         assert_eq!(s["linux"]["resources"]["devices"][0]["allow"], true);
 
         let mut c = config();
@@ -669,7 +754,9 @@ mod tests {
         c.security.capabilities_add = vec!["ALL".into()];
         c.security.capabilities_drop = vec!["SYS_ADMIN".into()];
         let caps = capabilities(&c);
-        assert_eq!(caps.len(), ALL_CAPS.len() - 1);
+        let all = all_caps();
+        let want = all.len() - usize::from(all.contains(&"CAP_SYS_ADMIN".to_string()));
+        assert_eq!(caps.len(), want);
     }
 
     #[test]

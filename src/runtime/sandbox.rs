@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 /// Which namespaces a pod gets of its own.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct NsSet {
+    /// A network namespace of the pod's own (not hostNetwork).
     pub net: bool,
+    /// An IPC namespace of the pod's own (not hostIPC).
     pub ipc: bool,
     /// UTS goes with the network namespace (hostNetwork pods keep the host's name).
     pub uts: bool,

@@ -82,6 +82,11 @@ pub struct ShimRuntime {
     copiers: Mutex<HashMap<String, Copier>>,
     /// Serializes read-modify-write of metadata files and sandbox setup.
     meta_lock: Mutex<()>,
+    /// Per pod: a shim start + Create and a "last task gone, shut the shim down" decision
+    /// never interleave (the shutdown would take the new container's shim away).
+    pod_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// Held for the backend's life: one agent per state dir (dropped last).
+    _lock: nix::fcntl::Flock<std::fs::File>,
 }
 
 fn err(object: &str, op: &str, kind: ErrorKind, msg: impl Into<String>) -> RuntimeError {
@@ -174,6 +179,22 @@ impl ShimRuntime {
             std::fs::create_dir_all(&d)
                 .map_err(|e| io_err(&d.display().to_string(), "init", format!("mkdir: {e}")))?;
         }
+        let lock_path = dir.join("lock");
+        let lock_file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| io_err(&lock_path.display().to_string(), "init", e))?;
+        let lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+            .map_err(|(_, e)| {
+                err(
+                    &lock_path.display().to_string(),
+                    "init",
+                    ErrorKind::AlreadyExists,
+                    format!("another agent uses this state dir ({e}): stop it first"),
+                )
+            })?;
         let (exit_tx, exit_rx) = async_channel::unbounded();
         let oom = Arc::new(Mutex::new(HashSet::new()));
         let events =
@@ -191,6 +212,8 @@ impl ShimRuntime {
             clients: Mutex::new(HashMap::new()),
             copiers: Mutex::new(HashMap::new()),
             meta_lock: Mutex::new(()),
+            pod_locks: Mutex::new(HashMap::new()),
+            _lock: lock,
         };
         rt.adopt();
         Ok(rt)
@@ -199,19 +222,49 @@ impl ShimRuntime {
     /// Reattaches to what a previous agent left: log copiers for live tasks, and a State for
     /// each so dead shims are found and cleaned now.
     fn adopt(&self) {
-        for m in self.container_metas() {
-            if !m.task_created || m.task_deleted || m.finished_ns.is_some() {
-                continue;
+        let metas: Vec<ContainerMeta> = self
+            .container_metas()
+            .into_iter()
+            .filter(|m| !m.task_deleted && m.finished_ns.is_none())
+            .collect();
+        // In parallel: a hung shim costs one RPC timeout, not one per container.
+        std::thread::scope(|s| {
+            for m in &metas {
+                s.spawn(move || self.adopt_one(m));
             }
-            if let Err(e) = self.start_copier(&m, true) {
-                tracing::warn!(container = %m.id, pod = %m.pod_uid, error = %e, "log copier not started");
-            }
-            match self.container_status(&m.id) {
-                Ok(s) => {
-                    tracing::info!(container = %m.id, pod = %m.pod_uid, state = ?s.state, "adopted container")
+        });
+    }
+
+    fn adopt_one(&self, m: &ContainerMeta) {
+        if !m.task_created {
+            // The previous agent stopped in the middle of a create: the task may exist.
+            let known = self.address(&m.id).is_some() && self.state(&m.id).is_ok();
+            if !known {
+                let now = SystemTime::now();
+                let r = self.update_meta(&m.id, |m| {
+                    m.task_deleted = true;
+                    m.finished_ns = Some(to_ns(now));
+                    m.exit_code = Some(128);
+                    m.reason = Some("CreateInterrupted".into());
+                    m.message = Some("the agent stopped while creating this container".into());
+                });
+                if let Err(e) = r {
+                    tracing::warn!(container = %m.id, error = %e, "adopt failed");
                 }
-                Err(e) => tracing::warn!(container = %m.id, error = %e, "adopt failed"),
+                return;
             }
+            if let Err(e) = self.update_meta(&m.id, |m| m.task_created = true) {
+                tracing::warn!(container = %m.id, error = %e, "adopt failed");
+            }
+        }
+        if let Err(e) = self.start_copier(m, true) {
+            tracing::warn!(container = %m.id, pod = %m.pod_uid, error = %e, "log copier not started");
+        }
+        match self.container_status(&m.id) {
+            Ok(s) => {
+                tracing::info!(container = %m.id, pod = %m.pod_uid, state = ?s.state, "adopted container")
+            }
+            Err(e) => tracing::warn!(container = %m.id, error = %e, "adopt failed"),
         }
     }
 
@@ -221,6 +274,15 @@ impl ShimRuntime {
 
     fn bundle(&self, id: &str) -> PathBuf {
         self.dir.join("containers").join(id)
+    }
+
+    fn pod_lock(&self, pod_uid: &str) -> Arc<Mutex<()>> {
+        self.pod_locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(pod_uid.to_string())
+            .or_default()
+            .clone()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
@@ -600,6 +662,8 @@ impl ShimRuntime {
 
     /// Shuts the shim of `m` down when no other container of its pod has a task in it.
     fn shutdown_idle_shim(&self, m: &ContainerMeta) {
+        let lock = self.pod_lock(&m.pod_uid);
+        let _g = lock.lock().unwrap_or_else(|p| p.into_inner());
         let others = self
             .container_metas()
             .into_iter()
@@ -694,6 +758,7 @@ impl ShimRuntime {
         if self.address(id).as_deref() != Some(address.as_str()) {
             std::fs::write(&addr_file, &address).map_err(|e| io_err(id, "write address", e))?;
         }
+        self.move_shim(id);
         let opts = options::Options {
             binary_name: self.cfg.runtime_binary.clone(),
             ..Default::default()
@@ -726,6 +791,28 @@ impl ShimRuntime {
             .map_err(|e| rpc_err(id, "create", e))?;
         tracing::debug!(container = %id, ?shim_start, create = ?(t0.elapsed() - shim_start), "task created");
         Ok(r.pid)
+    }
+
+    /// Moves the shim serving `id` into the shims' cgroup (see [`Layout::SHIMS`]).
+    fn move_shim(&self, id: &str) {
+        let r: std::result::Result<pb::ConnectResponse, _> = self.rpc(
+            id,
+            "Connect",
+            &pb::ConnectRequest {
+                id: id.into(),
+                ..Default::default()
+            },
+            RPC_QUICK,
+        );
+        match r {
+            Ok(c) if c.shim_pid > 0 => {
+                if let Err(e) = self.cgroups.move_process(Layout::SHIMS, c.shim_pid) {
+                    tracing::warn!(container = %id, shim_pid = c.shim_pid, error = %e, "shim left in the agent's cgroup");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!(container = %id, error = %e, "Connect"),
+        }
     }
 
     /// Undoes a failed create: the task, the rootfs layer and the bundle.
@@ -881,6 +968,10 @@ impl Runtime for ShimRuntime {
         {
             self.remove_container(&m.id)?;
         }
+        self.pod_locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(pod_uid);
         let dir = self.sandbox_dir(pod_uid);
         sandbox::remove(&dir.join("ns"))
             .map_err(|e| err(pod_uid, "remove sandbox", ErrorKind::Other, e))?;
@@ -907,6 +998,14 @@ impl Runtime for ShimRuntime {
     fn create_container(&self, pod_uid: &str, config: &ContainerConfig) -> Result<String> {
         let sb = self.read_sandbox(pod_uid)?;
         let pod = format!("{}/{}", sb.namespace, sb.name);
+        if config.log_path.as_os_str().is_empty() {
+            return Err(err(
+                &pod,
+                "create container",
+                ErrorKind::InvalidConfig,
+                format!("container {:?}: no log path given", config.name),
+            ));
+        }
         let image = self.rootfs.image_spec(&config.image)?;
         let id = new_id();
         let b = self.bundle(&id);
@@ -960,11 +1059,15 @@ impl Runtime for ShimRuntime {
                     format!("{}: {e}", meta.log_path.display()),
                 )
             })?;
-            let pid = self.create_task(&id, &mounts)?;
-            self.update_meta(&id, |m| {
-                m.task_created = true;
-                m.pid = Some(pid);
-            })?;
+            let lock = self.pod_lock(pod_uid);
+            {
+                let _g = lock.lock().unwrap_or_else(|p| p.into_inner());
+                let pid = self.create_task(&id, &mounts)?;
+                self.update_meta(&id, |m| {
+                    m.task_created = true;
+                    m.pid = Some(pid);
+                })?;
+            }
             Ok(())
         })();
         match result {
