@@ -162,8 +162,12 @@ pub fn now_millis() -> i64 {
 
 /// A random (version 4) UUID, as beehive and Kubernetes use for ids.
 pub fn new_uuid() -> String {
-    let mut b: [u8; 16] = fastrand::u128(..).to_le_bytes();
-    b[6] = (b[6] & 0x0f) | 0x40;
+    format_uuid(fastrand::u128(..).to_le_bytes(), 4)
+}
+
+/// Formats 16 bytes as a UUID of `version` (RFC 4122 variant bits set).
+pub fn format_uuid(mut b: [u8; 16], version: u8) -> String {
+    b[6] = (b[6] & 0x0f) | (version << 4);
     b[8] = (b[8] & 0x3f) | 0x80;
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
     format!(

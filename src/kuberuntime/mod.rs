@@ -57,6 +57,18 @@ pub fn hostname(pod: &Pod) -> String {
         .to_string()
 }
 
+/// The labels naming the pod, on its sandbox and every container.
+fn pod_labels(pod: &Pod) -> BTreeMap<String, String> {
+    [
+        (labels::POD_UID, &pod.metadata.uid),
+        (labels::POD_NAME, &pod.metadata.name),
+        (labels::POD_NAMESPACE, &pod.metadata.namespace),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.clone()))
+    .collect()
+}
+
 /// The sandbox config of a pod.
 pub fn sandbox_config(pod: &Pod) -> PodSandboxConfig {
     let name = hostname(pod);
@@ -76,13 +88,7 @@ pub fn sandbox_config(pod: &Pod) -> PodSandboxConfig {
         pod,
         &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
     );
-    let mut l = BTreeMap::new();
-    l.insert(labels::POD_UID.to_string(), pod.metadata.uid.clone());
-    l.insert(labels::POD_NAME.to_string(), pod.metadata.name.clone());
-    l.insert(
-        labels::POD_NAMESPACE.to_string(),
-        pod.metadata.namespace.clone(),
-    );
+    let l = pod_labels(pod);
     PodSandboxConfig {
         uid: pod.metadata.uid.clone(),
         namespace: pod.metadata.namespace.clone(),
@@ -184,13 +190,7 @@ pub fn container_config(
         .iter()
         .map(|s| env::expand(s, &env))
         .collect();
-    let mut l = BTreeMap::new();
-    l.insert(labels::POD_UID.to_string(), pod.metadata.uid.clone());
-    l.insert(labels::POD_NAME.to_string(), pod.metadata.name.clone());
-    l.insert(
-        labels::POD_NAMESPACE.to_string(),
-        pod.metadata.namespace.clone(),
-    );
+    let mut l = pod_labels(pod);
     l.insert(labels::CONTAINER_NAME.to_string(), container.name.clone());
     l.insert(
         labels::CONTAINER_HASH.to_string(),

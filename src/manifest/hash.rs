@@ -26,24 +26,14 @@ fn fnv1a(parts: &[&[u8]]) -> u128 {
 /// namespace and name. The file's name is left out on purpose, so moving an object from one
 /// file to another does not make its pod a new one.
 pub fn uid(kind: Kind, namespace: &str, name: &str) -> String {
-    let mut b = fnv1a(&[
+    let b = fnv1a(&[
         b"edged-manifest",
         kind.as_str().as_bytes(),
         namespace.as_bytes(),
         name.as_bytes(),
     ])
     .to_be_bytes();
-    b[6] = (b[6] & 0x0f) | 0x80;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
+    crate::message::format_uuid(b, 8)
 }
 
 /// The hash of an object as written (keys sorted: serde_json's map is ordered), 32 hex digits.
