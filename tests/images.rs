@@ -805,6 +805,17 @@ fn interrupted_imports_are_cleaned_at_open() {
     fs::write(store.dir().join("tmp/import-deadbeef/.lock"), b"").unwrap();
     ImageStore::open(root.path()).unwrap();
     assert!(tmp_is_empty(&store));
+
+    // A stage whose lock is held (an import running in another process) stays.
+    let live = store.dir().join("tmp/import-live");
+    fs::create_dir_all(&live).unwrap();
+    let lock = fs::File::create(live.join(".lock")).unwrap();
+    let lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive).unwrap();
+    ImageStore::open(root.path()).unwrap();
+    assert!(live.is_dir());
+    drop(lock);
+    ImageStore::open(root.path()).unwrap();
+    assert!(!live.exists());
 }
 
 #[test]
