@@ -243,6 +243,11 @@ impl Unpacker<'_> {
             sys::fchown(&fd, uid, gid)?;
             sys::fchmod(&fd, mode)?;
             set_xattrs(&fd, &xattrs, &show);
+            if existing == Some(libc::S_IFCHR) {
+                // `.wh.d` then `d/` in one layer: a new directory hiding the old one's
+                // content, which overlayfs writes as an opaque directory.
+                sys::fsetxattr(&fd, OsStr::new(OPAQUE_XATTR), b"y")?;
+            }
             self.dirs.push((comps.clone(), mtime));
             return Ok(());
         }
