@@ -999,3 +999,24 @@ fn docker_25_archives_take_names_from_repo_tags_and_zstd_may_have_frames() {
     let e = store.resolve("Team/App").unwrap_err();
     assert_eq!(e.kind, ErrorKind::Invalid, "{e}");
 }
+
+#[test]
+fn a_failed_index_write_undoes_the_commit() {
+    let root = tempfile::tempdir().unwrap();
+    let store = ImageStore::open(root.path()).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    tiny_image(&work.path().join("tiny"), "example.com/tiny:1", b"tiny");
+    let before = state(&store);
+    // A directory where the index's temp file goes makes the last step of the commit fail.
+    let blocker = store.dir().join(format!("index.tmp{}", std::process::id()));
+    fs::create_dir(&blocker).unwrap();
+    let e = store.import(&work.path().join("tiny")).unwrap_err();
+    assert!(e.to_string().contains("index"), "{e}");
+    fs::remove_dir(&blocker).unwrap();
+    assert_eq!(
+        state(&store),
+        before,
+        "layers and blobs moved in are moved out again"
+    );
+    assert!(store.import(&work.path().join("tiny")).is_ok());
+}
