@@ -324,12 +324,17 @@ fn whiteouts_and_opaque_dirs_work_through_a_real_overlay() {
         E::Symlink("a/sym", "/etc/passwd"),
         E::Dir("opq/", 0o750),
         E::File("opq/old", b"hidden by the opaque dir", 0o644),
+        E::Dir("re/", 0o755),
+        E::File("re/one", b"1", 0o644),
     ]);
     let l2 = layer(&[
         E::File("a/.wh.gone", b"", 0o644),
         E::Dir("opq/", 0o750),
         E::File("opq/.wh..wh..opq", b"", 0o644),
         E::File("opq/new", b"new", 0o600),
+        E::File(".wh.re", b"", 0o644),
+        E::Dir("re/", 0o755),
+        E::File("re/two", b"2", 0o644),
     ]);
     let dir = root.path().join("layout");
     let m = write_image(
@@ -397,6 +402,11 @@ fn whiteouts_and_opaque_dirs_work_through_a_real_overlay() {
             "opaque dir hides lower content"
         );
         assert_eq!(fs::read(target.join("opq/new")).unwrap(), b"new");
+        assert!(
+            !target.join("re/one").exists(),
+            "a dir deleted and made again is new"
+        );
+        assert_eq!(fs::read(target.join("re/two")).unwrap(), b"2");
         fs::write(target.join("written"), b"x").unwrap();
         let e = store.release_rootfs("c1").unwrap_err();
         assert!(e.message.contains("still mounted"), "{e}");
@@ -805,6 +815,17 @@ fn interrupted_imports_are_cleaned_at_open() {
     fs::write(store.dir().join("tmp/import-deadbeef/.lock"), b"").unwrap();
     ImageStore::open(root.path()).unwrap();
     assert!(tmp_is_empty(&store));
+
+    // A stage whose lock is held (an import running in another process) stays.
+    let live = store.dir().join("tmp/import-live");
+    fs::create_dir_all(&live).unwrap();
+    let lock = fs::File::create(live.join(".lock")).unwrap();
+    let lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive).unwrap();
+    ImageStore::open(root.path()).unwrap();
+    assert!(live.is_dir());
+    drop(lock);
+    ImageStore::open(root.path()).unwrap();
+    assert!(!live.exists());
 }
 
 #[test]
@@ -922,4 +943,80 @@ fn pax_records_long_names_and_devices_are_kept() {
     assert!(null.file_type().is_char_device());
     assert_eq!(null.rdev(), libc::makedev(1, 3));
     assert_eq!(null.mode() & 0o7777, 0o666);
+}
+
+#[test]
+fn docker_25_archives_take_names_from_repo_tags_and_zstd_may_have_frames() {
+    // An OCI layout whose index.json names only a tag, plus docker's manifest.json.
+    let root = tempfile::tempdir().unwrap();
+    let store = ImageStore::open(root.path()).unwrap();
+    let dir = root.path().join("layout");
+    let t = layer(&[
+        E::Dir("data/", 0o755),
+        E::File("data/big", &[42u8; 300_000], 0o644),
+    ]);
+    // Two zstd frames, concatenated: a valid zstd stream.
+    let mut two = zstd(&t[..100_000]);
+    two.extend(zstd(&t[100_000..]));
+    let m = write_image(
+        &dir,
+        &[(
+            t.clone(),
+            Blob {
+                media_type: ZSTD,
+                data: two.clone(),
+            },
+        )],
+        &host_platform().architecture,
+        "x",
+    );
+    write_layout(&dir, &[desc(MANIFEST, &m, &named("latest"))]);
+    let manifest: serde_json::Value = serde_json::from_slice(&m).unwrap();
+    let config = manifest["config"]["digest"].as_str().unwrap();
+    fs::write(
+        dir.join("manifest.json"),
+        format!(
+            r#"[{{"Config":"blobs/sha256/{}","RepoTags":["team/app:v2"],"Layers":["blobs/sha256/{}"]}}]"#,
+            hex(config),
+            hex(&sha(&two))
+        ),
+    )
+    .unwrap();
+    let img = store.import(&dir).unwrap().remove(0);
+    assert_eq!(
+        img.names,
+        vec!["docker.io/team/app:v2"],
+        "the bare tag names nothing"
+    );
+    assert_eq!(
+        fs::read(store.layer_dir(&img.layers[0]).join("data/big")).unwrap(),
+        vec![42u8; 300_000]
+    );
+    let by_digest = format!("team/app@{}", img.manifest_digest);
+    assert_eq!(store.resolve(&by_digest).unwrap().id, img.id);
+    assert_eq!(store.resolve(&img.manifest_digest).unwrap().id, img.id);
+    assert_eq!(store.resolve("team/app:v2").unwrap().id, img.id);
+    let e = store.resolve("Team/App").unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Invalid, "{e}");
+}
+
+#[test]
+fn a_failed_index_write_undoes_the_commit() {
+    let root = tempfile::tempdir().unwrap();
+    let store = ImageStore::open(root.path()).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    tiny_image(&work.path().join("tiny"), "example.com/tiny:1", b"tiny");
+    let before = state(&store);
+    // A directory where the index's temp file goes makes the last step of the commit fail.
+    let blocker = store.dir().join(format!("index.tmp{}", std::process::id()));
+    fs::create_dir(&blocker).unwrap();
+    let e = store.import(&work.path().join("tiny")).unwrap_err();
+    assert!(e.to_string().contains("index"), "{e}");
+    fs::remove_dir(&blocker).unwrap();
+    assert_eq!(
+        state(&store),
+        before,
+        "layers and blobs moved in are moved out again"
+    );
+    assert!(store.import(&work.path().join("tiny")).is_ok());
 }

@@ -22,9 +22,13 @@ pub struct Candidate {
     /// Manifest digest and bytes as the archive has them (`None` for a docker archive: the
     /// store writes one from the layers it read).
     pub manifest: Option<(String, Vec<u8>)>,
+    /// The config's digest: the image id.
     pub config_digest: String,
+    /// The config as the archive holds it.
     pub config_bytes: Vec<u8>,
+    /// The parsed config.
     pub config: ImageConfig,
+    /// Its layers, bottom first.
     pub layers: Vec<LayerRef>,
 }
 
@@ -33,9 +37,11 @@ pub struct Candidate {
 pub struct LayerRef {
     /// Path in the archive.
     pub path: String,
+    /// The layer's media type (empty in docker archives).
     pub media_type: String,
     /// Expected digest of the blob (docker archives with `<id>/layer.tar` have none).
     pub digest: Option<String>,
+    /// Size of the blob in the archive.
     pub size: u64,
     /// Expected digest of the uncompressed tar, from the config.
     pub diff_id: String,

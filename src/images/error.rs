@@ -27,7 +27,9 @@ pub struct ImageError {
     pub object: String,
     /// The step that failed: `import`, `unpack`, `resolve`, `prepare rootfs`...
     pub op: String,
+    /// What kind of failure.
     pub kind: ErrorKind,
+    /// Why, and what to do.
     pub message: String,
 }
 

@@ -39,6 +39,7 @@ pub struct Image {
 /// An unpacked layer.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct LayerRecord {
+    /// Digest of the uncompressed layer tar.
     pub diff_id: String,
     /// Bytes of its regular files.
     pub size: u64,
@@ -47,7 +48,9 @@ pub struct LayerRecord {
 /// What `import_dir` remembers of an archive, to skip it cheaply next time.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct ArchiveStamp {
+    /// File size when imported.
     pub size: u64,
+    /// File mtime when imported, in nanoseconds.
     pub mtime_ns: i128,
     /// The images it gave.
     pub images: Vec<String>,
@@ -57,6 +60,7 @@ pub struct ArchiveStamp {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Index {
     #[serde(default)]
+    /// Every image.
     pub images: Vec<Image>,
     /// Unpacked layers by chain id.
     #[serde(default)]

@@ -9,6 +9,7 @@
 //! - [`reference`]: Docker's name normalization.
 //! - [`cli`]: `edged image`.
 
+#![warn(missing_docs)]
 pub mod archive;
 pub mod cli;
 pub mod digest;

@@ -7,13 +7,21 @@ use serde::{Deserialize, Serialize};
 
 /// Media types the store knows.
 pub mod media {
+    /// An OCI image index.
     pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+    /// An OCI image manifest.
     pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+    /// An OCI image config.
     pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+    /// An uncompressed layer.
     pub const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
+    /// A gzip layer.
     pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+    /// A zstd layer.
     pub const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
+    /// A Docker manifest list.
     pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+    /// A Docker schema 2 manifest.
     pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 
     /// True for an index or manifest list.
@@ -37,12 +45,17 @@ pub const ANNOTATION_CONTAINERD_NAME: &str = "io.containerd.image.name";
 #[serde(rename_all = "camelCase")]
 pub struct Descriptor {
     #[serde(default)]
+    /// What the content is.
     pub media_type: String,
+    /// `sha256:<hex>` of the content.
     pub digest: String,
+    /// Bytes of the content.
     pub size: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Annotations, such as the image's name.
     pub annotations: Option<BTreeMap<String, String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The platform of a manifest in an index.
     pub platform: Option<Platform>,
 }
 
@@ -50,10 +63,13 @@ pub struct Descriptor {
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Platform {
     #[serde(default)]
+    /// `amd64`, `arm64`, `arm`...
     pub architecture: String,
     #[serde(default)]
+    /// `linux`...
     pub os: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// `v7`, `v8`...
     pub variant: Option<String>,
 }
 
@@ -72,8 +88,10 @@ impl std::fmt::Display for Platform {
 #[serde(rename_all = "camelCase")]
 pub struct Index {
     #[serde(default)]
+    /// The index's own media type.
     pub media_type: Option<String>,
     #[serde(default)]
+    /// The manifests (or nested indexes) it lists.
     pub manifests: Vec<Descriptor>,
 }
 
@@ -81,11 +99,15 @@ pub struct Index {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Manifest {
+    /// Always 2.
     pub schema_version: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The manifest's own media type.
     pub media_type: Option<String>,
+    /// The image config.
     pub config: Descriptor,
     #[serde(default)]
+    /// The layers, bottom first.
     pub layers: Vec<Descriptor>,
 }
 
@@ -93,15 +115,21 @@ pub struct Manifest {
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct ImageConfig {
     #[serde(default)]
+    /// The CPU architecture it was built for.
     pub architecture: String,
     #[serde(default)]
+    /// The OS it was built for.
     pub os: String,
     #[serde(default)]
+    /// The CPU variant.
     pub variant: Option<String>,
     #[serde(default)]
+    /// When it was built.
     pub created: Option<String>,
     #[serde(default)]
+    /// How to run it.
     pub config: Option<RunConfig>,
+    /// Its layers' diff ids.
     pub rootfs: RootFs,
 }
 
@@ -110,14 +138,19 @@ pub struct ImageConfig {
 #[serde(rename_all = "PascalCase")]
 pub struct RunConfig {
     #[serde(default)]
+    /// The program (with arguments) to run.
     pub entrypoint: Option<Vec<String>>,
     #[serde(default)]
+    /// Arguments for the entrypoint, or the command.
     pub cmd: Option<Vec<String>>,
     #[serde(default)]
+    /// `KEY=value` entries.
     pub env: Option<Vec<String>>,
     #[serde(default)]
+    /// The working directory.
     pub working_dir: Option<String>,
     #[serde(default)]
+    /// `uid[:gid]` or a user name.
     pub user: Option<String>,
 }
 
@@ -125,8 +158,10 @@ pub struct RunConfig {
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct RootFs {
     #[serde(rename = "type", default)]
+    /// Always `layers`.
     pub kind: String,
     #[serde(default)]
+    /// Digests of the uncompressed layer tars, bottom first.
     pub diff_ids: Vec<String>,
 }
 

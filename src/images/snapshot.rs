@@ -15,6 +15,7 @@ use crate::runtime::{self, ImageSpec, RootfsMount, RootfsProvider};
 /// What a snapshot was made from (`snapshots/<id>/image.json`), so prune keeps its layers.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct SnapshotMeta {
+    /// The image (config digest) it was made from.
     pub image_id: String,
     /// Chain ids, bottom first.
     pub layers: Vec<String>,

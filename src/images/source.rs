@@ -14,7 +14,9 @@ pub enum Source {
     Dir(PathBuf),
     /// A tar file: path inside it to (data offset, size).
     Tar {
+        /// The tar file.
         file: PathBuf,
+        /// Path inside the tar to (data offset, size).
         entries: HashMap<String, (u64, u64)>,
     },
 }

@@ -42,7 +42,9 @@ pub struct ImageStore {
 /// Disk usage of the filesystem holding the store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DiskUsage {
+    /// Size of the filesystem.
     pub total: u64,
+    /// Bytes in use.
     pub used: u64,
     /// Bytes free for unprivileged writers.
     pub available: u64,
@@ -53,17 +55,22 @@ pub struct DiskUsage {
 /// What a prune freed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PruneReport {
+    /// Layer directories removed.
     pub layers: usize,
+    /// Blobs removed.
     pub blobs: usize,
+    /// Bytes freed (unpacked layer sizes and blob sizes).
     pub bytes: u64,
 }
 
 /// What `import_dir` did with each archive.
 #[derive(Debug, Default)]
 pub struct ImportDirReport {
+    /// Archives imported now, and their images.
     pub imported: Vec<(PathBuf, Vec<Image>)>,
     /// Already imported and unchanged.
     pub skipped: Vec<PathBuf>,
+    /// Archives that failed, and why.
     pub failed: Vec<(PathBuf, ImageError)>,
 }
 

@@ -28,8 +28,11 @@ const PAX_XATTR: &str = "SCHILY.xattr.";
 /// How a layer blob is compressed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Compression {
+    /// A plain tar.
     None,
+    /// A gzip stream.
     Gzip,
+    /// A zstd stream.
     Zstd,
 }
 
@@ -64,18 +67,22 @@ impl Compression {
 pub struct Unpacked {
     /// Digest and size of the blob as read (compressed).
     pub digest: String,
+    /// Size of the blob as read.
     pub blob_size: u64,
     /// Digest of the uncompressed tar (the diff id).
     pub diff_id: String,
     /// Bytes of regular files written.
     pub size: u64,
+    /// How it was compressed.
     pub compression: Compression,
 }
 
 /// An unpacking failure: `Io` from the disk, `Bad` from the layer's content.
 #[derive(Debug)]
 pub enum UnpackError {
+    /// A disk or read failure.
     Io(io::Error),
+    /// The layer's content is malformed or refused.
     Bad(String),
 }
 
@@ -236,6 +243,11 @@ impl Unpacker<'_> {
             sys::fchown(&fd, uid, gid)?;
             sys::fchmod(&fd, mode)?;
             set_xattrs(&fd, &xattrs, &show);
+            if existing == Some(libc::S_IFCHR) {
+                // `.wh.d` then `d/` in one layer: a new directory hiding the old one's
+                // content, which overlayfs writes as an opaque directory.
+                sys::fsetxattr(&fd, OsStr::new(OPAQUE_XATTR), b"y")?;
+            }
             self.dirs.push((comps.clone(), mtime));
             return Ok(());
         }
