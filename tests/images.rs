@@ -13,14 +13,9 @@ use edged::images::oci::host_platform;
 use edged::images::{ErrorKind, ImageStore};
 use edged::runtime::RootfsProvider;
 use nix::mount::{mount, umount, MsFlags};
-use sha2::{Digest, Sha256};
 
 fn sha(data: &[u8]) -> String {
-    let h = Sha256::digest(data);
-    format!(
-        "sha256:{}",
-        h.iter().map(|b| format!("{b:02x}")).collect::<String>()
-    )
+    edged::images::digest::of_bytes(data)
 }
 
 fn hex(d: &str) -> &str {

@@ -2,7 +2,7 @@
 
 use std::io::{self, Read};
 
-use sha2::{Digest as _, Sha256};
+use ring::digest::{Context, SHA256};
 
 /// True for `sha256:` followed by 64 lower-case hex digits.
 pub fn is_sha256(d: &str) -> bool {
@@ -20,7 +20,7 @@ pub fn hex_of(d: &str) -> &str {
 
 /// `sha256:<hex>` of `data`.
 pub fn of_bytes(data: &[u8]) -> String {
-    format_hash(Sha256::digest(data).as_slice())
+    format_hash(ring::digest::digest(&SHA256, data).as_ref())
 }
 
 fn format_hash(bytes: &[u8]) -> String {
@@ -49,7 +49,7 @@ pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
 /// A reader that hashes and counts what passes through it.
 pub struct HashingReader<R> {
     inner: R,
-    hasher: Sha256,
+    hasher: Context,
     count: u64,
 }
 
@@ -58,7 +58,7 @@ impl<R: Read> HashingReader<R> {
     pub fn new(inner: R) -> Self {
         HashingReader {
             inner,
-            hasher: Sha256::new(),
+            hasher: Context::new(&SHA256),
             count: 0,
         }
     }
@@ -70,7 +70,7 @@ impl<R: Read> HashingReader<R> {
 
     /// The digest and byte count of what was read so far.
     pub fn finish(self) -> (String, u64) {
-        (format_hash(self.hasher.finalize().as_slice()), self.count)
+        (format_hash(self.hasher.finish().as_ref()), self.count)
     }
 }
 
