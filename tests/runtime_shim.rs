@@ -852,6 +852,40 @@ fn privileged_sees_host_devices() {
     }
 }
 
+/// Freezes (or thaws) a process with the cgroup freezer: unlike SIGSTOP, nothing else can
+/// wake it (the kernel sends SIGCONT to stopped members of newly orphaned process groups).
+fn freeze(pid: i32, frozen: bool) {
+    let (dir, file, on, off) = match Layout::detect() {
+        Layout::V1(_) => (
+            "/sys/fs/cgroup/freezer/edged-test-frozen",
+            "freezer.state",
+            "FROZEN",
+            "THAWED",
+        ),
+        Layout::V2(_) => (
+            "/sys/fs/cgroup/edged-test-frozen",
+            "cgroup.freeze",
+            "1",
+            "0",
+        ),
+    };
+    let dir = Path::new(dir);
+    if frozen {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join("cgroup.procs"), pid.to_string()).unwrap();
+        std::fs::write(dir.join(file), on).unwrap();
+    } else {
+        std::fs::write(dir.join(file), off).unwrap();
+        let home = Layout::detect().dirs(Layout::SHIMS);
+        let home = home
+            .iter()
+            .find(|d| d.starts_with(dir.parent().unwrap()))
+            .unwrap();
+        std::fs::write(home.join("cgroup.procs"), pid.to_string()).unwrap();
+        std::fs::remove_dir(dir).unwrap();
+    }
+}
+
 #[test]
 fn hung_shim_blocks_only_its_pod() {
     let e = env();
@@ -859,9 +893,8 @@ fn hung_shim_blocks_only_its_pod() {
     let slow = e.run(&slow_pod, &e.config(&slow_pod, "c", "sleep 1000"));
     let pids = shim_pids(&slow);
     assert_eq!(pids.len(), 1);
-    let shim = nix::unistd::Pid::from_raw(pids[0]);
-    nix::sys::signal::kill(shim, nix::sys::signal::SIGSTOP).unwrap();
-    std::thread::scope(|s| {
+    freeze(pids[0], true);
+    let (st, other_done_first) = std::thread::scope(|s| {
         let hung = s.spawn(|| e.rt().container_status(&slow));
         // Another pod is served meanwhile.
         let pod = e.pod("healthy");
@@ -871,15 +904,15 @@ fn hung_shim_blocks_only_its_pod() {
             ContainerState::Running
         );
         let other_done_first = !hung.is_finished();
-        let st = hung.join().unwrap().unwrap();
-        nix::sys::signal::kill(shim, nix::sys::signal::SIGCONT).unwrap();
-        assert_eq!(
-            st.state,
-            ContainerState::Unknown,
-            "a frozen shim answers nothing: {st:?}"
-        );
-        assert!(other_done_first, "the healthy pod waited for the hung shim");
+        (hung.join().unwrap().unwrap(), other_done_first)
     });
+    freeze(pids[0], false);
+    assert_eq!(
+        st.state,
+        ContainerState::Unknown,
+        "a frozen shim answers nothing: {st:?}"
+    );
+    assert!(other_done_first, "the healthy pod waited for the hung shim");
     assert_eq!(
         e.rt().container_status(&slow).unwrap().state,
         ContainerState::Running
