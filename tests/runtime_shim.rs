@@ -978,3 +978,42 @@ fn pod_shim_outlives_its_first_container() {
         "the shim went with the pod's last container"
     );
 }
+
+/// Not an assertion: prints what 10 running single-container pods cost the agent (threads,
+/// RSS) and their shims (RSS).
+#[test]
+fn bench_footprint() {
+    let e = env();
+    let status = |pid: &str, key: &str| -> u64 {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    let (threads0, rss0) = (status("self", "Threads:"), status("self", "VmRSS:"));
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        let pod = e.pod(&format!("fp{i}"));
+        ids.push(e.run(&pod, &e.config(&pod, "c", "sleep 1000")));
+    }
+    let mut names = std::collections::BTreeMap::<String, u32>::new();
+    for t in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let n = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        *names.entry(n.trim().to_string()).or_default() += 1;
+    }
+    eprintln!("threads by name: {names:?}");
+    let shim_rss: u64 = ids
+        .iter()
+        .flat_map(|id| shim_pids(id))
+        .map(|p| status(&p.to_string(), "VmRSS:"))
+        .sum();
+    eprintln!(
+        "10 pods: agent +{} threads, +{} KiB RSS; shims {} KiB RSS in all ({} KiB each)",
+        status("self", "Threads:") - threads0,
+        status("self", "VmRSS:").saturating_sub(rss0),
+        shim_rss,
+        shim_rss / 10
+    );
+}

@@ -107,6 +107,10 @@ impl EventServer {
         let mut server = ttrpc::Server::new()
             .bind(&address)
             .map_err(|e| format!("bind {address}: {e}"))?
+            // One worker per shim connection: events are few, threads per pod add up.
+            .set_thread_count_min(0)
+            .set_thread_count_default(1)
+            .set_thread_count_max(2)
             .register_service(service);
         server
             .start()
