@@ -1004,11 +1004,15 @@ fn bench_footprint() {
         *names.entry(n.trim().to_string()).or_default() += 1;
     }
     eprintln!("threads by name: {names:?}");
-    let shim_rss: u64 = ids
-        .iter()
-        .flat_map(|id| shim_pids(id))
-        .map(|p| status(&p.to_string(), "VmRSS:"))
-        .sum();
+    let shims: Vec<i32> = ids.iter().flat_map(|id| shim_pids(id)).collect();
+    assert_eq!(shims.len(), 10, "one shim per pod");
+    for id in &ids {
+        assert_eq!(
+            e.rt().container_status(id).unwrap().state,
+            ContainerState::Running
+        );
+    }
+    let shim_rss: u64 = shims.iter().map(|p| status(&p.to_string(), "VmRSS:")).sum();
     eprintln!(
         "10 pods: agent +{} threads, +{} KiB RSS; shims {} KiB RSS in all ({} KiB each)",
         status("self", "Threads:") - threads0,
