@@ -189,7 +189,8 @@ impl ShimRuntime {
                     format!("another agent uses this state dir ({e}): stop it first"),
                 )
             })?;
-        let (exit_tx, exit_rx) = async_channel::unbounded();
+        // Bounded: events are hints; with no reader they must not pile up.
+        let (exit_tx, exit_rx) = async_channel::bounded(1024);
         let oom = Arc::new(Mutex::new(HashSet::new()));
         let events =
             events::EventServer::start(&dir.join("events.sock"), exit_tx.clone(), oom.clone())
