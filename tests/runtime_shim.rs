@@ -852,6 +852,40 @@ fn privileged_sees_host_devices() {
     }
 }
 
+/// Freezes (or thaws) a process with the cgroup freezer: unlike SIGSTOP, nothing else can
+/// wake it (the kernel sends SIGCONT to stopped members of newly orphaned process groups).
+fn freeze(pid: i32, frozen: bool) {
+    let (dir, file, on, off) = match Layout::detect() {
+        Layout::V1(_) => (
+            "/sys/fs/cgroup/freezer/edged-test-frozen",
+            "freezer.state",
+            "FROZEN",
+            "THAWED",
+        ),
+        Layout::V2(_) => (
+            "/sys/fs/cgroup/edged-test-frozen",
+            "cgroup.freeze",
+            "1",
+            "0",
+        ),
+    };
+    let dir = Path::new(dir);
+    if frozen {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join("cgroup.procs"), pid.to_string()).unwrap();
+        std::fs::write(dir.join(file), on).unwrap();
+    } else {
+        std::fs::write(dir.join(file), off).unwrap();
+        let home = Layout::detect().dirs(Layout::SHIMS);
+        let home = home
+            .iter()
+            .find(|d| d.starts_with(dir.parent().unwrap()))
+            .unwrap();
+        std::fs::write(home.join("cgroup.procs"), pid.to_string()).unwrap();
+        std::fs::remove_dir(dir).unwrap();
+    }
+}
+
 #[test]
 fn hung_shim_blocks_only_its_pod() {
     let e = env();
@@ -859,9 +893,8 @@ fn hung_shim_blocks_only_its_pod() {
     let slow = e.run(&slow_pod, &e.config(&slow_pod, "c", "sleep 1000"));
     let pids = shim_pids(&slow);
     assert_eq!(pids.len(), 1);
-    let shim = nix::unistd::Pid::from_raw(pids[0]);
-    nix::sys::signal::kill(shim, nix::sys::signal::SIGSTOP).unwrap();
-    std::thread::scope(|s| {
+    freeze(pids[0], true);
+    let (st, other_done_first) = std::thread::scope(|s| {
         let hung = s.spawn(|| e.rt().container_status(&slow));
         // Another pod is served meanwhile.
         let pod = e.pod("healthy");
@@ -871,15 +904,15 @@ fn hung_shim_blocks_only_its_pod() {
             ContainerState::Running
         );
         let other_done_first = !hung.is_finished();
-        let st = hung.join().unwrap().unwrap();
-        nix::sys::signal::kill(shim, nix::sys::signal::SIGCONT).unwrap();
-        assert_eq!(
-            st.state,
-            ContainerState::Unknown,
-            "a frozen shim answers nothing: {st:?}"
-        );
-        assert!(other_done_first, "the healthy pod waited for the hung shim");
+        (hung.join().unwrap().unwrap(), other_done_first)
     });
+    freeze(pids[0], false);
+    assert_eq!(
+        st.state,
+        ContainerState::Unknown,
+        "a frozen shim answers nothing: {st:?}"
+    );
+    assert!(other_done_first, "the healthy pod waited for the hung shim");
     assert_eq!(
         e.rt().container_status(&slow).unwrap().state,
         ContainerState::Running
@@ -943,5 +976,48 @@ fn pod_shim_outlives_its_first_container() {
     assert!(
         shim_pids(&a).is_empty(),
         "the shim went with the pod's last container"
+    );
+}
+
+/// Not an assertion: prints what 10 running single-container pods cost the agent (threads,
+/// RSS) and their shims (RSS).
+#[test]
+fn bench_footprint() {
+    let e = env();
+    let status = |pid: &str, key: &str| -> u64 {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    let (threads0, rss0) = (status("self", "Threads:"), status("self", "VmRSS:"));
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        let pod = e.pod(&format!("fp{i}"));
+        ids.push(e.run(&pod, &e.config(&pod, "c", "sleep 1000")));
+    }
+    let mut names = std::collections::BTreeMap::<String, u32>::new();
+    for t in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let n = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        *names.entry(n.trim().to_string()).or_default() += 1;
+    }
+    eprintln!("threads by name: {names:?}");
+    let shims: Vec<i32> = ids.iter().flat_map(|id| shim_pids(id)).collect();
+    assert_eq!(shims.len(), 10, "one shim per pod");
+    for id in &ids {
+        assert_eq!(
+            e.rt().container_status(id).unwrap().state,
+            ContainerState::Running
+        );
+    }
+    let shim_rss: u64 = shims.iter().map(|p| status(&p.to_string(), "VmRSS:")).sum();
+    eprintln!(
+        "10 pods: agent +{} threads, +{} KiB RSS; shims {} KiB RSS in all ({} KiB each)",
+        status("self", "Threads:") - threads0,
+        status("self", "VmRSS:").saturating_sub(rss0),
+        shim_rss,
+        shim_rss / 10
     );
 }

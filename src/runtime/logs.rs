@@ -120,81 +120,107 @@ pub fn cri_line(at: SystemTime, stream: &str, partial: bool, text: &[u8]) -> Vec
     out
 }
 
-/// Copies one stream until EOF (every writer gone: the container exited and the shim closed).
+/// One of a container's two streams.
 ///
 /// The FIFO is opened non-blocking before the shim's Create (the shim's own open for writing
 /// blocks until a reader exists) and read through poll(). A FIFO reads as EOF also before its
 /// first writer came, so EOF counts only once `armed`: a writer was seen, the copier was
 /// started on an adopted container (its writer is open or gone for good), or it was told to
 /// stop.
-fn copy_stream(
-    mut f: File,
-    stream: &'static str,
-    log: &Mutex<LogFile>,
-    mut armed: bool,
-    stop: &AtomicBool,
-) -> std::io::Result<()> {
-    use std::io::Read;
-    use std::os::fd::AsFd;
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut pending: Vec<u8> = Vec::new();
-    loop {
-        let mut fds = [nix::poll::PollFd::new(
-            f.as_fd(),
-            nix::poll::PollFlags::POLLIN,
-        )];
-        let ready = match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(200u16)) {
-            Ok(n) => n > 0,
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(e.into()),
-        };
-        if ready {
-            armed = true;
-        }
-        if stop.load(Ordering::Relaxed) {
-            armed = true;
-        }
-        if !ready && !armed {
-            continue;
-        }
-        let n = match f.read(&mut buf) {
+struct Stream {
+    file: File,
+    name: &'static str,
+    pending: Vec<u8>,
+    armed: bool,
+    done: bool,
+}
+
+impl Stream {
+    /// Reads what the FIFO holds and writes the complete lines.
+    fn pump(&mut self, log: &Mutex<LogFile>, buf: &mut [u8]) -> std::io::Result<()> {
+        use std::io::Read;
+        let n = match self.file.read(buf) {
             Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::Interrupted =>
+            {
+                return Ok(())
+            }
             Err(e) => return Err(e),
         };
         if n == 0 {
-            if !armed {
-                continue;
-            }
-            // The last bytes before EOF count as a full line.
-            if !pending.is_empty() {
-                write_line(log, stream, false, &pending);
+            if self.armed {
+                // The last bytes before EOF count as a full line.
+                if !self.pending.is_empty() {
+                    write_line(log, self.name, false, &self.pending);
+                }
+                self.done = true;
             }
             return Ok(());
         }
-        pending.extend_from_slice(&buf[..n]);
+        self.pending.extend_from_slice(&buf[..n]);
         let mut start = 0;
-        while let Some(pos) = pending[start..].iter().position(|b| *b == b'\n') {
+        while let Some(pos) = self.pending[start..].iter().position(|b| *b == b'\n') {
             let end = start + pos;
-            let line = &pending[start..end];
+            let line = &self.pending[start..end];
             if line.is_empty() {
-                write_line(log, stream, false, b"");
+                write_line(log, self.name, false, b"");
             }
             let mut chunks = line.chunks(MAX_LINE).peekable();
             while let Some(c) = chunks.next() {
-                write_line(log, stream, chunks.peek().is_some(), c);
+                write_line(log, self.name, chunks.peek().is_some(), c);
             }
             start = end + 1;
         }
-        pending.drain(..start);
+        self.pending.drain(..start);
         // A line longer than MAX_LINE goes out in partial pieces.
-        while pending.len() >= MAX_LINE {
-            let rest = pending.split_off(MAX_LINE);
-            write_line(log, stream, true, &pending);
-            pending = rest;
+        while self.pending.len() >= MAX_LINE {
+            let rest = self.pending.split_off(MAX_LINE);
+            write_line(log, self.name, true, &self.pending);
+            self.pending = rest;
+        }
+        Ok(())
+    }
+}
+
+/// Copies both streams until EOF on each (every writer gone: the container exited and the
+/// shim closed its ends), in one thread.
+fn copy_streams(
+    mut streams: Vec<Stream>,
+    log: &Mutex<LogFile>,
+    stop: &AtomicBool,
+) -> std::io::Result<()> {
+    use std::os::fd::AsFd;
+    let mut buf = vec![0u8; 64 * 1024];
+    while streams.iter().any(|s| !s.done) {
+        // Done streams stay out of poll: their hang-up would report ready forever.
+        let live: Vec<usize> = (0..streams.len()).filter(|i| !streams[*i].done).collect();
+        let ready: Vec<bool> = {
+            let mut fds: Vec<nix::poll::PollFd> = live
+                .iter()
+                .map(|i| {
+                    nix::poll::PollFd::new(streams[*i].file.as_fd(), nix::poll::PollFlags::POLLIN)
+                })
+                .collect();
+            match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(200u16)) {
+                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+            fds.iter()
+                .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+                .collect()
+        };
+        let stopping = stop.load(Ordering::Relaxed);
+        for (i, r) in live.into_iter().zip(ready) {
+            let s = &mut streams[i];
+            s.armed |= r || stopping;
+            if r || s.armed {
+                s.pump(log, &mut buf)?;
+            }
         }
     }
+    Ok(())
 }
 
 fn write_line(log: &Mutex<LogFile>, stream: &str, partial: bool, text: &[u8]) {
@@ -224,30 +250,32 @@ impl Copier {
     ) -> std::io::Result<Copier> {
         let log = Arc::new(Mutex::new(LogFile::open(log_path, rotation)?));
         let stop = Arc::new(AtomicBool::new(false));
-        let mut threads = Vec::new();
-        for (fifo, stream) in [(stdout, "stdout"), (stderr, "stderr")] {
-            let (fifo, log, tag, stop) = (
-                fifo.to_path_buf(),
-                log.clone(),
-                tag.to_string(),
-                stop.clone(),
-            );
-            // Open here, not in the thread: the shim's Create needs the reader to exist.
-            let f = OpenOptions::new()
+        // Open here, not in the thread: the shim's Create needs the readers to exist.
+        let mut streams = Vec::new();
+        for (fifo, name) in [(stdout, "stdout"), (stderr, "stderr")] {
+            let file = OpenOptions::new()
                 .read(true)
                 .custom_flags(libc::O_NONBLOCK)
-                .open(&fifo)?;
-            // Small stacks: two copiers per container, and edge devices run many.
-            let t = std::thread::Builder::new()
-                .name(format!("log-{stream}"))
-                .stack_size(128 * 1024)
-                .spawn(move || {
-                    if let Err(e) = copy_stream(f, stream, &log, adopted, &stop) {
-                        tracing::warn!(container = %tag, fifo = %fifo.display(), error = %e, "log copy stopped");
-                    }
-                })?;
-            threads.push(t);
+                .open(fifo)?;
+            streams.push(Stream {
+                file,
+                name,
+                pending: Vec::new(),
+                armed: adopted,
+                done: false,
+            });
         }
+        let (tag, stop2) = (tag.to_string(), stop.clone());
+        // One small-stacked thread per container: edge devices run many.
+        let t = std::thread::Builder::new()
+            .name("log-copier".into())
+            .stack_size(128 * 1024)
+            .spawn(move || {
+                if let Err(e) = copy_streams(streams, &log, &stop2) {
+                    tracing::warn!(container = %tag, error = %e, "log copy stopped");
+                }
+            })?;
+        let threads = vec![t];
         Ok(Copier { threads, stop })
     }
 

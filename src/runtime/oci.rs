@@ -185,30 +185,47 @@ fn read_layer_file(layers: &[PathBuf], file: &str) -> Option<String> {
         .find_map(|l| std::fs::read_to_string(l.join("etc").join(file)).ok())
 }
 
-/// Finds a name (or numeric id) in passwd/group style text: returns (id, gid column).
-fn lookup_db(db: &str, name: &str) -> Option<(u32, Option<u32>)> {
-    db.lines().find_map(|line| {
+/// A passwd or group entry: name, id, and (passwd) the primary gid or (group) the members.
+struct Entry<'a> {
+    name: &'a str,
+    id: u32,
+    rest: &'a str,
+}
+
+fn entries(db: &str) -> impl Iterator<Item = Entry<'_>> {
+    db.lines().filter_map(|line| {
         let f: Vec<&str> = line.split(':').collect();
-        if f.len() < 3 || f[0] != name {
-            return None;
-        }
-        let id = f[2].parse().ok()?;
-        Some((id, f.get(3).and_then(|g| g.parse().ok())))
+        Some(Entry {
+            name: f.first()?,
+            id: f.get(2)?.parse().ok()?,
+            rest: f.get(3).copied().unwrap_or(""),
+        })
     })
 }
 
-/// Resolves the process user: runAsUser/runAsGroup win, else the image's `user` (numeric, or a
-/// name looked up in the rootfs' /etc/passwd and /etc/group).
+/// The identity a container's process runs as.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    /// The user id.
+    pub uid: u32,
+    /// The primary group id.
+    pub gid: u32,
+    /// Groups the user is a member of in the image's /etc/group, then the pod's
+    /// supplementalGroups.
+    pub additional_gids: Vec<u32>,
+}
+
+/// Resolves the process user as containerd's CRI does: runAsUser (the image's user ignored)
+/// or the image's `user` (`uid`, `uid:gid`, `name`, `name:group`; names looked up in the
+/// rootfs' /etc/passwd and /etc/group); the primary group from /etc/passwd unless given;
+/// runAsGroup wins.
 pub fn resolve_user(
     config: &ContainerConfig,
     image: &ImageSpec,
     layers: &[PathBuf],
     object: &str,
-) -> Result<(u32, u32)> {
-    let (user, group) = match image.user.split_once(':') {
-        Some((u, g)) => (u, Some(g)),
-        None => (image.user.as_str(), None),
-    };
+) -> Result<User> {
+    let sec = &config.security;
     let err = |what: &str| {
         RuntimeError::new(
             object,
@@ -217,49 +234,70 @@ pub fn resolve_user(
             format!("image user {:?}: {what}", image.user),
         )
     };
-    let mut uid_gid = None;
-    if config.security.run_as_user.is_none() && !user.is_empty() {
-        uid_gid = Some(match user.parse::<u32>() {
+    let passwd = read_layer_file(layers, "passwd").unwrap_or_default();
+    let groups = read_layer_file(layers, "group").unwrap_or_default();
+    let by_uid = |uid: u32| {
+        entries(&passwd)
+            .find(|e| e.id == uid)
+            .map(|e| (e.name, e.rest.parse().ok()))
+    };
+    let (image_user, image_group) = match image.user.split_once(':') {
+        Some((u, g)) => (u, Some(g).filter(|g| !g.is_empty())),
+        None => (image.user.as_str(), None),
+    };
+    let (uid, name, passwd_gid) = match (sec.run_as_user, image_user) {
+        (Some(uid), _) => {
+            let e = by_uid(uid);
+            (uid, e.map(|e| e.0), e.and_then(|e| e.1))
+        }
+        (None, "") => {
+            let e = by_uid(0);
+            (0, e.map(|e| e.0), e.and_then(|e| e.1))
+        }
+        (None, u) => match u.parse::<u32>() {
             Ok(uid) => {
-                let gid = read_layer_file(layers, "passwd").and_then(|db| {
-                    db.lines().find_map(|l| {
-                        let f: Vec<&str> = l.split(':').collect();
-                        (f.len() > 3 && f[2] == user)
-                            .then(|| f[3].parse().ok())
-                            .flatten()
-                    })
-                });
-                (uid, gid.unwrap_or(0))
+                let e = by_uid(uid);
+                (uid, e.map(|e| e.0), e.and_then(|e| e.1))
             }
             Err(_) => {
-                let db = read_layer_file(layers, "passwd")
-                    .ok_or_else(|| err("a name, and the image has no /etc/passwd"))?;
-                let (uid, gid) =
-                    lookup_db(&db, user).ok_or_else(|| err("no such user in /etc/passwd"))?;
-                (uid, gid.unwrap_or(0))
+                let e = entries(&passwd)
+                    .find(|e| e.name == u)
+                    .ok_or_else(|| err("no such user in the image's /etc/passwd"))?;
+                (e.id, Some(e.name), e.rest.parse().ok())
             }
-        });
-    }
-    let (mut uid, mut gid) = uid_gid.unwrap_or((config.security.run_as_user.unwrap_or(0), 0));
-    if let Some(u) = config.security.run_as_user {
-        uid = u;
-    }
-    if let Some(g) = group.filter(|g| !g.is_empty()) {
+        },
+    };
+    let mut gid = passwd_gid.unwrap_or(0);
+    if let (None, Some(g)) = (sec.run_as_user, image_group) {
         gid = match g.parse::<u32>() {
             Ok(g) => g,
             Err(_) => {
-                let db = read_layer_file(layers, "group")
-                    .ok_or_else(|| err("a group name, and the image has no /etc/group"))?;
-                lookup_db(&db, g)
-                    .ok_or_else(|| err("no such group in /etc/group"))?
-                    .0
+                entries(&groups)
+                    .find(|e| e.name == g)
+                    .ok_or_else(|| err("no such group in the image's /etc/group"))?
+                    .id
             }
         };
     }
-    if let Some(g) = config.security.run_as_group {
+    if let Some(g) = sec.run_as_group {
         gid = g;
     }
-    Ok((uid, gid))
+    let mut additional_gids: Vec<u32> = Vec::new();
+    if let Some(name) = name {
+        for e in entries(&groups) {
+            if e.rest.split(',').any(|m| m == name) {
+                additional_gids.push(e.id);
+            }
+        }
+    }
+    additional_gids.extend(&sec.supplemental_groups);
+    let mut seen = std::collections::BTreeSet::new();
+    additional_gids.retain(|g| *g != gid && seen.insert(*g));
+    Ok(User {
+        uid,
+        gid,
+        additional_gids,
+    })
 }
 
 /// Normalizes a Kubernetes capability name (`NET_ADMIN`) to the OCI one (`CAP_NET_ADMIN`).
@@ -376,11 +414,9 @@ pub fn container_spec(input: &SpecInput) -> Result<Value> {
         .filter(|d| !d.is_empty())
         .or_else(|| Some(image.working_dir.clone()).filter(|d| !d.is_empty()))
         .unwrap_or_else(|| "/".to_string());
-    let (uid, gid) = resolve_user(config, image, input.layers, object)?;
+    let user = resolve_user(config, image, input.layers, object)?;
     let sec = &config.security;
     let caps = capabilities(config);
-    let mut additional: Vec<u32> = sec.supplemental_groups.clone();
-    additional.retain(|g| *g != gid);
 
     let ro_sys = if sec.privileged { "rw" } else { "ro" };
     let mut mounts = vec![
@@ -495,7 +531,7 @@ pub fn container_spec(input: &SpecInput) -> Result<Value> {
         "ociVersion": "1.0.2",
         "process": {
             "terminal": false,
-            "user": {"uid": uid, "gid": gid, "additionalGids": additional},
+            "user": {"uid": user.uid, "gid": user.gid, "additionalGids": user.additional_gids},
             "args": args,
             "env": merge_env(config, image, pod.hostname.as_deref()),
             "cwd": cwd,
@@ -768,7 +804,11 @@ mod tests {
             "root:x:0:0::/root:/bin/sh\nweb:x:33:34::/var/www:/bin/sh\n",
         )
         .unwrap();
-        std::fs::write(dir.path().join("etc/group"), "root:x:0:\nstaff:x:50:\n").unwrap();
+        std::fs::write(
+            dir.path().join("etc/group"),
+            "root:x:0:\nwww:x:34:\nstaff:x:50:web\nadm:x:4:root,web\n",
+        )
+        .unwrap();
         let layers = rootfs_layers(&[RootfsMount {
             kind: "overlay".into(),
             source: "overlay".into(),
@@ -779,31 +819,33 @@ mod tests {
         }]);
         let c = config();
         let mut img = image();
-        for (user, want) in [
-            ("", (0, 0)),
-            ("7", (7, 0)),
-            ("7:8", (7, 8)),
-            ("33", (33, 34)),
-            ("web", (33, 34)),
-            ("web:staff", (33, 50)),
+        let user = |c: &ContainerConfig, img: &ImageSpec| {
+            let u = resolve_user(c, img, &layers, "c").unwrap();
+            (u.uid, u.gid, u.additional_gids)
+        };
+        for (name, want) in [
+            ("", (0, 0, vec![4])),
+            ("7", (7, 0, vec![])),
+            ("7:8", (7, 8, vec![])),
+            ("33", (33, 34, vec![50, 4])),
+            ("web", (33, 34, vec![50, 4])),
+            ("web:staff", (33, 50, vec![4])),
         ] {
-            img.user = user.into();
-            assert_eq!(
-                resolve_user(&c, &img, &layers, "c").unwrap(),
-                want,
-                "{user}"
-            );
+            img.user = name.into();
+            assert_eq!(user(&c, &img), want, "{name}");
         }
         img.user = "nobody".into();
         assert_eq!(
             resolve_user(&c, &img, &layers, "c").unwrap_err().kind,
             ErrorKind::InvalidConfig
         );
+        // runAsUser wins over the image's user (even an unknown one), its gid from passwd.
         let mut c = config();
-        c.security.run_as_user = Some(1);
+        c.security.run_as_user = Some(33);
+        c.security.supplemental_groups = vec![9, 4];
+        assert_eq!(user(&c, &img), (33, 34, vec![50, 4, 9]));
         c.security.run_as_group = Some(2);
-        img.user = "web".into();
-        assert_eq!(resolve_user(&c, &img, &layers, "c").unwrap(), (1, 2));
+        assert_eq!(user(&c, &img).1, 2);
     }
 
     #[test]

@@ -1,10 +1,14 @@
 //! A ttrpc client of one shim's task service. The service name is picked at run time:
 //! `containerd.task.v2.Task` (1.6/1.7 shims), falling back to `containerd.task.v3.Task` (2.x
-//! shims, same messages) when the shim answers UNIMPLEMENTED.
+//! shims, same messages) when the shim answers UNIMPLEMENTED. The framing is ttrpc's (the
+//! `ttrpc` crate gives the message types); tests run it against the `ttrpc` crate's server.
 
 use protobuf::Message;
+use std::io::{Read, Write};
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const TASK_V2: &str = "containerd.task.v2.Task";
 const TASK_V3: &str = "containerd.task.v3.Task";
@@ -38,19 +42,13 @@ impl RpcError {
     pub fn is_not_found(&self) -> bool {
         matches!(self, RpcError::Status(ttrpc::Code::NOT_FOUND, _))
     }
+}
 
-    fn from_ttrpc(e: ttrpc::Error) -> RpcError {
-        match e {
-            ttrpc::Error::RpcStatus(s) => RpcError::Status(s.code(), s.message().to_string()),
-            ttrpc::Error::Socket(m) => RpcError::Disconnected(m),
-            ttrpc::Error::Nix(e) => RpcError::Disconnected(e.to_string()),
-            ttrpc::Error::Others(m) if m.contains("timeout") => RpcError::Timeout,
-            // The client's receiver is gone: the connection broke.
-            ttrpc::Error::Others(m) if m.contains("Receiver") || m.contains("Send packet") => {
-                RpcError::Disconnected(m)
-            }
-            other => RpcError::Other(other.to_string()),
-        }
+/// An I/O failure on the connection: a timeout, or the shim gone.
+fn io_error(e: std::io::Error) -> RpcError {
+    match e.kind() {
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => RpcError::Timeout,
+        _ => RpcError::Disconnected(e.to_string()),
     }
 }
 
@@ -64,29 +62,38 @@ fn unknown_service(e: &RpcError) -> bool {
     }
 }
 
-/// A connection to a shim.
+/// A client of a shim. Every call has a connection of its own (a unix connect costs tens of
+/// microseconds): no reader threads per shim, a slow Wait never holds up a State, and a
+/// timed-out call leaves nothing behind.
 pub struct TaskClient {
-    client: ttrpc::Client,
-    /// The shim serves the v3 name (learned on the first UNIMPLEMENTED).
+    socket: String,
+    /// The shim serves the v3 name (learned on the first refusal of v2).
     v3: AtomicBool,
 }
 
+const HEADER: usize = 10;
+const MAX_MESSAGE: usize = 4 << 20;
+const TYPE_REQUEST: u8 = 1;
+const TYPE_RESPONSE: u8 = 2;
+
 impl TaskClient {
-    /// Connects to a shim's socket (`unix://...` or a plain path).
+    /// Checks that a shim listens at `address` (`unix:///path` or a plain path).
     pub fn connect(address: &str) -> Result<TaskClient, RpcError> {
-        let address = if address.starts_with("unix://") {
-            address.to_string()
-        } else {
-            format!("unix://{address}")
-        };
-        let client = ttrpc::Client::connect(&address).map_err(|e| match e {
-            ttrpc::Error::Others(m) => RpcError::Other(m),
-            e => RpcError::Disconnected(e.to_string()),
-        })?;
-        Ok(TaskClient {
-            client,
+        let c = TaskClient {
+            socket: address.trim_start_matches("unix://").to_string(),
             v3: AtomicBool::new(false),
-        })
+        };
+        c.open()?;
+        Ok(c)
+    }
+
+    fn open(&self) -> Result<UnixStream, RpcError> {
+        let r = match self.socket.strip_prefix('@') {
+            Some(name) => std::os::unix::net::SocketAddr::from_abstract_name(name)
+                .and_then(|a| UnixStream::connect_addr(&a)),
+            None => UnixStream::connect(&self.socket),
+        };
+        r.map_err(|e| RpcError::Disconnected(format!("connect {}: {e}", self.socket)))
     }
 
     /// Calls `method` of the task service with a timeout.
@@ -121,6 +128,8 @@ impl TaskClient {
         })
     }
 
+    /// One ttrpc request on a fresh connection: a 10-byte header (length, stream id, type,
+    /// flags; big-endian) then a `ttrpc.Request`; the answer is a `ttrpc.Response` frame.
     fn raw(
         &self,
         service: &str,
@@ -128,15 +137,62 @@ impl TaskClient {
         payload: &[u8],
         timeout: Duration,
     ) -> Result<Vec<u8>, RpcError> {
+        let deadline = Instant::now() + timeout;
+        let remaining = || {
+            deadline
+                .checked_duration_since(Instant::now())
+                .filter(|d| !d.is_zero())
+                .ok_or(RpcError::Timeout)
+        };
         let mut req = ttrpc::Request::new();
         req.service = service.to_string();
         req.method = method.to_string();
         req.payload = payload.to_vec();
         req.timeout_nano = timeout.as_nanos().min(i64::MAX as u128) as i64;
-        self.client
-            .request(req)
-            .map(|r| r.payload)
-            .map_err(RpcError::from_ttrpc)
+        let body = req
+            .write_to_bytes()
+            .map_err(|e| RpcError::Other(format!("encode request: {e}")))?;
+        if body.len() > MAX_MESSAGE {
+            return Err(RpcError::Other(format!(
+                "request of {} bytes is too big",
+                body.len()
+            )));
+        }
+        let mut frame = Vec::with_capacity(HEADER + body.len());
+        frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        frame.extend_from_slice(&1u32.to_be_bytes());
+        frame.extend_from_slice(&[TYPE_REQUEST, 0]);
+        frame.extend_from_slice(&body);
+
+        let mut s = self.open()?;
+        s.set_write_timeout(Some(remaining()?)).map_err(io_error)?;
+        s.write_all(&frame).map_err(io_error)?;
+        loop {
+            let mut header = [0u8; HEADER];
+            s.set_read_timeout(Some(remaining()?)).map_err(io_error)?;
+            s.read_exact(&mut header).map_err(io_error)?;
+            let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
+            if len > MAX_MESSAGE {
+                return Err(RpcError::Other(format!("answer of {len} bytes is too big")));
+            }
+            let mut data = vec![0u8; len];
+            s.set_read_timeout(Some(remaining()?)).map_err(io_error)?;
+            s.read_exact(&mut data).map_err(io_error)?;
+            let stream_id = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
+            if stream_id != 1 || header[8] != TYPE_RESPONSE {
+                continue;
+            }
+            let res = ttrpc::Response::parse_from_bytes(&data)
+                .map_err(|e| RpcError::Other(format!("decode response: {e}")))?;
+            let status = res.status.as_ref();
+            return match status.map(|s| s.code()).unwrap_or(ttrpc::Code::OK) {
+                ttrpc::Code::OK => Ok(res.payload),
+                code => Err(RpcError::Status(
+                    code,
+                    status.map(|s| s.message.clone()).unwrap_or_default(),
+                )),
+            };
+        }
     }
 }
 

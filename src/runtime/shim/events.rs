@@ -2,10 +2,14 @@
 //! `containerd.services.events.ttrpc.v1.Events/Forward` itself and turns TaskExit and TaskOOM
 //! into hints for the backend. Wait/State stay the truth.
 
-use super::proto::{events, events_ttrpc, task_events};
+use super::proto::{events, task_events};
 use protobuf::Message;
 use std::collections::HashSet;
-use std::path::Path;
+use std::io::{Read, Write};
+use std::os::fd::AsFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -18,11 +22,6 @@ pub enum ShimEvent {
         exit_status: u32,
         at: SystemTime,
     },
-}
-
-struct Handler {
-    tx: async_channel::Sender<crate::runtime::ExitEvent>,
-    oom: Arc<Mutex<HashSet<String>>>,
 }
 
 /// Decodes an envelope into an event of interest (`None` for the others).
@@ -58,34 +57,113 @@ pub fn decode(env: &events::Envelope, oom: &Mutex<HashSet<String>>) -> Option<Sh
     }
 }
 
-impl events_ttrpc::Events for Handler {
-    fn forward(
-        &self,
-        _ctx: &ttrpc::TtrpcContext,
-        req: events::ForwardRequest,
-    ) -> ttrpc::Result<protobuf::well_known_types::empty::Empty> {
-        if let Some(env) = req.envelope.as_ref() {
-            if let Some(ShimEvent::Exit {
-                container_id,
-                exit_status,
-                at,
-            }) = decode(env, &self.oom)
-            {
-                tracing::debug!(container = %container_id, exit_status, "exit event");
-                let _ = self.tx.try_send(crate::runtime::ExitEvent {
-                    container_id,
-                    exit_code: exit_status as i32,
-                    at,
-                });
+const HEADER: usize = 10;
+const MAX_MESSAGE: usize = 4 << 20;
+const TYPE_REQUEST: u8 = 1;
+const TYPE_RESPONSE: u8 = 2;
+const FORWARD: (&str, &str) = ("containerd.services.events.ttrpc.v1.Events", "Forward");
+
+/// What the server hands on: exits on the backend's channel, OOMs into its set.
+struct Sink {
+    tx: async_channel::Sender<crate::runtime::ExitEvent>,
+    oom: Arc<Mutex<HashSet<String>>>,
+}
+
+impl Sink {
+    /// Handles one ttrpc request frame; returns the response payload.
+    fn handle(&self, payload: &[u8]) -> Vec<u8> {
+        let mut res = ttrpc::Response::new();
+        let status = match ttrpc::Request::parse_from_bytes(payload) {
+            Ok(req) if (req.service.as_str(), req.method.as_str()) == FORWARD => {
+                match events::ForwardRequest::parse_from_bytes(&req.payload) {
+                    Ok(f) => {
+                        if let Some(env) = f.envelope.as_ref() {
+                            self.forward(env);
+                        }
+                        ttrpc::get_status(ttrpc::Code::OK, "")
+                    }
+                    Err(e) => ttrpc::get_status(ttrpc::Code::INVALID_ARGUMENT, e.to_string()),
+                }
             }
+            Ok(req) => ttrpc::get_status(
+                ttrpc::Code::UNIMPLEMENTED,
+                format!("/{}/{} is not served by edged", req.service, req.method),
+            ),
+            Err(e) => ttrpc::get_status(ttrpc::Code::INVALID_ARGUMENT, e.to_string()),
+        };
+        res.set_status(status);
+        res.write_to_bytes().unwrap_or_default()
+    }
+
+    fn forward(&self, env: &events::Envelope) {
+        if let Some(ShimEvent::Exit {
+            container_id,
+            exit_status,
+            at,
+        }) = decode(env, &self.oom)
+        {
+            tracing::debug!(container = %container_id, exit_status, "exit event");
+            let _ = self.tx.try_send(crate::runtime::ExitEvent {
+                container_id,
+                exit_code: exit_status as i32,
+                at,
+            });
         }
-        Ok(Default::default())
     }
 }
 
-/// Serves the events service on a unix socket until dropped.
+/// One shim's connection and the bytes of its unfinished frame.
+struct Conn {
+    stream: UnixStream,
+    buf: Vec<u8>,
+}
+
+impl Conn {
+    /// Reads what arrived and answers every complete request; false: the connection is done.
+    fn serve(&mut self, sink: &Sink) -> bool {
+        let mut chunk = [0u8; 8192];
+        let n = match self.stream.read(&mut chunk) {
+            Ok(0) => return false,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => return true,
+            Err(_) => return false,
+        };
+        self.buf.extend_from_slice(&chunk[..n]);
+        while self.buf.len() >= HEADER {
+            let len =
+                u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize;
+            if len > MAX_MESSAGE {
+                return false;
+            }
+            if self.buf.len() < HEADER + len {
+                break;
+            }
+            let stream_id = [self.buf[4], self.buf[5], self.buf[6], self.buf[7]];
+            let kind = self.buf[8];
+            let frame: Vec<u8> = self.buf.drain(..HEADER + len).skip(HEADER).collect();
+            if kind != TYPE_REQUEST {
+                continue;
+            }
+            let body = sink.handle(&frame);
+            let mut out = Vec::with_capacity(HEADER + body.len());
+            out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+            out.extend_from_slice(&stream_id);
+            out.extend_from_slice(&[TYPE_RESPONSE, 0]);
+            out.extend_from_slice(&body);
+            if self.stream.write_all(&out).is_err() {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// Serves the events service on a unix socket until dropped: one thread for every shim (the
+/// traffic is a few small messages per container life, so no pool per connection).
 pub struct EventServer {
-    server: Option<ttrpc::Server>,
+    quit: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    socket: PathBuf,
     /// `unix://<socket>`, for the shims' `TTRPC_ADDRESS`.
     pub address: String,
 }
@@ -102,26 +180,171 @@ impl EventServer {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(format!("remove stale {}: {e}", socket.display())),
         }
-        let address = format!("unix://{}", socket.display());
-        let service = events_ttrpc::create_events(Arc::new(Handler { tx, oom }));
-        let mut server = ttrpc::Server::new()
-            .bind(&address)
-            .map_err(|e| format!("bind {address}: {e}"))?
-            .register_service(service);
-        server
-            .start()
-            .map_err(|e| format!("serve {address}: {e}"))?;
+        let listener =
+            UnixListener::bind(socket).map_err(|e| format!("bind {}: {e}", socket.display()))?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| format!("{}: {e}", socket.display()))?;
+        let quit = Arc::new(AtomicBool::new(false));
+        let sink = Sink { tx, oom };
+        let q = quit.clone();
+        let thread = std::thread::Builder::new()
+            .name("shim-events".into())
+            .stack_size(256 * 1024)
+            .spawn(move || serve(listener, sink, &q))
+            .map_err(|e| format!("events thread: {e}"))?;
         Ok(EventServer {
-            server: Some(server),
-            address,
+            quit,
+            thread: Some(thread),
+            socket: socket.to_path_buf(),
+            address: format!("unix://{}", socket.display()),
         })
+    }
+}
+
+fn serve(listener: UnixListener, sink: Sink, quit: &AtomicBool) {
+    use nix::poll::{PollFd, PollFlags, PollTimeout};
+    let mut conns: Vec<Conn> = Vec::new();
+    while !quit.load(Ordering::Relaxed) {
+        let ready: Vec<bool> = {
+            let mut fds = vec![PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
+            fds.extend(
+                conns
+                    .iter()
+                    .map(|c| PollFd::new(c.stream.as_fd(), PollFlags::POLLIN)),
+            );
+            if let Err(e) = nix::poll::poll(&mut fds, PollTimeout::from(200u16)) {
+                if e != nix::errno::Errno::EINTR {
+                    tracing::warn!(error = %e, "events poll failed");
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                continue;
+            }
+            fds.iter()
+                .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+                .collect()
+        };
+        let mut keep = Vec::with_capacity(conns.len());
+        for (c, r) in conns.drain(..).zip(ready.iter().skip(1)) {
+            let mut c = c;
+            if !*r || c.serve(&sink) {
+                keep.push(c);
+            }
+        }
+        conns = keep;
+        if ready[0] {
+            while let Ok((stream, _)) = listener.accept() {
+                // Blocking reads only after poll said so; small writes do not block.
+                let _ = stream.set_nonblocking(false);
+                conns.push(Conn {
+                    stream,
+                    buf: Vec::new(),
+                });
+            }
+        }
     }
 }
 
 impl Drop for EventServer {
     fn drop(&mut self) {
-        if let Some(s) = self.server.take() {
-            s.shutdown();
+        self.quit.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
         }
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn forward(
+        client: &ttrpc::Client,
+        topic: &str,
+        type_url: &str,
+        event: Vec<u8>,
+    ) -> ttrpc::Result<ttrpc::Response> {
+        let env = events::Envelope {
+            topic: topic.into(),
+            namespace: "edged".into(),
+            event: protobuf::MessageField::some(protobuf::well_known_types::any::Any {
+                type_url: type_url.into(),
+                value: event,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let fwd = events::ForwardRequest {
+            envelope: protobuf::MessageField::some(env),
+            ..Default::default()
+        };
+        let mut req = ttrpc::Request::new();
+        req.service = FORWARD.0.into();
+        req.method = FORWARD.1.into();
+        req.payload = fwd.write_to_bytes().unwrap();
+        req.timeout_nano = 5_000_000_000;
+        client.request(req)
+    }
+
+    #[test]
+    fn serves_forward_to_a_ttrpc_client() {
+        let d = tempfile::tempdir().unwrap();
+        let (tx, rx) = async_channel::unbounded();
+        let oom = Arc::new(Mutex::new(HashSet::new()));
+        let server = EventServer::start(&d.path().join("ev.sock"), tx, oom.clone()).unwrap();
+        let client = ttrpc::Client::connect(&server.address).unwrap();
+        let exit = task_events::TaskExit {
+            container_id: "c1".into(),
+            id: "c1".into(),
+            exit_status: 3,
+            ..Default::default()
+        };
+        forward(
+            &client,
+            "/tasks/exit",
+            "containerd.events.TaskExit",
+            exit.write_to_bytes().unwrap(),
+        )
+        .unwrap();
+        let oom_ev = task_events::TaskOOM {
+            container_id: "c2".into(),
+            ..Default::default()
+        };
+        forward(
+            &client,
+            "/tasks/oom",
+            "containerd.events.TaskOOM",
+            oom_ev.write_to_bytes().unwrap(),
+        )
+        .unwrap();
+        // An exec's exit is not the container's.
+        let exec_exit = task_events::TaskExit {
+            container_id: "c1".into(),
+            id: "exec-1".into(),
+            ..Default::default()
+        };
+        forward(
+            &client,
+            "/tasks/exit",
+            "containerd.events.TaskExit",
+            exec_exit.write_to_bytes().unwrap(),
+        )
+        .unwrap();
+        let ev = rx.try_recv().unwrap();
+        assert_eq!((ev.container_id.as_str(), ev.exit_code), ("c1", 3));
+        assert!(rx.try_recv().is_err());
+        assert!(oom.lock().unwrap().contains("c2"));
+        // Other services are refused, and the connection stays usable.
+        let mut req = ttrpc::Request::new();
+        req.service = "x.Y".into();
+        req.method = "Z".into();
+        req.timeout_nano = 5_000_000_000;
+        match client.request(req) {
+            Err(ttrpc::Error::RpcStatus(s)) => assert_eq!(s.code(), ttrpc::Code::UNIMPLEMENTED),
+            other => panic!("{other:?}"),
+        }
+        drop(server);
+        assert!(!d.path().join("ev.sock").exists());
     }
 }

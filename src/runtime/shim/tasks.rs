@@ -1,0 +1,363 @@
+//! Talking to shims about tasks: the RPCs with their timeouts, starting a pod's shim and
+//! letting it go, and turning what a shim says (or its death) into a container's state.
+
+use super::client::{RpcError, TaskClient};
+use super::proto::{options, shim as pb, task as pbtask};
+use super::store::{to_ns, ContainerMeta};
+use super::{err, io_err, is_mountpoint, is_timeout, process, rpc_err, timestamp, ShimRuntime};
+use super::{RPC_QUICK, RPC_SLOW};
+use crate::runtime::cgroups::Layout;
+use crate::runtime::{ContainerState, ErrorKind, ExitEvent, Result};
+use protobuf::Message;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+/// The state of a task as the shim reports it.
+pub(super) struct TaskState {
+    status: pbtask::Status,
+    exit_status: u32,
+    exited_at: Option<SystemTime>,
+}
+
+impl ShimRuntime {
+    pub(super) fn client(&self, address: &str) -> std::result::Result<Arc<TaskClient>, RpcError> {
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = clients.get(address) {
+            return Ok(c.clone());
+        }
+        let c = Arc::new(TaskClient::connect(address)?);
+        clients.insert(address.to_string(), c.clone());
+        Ok(c)
+    }
+
+    pub(super) fn forget_client(&self, address: &str) {
+        self.clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(address);
+    }
+
+    /// Calls a task RPC on container `id`'s shim; a broken cached connection is retried once
+    /// on a fresh one.
+    pub(super) fn rpc<Req: Message, Resp: Message>(
+        &self,
+        id: &str,
+        method: &str,
+        req: &Req,
+        timeout: Duration,
+    ) -> std::result::Result<Resp, RpcError> {
+        let address = self
+            .address(id)
+            .ok_or_else(|| RpcError::Disconnected("no shim address in the bundle".into()))?;
+        let c = self.client(&address)?;
+        match c.call(method, req, timeout) {
+            Err(RpcError::Disconnected(_)) => {
+                self.forget_client(&address);
+                self.client(&address)?.call(method, req, timeout)
+            }
+            r => r,
+        }
+    }
+
+    pub(super) fn state(&self, id: &str) -> std::result::Result<TaskState, RpcError> {
+        let r: pb::StateResponse = self.rpc(
+            id,
+            "State",
+            &pb::StateRequest {
+                id: id.into(),
+                ..Default::default()
+            },
+            RPC_QUICK,
+        )?;
+        Ok(TaskState {
+            status: r.status.enum_value_or(pbtask::Status::UNKNOWN),
+            exit_status: r.exit_status,
+            exited_at: r.exited_at.as_ref().and_then(timestamp),
+        })
+    }
+
+    /// Kills a process (`exec_id` empty: the container's init); NOT_FOUND (gone) is success.
+    pub(super) fn kill(&self, id: &str, exec_id: &str, signal: u32) -> Result<()> {
+        let r: std::result::Result<protobuf::well_known_types::empty::Empty, _> = self.rpc(
+            id,
+            "Kill",
+            &pb::KillRequest {
+                id: id.into(),
+                exec_id: exec_id.into(),
+                signal,
+                all: false,
+                ..Default::default()
+            },
+            RPC_QUICK,
+        );
+        match r {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            // An exited init answers FAILED_PRECONDITION on some versions ("process already finished").
+            Err(RpcError::Status(ttrpc::Code::FAILED_PRECONDITION, _)) => Ok(()),
+            Err(e) => Err(rpc_err(id, "kill", e)),
+        }
+    }
+
+    pub(super) fn wait(
+        &self,
+        id: &str,
+        exec_id: &str,
+        timeout: Duration,
+    ) -> std::result::Result<pb::WaitResponse, RpcError> {
+        self.rpc(
+            id,
+            "Wait",
+            &pb::WaitRequest {
+                id: id.into(),
+                exec_id: exec_id.into(),
+                ..Default::default()
+            },
+            timeout,
+        )
+    }
+
+    /// Deletes the task from its shim (records its exit) and, when it was the shim's last
+    /// task, shuts the shim down.
+    pub(super) fn delete_task(&self, m: &ContainerMeta) -> Result<ContainerMeta> {
+        if !m.task_created || m.task_deleted {
+            return Ok(m.clone());
+        }
+        let r: std::result::Result<pb::DeleteResponse, _> = self.rpc(
+            &m.id,
+            "Delete",
+            &pb::DeleteRequest {
+                id: m.id.clone(),
+                ..Default::default()
+            },
+            RPC_SLOW,
+        );
+        let m = match r {
+            Ok(d) => {
+                let m = self.record_exit(
+                    m,
+                    d.exit_status as i32,
+                    d.exited_at.as_ref().and_then(timestamp),
+                )?;
+                self.update_meta(&m.id, |m| m.task_deleted = true)?
+            }
+            Err(e @ (RpcError::Disconnected(_) | RpcError::Status(ttrpc::Code::NOT_FOUND, _))) => {
+                return self.shim_died(m, &e.to_string());
+            }
+            Err(e) => return Err(rpc_err(&m.id, "delete task", e)),
+        };
+        self.finish_copier(&m.id);
+        self.shutdown_idle_shim(&m);
+        Ok(m)
+    }
+
+    /// Shuts the shim of `m` down when no other container of its pod has a task in it.
+    pub(super) fn shutdown_idle_shim(&self, m: &ContainerMeta) {
+        let lock = self.pod_lock(&m.pod_uid);
+        let _g = lock.lock().unwrap_or_else(|p| p.into_inner());
+        let others = self
+            .container_metas()
+            .into_iter()
+            .any(|o| o.pod_uid == m.pod_uid && o.id != m.id && o.task_created && !o.task_deleted);
+        if !others {
+            let r: std::result::Result<protobuf::well_known_types::empty::Empty, _> = self.rpc(
+                &m.id,
+                "Shutdown",
+                &pb::ShutdownRequest {
+                    id: m.id.clone(),
+                    now: false,
+                    ..Default::default()
+                },
+                RPC_QUICK,
+            );
+            // The shim exits while answering: a disconnect is the expected answer.
+            if let Err(e) = r {
+                tracing::debug!(container = %m.id, error = %e, "shim shutdown");
+            }
+            if let Some(a) = self.address(&m.id) {
+                self.forget_client(&a);
+            }
+        }
+    }
+
+    /// Creates the task of a prepared bundle: starts or joins the pod's shim, then Create.
+    pub(super) fn create_task(
+        &self,
+        id: &str,
+        rootfs: &[crate::runtime::RootfsMount],
+    ) -> Result<u32> {
+        let b = self.bundle(id);
+        let t0 = Instant::now();
+        let address = process::start(&self.cfg.shim_binary, &b, id, &self.events.address)
+            .map_err(|e| err(id, "shim start", ErrorKind::Other, e))?;
+        let shim_start = t0.elapsed();
+        let addr_file = b.join("address");
+        if self.address(id).as_deref() != Some(address.as_str()) {
+            std::fs::write(&addr_file, &address).map_err(|e| io_err(id, "write address", e))?;
+        }
+        self.move_shim(id);
+        let opts = options::Options {
+            binary_name: self.cfg.runtime_binary.clone(),
+            ..Default::default()
+        };
+        let any = protobuf::well_known_types::any::Any {
+            type_url: "containerd.runc.v1.Options".into(),
+            value: opts.write_to_bytes().map_err(|e| io_err(id, "create", e))?,
+            ..Default::default()
+        };
+        let req = pb::CreateTaskRequest {
+            id: id.into(),
+            bundle: b.to_string_lossy().into(),
+            rootfs: rootfs
+                .iter()
+                .map(|m| super::proto::mount::Mount {
+                    type_: m.kind.clone(),
+                    source: m.source.clone(),
+                    options: m.options.clone(),
+                    ..Default::default()
+                })
+                .collect(),
+            stdin: String::new(),
+            stdout: b.join("stdout").to_string_lossy().into(),
+            stderr: b.join("stderr").to_string_lossy().into(),
+            options: protobuf::MessageField::some(any),
+            ..Default::default()
+        };
+        let r: pb::CreateTaskResponse = self
+            .rpc(id, "Create", &req, RPC_SLOW)
+            .map_err(|e| rpc_err(id, "create", e))?;
+        tracing::debug!(container = %id, ?shim_start, create = ?(t0.elapsed() - shim_start), "task created");
+        Ok(r.pid)
+    }
+
+    /// Moves the shim serving `id` into the shims' cgroup (see [`Layout::SHIMS`]).
+    pub(super) fn move_shim(&self, id: &str) {
+        let r: std::result::Result<pb::ConnectResponse, _> = self.rpc(
+            id,
+            "Connect",
+            &pb::ConnectRequest {
+                id: id.into(),
+                ..Default::default()
+            },
+            RPC_QUICK,
+        );
+        match r {
+            Ok(c) if c.shim_pid > 0 => {
+                if let Err(e) = self.cgroups.move_process(Layout::SHIMS, c.shim_pid) {
+                    tracing::warn!(container = %id, shim_pid = c.shim_pid, error = %e, "shim left in the agent's cgroup");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!(container = %id, error = %e, "Connect"),
+        }
+    }
+
+    /// Records an exit seen through State/Wait/Delete: the code and the kubelet's reason.
+    pub(super) fn record_exit(
+        &self,
+        m: &ContainerMeta,
+        code: i32,
+        at: Option<SystemTime>,
+    ) -> Result<ContainerMeta> {
+        let oom = self
+            .oom
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&m.id)
+            || self.cgroups.oom_killed(&m.cgroup);
+        let reason = if oom {
+            "OOMKilled"
+        } else if code == 0 {
+            "Completed"
+        } else {
+            "Error"
+        };
+        let at = at.unwrap_or_else(SystemTime::now);
+        self.update_meta(&m.id, |m| {
+            if m.finished_ns.is_none() {
+                m.finished_ns = Some(to_ns(at));
+                m.exit_code = Some(code);
+                m.reason = Some(reason.into());
+            }
+        })
+    }
+
+    /// The shim of `m` is gone (or lost the task): clean its runc state and rootfs mount with
+    /// `shim delete`, and report the container exited.
+    pub(super) fn shim_died(&self, m: &ContainerMeta, why: &str) -> Result<ContainerMeta> {
+        tracing::warn!(container = %m.id, pod = %m.pod_uid, why, "shim died; cleaning up");
+        let b = self.bundle(&m.id);
+        if let Err(e) = process::delete(&self.cfg.shim_binary, &b, &m.id, &self.events.address) {
+            tracing::warn!(container = %m.id, error = %e, "shim delete failed");
+        }
+        let rootfs = b.join("rootfs");
+        if is_mountpoint(&rootfs) {
+            let _ = nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH);
+        }
+        if let Some(a) = self.address(&m.id) {
+            self.forget_client(&a);
+            // A dead shim leaves its socket behind; a live one (it lost only this task) keeps it.
+            if TaskClient::connect(&a).is_err() {
+                let _ = std::fs::remove_file(a.trim_start_matches("unix://"));
+            }
+        }
+        let now = SystemTime::now();
+        let first = m.finished_ns.is_none();
+        let m = self.update_meta(&m.id, |m| {
+            m.task_deleted = true;
+            if m.finished_ns.is_none() {
+                m.finished_ns = Some(to_ns(now));
+                m.exit_code = Some(m.exit_code.unwrap_or(137));
+                m.reason = Some("ShimDied".into());
+                m.message = Some(format!(
+                    "the container's shim died ({why}); its process is gone"
+                ));
+            }
+        })?;
+        if first {
+            let _ = self.exit_tx.try_send(ExitEvent {
+                container_id: m.id.clone(),
+                exit_code: m.exit_code.unwrap_or(137),
+                at: now,
+            });
+        }
+        self.finish_copier(&m.id);
+        Ok(m)
+    }
+
+    /// Brings a container's metadata up to date with its shim and returns it with its state.
+    pub(super) fn refresh(&self, id: &str) -> Result<(ContainerMeta, ContainerState)> {
+        let m = self.read_meta(id)?;
+        if m.finished_ns.is_some() {
+            return Ok((m, ContainerState::Exited));
+        }
+        if m.task_deleted {
+            return Ok((m, ContainerState::Exited));
+        }
+        if !m.task_created {
+            return Ok((m, ContainerState::Unknown));
+        }
+        match self.state(id) {
+            Ok(s) => match s.status {
+                pbtask::Status::CREATED => Ok((m, ContainerState::Created)),
+                pbtask::Status::RUNNING | pbtask::Status::PAUSED | pbtask::Status::PAUSING => {
+                    Ok((m, ContainerState::Running))
+                }
+                pbtask::Status::STOPPED => {
+                    let m = self.record_exit(&m, s.exit_status as i32, s.exited_at)?;
+                    Ok((m, ContainerState::Exited))
+                }
+                pbtask::Status::UNKNOWN => Ok((m, ContainerState::Unknown)),
+            },
+            Err(e) if is_timeout(&e) => {
+                tracing::warn!(container = %id, error = %e, "shim slow to answer State");
+                Ok((m, ContainerState::Unknown))
+            }
+            Err(e @ (RpcError::Disconnected(_) | RpcError::Status(ttrpc::Code::NOT_FOUND, _))) => {
+                let m = self.shim_died(&m, &e.to_string())?;
+                Ok((m, ContainerState::Exited))
+            }
+            Err(e) => Err(rpc_err(id, "state", e)),
+        }
+    }
+}
