@@ -146,6 +146,13 @@ fn check_name(name: &str, what: &str) -> Result<()> {
 }
 
 /// Whether `path` is a mount point (by /proc/self/mountinfo: bind mounts share st_dev).
+/// The kernel's id of this boot (empty when it cannot be read).
+fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
 fn is_mountpoint(path: &Path) -> bool {
     let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
         return false;
@@ -819,7 +826,12 @@ impl Runtime for ShimRuntime {
         let _g = self.lock();
         let dir = self.sandbox_dir(uid);
         let existing: Option<SandboxMeta> = store::read_json(&dir.join("meta.json")).ok();
-        let meta = existing.unwrap_or_else(|| SandboxMeta {
+        let boot_id = boot_id();
+        // A sandbox of an older agent has no boot id: unknown, not a reboot.
+        let rebooted = existing
+            .as_ref()
+            .is_some_and(|m| !m.boot_id.is_empty() && m.boot_id != boot_id);
+        let mut meta = existing.unwrap_or_else(|| SandboxMeta {
             uid: uid.into(),
             namespace: config.namespace.clone(),
             name: config.name.clone(),
@@ -830,14 +842,24 @@ impl Runtime for ShimRuntime {
             labels: config.labels.clone(),
             created_ns: to_ns(SystemTime::now()),
             ready: true,
+            boot_id: boot_id.clone(),
         });
         let set = sandbox::NsSet {
             net: !meta.host_network,
             uts: !meta.host_network,
             ipc: !meta.host_ipc,
         };
-        sandbox::create(&dir.join("ns"), set, &meta.hostname)
+        let remade = sandbox::create(&dir.join("ns"), set, &meta.hostname)
             .map_err(|e| err(&pod, "sandbox namespaces", ErrorKind::Other, e))?;
+        if rebooted || remade {
+            // The namespaces of an existing sandbox were gone (a reboot, or someone unmounted
+            // them): it is a new sandbox, and its new creation time tells the pod worker so
+            // (init containers run again in it, as after the kubelet makes a new sandbox).
+            meta.created_ns = to_ns(SystemTime::now());
+            meta.boot_id = boot_id;
+        } else if meta.boot_id.is_empty() {
+            meta.boot_id = boot_id;
+        }
         for (file, text) in [
             ("hosts", config.hosts.clone()),
             ("resolv.conf", config.resolv_conf.clone()),
