@@ -1073,10 +1073,38 @@ fn durable_pods(a: &Agent, ns: &str) {
             web("two"),
         ],
     );
+    // A finished pod: it must stay finished whatever happens to the node.
+    let mut init = sh("prep", "echo init ran");
+    init["volumeMounts"] = json!([{"name": "mem", "mountPath": "/mem"}]);
+    a.write(
+        "done.json",
+        &[pod(
+            ns,
+            "done",
+            vec![sh("app", "echo finished; exit 0")],
+            json!({"restartPolicy": "Never", "initContainers": [init],
+                   "volumes": [{"name": "mem", "emptyDir": {"medium": "Memory"}}]}),
+        )],
+    );
     for name in ["one", "two"] {
         a.wait_pod(ns, name, "Running and Ready", running_and_ready);
         a.wait_log(ns, name, "web", 0, "greeting=hi prep=prepared");
     }
+    a.wait_pod(ns, "done", "Succeeded", |p| phase(p) == "Succeeded");
+}
+
+/// The finished pod of [`durable_pods`] is still Succeeded, with the same instances.
+fn assert_done_unchanged(a: &Agent, ns: &str, before: &Value) {
+    let p = a.pod(ns, "done").unwrap();
+    assert_eq!(phase(&p), "Succeeded", "{p}");
+    assert_eq!(container_id(&p, "app"), container_id(before, "app"), "{p}");
+    let init = |p: &Value| container_in(p, "initContainerStatuses", "prep")["containerID"].clone();
+    assert_eq!(
+        init(&p),
+        init(before),
+        "the init container of a finished pod ran again: {p}"
+    );
+    assert_eq!(p["status"]["startTime"], before["status"]["startTime"]);
 }
 
 /// The running entries of a runc list.
@@ -1097,9 +1125,14 @@ fn agent_restart_adopts_running_containers() {
     let bundles = a.bundle_ids();
     assert_eq!(
         bundles.len(),
-        6,
-        "two init containers and four others: {bundles:?}"
+        8,
+        "three init containers and five others: {bundles:?}"
     );
+    let done = a.pod(ns, "done").unwrap();
+    let start_times: Vec<Value> = ["one", "two"]
+        .iter()
+        .map(|n| a.pod(ns, n).unwrap()["status"]["startTime"].clone())
+        .collect();
     a.stop();
     a.start();
     a.wait_for("the new agent adopted the containers", || {
@@ -1133,6 +1166,10 @@ fn agent_restart_adopts_running_containers() {
             "{p}"
         );
     }
+    for (name, t) in ["one", "two"].iter().zip(&start_times) {
+        assert_eq!(&a.pod(ns, name).unwrap()["status"]["startTime"], t);
+    }
+    assert_done_unchanged(&a, ns, &done);
     a.stop();
 }
 
@@ -1142,7 +1179,8 @@ fn offline_reboot_brings_every_pod_back() {
     let ns = "lc-reboot";
     durable_pods(&a, ns);
     let old: BTreeSet<String> = a.bundle_ids();
-    assert_eq!(old.len(), 6);
+    assert_eq!(old.len(), 8);
+    let done = a.pod(ns, "done").unwrap();
     let stored_before = a.get("configmaps").len() + a.get("secrets").len();
     a.power_cut();
     assert!(a.mounts().is_empty(), "mounts left: {:?}", a.mounts());
@@ -1156,7 +1194,12 @@ fn offline_reboot_brings_every_pod_back() {
         });
         assert_eq!(restart_count(&p, "web"), 1, "{p}");
     }
-    // The dead instances are cleaned from runc's state or reported stopped, never running.
+    // The dead instances are cleaned from runc's state (their shims died with them).
+    a.wait_for("no runc state of the old instances", || {
+        let now = a.runc();
+        old.iter().all(|id| !now.contains_key(id)).then_some(())
+    });
+    assert_done_unchanged(&a, ns, &done);
     let now = a.runc();
     for id in &old {
         if let Some(e) = now.get(id) {
@@ -1168,7 +1211,7 @@ fn offline_reboot_brings_every_pod_back() {
         a.get("configmaps").len() + a.get("secrets").len(),
         stored_before
     );
-    assert_eq!(a.pods().len(), 2);
+    assert_eq!(a.pods().len(), 3);
     // The init containers ran again in the new sandbox, and the apps see their volumes.
     for name in ["one", "two"] {
         a.wait_log(ns, name, "web", 1, "greeting=hi prep=prepared");
@@ -1275,4 +1318,41 @@ fn a_container_killed_from_outside_is_restarted() {
     assert_eq!(last["exitCode"], 137, "{p}");
     assert_eq!(last["containerID"], format!("containerd://{id}"), "{p}");
     a.wait_log(ns, "victim", "app", 1, "up");
+}
+
+#[test]
+fn a_dead_shim_is_noticed_and_its_container_comes_back() {
+    let a = Agent::started("shim");
+    let ns = "lc-shim";
+    a.write(
+        "pod.json",
+        &[pod(
+            ns,
+            "orphaned",
+            vec![sh("app", "echo up; sleep 1000")],
+            json!({}),
+        )],
+    );
+    let p = a.wait_pod(ns, "orphaned", "Running", |p| running(p, "app"));
+    let id = container_id(&p, "app");
+    let pid = a.runc()[&id].pid;
+    let shims = a.shim_pids();
+    assert_eq!(shims.len(), 1, "one shim per pod");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(shims[0]),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let p = a.wait_pod(ns, "orphaned", "a new instance", |p| {
+        running(p, "app") && container_id(p, "app") != id
+    });
+    assert_eq!(restart_count(&p, "app"), 1, "{p}");
+    // The old process does not live on without its shim, and runc forgot it.
+    a.wait_for("the old process gone", || {
+        (!Path::new(&format!("/proc/{pid}")).exists() || is_zombie(pid as i32)).then_some(())
+    });
+    a.wait_for("no runc state of the old instance", || {
+        (!a.runc().contains_key(&id)).then_some(())
+    });
+    a.wait_log(ns, "orphaned", "app", 1, "up");
 }

@@ -207,7 +207,21 @@ impl ShimRuntime {
     /// each so dead shims are found and cleaned now.
     fn adopt(&self) {
         for m in self.container_metas() {
-            if !m.task_created || m.task_deleted || m.finished_ns.is_some() {
+            if !m.task_created || m.task_deleted {
+                continue;
+            }
+            if m.finished_ns.is_some() {
+                // An exited task whose shim is gone (a reboot, a killed shim) leaves runc
+                // state and maybe a rootfs mount that nothing would clean until the container
+                // is removed: clean them now; the exit already recorded is kept.
+                if let Err(
+                    e @ (RpcError::Disconnected(_) | RpcError::Status(ttrpc::Code::NOT_FOUND, _)),
+                ) = self.state(&m.id)
+                {
+                    if let Err(e) = self.shim_died(&m, &e.to_string()) {
+                        tracing::warn!(container = %m.id, error = %e, "cleanup of an exited container failed");
+                    }
+                }
                 continue;
             }
             if let Err(e) = self.start_copier(&m, true) {
