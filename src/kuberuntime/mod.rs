@@ -5,7 +5,9 @@
 pub mod env;
 
 use crate::api::{self, Container, Pod};
-use crate::runtime::{labels, ContainerConfig, Mount, PodSandboxConfig, Resources, Security};
+use crate::runtime::{
+    labels, ContainerConfig, ContainerStatus, Mount, PodSandboxConfig, Resources, Sandbox, Security,
+};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -157,6 +159,26 @@ pub fn pod_log_dir(dir: &Path, pod: &Pod) -> PathBuf {
         "{}_{}_{}",
         pod.metadata.namespace, pod.metadata.name, pod.metadata.uid
     ))
+}
+
+/// The label naming the sandbox (by its creation time) a container was made in.
+pub const SANDBOX_LABEL: &str = "io.edged.sandbox.created";
+
+/// The value of [`SANDBOX_LABEL`] for containers made in `sandbox`.
+pub fn sandbox_stamp(sandbox: &Sandbox) -> String {
+    sandbox
+        .created_at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos().to_string())
+        .unwrap_or_default()
+}
+
+/// Whether a container was made in `sandbox` (and not in an earlier one of the same pod,
+/// before a reboot). Containers without the label count as made in it.
+pub fn in_sandbox(c: &ContainerStatus, sandbox: &Sandbox) -> bool {
+    c.labels
+        .get(SANDBOX_LABEL)
+        .map_or(true, |s| *s == sandbox_stamp(sandbox))
 }
 
 /// A hash of the container's spec: an update that changes it restarts the container.

@@ -241,9 +241,33 @@ async fn run_containers(
 ) -> Duration {
     let policy = pod.spec.restart_policy().to_string();
     let mut next = pm.cfg.resync;
-    // Init containers: in order, each to success.
+    let all_terminal = !pod.spec.containers.is_empty()
+        && pod.spec.containers.iter().all(|c| {
+            latest(all, &c.name)
+                .map(|l| l.state == ContainerState::Exited && !should_restart(&policy, l.exit_code))
+                .unwrap_or(false)
+        });
+    let init_failed = policy == "Never"
+        && pod.spec.init_containers.iter().any(|c| {
+            latest(all, &c.name)
+                .is_some_and(|l| l.state == ContainerState::Exited && l.exit_code != Some(0))
+        });
+    if all_terminal || init_failed {
+        // Succeeded or Failed: nothing runs again, not even in a new sandbox after a reboot.
+        return next;
+    }
+    // Init containers: in order, each to success, in the current sandbox (a new sandbox, as
+    // after a reboot, runs them again: their work may be gone with it).
+    let current: Vec<ContainerStatus> = match &st.sandbox {
+        Some(sb) => all
+            .iter()
+            .filter(|c| kuberuntime::in_sandbox(c, sb))
+            .cloned()
+            .collect(),
+        None => all.to_vec(),
+    };
     for c in &pod.spec.init_containers {
-        match latest(all, &c.name) {
+        match latest(&current, &c.name) {
             Some(l) if l.state == ContainerState::Exited && l.exit_code == Some(0) => continue,
             Some(l) if l.state == ContainerState::Running => return next,
             Some(l) if l.state == ContainerState::Created => {
@@ -262,19 +286,12 @@ async fn run_containers(
                 return next;
             }
             None => {
-                *changed |= start(pm, pod, st, objects, c, 0).await;
+                // The restart count goes on from the instances of earlier sandboxes.
+                let attempt = latest(all, &c.name).map(|l| l.attempt + 1).unwrap_or(0);
+                *changed |= start(pm, pod, st, objects, c, attempt).await;
                 return next;
             }
         }
-    }
-    let all_terminal = !pod.spec.containers.is_empty()
-        && pod.spec.containers.iter().all(|c| {
-            latest(all, &c.name)
-                .map(|l| l.state == ContainerState::Exited && !should_restart(&policy, l.exit_code))
-                .unwrap_or(false)
-        });
-    if all_terminal {
-        return next; // Succeeded or Failed: nothing more runs
     }
     for c in &pod.spec.containers {
         match latest(all, &c.name) {
@@ -488,13 +505,19 @@ async fn start(
         secrets: &objects.secrets,
         log_dir: &pm.cfg.log_dir,
     };
-    let config = match kuberuntime::container_config(&ctx, c, attempt, mounts) {
+    let mut config = match kuberuntime::container_config(&ctx, c, attempt, mounts) {
         Ok(cfg) => cfg,
         Err(e) => {
             wait(st, "CreateContainerConfigError", e.to_string());
             return false;
         }
     };
+    if let Some(sb) = &st.sandbox {
+        config.labels.insert(
+            kuberuntime::SANDBOX_LABEL.to_string(),
+            kuberuntime::sandbox_stamp(sb),
+        );
+    }
     let rt = pm.runtime.clone();
     let uid = pod.metadata.uid.clone();
     let result = smol::unblock(move || -> crate::runtime::Result<String> {

@@ -28,8 +28,9 @@ pub fn is_pinned(path: &Path) -> bool {
 }
 
 /// Makes and pins the namespaces of `set` under `dir` (idempotent: pinned ones are kept),
-/// brings `lo` up in a new network namespace and sets the hostname in a new UTS one.
-pub fn create(dir: &Path, set: NsSet, hostname: &str) -> Result<(), String> {
+/// brings `lo` up in a new network namespace and sets the hostname in a new UTS one. Returns
+/// whether any namespace was made (false: all were pinned already).
+pub fn create(dir: &Path, set: NsSet, hostname: &str) -> Result<bool, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
     let mut flags = nix::sched::CloneFlags::empty();
     let mut kinds = Vec::new();
@@ -44,7 +45,7 @@ pub fn create(dir: &Path, set: NsSet, hostname: &str) -> Result<(), String> {
         }
     }
     if kinds.is_empty() {
-        return Ok(());
+        return Ok(false);
     }
     for k in &kinds {
         let f = ns_file(dir, k);
@@ -77,7 +78,8 @@ pub fn create(dir: &Path, set: NsSet, hostname: &str) -> Result<(), String> {
         Ok(())
     })
     .join()
-    .map_err(|_| "namespace thread panicked".to_string())?
+    .map_err(|_| "namespace thread panicked".to_string())??;
+    Ok(true)
 }
 
 /// Sets IFF_UP on `lo` in the calling thread's network namespace.

@@ -152,6 +152,13 @@ fn check_name(name: &str, what: &str) -> Result<()> {
 }
 
 /// Whether `path` is a mount point (by /proc/self/mountinfo: bind mounts share st_dev).
+/// The kernel's id of this boot (empty when it cannot be read).
+fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
 fn is_mountpoint(path: &Path) -> bool {
     let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
         return false;
@@ -220,7 +227,7 @@ impl ShimRuntime {
         let metas: Vec<ContainerMeta> = self
             .container_metas()
             .into_iter()
-            .filter(|m| !m.task_deleted && m.finished_ns.is_none())
+            .filter(|m| !m.task_deleted)
             .collect();
         // In parallel: a hung shim costs one RPC timeout, not one per container.
         std::thread::scope(|s| {
@@ -231,6 +238,20 @@ impl ShimRuntime {
     }
 
     fn adopt_one(&self, m: &ContainerMeta) {
+        if m.task_created && m.finished_ns.is_some() {
+            // An exited task whose shim is gone (a reboot, a killed shim) leaves runc state
+            // and maybe a rootfs mount that nothing would clean until the container is
+            // removed: clean them now; the exit already recorded is kept.
+            if let Err(
+                e @ (RpcError::Disconnected(_) | RpcError::Status(ttrpc::Code::NOT_FOUND, _)),
+            ) = self.state(&m.id)
+            {
+                if let Err(e) = self.shim_died(m, &e.to_string()) {
+                    tracing::warn!(container = %m.id, error = %e, "cleanup of an exited container failed");
+                }
+            }
+            return;
+        }
         if !m.task_created {
             // The previous agent stopped in the middle of a create: the task may exist.
             let known = self.address(&m.id).is_some() && self.state(&m.id).is_ok();
@@ -564,7 +585,12 @@ impl Runtime for ShimRuntime {
         let _g = self.lock();
         let dir = self.sandbox_dir(uid);
         let existing: Option<SandboxMeta> = store::read_json(&dir.join("meta.json")).ok();
-        let meta = existing.unwrap_or_else(|| SandboxMeta {
+        let boot_id = boot_id();
+        // A sandbox of an older agent has no boot id: unknown, not a reboot.
+        let rebooted = existing
+            .as_ref()
+            .is_some_and(|m| !m.boot_id.is_empty() && m.boot_id != boot_id);
+        let mut meta = existing.unwrap_or_else(|| SandboxMeta {
             uid: uid.into(),
             namespace: config.namespace.clone(),
             name: config.name.clone(),
@@ -575,14 +601,24 @@ impl Runtime for ShimRuntime {
             labels: config.labels.clone(),
             created_ns: to_ns(SystemTime::now()),
             ready: true,
+            boot_id: boot_id.clone(),
         });
         let set = sandbox::NsSet {
             net: !meta.host_network,
             uts: !meta.host_network,
             ipc: !meta.host_ipc,
         };
-        sandbox::create(&dir.join("ns"), set, &meta.hostname)
+        let remade = sandbox::create(&dir.join("ns"), set, &meta.hostname)
             .map_err(|e| err(&pod, "sandbox namespaces", ErrorKind::Other, e))?;
+        if rebooted || remade {
+            // The namespaces of an existing sandbox were gone (a reboot, or someone unmounted
+            // them): it is a new sandbox, and its new creation time tells the pod worker so
+            // (init containers run again in it, as after the kubelet makes a new sandbox).
+            meta.created_ns = to_ns(SystemTime::now());
+            meta.boot_id = boot_id;
+        } else if meta.boot_id.is_empty() {
+            meta.boot_id = boot_id;
+        }
         for (file, text) in [
             ("hosts", config.hosts.clone()),
             ("resolv.conf", config.resolv_conf.clone()),

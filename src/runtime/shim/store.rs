@@ -21,6 +21,9 @@ pub struct SandboxMeta {
     pub created_ns: u64,
     /// False once the pod is stopped.
     pub ready: bool,
+    /// The kernel's boot id when the namespaces were made: another one means a reboot.
+    #[serde(default)]
+    pub boot_id: String,
 }
 
 /// A container.
@@ -115,6 +118,7 @@ mod tests {
             labels: BTreeMap::new(),
             created_ns: 5,
             ready: true,
+            boot_id: "b".into(),
         };
         write_json(&p, &m).unwrap();
         let back: SandboxMeta = read_json(&p).unwrap();

@@ -1,0 +1,1358 @@
+//! Pod lifecycle end to end (issue 4): the real `edged` binary as a child process with its own
+//! root, log and manifest dirs, real shims and runc containers. Tests drive it only through
+//! manifest files and look through `edged get pods -o json`, the CRI log files and runc's list.
+//!
+//! Tests may run in parallel: each has its own root dir and pod names; runc's state dir
+//! (/run/containerd/runc/edged) is shared, so only the ids of a test's own bundles are looked at.
+//! Run as root: `cargo test --test pod_lifecycle -- --test-threads=2`.
+
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_edged");
+const IMAGE: &str = "docker.io/library/busybox:test";
+const RUNC_ROOT: &str = "/run/containerd/runc/edged";
+/// How long any one wait may take before the test fails.
+const WAIT: Duration = Duration::from_secs(60);
+
+/// The busybox test image, built once per test binary.
+fn image() -> &'static Path {
+    static IMAGE_TAR: OnceLock<PathBuf> = OnceLock::new();
+    IMAGE_TAR.get_or_init(|| {
+        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("pod-lifecycle-busybox.tar");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/make-test-image.sh");
+        let st = Command::new(script)
+            .arg(&out)
+            .stdout(Stdio::null())
+            .status()
+            .expect("run scripts/make-test-image.sh");
+        assert!(st.success(), "make-test-image.sh failed: {st}");
+        out
+    })
+}
+
+/// A container as runc lists it.
+#[derive(Clone, Debug)]
+struct RuncEntry {
+    id: String,
+    pid: u32,
+    status: String,
+}
+
+/// One agent: its dirs, its process, and the cleanup of everything it made.
+struct Agent {
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+    starts: u32,
+}
+
+impl Agent {
+    /// Dirs for a new agent with the test image imported; the agent is not started.
+    fn new(tag: &str) -> Agent {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("edged-lc-{tag}-"))
+            .tempdir_in("/tmp")
+            .expect("temp dir");
+        for d in ["root", "logs", "manifests"] {
+            std::fs::create_dir_all(dir.path().join(d)).unwrap();
+        }
+        let a = Agent {
+            dir,
+            child: None,
+            starts: 0,
+        };
+        let out = Command::new(BIN)
+            .arg("--root-dir")
+            .arg(a.root())
+            .args(["image", "import"])
+            .arg(image())
+            .output()
+            .expect("run edged image import");
+        assert!(
+            out.status.success(),
+            "image import: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        a
+    }
+
+    /// Dirs and a running agent.
+    fn started(tag: &str) -> Agent {
+        let mut a = Agent::new(tag);
+        a.start();
+        a
+    }
+
+    fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    fn logs(&self) -> PathBuf {
+        self.dir.path().join("logs")
+    }
+
+    fn manifests(&self) -> PathBuf {
+        self.dir.path().join("manifests")
+    }
+
+    /// The agent's own log of its `n`th start (1-based).
+    fn agent_log_path(&self, n: u32) -> PathBuf {
+        self.dir.path().join(format!("agent-{n}.log"))
+    }
+
+    fn agent_log(&self, n: u32) -> String {
+        std::fs::read_to_string(self.agent_log_path(n)).unwrap_or_default()
+    }
+
+    /// Starts the agent (no cloud: offline).
+    fn start(&mut self) {
+        assert!(self.child.is_none(), "agent already running");
+        self.starts += 1;
+        let log = std::fs::File::create(self.agent_log_path(self.starts)).unwrap();
+        let child = Command::new(BIN)
+            .arg("--root-dir")
+            .arg(self.root())
+            .arg("--pod-log-dir")
+            .arg(self.logs())
+            .arg("--pod-manifest-path")
+            .arg(self.manifests())
+            .args([
+                "--file-check-frequency",
+                "1s",
+                "--node-name",
+                "lifecycle-node",
+                "--node-ip",
+                "127.0.0.1",
+                "--log-level",
+                "debug",
+            ])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start edged");
+        self.child = Some(child);
+    }
+
+    /// SIGTERM and wait (the containers keep running).
+    fn stop(&mut self) {
+        let Some(mut c) = self.child.take() else {
+            return;
+        };
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(c.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = c.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        panic!("edged did not stop within 20 s of SIGTERM");
+    }
+
+    /// SIGKILL (a power cut of the agent alone).
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Writes a manifest file atomically (a hidden temp name is not read by the source).
+    fn write(&self, file: &str, objects: &[Value]) {
+        let text: Vec<String> = objects
+            .iter()
+            .map(|o| serde_json::to_string_pretty(o).unwrap())
+            .collect();
+        let tmp = self.manifests().join(format!(".{file}.tmp"));
+        std::fs::write(&tmp, text.join("\n---\n")).unwrap();
+        std::fs::rename(&tmp, self.manifests().join(file)).unwrap();
+    }
+
+    fn remove(&self, file: &str) {
+        std::fs::remove_file(self.manifests().join(file)).unwrap();
+    }
+
+    /// `edged get pods -o json`: the items.
+    fn pods(&self) -> Vec<Value> {
+        self.get("pods")
+    }
+
+    fn get(&self, what: &str) -> Vec<Value> {
+        let out = Command::new(BIN)
+            .arg("--root-dir")
+            .arg(self.root())
+            .args(["get", what, "-o", "json"])
+            .output()
+            .expect("run edged get");
+        if !out.status.success() {
+            return Vec::new(); // the store may not exist yet
+        }
+        let v: Value = serde_json::from_slice(&out.stdout).expect("edged get prints JSON");
+        v["items"].as_array().cloned().unwrap_or_default()
+    }
+
+    fn pod(&self, ns: &str, name: &str) -> Option<Value> {
+        self.pods()
+            .into_iter()
+            .find(|p| p["metadata"]["namespace"] == ns && p["metadata"]["name"] == name)
+    }
+
+    /// Polls the pod until `ok` holds; fails the test with what was seen at the deadline.
+    fn wait_pod(&self, ns: &str, name: &str, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let p = self.pod(ns, name);
+            if let Some(p) = &p {
+                if ok(p) {
+                    return p.clone();
+                }
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "pod {ns}/{name}: {what} not seen in {WAIT:?}; last seen:\n{}\nagent log tail:\n{}",
+                    p.map(|p| serde_json::to_string_pretty(&p["status"]).unwrap())
+                        .unwrap_or_else(|| "(no pod)".into()),
+                    tail(&self.agent_log(self.starts), 40)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Polls until `ok` holds for some value `f` returns; fails with `what` at the deadline.
+    fn wait_for<T>(&self, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(v) = f() {
+                return v;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "{what} not seen in {WAIT:?}; agent log tail:\n{}",
+                    tail(&self.agent_log(self.starts), 40)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Ids of the container bundles under this agent's root.
+    fn bundle_ids(&self) -> BTreeSet<String> {
+        std::fs::read_dir(self.root().join("runtime/containers"))
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Pod uids with a sandbox under this agent's root.
+    fn sandbox_uids(&self) -> BTreeSet<String> {
+        std::fs::read_dir(self.root().join("runtime/sandboxes"))
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// runc's list, only the containers whose bundle lies under this agent's root.
+    fn runc(&self) -> BTreeMap<String, RuncEntry> {
+        let out = Command::new("runc")
+            .args(["--root", RUNC_ROOT, "list", "-f", "json"])
+            .output()
+            .expect("run runc list");
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        let root = self.root().to_string_lossy().to_string();
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter(|c| c["bundle"].as_str().is_some_and(|b| b.starts_with(&root)))
+            .map(|c| {
+                let e = RuncEntry {
+                    id: c["id"].as_str().unwrap_or_default().to_string(),
+                    pid: c["pid"].as_u64().unwrap_or(0) as u32,
+                    status: c["status"].as_str().unwrap_or_default().to_string(),
+                };
+                (e.id.clone(), e)
+            })
+            .collect()
+    }
+
+    /// The CRI log of instance `attempt` of a container.
+    fn log_file(&self, ns: &str, pod: &str, container: &str, attempt: u32) -> Option<PathBuf> {
+        let prefix = format!("{ns}_{pod}_");
+        std::fs::read_dir(self.logs())
+            .ok()?
+            .flatten()
+            .find(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+            .map(|e| e.path().join(container).join(format!("{attempt}.log")))
+            .filter(|p| p.exists())
+    }
+
+    /// The log lines (message part of the CRI format) of one instance.
+    fn log_lines(&self, ns: &str, pod: &str, container: &str, attempt: u32) -> Vec<String> {
+        self.log_file(ns, pod, container, attempt)
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .map(|t| cri_lines(&t))
+            .unwrap_or_default()
+    }
+
+    /// Waits for a log line of one instance holding `needle`; returns every line.
+    fn wait_log(
+        &self,
+        ns: &str,
+        pod: &str,
+        container: &str,
+        attempt: u32,
+        needle: &str,
+    ) -> Vec<String> {
+        self.wait_for(
+            &format!("log line {needle:?} of {ns}/{pod}/{container}#{attempt}"),
+            || {
+                let lines = self.log_lines(ns, pod, container, attempt);
+                lines.iter().any(|l| l.contains(needle)).then_some(lines)
+            },
+        )
+    }
+
+    /// Processes whose command line names this agent's root (its shims).
+    fn shim_pids(&self) -> Vec<i32> {
+        let root = self.root().to_string_lossy().to_string();
+        let mut pids = Vec::new();
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if cmdline.contains("containerd-shim") && cmdline.contains(&root) {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+
+    /// Every process in the cgroups of this agent's pods.
+    fn container_pids(&self) -> Vec<i32> {
+        let mut pids = BTreeSet::new();
+        for dir in self.pod_cgroups() {
+            for e in walk_dirs(&dir) {
+                let procs = std::fs::read_to_string(e.join("cgroup.procs")).unwrap_or_default();
+                pids.extend(procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+            }
+        }
+        for id in self.bundle_ids() {
+            let p = self
+                .root()
+                .join("runtime/containers")
+                .join(&id)
+                .join("init.pid");
+            if let Some(pid) = std::fs::read_to_string(p)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+            {
+                pids.insert(pid);
+            }
+        }
+        pids.into_iter().collect()
+    }
+
+    /// The pod cgroup dirs (every controller) of this agent's sandboxes.
+    fn pod_cgroups(&self) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        let uids = self.sandbox_uids();
+        for ctrl in std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            for uid in &uids {
+                let d = ctrl.path().join("edged").join(format!("pod{uid}"));
+                if d.is_dir() {
+                    out.push(d);
+                }
+            }
+        }
+        out
+    }
+
+    /// Mount points under this agent's dir, deepest first.
+    fn mounts(&self) -> Vec<PathBuf> {
+        let base = self.dir.path().to_string_lossy().to_string();
+        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut m: Vec<PathBuf> = info
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|p| p.starts_with(&base))
+            .map(|p| PathBuf::from(p.replace("\\040", " ")))
+            .collect();
+        m.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+        m.dedup();
+        m
+    }
+
+    /// A power cut: the agent, every shim and container process are killed at once, and the
+    /// mounts (pinned namespaces, tmpfs volumes, rootfs overlays) go, as after a reboot.
+    fn power_cut(&mut self) {
+        self.kill9();
+        for pid in self.shim_pids().into_iter().chain(self.container_pids()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        // The processes are gone once their cgroups are empty.
+        self.wait_for("every container process gone", || {
+            self.container_pids()
+                .into_iter()
+                .all(|p| !Path::new(&format!("/proc/{p}")).exists() || is_zombie(p))
+                .then_some(())
+        });
+        for m in self.mounts() {
+            let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+impl Drop for Agent {
+    /// Leaves nothing behind, also when the test failed: the agent, its shims and containers,
+    /// runc state of its bundles, its mounts and pod cgroups. With `EDGED_TEST_KEEP_LOGS=DIR`
+    /// the agent's own logs are copied there first.
+    fn drop(&mut self) {
+        self.kill9();
+        if let Some(keep) = std::env::var_os("EDGED_TEST_KEEP_LOGS") {
+            let name = self.dir.path().file_name().unwrap_or_default().to_owned();
+            let to = Path::new(&keep).join(name);
+            let _ = std::fs::create_dir_all(&to);
+            for n in 1..=self.starts {
+                let _ = std::fs::copy(self.agent_log_path(n), to.join(format!("agent-{n}.log")));
+            }
+        }
+        for pid in self.shim_pids().into_iter().chain(self.container_pids()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        for id in self.bundle_ids() {
+            let _ = Command::new("runc")
+                .args(["--root", RUNC_ROOT, "delete", "-f", &id])
+                .stderr(Stdio::null())
+                .status();
+        }
+        for m in self.mounts() {
+            let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
+        }
+        for dir in self.pod_cgroups() {
+            let mut dirs = walk_dirs(&dir);
+            dirs.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+            for d in dirs {
+                let _ = std::fs::remove_dir(d);
+            }
+        }
+    }
+}
+
+/// `dir` and every directory below it.
+fn walk_dirs(dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![dir.to_path_buf()];
+    let mut i = 0;
+    while i < out.len() {
+        if let Ok(rd) = std::fs::read_dir(&out[i]) {
+            for e in rd.flatten() {
+                if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                    out.push(e.path());
+                }
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+        .unwrap_or(true)
+}
+
+/// The messages of CRI log lines (`<time> <stream> <F|P> <message>`).
+fn cri_lines(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.splitn(4, ' ').nth(3).map(str::to_string))
+        .collect()
+}
+
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+// ---- pod JSON helpers ----
+
+fn phase(p: &Value) -> &str {
+    p["status"]["phase"].as_str().unwrap_or("")
+}
+
+fn condition<'a>(p: &'a Value, kind: &str) -> &'a str {
+    p["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == kind))
+        .and_then(|c| c["status"].as_str())
+        .unwrap_or("")
+}
+
+fn container<'a>(p: &'a Value, name: &str) -> &'a Value {
+    container_in(p, "containerStatuses", name)
+}
+
+fn container_in<'a>(p: &'a Value, list: &str, name: &str) -> &'a Value {
+    static NULL: Value = Value::Null;
+    p["status"][list]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["name"] == name))
+        .unwrap_or(&NULL)
+}
+
+fn running(p: &Value, name: &str) -> bool {
+    container(p, name)["state"]["running"].is_object()
+}
+
+fn waiting_reason<'a>(p: &'a Value, name: &str) -> &'a str {
+    container(p, name)["state"]["waiting"]["reason"]
+        .as_str()
+        .unwrap_or("")
+}
+
+fn restart_count(p: &Value, name: &str) -> i64 {
+    container(p, name)["restartCount"].as_i64().unwrap_or(0)
+}
+
+/// The runtime id of a container status (`containerd://<id>`).
+fn container_id(p: &Value, name: &str) -> String {
+    container(p, name)["containerID"]
+        .as_str()
+        .unwrap_or("")
+        .trim_start_matches("containerd://")
+        .to_string()
+}
+
+fn running_and_ready(p: &Value) -> bool {
+    phase(p) == "Running" && condition(p, "Ready") == "True"
+}
+
+fn time(v: &Value) -> std::time::SystemTime {
+    edged::api::parse_rfc3339(v.as_str().unwrap_or_else(|| panic!("no time in {v}")))
+        .unwrap_or_else(|| panic!("bad time {v}"))
+}
+
+/// A busybox container running `script`.
+fn sh(name: &str, script: &str) -> Value {
+    json!({"name": name, "image": IMAGE, "imagePullPolicy": "Never",
+           "command": ["sh", "-c", script]})
+}
+
+/// A pod in `ns` with `containers`, a short grace period and `extra` merged into its spec.
+fn pod(ns: &str, name: &str, containers: Vec<Value>, extra: Value) -> Value {
+    let mut spec = json!({"terminationGracePeriodSeconds": 1, "containers": containers});
+    if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            s.insert(k.clone(), v.clone());
+        }
+    }
+    json!({"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": name, "namespace": ns}, "spec": spec})
+}
+
+fn config_map(ns: &str, name: &str, data: Value) -> Value {
+    json!({"apiVersion": "v1", "kind": "ConfigMap",
+           "metadata": {"name": name, "namespace": ns}, "data": data})
+}
+
+// ---- tests ----
+
+#[test]
+fn init_container_runs_to_success_before_the_app() {
+    let a = Agent::started("init");
+    let ns = "lc-init";
+    let mut init = sh(
+        "prepare",
+        "sleep 1; echo prepared > /work/ready; echo init done",
+    );
+    init["volumeMounts"] = json!([{"name": "work", "mountPath": "/work"}]);
+    let mut app = sh(
+        "app",
+        "if [ -f /work/ready ]; then echo app saw $(cat /work/ready); else echo app saw nothing; fi; sleep 1000",
+    );
+    app["volumeMounts"] = json!([{"name": "work", "mountPath": "/work"}]);
+    a.write(
+        "pod.json",
+        &[pod(
+            ns,
+            "web",
+            vec![app],
+            json!({"initContainers": [init], "volumes": [{"name": "work", "emptyDir": {}}]}),
+        )],
+    );
+    let p = a.wait_pod(ns, "web", "Running", |p| running(p, "app"));
+    assert_eq!(condition(&p, "Initialized"), "True");
+    let init = container_in(&p, "initContainerStatuses", "prepare");
+    let done = &init["state"]["terminated"];
+    assert_eq!(done["exitCode"], 0, "{init}");
+    assert_eq!(done["reason"], "Completed", "{init}");
+    let app_started = time(&container(&p, "app")["state"]["running"]["startedAt"]);
+    assert!(
+        app_started >= time(&done["finishedAt"]),
+        "the app started before the init container finished: {p}"
+    );
+    assert!(a
+        .log_lines(ns, "web", "prepare", 0)
+        .contains(&"init done".to_string()));
+    a.wait_log(ns, "web", "app", 0, "app saw");
+    assert_eq!(
+        a.log_lines(ns, "web", "app", 0),
+        vec!["app saw prepared".to_string()]
+    );
+}
+
+#[test]
+fn env_from_a_config_map_key_and_env_from() {
+    let a = Agent::started("env");
+    let ns = "lc-env";
+    let mut c = sh("app", "env | sort; sleep 1000");
+    c["env"] = json!([
+        {"name": "GREETING", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "greeting"}}},
+        {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
+    ]);
+    c["envFrom"] = json!([{"prefix": "CFG_", "configMapRef": {"name": "settings"}}]);
+    a.write(
+        "pod.json",
+        &[
+            config_map(
+                ns,
+                "settings",
+                json!({"greeting": "hello edge", "level": "3"}),
+            ),
+            pod(ns, "envpod", vec![c], json!({})),
+        ],
+    );
+    let lines = a.wait_log(ns, "envpod", "app", 0, "GREETING=");
+    for want in [
+        "GREETING=hello edge",
+        "POD=envpod",
+        "CFG_greeting=hello edge",
+        "CFG_level=3",
+    ] {
+        assert!(lines.iter().any(|l| l == want), "{want} not in {lines:?}");
+    }
+}
+
+#[test]
+fn secret_volume_with_default_mode_0400() {
+    let a = Agent::started("secret");
+    let ns = "lc-secret";
+    let mut c = sh(
+        "app",
+        "for f in /etc/creds/*; do stat -L -c 'mode %a %n' $f; done; echo pw=$(cat /etc/creds/password); sleep 1000",
+    );
+    c["volumeMounts"] = json!([{"name": "creds", "mountPath": "/etc/creds", "readOnly": true}]);
+    a.write(
+        "pod.json",
+        &[
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds", "namespace": ns},
+                   "type": "Opaque", "stringData": {"password": "hunter2"},
+                   "data": {"user": "YWRtaW4="}}),
+            pod(
+                ns,
+                "secpod",
+                vec![c],
+                json!({"volumes": [{"name": "creds", "secret": {"secretName": "creds", "defaultMode": 0o400}}]}),
+            ),
+        ],
+    );
+    let lines = a.wait_log(ns, "secpod", "app", 0, "pw=");
+    assert!(
+        lines.contains(&"mode 400 /etc/creds/password".to_string()),
+        "{lines:?}"
+    );
+    assert!(
+        lines.contains(&"mode 400 /etc/creds/user".to_string()),
+        "{lines:?}"
+    );
+    assert!(lines.contains(&"pw=hunter2".to_string()), "{lines:?}");
+}
+
+#[test]
+fn failing_liveness_probe_restarts_the_container() {
+    let a = Agent::started("liveness");
+    let ns = "lc-live";
+    let mut c = sh(
+        "app",
+        "echo start; touch /tmp/healthy; sleep 2; rm /tmp/healthy; echo unhealthy now; sleep 1000",
+    );
+    c["livenessProbe"] = json!({"exec": {"command": ["cat", "/tmp/healthy"]},
+                                "periodSeconds": 1, "failureThreshold": 1});
+    a.write("pod.json", &[pod(ns, "live", vec![c], json!({}))]);
+    let first = a.wait_pod(ns, "live", "Running", |p| running(p, "app"));
+    let first_id = container_id(&first, "app");
+    let p = a.wait_pod(ns, "live", "a restart", |p| restart_count(p, "app") >= 1);
+    let last = &container(&p, "app")["lastState"]["terminated"];
+    assert!(last.is_object(), "no lastState.terminated: {p}");
+    assert_eq!(
+        last["containerID"],
+        format!("containerd://{first_id}"),
+        "{p}"
+    );
+    assert_ne!(container_id(&p, "app"), first_id);
+    a.wait_log(ns, "live", "app", 1, "start");
+    assert!(a
+        .agent_log(1)
+        .contains("restarting container: it failed its liveness probe"));
+}
+
+#[test]
+fn readiness_flips_true_then_false() {
+    let a = Agent::started("ready");
+    let ns = "lc-ready";
+    let mut c = sh(
+        "app",
+        "touch /tmp/ready; sleep 4; rm /tmp/ready; echo not ready; sleep 1000",
+    );
+    c["readinessProbe"] = json!({"exec": {"command": ["cat", "/tmp/ready"]},
+                                 "periodSeconds": 1, "failureThreshold": 1});
+    a.write("pod.json", &[pod(ns, "flip", vec![c], json!({}))]);
+    let p = a.wait_pod(ns, "flip", "Ready True", |p| {
+        condition(p, "Ready") == "True"
+    });
+    assert_eq!(container(&p, "app")["ready"], true);
+    assert_eq!(condition(&p, "ContainersReady"), "True");
+    let p = a.wait_pod(ns, "flip", "Ready False", |p| {
+        condition(p, "Ready") == "False"
+    });
+    assert_eq!(container(&p, "app")["ready"], false);
+    assert_eq!(phase(&p), "Running");
+    assert_eq!(
+        restart_count(&p, "app"),
+        0,
+        "readiness must not restart: {p}"
+    );
+}
+
+#[test]
+fn http_and_tcp_probes_reach_the_pod_network_namespace() {
+    const PORT: u16 = 18417;
+    let a = Agent::started("http");
+    let ns = "lc-http";
+    let mut web = sh(
+        "web",
+        &format!("mkdir -p /tmp/www; echo ok > /tmp/www/index.html; exec httpd -f -vv -p {PORT} -h /tmp/www"),
+    );
+    web["ports"] = json!([{"name": "http", "containerPort": PORT}]);
+    web["readinessProbe"] =
+        json!({"httpGet": {"path": "/index.html", "port": "http"}, "periodSeconds": 1});
+    web["livenessProbe"] = json!({"tcpSocket": {"port": PORT}, "periodSeconds": 1});
+    // A probe of a page that is not there keeps its container unready.
+    let mut miss = sh("miss", "sleep 1000");
+    miss["readinessProbe"] =
+        json!({"httpGet": {"path": "/missing.html", "port": PORT}, "periodSeconds": 1});
+    a.write("pod.json", &[pod(ns, "web", vec![web, miss], json!({}))]);
+    let p = a.wait_pod(ns, "web", "web ready", |p| {
+        container(p, "web")["ready"] == true
+    });
+    assert_eq!(container(&p, "miss")["ready"], false, "{p}");
+    assert_eq!(condition(&p, "Ready"), "False", "{p}");
+    // The probes went to the pod's namespace: the host has no listener on the port.
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", PORT)).is_err(),
+        "something listens on the host's port {PORT}: the test cannot tell namespaces apart"
+    );
+    // httpd saw both probes' requests (its -vv log).
+    a.wait_log(ns, "web", "web", 0, "/missing.html");
+    a.wait_log(ns, "web", "web", 0, "/index.html");
+    assert_eq!(restart_count(&p, "web"), 0, "{p}");
+}
+
+#[test]
+fn delete_honours_the_grace_period_of_a_term_trap() {
+    let a = Agent::started("grace");
+    let ns = "lc-grace";
+    let mut c = sh(
+        "app",
+        "trap 'echo got TERM; sleep 2; echo bye; exit 0' TERM; echo started; while true; do sleep 1; done",
+    );
+    c["lifecycle"] =
+        json!({"preStop": {"exec": {"command": ["sh", "-c", "echo pre-stop > /proc/1/fd/1"]}}});
+    // One that ignores SIGTERM is killed when the grace period ends.
+    let stubborn = sh(
+        "stubborn",
+        "trap 'echo ignoring TERM' TERM; while true; do sleep 1; done",
+    );
+    a.write(
+        "pod.json",
+        &[pod(
+            ns,
+            "trap",
+            vec![c, stubborn],
+            json!({"terminationGracePeriodSeconds": 4}),
+        )],
+    );
+    let p = a.wait_pod(ns, "trap", "Running", |p| {
+        running(p, "app") && running(p, "stubborn")
+    });
+    let id = container_id(&p, "app");
+    let stubborn_id = container_id(&p, "stubborn");
+    a.wait_log(ns, "trap", "app", 0, "started");
+    // Keep the log open: the pod's log dir goes with the pod.
+    let mut log = std::fs::File::open(a.log_file(ns, "trap", "app", 0).unwrap()).unwrap();
+    a.remove("pod.json");
+    a.wait_for("the containers removed", || {
+        (a.bundle_ids().is_empty() && a.runc().is_empty()).then_some(())
+    });
+    let mut text = String::new();
+    log.read_to_string(&mut text).unwrap();
+    let lines = cri_lines(&text);
+    assert_eq!(
+        lines,
+        vec!["started", "pre-stop", "got TERM", "bye"],
+        "log: {text}"
+    );
+    let agent = a.agent_log(1);
+    assert!(
+        !agent.contains(&format!("grace period over; SIGKILL container={id}")),
+        "the container was SIGKILLed:\n{}",
+        tail(&agent, 30)
+    );
+    assert!(
+        agent.contains(&format!(
+            "grace period over; SIGKILL container={stubborn_id}"
+        )),
+        "the stubborn container was not SIGKILLed:\n{}",
+        tail(&agent, 30)
+    );
+    a.wait_for("the sandbox removed", || {
+        a.sandbox_uids().is_empty().then_some(())
+    });
+}
+
+#[test]
+fn a_config_map_that_arrives_late() {
+    let a = Agent::started("late");
+    let ns = "lc-late";
+    let mut c = sh("app", "echo value=$VALUE; sleep 1000");
+    c["env"] = json!([{"name": "VALUE", "valueFrom": {"configMapKeyRef": {"name": "late-cm", "key": "v"}}}]);
+    a.write("pod.json", &[pod(ns, "late", vec![c], json!({}))]);
+    let p = a.wait_pod(ns, "late", "waiting on the configmap", |p| {
+        let w = &container(p, "app")["state"]["waiting"];
+        w["reason"] == "ContainerCreating"
+            && w["message"].as_str().is_some_and(|m| m.contains("late-cm"))
+    });
+    assert_eq!(phase(&p), "Pending");
+    assert!(
+        a.runc().is_empty(),
+        "a container runs without its configmap"
+    );
+    a.write(
+        "cm.json",
+        &[config_map(ns, "late-cm", json!({"v": "arrived"}))],
+    );
+    a.wait_pod(ns, "late", "Running", |p| {
+        running(p, "app") && phase(p) == "Running"
+    });
+    let lines = a.wait_log(ns, "late", "app", 0, "value=");
+    assert_eq!(lines, vec!["value=arrived"]);
+}
+
+#[test]
+fn restart_policies_never_and_on_failure_reach_their_phases() {
+    let a = Agent::started("policy");
+    let ns = "lc-policy";
+    let mut once = sh(
+        "app",
+        "if [ -f /data/ran ]; then echo second run; exit 0; fi; touch /data/ran; echo first run; exit 1",
+    );
+    once["volumeMounts"] = json!([{"name": "data", "mountPath": "/data"}]);
+    a.write(
+        "pods.json",
+        &[
+            pod(ns, "ok-never", vec![sh("app", "echo done; exit 0")], json!({"restartPolicy": "Never"})),
+            pod(ns, "bad-never", vec![sh("app", "echo failing; exit 3")], json!({"restartPolicy": "Never"})),
+            pod(
+                ns,
+                "onfailure",
+                vec![once],
+                json!({"restartPolicy": "OnFailure", "volumes": [{"name": "data", "emptyDir": {}}]}),
+            ),
+        ],
+    );
+    let p = a.wait_pod(ns, "ok-never", "Succeeded", |p| phase(p) == "Succeeded");
+    assert_eq!(
+        container(&p, "app")["state"]["terminated"]["reason"],
+        "Completed"
+    );
+    assert_eq!(restart_count(&p, "app"), 0);
+    let p = a.wait_pod(ns, "bad-never", "Failed", |p| phase(p) == "Failed");
+    let t = &container(&p, "app")["state"]["terminated"];
+    assert_eq!(t["exitCode"], 3, "{p}");
+    assert_eq!(t["reason"], "Error", "{p}");
+    assert_eq!(restart_count(&p, "app"), 0, "Never restarted: {p}");
+    let p = a.wait_pod(ns, "onfailure", "Succeeded", |p| phase(p) == "Succeeded");
+    assert_eq!(restart_count(&p, "app"), 1, "{p}");
+    assert_eq!(
+        container(&p, "app")["lastState"]["terminated"]["exitCode"],
+        1,
+        "{p}"
+    );
+    assert_eq!(a.log_lines(ns, "onfailure", "app", 1), vec!["second run"]);
+    for name in ["ok-never", "bad-never", "onfailure"] {
+        assert_eq!(condition(&a.pod(ns, name).unwrap(), "Ready"), "False");
+    }
+}
+
+#[test]
+fn crash_loop_backs_off() {
+    let a = Agent::started("crash");
+    let ns = "lc-crash";
+    a.write(
+        "pod.json",
+        &[pod(
+            ns,
+            "crash",
+            vec![sh("app", "echo crashing; exit 1")],
+            json!({}),
+        )],
+    );
+    let p = a.wait_pod(ns, "crash", "CrashLoopBackOff", |p| {
+        waiting_reason(p, "app") == "CrashLoopBackOff"
+    });
+    let c = container(&p, "app");
+    assert!(
+        c["state"]["waiting"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("back-off 10s"),
+        "{c}"
+    );
+    assert_eq!(c["lastState"]["terminated"]["exitCode"], 1, "{c}");
+    assert_eq!(phase(&p), "Running");
+    let count = restart_count(&p, "app");
+    // The next instance starts only after the back-off: at least 10 s after the last exit.
+    let p = a.wait_pod(ns, "crash", "one more restart", |p| {
+        restart_count(p, "app") > count
+    });
+    let c = container(&p, "app");
+    let finished = time(&c["lastState"]["terminated"]["finishedAt"]);
+    let started = c["state"]["running"]["startedAt"]
+        .as_str()
+        .or(c["state"]["terminated"]["startedAt"].as_str())
+        .map(|s| edged::api::parse_rfc3339(s).unwrap());
+    if let Some(started) = started {
+        let gap = started.duration_since(finished).unwrap_or_default();
+        // rfc3339 times are to the second: allow one second of rounding.
+        assert!(
+            gap >= Duration::from_secs(9),
+            "restarted after {gap:?}: {c}"
+        );
+    } else {
+        // Waiting again: the back-off doubled.
+        assert!(
+            c["state"]["waiting"]["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("back-off 20s"),
+            "{c}"
+        );
+    }
+}
+
+#[test]
+fn an_update_restarts_only_the_changed_container() {
+    let mut a = Agent::started("update");
+    let ns = "lc-update";
+    let make = |version: &str| {
+        let mut b = sh("b", "echo b is $VERSION; sleep 1000");
+        b["env"] = json!([{"name": "VERSION", "value": version}]);
+        pod(ns, "two", vec![sh("a", "echo a; sleep 1000"), b], json!({}))
+    };
+    a.write("pod.json", &[make("1")]);
+    let p = a.wait_pod(ns, "two", "both running", |p| {
+        running(p, "a") && running(p, "b")
+    });
+    let (a_id, b_id) = (container_id(&p, "a"), container_id(&p, "b"));
+    let a_pid = a.runc()[&a_id].pid;
+    a.write("pod.json", &[make("2")]);
+    let p = a.wait_pod(ns, "two", "b replaced", |p| {
+        running(p, "b") && container_id(p, "b") != b_id
+    });
+    assert_eq!(container_id(&p, "a"), a_id, "a was restarted: {p}");
+    assert_eq!(restart_count(&p, "a"), 0);
+    assert_eq!(a.runc()[&a_id].pid, a_pid);
+    assert_eq!(a.runc()[&a_id].status, "running");
+    let b_attempt = restart_count(&p, "b") as u32;
+    a.wait_log(ns, "two", "b", b_attempt, "b is 2");
+    assert!(!a.runc().get(&b_id).is_some_and(|e| e.status == "running"));
+    a.stop();
+}
+
+#[test]
+fn image_pull_policy_never_with_a_missing_image() {
+    let a = Agent::started("neverpull");
+    let ns = "lc-neverpull";
+    let mut c = sh("app", "true");
+    c["image"] = json!("docker.io/library/not-here:1.0");
+    a.write("pod.json", &[pod(ns, "nopull", vec![c], json!({}))]);
+    let p = a.wait_pod(ns, "nopull", "ErrImageNeverPull", |p| {
+        waiting_reason(p, "app") == "ErrImageNeverPull"
+    });
+    let msg = container(&p, "app")["state"]["waiting"]["message"]
+        .as_str()
+        .unwrap_or("");
+    assert!(msg.contains("not-here:1.0"), "{msg}");
+    assert_eq!(phase(&p), "Pending");
+    assert!(a.runc().is_empty());
+}
+
+/// Two pods using configMap, secret, emptyDir (disk and memory) volumes, with probes and an
+/// init container that fills the memory emptyDir (gone after a reboot: it must run again).
+fn durable_pods(a: &Agent, ns: &str) {
+    let web = |name: &str| {
+        let mut c = sh(
+            "web",
+            "echo greeting=$(cat /cfg/greeting) prep=$(cat /mem/prep); touch /scratch/x /tmp/ready; exec sleep 1000",
+        );
+        c["volumeMounts"] = json!([
+            {"name": "cfg", "mountPath": "/cfg"},
+            {"name": "sec", "mountPath": "/sec"},
+            {"name": "scratch", "mountPath": "/scratch"},
+            {"name": "mem", "mountPath": "/mem"}
+        ]);
+        c["readinessProbe"] =
+            json!({"exec": {"command": ["cat", "/tmp/ready"]}, "periodSeconds": 1});
+        c["livenessProbe"] =
+            json!({"exec": {"command": ["cat", "/cfg/greeting"]}, "periodSeconds": 1});
+        let mut init = sh("prep", "echo prepared > /mem/prep; echo init ran");
+        init["volumeMounts"] = json!([{"name": "mem", "mountPath": "/mem"}]);
+        pod(
+            ns,
+            name,
+            vec![c, sh("side", "sleep 1000")],
+            json!({"initContainers": [init], "volumes": [
+                {"name": "cfg", "configMap": {"name": "cfg"}},
+                {"name": "sec", "secret": {"secretName": "sec"}},
+                {"name": "scratch", "emptyDir": {}},
+                {"name": "mem", "emptyDir": {"medium": "Memory", "sizeLimit": "4Mi"}}
+            ]}),
+        )
+    };
+    a.write(
+        "pods.json",
+        &[
+            config_map(ns, "cfg", json!({"greeting": "hi"})),
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "sec", "namespace": ns},
+                   "stringData": {"k": "v"}}),
+            web("one"),
+            web("two"),
+        ],
+    );
+    // A finished pod: it must stay finished whatever happens to the node.
+    let mut init = sh("prep", "echo init ran");
+    init["volumeMounts"] = json!([{"name": "mem", "mountPath": "/mem"}]);
+    a.write(
+        "done.json",
+        &[pod(
+            ns,
+            "done",
+            vec![sh("app", "echo finished; exit 0")],
+            json!({"restartPolicy": "Never", "initContainers": [init],
+                   "volumes": [{"name": "mem", "emptyDir": {"medium": "Memory"}}]}),
+        )],
+    );
+    for name in ["one", "two"] {
+        a.wait_pod(ns, name, "Running and Ready", running_and_ready);
+        a.wait_log(ns, name, "web", 0, "greeting=hi prep=prepared");
+    }
+    a.wait_pod(ns, "done", "Succeeded", |p| phase(p) == "Succeeded");
+}
+
+/// The finished pod of [`durable_pods`] is still Succeeded, with the same instances.
+fn assert_done_unchanged(a: &Agent, ns: &str, before: &Value) {
+    let p = a.pod(ns, "done").unwrap();
+    assert_eq!(phase(&p), "Succeeded", "{p}");
+    assert_eq!(container_id(&p, "app"), container_id(before, "app"), "{p}");
+    let init = |p: &Value| container_in(p, "initContainerStatuses", "prep")["containerID"].clone();
+    assert_eq!(
+        init(&p),
+        init(before),
+        "the init container of a finished pod ran again: {p}"
+    );
+    assert_eq!(p["status"]["startTime"], before["status"]["startTime"]);
+}
+
+/// The running entries of a runc list.
+fn running_ids(m: &BTreeMap<String, RuncEntry>) -> BTreeMap<String, u32> {
+    m.values()
+        .filter(|e| e.status == "running")
+        .map(|e| (e.id.clone(), e.pid))
+        .collect()
+}
+
+#[test]
+fn agent_restart_adopts_running_containers() {
+    let mut a = Agent::started("adopt");
+    let ns = "lc-adopt";
+    durable_pods(&a, ns);
+    let before = running_ids(&a.runc());
+    assert_eq!(before.len(), 4, "{before:?}");
+    let bundles = a.bundle_ids();
+    assert_eq!(
+        bundles.len(),
+        8,
+        "three init containers and five others: {bundles:?}"
+    );
+    let done = a.pod(ns, "done").unwrap();
+    let start_times: Vec<Value> = ["one", "two"]
+        .iter()
+        .map(|n| a.pod(ns, n).unwrap()["status"]["startTime"].clone())
+        .collect();
+    a.stop();
+    a.start();
+    a.wait_for("the new agent adopted the containers", || {
+        let log = a.agent_log(2);
+        before
+            .keys()
+            .all(|id| log.contains(&format!("adopted container container={id}")))
+            .then_some(())
+    });
+    // Readiness is probed again by the new agent before the pods are Ready.
+    a.wait_for("readiness probed again", || {
+        (a.agent_log(2)
+            .matches("probe=Readiness result=\"success\"")
+            .count()
+            >= 2)
+            .then_some(())
+    });
+    for name in ["one", "two"] {
+        let p = a.wait_pod(ns, name, "Running and Ready", running_and_ready);
+        assert_eq!(restart_count(&p, "web"), 0, "{p}");
+        assert_eq!(restart_count(&p, "side"), 0, "{p}");
+    }
+    assert_eq!(running_ids(&a.runc()), before, "containers were replaced");
+    // Nothing ran again: the init containers neither.
+    assert_eq!(a.bundle_ids(), bundles);
+    for name in ["one", "two"] {
+        let p = a.pod(ns, name).unwrap();
+        assert_eq!(
+            container_in(&p, "initContainerStatuses", "prep")["restartCount"],
+            0,
+            "{p}"
+        );
+    }
+    for (name, t) in ["one", "two"].iter().zip(&start_times) {
+        assert_eq!(&a.pod(ns, name).unwrap()["status"]["startTime"], t);
+    }
+    assert_done_unchanged(&a, ns, &done);
+    a.stop();
+}
+
+#[test]
+fn offline_reboot_brings_every_pod_back() {
+    let mut a = Agent::started("reboot");
+    let ns = "lc-reboot";
+    durable_pods(&a, ns);
+    let old: BTreeSet<String> = a.bundle_ids();
+    assert_eq!(old.len(), 8);
+    let done = a.pod(ns, "done").unwrap();
+    let stored_before = a.get("configmaps").len() + a.get("secrets").len();
+    a.power_cut();
+    assert!(a.mounts().is_empty(), "mounts left: {:?}", a.mounts());
+    a.start();
+    for name in ["one", "two"] {
+        let p = a.wait_pod(ns, name, "Running and Ready again", |p| {
+            running_and_ready(p)
+                && !old.contains(&container_id(p, "web"))
+                && running(p, "side")
+                && !old.contains(&container_id(p, "side"))
+        });
+        assert_eq!(restart_count(&p, "web"), 1, "{p}");
+    }
+    // The dead instances are cleaned from runc's state (their shims died with them).
+    a.wait_for("no runc state of the old instances", || {
+        let now = a.runc();
+        old.iter().all(|id| !now.contains_key(id)).then_some(())
+    });
+    assert_done_unchanged(&a, ns, &done);
+    let now = a.runc();
+    for id in &old {
+        if let Some(e) = now.get(id) {
+            assert_ne!(e.status, "running", "old container {id} runs: {now:?}");
+        }
+    }
+    assert_eq!(running_ids(&now).len(), 4, "{now:?}");
+    assert_eq!(
+        a.get("configmaps").len() + a.get("secrets").len(),
+        stored_before
+    );
+    assert_eq!(a.pods().len(), 3);
+    // The init containers ran again in the new sandbox, and the apps see their volumes.
+    for name in ["one", "two"] {
+        a.wait_log(ns, name, "web", 1, "greeting=hi prep=prepared");
+        let p = a.pod(ns, name).unwrap();
+        let init = container_in(&p, "initContainerStatuses", "prep");
+        assert!(
+            !old.contains(
+                &init["containerID"]
+                    .as_str()
+                    .unwrap_or("")
+                    .replace("containerd://", "")
+            ),
+            "{init}"
+        );
+    }
+    a.stop();
+}
+
+#[test]
+fn orphans_of_a_pod_gone_from_the_store_are_removed_at_start() {
+    let mut a = Agent::started("orphan");
+    let ns = "lc-orphan";
+    a.write(
+        "pod.json",
+        &[pod(ns, "lost", vec![sh("app", "sleep 1000")], json!({}))],
+    );
+    let p = a.wait_pod(ns, "lost", "Running", |p| running(p, "app"));
+    let id = container_id(&p, "app");
+    let uid = p["metadata"]["uid"].as_str().unwrap().to_string();
+    a.stop();
+    // The pod leaves the store and the manifest dir while the agent is down: only its
+    // containers, sandbox, volumes and logs are left.
+    a.remove("pod.json");
+    {
+        let store = edged::metamanager::Store::open(&a.root().join("meta")).unwrap();
+        let key = edged::metamanager::key(ns, "lost");
+        assert!(store.delete(edged::metamanager::Table::Pod, &key).unwrap());
+        store
+            .delete(edged::metamanager::Table::PodStatus, &key)
+            .unwrap();
+    }
+    assert!(a.runc().contains_key(&id));
+    a.start();
+    a.wait_for("the orphan removed", || {
+        (a.runc().is_empty() && a.bundle_ids().is_empty() && a.sandbox_uids().is_empty())
+            .then_some(())
+    });
+    assert!(a.agent_log(2).contains("orphan removed"));
+    a.wait_for("the orphan's volumes and logs removed", || {
+        let pods_dir = a.root().join("pods").join(&uid);
+        let logs = std::fs::read_dir(a.logs()).map(|d| d.count()).unwrap_or(0);
+        (!pods_dir.exists() && logs == 0).then_some(())
+    });
+    assert!(a.mounts().is_empty(), "{:?}", a.mounts());
+    a.stop();
+}
+
+#[test]
+fn a_pod_removed_while_the_agent_is_down_is_stopped_at_start() {
+    let mut a = Agent::started("removed");
+    let ns = "lc-removed";
+    a.write(
+        "pod.json",
+        &[pod(ns, "gone", vec![sh("app", "sleep 1000")], json!({}))],
+    );
+    a.wait_pod(ns, "gone", "Running", |p| running(p, "app"));
+    a.stop();
+    a.remove("pod.json");
+    a.start();
+    a.wait_for("the pod's containers and sandbox removed", || {
+        (a.runc().is_empty() && a.bundle_ids().is_empty() && a.sandbox_uids().is_empty())
+            .then_some(())
+    });
+    assert!(a.pod(ns, "gone").is_none());
+    assert!(a.mounts().is_empty(), "{:?}", a.mounts());
+    a.stop();
+}
+
+#[test]
+fn a_container_killed_from_outside_is_restarted() {
+    let a = Agent::started("killed");
+    let ns = "lc-killed";
+    a.write(
+        "pod.json",
+        &[pod(
+            ns,
+            "victim",
+            vec![sh("app", "echo up; sleep 1000")],
+            json!({}),
+        )],
+    );
+    let p = a.wait_pod(ns, "victim", "Running", |p| running(p, "app"));
+    let id = container_id(&p, "app");
+    let pid = a.runc()[&id].pid;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let p = a.wait_pod(ns, "victim", "restarted", |p| {
+        restart_count(p, "app") == 1 && running(p, "app")
+    });
+    let last = &container(&p, "app")["lastState"]["terminated"];
+    assert_eq!(last["exitCode"], 137, "{p}");
+    assert_eq!(last["containerID"], format!("containerd://{id}"), "{p}");
+    a.wait_log(ns, "victim", "app", 1, "up");
+}
+
+#[test]
+fn a_dead_shim_is_noticed_and_its_container_comes_back() {
+    let a = Agent::started("shim");
+    let ns = "lc-shim";
+    a.write(
+        "pod.json",
+        &[pod(
+            ns,
+            "orphaned",
+            vec![sh("app", "echo up; sleep 1000")],
+            json!({}),
+        )],
+    );
+    let p = a.wait_pod(ns, "orphaned", "Running", |p| running(p, "app"));
+    let id = container_id(&p, "app");
+    let pid = a.runc()[&id].pid;
+    let shims = a.shim_pids();
+    assert_eq!(shims.len(), 1, "one shim per pod");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(shims[0]),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let p = a.wait_pod(ns, "orphaned", "a new instance", |p| {
+        running(p, "app") && container_id(p, "app") != id
+    });
+    assert_eq!(restart_count(&p, "app"), 1, "{p}");
+    // The old process does not live on without its shim, and runc forgot it.
+    a.wait_for("the old process gone", || {
+        (!Path::new(&format!("/proc/{pid}")).exists() || is_zombie(pid as i32)).then_some(())
+    });
+    a.wait_for("no runc state of the old instance", || {
+        (!a.runc().contains_key(&id)).then_some(())
+    });
+    a.wait_log(ns, "orphaned", "app", 1, "up");
+}
