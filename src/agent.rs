@@ -224,10 +224,10 @@ async fn image_gc(
     loop {
         smol::Timer::after(period).await;
         let (imgs, rt) = (images.clone(), runtime.clone());
-        let under = smol::unblock(move || gc::image::collect(&imgs, rt.as_ref(), &policy)).await;
-        if pressure != Some(!under) {
-            pressure = Some(!under);
-            gc::image::record_disk_pressure(&meta, &node, !under).await;
+        let report = smol::unblock(move || gc::image::collect(&imgs, rt.as_ref(), &policy)).await;
+        if pressure != Some(report.pressure) {
+            pressure = Some(report.pressure);
+            gc::image::record_disk_pressure(&meta, &node, &report).await;
         }
     }
 }

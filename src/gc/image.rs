@@ -1,19 +1,32 @@
-//! Image GC: when the image filesystem is above `--image-gc-high-threshold` percent used,
-//! unused images go, least recently used first, until it is under
-//! `--image-gc-low-threshold`. An image a container uses (running or kept dead) is never
-//! removed, nor one younger than `--image-minimum-gc-age`.
+//! Image GC, as the kubelet's image GC manager (`pkg/kubelet/images/image_gc_manager.go`):
+//! when the image filesystem is at or above `--image-gc-high-threshold` percent used
+//! (`100 - available * 100 / capacity`), unused images go until it is at or under
+//! `--image-gc-low-threshold`. Never-used images go first (by import time), then least
+//! recently used first. An image a container uses (running or kept dead) is never removed,
+//! nor one imported less than `--image-minimum-gc-age` ago. Each removal also prunes the
+//! layers and blobs no image or container snapshot references any more, and usage is
+//! measured again (shared layers free nothing, so image sizes are not summed).
+//!
+//! When GC cannot get under the high threshold the node is under disk pressure: the
+//! [`Pressure`] marker file tells image imports (also `edged image import`, another process)
+//! to refuse, and the node's stored record carries a `DiskPressure` condition.
 
 use crate::images::ImageStore;
 use crate::metaclient::MetaClient;
 use crate::runtime::Runtime;
+use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
-use std::time::{Duration, SystemTime};
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime};
 
 /// The collection policy.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Policy {
+    /// Percent used at or above which GC runs.
     pub high_percent: u8,
+    /// Percent used GC frees down to.
     pub low_percent: u8,
+    /// An image imported more recently than this is kept.
     pub min_age: Duration,
 }
 
@@ -26,8 +39,9 @@ pub struct ImageInfo {
     pub imported_at: SystemTime,
 }
 
-/// The images that may go, in the order they go: least recently used first (never used:
-/// by import time), skipping images in use and images younger than `min_age`.
+/// The images that may go, in the order they go: never used first (by import time), then
+/// least recently used first (ties by import time), skipping images in use and images
+/// younger than `min_age`.
 pub fn candidates(
     images: &[ImageInfo],
     in_use: &HashSet<String>,
@@ -39,123 +53,306 @@ pub fn candidates(
         .filter(|i| !in_use.contains(&i.id))
         .filter(|i| now.duration_since(i.imported_at).unwrap_or_default() >= min_age)
         .collect();
-    c.sort_by_key(|i| (i.last_used.unwrap_or(i.imported_at), i.imported_at));
+    // `None` sorts before any time: the kubelet's zero lastUsed.
+    c.sort_by_key(|i| (i.last_used, i.imported_at));
     c.into_iter().map(|i| i.id.clone()).collect()
 }
 
-/// Percent of a filesystem used, from statvfs figures (as `df` shows it).
-pub fn used_percent(total: u64, available: u64) -> f64 {
+/// Percent of a filesystem used, as the kubelet computes it: `100 - available * 100 /
+/// total`, rounded so that any use past a percent counts as that percent.
+pub fn used_percent(total: u64, available: u64) -> u8 {
     if total == 0 {
-        return 0.0;
+        return 0;
     }
-    (total.saturating_sub(available)) as f64 * 100.0 / total as f64
+    let avail = available.min(total) as u128 * 100 / total as u128;
+    100 - avail as u8
+}
+
+/// The disk pressure marker: written when image GC cannot get under the high threshold,
+/// removed when it can; image imports refuse while it is there and the disk is still at or
+/// above `high_percent` (a marker left by a stopped agent does not block for ever).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Pressure {
+    /// Percent used after the last collection.
+    pub used_percent: u8,
+    pub high_percent: u8,
+    pub low_percent: u8,
+    /// When pressure began (RFC 3339).
+    pub since: String,
 }
 
 /// The marker file that tells image imports the disk is under pressure (the CLI imports in
 /// its own process, so the agent's state must be on disk).
-pub fn pressure_marker(images: &ImageStore) -> std::path::PathBuf {
+pub fn pressure_marker(images: &ImageStore) -> PathBuf {
     images.dir().join("disk-pressure")
 }
 
-/// One collection. Returns `true` when usage ends at or under the high threshold (no disk
-/// pressure).
-pub fn collect(images: &ImageStore, runtime: &dyn Runtime, policy: &Policy) -> bool {
+impl Pressure {
+    /// The marker, when there is one that reads.
+    pub fn read(images: &ImageStore) -> Option<Pressure> {
+        let data = std::fs::read(pressure_marker(images)).ok()?;
+        serde_json::from_slice(&data).ok()
+    }
+
+    /// Writes the marker whole (through a rename: a reader never sees half of it).
+    fn write(&self, images: &ImageStore) {
+        let path = pressure_marker(images);
+        let tmp = path.with_extension("tmp");
+        let data = serde_json::to_vec(self).unwrap_or_default();
+        let res = std::fs::write(&tmp, data).and_then(|()| std::fs::rename(&tmp, &path));
+        if let Err(e) = res {
+            let _ = std::fs::remove_file(&tmp);
+            tracing::warn!(path = %path.display(), error = %e, "cannot write the disk pressure marker");
+        }
+    }
+
+    fn clear(images: &ImageStore) {
+        let path = pressure_marker(images);
+        match std::fs::remove_file(&path) {
+            Ok(()) => tracing::info!("disk pressure over: image imports allowed again"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot remove the disk pressure marker")
+            }
+        }
+    }
+
+    /// The refusal an import gives under pressure (`used_now`: the disk's percent used now).
+    pub fn refusal(&self, used_now: u8) -> String {
+        format!(
+            "disk pressure: the image filesystem is {used_now}% used, at or above the image GC high threshold of {}% (GC frees down to {}%), and image GC found no unused image to remove since {}: remove images (edged image rm) or pods, or give the store more disk, then import again",
+            self.high_percent, self.low_percent, self.since
+        )
+    }
+}
+
+/// What one collection did.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Report {
+    /// Percent used before and after.
+    pub used_before: u8,
+    pub used_after: u8,
+    /// Image ids removed, in order.
+    pub removed: Vec<String>,
+    /// Still at or above the high threshold: disk pressure.
+    pub pressure: bool,
+    /// The policy's thresholds, for messages.
+    pub high_percent: u8,
+    pub low_percent: u8,
+    /// How long the pass took (for logs and figures).
+    pub took: Duration,
+}
+
+/// One collection (see the module doc). Writes or clears the [`Pressure`] marker.
+pub fn collect(images: &ImageStore, runtime: &dyn Runtime, policy: &Policy) -> Report {
+    let start = Instant::now();
     let usage = |images: &ImageStore| images.usage().map(|u| used_percent(u.total, u.available));
+    let mut report = Report {
+        high_percent: policy.high_percent,
+        low_percent: policy.low_percent,
+        ..Report::default()
+    };
     let mut used = match usage(images) {
         Ok(u) => u,
         Err(e) => {
+            // Nothing known: keep whatever pressure state there was.
             tracing::warn!(error = %e, "image GC: cannot read disk usage");
-            return true;
+            report.pressure = Pressure::read(images).is_some();
+            return report;
         }
     };
-    if used < policy.high_percent as f64 {
-        let _ = std::fs::remove_file(pressure_marker(images));
-        return true;
+    report.used_before = used;
+    report.used_after = used;
+    if used < policy.high_percent {
+        Pressure::clear(images);
+        report.took = start.elapsed();
+        return report;
     }
-    let in_use: HashSet<String> = match runtime.list_containers() {
-        Ok(cs) => cs.into_iter().map(|c| c.image_id).collect(),
+    // Under lasting pressure every pass finds the same: say it once, then at debug level.
+    let was_pressure = Pressure::read(images).is_some();
+    if !was_pressure {
+        tracing::info!(
+            used_percent = used,
+            high = policy.high_percent,
+            low = policy.low_percent,
+            "image GC: disk at or above the high threshold"
+        );
+    }
+    let candidates = match in_use(runtime).and_then(|in_use| {
+        let list = images
+            .list()
+            .map_err(|e| format!("cannot list images: {e}"))?;
+        let secs = |s: u64| std::time::UNIX_EPOCH + Duration::from_secs(s);
+        let infos: Vec<ImageInfo> = list
+            .iter()
+            .map(|i| ImageInfo {
+                id: i.id.clone(),
+                size: i.size,
+                last_used: i.last_used.map(secs),
+                imported_at: secs(i.imported_at),
+            })
+            .collect();
+        Ok(candidates(
+            &infos,
+            &in_use,
+            policy.min_age,
+            SystemTime::now(),
+        ))
+    }) {
+        Ok(c) => c,
         Err(e) => {
-            tracing::warn!(error = %e, "image GC: cannot list containers; nothing removed");
-            return false;
+            tracing::warn!(error = %e, "image GC: nothing removed");
+            Vec::new()
         }
     };
-    let list = match images.list() {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::warn!(error = %e, "image GC: cannot list images");
-            return false;
-        }
-    };
-    let secs = |s: u64| std::time::UNIX_EPOCH + Duration::from_secs(s);
-    let infos: Vec<ImageInfo> = list
-        .iter()
-        .map(|i| ImageInfo {
-            id: i.id.clone(),
-            size: i.size,
-            last_used: i.last_used.map(secs),
-            imported_at: secs(i.imported_at),
-        })
-        .collect();
-    tracing::info!(
-        used_percent = format!("{used:.1}"),
-        high = policy.high_percent,
-        low = policy.low_percent,
-        "image GC: disk above the high threshold"
-    );
-    for id in candidates(&infos, &in_use, policy.min_age, SystemTime::now()) {
-        if used < policy.low_percent as f64 {
+    for id in candidates {
+        if used <= policy.low_percent {
             break;
         }
         match images.remove(&id, false) {
             Ok(img) => {
-                let _ = images.prune_unreferenced();
-                tracing::info!(image = %img.names.first().unwrap_or(&img.id), id = %img.id, "image GC removed an unused image");
+                let name = img.names.first().map_or(img.id.as_str(), String::as_str);
+                match images.prune_unreferenced() {
+                    Ok(p) => {
+                        tracing::info!(image = %name, id = %img.id, freed_bytes = p.bytes, "image GC removed an unused image")
+                    }
+                    Err(e) => {
+                        tracing::warn!(image = %name, id = %img.id, error = %e, "image GC removed an image but cannot prune its layers")
+                    }
+                }
+                report.removed.push(img.id);
             }
+            // In use since the listing (a container was just created from it), or gone.
             Err(e) => tracing::warn!(id = %id, error = %e, "image GC: cannot remove"),
         }
         used = usage(images).unwrap_or(used);
     }
-    let under = used < policy.high_percent as f64;
-    let marker = pressure_marker(images);
-    if under {
-        let _ = std::fs::remove_file(marker);
+    report.used_after = used;
+    report.pressure = used >= policy.high_percent;
+    if report.pressure {
+        if !was_pressure || !report.removed.is_empty() {
+            tracing::warn!(
+                used_percent = used,
+                high = policy.high_percent,
+                "image GC cannot get under the high threshold: disk pressure, image imports refused"
+            );
+        }
+        let since = Pressure::read(images)
+            .map(|p| p.since)
+            .unwrap_or_else(|| crate::api::rfc3339(SystemTime::now()));
+        Pressure {
+            used_percent: used,
+            high_percent: policy.high_percent,
+            low_percent: policy.low_percent,
+            since,
+        }
+        .write(images);
     } else {
-        tracing::warn!(
-            used_percent = format!("{used:.1}"),
-            "image GC cannot get under the high threshold: disk pressure"
-        );
-        let _ = std::fs::write(marker, format!("{used:.1}\n"));
+        if used > policy.low_percent {
+            tracing::warn!(
+                used_percent = used,
+                low = policy.low_percent,
+                "image GC could not free down to the low threshold"
+            );
+        }
+        Pressure::clear(images);
     }
-    under
+    report.took = start.elapsed();
+    if report.removed.is_empty() {
+        tracing::debug!(used_percent = used, "image GC pass removed nothing");
+    } else {
+        tracing::info!(
+            removed = report.removed.len(),
+            used_before = report.used_before,
+            used_after = report.used_after,
+            took_ms = report.took.as_millis() as u64,
+            "image GC pass"
+        );
+    }
+    report
 }
 
-/// Records the DiskPressure condition in the node's stored record (the cloud link sends the
-/// node status from it).
-pub async fn record_disk_pressure(client: &MetaClient, node: &str, pressure: bool) {
-    let mut record = client
-        .node(node)
-        .await
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| serde_json::json!({}));
-    if !record.is_object() {
-        record = serde_json::json!({});
-    }
-    record["diskPressure"] = serde_json::json!({
-        "status": if pressure { "True" } else { "False" },
-        "lastTransitionTime": crate::api::rfc3339(SystemTime::now()),
-    });
+/// Image ids of every container the runtime holds, running or dead.
+fn in_use(runtime: &dyn Runtime) -> Result<HashSet<String>, String> {
+    runtime
+        .list_containers()
+        .map(|cs| cs.into_iter().map(|c| c.image_id).collect())
+        .map_err(|e| format!("cannot list containers: {e}"))
+}
+
+/// Records the `DiskPressure` condition (a v1 NodeCondition) in the node's stored record,
+/// `status.conditions`, making a bare v1 Node when there is none yet.
+pub async fn record_disk_pressure(client: &MetaClient, node: &str, report: &Report) {
+    let record = client.node(node).await.ok().flatten();
+    let now = crate::api::rfc3339(SystemTime::now());
+    let record = with_disk_pressure(record, node, report, &now);
     if let Err(e) = client.put_node(node, record).await {
-        tracing::warn!(error = %e, "cannot record disk pressure");
+        tracing::warn!(node, error = %e, "cannot record disk pressure");
     }
-    if pressure {
+    if report.pressure {
         tracing::warn!(
             node,
+            used_percent = report.used_after,
             "DiskPressure: image imports are refused until image GC frees space"
         );
     } else {
-        tracing::info!(node, "no disk pressure");
+        tracing::info!(node, used_percent = report.used_after, "no disk pressure");
     }
+}
+
+/// `record` (a v1 Node, or none) with its DiskPressure condition set from `report`; the
+/// transition time is kept when the status is unchanged.
+pub fn with_disk_pressure(
+    record: Option<serde_json::Value>,
+    node: &str,
+    report: &Report,
+    now: &str,
+) -> serde_json::Value {
+    use serde_json::{json, Value};
+    let mut record = record
+        .filter(Value::is_object)
+        .unwrap_or_else(|| json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": node}}));
+    if !record["status"].is_object() {
+        record["status"] = json!({});
+    }
+    if !record["status"]["conditions"].is_array() {
+        record["status"]["conditions"] = json!([]);
+    }
+    let (status, reason, message) = if report.pressure {
+        (
+            "True",
+            "KubeletHasDiskPressure",
+            format!(
+                "image filesystem {}% used, at or above the image GC high threshold of {}%, and no unused image left to remove: image imports are refused",
+                report.used_after, report.high_percent
+            ),
+        )
+    } else {
+        (
+            "False",
+            "KubeletHasNoDiskPressure",
+            "kubelet has no disk pressure".to_string(),
+        )
+    };
+    if let Some(conditions) = record["status"]["conditions"].as_array_mut() {
+        let since = conditions
+            .iter()
+            .find(|c| c["type"] == "DiskPressure" && c["status"] == status)
+            .and_then(|c| c["lastTransitionTime"].as_str())
+            .unwrap_or(now)
+            .to_string();
+        conditions.retain(|c| c["type"] != "DiskPressure");
+        conditions.push(json!({
+            "type": "DiskPressure",
+            "status": status,
+            "reason": reason,
+            "message": message,
+            "lastHeartbeatTime": now,
+            "lastTransitionTime": since,
+        }));
+    }
+    record
 }
 
 #[cfg(test)]
@@ -173,20 +370,80 @@ mod tests {
     }
 
     #[test]
-    fn lru_order_skips_in_use_and_young() {
+    fn never_used_first_then_lru_skipping_in_use_and_young() {
         let now = UNIX_EPOCH + Duration::from_secs(1000);
         let images = vec![
             img("a", Some(500), 10),
             img("b", None, 20),
             img("c", Some(100), 5),
+            img("d", None, 15),
+            img("e", Some(100), 1),
             img("young", None, 990),
             img("used", Some(1), 1),
         ];
         let in_use: HashSet<String> = ["used".to_string()].into();
         assert_eq!(
             candidates(&images, &in_use, Duration::from_secs(120), now),
-            vec!["b", "c", "a"]
+            vec!["d", "b", "e", "c", "a"]
         );
-        assert_eq!(used_percent(100, 15), 85.0);
+        assert_eq!(
+            candidates(&images, &in_use, Duration::ZERO, now),
+            vec!["d", "b", "young", "e", "c", "a"]
+        );
+    }
+
+    #[test]
+    fn used_percent_is_the_kubelets() {
+        assert_eq!(used_percent(100, 15), 85);
+        // 15.5 % available: the kubelet's integer division makes it 85 % used.
+        assert_eq!(used_percent(1000, 155), 85);
+        assert_eq!(used_percent(1000, 1000), 0);
+        assert_eq!(used_percent(1000, 0), 100);
+        assert_eq!(used_percent(1000, 2000), 0);
+        assert_eq!(used_percent(0, 0), 0);
+    }
+
+    #[test]
+    fn node_record_gets_a_disk_pressure_condition() {
+        let report = Report {
+            used_after: 93,
+            pressure: true,
+            high_percent: 85,
+            low_percent: 80,
+            ..Report::default()
+        };
+        let v = with_disk_pressure(None, "edge-1", &report, "2026-01-01T00:00:00Z");
+        assert_eq!(v["kind"], "Node");
+        assert_eq!(v["metadata"]["name"], "edge-1");
+        let c = &v["status"]["conditions"][0];
+        assert_eq!(c["type"], "DiskPressure");
+        assert_eq!(c["status"], "True");
+        assert!(c["message"].as_str().unwrap().contains("93%"), "{c}");
+        // Same status later: transition time kept; other conditions left alone.
+        let mut v2 = v.clone();
+        v2["status"]["conditions"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({"type": "Ready", "status": "True"}));
+        let v3 = with_disk_pressure(Some(v2), "edge-1", &report, "2026-01-01T00:05:00Z");
+        let cs = v3["status"]["conditions"].as_array().unwrap();
+        assert_eq!(cs.len(), 2);
+        let dp = cs.iter().find(|c| c["type"] == "DiskPressure").unwrap();
+        assert_eq!(dp["lastTransitionTime"], "2026-01-01T00:00:00Z");
+        assert_eq!(dp["lastHeartbeatTime"], "2026-01-01T00:05:00Z");
+        let off = Report {
+            pressure: false,
+            ..report
+        };
+        let v4 = with_disk_pressure(Some(v3), "edge-1", &off, "2026-01-01T00:10:00Z");
+        let dp = v4["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "DiskPressure")
+            .unwrap()
+            .clone();
+        assert_eq!(dp["status"], "False");
+        assert_eq!(dp["lastTransitionTime"], "2026-01-01T00:10:00Z");
     }
 }

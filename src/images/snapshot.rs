@@ -194,7 +194,19 @@ impl ImageStore {
             }
         }
         let _lock = self.lock()?;
+        // The image was in use until now: image GC's LRU order counts from here.
+        let image_id = fs::read(dir.join("image.json"))
+            .ok()
+            .and_then(|d| serde_json::from_slice::<SnapshotMeta>(&d).ok())
+            .map(|m| m.image_id);
         self.discard(&dir)?;
+        if let Some(id) = image_id {
+            let mut index = self.load()?;
+            if let Some(i) = index.images.iter_mut().find(|i| i.id == id) {
+                i.last_used = Some(now_secs());
+                index.save(&self.index_path())?;
+            }
+        }
         tracing::debug!(container = %container_id, "rootfs released");
         Ok(())
     }

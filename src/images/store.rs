@@ -83,7 +83,9 @@ pub(crate) fn now_secs() -> u64 {
 
 impl ImageStore {
     /// Opens (creating) the store under `root_dir/images` and removes what interrupted
-    /// imports and releases left in its `tmp/`.
+    /// imports and releases left: its `tmp/`, and layers and blobs no image or snapshot
+    /// references (an import cut between its renames and its index write, a removal cut
+    /// before its prune).
     pub fn open(root_dir: &Path) -> Result<ImageStore> {
         let store = ImageStore {
             dir: root_dir.join("images"),
@@ -92,8 +94,12 @@ impl ImageStore {
             let p = store.dir.join(d);
             fs::create_dir_all(&p).ctx(p.display(), "open image store")?;
         }
-        let _lock = store.lock()?;
+        let lock = store.lock()?;
         store.clean_tmp();
+        drop(lock);
+        if let Err(e) = store.prune_unreferenced() {
+            tracing::warn!(store = %store.dir.display(), "cannot prune unreferenced image data at open: {e}");
+        }
         Ok(store)
     }
 
@@ -203,6 +209,7 @@ impl ImageStore {
         path: &Path,
         stamp: Option<(String, ArchiveStamp)>,
     ) -> Result<Vec<Image>> {
+        self.refuse_under_disk_pressure(path)?;
         let src = Source::open(path)?;
         let candidates = archive::read(&src)?;
         let stage = Stage::new(self)?;
@@ -567,6 +574,24 @@ impl ImageStore {
             }
         }
         Ok(report)
+    }
+
+    /// Refuses imports while image GC reports disk pressure (its marker file) and the disk
+    /// is still at or above the GC high threshold.
+    fn refuse_under_disk_pressure(&self, path: &Path) -> Result<()> {
+        let Some(p) = crate::gc::image::Pressure::read(self) else {
+            return Ok(());
+        };
+        let used = self.usage().map_or(p.used_percent, |u| u.used_percent);
+        if used < p.high_percent {
+            return Ok(()); // freed since (or the agent is gone): the marker is stale
+        }
+        Err(ImageError::new(
+            path.display().to_string(),
+            "import",
+            ErrorKind::NoSpace,
+            p.refusal(used),
+        ))
     }
 
     /// The image's config, read from its blob.
