@@ -178,7 +178,7 @@ pub fn sandbox_stamp(sandbox: &Sandbox) -> String {
 pub fn in_sandbox(c: &ContainerStatus, sandbox: &Sandbox) -> bool {
     c.labels
         .get(SANDBOX_LABEL)
-        .map_or(true, |s| *s == sandbox_stamp(sandbox))
+        .is_none_or(|s| *s == sandbox_stamp(sandbox))
 }
 
 /// A hash of the container's spec: an update that changes it restarts the container.
