@@ -477,10 +477,14 @@ fn image_gc_frees_lru_first_to_the_low_threshold_then_reports_pressure() {
         (p.used_percent, p.high_percent, p.low_percent),
         (r.used_after, 1, 1)
     );
-    // Nothing more to remove: still pressure, nothing removed, the marker's start kept.
+    // Nothing more to remove: still pressure, nothing removed, the marker not rewritten.
+    let inode = |p: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
+    let marker = gc::image::pressure_marker(&store);
+    let ino = inode(&marker);
     let again = gc::image::collect(&store, &rt, &tight);
     assert!(again.pressure && again.removed.is_empty());
-    assert_eq!(gc::image::Pressure::read(&store).unwrap().since, p.since);
+    assert_eq!(gc::image::Pressure::read(&store).unwrap(), p);
+    assert_eq!(inode(&marker), ino);
 
     // Imports are refused, in this process, through --image-dir's import_dir, and by the
     // CLI in its own.
