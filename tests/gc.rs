@@ -307,7 +307,13 @@ fn container_gc_applies_each_policy_to_real_containers() {
 
     // MaxContainers 4 over 4 units (p1/a, p1/b, p2/a, p2/web): one each, fairly. p2/a had
     // the most and keeps no more than the others; web keeps its dead instance.
+    let (n, t) = (listed(&rt).len(), Instant::now());
     let r: Vec<String> = gc::container::collect(&rt, &live, &policy(0, -1, 4));
+    eprintln!(
+        "container GC pass: {} of {n} containers removed in {:?}",
+        r.len(),
+        t.elapsed()
+    );
     let want: BTreeSet<String> = [&p1a[2], &p1b[0], &p2a[0], &p2a[1]]
         .into_iter()
         .cloned()
@@ -471,10 +477,14 @@ fn image_gc_frees_lru_first_to_the_low_threshold_then_reports_pressure() {
         (p.used_percent, p.high_percent, p.low_percent),
         (r.used_after, 1, 1)
     );
-    // Nothing more to remove: still pressure, nothing removed, the marker's start kept.
+    // Nothing more to remove: still pressure, nothing removed, the marker not rewritten.
+    let inode = |p: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
+    let marker = gc::image::pressure_marker(&store);
+    let ino = inode(&marker);
     let again = gc::image::collect(&store, &rt, &tight);
     assert!(again.pressure && again.removed.is_empty());
-    assert_eq!(gc::image::Pressure::read(&store).unwrap().since, p.since);
+    assert_eq!(gc::image::Pressure::read(&store).unwrap(), p);
+    assert_eq!(inode(&marker), ino);
 
     // Imports are refused, in this process, through --image-dir's import_dir, and by the
     // CLI in its own.
@@ -574,16 +584,19 @@ fn leftovers_of_interrupted_imports_go_at_open() {
     edged::runtime::RootfsProvider::release_rootfs(&store, "c1").unwrap();
 }
 
-/// The agent's node record as `edged get node NAME -o json` prints it.
+/// The agent's node record as `edged get node -o json` prints it (a List, or the object).
 fn node_record(root: &Path, node: &str) -> Option<Value> {
-    let (ok, out, _) = cli(root, &["get", "node", node, "-o", "json"]);
+    let (ok, out, _) = cli(root, &["get", "node", "-o", "json"]);
     if !ok {
         return None;
     }
     let v: Value = serde_json::from_str(&out).ok()?;
-    match v.get("items") {
-        Some(items) => items.get(0).cloned(),
-        None => Some(v),
+    match v.get("items").and_then(Value::as_array) {
+        Some(items) => items
+            .iter()
+            .find(|i| i["metadata"]["name"] == node)
+            .cloned(),
+        None => Some(v).filter(|v| v["metadata"]["name"] == node),
     }
 }
 
@@ -732,6 +745,8 @@ fn the_agent_collects_images_and_records_disk_pressure() {
             .contains(&format!("high threshold of {high}%")),
         "{cond}"
     );
+    let (ok, table, err) = cli(root, &["get", "node"]);
+    assert!(ok && table.contains(NODE), "{table}{err}");
     let extra = make_image(work.path(), "example.com/extra:1", 1);
     let (ok, _, err) = cli(root, &["image", "import", extra.to_str().unwrap()]);
     assert!(!ok, "import under disk pressure was accepted");

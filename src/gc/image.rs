@@ -238,16 +238,20 @@ pub fn collect(images: &ImageStore, runtime: &dyn Runtime, policy: &Policy) -> R
                 "image GC cannot get under the high threshold: disk pressure, image imports refused"
             );
         }
-        let since = Pressure::read(images)
-            .map(|p| p.since)
-            .unwrap_or_else(|| crate::api::rfc3339(SystemTime::now()));
-        Pressure {
+        let old = Pressure::read(images);
+        let new = Pressure {
             used_percent: used,
             high_percent: policy.high_percent,
             low_percent: policy.low_percent,
-            since,
+            since: old
+                .as_ref()
+                .map(|p| p.since.clone())
+                .unwrap_or_else(|| crate::api::rfc3339(SystemTime::now())),
+        };
+        // Unchanged: no write (edge devices run on flash).
+        if old.as_ref() != Some(&new) {
+            new.write(images);
         }
-        .write(images);
     } else {
         if used > policy.low_percent {
             tracing::warn!(
