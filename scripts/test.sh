@@ -6,4 +6,4 @@ cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "test.sh: run as root (the tests make containers and mounts)" >&2; exit 1; }
 scripts/setup.sh
 cargo build --quiet --bins
-cargo test --quiet -- --test-threads=2 2>&1
+cargo test --quiet --no-fail-fast -- --test-threads=2 2>&1
