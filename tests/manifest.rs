@@ -451,14 +451,14 @@ fn edged_get_prints_tables_json_and_yaml() {
     s.put(
         Table::ConfigMap,
         "default/cfg",
-        &json!({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"cfg","namespace":"default","creationTimestamp":ago(30)},
+        &json!({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"cfg","namespace":"default","creationTimestamp":ago(20 * 60)},
                 "data":{"a":"1","b":"2"},"binaryData":{"c":"AA=="}}),
     )
     .unwrap();
     s.put(
         Table::Secret,
         "default/tok",
-        &json!({"apiVersion":"v1","kind":"Secret","metadata":{"name":"tok","namespace":"default","creationTimestamp":ago(300)},
+        &json!({"apiVersion":"v1","kind":"Secret","metadata":{"name":"tok","namespace":"default","creationTimestamp":ago(40 * 60)},
                 "type":"kubernetes.io/service-account-token","data":{"token":"c2VjcmV0"}}),
     )
     .unwrap();
@@ -500,12 +500,12 @@ fn edged_get_prints_tables_json_and_yaml() {
     let (_, out, _) = edged(root, &["get", "cm"]);
     assert_eq!(
         cells(out.lines().nth(1).unwrap()),
-        ["default", "cfg", "3", "30s"]
+        ["default", "cfg", "3", "20m"]
     );
     let (_, out, _) = edged(root, &["get", "secret", "-n", "default"]);
     assert_eq!(
         cells(out.lines().nth(1).unwrap()),
-        ["tok", "kubernetes.io/service-account-token", "1", "5m"]
+        ["tok", "kubernetes.io/service-account-token", "1", "40m"]
     );
     let (_, out, _) = edged(root, &["get", "node"]);
     assert_eq!(
