@@ -50,7 +50,7 @@ cross_install_tools() {
   export PATH
   if ! python3 -m ziglang version >/dev/null 2>&1 || ! command -v cargo-zigbuild >/dev/null; then
     cross_log "pip install ziglang==$CROSS_ZIGLANG_VERSION cargo-zigbuild==$CROSS_ZIGBUILD_VERSION"
-    python3 -m pip install -q --disable-pip-version-check \
+    python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore \
       "ziglang==$CROSS_ZIGLANG_VERSION" "cargo-zigbuild==$CROSS_ZIGBUILD_VERSION"
     hash -r
   fi
