@@ -87,10 +87,9 @@ pub fn fchmodat(dir: RawFd, name: &CStr, mode: libc::mode_t) -> io::Result<()> {
 
 /// Sets atime and mtime (seconds) of `dir/name` without following a symlink.
 pub fn lutimesat(dir: RawFd, name: &CStr, mtime: i64) -> io::Result<()> {
-    let t = libc::timespec {
-        tv_sec: mtime as libc::time_t,
-        tv_nsec: 0,
-    };
+    // nix builds the timespec, so a 64-bit time_t on 32-bit musl needs no change here.
+    use nix::sys::time::TimeValLike;
+    let t = *nix::sys::time::TimeSpec::seconds(mtime).as_ref();
     let times = [t, t];
     cvt(unsafe {
         libc::utimensat(
