@@ -1462,3 +1462,76 @@ fn liveness_is_probed_again_after_an_agent_restart() {
     assert!(a.agent_log(2).contains("it failed its liveness probe"));
     a.stop();
 }
+
+#[test]
+fn an_image_imported_later_lets_a_waiting_pod_start() {
+    let a = Agent::started("late-image");
+    let ns = "lc-late-image";
+    let reference = "docker.io/library/busybox:late";
+    let mut c = sh("app", "echo late image runs; sleep 1000");
+    c["image"] = json!(reference);
+    a.write("pod.json", &[pod(ns, "waits", vec![c], json!({}))]);
+    a.wait_pod(ns, "waits", "ErrImageNeverPull", |p| {
+        waiting_reason(p, "app") == "ErrImageNeverPull"
+    });
+    // `edged image import` beside the running agent, as a user would.
+    let tar = a.dir.path().join("late.tar");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/make-test-image.sh");
+    let st = Command::new(script)
+        .arg(&tar)
+        .args(["--name", reference])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = Command::new(BIN)
+        .arg("--root-dir")
+        .arg(a.root())
+        .args(["image", "import"])
+        .arg(&tar)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    a.wait_pod(ns, "waits", "Running", |p| running(p, "app"));
+    a.wait_log(ns, "waits", "app", 0, "late image runs");
+}
+
+#[test]
+fn a_failing_init_container_is_retried_and_holds_the_app_back() {
+    let a = Agent::started("init-retry");
+    let ns = "lc-init-retry";
+    let mut init = sh(
+        "prepare",
+        "if [ -f /work/tried ]; then echo second try; exit 0; fi; touch /work/tried; echo first try; exit 1",
+    );
+    init["volumeMounts"] = json!([{"name": "work", "mountPath": "/work"}]);
+    let mut app = sh("app", "echo app runs; ls /work; sleep 1000");
+    app["volumeMounts"] = json!([{"name": "work", "mountPath": "/work"}]);
+    a.write(
+        "pod.json",
+        &[pod(
+            ns,
+            "retry",
+            vec![app],
+            json!({"initContainers": [init], "volumes": [{"name": "work", "emptyDir": {}}]}),
+        )],
+    );
+    let p = a.wait_pod(ns, "retry", "app running", |p| running(p, "app"));
+    let init = container_in(&p, "initContainerStatuses", "prepare");
+    assert_eq!(init["restartCount"], 1, "{p}");
+    assert_eq!(init["state"]["terminated"]["exitCode"], 0, "{p}");
+    assert_eq!(init["lastState"]["terminated"]["exitCode"], 1, "{p}");
+    assert_eq!(restart_count(&p, "app"), 0);
+    // The app started once, after the second try.
+    let app_started = time(&container(&p, "app")["state"]["running"]["startedAt"]);
+    assert!(
+        app_started >= time(&init["state"]["terminated"]["finishedAt"]),
+        "{p}"
+    );
+    assert_eq!(a.log_lines(ns, "retry", "prepare", 1), vec!["second try"]);
+    a.wait_log(ns, "retry", "app", 0, "app runs");
+}
