@@ -271,11 +271,26 @@ impl Agent {
 
     /// runc's list, only the containers whose bundle lies under this agent's root.
     fn runc(&self) -> BTreeMap<String, RuncEntry> {
-        let out = Command::new("runc")
-            .args(["--root", RUNC_ROOT, "list", "-f", "json"])
-            .output()
-            .expect("run runc list");
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        // runc list fails while another test's container is half made or removed: retry.
+        let mut tries = 0;
+        let v: Value = loop {
+            let out = Command::new("runc")
+                .args(["--root", RUNC_ROOT, "list", "-f", "json"])
+                .output()
+                .expect("run runc list");
+            let parsed = serde_json::from_slice::<Value>(&out.stdout);
+            match parsed {
+                Ok(v) if out.status.success() => break v,
+                _ if tries < 50 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                _ => panic!(
+                    "runc list keeps failing: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                ),
+            }
+        };
         let root = self.root().to_string_lossy().to_string();
         v.as_array()
             .into_iter()
@@ -1355,4 +1370,168 @@ fn a_dead_shim_is_noticed_and_its_container_comes_back() {
         (!a.runc().contains_key(&id)).then_some(())
     });
     a.wait_log(ns, "orphaned", "app", 1, "up");
+}
+
+#[test]
+fn a_pod_written_again_while_it_terminates_runs_again() {
+    let a = Agent::started("recreate");
+    let ns = "lc-recreate";
+    // A slow stop (the trap takes 2 s) keeps the old pod terminating while it comes back.
+    let c = sh(
+        "app",
+        "trap 'sleep 2; exit 0' TERM; echo up; while true; do sleep 1; done",
+    );
+    let p = pod(
+        ns,
+        "phoenix",
+        vec![c],
+        json!({"terminationGracePeriodSeconds": 10}),
+    );
+    a.write("pod.json", std::slice::from_ref(&p));
+    let first = a.wait_pod(ns, "phoenix", "Running", |p| running(p, "app"));
+    let old = container_id(&first, "app");
+    a.remove("pod.json");
+    a.wait_for("the pod deleted from the store", || {
+        a.pod(ns, "phoenix").is_none().then_some(())
+    });
+    a.write("pod.json", &[p]);
+    let again = a.wait_pod(ns, "phoenix", "Running with a new container", |p| {
+        running(p, "app") && container_id(p, "app") != old
+    });
+    let id = container_id(&again, "app");
+    assert_eq!(
+        a.runc().get(&id).map(|e| e.status.as_str()),
+        Some("running")
+    );
+    assert!(!a.runc().contains_key(&old));
+}
+
+#[test]
+fn an_update_made_while_the_agent_is_down_restarts_only_that_container() {
+    let mut a = Agent::started("offline-update");
+    let ns = "lc-offline-update";
+    let make = |version: &str| {
+        let mut b = sh("b", "echo b is $VERSION; sleep 1000");
+        b["env"] = json!([{"name": "VERSION", "value": version}]);
+        pod(ns, "two", vec![sh("a", "sleep 1000"), b], json!({}))
+    };
+    a.write("pod.json", &[make("1")]);
+    let p = a.wait_pod(ns, "two", "both running", |p| {
+        running(p, "a") && running(p, "b")
+    });
+    let (a_id, b_id) = (container_id(&p, "a"), container_id(&p, "b"));
+    let a_pid = a.runc()[&a_id].pid;
+    a.stop();
+    a.write("pod.json", &[make("2")]);
+    a.start();
+    let p = a.wait_pod(ns, "two", "b replaced", |p| {
+        running(p, "b") && container_id(p, "b") != b_id
+    });
+    assert_eq!(container_id(&p, "a"), a_id, "a was restarted: {p}");
+    assert_eq!(a.runc()[&a_id].pid, a_pid);
+    a.wait_log(ns, "two", "b", restart_count(&p, "b") as u32, "b is 2");
+    a.stop();
+}
+
+#[test]
+fn liveness_is_probed_again_after_an_agent_restart() {
+    let mut a = Agent::started("live-adopt");
+    let ns = "lc-live-adopt";
+    let mut c = sh("app", "touch /tmp/healthy; echo up; sleep 1000");
+    c["livenessProbe"] = json!({"exec": {"command": ["cat", "/tmp/healthy"]},
+                                "periodSeconds": 1, "failureThreshold": 1});
+    a.write("pod.json", &[pod(ns, "live", vec![c], json!({}))]);
+    let p = a.wait_pod(ns, "live", "Running", |p| running(p, "app"));
+    let id = container_id(&p, "app");
+    a.wait_log(ns, "live", "app", 0, "up");
+    a.stop();
+    // The container turns unhealthy while no agent watches it.
+    let st = Command::new("runc")
+        .args(["--root", RUNC_ROOT, "exec", &id, "rm", "/tmp/healthy"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    a.start();
+    let p = a.wait_pod(ns, "live", "restarted by the new agent", |p| {
+        restart_count(p, "app") >= 1 && running(p, "app")
+    });
+    assert_eq!(
+        container(&p, "app")["lastState"]["terminated"]["containerID"],
+        format!("containerd://{id}")
+    );
+    assert!(a.agent_log(2).contains("it failed its liveness probe"));
+    a.stop();
+}
+
+#[test]
+fn an_image_imported_later_lets_a_waiting_pod_start() {
+    let a = Agent::started("late-image");
+    let ns = "lc-late-image";
+    let reference = "docker.io/library/busybox:late";
+    let mut c = sh("app", "echo late image runs; sleep 1000");
+    c["image"] = json!(reference);
+    a.write("pod.json", &[pod(ns, "waits", vec![c], json!({}))]);
+    a.wait_pod(ns, "waits", "ErrImageNeverPull", |p| {
+        waiting_reason(p, "app") == "ErrImageNeverPull"
+    });
+    // `edged image import` beside the running agent, as a user would.
+    let tar = a.dir.path().join("late.tar");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/make-test-image.sh");
+    let st = Command::new(script)
+        .arg(&tar)
+        .args(["--name", reference])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = Command::new(BIN)
+        .arg("--root-dir")
+        .arg(a.root())
+        .args(["image", "import"])
+        .arg(&tar)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    a.wait_pod(ns, "waits", "Running", |p| running(p, "app"));
+    a.wait_log(ns, "waits", "app", 0, "late image runs");
+}
+
+#[test]
+fn a_failing_init_container_is_retried_and_holds_the_app_back() {
+    let a = Agent::started("init-retry");
+    let ns = "lc-init-retry";
+    let mut init = sh(
+        "prepare",
+        "if [ -f /work/tried ]; then echo second try; exit 0; fi; touch /work/tried; echo first try; exit 1",
+    );
+    init["volumeMounts"] = json!([{"name": "work", "mountPath": "/work"}]);
+    let mut app = sh("app", "echo app runs; ls /work; sleep 1000");
+    app["volumeMounts"] = json!([{"name": "work", "mountPath": "/work"}]);
+    a.write(
+        "pod.json",
+        &[pod(
+            ns,
+            "retry",
+            vec![app],
+            json!({"initContainers": [init], "volumes": [{"name": "work", "emptyDir": {}}]}),
+        )],
+    );
+    let p = a.wait_pod(ns, "retry", "app running", |p| running(p, "app"));
+    let init = container_in(&p, "initContainerStatuses", "prepare");
+    assert_eq!(init["restartCount"], 1, "{p}");
+    assert_eq!(init["state"]["terminated"]["exitCode"], 0, "{p}");
+    assert_eq!(init["lastState"]["terminated"]["exitCode"], 1, "{p}");
+    assert_eq!(restart_count(&p, "app"), 0);
+    // The app started once, after the second try.
+    let app_started = time(&container(&p, "app")["state"]["running"]["startedAt"]);
+    assert!(
+        app_started >= time(&init["state"]["terminated"]["finishedAt"]),
+        "{p}"
+    );
+    assert_eq!(a.log_lines(ns, "retry", "prepare", 1), vec!["second try"]);
+    a.wait_log(ns, "retry", "app", 0, "app runs");
 }

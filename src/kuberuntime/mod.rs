@@ -360,6 +360,46 @@ mod tests {
     }
 
     #[test]
+    fn containers_belong_to_the_sandbox_they_were_made_in() {
+        use crate::runtime::ContainerState;
+        use std::time::{Duration, UNIX_EPOCH};
+        let sandbox = |secs: u64| Sandbox {
+            uid: "u1".into(),
+            namespace: "default".into(),
+            name: "web".into(),
+            netns: None,
+            ip: None,
+            ready: true,
+            created_at: UNIX_EPOCH + Duration::from_secs(secs),
+        };
+        let (old, new) = (sandbox(100), sandbox(200));
+        let mut c = ContainerStatus {
+            id: "c1".into(),
+            pod_uid: "u1".into(),
+            name: "init".into(),
+            attempt: 0,
+            image: String::new(),
+            image_id: String::new(),
+            state: ContainerState::Exited,
+            pid: None,
+            created_at: UNIX_EPOCH,
+            started_at: None,
+            finished_at: None,
+            exit_code: Some(0),
+            reason: None,
+            message: None,
+            log_path: PathBuf::new(),
+            labels: Default::default(),
+        };
+        // Made by an agent that did not label: counts as made in any sandbox.
+        assert!(in_sandbox(&c, &new));
+        c.labels
+            .insert(SANDBOX_LABEL.to_string(), sandbox_stamp(&old));
+        assert!(in_sandbox(&c, &old));
+        assert!(!in_sandbox(&c, &new));
+    }
+
+    #[test]
     fn hash_follows_spec() {
         let p = pod();
         let mut c = p.spec.containers[0].clone();

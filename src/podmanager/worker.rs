@@ -64,15 +64,22 @@ pub(super) async fn run(pm: Rc<PodManager>, mut pod: Pod, rx: async_channel::Rec
         .await;
         let Some(first) = work else { return };
         let mut deleted = false;
+        // A pod written again after its delete (a static pod keeps its uid) runs again once
+        // the old one is stopped.
+        let mut again: Option<Pod> = None;
         for w in std::iter::once(first).chain(std::iter::from_fn(|| rx.try_recv().ok())) {
             match w {
+                Work::Update(p) if deleted => again = Some(*p),
                 Work::Update(p) => {
                     if volumes_changed(&pod, &p) {
                         st.refresh = true;
                     }
                     pod = *p;
                 }
-                Work::Delete => deleted = true,
+                Work::Delete => {
+                    deleted = true;
+                    again = None;
+                }
                 Work::ObjectsChanged => st.refresh = true,
                 Work::Sync => {}
             }
@@ -89,11 +96,41 @@ pub(super) async fn run(pm: Rc<PodManager>, mut pod: Pod, rx: async_channel::Rec
                     tracing::error!(pod = %pod_name(&pod), error = %e, "cannot remove the deleted pod from the store");
                 }
             }
-            pm.status.remove(&pod).await;
+            // What came while the pod stopped: the manager still sent it here.
+            take_readds(&rx, &mut again);
+            if again.is_none() {
+                pm.status.remove(&pod).await;
+                take_readds(&rx, &mut again);
+            }
+            match again.take() {
+                Some(p) if p.metadata.deletion_timestamp.is_none() => {
+                    tracing::info!(pod = %pod_name(&p), "pod added again while it stopped; starting it again");
+                    pod = p;
+                    st = State {
+                        start_time: Some(SystemTime::now()),
+                        ..State::default()
+                    };
+                    next = Duration::ZERO;
+                    continue;
+                }
+                _ => {}
+            }
             pm.forget(&pod.metadata.uid);
             return;
         }
         next = sync(&pm, &pod, &mut st).await;
+    }
+}
+
+/// Takes the work that arrived for a stopping pod: the last spec written after the delete, if
+/// no delete followed it.
+fn take_readds(rx: &async_channel::Receiver<Work>, again: &mut Option<Pod>) {
+    while let Ok(w) = rx.try_recv() {
+        match w {
+            Work::Update(p) => *again = Some(*p),
+            Work::Delete => *again = None,
+            Work::Sync | Work::ObjectsChanged => {}
+        }
     }
 }
 
