@@ -64,13 +64,17 @@ impl LogFile {
             .filter(|c| c.is_ascii_digit() || *c == 'T')
             .map(|c| if c == 'T' { '-' } else { c })
             .collect();
-        let mut rotated = PathBuf::from(format!("{}.{stamp}", self.path.display()));
-        // Two rotations within a second: keep both.
-        let mut n = 1;
-        while rotated.exists() {
-            rotated = PathBuf::from(format!("{}.{stamp}.{n}", self.path.display()));
-            n += 1;
-        }
+        // Several rotations within a second: number them past the highest one there, so a
+        // newer file never takes the name of an older one already pruned.
+        let taken = rotated_files(&self.path)
+            .into_iter()
+            .filter(|((s, _), _)| *s == stamp)
+            .map(|((_, n), _)| n + 1)
+            .max();
+        let rotated = match taken {
+            None => PathBuf::from(format!("{}.{stamp}", self.path.display())),
+            Some(n) => PathBuf::from(format!("{}.{stamp}.{n}", self.path.display())),
+        };
         std::fs::rename(&self.path, &rotated)?;
         prune(
             &self.path,
@@ -81,26 +85,33 @@ impl LogFile {
     }
 }
 
-/// Removes the oldest rotated files of `live` beyond `keep`.
-fn prune(live: &Path, keep: usize) {
+/// The rotated files of `live`, keyed by their name's `<stamp>[.<n>]` (file mtimes are too
+/// coarse, a jiffy, to order rotations that follow each other quickly).
+fn rotated_files(live: &Path) -> Vec<((String, u64), PathBuf)> {
     let (Some(dir), Some(name)) = (live.parent(), live.file_name()) else {
-        return;
+        return Vec::new();
     };
     let prefix = format!("{}.", name.to_string_lossy());
-    let mut rotated: Vec<(SystemTime, PathBuf)> = std::fs::read_dir(dir)
+    std::fs::read_dir(dir)
         .map(|rd| {
             rd.flatten()
-                .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
-                .map(|e| {
-                    let t = e
-                        .metadata()
-                        .and_then(|m| m.modified())
-                        .unwrap_or(SystemTime::UNIX_EPOCH);
-                    (t, e.path())
+                .filter_map(|e| {
+                    let file = e.file_name().to_string_lossy().to_string();
+                    let rest = file.strip_prefix(&prefix)?;
+                    let (stamp, n) = match rest.split_once('.') {
+                        Some((s, n)) => (s.to_string(), n.parse().ok()?),
+                        None => (rest.to_string(), 0),
+                    };
+                    Some(((stamp, n), e.path()))
                 })
                 .collect()
         })
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// Removes the oldest rotated files of `live` beyond `keep`.
+fn prune(live: &Path, keep: usize) {
+    let mut rotated = rotated_files(live);
     rotated.sort();
     let excess = rotated.len().saturating_sub(keep);
     for (_, p) in rotated.into_iter().take(excess) {
