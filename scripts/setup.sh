@@ -10,6 +10,13 @@ command -v crun >/dev/null || need+=(crun)
 [ "$file_is_static" = 1 ] || need+=(busybox-static)
 command -v ip >/dev/null || need+=(iproute2)
 command -v cc >/dev/null || need+=(gcc)
+# Test tools: the store's power-cut test (loop device, ext4), its fsync check (strace), zstd
+# layers for the image tests.
+command -v strace >/dev/null || need+=(strace)
+command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
+command -v losetup >/dev/null || need+=(mount)
+command -v zstd >/dev/null || need+=(zstd)
+command -v file >/dev/null || need+=(file)
 if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
