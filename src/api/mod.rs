@@ -505,6 +505,42 @@ pub struct ConfigMap {
     pub immutable: Option<bool>,
 }
 
+impl ConfigMap {
+    /// Every key's bytes: `binaryData` decoded from base64, then `data`. `Err` names the key
+    /// whose base64 is bad.
+    pub fn values(&self) -> Result<BTreeMap<String, Vec<u8>>, String> {
+        let mut out = BTreeMap::new();
+        for (k, v) in &self.binary_data {
+            out.insert(
+                k.clone(),
+                base64::decode(v).map_err(|e| format!("binaryData `{k}`: {e}"))?,
+            );
+        }
+        for (k, v) in &self.data {
+            out.insert(k.clone(), v.as_bytes().to_vec());
+        }
+        Ok(out)
+    }
+}
+
+impl Secret {
+    /// Every key's bytes: `data` decoded from base64, then `stringData` (which wins, as the
+    /// API server merges them). `Err` names the key whose base64 is bad.
+    pub fn values(&self) -> Result<BTreeMap<String, Vec<u8>>, String> {
+        let mut out = BTreeMap::new();
+        for (k, v) in &self.data {
+            out.insert(
+                k.clone(),
+                base64::decode(v).map_err(|e| format!("data `{k}`: {e}"))?,
+            );
+        }
+        for (k, v) in &self.string_data {
+            out.insert(k.clone(), v.as_bytes().to_vec());
+        }
+        Ok(out)
+    }
+}
+
 /// A Secret (typed view).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]

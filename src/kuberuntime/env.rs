@@ -48,7 +48,13 @@ pub fn resolve(ctx: &PodContext<'_>, c: &Container) -> Result<Vec<(String, Strin
         if let Some(r) = &from.secret_ref {
             match ctx.secrets.get(&r.name) {
                 Some(s) => {
-                    for (k, v) in secret_values(s) {
+                    let values = secret_values(s).map_err(|e| {
+                        fail(
+                            format!("envFrom[{i}].secretRef"),
+                            format!("secret \"{}\": {e}", r.name),
+                        )
+                    })?;
+                    for (k, v) in values {
                         if valid_env_name(&format!("{prefix}{k}")) {
                             set(&mut out, format!("{prefix}{k}"), v);
                         }
@@ -87,10 +93,16 @@ pub fn resolve(ctx: &PodContext<'_>, c: &Container) -> Result<Vec<(String, Strin
                         }
                     }
                 } else if let Some(r) = &from.secret_key_ref {
-                    let v = ctx
-                        .secrets
-                        .get(&r.name)
-                        .map(|s| secret_values(s).into_iter().find(|(k, _)| *k == r.key));
+                    let v = match ctx.secrets.get(&r.name).map(secret_values) {
+                        Some(Err(e)) => {
+                            return Err(fail(
+                                format!("{field}.valueFrom.secretKeyRef"),
+                                format!("secret \"{}\": {e}", r.name),
+                            ))
+                        }
+                        Some(Ok(values)) => Some(values.into_iter().find(|(k, _)| *k == r.key)),
+                        None => None,
+                    };
                     match v {
                         Some(Some((_, v))) => Some(v),
                         Some(None) | None if r.optional == Some(true) => None,
@@ -135,21 +147,12 @@ pub fn resolve(ctx: &PodContext<'_>, c: &Container) -> Result<Vec<(String, Strin
     Ok(out)
 }
 
-/// A Secret's values, decoded (`data` is base64; `stringData` is plain and wins).
-pub fn secret_values(s: &api::Secret) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = s
-        .data
-        .iter()
-        .filter_map(|(k, v)| {
-            let bytes = api::base64::decode(v).ok()?;
-            Some((k.clone(), String::from_utf8_lossy(&bytes).into_owned()))
-        })
-        .collect();
-    for (k, v) in &s.string_data {
-        out.retain(|(n, _)| n != k);
-        out.push((k.clone(), v.clone()));
-    }
-    out
+/// A Secret's values as text (env values are strings; bad base64 names the key).
+pub fn secret_values(s: &api::Secret) -> Result<Vec<(String, String)>, String> {
+    Ok(s.values()?
+        .into_iter()
+        .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+        .collect())
 }
 
 /// The downward API value of a field path, as the kubelet resolves it.

@@ -3,7 +3,7 @@
 
 use super::atomic::{FileProjection, Payload};
 use super::VolumeError;
-use crate::api::{self, base64, KeyToPath};
+use crate::api::{self, KeyToPath};
 use std::collections::BTreeMap;
 
 /// The mode files get when neither `mode` nor `defaultMode` says (0644, as in Kubernetes).
@@ -140,16 +140,9 @@ pub fn config_map(
         return Ok(Payload::new());
     };
     let object = format!("ConfigMap `{}`", src.name);
-    let mut data: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-    for (k, v) in &cm.binary_data {
-        let bytes = base64::decode(v).map_err(|r| {
-            VolumeError::spec(pod, volume, format!("{object}: binaryData `{k}`: {r}"))
-        })?;
-        data.insert(k.clone(), bytes);
-    }
-    for (k, v) in &cm.data {
-        data.insert(k.clone(), v.as_bytes().to_vec());
-    }
+    let data = cm
+        .values()
+        .map_err(|r| VolumeError::spec(pod, volume, format!("{object}: {r}")))?;
     project(
         pod,
         volume,
@@ -173,15 +166,9 @@ pub fn secret(
         return Ok(Payload::new());
     };
     let object = format!("Secret `{}`", src.secret_name);
-    let mut data: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-    for (k, v) in &secret.data {
-        let bytes = base64::decode(v)
-            .map_err(|r| VolumeError::spec(pod, volume, format!("{object}: data `{k}`: {r}")))?;
-        data.insert(k.clone(), bytes);
-    }
-    for (k, v) in &secret.string_data {
-        data.insert(k.clone(), v.as_bytes().to_vec());
-    }
+    let data = secret
+        .values()
+        .map_err(|r| VolumeError::spec(pod, volume, format!("{object}: {r}")))?;
     project(
         pod,
         volume,
