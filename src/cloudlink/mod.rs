@@ -490,14 +490,16 @@ pub async fn run_node_status(
         let due = sent_at
             .map(|t| t.elapsed() >= NODE_STATUS_REPORT_PERIOD)
             .unwrap_or(true);
-        if link.is_online() && (changed || due) {
+        // Before the cloud has the node, a status or lease for it would be refused.
+        let up = link.is_online() && link.is_registered();
+        if up && (changed || due) {
             link.send_node_status(json!({ "status": status }));
             sent_at = Some(std::time::Instant::now());
             previous = Some(status.clone());
         } else if previous.is_none() {
             previous = Some(status.clone());
         }
-        if link.is_online() && lease_at.map(|t| t.elapsed() >= LEASE_RENEW).unwrap_or(true) {
+        if up && lease_at.map(|t| t.elapsed() >= LEASE_RENEW).unwrap_or(true) {
             link.renew_lease(LEASE_SECONDS);
             lease_at = Some(std::time::Instant::now());
         }
