@@ -458,6 +458,25 @@ fn app_id(status: &Value) -> String {
         .to_string()
 }
 
+/// The first message the edge sent after the `from`th for which `pred` holds (waits for it;
+/// unlike `CloudHub::frame` it skips nothing for later waits).
+async fn seen(hub: &CloudHub, from: usize, pred: impl Fn(&Message) -> bool) -> Message {
+    loop {
+        let found = hub
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .skip(from)
+            .find(|m| pred(m))
+            .cloned();
+        if let Some(m) = found {
+            return m;
+        }
+        smol::Timer::after(Duration::from_millis(100)).await;
+    }
+}
+
 /// Waits for a podpatch of `name` for which `pred` holds; returns it parsed.
 async fn podpatch(hub: &CloudHub, name: &str, pred: impl Fn(&Value) -> bool) -> Value {
     let resource = format!("default/podpatch/{name}");
@@ -917,5 +936,94 @@ fn a_bad_token_leaves_the_agent_running_offline() {
         let rec = a.wait_for("the node record", || a.node_record());
         assert_eq!(rec["link"]["online"], false, "{rec}");
         assert_eq!(rec["link"]["registered"], false, "{rec}");
+    });
+}
+
+/// A weak link: the connection drops while the edge waits for a ConfigMap and while a pod is
+/// being deleted. Once back, the ConfigMap is asked for again and the delete is confirmed.
+#[test]
+fn a_link_lost_mid_way_loses_nothing() {
+    bounded(150, async {
+        let hub = CloudHub::start(Lifetime::Long).await;
+        let a = Agent::start("weak", &hub, &hub.token());
+        accept_registration(&a, &hub).await;
+        let web = cloud_pod(&a.node, "web", &new_uuid(), "sleep 1000", json!({}));
+        send_acked(&a, &hub, &pod_message(op::INSERT, &web)).await;
+        let w = a
+            .within(
+                "web Running",
+                podpatch(&hub, "web", |p| phase(p) == "Running"),
+            )
+            .await;
+        let web_id = app_id(&w["status"]);
+        let env = json!({"env": [{"name": "VALUE", "valueFrom": {"configMapKeyRef": {"name": "slow-cm", "key": "v"}}}]});
+        let slow = cloud_pod(
+            &a.node,
+            "slow",
+            &new_uuid(),
+            "echo value=$VALUE; sleep 1000",
+            env,
+        );
+        send_acked(&a, &hub, &pod_message(op::INSERT, &slow)).await;
+        // The query goes up; the cloud never answers it on this connection.
+        a.within(
+            "the query of slow-cm",
+            hub.upstream(op::QUERY, "default/configmap/slow-cm"),
+        )
+        .await;
+        // A graceful delete of web: `sleep` as PID 1 ignores SIGTERM, so it takes the 3 s grace.
+        let mut del = deleting(&web);
+        del["metadata"]["deletionGracePeriodSeconds"] = json!(3);
+        send_acked(&a, &hub, &pod_message(op::UPDATE, &del)).await;
+        hub.refuse.store(true, Ordering::SeqCst);
+        hub.drop_connection();
+        a.within("the connection closed", hub.closed()).await;
+        a.wait_for("web gone while offline", || {
+            (a.pod("web").is_none() && a.running_pid(&web_id).is_none()).then_some(())
+        });
+        assert!(
+            hub.sent(|m| m.route.operation == op::DELETE).is_empty(),
+            "web was gone before the link dropped: the test proves nothing"
+        );
+        // Past the worker's retry (5 s): slow's ConfigMap is looked for again while offline.
+        std::thread::sleep(Duration::from_secs(6));
+        let from = hub.log.lock().unwrap().len();
+        hub.refuse.store(false, Ordering::SeqCst);
+        a.within("a new connection", hub.connected()).await;
+        let confirm = a
+            .within(
+                "the edge's delete of default/pod/web after the reconnect",
+                seen(&hub, from, |m| {
+                    m.route.operation == op::DELETE && m.route.resource == "default/pod/web"
+                }),
+            )
+            .await;
+        assert_eq!(confirm.route.source, "edged");
+        let q = a
+            .within(
+                "the query of slow-cm again after the reconnect",
+                seen(&hub, from, |m| {
+                    m.route.operation == op::QUERY
+                        && m.route.resource == "default/configmap/slow-cm"
+                }),
+            )
+            .await;
+        hub.reply(
+            &q,
+            json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "slow-cm", "namespace": "default"}, "data": {"v": "late"}}),
+        );
+        a.within(
+            "slow Running",
+            seen(&hub, from, |m| {
+                m.route.resource == "default/podpatch/slow" && phase(&patch_of(m)) == "Running"
+            }),
+        )
+        .await;
+        a.wait_for("slow's log line", || {
+            let l = a.log_lines("slow", "app");
+            (!l.is_empty()).then_some(l)
+        });
+        assert_eq!(a.log_lines("slow", "app"), vec!["value=late".to_string()]);
     });
 }
