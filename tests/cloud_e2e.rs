@@ -94,6 +94,14 @@ impl Agent {
             .args(["--status-update-frequency", "1s"])
             .args(["--node-status-update-frequency", "1s"])
             .args(["--heartbeat", "1s", "--file-check-frequency", "1s"])
+            // The shared test disk sits near image GC's 85 %: a DiskPressure that flaps would
+            // change the node status under the tests' feet.
+            .args([
+                "--image-gc-high-threshold",
+                "100",
+                "--image-gc-low-threshold",
+                "95",
+            ])
             .args(["--log-level", "debug"])
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -854,8 +862,26 @@ fn the_cloud_away_and_back() {
             "web's container changed offline"
         );
 
+        let from = hub.log.lock().unwrap().len();
         hub.refuse.store(false, Ordering::SeqCst);
         a.within("a new connection", hub.connected()).await;
+        // The cloud may have marked the node NotReady meanwhile: its status goes up at once,
+        // changed or not, and so does the lease.
+        let node = a.node.clone();
+        a.within(
+            "the node status after the reconnect",
+            seen(&hub, from, |m| {
+                m.route.resource == format!("null/nodepatch/{node}")
+            }),
+        )
+        .await;
+        a.within(
+            "the node lease after the reconnect",
+            seen(&hub, from, |m| {
+                m.route.resource == format!("kube-node-lease/lease/{node}")
+            }),
+        )
+        .await;
         // The first status of the job after the reconnect is its newest.
         let first = a
             .within(
