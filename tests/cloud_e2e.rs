@@ -728,7 +728,17 @@ fn config_maps_the_store_lacks_are_asked_of_the_cloud() {
         let obj = json!({"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": "app-cm", "namespace": "default", "uid": new_uuid()},
             "data": {"v": "from-cloud"}});
-        hub.reply(&q, obj.clone());
+        let answer = hub.reply(&q, obj.clone());
+        // The answer is an object from the cloud like any other: the edge ACKs it.
+        let ack = a
+            .within(
+                "the ACK of the query's answer",
+                seen(&hub, 0, |m| m.header.parent_id == answer.header.id),
+            )
+            .await;
+        assert_eq!(ack.route.operation, op::RESPONSE, "{ack:?}");
+        assert_eq!(ack.route.resource, "default/configmap/app-cm", "{ack:?}");
+        assert_eq!(ack.content, "OK", "{ack:?}");
         let running = a
             .within(
                 "a Running podpatch of app",

@@ -5,7 +5,7 @@
 //! or delete is stored first, then handed to edged, then acknowledged, so an ACKed object is
 //! never lost; handling is idempotent because the cloud resends unacked messages. A query is
 //! answered from the store; a ConfigMap or Secret missing there is asked of the cloud through
-//! [`Upstream`] and stored before it is returned.
+//! [`Upstream`], stored, handed on and ACKed before it is returned.
 
 pub mod store;
 
@@ -274,6 +274,11 @@ impl MetaManager {
         );
         update.content = answer.content.clone();
         self.hand_on(update).await;
+        // As for any object the cloud sends: stored, handed on, then ACKed.
+        let _ = self
+            .upstream
+            .send(answer.response(serde_json::json!("OK")))
+            .await;
         Ok(Some(answer.content))
     }
 

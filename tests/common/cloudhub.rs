@@ -239,8 +239,9 @@ impl CloudHub {
         self.to_edge.try_send(ToEdge::Text(text)).unwrap();
     }
 
-    /// Answers `m` (operation `response`, parent_msg_id = its id) with `content`.
-    pub fn reply(&self, m: &Message, content: serde_json::Value) {
+    /// Answers `m` (operation `response`, parent_msg_id = its id) with `content`; returns the
+    /// answer sent.
+    pub fn reply(&self, m: &Message, content: serde_json::Value) -> Message {
         let mut r = Message::new(
             "edgecontroller",
             "resource",
@@ -250,6 +251,7 @@ impl CloudHub {
         r.header.parent_id = m.header.id.clone();
         r.content = content;
         self.send(&r);
+        r
     }
 
     /// Goes silent on the current connection without closing it (a vanished peer) until the
