@@ -118,17 +118,17 @@ impl MetaClient {
         let store = self.meta.store().clone();
         let k = key(namespace, name);
         smol::unblock(move || store.delete(Table::PodStatus, &k)).await?;
-        if self.meta.upstream().is_online() {
-            let msg = Message::new(
-                module::EDGED,
-                module::META,
-                op::DELETE,
-                format!("{namespace}/pod/{name}"),
-            )
-            .with_content(serde_json::json!("OK"));
-            // The cloud resends its delete until confirmed; a lost confirmation is retried then.
-            let _ = self.meta.upstream().send(msg).await;
-        }
+        let msg = Message::new(
+            module::EDGED,
+            module::META,
+            op::DELETE,
+            format!("{namespace}/pod/{name}"),
+        )
+        .with_content(serde_json::json!("OK"));
+        // Offline, the link keeps it for the next connection: the cloud already has our ACK
+        // of its graceful delete and would wait for this confirmation forever. Without a
+        // cloud there is no one to tell.
+        let _ = self.meta.upstream().send(msg).await;
         Ok(())
     }
 

@@ -468,6 +468,7 @@ pub async fn run_node_status(
     let mut previous: Option<Value> = None;
     let mut sent_at: Option<std::time::Instant> = None;
     let mut lease_at: Option<std::time::Instant> = None;
+    let mut was_up = false;
     loop {
         let l = link.clone();
         let facts = smol::unblock(move || l.node_facts()).await;
@@ -490,14 +491,20 @@ pub async fn run_node_status(
         let due = sent_at
             .map(|t| t.elapsed() >= NODE_STATUS_REPORT_PERIOD)
             .unwrap_or(true);
-        if link.is_online() && (changed || due) {
+        // Before the cloud has the node, a status or lease for it would be refused.
+        let up = link.is_online() && link.is_registered();
+        // Back after an outage the cloud may have marked the node NotReady (its lease ran
+        // out): say at once that it is alive, changed or not.
+        let back = up && !was_up;
+        was_up = up;
+        if up && (changed || due || back) {
             link.send_node_status(json!({ "status": status }));
             sent_at = Some(std::time::Instant::now());
             previous = Some(status.clone());
         } else if previous.is_none() {
             previous = Some(status.clone());
         }
-        if link.is_online() && lease_at.map(|t| t.elapsed() >= LEASE_RENEW).unwrap_or(true) {
+        if up && (back || lease_at.map(|t| t.elapsed() >= LEASE_RENEW).unwrap_or(true)) {
             link.renew_lease(LEASE_SECONDS);
             lease_at = Some(std::time::Instant::now());
         }

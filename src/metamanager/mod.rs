@@ -5,7 +5,7 @@
 //! or delete is stored first, then handed to edged, then acknowledged, so an ACKed object is
 //! never lost; handling is idempotent because the cloud resends unacked messages. A query is
 //! answered from the store; a ConfigMap or Secret missing there is asked of the cloud through
-//! [`Upstream`] and stored before it is returned.
+//! [`Upstream`], stored, handed on and ACKed before it is returned.
 
 pub mod store;
 
@@ -92,6 +92,11 @@ impl std::error::Error for UpstreamError {}
 pub trait Upstream: Send + Sync {
     /// Whether a link is up now.
     fn is_online(&self) -> bool;
+    /// Whether there is a cloud at all (one that is away now may know objects the store
+    /// lacks, so a miss then is not an answer).
+    fn has_cloud(&self) -> bool {
+        true
+    }
     /// Sends `msg` and waits up to `timeout` for the message whose `parent_msg_id` is its id.
     fn request(
         &self,
@@ -107,6 +112,9 @@ pub struct Offline;
 
 impl Upstream for Offline {
     fn is_online(&self) -> bool {
+        false
+    }
+    fn has_cloud(&self) -> bool {
         false
     }
     fn request(
@@ -208,7 +216,11 @@ impl MetaManager {
                 Ok(msg.response(serde_json::json!("OK")))
             }
             op::QUERY => {
-                let value = self.query(table, &resource).await?;
+                let value = match self.query(table, &resource).await {
+                    // Offline, the store answers every query.
+                    Err(MetaError::Upstream(UpstreamError::Offline)) => None,
+                    other => other?,
+                };
                 Ok(match value {
                     Some(v) => msg.response(v),
                     None => msg.response(not_found(&resource)),
@@ -222,7 +234,8 @@ impl MetaManager {
     }
 
     /// Reads an object: the store first; a ConfigMap or Secret missing there is asked of the
-    /// cloud, stored, and handed on before it is returned. `Ok(None)`: it exists nowhere known.
+    /// cloud, stored, and handed on before it is returned. `Ok(None)`: it exists nowhere known;
+    /// `Err(Upstream(Offline))`: not stored, and the cloud that may have it is away.
     pub async fn query(
         &self,
         table: Table,
@@ -234,8 +247,12 @@ impl MetaManager {
         if let Some(v) = smol::unblock(move || store.get(table, &r)).await? {
             return Ok(Some(v));
         }
-        if !matches!(table, Table::ConfigMap | Table::Secret) || !self.upstream.is_online() {
+        if !matches!(table, Table::ConfigMap | Table::Secret) || !self.upstream.has_cloud() {
             return Ok(None);
+        }
+        if !self.upstream.is_online() {
+            // Not "not found": callers must not take this miss for an answer (and cache it).
+            return Err(MetaError::Upstream(UpstreamError::Offline));
         }
         let ask = Message::new(module::EDGED, module::META, op::QUERY, resource.to_string());
         let answer = self
@@ -257,6 +274,11 @@ impl MetaManager {
         );
         update.content = answer.content.clone();
         self.hand_on(update).await;
+        // As for any object the cloud sends: stored, handed on, then ACKed.
+        let _ = self
+            .upstream
+            .send(answer.response(serde_json::json!("OK")))
+            .await;
         Ok(Some(answer.content))
     }
 
@@ -319,6 +341,47 @@ mod tests {
             assert!(rx.try_recv().is_err());
             let q = Message::new("edged", "meta", op::QUERY, "default/configmap/c");
             assert_eq!(mm.handle(q).await.unwrap().content["data"]["k"], "v");
+        });
+    }
+
+    /// A cloud that is away.
+    struct Away;
+
+    impl Upstream for Away {
+        fn is_online(&self) -> bool {
+            false
+        }
+        fn request(
+            &self,
+            _: Message,
+            _: Duration,
+        ) -> smol::future::Boxed<Result<Message, UpstreamError>> {
+            Box::pin(async { Err(UpstreamError::Offline) })
+        }
+        fn send(&self, _: Message) -> smol::future::Boxed<Result<(), UpstreamError>> {
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    #[test]
+    fn a_miss_while_the_cloud_is_away_is_not_an_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let (tx, _rx) = async_channel::unbounded();
+        let mm = MetaManager::new(store, tx, Arc::new(Away));
+        smol::block_on(async {
+            let r = Resource::new("default", "configmap", "c");
+            let e = mm.query(Table::ConfigMap, &r).await.unwrap_err();
+            assert!(
+                matches!(e, MetaError::Upstream(UpstreamError::Offline)),
+                "{e}"
+            );
+            // A query message is still answered from the store alone.
+            let q = Message::new("edged", "meta", op::QUERY, "default/configmap/c");
+            assert_eq!(
+                mm.handle(q).await.unwrap().content["ErrStatus"]["code"],
+                404
+            );
         });
     }
 

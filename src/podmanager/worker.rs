@@ -157,6 +157,10 @@ async fn fetch_objects(pm: &PodManager, pod: &Pod) -> Result<PodObjects, String>
         match found {
             Ok(true) => {}
             Ok(false) if r.optional => {}
+            // Not stored and the cloud is away: an optional one is done without.
+            Err(crate::metamanager::MetaError::Upstream(
+                crate::metamanager::UpstreamError::Offline,
+            )) if r.optional => {}
             Ok(false) => {
                 return Err(format!(
                     "{} \"{}\" not found",

@@ -67,6 +67,8 @@ pub struct CloudHub {
     pub refuse: Arc<AtomicBool>,
     /// Connections cut so.
     pub refused: Arc<AtomicUsize>,
+    /// Every message the edge sent, in order (also those `frame` skipped).
+    pub log: Arc<Mutex<Vec<Message>>>,
     events: async_channel::Receiver<Event>,
     to_edge: async_channel::Sender<ToEdge>,
     _tasks: Vec<smol::Task<()>>,
@@ -129,6 +131,7 @@ impl CloudHub {
         let (ev_tx, events) = async_channel::unbounded();
         let (to_edge, to_edge_rx) = async_channel::unbounded();
         let project_id = edged::cloudlink::DEFAULT_PROJECT_ID.to_string();
+        let log = Arc::new(Mutex::new(Vec::new()));
 
         let cert_task = smol::spawn(serve_certs(
             https,
@@ -145,6 +148,7 @@ impl CloudHub {
             to_edge_rx,
             refuse.clone(),
             refused.clone(),
+            log.clone(),
         ));
         CloudHub {
             ca_der,
@@ -155,6 +159,7 @@ impl CloudHub {
             stats,
             refuse,
             refused,
+            log,
             events,
             to_edge,
             _tasks: vec![cert_task, ws_task],
@@ -186,6 +191,29 @@ impl CloudHub {
         }
     }
 
+    /// The next message from the edge with this operation and resource.
+    pub async fn upstream(&self, operation: &str, resource: &str) -> Message {
+        self.frame(|m| m.route.operation == operation && m.route.resource == resource)
+            .await
+    }
+
+    /// The edge's answer to `m` (its `parent_msg_id` is `m`'s id).
+    pub async fn ack_of(&self, m: &Message) -> Message {
+        let id = m.header.id.clone();
+        self.frame(move |f| f.header.parent_id == id).await
+    }
+
+    /// Every message the edge sent so far for which `pred` holds.
+    pub fn sent(&self, pred: impl Fn(&Message) -> bool) -> Vec<Message> {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|m| pred(m))
+            .cloned()
+            .collect()
+    }
+
     /// The next connection's details.
     pub async fn connected(&self) -> Event {
         loop {
@@ -211,8 +239,9 @@ impl CloudHub {
         self.to_edge.try_send(ToEdge::Text(text)).unwrap();
     }
 
-    /// Answers `m` (operation `response`, parent_msg_id = its id) with `content`.
-    pub fn reply(&self, m: &Message, content: serde_json::Value) {
+    /// Answers `m` (operation `response`, parent_msg_id = its id) with `content`; returns the
+    /// answer sent.
+    pub fn reply(&self, m: &Message, content: serde_json::Value) -> Message {
         let mut r = Message::new(
             "edgecontroller",
             "resource",
@@ -222,6 +251,7 @@ impl CloudHub {
         r.header.parent_id = m.header.id.clone();
         r.content = content;
         self.send(&r);
+        r
     }
 
     /// Goes silent on the current connection without closing it (a vanished peer) until the
@@ -417,6 +447,7 @@ async fn serve_ws(
     to_edge: async_channel::Receiver<ToEdge>,
     refuse: Arc<AtomicBool>,
     refused: Arc<AtomicUsize>,
+    log: Arc<Mutex<Vec<Message>>>,
 ) {
     while let Ok((tcp, _)) = listener.accept().await {
         if refuse.load(Ordering::SeqCst) {
@@ -425,7 +456,7 @@ async fn serve_ws(
             continue;
         }
         // One connection at a time, as CloudHub keeps one per node.
-        serve_conn(tcp, &acceptor, &events, &to_edge).await;
+        serve_conn(tcp, &acceptor, &events, &to_edge, &log).await;
         let _ = events.send(Event::Closed).await;
     }
 }
@@ -435,6 +466,7 @@ async fn serve_conn(
     acceptor: &TlsAcceptor,
     events: &async_channel::Sender<Event>,
     to_edge: &async_channel::Receiver<ToEdge>,
+    log: &Mutex<Vec<Message>>,
 ) {
     let Ok(tls) = acceptor.accept(tcp).await else {
         return;
@@ -482,6 +514,7 @@ async fn serve_conn(
         match next {
             Err(Some(Ok(Frame::Text(t)))) => match Message::from_json(t.as_bytes()) {
                 Ok(m) => {
+                    log.lock().unwrap().push(m.clone());
                     let _ = events.send(Event::Frame(m)).await;
                 }
                 // CloudHub closes the connection on a frame it cannot read.

@@ -1,0 +1,1065 @@
+//! The agent with a cloud, end to end (issue 8): the real `edged` binary joins a CloudHub
+//! stand-in (tests/common/cloudhub.rs: real TLS, real websockets on 127.0.0.1) and runs the
+//! pods the cloud sends on real shims and runc containers. Tests look through the stand-in
+//! (what the edge sends up), `edged get ... -o json`, the CRI logs and runc's list.
+//!
+//! Each test has its own agent, root dir, stand-in and pod uids; runc's state dir is shared,
+//! so only containers whose bundle lies under a test's own root are looked at. Run as root:
+//! `cargo test --test cloud_e2e`.
+
+#[path = "common/cloudhub.rs"]
+mod cloudhub;
+
+use cloudhub::{bounded, CloudHub, Event, Lifetime};
+use edged::message::{new_uuid, op, Message};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_edged");
+const IMAGE: &str = "docker.io/library/busybox:test";
+const RUNC_ROOT: &str = "/run/containerd/runc/edged";
+/// How long any one wait may take before the test fails.
+const WAIT: Duration = Duration::from_secs(60);
+
+/// The busybox test image, built once per test binary.
+fn image() -> &'static Path {
+    static IMAGE_TAR: OnceLock<PathBuf> = OnceLock::new();
+    IMAGE_TAR.get_or_init(|| {
+        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cloud-e2e-busybox.tar");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/make-test-image.sh");
+        let st = Command::new(script)
+            .arg(&out)
+            .stdout(Stdio::null())
+            .status()
+            .expect("run scripts/make-test-image.sh");
+        assert!(st.success(), "make-test-image.sh failed: {st}");
+        out
+    })
+}
+
+/// One agent joined (or trying to join) a stand-in: its dirs, process and cleanup.
+struct Agent {
+    dir: tempfile::TempDir,
+    node: String,
+    child: Option<Child>,
+}
+
+impl Agent {
+    /// Dirs with the test image imported, and the agent started against `hub` with `token`.
+    fn start(tag: &str, hub: &CloudHub, token: &str) -> Agent {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("edged-cloud-{tag}-"))
+            .tempdir_in("/tmp")
+            .expect("temp dir");
+        for d in ["root", "logs", "manifests"] {
+            std::fs::create_dir_all(dir.path().join(d)).unwrap();
+        }
+        let mut a = Agent {
+            dir,
+            node: format!("edge-{tag}"),
+            child: None,
+        };
+        let out = Command::new(BIN)
+            .arg("--root-dir")
+            .arg(a.root())
+            .args(["image", "import"])
+            .arg(image())
+            .output()
+            .expect("run edged image import");
+        assert!(
+            out.status.success(),
+            "image import: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let token_file = a.dir.path().join("token");
+        std::fs::write(&token_file, format!("{token}\n")).unwrap();
+        let log = std::fs::File::create(a.log_path()).unwrap();
+        let child = Command::new(BIN)
+            .arg("--root-dir")
+            .arg(a.root())
+            .arg("--pod-log-dir")
+            .arg(a.logs())
+            .arg("--pod-manifest-path")
+            .arg(a.manifests())
+            .args(["--node-name", &a.node, "--node-ip", "127.0.0.1"])
+            .args(["--cloudhub-server", &hub.ws_addr])
+            .args(["--cloudhub-https-server", &hub.https_addr])
+            .arg("--token-file")
+            .arg(&token_file)
+            .args(["--status-update-frequency", "1s"])
+            .args(["--node-status-update-frequency", "1s"])
+            .args(["--heartbeat", "1s", "--file-check-frequency", "1s"])
+            // The shared test disk sits near image GC's 85 %: a DiskPressure that flaps would
+            // change the node status under the tests' feet.
+            .args([
+                "--image-gc-high-threshold",
+                "100",
+                "--image-gc-low-threshold",
+                "95",
+            ])
+            .args(["--log-level", "debug"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start edged");
+        a.child = Some(child);
+        a
+    }
+
+    fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    fn logs(&self) -> PathBuf {
+        self.dir.path().join("logs")
+    }
+
+    fn manifests(&self) -> PathBuf {
+        self.dir.path().join("manifests")
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("agent.log")
+    }
+
+    /// The agent's own log.
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Whether the agent process still runs.
+    fn alive(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// `edged get <what> -o json`: the items.
+    fn get(&self, what: &str) -> Vec<Value> {
+        let out = Command::new(BIN)
+            .arg("--root-dir")
+            .arg(self.root())
+            .args(["get", what, "-o", "json"])
+            .output()
+            .expect("run edged get");
+        if !out.status.success() {
+            return Vec::new(); // the store may not exist yet
+        }
+        let v: Value = serde_json::from_slice(&out.stdout).expect("edged get prints JSON");
+        v["items"].as_array().cloned().unwrap_or_default()
+    }
+
+    fn pod(&self, name: &str) -> Option<Value> {
+        self.get("pods")
+            .into_iter()
+            .find(|p| p["metadata"]["name"] == name)
+    }
+
+    /// `edged get node -o json`: this node's record.
+    fn node_record(&self) -> Option<Value> {
+        self.get("node").into_iter().next()
+    }
+
+    /// Polls until `f` gives a value; fails with `what` and the agent's log at the deadline.
+    fn wait_for<T>(&self, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(v) = f() {
+                return v;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "{what} not seen in {WAIT:?}; agent log tail:\n{}",
+                    tail(&self.log(), 40)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Waits for `fut` (something from the stand-in), failing with `what` and the agent's log.
+    async fn within<T>(&self, what: &str, fut: impl std::future::Future<Output = T>) -> T {
+        let log = self.log_path();
+        smol::future::or(fut, async move {
+            smol::Timer::after(WAIT).await;
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            panic!(
+                "{what} not seen in {WAIT:?}; agent log tail:\n{}",
+                tail(&text, 40)
+            );
+        })
+        .await
+    }
+
+    /// Ids of the container bundles under this agent's root.
+    fn bundle_ids(&self) -> BTreeSet<String> {
+        list_dir(&self.root().join("runtime/containers"))
+    }
+
+    /// Pod uids with a sandbox under this agent's root.
+    fn sandbox_uids(&self) -> BTreeSet<String> {
+        list_dir(&self.root().join("runtime/sandboxes"))
+    }
+
+    /// runc's list (id → (pid, status)), only containers whose bundle is under this root.
+    fn runc(&self) -> BTreeMap<String, (u32, String)> {
+        let out = Command::new("runc")
+            .args(["--root", RUNC_ROOT, "list", "-f", "json"])
+            .output()
+            .expect("run runc list");
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        let root = self.root().to_string_lossy().to_string();
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter(|c| c["bundle"].as_str().is_some_and(|b| b.starts_with(&root)))
+            .map(|c| {
+                (
+                    c["id"].as_str().unwrap_or_default().to_string(),
+                    (
+                        c["pid"].as_u64().unwrap_or(0) as u32,
+                        c["status"].as_str().unwrap_or_default().to_string(),
+                    ),
+                )
+            })
+            .collect()
+    }
+
+    /// The running container `id`'s pid, as runc sees it.
+    fn running_pid(&self, id: &str) -> Option<u32> {
+        self.runc()
+            .get(id)
+            .filter(|(_, s)| s == "running")
+            .map(|(pid, _)| *pid)
+    }
+
+    /// The log lines (message part of the CRI format) of a container's first instance.
+    fn log_lines(&self, pod: &str, container: &str) -> Vec<String> {
+        let prefix = format!("default_{pod}_");
+        std::fs::read_dir(self.logs())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .find(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+            .and_then(|e| std::fs::read_to_string(e.path().join(container).join("0.log")).ok())
+            .map(|t| {
+                t.lines()
+                    .filter_map(|l| l.splitn(4, ' ').nth(3).map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn shim_pids(&self) -> Vec<i32> {
+        let root = self.root().to_string_lossy().to_string();
+        let mut pids = Vec::new();
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if cmdline.contains("containerd-shim") && cmdline.contains(&root) {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+
+    fn container_pids(&self) -> Vec<i32> {
+        let mut pids = BTreeSet::new();
+        for dir in self.pod_cgroups() {
+            for d in walk_dirs(&dir) {
+                let procs = std::fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default();
+                pids.extend(procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+            }
+        }
+        for id in self.bundle_ids() {
+            let p = self
+                .root()
+                .join("runtime/containers")
+                .join(id)
+                .join("init.pid");
+            if let Some(pid) = std::fs::read_to_string(p)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+            {
+                pids.insert(pid);
+            }
+        }
+        pids.into_iter().collect()
+    }
+
+    fn pod_cgroups(&self) -> Vec<PathBuf> {
+        let uids = self.sandbox_uids();
+        let mut out = Vec::new();
+        for ctrl in std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            for uid in &uids {
+                let d = ctrl.path().join("edged").join(format!("pod{uid}"));
+                if d.is_dir() {
+                    out.push(d);
+                }
+            }
+        }
+        out
+    }
+
+    fn mounts(&self) -> Vec<PathBuf> {
+        let base = self.dir.path().to_string_lossy().to_string();
+        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut m: Vec<PathBuf> = info
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|p| p.starts_with(&base))
+            .map(|p| PathBuf::from(p.replace("\\040", " ")))
+            .collect();
+        m.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+        m.dedup();
+        m
+    }
+}
+
+impl Drop for Agent {
+    /// Leaves nothing behind, also when the test failed: the agent, its shims and containers,
+    /// runc state of its bundles, its mounts and pod cgroups. With `EDGED_TEST_KEEP_LOGS=DIR`
+    /// the agent's log is copied there first.
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if let Some(keep) = std::env::var_os("EDGED_TEST_KEEP_LOGS") {
+            let name = self.dir.path().file_name().unwrap_or_default().to_owned();
+            let _ = std::fs::create_dir_all(&keep);
+            let _ = std::fs::copy(self.log_path(), Path::new(&keep).join(name));
+        }
+        for pid in self.shim_pids().into_iter().chain(self.container_pids()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        for id in self.bundle_ids() {
+            let _ = Command::new("runc")
+                .args(["--root", RUNC_ROOT, "delete", "-f", &id])
+                .stderr(Stdio::null())
+                .status();
+        }
+        for m in self.mounts() {
+            let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
+        }
+        for dir in self.pod_cgroups() {
+            let mut dirs = walk_dirs(&dir);
+            dirs.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+            for d in dirs {
+                let _ = std::fs::remove_dir(d);
+            }
+        }
+    }
+}
+
+fn list_dir(dir: &Path) -> BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `dir` and every directory below it.
+fn walk_dirs(dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![dir.to_path_buf()];
+    let mut i = 0;
+    while i < out.len() {
+        if let Ok(rd) = std::fs::read_dir(&out[i]) {
+            for e in rd.flatten() {
+                if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                    out.push(e.path());
+                }
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+// ---- objects as the cloud sends them ----
+
+/// A full v1 Pod as EdgeController sends it: uid, apiVersion/kind, nodeName, one busybox
+/// container running `script`, a 1 s grace period, and `extra` merged into the container.
+fn cloud_pod(node: &str, name: &str, uid: &str, script: &str, extra: Value) -> Value {
+    let mut c = json!({"name": "app", "image": IMAGE, "imagePullPolicy": "Never",
+                       "command": ["sh", "-c", script]});
+    if let (Some(c), Some(e)) = (c.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            c.insert(k.clone(), v.clone());
+        }
+    }
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default", "uid": uid,
+                     "resourceVersion": "1", "creationTimestamp": "2026-01-01T00:00:00Z"},
+        "spec": {"nodeName": node, "restartPolicy": "Always",
+                 "terminationGracePeriodSeconds": 1, "containers": [c]},
+        "status": {"phase": "Pending"}
+    })
+}
+
+/// A message from the cloud (EdgeController) about a pod.
+fn pod_message(operation: &str, pod: &Value) -> Message {
+    let name = pod["metadata"]["name"].as_str().unwrap_or_default();
+    Message::new(
+        "edgecontroller",
+        "resource",
+        operation,
+        format!("default/pod/{name}"),
+    )
+    .with_content(pod.clone())
+}
+
+/// The same pod being deleted gracefully (what the cloud sends first: an update).
+fn deleting(pod: &Value) -> Value {
+    let mut p = pod.clone();
+    p["metadata"]["deletionTimestamp"] = json!(edged::api::rfc3339(std::time::SystemTime::now()));
+    p["metadata"]["deletionGracePeriodSeconds"] = json!(1);
+    p["metadata"]["resourceVersion"] = json!("9");
+    p
+}
+
+/// A podpatch's content (a JSON string) parsed.
+fn patch_of(m: &Message) -> Value {
+    serde_json::from_str(
+        m.content
+            .as_str()
+            .expect("a podpatch carries a JSON string"),
+    )
+    .expect("a podpatch's string is JSON")
+}
+
+fn phase(patch: &Value) -> &str {
+    patch["status"]["phase"].as_str().unwrap_or("")
+}
+
+/// The runtime id of the `app` container in a status (`containerd://<id>`).
+fn app_id(status: &Value) -> String {
+    status["containerStatuses"][0]["containerID"]
+        .as_str()
+        .unwrap_or("")
+        .trim_start_matches("containerd://")
+        .to_string()
+}
+
+/// The first message the edge sent after the `from`th for which `pred` holds (waits for it;
+/// unlike `CloudHub::frame` it skips nothing for later waits).
+async fn seen(hub: &CloudHub, from: usize, pred: impl Fn(&Message) -> bool) -> Message {
+    loop {
+        let found = hub
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .skip(from)
+            .find(|m| pred(m))
+            .cloned();
+        if let Some(m) = found {
+            return m;
+        }
+        smol::Timer::after(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits for a podpatch of `name` for which `pred` holds; returns it parsed.
+async fn podpatch(hub: &CloudHub, name: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let resource = format!("default/podpatch/{name}");
+    let m = hub
+        .frame(|m| {
+            m.route.operation == op::PATCH && m.route.resource == resource && pred(&patch_of(m))
+        })
+        .await;
+    assert_eq!(
+        (m.route.source.as_str(), m.route.group.as_str()),
+        ("edged", "meta")
+    );
+    patch_of(&m)
+}
+
+/// Sends `m` and waits for the edge's ACK: `response`, same resource, content "OK".
+async fn send_acked(a: &Agent, hub: &CloudHub, m: &Message) {
+    hub.send(m);
+    let ack = a
+        .within(
+            &format!("the ACK of {} {}", m.route.operation, m.route.resource),
+            hub.ack_of(m),
+        )
+        .await;
+    assert_eq!(ack.route.operation, op::RESPONSE, "{ack:?}");
+    assert_eq!(ack.route.resource, m.route.resource, "{ack:?}");
+    assert_eq!(ack.content, "OK", "{ack:?}");
+}
+
+/// Waits for the registration and accepts it (the cloud answers with the created Node).
+async fn accept_registration(a: &Agent, hub: &CloudHub) -> Message {
+    let reg = a
+        .within(
+            "the node registration",
+            hub.upstream(op::INSERT, &format!("null/node/{}", a.node)),
+        )
+        .await;
+    hub.reply(&reg, json!({"Object": reg.content, "Err": null}));
+    reg
+}
+
+// ---- tests ----
+
+/// Scenarios 1, 2, 7 and 8 and the plain delete of 5: join with a token, register, report the
+/// node; run a pod the cloud sends; survive a garbled frame; `edged get node`; delete.
+#[test]
+fn a_node_joins_runs_a_cloud_pod_and_reports_it() {
+    bounded(150, async {
+        let hub = CloudHub::start(Lifetime::Long).await;
+        let mut a = Agent::start("join", &hub, &hub.token());
+        match a.within("a websocket connection", hub.connected()).await {
+            Event::Connected {
+                path,
+                node_id,
+                connection_use,
+                ..
+            } => {
+                assert_eq!(path, format!("/{}/{}/events", hub.project_id, a.node));
+                assert_eq!(node_id, a.node);
+                assert_eq!(connection_use, "msg");
+            }
+            e => panic!("{e:?}"),
+        }
+        // The certificate was bootstrapped with the token.
+        assert!(hub.stats.cert_requests.load(Ordering::SeqCst) >= 1);
+        assert!(a.root().join("certs/node.key").exists(), "no node key kept");
+        let reg = a
+            .within(
+                "the node registration",
+                hub.upstream(op::INSERT, &format!("null/node/{}", a.node)),
+            )
+            .await;
+        assert_eq!(
+            (reg.route.source.as_str(), reg.route.group.as_str()),
+            ("edged", "meta")
+        );
+        assert_eq!(reg.content["kind"], "Node");
+        assert_eq!(reg.content["metadata"]["name"], a.node.as_str());
+        assert_eq!(
+            reg.content["metadata"]["labels"]["node-role.kubernetes.io/edge"],
+            ""
+        );
+        // A slow cloud: nothing about the node may go up before the node exists there.
+        smol::Timer::after(Duration::from_millis(2500)).await;
+        let early = hub.sent(|m| {
+            m.route.resource.contains("/nodepatch/") || m.route.resource.contains("/lease/")
+        });
+        assert!(
+            early.is_empty(),
+            "node status or lease sent before the registration was accepted: {early:?}"
+        );
+        hub.reply(&reg, json!({"Object": reg.content, "Err": null}));
+        let np = a
+            .within(
+                "the node status",
+                hub.upstream(op::PATCH, &format!("null/nodepatch/{}", a.node)),
+            )
+            .await;
+        let np: Value =
+            serde_json::from_str(np.content.as_str().expect("nodepatch is a string")).unwrap();
+        let ready = np["status"]["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(ready["status"], "True", "{np}");
+        assert!(
+            np["status"]["nodeInfo"]["kubeletVersion"].is_string(),
+            "{np}"
+        );
+        let lease = a
+            .within(
+                "the node lease",
+                hub.frame(|m| {
+                    m.route.resource == format!("kube-node-lease/lease/{}", a.node)
+                        && matches!(m.route.operation.as_str(), op::INSERT | op::UPDATE)
+                }),
+            )
+            .await;
+        assert_eq!(lease.content["spec"]["holderIdentity"], a.node.as_str());
+
+        // A pod from the cloud: ACKed, run, reported Running with its uid.
+        let uid = new_uuid();
+        let pod = cloud_pod(&a.node, "web", &uid, "echo started; sleep 1000", json!({}));
+        let insert = pod_message(op::INSERT, &pod);
+        send_acked(&a, &hub, &insert).await;
+        let running = a
+            .within(
+                "a Running podpatch of web",
+                podpatch(&hub, "web", |p| phase(p) == "Running"),
+            )
+            .await;
+        assert_eq!(running["metadata"]["uid"], uid.as_str(), "{running}");
+        let status = &running["status"];
+        assert!(
+            status["containerStatuses"][0]["state"]["running"].is_object(),
+            "{status}"
+        );
+        let id = app_id(status);
+        let pid = a
+            .running_pid(&id)
+            .unwrap_or_else(|| panic!("container {id} is not running in runc: {:?}", a.runc()));
+        a.wait_for("web's log line", || {
+            a.log_lines("web", "app")
+                .contains(&"started".to_string())
+                .then_some(())
+        });
+
+        // `edged get node`: the record with the last status sent and the link's state.
+        let rec = a.wait_for("the node record with the link up", || {
+            a.node_record()
+                .filter(|r| r["link"]["online"] == true && r["link"]["registered"] == true)
+        });
+        let sent: Vec<Value> = hub
+            .sent(|m| m.route.resource == format!("null/nodepatch/{}", a.node))
+            .iter()
+            .map(|m| {
+                serde_json::from_str::<Value>(m.content.as_str().unwrap()).unwrap()["status"]
+                    .clone()
+            })
+            .collect();
+        assert!(
+            sent.contains(&rec["status"]),
+            "the node record's status is none of those sent: {}",
+            rec["status"]
+        );
+
+        // A garbled frame: the link drops the connection, comes back, the pod keeps running.
+        hub.send_raw("{this is not a message\n".into());
+        a.within("the connection closed after a garbled frame", hub.closed())
+            .await;
+        a.within("a new connection", hub.connected()).await;
+        let cm = Message::new(
+            "edgecontroller",
+            "resource",
+            op::INSERT,
+            "default/configmap/after",
+        )
+        .with_content(json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "after", "namespace": "default"}, "data": {"k": "v"}}));
+        send_acked(&a, &hub, &cm).await;
+        assert_eq!(
+            a.running_pid(&id),
+            Some(pid),
+            "web's container changed after the garbled frame"
+        );
+        assert!(a.alive(), "the agent died");
+
+        // A plain delete from the cloud: the pod stops and goes, and the edge confirms.
+        send_acked(&a, &hub, &pod_message(op::DELETE, &pod)).await;
+        let confirm = a
+            .within(
+                "the edge's delete of default/pod/web",
+                hub.upstream(op::DELETE, "default/pod/web"),
+            )
+            .await;
+        assert_eq!(
+            (confirm.route.source.as_str(), confirm.route.group.as_str()),
+            ("edged", "meta")
+        );
+        a.wait_for("web's container and sandbox gone", || {
+            (a.runc().is_empty() && a.sandbox_uids().is_empty()).then_some(())
+        });
+        assert!(
+            a.pod("web").is_none(),
+            "web still listed: {:?}",
+            a.pod("web")
+        );
+        assert!(a.alive());
+    });
+}
+
+/// Scenario 3: a ConfigMap the store lacks is asked of the cloud; a NotFound answer leaves
+/// the pod waiting with a reason that names it.
+#[test]
+fn config_maps_the_store_lacks_are_asked_of_the_cloud() {
+    bounded(150, async {
+        let hub = CloudHub::start(Lifetime::Long).await;
+        let a = Agent::start("cm", &hub, &hub.token());
+        accept_registration(&a, &hub).await;
+        let env = |cm: &str| json!({"env": [{"name": "VALUE", "valueFrom": {"configMapKeyRef": {"name": cm, "key": "v"}}}]});
+        let uid = new_uuid();
+        let pod = cloud_pod(
+            &a.node,
+            "app",
+            &uid,
+            "echo value=$VALUE; sleep 1000",
+            env("app-cm"),
+        );
+        send_acked(&a, &hub, &pod_message(op::INSERT, &pod)).await;
+        let q = a
+            .within(
+                "the query of app-cm",
+                hub.upstream(op::QUERY, "default/configmap/app-cm"),
+            )
+            .await;
+        assert_eq!(
+            (q.route.source.as_str(), q.route.group.as_str()),
+            ("edged", "meta")
+        );
+        let obj = json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "app-cm", "namespace": "default", "uid": new_uuid()},
+            "data": {"v": "from-cloud"}});
+        let answer = hub.reply(&q, obj.clone());
+        // The answer is an object from the cloud like any other: the edge ACKs it.
+        let ack = a
+            .within(
+                "the ACK of the query's answer",
+                seen(&hub, 0, |m| m.header.parent_id == answer.header.id),
+            )
+            .await;
+        assert_eq!(ack.route.operation, op::RESPONSE, "{ack:?}");
+        assert_eq!(ack.route.resource, "default/configmap/app-cm", "{ack:?}");
+        assert_eq!(ack.content, "OK", "{ack:?}");
+        let running = a
+            .within(
+                "a Running podpatch of app",
+                podpatch(&hub, "app", |p| phase(p) == "Running"),
+            )
+            .await;
+        assert_eq!(running["metadata"]["uid"], uid.as_str());
+        a.wait_for("app's log line", || {
+            let l = a.log_lines("app", "app");
+            (!l.is_empty()).then_some(l)
+        });
+        assert_eq!(
+            a.log_lines("app", "app"),
+            vec!["value=from-cloud".to_string()]
+        );
+        let stored = a.get("configmaps");
+        assert!(
+            stored
+                .iter()
+                .any(|c| c["metadata"]["name"] == "app-cm" && c["data"]["v"] == "from-cloud"),
+            "app-cm not stored: {stored:?}"
+        );
+
+        // Missing in the cloud too: the pod waits, and says for what.
+        let lost = cloud_pod(
+            &a.node,
+            "lost",
+            &new_uuid(),
+            "echo value=$VALUE; sleep 1000",
+            env("gone-cm"),
+        );
+        send_acked(&a, &hub, &pod_message(op::INSERT, &lost)).await;
+        let q = a
+            .within(
+                "the query of gone-cm",
+                hub.upstream(op::QUERY, "default/configmap/gone-cm"),
+            )
+            .await;
+        hub.reply(
+            &q,
+            json!({"ErrStatus": {"metadata": {}, "status": "Failure",
+                "message": "configmaps \"gone-cm\" not found", "reason": "NotFound",
+                "details": {"name": "gone-cm", "kind": "configmaps"}, "code": 404}}),
+        );
+        let waiting = |s: &Value| {
+            let w = &s["containerStatuses"][0]["state"]["waiting"];
+            w["reason"] == "ContainerCreating"
+                && w["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("\"gone-cm\" not found"))
+        };
+        let p = a
+            .within(
+                "a podpatch of lost waiting for gone-cm",
+                podpatch(&hub, "lost", |p| waiting(&p["status"])),
+            )
+            .await;
+        assert_eq!(phase(&p), "Pending", "{p}");
+        let shown = a.wait_for("lost's status in edged get", || a.pod("lost"));
+        assert!(waiting(&shown["status"]), "{}", shown["status"]);
+        assert!(
+            a.get("configmaps")
+                .iter()
+                .all(|c| c["metadata"]["name"] != "gone-cm"),
+            "a NotFound answer was stored"
+        );
+        // Only app's container runs.
+        let ids: Vec<String> = a.runc().into_keys().collect();
+        assert_eq!(ids, vec![app_id(&running["status"])], "{:?}", a.runc());
+    });
+}
+
+/// Scenarios 4 and 5: the cloud goes away; pods keep running; what changed meanwhile goes up
+/// on reconnect (the newest per pod); a pod deleted while the node was away goes.
+#[test]
+fn the_cloud_away_and_back() {
+    bounded(170, async {
+        let hub = CloudHub::start(Lifetime::Long).await;
+        let a = Agent::start("away", &hub, &hub.token());
+        accept_registration(&a, &hub).await;
+        let web = cloud_pod(&a.node, "web", &new_uuid(), "sleep 1000", json!({}));
+        let mut job = cloud_pod(&a.node, "job", &new_uuid(), "sleep 6; echo done", json!({}));
+        job["spec"]["restartPolicy"] = json!("Never");
+        send_acked(&a, &hub, &pod_message(op::INSERT, &web)).await;
+        send_acked(&a, &hub, &pod_message(op::INSERT, &job)).await;
+        let w = a
+            .within(
+                "web Running",
+                podpatch(&hub, "web", |p| phase(p) == "Running"),
+            )
+            .await;
+        // Both started together: the job's patch may have come before web's.
+        a.within("job Running", async {
+            while !hub
+                .sent(|m| m.route.resource == "default/podpatch/job")
+                .iter()
+                .any(|m| phase(&patch_of(m)) == "Running")
+            {
+                smol::Timer::after(Duration::from_millis(100)).await;
+            }
+        })
+        .await;
+        let web_id = app_id(&w["status"]);
+        let web_pid = a.running_pid(&web_id).expect("web runs");
+
+        // The cloud goes: connections are cut and refused.
+        hub.refuse.store(true, Ordering::SeqCst);
+        hub.drop_connection();
+        a.within("the connection closed", hub.closed()).await;
+        a.wait_for("the node record saying offline", || {
+            a.node_record().filter(|r| r["link"]["online"] == false)
+        });
+        // The job ends while the node is away; its status waits for the link.
+        a.wait_for("job Succeeded locally", || {
+            a.pod("job").filter(|p| p["status"]["phase"] == "Succeeded")
+        });
+        let before = hub.sent(|m| m.route.resource == "default/podpatch/job");
+        assert!(
+            before.iter().all(|m| phase(&patch_of(m)) != "Succeeded"),
+            "the job ended before the cloud went away: the test proves nothing"
+        );
+        // Past a few status periods, so the statuses are made while offline.
+        std::thread::sleep(Duration::from_secs(3));
+        assert!(
+            hub.refused.load(Ordering::SeqCst) >= 1,
+            "the agent did not try to reconnect"
+        );
+        assert_eq!(
+            a.running_pid(&web_id),
+            Some(web_pid),
+            "web's container changed offline"
+        );
+
+        let from = hub.log.lock().unwrap().len();
+        hub.refuse.store(false, Ordering::SeqCst);
+        a.within("a new connection", hub.connected()).await;
+        // The cloud may have marked the node NotReady meanwhile: its status goes up at once,
+        // changed or not, and so does the lease.
+        let node = a.node.clone();
+        a.within(
+            "the node status after the reconnect",
+            seen(&hub, from, |m| {
+                m.route.resource == format!("null/nodepatch/{node}")
+            }),
+        )
+        .await;
+        a.within(
+            "the node lease after the reconnect",
+            seen(&hub, from, |m| {
+                m.route.resource == format!("kube-node-lease/lease/{node}")
+            }),
+        )
+        .await;
+        // The first status of the job after the reconnect is its newest.
+        let first = a
+            .within(
+                "job's podpatch after the reconnect",
+                podpatch(&hub, "job", |_| true),
+            )
+            .await;
+        assert_eq!(phase(&first), "Succeeded", "{first}");
+        assert_eq!(first["metadata"]["uid"], job["metadata"]["uid"]);
+        assert_eq!(
+            a.running_pid(&web_id),
+            Some(web_pid),
+            "web's container changed"
+        );
+
+        // Away again; meanwhile the cloud deletes web: on reconnect it sends the graceful delete.
+        hub.refuse.store(true, Ordering::SeqCst);
+        hub.drop_connection();
+        a.within("the connection closed", hub.closed()).await;
+        a.wait_for("the node record saying offline", || {
+            a.node_record().filter(|r| r["link"]["online"] == false)
+        });
+        hub.refuse.store(false, Ordering::SeqCst);
+        a.within("a new connection", hub.connected()).await;
+        send_acked(&a, &hub, &pod_message(op::UPDATE, &deleting(&web))).await;
+        a.within(
+            "the edge's delete of default/pod/web",
+            hub.upstream(op::DELETE, "default/pod/web"),
+        )
+        .await;
+        a.wait_for("web's container gone", || {
+            a.running_pid(&web_id).is_none().then_some(())
+        });
+        a.wait_for("web gone from the store", || {
+            a.pod("web").is_none().then_some(())
+        });
+        assert!(a.pod("job").is_some(), "the job went too");
+        let web_uid = web["metadata"]["uid"].as_str().unwrap();
+        a.wait_for("web's sandbox gone", || {
+            (!a.sandbox_uids().contains(web_uid)).then_some(())
+        });
+    });
+}
+
+/// Scenario 6: a bad token is a clear error in the log; the agent runs offline.
+#[test]
+fn a_bad_token_leaves_the_agent_running_offline() {
+    bounded(120, async {
+        let hub = CloudHub::start(Lifetime::Long).await;
+        let token = format!(
+            "{}.not.the.jwt",
+            edged::cloudlink::certs::ca_hash(&hub.ca_der)
+        );
+        let mut a = Agent::start("token", &hub, &token);
+        let local = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "local", "namespace": "default"},
+            "spec": {"terminationGracePeriodSeconds": 1, "containers": [
+                {"name": "app", "image": IMAGE, "imagePullPolicy": "Never",
+                 "command": ["sh", "-c", "echo local; sleep 1000"]}]}});
+        std::fs::write(a.manifests().join("local.json"), local.to_string()).unwrap();
+        a.wait_for("the token refusal in the agent's log", || {
+            a.log()
+                .lines()
+                .find(|l| l.contains("ERROR") && l.contains("refused the join token"))
+                .map(str::to_string)
+        });
+        a.wait_for("the manifest pod running", || {
+            a.pod("local").filter(|p| p["status"]["phase"] == "Running")
+        });
+        a.wait_for("local's log line", || {
+            a.log_lines("local", "app")
+                .contains(&"local".to_string())
+                .then_some(())
+        });
+        assert!(a.alive(), "the agent stopped");
+        assert!(hub.stats.cert_requests.load(Ordering::SeqCst) >= 1);
+        assert!(hub.log.lock().unwrap().is_empty(), "the agent got through");
+        let rec = a.wait_for("the node record", || a.node_record());
+        assert_eq!(rec["link"]["online"], false, "{rec}");
+        assert_eq!(rec["link"]["registered"], false, "{rec}");
+    });
+}
+
+/// A weak link: the connection drops while the edge waits for a ConfigMap and while a pod is
+/// being deleted. Once back, the ConfigMap is asked for again and the delete is confirmed.
+#[test]
+fn a_link_lost_mid_way_loses_nothing() {
+    bounded(150, async {
+        let hub = CloudHub::start(Lifetime::Long).await;
+        let a = Agent::start("weak", &hub, &hub.token());
+        accept_registration(&a, &hub).await;
+        let web = cloud_pod(&a.node, "web", &new_uuid(), "sleep 1000", json!({}));
+        send_acked(&a, &hub, &pod_message(op::INSERT, &web)).await;
+        let w = a
+            .within(
+                "web Running",
+                podpatch(&hub, "web", |p| phase(p) == "Running"),
+            )
+            .await;
+        let web_id = app_id(&w["status"]);
+        let env = json!({"env": [{"name": "VALUE", "valueFrom": {"configMapKeyRef": {"name": "slow-cm", "key": "v"}}}]});
+        let slow = cloud_pod(
+            &a.node,
+            "slow",
+            &new_uuid(),
+            "echo value=$VALUE; sleep 1000",
+            env,
+        );
+        send_acked(&a, &hub, &pod_message(op::INSERT, &slow)).await;
+        // The query goes up; the cloud never answers it on this connection.
+        a.within(
+            "the query of slow-cm",
+            hub.upstream(op::QUERY, "default/configmap/slow-cm"),
+        )
+        .await;
+        // A graceful delete of web: `sleep` as PID 1 ignores SIGTERM, so it takes the 3 s grace.
+        let mut del = deleting(&web);
+        del["metadata"]["deletionGracePeriodSeconds"] = json!(3);
+        send_acked(&a, &hub, &pod_message(op::UPDATE, &del)).await;
+        hub.refuse.store(true, Ordering::SeqCst);
+        hub.drop_connection();
+        a.within("the connection closed", hub.closed()).await;
+        a.wait_for("web gone while offline", || {
+            (a.pod("web").is_none() && a.running_pid(&web_id).is_none()).then_some(())
+        });
+        assert!(
+            hub.sent(|m| m.route.operation == op::DELETE).is_empty(),
+            "web was gone before the link dropped: the test proves nothing"
+        );
+        // Past the worker's retry (5 s): slow's ConfigMap is looked for again while offline.
+        std::thread::sleep(Duration::from_secs(6));
+        let from = hub.log.lock().unwrap().len();
+        hub.refuse.store(false, Ordering::SeqCst);
+        a.within("a new connection", hub.connected()).await;
+        let confirm = a
+            .within(
+                "the edge's delete of default/pod/web after the reconnect",
+                seen(&hub, from, |m| {
+                    m.route.operation == op::DELETE && m.route.resource == "default/pod/web"
+                }),
+            )
+            .await;
+        assert_eq!(confirm.route.source, "edged");
+        let q = a
+            .within(
+                "the query of slow-cm again after the reconnect",
+                seen(&hub, from, |m| {
+                    m.route.operation == op::QUERY
+                        && m.route.resource == "default/configmap/slow-cm"
+                }),
+            )
+            .await;
+        hub.reply(
+            &q,
+            json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "slow-cm", "namespace": "default"}, "data": {"v": "late"}}),
+        );
+        a.within(
+            "slow Running",
+            seen(&hub, from, |m| {
+                m.route.resource == "default/podpatch/slow" && phase(&patch_of(m)) == "Running"
+            }),
+        )
+        .await;
+        a.wait_for("slow's log line", || {
+            let l = a.log_lines("slow", "app");
+            (!l.is_empty()).then_some(l)
+        });
+        assert_eq!(a.log_lines("slow", "app"), vec!["value=late".to_string()]);
+    });
+}
