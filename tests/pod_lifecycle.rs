@@ -130,6 +130,10 @@ impl Agent {
                 "127.0.0.1",
                 "--log-level",
                 "debug",
+                // The test disk is shared with other work: image GC (tested in tests/gc.rs)
+                // must not take this test's image away when the disk happens to be full.
+                "--image-gc-high-threshold",
+                "100",
             ])
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
