@@ -110,6 +110,7 @@ pub fn run(flags: Flags) -> Result<(), AgentError> {
             host_ip,
             log_dir: flags.pod_log_dir.clone(),
             resync: Duration::from_secs(10),
+            max_pods: flags.max_pods as usize,
         },
         ex.clone(),
         podmanager::Parts {

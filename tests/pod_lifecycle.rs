@@ -49,6 +49,8 @@ struct Agent {
     dir: tempfile::TempDir,
     child: Option<Child>,
     starts: u32,
+    /// Flags beside the ones every test agent gets.
+    extra: Vec<String>,
 }
 
 impl Agent {
@@ -65,6 +67,7 @@ impl Agent {
             dir,
             child: None,
             starts: 0,
+            extra: Vec::new(),
         };
         let out = Command::new(BIN)
             .arg("--root-dir")
@@ -135,6 +138,7 @@ impl Agent {
                 "--image-gc-high-threshold",
                 "100",
             ])
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -1029,6 +1033,44 @@ fn an_update_restarts_only_the_changed_container() {
     let b_attempt = restart_count(&p, "b") as u32;
     a.wait_log(ns, "two", "b", b_attempt, "b is 2");
     assert!(a.runc().get(&b_id).is_none_or(|e| e.status != "running"));
+    a.stop();
+}
+
+#[test]
+fn pods_beyond_max_pods_are_refused() {
+    let mut a = Agent::new("maxpods");
+    a.extra = vec!["--max-pods".into(), "1".into()];
+    a.start();
+    let ns = "lc-maxpods";
+    a.write(
+        "a.json",
+        &[pod(
+            ns,
+            "first",
+            vec![sh("app", "exec sleep 1000")],
+            json!({}),
+        )],
+    );
+    a.wait_pod(ns, "first", "Running", |p| phase(p) == "Running");
+    a.write(
+        "b.json",
+        &[pod(
+            ns,
+            "second",
+            vec![sh("app", "exec sleep 1000")],
+            json!({}),
+        )],
+    );
+    let p = a.wait_pod(ns, "second", "Failed OutOfpods", |p| {
+        phase(p) == "Failed" && p["status"]["reason"] == "OutOfpods"
+    });
+    let msg = p["status"]["message"].as_str().unwrap_or("");
+    assert!(msg.contains("--max-pods 1"), "{msg}");
+    // Only the first pod's container runs.
+    assert_eq!(
+        a.runc().values().filter(|e| e.status == "running").count(),
+        1
+    );
     a.stop();
 }
 

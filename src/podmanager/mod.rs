@@ -30,6 +30,8 @@ pub struct Config {
     pub log_dir: PathBuf,
     /// A pod with nothing to wait for is synced again after this long.
     pub resync: Duration,
+    /// `--max-pods`: pods beyond it are refused (OutOfpods).
+    pub max_pods: usize,
 }
 
 /// Work for a pod's worker.
@@ -169,6 +171,24 @@ impl PodManager {
         if let Some(h) = self.pods.borrow_mut().get_mut(&uid) {
             h.pod = pod.clone();
             let _ = h.tx.try_send(Work::Update(Box::new(pod)));
+            return;
+        }
+        if self.pods.borrow().len() >= self.cfg.max_pods {
+            // The kubelet's admission: the pod is refused, not queued.
+            let max = self.cfg.max_pods;
+            tracing::error!(pod = %pod_name(&pod), max_pods = max, "pod refused: the node runs --max-pods pods already");
+            let status = api::PodStatus {
+                phase: "Failed".into(),
+                reason: Some("OutOfpods".into()),
+                message: Some(format!(
+                    "Node didn't have enough resource: pods (--max-pods {max})"
+                )),
+                ..Default::default()
+            };
+            let sm = self.status.clone();
+            self.ex
+                .spawn(async move { sm.set(&pod, status).await })
+                .detach();
             return;
         }
         tracing::info!(pod = %pod_name(&pod), uid = %uid, "pod added");
