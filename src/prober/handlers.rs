@@ -98,7 +98,11 @@ pub async fn tcp(
     }
 }
 
-/// httpGet: success for a status of 200-399 within `timeout`.
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
+
+/// httpGet: success for a status of 200-399 within `timeout`; HTTPS without verifying the
+/// certificate, as the kubelet probes.
 pub async fn http(
     action: &HttpGetAction,
     ports: &[ContainerPort],
@@ -109,17 +113,11 @@ pub async fn http(
         Ok(p) => p,
         Err(e) => return Outcome::Failure(e),
     };
-    if action
+    let https = action
         .scheme
         .as_deref()
         .map(|s| s.eq_ignore_ascii_case("HTTPS"))
-        .unwrap_or(false)
-    {
-        return Outcome::Failure(
-            "HTTPS probes are not supported by edged yet; use scheme HTTP or a tcpSocket probe"
-                .into(),
-        );
-    }
+        .unwrap_or(false);
     let host = action
         .host
         .clone()
@@ -129,7 +127,10 @@ pub async fn http(
     if !path.starts_with('/') {
         path.insert(0, '/');
     }
-    let url = format!("http://{host}:{port}{path}");
+    let url = format!(
+        "{}://{host}:{port}{path}",
+        if https { "https" } else { "http" }
+    );
     let mut req = format!("GET {path} HTTP/1.1\r\n");
     let mut has_host = false;
     for h in &action.http_headers {
@@ -141,9 +142,19 @@ pub async fn http(
     }
     req.push_str("User-Agent: kube-probe/edged\r\nAccept: */*\r\nConnection: close\r\n\r\n");
     let result = in_netns(netns, move || -> io::Result<u16> {
-        let mut s = TcpStream::connect_timeout(&addr(&host, port)?, timeout)?;
-        s.set_read_timeout(Some(timeout))?;
-        s.set_write_timeout(Some(timeout))?;
+        let tcp = TcpStream::connect_timeout(&addr(&host, port)?, timeout)?;
+        tcp.set_read_timeout(Some(timeout))?;
+        tcp.set_write_timeout(Some(timeout))?;
+        let mut s: Box<dyn ReadWrite> = if https {
+            // As the kubelet: the probe does not verify the pod's certificate.
+            let cfg = crate::cloudlink::tls::unverified().map_err(io::Error::other)?;
+            let name = rustls::pki_types::ServerName::try_from(host.clone())
+                .map_err(|_| io::Error::other(format!("`{host}` is not a host name or address")))?;
+            let conn = rustls::ClientConnection::new(cfg, name).map_err(io::Error::other)?;
+            Box::new(rustls::StreamOwned::new(conn, tcp))
+        } else {
+            Box::new(tcp)
+        };
         s.write_all(req.as_bytes())?;
         let mut buf = [0u8; 64];
         let mut got = 0;
@@ -257,5 +268,46 @@ mod tests {
             smol::block_on(tcp(&tcp_bad, &[], None, t)),
             Outcome::Failure(_)
         ));
+    }
+
+    #[test]
+    fn https_probe_does_not_verify_the_certificate() {
+        use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+        // A self-signed certificate nobody trusts, as a pod would have.
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let cfg = rustls::ServerConfig::builder_with_provider(crate::cloudlink::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+            )
+            .unwrap();
+        let cfg = Arc::new(cfg);
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (tcp, _) = l.accept().unwrap();
+            let conn = rustls::ServerConnection::new(cfg).unwrap();
+            let mut s = rustls::StreamOwned::new(conn, tcp);
+            let mut buf = [0u8; 1024];
+            let n = s.read(&mut buf).unwrap();
+            assert!(String::from_utf8_lossy(&buf[..n]).starts_with("GET /ready HTTP/1.1"));
+            s.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").unwrap();
+            s.conn.send_close_notify();
+            let _ = s.flush();
+        });
+        let get = HttpGetAction {
+            path: Some("/ready".into()),
+            port: serde_json::json!(port),
+            scheme: Some("HTTPS".into()),
+            ..Default::default()
+        };
+        let r = smol::block_on(http(&get, &[], None, Duration::from_secs(5)));
+        assert_eq!(r, Outcome::Success);
+        server.join().unwrap();
     }
 }
