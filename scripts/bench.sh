@@ -24,4 +24,4 @@ export BENCH_OUT_DIR=${BENCH_OUT_DIR:-$PWD/target/bench}
 mkdir -p "$BENCH_OUT_DIR"
 export IMAGE_TAR=$BENCH_OUT_DIR/busybox.tar
 scripts/make-test-image.sh "$IMAGE_TAR" >/dev/null
-exec python3 scripts/bench/bench.py "$@"
+exec python3 -B scripts/bench/bench.py "$@"

@@ -22,4 +22,4 @@ if [ -z "${IMAGE_TAR:-}" ]; then
   export IMAGE_TAR=$img_dir/busybox.tar
   scripts/make-test-image.sh "$IMAGE_TAR" >/dev/null
 fi
-python3 scripts/bench/chaos.py "$@"
+python3 -B scripts/bench/chaos.py "$@"

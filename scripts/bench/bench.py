@@ -447,6 +447,10 @@ def section_leaks(b, cycles):
         if not cycle(i):
             failed += 1
             say(f"  cycle {i}: the pod did not start or did not go")
+            if failed >= 3:
+                say("  leaks: 3 failed cycles, stopping here")
+                cycles = i + 1
+                break
     took = time.time() - t0
     time.sleep(3)
     after = snap()

@@ -57,6 +57,7 @@ class Chaos:
         self.uids = {n: [] for n in self.names}  # every uid a name had
         self.version = 0
         self.cm_version = 0
+        self.conv = []  # seconds each cycle took to converge
         self.stats = {"creates": 0, "updates": 0, "deletes": 0, "cm_updates": 0, "kills": 0}
 
     # --- churn -------------------------------------------------------------------------
@@ -190,7 +191,7 @@ class Chaos:
             return 0, ["before any kill: " + b for b in bad]
         started = time.time()
         done = 0
-        conv = []
+        conv = self.conv
         for cycle in range(a.cycles):
             if time.time() - started > a.max_seconds:
                 say(f"chaos: time budget of {a.max_seconds} s spent after {done} cycles")
@@ -219,7 +220,6 @@ class Chaos:
             conv.append(time.time() - t0)
             say(f"cycle {cycle + 1}/{a.cycles}: ok ({len(self.want)} pods, converged in "
                 f"{conv[-1]:.1f} s)")
-        self.conv = conv
         return done, []
 
 
@@ -258,7 +258,7 @@ def main():
                 os.rmdir(d)
             except OSError:
                 pass
-    conv = sorted(getattr(c, "conv", []))
+    conv = sorted(c.conv)
     med = conv[len(conv) // 2] if conv else float("nan")
     mode = "power-cut" if args.power_cut else "agent-kill"
     s = c.stats

@@ -195,13 +195,13 @@ def container_env(pid):
 
 
 def process_start_time(pid):
-    """When a process started (Unix time, 10 ms resolution: /proc/PID/stat starttime)."""
+    """When a process started (Unix time, 10 ms resolution): /proc/PID/stat starttime is
+    CLOCK_BOOTTIME ticks, compared with that clock now (btime is whole seconds and drifts)."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    ticks = int(fields[19])
-    with open("/proc/stat") as f:
-        btime = next(int(l.split()[1]) for l in f if l.startswith("btime"))
-    return btime + ticks / os.sysconf("SC_CLK_TCK")
+    started = int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    now_wall, now_boot = time.time(), time.clock_gettime(time.CLOCK_BOOTTIME)
+    return now_wall - (now_boot - started)
 
 
 def shims(root):
