@@ -182,8 +182,9 @@ class Bench:
             self.write_pod(n)
         ok = wait_for(lambda: set(names) <= self.running_names(), 300, 0.1)
         t_all = time.time() - t0
-        starts = [t for (t, _, _, text, f) in self.agent.new_lines()
+        starts = [t for (t, _, target, text, f) in self.agent.new_lines()
                   if text.startswith("container started") and
+                  target == "edged::podmanager::worker" and
                   f.get("pod", "").split("/")[-1] in names]
         return {"all_running_s": t_all if ok else None,
                 "last_started_s": (max(starts) - t0) if starts else None,
@@ -404,7 +405,8 @@ def recovery(b, count):
     ok = wait_for(back, 300, 0.1)
     t = time.time() - t0
     lines = b.agent.new_lines()
-    starts = [x[0] for x in lines if x[3].startswith("container started")]
+    starts = [x[0] for x in lines if x[3].startswith("container started") and
+              x[2] == "edged::podmanager::worker"]
     live = [c for c in runc_containers(b.root) if c.get("status") == "running"]
     r = {"all_running_s": t if ok else None, "last_started_s": max(starts) - t0 if starts else None,
          "started_lines": len(starts), "runc_running_after": len(live),
