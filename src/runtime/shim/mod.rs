@@ -634,6 +634,24 @@ impl ShimRuntime {
         }
     }
 
+    /// What a Create cut short leaves (the agent died during the RPC, so the shim cancelled
+    /// `runc create` half-way): a runc state dir without state.json, which `runc delete`
+    /// cannot clean, and the container's empty cgroups.
+    fn remove_half_created(&self, m: &ContainerMeta) {
+        let state = Path::new("/run/containerd/runc")
+            .join(NAMESPACE)
+            .join(&m.id);
+        if state.is_dir() && !state.join("state.json").exists() {
+            if let Err(e) = std::fs::remove_dir_all(&state) {
+                tracing::warn!(container = %m.id, dir = %state.display(), error = %e, "runc state of a half-created container not removed");
+            }
+        }
+        // rmdir removes only empty cgroups: one with a live process stays.
+        for d in self.cgroups.dirs(&m.cgroup) {
+            let _ = std::fs::remove_dir(&d);
+        }
+    }
+
     /// Removes a bundle without ever following a rootfs mount that is still there.
     fn remove_bundle(&self, id: &str) -> Result<()> {
         let b = self.bundle(id);
@@ -1063,6 +1081,9 @@ impl Runtime for ShimRuntime {
             }
             let m = self.read_meta(id)?;
             self.delete_task(&m)?;
+        }
+        if !m.task_created {
+            self.remove_half_created(&m);
         }
         self.finish_copier(id);
         self.remove_bundle(id)?;
