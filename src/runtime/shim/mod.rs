@@ -200,6 +200,10 @@ impl ShimRuntime {
     /// each so dead shims are found and cleaned now.
     fn adopt(&self) {
         for m in self.container_metas() {
+            if !m.task_created {
+                // No Create runs at start: one cut short by the last agent's death left this.
+                self.remove_half_created(&m);
+            }
             if !m.task_created || m.task_deleted || m.finished_ns.is_some() {
                 continue;
             }
