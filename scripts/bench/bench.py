@@ -6,7 +6,8 @@ a JSON of every figure to $BENCH_OUT_DIR.
 
 Environment: EDGED_BIN (agent binary), STORE_BENCH_BIN, IMAGE_TAR, BENCH_QUICK=1 (a short
 run), BENCH_STARTS (single starts, default 20), BENCH_MANY (pods at once, default 50),
-BENCH_IDLE (seconds of each CPU window, default 60), BENCH_LEAK_CYCLES (default 200).
+BENCH_IDLE (seconds of each CPU window, default 60), BENCH_LEAK_CYCLES (default 200),
+BENCH_DIST_DIR (cross-built binaries to size, default target/dist).
 """
 
 import json
@@ -490,7 +491,8 @@ def section_store():
 
 def section_sizes():
     rows = []
-    for p in [BIN] + sorted(__import__("glob").glob("target/dist/edged-*")):
+    dist = os.environ.get("BENCH_DIST_DIR", "target/dist")
+    for p in [BIN] + sorted(__import__("glob").glob(os.path.join(dist, "edged-*"))):
         if os.path.isfile(p):
             kind = sh("file", "-b", p, check=False).split(",")[0:2]
             rows.append([p, f"{os.path.getsize(p) / 1048576:.2f} MiB", ",".join(kind).strip()])
