@@ -64,7 +64,14 @@ impl Pleg {
             }
         };
         let events = diff(&mut self.last.borrow_mut(), &list);
-        self.relist_time.set(started.elapsed());
+        let took = started.elapsed();
+        // Relist cost grows with the pods; scripts/bench.sh reads this line.
+        tracing::debug!(
+            containers = list.len(),
+            took_us = took.as_micros() as u64,
+            "PLEG relist"
+        );
+        self.relist_time.set(took);
         self.relisted_at.set(Some(Instant::now()));
         events
     }

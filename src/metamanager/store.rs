@@ -6,7 +6,7 @@
 //! same files while the agent writes.
 
 use heed::types::{Bytes, Str};
-use heed::{Database, Env, EnvFlags, EnvOpenOptions};
+use heed::{Database, Env, EnvFlags, EnvOpenOptions, WithoutTls};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -96,7 +96,7 @@ pub enum Write {
 
 /// The MetaManager's LMDB store.
 pub struct Store {
-    env: Env,
+    env: Env<WithoutTls>,
     tables: Vec<Database<Str, Bytes>>,
     dir: PathBuf,
 }
@@ -173,8 +173,12 @@ impl Store {
         })
     }
 
-    fn env(dir: &Path, flags: EnvFlags) -> Result<Env, StoreError> {
-        let mut opts = EnvOpenOptions::new();
+    fn env(dir: &Path, flags: EnvFlags) -> Result<Env<WithoutTls>, StoreError> {
+        // Without TLS (MDB_NOTLS) a reader slot is held for one read transaction only. With
+        // it, every thread that ever read keeps a slot until it exits, and smol's blocking pool
+        // keeps its threads: past 64 of them every read (and `edged get`) failed with
+        // MDB_READERS_FULL.
+        let mut opts = EnvOpenOptions::new().read_txn_without_tls();
         opts.map_size(MAP_SIZE).max_dbs(8).max_readers(64);
         // SAFETY: the store's files are opened by this process once (Store is shared by Arc);
         // other processes open them only through LMDB's own locking.
@@ -315,5 +319,30 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let e = Store::open_read_only(dir.path()).err().unwrap();
         assert!(e.to_string().contains("--root-dir"), "{e}");
+    }
+
+    #[test]
+    fn more_reading_threads_than_reader_slots() {
+        // Threads that read once and live on (as smol's blocking pool keeps them) must not
+        // hold LMDB reader slots: 100 of them, more than the 64 slots, all read.
+        let dir = tempfile::tempdir().unwrap();
+        let s = std::sync::Arc::new(Store::open(dir.path()).unwrap());
+        s.put(Table::Pod, "default/a", &serde_json::json!({"a": 1}))
+            .unwrap();
+        let n = 100;
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(n));
+        let threads: Vec<_> = (0..n)
+            .map(|_| {
+                let (s, b) = (s.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    let r = s.get(Table::Pod, "default/a").map(|v| v.is_some());
+                    b.wait();
+                    r
+                })
+            })
+            .collect();
+        for t in threads {
+            assert!(t.join().unwrap().unwrap());
+        }
     }
 }

@@ -53,27 +53,42 @@ impl StatusManager {
             return;
         }
         let (ns, name) = (pod.metadata.namespace.clone(), pod.metadata.name.clone());
+        // The entry goes in before the store write yields, so a `remove` of an older pod of
+        // the same name that runs meanwhile sees this one.
+        self.pods.borrow_mut().insert(
+            uid.clone(),
+            Entry {
+                namespace: ns.clone(),
+                name: name.clone(),
+                status: status.clone(),
+                dirty: true,
+            },
+        );
         if let Err(e) = self.meta.put_pod_status(&ns, &name, &status).await {
             tracing::warn!(pod = %format!("{ns}/{name}"), error = %e, "cannot store pod status");
         }
         tracing::debug!(pod = %format!("{ns}/{name}"), phase = %status.phase, "pod status changed");
-        self.pods.borrow_mut().insert(
-            uid.clone(),
-            Entry {
-                namespace: ns,
-                name,
-                status,
-                dirty: true,
-            },
-        );
     }
 
-    /// Forgets a deleted pod: its stored status goes and the cloud is told.
+    /// Forgets a deleted pod: its stored status goes and the cloud is told. Statuses are
+    /// stored by namespace/name: when a newer pod of the same name (another uid) runs already,
+    /// its status is stored again rather than left deleted.
     pub async fn remove(&self, pod: &Pod) {
         self.pods.borrow_mut().remove(&pod.metadata.uid);
         let (ns, name) = (&pod.metadata.namespace, &pod.metadata.name);
         if let Err(e) = self.meta.pod_deleted(ns, name).await {
             tracing::warn!(pod = %format!("{ns}/{name}"), error = %e, "cannot remove pod status");
+        }
+        let successor = self
+            .pods
+            .borrow()
+            .values()
+            .find(|e| e.namespace == *ns && e.name == *name)
+            .map(|e| e.status.clone());
+        if let Some(status) = successor {
+            if let Err(e) = self.meta.put_pod_status(ns, name, &status).await {
+                tracing::warn!(pod = %format!("{ns}/{name}"), error = %e, "cannot store pod status");
+            }
         }
     }
 
@@ -122,5 +137,46 @@ impl StatusManager {
             smol::Timer::after(period).await;
             self.flush().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metamanager::{MetaManager, Offline, Store};
+    use std::sync::Arc;
+
+    fn pod(uid: &str) -> Pod {
+        let mut p = Pod::default();
+        p.metadata.namespace = "default".into();
+        p.metadata.name = "web".into();
+        p.metadata.uid = uid.into();
+        p
+    }
+
+    fn status(phase: &str) -> PodStatus {
+        PodStatus {
+            phase: phase.into(),
+            ..PodStatus::default()
+        }
+    }
+
+    #[test]
+    fn removing_an_old_pod_keeps_the_status_of_its_successor() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("meta")).unwrap());
+        let (tx, _rx) = async_channel::unbounded();
+        let client = MetaClient::new(Arc::new(MetaManager::new(store, tx, Arc::new(Offline))));
+        let sm = StatusManager::new(client.clone());
+        smol::block_on(async {
+            sm.set(&pod("old"), status("Running")).await;
+            // The pod is deleted and made again under its name while the old one stops.
+            sm.set(&pod("new"), status("Pending")).await;
+            sm.remove(&pod("old")).await;
+            let stored = client.pod_status("default", "web").await.unwrap();
+            assert_eq!(stored.map(|s| s.phase), Some("Pending".to_string()));
+            sm.remove(&pod("new")).await;
+            assert_eq!(client.pod_status("default", "web").await.unwrap(), None);
+        });
     }
 }

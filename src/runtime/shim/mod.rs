@@ -256,6 +256,8 @@ impl ShimRuntime {
             // The previous agent stopped in the middle of a create: the task may exist.
             let known = self.address(&m.id).is_some() && self.state(&m.id).is_ok();
             if !known {
+                // No Create runs at start: one cut short by the last agent's death left this.
+                self.remove_half_created(m);
                 let now = SystemTime::now();
                 let r = self.update_meta(&m.id, |m| {
                     m.task_deleted = true;
@@ -433,6 +435,47 @@ impl ShimRuntime {
             message: m.message,
             log_path: m.log_path,
             labels: m.labels,
+        }
+    }
+
+    /// What a Create cut short leaves (the agent died during the RPC, so the shim cancelled
+    /// `runc create` half-way): a runc state dir without state.json, which `runc delete`
+    /// cannot clean, and the container's empty cgroups.
+    fn remove_half_created(&self, m: &ContainerMeta) {
+        let state = Path::new("/run/containerd/runc")
+            .join(NAMESPACE)
+            .join(&m.id);
+        if state.is_dir() && !state.join("state.json").exists() {
+            if let Err(e) = std::fs::remove_dir_all(&state) {
+                tracing::warn!(container = %m.id, dir = %state.display(), error = %e, "runc state of a half-created container not removed");
+            }
+        }
+        // A `runc init` left waiting in the container's cgroup belongs to no container: it
+        // goes, then the (now empty) cgroups.
+        let dirs = self.cgroups.dirs(&m.cgroup);
+        for d in &dirs {
+            for pid in std::fs::read_to_string(d.join("cgroup.procs"))
+                .unwrap_or_default()
+                .lines()
+            {
+                if let Ok(pid) = pid.trim().parse::<i32>() {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+        }
+        for d in &dirs {
+            // The killed processes leave the cgroup as they are reaped: retry briefly.
+            for _ in 0..50 {
+                match std::fs::remove_dir(d) {
+                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                        std::thread::sleep(Duration::from_millis(10))
+                    }
+                    _ => break,
+                }
+            }
         }
     }
 
@@ -851,6 +894,9 @@ impl Runtime for ShimRuntime {
             }
             let m = self.read_meta(id)?;
             self.delete_task(&m)?;
+        }
+        if !m.task_created {
+            self.remove_half_created(&m);
         }
         self.finish_copier(id);
         self.remove_bundle(id)?;

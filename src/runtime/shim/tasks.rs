@@ -155,10 +155,18 @@ impl ShimRuntime {
     pub(super) fn shutdown_idle_shim(&self, m: &ContainerMeta) {
         let lock = self.pod_lock(&m.pod_uid);
         let _g = lock.lock().unwrap_or_else(|p| p.into_inner());
-        let others = self
-            .container_metas()
-            .into_iter()
-            .any(|o| o.pod_uid == m.pod_uid && o.id != m.id && o.task_created && !o.task_deleted);
+        let others = self.container_metas().into_iter().any(|o| {
+            o.pod_uid == m.pod_uid
+                    && o.id != m.id
+                    && o.task_created
+                    && !o.task_deleted
+                    // A record from before a power cut may name a task this shim never had
+                    // (or a dead shim's): only a task the shim answers for keeps it running.
+                    && !matches!(
+                        self.state(&o.id),
+                        Err(RpcError::Disconnected(_) | RpcError::Status(ttrpc::Code::NOT_FOUND, _))
+                    )
+        });
         if !others {
             let r: std::result::Result<protobuf::well_known_types::empty::Empty, _> = self.rpc(
                 &m.id,
