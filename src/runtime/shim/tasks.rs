@@ -302,11 +302,14 @@ impl ShimRuntime {
         if is_mountpoint(&rootfs) {
             let _ = nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH);
         }
+        let mut alive = false;
         if let Some(a) = self.address(&m.id) {
             self.forget_client(&a);
             // A dead shim leaves its socket behind; a live one (it lost only this task) keeps it.
             if TaskClient::connect(&a).is_err() {
                 let _ = std::fs::remove_file(a.trim_start_matches("unix://"));
+            } else {
+                alive = true;
             }
         }
         let now = SystemTime::now();
@@ -330,6 +333,11 @@ impl ShimRuntime {
             });
         }
         self.finish_copier(&m.id);
+        if alive {
+            // The shim lives on without this task (the agent died between its Kill and Delete,
+            // say): when the pod has no other task there, it must not stay as an orphan.
+            self.shutdown_idle_shim(&m);
+        }
         Ok(m)
     }
 
