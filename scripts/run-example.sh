@@ -14,11 +14,17 @@ if [ "${1:-}" = "--clean" ]; then
   empty=$(mktemp -d)
   target/release/edged --root-dir "$ROOT" --pod-manifest-path "$empty" --file-check-frequency 1s &
   pid=$!
+  # The store forgets the pod at once; the pod is gone when its sandbox is.
   for _ in $(seq 1 60); do
-    target/release/edged --root-dir "$ROOT" get pods 2>/dev/null | grep -q hello || break
+    [ -n "$(ls -A "$ROOT/runtime/sandboxes" 2>/dev/null)" ] || break
     sleep 1
   done
   kill -TERM "$pid"; wait "$pid" || true
+  left=$(awk -v r="$ROOT/" 'index($2, r) == 1 {print $2}' /proc/self/mounts | sort -r)
+  if [ -n "$left" ]; then
+    echo "run-example.sh: mounts left under $ROOT (unmounting): $left" >&2
+    for m in $left; do umount -l "$m"; done
+  fi
   rm -rf "$ROOT" "$empty"
   echo "example removed"
   exit 0
