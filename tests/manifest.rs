@@ -560,6 +560,8 @@ fn agent_runs_the_directory_and_edged_get_reads_it_beside() {
         .arg(&root)
         .arg("--pod-manifest-path")
         .arg(&dir)
+        .arg("--pod-log-dir")
+        .arg(tmp.path().join("logs"))
         .args(["--file-check-frequency", "100ms", "--node-name", NODE])
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -577,18 +579,30 @@ fn agent_runs_the_directory_and_edged_get_reads_it_beside() {
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    // The pod's file goes before the agent does, so nothing of the pod (its sandbox's
+    // namespace mounts, its cgroup) outlives the test; wait (bounded) for the sandbox to go.
+    let v = seen.expect("the agent never stored the manifest's pod");
+    fs::remove_file(dir.join("web.yaml")).unwrap();
+    let sandboxes = root.join("runtime/sandboxes");
+    for _ in 0..600 {
+        let left = fs::read_dir(&sandboxes).map(|d| d.count()).unwrap_or(0);
+        if left == 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(agent.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
     let status = agent.wait().unwrap();
-    let v = seen.expect("the agent never stored the manifest's pod");
+    let left = fs::read_dir(&sandboxes).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(left, 0, "the deleted pod's sandbox is still there");
     assert_eq!(v["items"][0]["metadata"]["name"], "web");
     assert_eq!(v["items"][0]["spec"]["nodeName"], NODE);
     assert!(status.success(), "{status}");
-    // A restarted reader sees the same uid the agent wrote.
+    // The delete reached the store too.
     let store = Store::open_read_only(&root.join("meta")).unwrap();
-    let p = store.get(Table::Pod, "default/web").unwrap().unwrap();
-    assert_eq!(p["metadata"]["uid"], v["items"][0]["metadata"]["uid"]);
+    assert!(store.get(Table::Pod, "default/web").unwrap().is_none());
 }
