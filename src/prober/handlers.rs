@@ -71,6 +71,21 @@ fn addr(host: &str, port: u16) -> io::Result<SocketAddr> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{host} has no address")))
 }
 
+/// Where a probe connects: its host (the pod's own loopback when unset: probes run in the
+/// pod's network namespace) and its resolved port.
+fn target(
+    host: &Option<String>,
+    port: &serde_json::Value,
+    ports: &[ContainerPort],
+) -> Result<(String, u16), String> {
+    let port = resolve_port(port, ports)?;
+    let host = host
+        .clone()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "127.0.0.1".into());
+    Ok((host, port))
+}
+
 /// tcpSocket: success when a connection opens within `timeout`.
 pub async fn tcp(
     action: &TcpSocketAction,
@@ -78,15 +93,10 @@ pub async fn tcp(
     netns: Option<PathBuf>,
     timeout: Duration,
 ) -> Outcome {
-    let port = match resolve_port(&action.port, ports) {
-        Ok(p) => p,
+    let (host, port) = match target(&action.host, &action.port, ports) {
+        Ok(t) => t,
         Err(e) => return Outcome::Failure(e),
     };
-    let host = action
-        .host
-        .clone()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "127.0.0.1".into());
     let target = format!("{host}:{port}");
     match in_netns(netns, move || {
         TcpStream::connect_timeout(&addr(&host, port)?, timeout).map(drop)
@@ -109,8 +119,8 @@ pub async fn http(
     netns: Option<PathBuf>,
     timeout: Duration,
 ) -> Outcome {
-    let port = match resolve_port(&action.port, ports) {
-        Ok(p) => p,
+    let (host, port) = match target(&action.host, &action.port, ports) {
+        Ok(t) => t,
         Err(e) => return Outcome::Failure(e),
     };
     let https = action
@@ -118,11 +128,6 @@ pub async fn http(
         .as_deref()
         .map(|s| s.eq_ignore_ascii_case("HTTPS"))
         .unwrap_or(false);
-    let host = action
-        .host
-        .clone()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "127.0.0.1".into());
     let mut path = action.path.clone().unwrap_or_else(|| "/".into());
     if !path.starts_with('/') {
         path.insert(0, '/');

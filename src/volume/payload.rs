@@ -136,21 +136,16 @@ pub fn config_map(
     src: &api::ConfigMapVolume,
     cm: Option<&api::ConfigMap>,
 ) -> Result<Payload, VolumeError> {
-    let Some(cm) = cm else {
-        return Ok(Payload::new());
-    };
     let object = format!("ConfigMap `{}`", src.name);
-    let data = cm
-        .values()
-        .map_err(|r| VolumeError::spec(pod, volume, format!("{object}: {r}")))?;
-    project(
+    let values = cm.map(|c| c.values());
+    object_payload(
         pod,
         volume,
         &object,
-        data,
+        values,
         &src.items,
         src.default_mode,
-        src.optional.unwrap_or(false),
+        src.optional,
     )
 }
 
@@ -162,21 +157,41 @@ pub fn secret(
     src: &api::SecretVolume,
     secret: Option<&api::Secret>,
 ) -> Result<Payload, VolumeError> {
-    let Some(secret) = secret else {
-        return Ok(Payload::new());
-    };
     let object = format!("Secret `{}`", src.secret_name);
-    let data = secret
-        .values()
-        .map_err(|r| VolumeError::spec(pod, volume, format!("{object}: {r}")))?;
-    project(
+    let values = secret.map(|s| s.values());
+    object_payload(
         pod,
         volume,
         &object,
-        data,
+        values,
         &src.items,
         src.default_mode,
-        src.optional.unwrap_or(false),
+        src.optional,
+    )
+}
+
+/// The files of an object's values (`None`: a missing optional object, no files).
+fn object_payload(
+    pod: &str,
+    volume: &str,
+    object: &str,
+    values: Option<Result<BTreeMap<String, Vec<u8>>, String>>,
+    items: &[KeyToPath],
+    default_mode: Option<u32>,
+    optional: Option<bool>,
+) -> Result<Payload, VolumeError> {
+    let Some(values) = values else {
+        return Ok(Payload::new());
+    };
+    let data = values.map_err(|r| VolumeError::spec(pod, volume, format!("{object}: {r}")))?;
+    project(
+        pod,
+        volume,
+        object,
+        data,
+        items,
+        default_mode,
+        optional.unwrap_or(false),
     )
 }
 
