@@ -197,6 +197,15 @@ fn exit_codes_and_reasons() {
     let s = e.wait_exit(&bad);
     assert_eq!((s.exit_code, s.reason.as_deref()), (Some(3), Some("Error")));
     assert_eq!(s.image_id, "sha256:0123456789abcdef");
+    // A container seen running is then watched in /proc; its exit still reaches the record
+    // with the code its shim reports.
+    let late = e.run(&pod, &e.config(&pod, "late", "sleep 2; exit 7"));
+    assert_eq!(
+        e.rt().container_status(&late).unwrap().state,
+        ContainerState::Running
+    );
+    let s = e.wait_exit(&late);
+    assert_eq!((s.exit_code, s.reason.as_deref()), (Some(7), Some("Error")));
     // Removal frees everything of the container; a second removal is a no-op.
     e.rt().remove_container(&ok).unwrap();
     e.rt().remove_container(&ok).unwrap();
@@ -492,6 +501,11 @@ fn killed_shim_is_detected_and_cleaned() {
     let pod = e.pod("deadshim");
     let id = e.run(&pod, &e.config(&pod, "c", "sleep 1000"));
     let events = e.rt().exit_events();
+    // Seen running once, the task is watched in /proc: the shim's death must still show.
+    assert_eq!(
+        e.rt().container_status(&id).unwrap().state,
+        ContainerState::Running
+    );
     let pids = shim_pids(&id);
     assert_eq!(pids.len(), 1, "one shim daemon for {id}: {pids:?}");
     let cg = std::fs::read_to_string(format!("/proc/{}/cgroup", pids[0])).unwrap();
@@ -917,6 +931,13 @@ fn hung_shim_blocks_only_its_pod() {
         e.rt().container_status(&slow).unwrap().state,
         ContainerState::Running
     );
+    // Now watched in /proc, the container's state needs no answer from its shim: frozen
+    // again, the shim would time out (Unknown), yet the listing says Running.
+    freeze(pids[0], true);
+    let st = e.rt().list_pod_containers(&slow_pod).unwrap();
+    freeze(pids[0], false);
+    assert_eq!(st.len(), 1);
+    assert_eq!(st[0].state, ContainerState::Running, "{st:?}");
 }
 
 #[test]

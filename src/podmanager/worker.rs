@@ -178,8 +178,8 @@ async fn fetch_objects(pm: &PodManager, pod: &Pod) -> Result<PodObjects, String>
 async fn pod_containers(pm: &PodManager, uid: &str) -> Vec<ContainerStatus> {
     let rt = pm.runtime.clone();
     let uid = uid.to_string();
-    match smol::unblock(move || rt.list_containers()).await {
-        Ok(all) => all.into_iter().filter(|c| c.pod_uid == uid).collect(),
+    match smol::unblock(move || rt.list_pod_containers(&uid)).await {
+        Ok(list) => list,
         Err(e) => {
             tracing::warn!(error = %e, "cannot list containers");
             Vec::new()

@@ -245,6 +245,8 @@ pub trait Runtime: Send + Sync {
     fn container_status(&self, id: &str) -> Result<ContainerStatus>;
     /// Every container the runtime holds.
     fn list_containers(&self) -> Result<Vec<ContainerStatus>>;
+    /// The containers of one pod (what its worker syncs from).
+    fn list_pod_containers(&self, pod_uid: &str) -> Result<Vec<ContainerStatus>>;
     /// Runs `cmd` in a running container, killing it after `timeout`.
     fn exec_sync(&self, id: &str, cmd: &[String], timeout: Duration) -> Result<ExecResult>;
     /// Exit events, as they arrive (every call returns the same channel).

@@ -9,6 +9,10 @@
 //! - `sandboxes/<pod uid>/`: `meta.json`, `ns/{net,ipc,uts}`, `hosts`, `resolv.conf`, `hostname`.
 //! - `containers/<id>/`: the bundle (`config.json`, `rootfs/`, `address`, `log`), the
 //!   `stdout`/`stderr` FIFOs and `meta.json`.
+//!
+//! The containers' `meta.json` files are read once at start and then kept in memory, written
+//! through; a running task is watched in /proc ([`watch`]) so a listing asks no shim until
+//! something changed.
 
 mod client;
 mod events;
@@ -17,6 +21,7 @@ mod process;
 pub mod proto;
 mod store;
 mod tasks;
+mod watch;
 
 use self::client::{RpcError, TaskClient};
 use self::proto::shim as pb;
@@ -80,6 +85,10 @@ pub struct ShimRuntime {
     exit_rx: async_channel::Receiver<ExitEvent>,
     oom: Arc<Mutex<HashSet<String>>>,
     clients: Mutex<HashMap<String, Arc<TaskClient>>>,
+    /// Every container's record, as on disk (written through by [`Self::write_meta`]).
+    metas: Mutex<HashMap<String, ContainerMeta>>,
+    /// Running tasks whose init process and shim were both seen alive: (init, shim).
+    watched: Mutex<HashMap<String, (watch::Proc, watch::Proc)>>,
     copiers: Mutex<HashMap<String, Copier>>,
     /// Serializes read-modify-write of metadata files and sandbox setup.
     meta_lock: Mutex<()>,
@@ -212,11 +221,14 @@ impl ShimRuntime {
             exit_rx,
             oom,
             clients: Mutex::new(HashMap::new()),
+            metas: Mutex::new(HashMap::new()),
+            watched: Mutex::new(HashMap::new()),
             copiers: Mutex::new(HashMap::new()),
             meta_lock: Mutex::new(()),
             pod_locks: Mutex::new(HashMap::new()),
             _lock: lock,
         };
+        rt.load_metas();
         rt.adopt();
         Ok(rt)
     }
@@ -326,19 +338,32 @@ impl ShimRuntime {
 
     fn read_meta(&self, id: &str) -> Result<ContainerMeta> {
         check_name(id, "container id")?;
-        store::read_json(&self.bundle(id).join("meta.json")).map_err(|e| {
-            let kind = if e.kind() == std::io::ErrorKind::NotFound {
-                ErrorKind::NotFound
-            } else {
-                ErrorKind::Other
-            };
-            err(id, "container", kind, format!("no such container ({e})"))
-        })
+        self.metas
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+            .ok_or_else(|| err(id, "container", ErrorKind::NotFound, "no such container"))
     }
 
+    /// Saves a container's record (atomically, on disk first) and keeps it in memory.
     fn write_meta(&self, m: &ContainerMeta) -> Result<()> {
         store::write_json(&self.bundle(&m.id).join("meta.json"), m)
-            .map_err(|e| io_err(&m.id, "save metadata", e))
+            .map_err(|e| io_err(&m.id, "save metadata", e))?;
+        self.metas
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(m.id.clone(), m.clone());
+        Ok(())
+    }
+
+    /// Drops a container whose bundle is gone from memory.
+    fn forget(&self, id: &str) {
+        self.metas
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+        self.unwatch(id);
     }
 
     /// Applies `f` to a container's metadata under the lock and saves it.
@@ -351,21 +376,38 @@ impl ShimRuntime {
     }
 
     fn container_metas(&self) -> Vec<ContainerMeta> {
-        let Ok(rd) = std::fs::read_dir(self.dir.join("containers")) else {
-            return Vec::new();
-        };
-        rd.flatten()
-            .filter_map(|e| {
-                let id = e.file_name().to_string_lossy().to_string();
-                match self.read_meta(&id) {
-                    Ok(m) => Some(m),
-                    Err(e) => {
-                        tracing::warn!(container = %id, error = %e, "unreadable container metadata");
-                        None
-                    }
-                }
-            })
+        self.metas
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
             .collect()
+    }
+
+    /// Reads every container's record from disk (at start; afterwards memory is the copy).
+    fn load_metas(&self) {
+        let Ok(rd) = std::fs::read_dir(self.dir.join("containers")) else {
+            return;
+        };
+        let mut metas = self.metas.lock().unwrap_or_else(|p| p.into_inner());
+        for e in rd.flatten() {
+            let id = e.file_name().to_string_lossy().to_string();
+            let path = e.path().join("meta.json");
+            let loaded = check_name(&id, "container id")
+                .map_err(|e| e.to_string())
+                .and_then(|()| store::read_json::<ContainerMeta>(&path).map_err(|e| e.to_string()));
+            match loaded {
+                Ok(m) if m.id == id => {
+                    metas.insert(id, m);
+                }
+                Ok(m) => {
+                    tracing::warn!(container = %id, recorded = %m.id, "container metadata names another id; ignored")
+                }
+                Err(e) => {
+                    tracing::warn!(container = %id, error = %e, "unreadable container metadata; ignored")
+                }
+            }
+        }
     }
 
     fn address(&self, id: &str) -> Option<String> {
@@ -502,10 +544,12 @@ impl ShimRuntime {
             }
         }
         match std::fs::remove_dir_all(&b) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io_err(id, "remove bundle", e)),
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(id, "remove bundle", e)),
         }
+        self.forget(id);
+        Ok(())
     }
 
     fn pod_context(&self, sb: &SandboxMeta) -> oci::PodContext {
@@ -555,6 +599,44 @@ impl ShimRuntime {
         if let Err(e) = self.rootfs.release_rootfs(id) {
             tracing::warn!(container = %id, error = %e, "rootfs left after a failed create");
         }
+    }
+
+    /// The containers (of one pod, or all), each brought up to date: from memory and /proc
+    /// when that tells (exited, or running and watched), else by asking its shim.
+    fn list(&self, pod_uid: Option<&str>) -> Vec<ContainerStatus> {
+        let mut out = Vec::new();
+        // A hung shim costs one timeout per listing, not one per container.
+        let mut slow: HashSet<String> = HashSet::new();
+        let metas = self
+            .container_metas()
+            .into_iter()
+            .filter(|m| pod_uid.is_none_or(|u| m.pod_uid == u));
+        for m in metas {
+            if let Some(state) = self.known_state(&m) {
+                out.push(self.status_of(m, state));
+                continue;
+            }
+            let address = self.address(&m.id);
+            if address.as_ref().is_some_and(|a| slow.contains(a)) {
+                out.push(self.status_of(m, ContainerState::Unknown));
+                continue;
+            }
+            let id = m.id.clone();
+            match self.ask_state(m.clone()) {
+                Ok((m, ContainerState::Unknown)) => {
+                    if let Some(a) = address {
+                        slow.insert(a);
+                    }
+                    out.push(self.status_of(m, ContainerState::Unknown));
+                }
+                Ok((m, state)) => out.push(self.status_of(m, state)),
+                Err(e) => {
+                    tracing::warn!(container = %id, error = %e, "status unknown");
+                    out.push(self.status_of(m, ContainerState::Unknown));
+                }
+            }
+        }
+        out
     }
 
     fn stop_pod_containers(&self, pod_uid: &str, grace: Duration) -> Result<()> {
@@ -915,30 +997,11 @@ impl Runtime for ShimRuntime {
     }
 
     fn list_containers(&self) -> Result<Vec<ContainerStatus>> {
-        let mut out = Vec::new();
-        // A hung shim costs one timeout per listing, not one per container.
-        let mut slow: HashSet<String> = HashSet::new();
-        for m in self.container_metas() {
-            let address = self.address(&m.id);
-            if address.as_ref().is_some_and(|a| slow.contains(a)) && m.finished_ns.is_none() {
-                out.push(self.status_of(m, ContainerState::Unknown));
-                continue;
-            }
-            match self.refresh(&m.id) {
-                Ok((m, ContainerState::Unknown)) => {
-                    if let Some(a) = address.filter(|_| m.task_created) {
-                        slow.insert(a);
-                    }
-                    out.push(self.status_of(m, ContainerState::Unknown));
-                }
-                Ok((m, state)) => out.push(self.status_of(m, state)),
-                Err(e) => {
-                    tracing::warn!(container = %m.id, error = %e, "status unknown");
-                    out.push(self.status_of(m, ContainerState::Unknown));
-                }
-            }
-        }
-        Ok(out)
+        Ok(self.list(None))
+    }
+
+    fn list_pod_containers(&self, pod_uid: &str) -> Result<Vec<ContainerStatus>> {
+        Ok(self.list(Some(pod_uid)))
     }
 
     fn exec_sync(&self, id: &str, cmd: &[String], timeout: Duration) -> Result<ExecResult> {

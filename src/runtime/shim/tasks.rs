@@ -4,7 +4,9 @@
 use super::client::{RpcError, TaskClient};
 use super::proto::{options, shim as pb, task as pbtask};
 use super::store::{to_ns, ContainerMeta};
-use super::{err, io_err, is_mountpoint, is_timeout, process, rpc_err, timestamp, ShimRuntime};
+use super::{
+    err, io_err, is_mountpoint, is_timeout, process, rpc_err, timestamp, watch, ShimRuntime,
+};
 use super::{RPC_QUICK, RPC_SLOW};
 use crate::runtime::cgroups::Layout;
 use crate::runtime::{ContainerState, ErrorKind, ExitEvent, Result};
@@ -281,6 +283,7 @@ impl ShimRuntime {
             "Error"
         };
         let at = at.unwrap_or_else(SystemTime::now);
+        self.unwatch(&m.id);
         self.update_meta(&m.id, |m| {
             if m.finished_ns.is_none() {
                 m.finished_ns = Some(to_ns(at));
@@ -294,6 +297,7 @@ impl ShimRuntime {
     /// `shim delete`, and report the container exited.
     pub(super) fn shim_died(&self, m: &ContainerMeta, why: &str) -> Result<ContainerMeta> {
         tracing::warn!(container = %m.id, pod = %m.pod_uid, why, "shim died; cleaning up");
+        self.unwatch(&m.id);
         let b = self.bundle(&m.id);
         if let Err(e) = process::delete(&self.cfg.shim_binary, &b, &m.id, &self.events.address) {
             tracing::warn!(container = %m.id, error = %e, "shim delete failed");
@@ -344,19 +348,80 @@ impl ShimRuntime {
     /// Brings a container's metadata up to date with its shim and returns it with its state.
     pub(super) fn refresh(&self, id: &str) -> Result<(ContainerMeta, ContainerState)> {
         let m = self.read_meta(id)?;
-        if m.finished_ns.is_some() {
-            return Ok((m, ContainerState::Exited));
+        match self.known_state(&m) {
+            Some(state) => Ok((m, state)),
+            None => self.ask_state(m),
         }
-        if m.task_deleted {
-            return Ok((m, ContainerState::Exited));
+    }
+
+    /// The state a record tells without the shim: exited once an exit is recorded, unknown
+    /// before Create answered, running while its watched processes live; `None`: ask.
+    pub(super) fn known_state(&self, m: &ContainerMeta) -> Option<ContainerState> {
+        if m.finished_ns.is_some() || m.task_deleted {
+            return Some(ContainerState::Exited);
         }
         if !m.task_created {
-            return Ok((m, ContainerState::Unknown));
+            return Some(ContainerState::Unknown);
         }
+        self.watching(&m.id).then_some(ContainerState::Running)
+    }
+
+    /// Whether `id` is watched and its init process and shim both still live (a watch that
+    /// fails is dropped: the next look asks the shim).
+    fn watching(&self, id: &str) -> bool {
+        let mut watched = self.watched.lock().unwrap_or_else(|p| p.into_inner());
+        match watched.get(id) {
+            Some((init, shim)) if init.alive() && shim.alive() => true,
+            Some(_) => {
+                watched.remove(id);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Starts watching a task its shim just called running: Connect names its init and the
+    /// shim's pid; each must be the process it claims (the init in the container's cgroup,
+    /// the shim running the shim binary), else nothing is watched and the shim stays asked.
+    fn watch(&self, id: &str) {
+        let r: std::result::Result<pb::ConnectResponse, _> = self.rpc(
+            id,
+            "Connect",
+            &pb::ConnectRequest {
+                id: id.into(),
+                ..Default::default()
+            },
+            RPC_QUICK,
+        );
+        let Ok(c) = r else { return };
+        let init = watch::Proc::of(c.task_pid).filter(|p| p.in_cgroup(id));
+        let shim = watch::Proc::of(c.shim_pid).filter(|p| p.runs(&self.cfg.shim_binary));
+        if let (Some(init), Some(shim)) = (init, shim) {
+            self.watched
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(id.to_string(), (init, shim));
+        } else {
+            tracing::debug!(container = %id, task_pid = c.task_pid, shim_pid = c.shim_pid, "task not watchable in /proc; its shim is asked each time");
+        }
+    }
+
+    /// Stops watching `id` (it is stopping, or gone).
+    pub(super) fn unwatch(&self, id: &str) {
+        self.watched
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+    }
+
+    /// Asks the shim for the state of a created task and records what it says.
+    pub(super) fn ask_state(&self, m: ContainerMeta) -> Result<(ContainerMeta, ContainerState)> {
+        let id = &m.id.clone();
         match self.state(id) {
             Ok(s) => match s.status {
                 pbtask::Status::CREATED => Ok((m, ContainerState::Created)),
                 pbtask::Status::RUNNING | pbtask::Status::PAUSED | pbtask::Status::PAUSING => {
+                    self.watch(id);
                     Ok((m, ContainerState::Running))
                 }
                 pbtask::Status::STOPPED => {

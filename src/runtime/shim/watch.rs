@@ -1,0 +1,128 @@
+//! Knowing a task runs without asking its shim: a running container's init process and its
+//! shim, each named by pid and start time (a reused pid is not taken for them), looked up in
+//! /proc. A relist then costs two small /proc reads per running container instead of a State
+//! RPC to a Go process; any doubt (a process gone or a zombie, another start time) sends the
+//! caller back to the shim, which stays the truth.
+
+use std::path::Path;
+
+/// A process as /proc shows it: its pid and its start time (clock ticks after boot).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Proc {
+    pid: u32,
+    start: u64,
+}
+
+impl Proc {
+    /// The live process `pid`, or `None` when there is none (or only its zombie).
+    pub fn of(pid: u32) -> Option<Proc> {
+        let (state, start) = stat(pid)?;
+        (pid > 0 && !dead(state)).then_some(Proc { pid, start })
+    }
+
+    /// Whether this same process is still there and not a zombie.
+    pub fn alive(&self) -> bool {
+        stat(self.pid).is_some_and(|(state, start)| start == self.start && !dead(state))
+    }
+
+    /// Whether the process's cgroup path names `needle` (a container id): the pid a shim
+    /// reports is that container's, not another process's.
+    pub fn in_cgroup(&self, needle: &str) -> bool {
+        std::fs::read_to_string(format!("/proc/{}/cgroup", self.pid))
+            .is_ok_and(|s| s.lines().any(|l| l.contains(needle)))
+    }
+
+    /// Whether the process runs the executable named `binary` (a path or a file name).
+    pub fn runs(&self, binary: &str) -> bool {
+        let want = Path::new(binary).file_name();
+        std::fs::read_link(format!("/proc/{}/exe", self.pid))
+            .is_ok_and(|exe| want.is_some() && exe.file_name() == want)
+    }
+}
+
+/// Zombie or dead: exited, whatever its parent has reaped yet.
+fn dead(state: char) -> bool {
+    matches!(state, 'Z' | 'X' | 'x')
+}
+
+/// The state letter and start time of `pid` (fields 3 and 22 of /proc/<pid>/stat; the name
+/// in field 2 may hold spaces and parentheses, so fields are counted after its last ')').
+fn stat(pid: u32) -> Option<(char, u64)> {
+    parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+fn parse_stat(text: &str) -> Option<(char, u64)> {
+    let rest = &text[text.rfind(')')? + 1..];
+    let mut fields = rest.split_ascii_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let start = fields.nth(18)?.parse().ok()?;
+    Some((state, start))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_live_process_is_seen_and_a_reaped_one_is_not() {
+        let me = Proc::of(std::process::id()).expect("this process is alive");
+        assert!(me.alive());
+        assert!(
+            !Proc {
+                start: me.start + 1,
+                ..me
+            }
+            .alive(),
+            "another start time is another process"
+        );
+
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let p = Proc::of(child.id()).expect("the child runs");
+        assert!(p.alive());
+        child.kill().unwrap();
+        // Killed but not reaped: a zombie counts as gone.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while p.alive() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(!p.alive());
+        assert!(Proc::of(child.id()).is_none());
+        child.wait().unwrap();
+        assert!(!p.alive());
+    }
+
+    #[test]
+    fn cgroup_and_executable_checks() {
+        let me = Proc::of(std::process::id()).unwrap();
+        let cg = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+        let path = cg
+            .lines()
+            .next()
+            .unwrap()
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .to_string();
+        assert!(me.in_cgroup(&path));
+        assert!(!me.in_cgroup("0123456789abcdef-no-such-container"));
+        let exe = std::env::current_exe().unwrap();
+        assert!(me.runs(exe.to_str().unwrap()));
+        assert!(me.runs(exe.file_name().unwrap().to_str().unwrap()));
+        assert!(!me.runs("containerd-shim-runc-v2"));
+        assert!(!me.runs(""));
+    }
+
+    #[test]
+    fn names_with_parentheses_parse() {
+        // Field counting starts after the last ')', whatever the command name holds.
+        let line = "4242 (sh) x (y)) S 1 4242 4242 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 \
+                    987654 2400000 200 18446744073709551615";
+        assert_eq!(parse_stat(line), Some(('S', 987654)));
+        assert_eq!(parse_stat("4242 (sh) Z 1"), None, "a cut line is no answer");
+        assert!(stat(u32::MAX).is_none());
+        assert!(Proc::of(0).is_none());
+    }
+}
