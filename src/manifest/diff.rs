@@ -6,8 +6,9 @@ use super::read::{documents, manifest_files};
 use super::ManifestError;
 use crate::api::ObjectError;
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// A manifest file larger than this is not read (it is surely not a manifest).
 const MAX_FILE_BYTES: u64 = 8 << 20;
@@ -40,15 +41,94 @@ pub struct Scan {
     pub files: Vec<FileScan>,
 }
 
+/// What the last scans read, so an unchanged file is not read and parsed again each period.
+#[derive(Debug, Default)]
+pub struct ScanCache {
+    files: HashMap<String, Cached>,
+    /// How many files the last scan read and parsed (the others came from the cache).
+    pub parsed: usize,
+}
+
+#[derive(Debug)]
+struct Cached {
+    stamp: Stamp,
+    objects: Result<Vec<Checked>, ManifestError>,
+}
+
+/// What identifies one version of a file: size, inode, change and modification times.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Stamp {
+    fn of(path: &Path) -> Option<Stamp> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path).ok()?;
+        Some(Stamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        })
+    }
+
+    /// Whether the file's last change is far enough behind `now` that a write within the
+    /// same timestamp tick (coarse on some filesystems) cannot follow unseen.
+    fn settled(&self, now: SystemTime) -> bool {
+        let now = now
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        now - self.mtime.0.max(self.ctime.0) >= SETTLE_SECS
+    }
+}
+
+/// A file changed in the last seconds is read again on every scan.
+const SETTLE_SECS: i64 = 2;
+
 /// Reads `dir`: every manifest file, each checked for node `node`. A file with one bad
 /// object is rejected whole (a half-applied file is harder to reason about than a kept one).
+/// A file whose stamp is the one `cache` read (and settled then) is taken from `cache`.
 /// `Err` when the directory itself cannot be read: then nothing should change.
-pub fn scan(dir: &Path, node: &str) -> std::io::Result<Scan> {
+pub fn scan(dir: &Path, node: &str, cache: &mut ScanCache) -> std::io::Result<Scan> {
+    scan_at(dir, node, cache, SystemTime::now())
+}
+
+fn scan_at(
+    dir: &Path,
+    node: &str,
+    cache: &mut ScanCache,
+    now: SystemTime,
+) -> std::io::Result<Scan> {
+    cache.parsed = 0;
     let mut files = Vec::new();
+    let mut next = HashMap::new();
     for name in manifest_files(dir)? {
-        let objects = read_file(&dir.join(&name), &name, node);
+        let path = dir.join(&name);
+        let stamp = Stamp::of(&path);
+        let objects = match (cache.files.remove(&name), stamp) {
+            (Some(c), Some(s)) if c.stamp == s && s.settled(now) => c.objects,
+            _ => {
+                cache.parsed += 1;
+                read_file(&path, &name, node)
+            }
+        };
+        if let Some(stamp) = stamp {
+            let cached = Cached {
+                stamp,
+                objects: objects.clone(),
+            };
+            next.insert(name.clone(), cached);
+        }
         files.push(FileScan { name, objects });
     }
+    cache.files = next;
     Ok(Scan { files })
 }
 
@@ -264,7 +344,11 @@ mod tests {
         fs::write(p.join("a.yaml"), pod("a", "busybox")).unwrap();
         fs::write(p.join("b.yaml"), pod("b", "busybox")).unwrap();
         fs::write(p.join("notes.txt"), "not a manifest").unwrap();
-        let d = diff(&Held::new(), &scan(p, "n").unwrap(), "T1");
+        let d = diff(
+            &Held::new(),
+            &scan(p, "n", &mut ScanCache::default()).unwrap(),
+            "T1",
+        );
         assert_eq!(ops(&d), ["insert default/pod/a", "insert default/pod/b"]);
         assert!(d.errors.is_empty());
         assert_eq!(
@@ -273,11 +357,21 @@ mod tests {
         );
         let held = d.next;
         // Unchanged: nothing.
-        assert!(diff(&held, &scan(p, "n").unwrap(), "T2").changes.is_empty());
+        assert!(diff(
+            &held,
+            &scan(p, "n", &mut ScanCache::default()).unwrap(),
+            "T2"
+        )
+        .changes
+        .is_empty());
         // Edit a, break b, remove nothing: a updated (creation time kept), b kept.
         fs::write(p.join("a.yaml"), pod("a", "busybox:2")).unwrap();
         fs::write(p.join("b.yaml"), "kind: [").unwrap();
-        let d = diff(&held, &scan(p, "n").unwrap(), "T3");
+        let d = diff(
+            &held,
+            &scan(p, "n", &mut ScanCache::default()).unwrap(),
+            "T3",
+        );
         assert_eq!(ops(&d), ["update default/pod/a"]);
         assert_eq!(d.errors.len(), 1);
         assert_eq!(d.errors[0].file, "b.yaml");
@@ -289,8 +383,51 @@ mod tests {
         // Remove b: deleted.
         let held = d.next;
         fs::remove_file(p.join("b.yaml")).unwrap();
-        let d = diff(&held, &scan(p, "n").unwrap(), "T4");
+        let d = diff(
+            &held,
+            &scan(p, "n", &mut ScanCache::default()).unwrap(),
+            "T4",
+        );
         assert_eq!(ops(&d), ["delete default/pod/b"]);
+    }
+
+    #[test]
+    fn unchanged_settled_files_come_from_the_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        fs::write(p.join("a.yaml"), pod("a", "one")).unwrap();
+        fs::write(p.join("b.yaml"), "kind: [").unwrap();
+        let mut cache = ScanCache::default();
+        let now = SystemTime::now();
+        let later = now + std::time::Duration::from_secs(10);
+        let first = scan_at(p, "n", &mut cache, now).unwrap();
+        assert_eq!(cache.parsed, 2);
+        // Just written: read again, since a same-tick edit could hide behind the stamp.
+        scan_at(p, "n", &mut cache, now).unwrap();
+        assert_eq!(cache.parsed, 2);
+        // Settled and unchanged: nothing read, the same objects and errors.
+        let again = scan_at(p, "n", &mut cache, later).unwrap();
+        assert_eq!(cache.parsed, 0);
+        assert_eq!(again.files.len(), 2);
+        assert_eq!(again.files[0].objects, first.files[0].objects);
+        assert_eq!(again.files[1].objects, first.files[1].objects);
+        // An edit of the same size is seen; a new file is read; a removed one is dropped.
+        fs::write(p.join("a.yaml"), pod("a", "two")).unwrap();
+        fs::write(p.join("c.yaml"), pod("c", "one")).unwrap();
+        fs::remove_file(p.join("b.yaml")).unwrap();
+        let edited = scan_at(
+            p,
+            "n",
+            &mut cache,
+            later + std::time::Duration::from_secs(10),
+        );
+        let edited = edited.unwrap();
+        assert_eq!(cache.parsed, 2);
+        let names: Vec<_> = edited.files.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["a.yaml", "c.yaml"]);
+        let a = edited.files[0].objects.as_ref().unwrap();
+        assert_eq!(a[0].value["spec"]["containers"][0]["image"], "two");
+        assert_eq!(cache.files.len(), 2);
     }
 
     #[test]
@@ -303,7 +440,11 @@ mod tests {
             format!("{}---\n{}", pod("web", "two"), pod("other", "x")),
         )
         .unwrap();
-        let d = diff(&Held::new(), &scan(p, "n").unwrap(), "T");
+        let d = diff(
+            &Held::new(),
+            &scan(p, "n", &mut ScanCache::default()).unwrap(),
+            "T",
+        );
         assert_eq!(
             ops(&d),
             ["insert default/pod/other", "insert default/pod/web"]
@@ -322,12 +463,14 @@ mod tests {
     #[test]
     fn unreadable_dir_is_an_error_and_missing_is_empty() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(scan(&dir.path().join("nope"), "n")
-            .unwrap()
-            .files
-            .is_empty());
+        assert!(
+            scan(&dir.path().join("nope"), "n", &mut ScanCache::default())
+                .unwrap()
+                .files
+                .is_empty()
+        );
         let file = dir.path().join("f");
         fs::write(&file, "").unwrap();
-        assert!(scan(&file, "n").is_err());
+        assert!(scan(&file, "n", &mut ScanCache::default()).is_err());
     }
 }

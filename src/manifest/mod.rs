@@ -102,6 +102,8 @@ pub struct Source {
     held: Held,
     /// Errors logged by the last pass: an error is logged once, not every rescan.
     logged: BTreeSet<String>,
+    /// Files as last read: unchanged ones are not parsed again.
+    cache: diff::ScanCache,
 }
 
 impl Source {
@@ -112,6 +114,7 @@ impl Source {
             node,
             held,
             logged: BTreeSet::new(),
+            cache: diff::ScanCache::default(),
         }
     }
 
@@ -125,7 +128,13 @@ impl Source {
     pub async fn sync(&mut self, meta: &MetaManager) -> Report {
         let mut report = Report::default();
         let (dir, node) = (self.dir.clone(), self.node.clone());
-        let scanned = smol::unblock(move || diff::scan(&dir, &node)).await;
+        let mut cache = std::mem::take(&mut self.cache);
+        let (scanned, cache) = smol::unblock(move || {
+            let scanned = diff::scan(&dir, &node, &mut cache);
+            (scanned, cache)
+        })
+        .await;
+        self.cache = cache;
         let scanned = match scanned {
             Ok(s) => s,
             Err(e) => {
