@@ -106,6 +106,35 @@ impl Message {
         self
     }
 
+    /// EdgeD's patch of a pod's status: `patch <ns>/podpatch/<name>`, content a JSON string
+    /// of `{"metadata":{"uid":..},"status":..}` (the uid guards against a recreated pod).
+    pub fn pod_status_patch(
+        namespace: &str,
+        name: &str,
+        uid: &str,
+        status: &impl serde::Serialize,
+    ) -> Self {
+        let patch = serde_json::json!({"metadata": {"uid": uid}, "status": status});
+        Message::new(
+            module::EDGED,
+            module::META,
+            op::PATCH,
+            format!("{namespace}/podpatch/{name}"),
+        )
+        .with_content(serde_json::Value::String(patch.to_string()))
+    }
+
+    /// EdgeD's word that it finished deleting a pod: `delete <ns>/pod/<name>`, content `"OK"`.
+    pub fn pod_deleted(namespace: &str, name: &str) -> Self {
+        Message::new(
+            module::EDGED,
+            module::META,
+            op::DELETE,
+            format!("{namespace}/pod/{name}"),
+        )
+        .with_content(serde_json::json!("OK"))
+    }
+
     /// The answer to this message: operation `response`, `parent_msg_id` = this id, same
     /// source, group and resource.
     pub fn response(&self, content: serde_json::Value) -> Self {

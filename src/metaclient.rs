@@ -4,7 +4,7 @@
 //! and Secrets and write statuses through this client, so offline and online behave the same.
 
 use crate::api::{self, PodStatus};
-use crate::message::{module, op, Message, Resource};
+use crate::message::{Message, Resource};
 use crate::metamanager::{key, MetaError, MetaManager, Table};
 use std::sync::Arc;
 
@@ -98,14 +98,7 @@ impl MetaClient {
         uid: &str,
         status: &PodStatus,
     ) -> Result<(), MetaError> {
-        let patch = serde_json::json!({"metadata": {"uid": uid}, "status": status});
-        let msg = Message::new(
-            module::EDGED,
-            module::META,
-            op::PATCH,
-            format!("{namespace}/podpatch/{name}"),
-        )
-        .with_content(serde_json::Value::String(patch.to_string()));
+        let msg = Message::pod_status_patch(namespace, name, uid, status);
         self.meta
             .upstream()
             .send(msg)
@@ -118,13 +111,7 @@ impl MetaClient {
         let store = self.meta.store().clone();
         let k = key(namespace, name);
         smol::unblock(move || store.delete(Table::PodStatus, &k)).await?;
-        let msg = Message::new(
-            module::EDGED,
-            module::META,
-            op::DELETE,
-            format!("{namespace}/pod/{name}"),
-        )
-        .with_content(serde_json::json!("OK"));
+        let msg = Message::pod_deleted(namespace, name);
         // Offline, the link keeps it for the next connection: the cloud already has our ACK
         // of its graceful delete and would wait for this confirmation forever. Without a
         // cloud there is no one to tell.

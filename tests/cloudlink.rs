@@ -332,10 +332,18 @@ fn after_a_drop_the_link_reconnects_and_sends_what_was_kept_offline() {
             edged::metamanager::UpstreamError::Offline
         );
         // Two statuses of one pod while offline: only the newest goes up.
-        edge.link
-            .send_pod_status("default", "web", "uid-1", json!({"phase": "Pending"}));
-        edge.link
-            .send_pod_status("default", "web", "uid-1", json!({"phase": "Running"}));
+        edge.link.post(Message::pod_status_patch(
+            "default",
+            "web",
+            "uid-1",
+            &json!({"phase": "Pending"}),
+        ));
+        edge.link.post(Message::pod_status_patch(
+            "default",
+            "web",
+            "uid-1",
+            &json!({"phase": "Running"}),
+        ));
         edge.link
             .send_node_status(json!({"status": {"conditions": []}}));
         assert_eq!(edge.link.outboxed(), 2);

@@ -280,8 +280,9 @@ impl CloudLink {
         self.inner.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queues `msg` for the connection, or keeps it in the outbox while offline.
-    fn post(&self, msg: Message) {
+    /// Queues `msg` for the connection, or keeps it in the outbox while offline (the newest
+    /// per resource).
+    pub fn post(&self, msg: Message) {
         if self.is_online() {
             // The receiver lives as long as `inner`: this cannot fail.
             let _ = self.inner.out_tx.try_send(msg);
@@ -307,20 +308,6 @@ impl CloudLink {
         self.post(m);
     }
 
-    /// Sends a pod's status: `patch <ns>/podpatch/<name>`, content a JSON string
-    /// `{"metadata":{"uid":..},"status":..}` (the uid guards against a recreated pod).
-    pub fn send_pod_status(&self, namespace: &str, name: &str, uid: &str, status: Value) {
-        let patch = json!({"metadata": {"uid": uid}, "status": status});
-        let m = Message::new(
-            module::EDGED,
-            module::META,
-            op::PATCH,
-            format!("{namespace}/podpatch/{name}"),
-        )
-        .with_content(Value::String(patch.to_string()));
-        self.post(m);
-    }
-
     /// Renews the node lease: `update kube-node-lease/lease/<node>`.
     pub fn renew_lease(&self, lease_duration_seconds: u32) {
         let node = &self.inner.config.node;
@@ -341,18 +328,6 @@ impl CloudLink {
             format!("kube-node-lease/lease/{node}"),
         )
         .with_content(lease);
-        self.post(m);
-    }
-
-    /// Confirms a pod this node has finished deleting: `delete <ns>/pod/<name>`.
-    pub fn pod_deleted(&self, namespace: &str, name: &str) {
-        let m = Message::new(
-            module::EDGED,
-            module::META,
-            op::DELETE,
-            format!("{namespace}/pod/{name}"),
-        )
-        .with_content(json!({}));
         self.post(m);
     }
 
@@ -553,10 +528,15 @@ mod tests {
     #[test]
     fn upstream_messages_have_kubeedge_shapes() {
         let link = offline_link();
-        link.send_pod_status("ns", "web", "u1", json!({"phase": "Running"}));
+        link.post(Message::pod_status_patch(
+            "ns",
+            "web",
+            "u1",
+            &json!({"phase": "Running"}),
+        ));
         link.send_node_status(json!({"status": {"conditions": []}}));
         link.renew_lease(40);
-        link.pod_deleted("ns", "web");
+        link.post(Message::pod_deleted("ns", "web"));
         let m = link.outbox().drain();
         let routes: Vec<(&str, &str)> = m
             .iter()
