@@ -52,6 +52,9 @@ pub struct ScanCache {
 #[derive(Debug)]
 struct Cached {
     stamp: Stamp,
+    /// Read when the file had been still for [`SETTLE_SECS`]: a later write cannot share
+    /// the stamp, so an equal stamp means equal content.
+    trusted: bool,
     objects: Result<Vec<Checked>, ManifestError>,
 }
 
@@ -89,12 +92,29 @@ impl Stamp {
     }
 }
 
+impl ScanCache {
+    /// Whether `dir` holds just the files of the last scan, each with the stamp it had when
+    /// it was read, settled: a scan would read nothing and find what the last one found.
+    pub fn unchanged(&self, dir: &Path) -> bool {
+        let Ok(names) = manifest_files(dir) else {
+            return false;
+        };
+        names.len() == self.files.len()
+            && names.iter().all(|name| {
+                let stamp = Stamp::of(&dir.join(name));
+                self.files
+                    .get(name)
+                    .is_some_and(|c| c.trusted && stamp == Some(c.stamp))
+            })
+    }
+}
+
 /// A file changed in the last seconds is read again on every scan.
 const SETTLE_SECS: i64 = 2;
 
 /// Reads `dir`: every manifest file, each checked for node `node`. A file with one bad
 /// object is rejected whole (a half-applied file is harder to reason about than a kept one).
-/// A file whose stamp is the one `cache` read (and settled then) is taken from `cache`.
+/// A file with the stamp it had when `cache` read it, settled then, is taken from `cache`.
 /// `Err` when the directory itself cannot be read: then nothing should change.
 pub fn scan(dir: &Path, node: &str, cache: &mut ScanCache) -> std::io::Result<Scan> {
     scan_at(dir, node, cache, SystemTime::now())
@@ -113,7 +133,7 @@ fn scan_at(
         let path = dir.join(&name);
         let stamp = Stamp::of(&path);
         let objects = match (cache.files.remove(&name), stamp) {
-            (Some(c), Some(s)) if c.stamp == s && s.settled(now) => c.objects,
+            (Some(c), Some(s)) if c.trusted && c.stamp == s => c.objects,
             _ => {
                 cache.parsed += 1;
                 read_file(&path, &name, node)
@@ -122,6 +142,7 @@ fn scan_at(
         if let Some(stamp) = stamp {
             let cached = Cached {
                 stamp,
+                trusted: stamp.settled(now),
                 objects: objects.clone(),
             };
             next.insert(name.clone(), cached);
@@ -402,17 +423,20 @@ mod tests {
         let later = now + std::time::Duration::from_secs(10);
         let first = scan_at(p, "n", &mut cache, now).unwrap();
         assert_eq!(cache.parsed, 2);
-        // Just written: read again, since a same-tick edit could hide behind the stamp.
-        scan_at(p, "n", &mut cache, now).unwrap();
+        // Read just after a write: read again, since a write within the same timestamp tick
+        // could hide behind the stamp; the first read once the file is settled is trusted.
+        assert!(!cache.unchanged(p));
+        scan_at(p, "n", &mut cache, later).unwrap();
         assert_eq!(cache.parsed, 2);
+        assert!(cache.unchanged(p));
         // Settled and unchanged: nothing read, the same objects and errors.
         let again = scan_at(p, "n", &mut cache, later).unwrap();
         assert_eq!(cache.parsed, 0);
         assert_eq!(again.files.len(), 2);
         assert_eq!(again.files[0].objects, first.files[0].objects);
         assert_eq!(again.files[1].objects, first.files[1].objects);
-        // An edit of the same size is seen; a new file is read; a removed one is dropped.
-        fs::write(p.join("a.yaml"), pod("a", "two")).unwrap();
+        // An edit is seen; a new file is read; a removed one is dropped.
+        fs::write(p.join("a.yaml"), pod("a", "three")).unwrap();
         fs::write(p.join("c.yaml"), pod("c", "one")).unwrap();
         fs::remove_file(p.join("b.yaml")).unwrap();
         let edited = scan_at(
@@ -426,8 +450,38 @@ mod tests {
         let names: Vec<_> = edited.files.iter().map(|f| f.name.as_str()).collect();
         assert_eq!(names, ["a.yaml", "c.yaml"]);
         let a = edited.files[0].objects.as_ref().unwrap();
-        assert_eq!(a[0].value["spec"]["containers"][0]["image"], "two");
+        assert_eq!(a[0].value["spec"]["containers"][0]["image"], "three");
         assert_eq!(cache.files.len(), 2);
+        assert!(cache.unchanged(p));
+        assert!(!ScanCache::default().unchanged(p));
+    }
+
+    #[test]
+    fn unchanged_sees_every_kind_of_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        fs::write(p.join("a.yaml"), pod("a", "one")).unwrap();
+        let mut cache = ScanCache::default();
+        let later = SystemTime::now() + std::time::Duration::from_secs(10);
+        assert!(!cache.unchanged(p), "never scanned");
+        scan_at(p, "n", &mut cache, SystemTime::now()).unwrap();
+        assert!(
+            !cache.unchanged(p),
+            "read just after its write: not trusted"
+        );
+        scan_at(p, "n", &mut cache, later).unwrap();
+        assert!(cache.unchanged(p));
+        // A new file, a removed file, an edit: each is a change.
+        fs::write(p.join("b.yaml"), pod("b", "one")).unwrap();
+        assert!(!cache.unchanged(p));
+        fs::remove_file(p.join("b.yaml")).unwrap();
+        assert!(cache.unchanged(p));
+        // (Another size: two writes within one timestamp tick look alike; `settled` covers
+        // that case outside tests.)
+        fs::write(p.join("a.yaml"), pod("a", "three")).unwrap();
+        assert!(!cache.unchanged(p));
+        fs::remove_file(p.join("a.yaml")).unwrap();
+        assert!(!cache.unchanged(p));
     }
 
     #[test]

@@ -104,6 +104,9 @@ pub struct Source {
     logged: BTreeSet<String>,
     /// Files as last read: unchanged ones are not parsed again.
     cache: diff::ScanCache,
+    /// The next pass must scan and compare even if no file changed: the first pass, or one
+    /// after a change that could not be applied.
+    retry: bool,
 }
 
 impl Source {
@@ -115,6 +118,7 @@ impl Source {
             held,
             logged: BTreeSet::new(),
             cache: diff::ScanCache::default(),
+            retry: true,
         }
     }
 
@@ -129,12 +133,19 @@ impl Source {
         let mut report = Report::default();
         let (dir, node) = (self.dir.clone(), self.node.clone());
         let mut cache = std::mem::take(&mut self.cache);
+        let retry = self.retry;
         let (scanned, cache) = smol::unblock(move || {
-            let scanned = diff::scan(&dir, &node, &mut cache);
+            // Nothing to read and nothing to retry: nothing can change.
+            let scanned =
+                (retry || !cache.unchanged(&dir)).then(|| diff::scan(&dir, &node, &mut cache));
             (scanned, cache)
         })
         .await;
         self.cache = cache;
+        let Some(scanned) = scanned else {
+            return report;
+        };
+        self.retry = true;
         let scanned = match scanned {
             Ok(s) => s,
             Err(e) => {
@@ -157,6 +168,7 @@ impl Source {
         let d = diff::diff(&self.held, &scanned, &now);
         report.errors.extend(d.errors.iter().map(|e| e.to_string()));
         let mut next = d.next;
+        let mut failed = false;
         for change in d.changes {
             match self.apply(meta, &change).await {
                 Ok(Some(msg)) => {
@@ -170,6 +182,7 @@ impl Source {
                 Ok(None) => {}
                 Err(e) => {
                     report.errors.push(e);
+                    failed = true;
                     // Undo in `next`, so the change is tried again next pass.
                     match change {
                         Change::Insert { resource, .. } => {
@@ -183,6 +196,7 @@ impl Source {
             }
         }
         self.held = next;
+        self.retry = failed;
         self.log(&report.errors);
         report
     }
