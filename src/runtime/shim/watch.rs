@@ -48,7 +48,12 @@ fn dead(state: char) -> bool {
 /// The state letter and start time of `pid` (fields 3 and 22 of /proc/<pid>/stat; the name
 /// in field 2 may hold spaces and parentheses, so fields are counted after its last ')').
 fn stat(pid: u32) -> Option<(char, u64)> {
-    parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+    use std::io::Read;
+    // One open, one read, one close: this runs for every running container every relist.
+    let mut buf = [0u8; 1024];
+    let mut f = std::fs::File::open(format!("/proc/{pid}/stat")).ok()?;
+    let n = f.read(&mut buf).ok()?;
+    parse_stat(std::str::from_utf8(&buf[..n]).ok()?)
 }
 
 fn parse_stat(text: &str) -> Option<(char, u64)> {
