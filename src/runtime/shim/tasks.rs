@@ -240,9 +240,9 @@ impl ShimRuntime {
         Ok(r.pid)
     }
 
-    /// Moves the shim serving `id` into the shims' cgroup (see [`Layout::SHIMS`]).
-    pub(super) fn move_shim(&self, id: &str) {
-        let r: std::result::Result<pb::ConnectResponse, _> = self.rpc(
+    /// Connect: the pids of the shim serving `id` and of the task's init.
+    fn connect(&self, id: &str) -> std::result::Result<pb::ConnectResponse, RpcError> {
+        self.rpc(
             id,
             "Connect",
             &pb::ConnectRequest {
@@ -250,8 +250,12 @@ impl ShimRuntime {
                 ..Default::default()
             },
             RPC_QUICK,
-        );
-        match r {
+        )
+    }
+
+    /// Moves the shim serving `id` into the shims' cgroup (see [`Layout::SHIMS`]).
+    pub(super) fn move_shim(&self, id: &str) {
+        match self.connect(id) {
             Ok(c) if c.shim_pid > 0 => {
                 if let Err(e) = self.cgroups.move_process(Layout::SHIMS, c.shim_pid) {
                     tracing::warn!(container = %id, shim_pid = c.shim_pid, error = %e, "shim left in the agent's cgroup");
@@ -384,16 +388,7 @@ impl ShimRuntime {
     /// shim's pid; each must be the process it claims (the init in the container's cgroup,
     /// the shim running the shim binary), else nothing is watched and the shim stays asked.
     fn watch(&self, id: &str) {
-        let r: std::result::Result<pb::ConnectResponse, _> = self.rpc(
-            id,
-            "Connect",
-            &pb::ConnectRequest {
-                id: id.into(),
-                ..Default::default()
-            },
-            RPC_QUICK,
-        );
-        let Ok(c) = r else { return };
+        let Ok(c) = self.connect(id) else { return };
         let init = watch::Proc::of(c.task_pid).filter(|p| p.in_cgroup(id));
         let shim = watch::Proc::of(c.shim_pid).filter(|p| p.runs(&self.cfg.shim_binary));
         if let (Some(init), Some(shim)) = (init, shim) {

@@ -16,13 +16,16 @@ pub struct Proc {
 impl Proc {
     /// The live process `pid`, or `None` when there is none (or only its zombie).
     pub fn of(pid: u32) -> Option<Proc> {
-        let (state, start) = stat(pid)?;
-        (pid > 0 && !dead(state)).then_some(Proc { pid, start })
+        let st = stat(pid)?;
+        (pid > 0 && !st.exiting()).then_some(Proc {
+            pid,
+            start: st.start,
+        })
     }
 
-    /// Whether this same process is still there and not a zombie.
+    /// Whether this same process is still there and not exiting.
     pub fn alive(&self) -> bool {
-        stat(self.pid).is_some_and(|(state, start)| start == self.start && !dead(state))
+        stat(self.pid).is_some_and(|st| st.start == self.start && !st.exiting())
     }
 
     /// Whether the process's cgroup path names `needle` (a container id): the pid a shim
@@ -40,14 +43,27 @@ impl Proc {
     }
 }
 
-/// Zombie or dead: exited, whatever its parent has reaped yet.
-fn dead(state: char) -> bool {
-    matches!(state, 'Z' | 'X' | 'x')
+/// What /proc/<pid>/stat says of a process.
+#[derive(Debug, PartialEq)]
+struct Stat {
+    state: char,
+    /// Clock ticks after boot.
+    start: u64,
+    /// Virtual memory size in bytes.
+    vsize: u64,
 }
 
-/// The state letter and start time of `pid` (fields 3 and 22 of /proc/<pid>/stat; the name
-/// in field 2 may hold spaces and parentheses, so fields are counted after its last ')').
-fn stat(pid: u32) -> Option<(char, u64)> {
+impl Stat {
+    /// A zombie, or on its way there: a user process whose memory is gone is exiting (its
+    /// command line reads empty from then on, before it turns zombie).
+    fn exiting(&self) -> bool {
+        matches!(self.state, 'Z' | 'X' | 'x') || self.vsize == 0
+    }
+}
+
+/// Fields 3, 22 and 23 of /proc/<pid>/stat (the name in field 2 may hold spaces and
+/// parentheses, so fields are counted after its last ')').
+fn stat(pid: u32) -> Option<Stat> {
     use std::io::Read;
     // One open, one read, one close: this runs for every running container every relist.
     let mut buf = [0u8; 1024];
@@ -56,12 +72,17 @@ fn stat(pid: u32) -> Option<(char, u64)> {
     parse_stat(std::str::from_utf8(&buf[..n]).ok()?)
 }
 
-fn parse_stat(text: &str) -> Option<(char, u64)> {
+fn parse_stat(text: &str) -> Option<Stat> {
     let rest = &text[text.rfind(')')? + 1..];
     let mut fields = rest.split_ascii_whitespace();
     let state = fields.next()?.chars().next()?;
     let start = fields.nth(18)?.parse().ok()?;
-    Some((state, start))
+    let vsize = fields.next()?.parse().ok()?;
+    Some(Stat {
+        state,
+        start,
+        vsize,
+    })
 }
 
 #[cfg(test)]
@@ -125,7 +146,12 @@ mod tests {
         // Field counting starts after the last ')', whatever the command name holds.
         let line = "4242 (sh) x (y)) S 1 4242 4242 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 \
                     987654 2400000 200 18446744073709551615";
-        assert_eq!(parse_stat(line), Some(('S', 987654)));
+        let st = parse_stat(line).unwrap();
+        assert_eq!((st.state, st.start, st.vsize), ('S', 987654, 2400000));
+        assert!(!st.exiting());
+        // Memory gone, not yet a zombie: exiting.
+        let exiting = line.replace(" 2400000 ", " 0 ");
+        assert!(parse_stat(&exiting).unwrap().exiting());
         assert_eq!(parse_stat("4242 (sh) Z 1"), None, "a cut line is no answer");
         assert!(stat(u32::MAX).is_none());
         assert!(Proc::of(0).is_none());
