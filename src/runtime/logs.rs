@@ -147,8 +147,8 @@ struct Stream {
 }
 
 impl Stream {
-    /// Reads what the FIFO holds and writes the complete lines.
-    fn pump(&mut self, log: &Mutex<LogFile>, buf: &mut [u8]) -> std::io::Result<()> {
+    /// Reads what the FIFO holds and writes the complete lines; whether it read anything.
+    fn pump(&mut self, log: &Mutex<LogFile>, buf: &mut [u8]) -> std::io::Result<bool> {
         use std::io::Read;
         let n = match self.file.read(buf) {
             Ok(n) => n,
@@ -156,7 +156,7 @@ impl Stream {
                 if e.kind() == std::io::ErrorKind::WouldBlock
                     || e.kind() == std::io::ErrorKind::Interrupted =>
             {
-                return Ok(())
+                return Ok(false)
             }
             Err(e) => return Err(e),
         };
@@ -168,7 +168,7 @@ impl Stream {
                 }
                 self.done = true;
             }
-            return Ok(());
+            return Ok(false);
         }
         self.pending.extend_from_slice(&buf[..n]);
         let mut start = 0;
@@ -191,30 +191,46 @@ impl Stream {
             write_line(log, self.name, true, &self.pending);
             self.pending = rest;
         }
-        Ok(())
+        Ok(true)
     }
 }
 
+/// How often a stopping copier reads its streams (ms).
+const STOPPING_READ: u16 = 200;
+
 /// Copies both streams until EOF on each (every writer gone: the container exited and the
-/// shim closed its ends), in one thread.
+/// shim closed its ends), in one thread. It sleeps in poll() until a stream has data or hangs
+/// up, or `wake` says the copier is told to stop: an idle container costs no wake-ups.
 fn copy_streams(
     mut streams: Vec<Stream>,
     log: &Mutex<LogFile>,
     stop: &AtomicBool,
+    wake: &std::os::fd::OwnedFd,
 ) -> std::io::Result<()> {
-    use std::os::fd::AsFd;
+    use nix::poll::{PollFd, PollFlags, PollTimeout};
+    use std::os::fd::{AsFd, AsRawFd};
     let mut buf = vec![0u8; 64 * 1024];
+    // A FIFO opened with no writer reports no POLLHUP until a writer comes: an adopted
+    // container's writer may be gone for good already, so its streams are read once first.
+    for s in streams.iter_mut().filter(|s| s.armed) {
+        while s.pump(log, &mut buf)? {}
+    }
     while streams.iter().any(|s| !s.done) {
         // Done streams stay out of poll: their hang-up would report ready forever.
         let live: Vec<usize> = (0..streams.len()).filter(|i| !streams[*i].done).collect();
+        let timeout = if stop.load(Ordering::Relaxed) {
+            // Told to stop: read until EOF, also from a writer that never hangs up.
+            PollTimeout::from(STOPPING_READ)
+        } else {
+            PollTimeout::NONE
+        };
         let ready: Vec<bool> = {
-            let mut fds: Vec<nix::poll::PollFd> = live
+            let mut fds: Vec<PollFd> = live
                 .iter()
-                .map(|i| {
-                    nix::poll::PollFd::new(streams[*i].file.as_fd(), nix::poll::PollFlags::POLLIN)
-                })
+                .map(|i| PollFd::new(streams[*i].file.as_fd(), PollFlags::POLLIN))
                 .collect();
-            match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(200u16)) {
+            fds.push(PollFd::new(wake.as_fd(), PollFlags::POLLIN));
+            match nix::poll::poll(&mut fds, timeout) {
                 Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                 Err(e) => return Err(e.into()),
             }
@@ -222,16 +238,33 @@ fn copy_streams(
                 .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
                 .collect()
         };
+        if ready.last() == Some(&true) {
+            // Clear the eventfd, or poll would return at once from now on.
+            let mut count = [0u8; 8];
+            let _ = nix::unistd::read(wake.as_fd().as_raw_fd(), &mut count);
+        }
         let stopping = stop.load(Ordering::Relaxed);
         for (i, r) in live.into_iter().zip(ready) {
             let s = &mut streams[i];
             s.armed |= r || stopping;
-            if r || s.armed {
+            if r || stopping {
                 s.pump(log, &mut buf)?;
             }
         }
     }
     Ok(())
+}
+
+/// An eventfd: [`Copier::stop`] writes it to wake the copier's poll.
+fn eventfd() -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: eventfd takes no pointers; a non-negative result is a new fd that we own.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just returned by eventfd and is owned by nothing else.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
 }
 
 fn write_line(log: &Mutex<LogFile>, stream: &str, partial: bool, text: &[u8]) {
@@ -246,6 +279,7 @@ fn write_line(log: &Mutex<LogFile>, stream: &str, partial: bool, text: &[u8]) {
 pub struct Copier {
     threads: Vec<std::thread::JoinHandle<()>>,
     stop: Arc<AtomicBool>,
+    wake: Arc<std::os::fd::OwnedFd>,
 }
 
 impl Copier {
@@ -276,23 +310,33 @@ impl Copier {
                 done: false,
             });
         }
-        let (tag, stop2) = (tag.to_string(), stop.clone());
+        let wake = Arc::new(eventfd()?);
+        let (tag, stop2, wake2) = (tag.to_string(), stop.clone(), wake.clone());
         // One small-stacked thread per container: edge devices run many.
         let t = std::thread::Builder::new()
             .name("log-copier".into())
             .stack_size(128 * 1024)
             .spawn(move || {
-                if let Err(e) = copy_streams(streams, &log, &stop2) {
+                if let Err(e) = copy_streams(streams, &log, &stop2, &wake2) {
                     tracing::warn!(container = %tag, error = %e, "log copy stopped");
                 }
             })?;
         let threads = vec![t];
-        Ok(Copier { threads, stop })
+        Ok(Copier {
+            threads,
+            stop,
+            wake,
+        })
     }
 
     /// Tells the copier to end at the next EOF even if no writer ever came.
     pub fn stop(&self) {
+        use std::os::fd::AsRawFd;
         self.stop.store(true, Ordering::Relaxed);
+        let one = 1u64.to_ne_bytes();
+        // SAFETY: writes 8 bytes from a live buffer to an eventfd this copier owns. A full
+        // counter (EAGAIN) means the copier is woken already.
+        let _ = unsafe { libc::write(self.wake.as_raw_fd(), one.as_ptr().cast(), one.len()) };
     }
 
     /// Whether both streams reached EOF.
@@ -320,6 +364,74 @@ mod tests {
             b"1970-01-01T00:00:01.000000005Z stdout F hi\n"
         );
         assert!(cri_line(t, "stderr", true, b"x").ends_with(b"stderr P x\n"));
+    }
+
+    fn fifos(d: &Path) -> (PathBuf, PathBuf) {
+        let (out, err) = (d.join("out"), d.join("err"));
+        for f in [&out, &err] {
+            nix::unistd::mkfifo(f, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        }
+        (out, err)
+    }
+
+    fn wait_finished(c: &Copier) -> bool {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !c.finished() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        c.finished()
+    }
+
+    #[test]
+    fn stop_wakes_a_copier_whose_writer_never_came() {
+        // Idle, the copier sleeps in poll() with no timeout: only stop() can end it.
+        let d = tempfile::tempdir().unwrap();
+        let (out, err) = fifos(d.path());
+        let rot = Rotation {
+            max_size: 1 << 20,
+            max_files: 2,
+        };
+        let c = Copier::start("t", &out, &err, &d.path().join("0.log"), rot, false).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert!(!c.finished(), "no writer yet: the copier waits");
+        c.stop();
+        assert!(wait_finished(&c), "stop() did not wake the copier");
+        c.join();
+    }
+
+    #[test]
+    fn an_adopted_copier_ends_when_its_writers_are_gone_already() {
+        // The container exited while the agent was down: its output waits in the FIFOs and no
+        // writer is left, so no hang-up will ever be reported to the new reader.
+        let d = tempfile::tempdir().unwrap();
+        let (out, err) = fifos(d.path());
+        // A writer's open blocks until a reader exists: a placeholder reader lets them open.
+        let hold = |p: &Path| {
+            OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(p)
+                .unwrap()
+        };
+        let (r_out, r_err) = (hold(&out), hold(&err));
+        let mut w_out = OpenOptions::new().write(true).open(&out).unwrap();
+        let w_err = OpenOptions::new().write(true).open(&err).unwrap();
+        writeln!(w_out, "before the restart").unwrap();
+        drop((w_out, w_err));
+        let log = d.path().join("0.log");
+        let rot = Rotation {
+            max_size: 1 << 20,
+            max_files: 2,
+        };
+        let c = Copier::start("t", &out, &err, &log, rot, true).unwrap();
+        drop((r_out, r_err));
+        assert!(
+            wait_finished(&c),
+            "the adopted copier missed its writers' EOF"
+        );
+        c.join();
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(text.contains(" stdout F before the restart\n"), "{text}");
     }
 
     #[test]
