@@ -12,8 +12,11 @@ mod cloudhub;
 
 use cloudhub::{bounded, CloudHub, Event, Lifetime};
 use edged::message::{new_uuid, op, Message};
+#[path = "common/host.rs"]
+mod host;
+
+use host::{build_test_image, cri_lines, tail, Host};
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
@@ -22,29 +25,19 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_edged");
 const IMAGE: &str = "docker.io/library/busybox:test";
-const RUNC_ROOT: &str = "/run/containerd/runc/edged";
 /// How long any one wait may take before the test fails.
 const WAIT: Duration = Duration::from_secs(60);
 
 /// The busybox test image, built once per test binary.
 fn image() -> &'static Path {
     static IMAGE_TAR: OnceLock<PathBuf> = OnceLock::new();
-    IMAGE_TAR.get_or_init(|| {
-        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cloud-e2e-busybox.tar");
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/make-test-image.sh");
-        let st = Command::new(script)
-            .arg(&out)
-            .stdout(Stdio::null())
-            .status()
-            .expect("run scripts/make-test-image.sh");
-        assert!(st.success(), "make-test-image.sh failed: {st}");
-        out
-    })
+    IMAGE_TAR.get_or_init(|| build_test_image("cloud-e2e-busybox.tar"))
 }
 
 /// One agent joined (or trying to join) a stand-in: its dirs, process and cleanup.
 struct Agent {
     dir: tempfile::TempDir,
+    host: Host,
     node: String,
     child: Option<Child>,
 }
@@ -60,6 +53,7 @@ impl Agent {
             std::fs::create_dir_all(dir.path().join(d)).unwrap();
         }
         let mut a = Agent {
+            host: Host::new(dir.path()),
             dir,
             node: format!("edge-{tag}"),
             child: None,
@@ -197,46 +191,13 @@ impl Agent {
         .await
     }
 
-    /// Ids of the container bundles under this agent's root.
-    fn bundle_ids(&self) -> BTreeSet<String> {
-        list_dir(&self.root().join("runtime/containers"))
-    }
-
-    /// Pod uids with a sandbox under this agent's root.
-    fn sandbox_uids(&self) -> BTreeSet<String> {
-        list_dir(&self.root().join("runtime/sandboxes"))
-    }
-
-    /// runc's list (id → (pid, status)), only containers whose bundle is under this root.
-    fn runc(&self) -> BTreeMap<String, (u32, String)> {
-        let out = Command::new("runc")
-            .args(["--root", RUNC_ROOT, "list", "-f", "json"])
-            .output()
-            .expect("run runc list");
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-        let root = self.root().to_string_lossy().to_string();
-        v.as_array()
-            .into_iter()
-            .flatten()
-            .filter(|c| c["bundle"].as_str().is_some_and(|b| b.starts_with(&root)))
-            .map(|c| {
-                (
-                    c["id"].as_str().unwrap_or_default().to_string(),
-                    (
-                        c["pid"].as_u64().unwrap_or(0) as u32,
-                        c["status"].as_str().unwrap_or_default().to_string(),
-                    ),
-                )
-            })
-            .collect()
-    }
-
     /// The running container `id`'s pid, as runc sees it.
     fn running_pid(&self, id: &str) -> Option<u32> {
-        self.runc()
+        self.host
+            .runc()
             .get(id)
-            .filter(|(_, s)| s == "running")
-            .map(|(pid, _)| *pid)
+            .filter(|e| e.status == "running")
+            .map(|e| e.pid)
     }
 
     /// The log lines (message part of the CRI format) of a container's first instance.
@@ -248,84 +209,8 @@ impl Agent {
             .flatten()
             .find(|e| e.file_name().to_string_lossy().starts_with(&prefix))
             .and_then(|e| std::fs::read_to_string(e.path().join(container).join("0.log")).ok())
-            .map(|t| {
-                t.lines()
-                    .filter_map(|l| l.splitn(4, ' ').nth(3).map(str::to_string))
-                    .collect()
-            })
+            .map(|t| cri_lines(&t))
             .unwrap_or_default()
-    }
-
-    fn shim_pids(&self) -> Vec<i32> {
-        let root = self.root().to_string_lossy().to_string();
-        let mut pids = Vec::new();
-        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-                continue;
-            };
-            let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            if cmdline.contains("containerd-shim") && cmdline.contains(&root) {
-                pids.push(pid);
-            }
-        }
-        pids
-    }
-
-    fn container_pids(&self) -> Vec<i32> {
-        let mut pids = BTreeSet::new();
-        for dir in self.pod_cgroups() {
-            for d in walk_dirs(&dir) {
-                let procs = std::fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default();
-                pids.extend(procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
-            }
-        }
-        for id in self.bundle_ids() {
-            let p = self
-                .root()
-                .join("runtime/containers")
-                .join(id)
-                .join("init.pid");
-            if let Some(pid) = std::fs::read_to_string(p)
-                .ok()
-                .and_then(|s| s.trim().parse().ok())
-            {
-                pids.insert(pid);
-            }
-        }
-        pids.into_iter().collect()
-    }
-
-    fn pod_cgroups(&self) -> Vec<PathBuf> {
-        let uids = self.sandbox_uids();
-        let mut out = Vec::new();
-        for ctrl in std::fs::read_dir("/sys/fs/cgroup")
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            for uid in &uids {
-                let d = ctrl.path().join("edged").join(format!("pod{uid}"));
-                if d.is_dir() {
-                    out.push(d);
-                }
-            }
-        }
-        out
-    }
-
-    fn mounts(&self) -> Vec<PathBuf> {
-        let base = self.dir.path().to_string_lossy().to_string();
-        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let mut m: Vec<PathBuf> = info
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .filter(|p| p.starts_with(&base))
-            .map(|p| PathBuf::from(p.replace("\\040", " ")))
-            .collect();
-        m.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-        m.dedup();
-        m
     }
 }
 
@@ -343,61 +228,8 @@ impl Drop for Agent {
             let _ = std::fs::create_dir_all(&keep);
             let _ = std::fs::copy(self.log_path(), Path::new(&keep).join(name));
         }
-        for pid in self.shim_pids().into_iter().chain(self.container_pids()) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-        for id in self.bundle_ids() {
-            let _ = Command::new("runc")
-                .args(["--root", RUNC_ROOT, "delete", "-f", &id])
-                .stderr(Stdio::null())
-                .status();
-        }
-        for m in self.mounts() {
-            let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
-        }
-        for dir in self.pod_cgroups() {
-            let mut dirs = walk_dirs(&dir);
-            dirs.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-            for d in dirs {
-                let _ = std::fs::remove_dir(d);
-            }
-        }
+        self.host.clean_up();
     }
-}
-
-fn list_dir(dir: &Path) -> BTreeSet<String> {
-    std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.file_name().to_string_lossy().to_string())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// `dir` and every directory below it.
-fn walk_dirs(dir: &Path) -> Vec<PathBuf> {
-    let mut out = vec![dir.to_path_buf()];
-    let mut i = 0;
-    while i < out.len() {
-        if let Ok(rd) = std::fs::read_dir(&out[i]) {
-            for e in rd.flatten() {
-                if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                    out.push(e.path());
-                }
-            }
-        }
-        i += 1;
-    }
-    out
-}
-
-fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 // ---- objects as the cloud sends them ----
@@ -624,9 +456,9 @@ fn a_node_joins_runs_a_cloud_pod_and_reports_it() {
             "{status}"
         );
         let id = app_id(status);
-        let pid = a
-            .running_pid(&id)
-            .unwrap_or_else(|| panic!("container {id} is not running in runc: {:?}", a.runc()));
+        let pid = a.running_pid(&id).unwrap_or_else(|| {
+            panic!("container {id} is not running in runc: {:?}", a.host.runc())
+        });
         a.wait_for("web's log line", || {
             a.log_lines("web", "app")
                 .contains(&"started".to_string())
@@ -686,7 +518,7 @@ fn a_node_joins_runs_a_cloud_pod_and_reports_it() {
             ("edged", "meta")
         );
         a.wait_for("web's container and sandbox gone", || {
-            (a.runc().is_empty() && a.sandbox_uids().is_empty()).then_some(())
+            (a.host.runc().is_empty() && a.host.sandbox_uids().is_empty()).then_some(())
         });
         assert!(
             a.pod("web").is_none(),
@@ -806,8 +638,8 @@ fn config_maps_the_store_lacks_are_asked_of_the_cloud() {
             "a NotFound answer was stored"
         );
         // Only app's container runs.
-        let ids: Vec<String> = a.runc().into_keys().collect();
-        assert_eq!(ids, vec![app_id(&running["status"])], "{:?}", a.runc());
+        let ids: Vec<String> = a.host.runc().into_keys().collect();
+        assert_eq!(ids, vec![app_id(&running["status"])], "{:?}", a.host.runc());
     });
 }
 
@@ -931,7 +763,7 @@ fn the_cloud_away_and_back() {
         assert!(a.pod("job").is_some(), "the job went too");
         let web_uid = web["metadata"]["uid"].as_str().unwrap();
         a.wait_for("web's sandbox gone", || {
-            (!a.sandbox_uids().contains(web_uid)).then_some(())
+            (!a.host.sandbox_uids().contains(web_uid)).then_some(())
         });
     });
 }

@@ -6,6 +6,10 @@
 //! (/run/containerd/runc/edged) is shared, so only the ids of a test's own bundles are looked at.
 //! Run as root: `cargo test --test pod_lifecycle -- --test-threads=2`.
 
+#[path = "common/host.rs"]
+mod host;
+
+use host::{build_test_image, cri_lines, tail, Host, RuncEntry, RUNC_ROOT};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
@@ -16,37 +20,19 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_edged");
 const IMAGE: &str = "docker.io/library/busybox:test";
-const RUNC_ROOT: &str = "/run/containerd/runc/edged";
 /// How long any one wait may take before the test fails.
 const WAIT: Duration = Duration::from_secs(60);
 
 /// The busybox test image, built once per test binary.
 fn image() -> &'static Path {
     static IMAGE_TAR: OnceLock<PathBuf> = OnceLock::new();
-    IMAGE_TAR.get_or_init(|| {
-        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("pod-lifecycle-busybox.tar");
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/make-test-image.sh");
-        let st = Command::new(script)
-            .arg(&out)
-            .stdout(Stdio::null())
-            .status()
-            .expect("run scripts/make-test-image.sh");
-        assert!(st.success(), "make-test-image.sh failed: {st}");
-        out
-    })
-}
-
-/// A container as runc lists it.
-#[derive(Clone, Debug)]
-struct RuncEntry {
-    id: String,
-    pid: u32,
-    status: String,
+    IMAGE_TAR.get_or_init(|| build_test_image("pod-lifecycle-busybox.tar"))
 }
 
 /// One agent: its dirs, its process, and the cleanup of everything it made.
 struct Agent {
     dir: tempfile::TempDir,
+    host: Host,
     child: Option<Child>,
     starts: u32,
     /// Flags beside the ones every test agent gets.
@@ -64,6 +50,7 @@ impl Agent {
             std::fs::create_dir_all(dir.path().join(d)).unwrap();
         }
         let a = Agent {
+            host: Host::new(dir.path()),
             dir,
             child: None,
             starts: 0,
@@ -255,66 +242,6 @@ impl Agent {
         }
     }
 
-    /// Ids of the container bundles under this agent's root.
-    fn bundle_ids(&self) -> BTreeSet<String> {
-        std::fs::read_dir(self.root().join("runtime/containers"))
-            .map(|rd| {
-                rd.flatten()
-                    .map(|e| e.file_name().to_string_lossy().to_string())
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    /// Pod uids with a sandbox under this agent's root.
-    fn sandbox_uids(&self) -> BTreeSet<String> {
-        std::fs::read_dir(self.root().join("runtime/sandboxes"))
-            .map(|rd| {
-                rd.flatten()
-                    .map(|e| e.file_name().to_string_lossy().to_string())
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    /// runc's list, only the containers whose bundle lies under this agent's root.
-    fn runc(&self) -> BTreeMap<String, RuncEntry> {
-        // runc list fails while another test's container is half made or removed: retry.
-        let mut tries = 0;
-        let v: Value = loop {
-            let out = Command::new("runc")
-                .args(["--root", RUNC_ROOT, "list", "-f", "json"])
-                .output()
-                .expect("run runc list");
-            let parsed = serde_json::from_slice::<Value>(&out.stdout);
-            match parsed {
-                Ok(v) if out.status.success() => break v,
-                _ if tries < 50 => {
-                    tries += 1;
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                _ => panic!(
-                    "runc list keeps failing: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                ),
-            }
-        };
-        let root = self.root().to_string_lossy().to_string();
-        v.as_array()
-            .into_iter()
-            .flatten()
-            .filter(|c| c["bundle"].as_str().is_some_and(|b| b.starts_with(&root)))
-            .map(|c| {
-                let e = RuncEntry {
-                    id: c["id"].as_str().unwrap_or_default().to_string(),
-                    pid: c["pid"].as_u64().unwrap_or(0) as u32,
-                    status: c["status"].as_str().unwrap_or_default().to_string(),
-                };
-                (e.id.clone(), e)
-            })
-            .collect()
-    }
-
     /// The CRI log of instance `attempt` of a container.
     fn log_file(&self, ns: &str, pod: &str, container: &str, attempt: u32) -> Option<PathBuf> {
         let prefix = format!("{ns}_{pod}_");
@@ -352,102 +279,20 @@ impl Agent {
         )
     }
 
-    /// Processes whose command line names this agent's root (its shims).
-    fn shim_pids(&self) -> Vec<i32> {
-        let root = self.root().to_string_lossy().to_string();
-        let mut pids = Vec::new();
-        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-                continue;
-            };
-            let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            if cmdline.contains("containerd-shim") && cmdline.contains(&root) {
-                pids.push(pid);
-            }
-        }
-        pids
-    }
-
-    /// Every process in the cgroups of this agent's pods.
-    fn container_pids(&self) -> Vec<i32> {
-        let mut pids = BTreeSet::new();
-        for dir in self.pod_cgroups() {
-            for e in walk_dirs(&dir) {
-                let procs = std::fs::read_to_string(e.join("cgroup.procs")).unwrap_or_default();
-                pids.extend(procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
-            }
-        }
-        for id in self.bundle_ids() {
-            let p = self
-                .root()
-                .join("runtime/containers")
-                .join(&id)
-                .join("init.pid");
-            if let Some(pid) = std::fs::read_to_string(p)
-                .ok()
-                .and_then(|s| s.trim().parse().ok())
-            {
-                pids.insert(pid);
-            }
-        }
-        pids.into_iter().collect()
-    }
-
-    /// The pod cgroup dirs (every controller) of this agent's sandboxes.
-    fn pod_cgroups(&self) -> Vec<PathBuf> {
-        let mut out = Vec::new();
-        let uids = self.sandbox_uids();
-        for ctrl in std::fs::read_dir("/sys/fs/cgroup")
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            for uid in &uids {
-                let d = ctrl.path().join("edged").join(format!("pod{uid}"));
-                if d.is_dir() {
-                    out.push(d);
-                }
-            }
-        }
-        out
-    }
-
-    /// Mount points under this agent's dir, deepest first.
-    fn mounts(&self) -> Vec<PathBuf> {
-        let base = self.dir.path().to_string_lossy().to_string();
-        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let mut m: Vec<PathBuf> = info
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .filter(|p| p.starts_with(&base))
-            .map(|p| PathBuf::from(p.replace("\\040", " ")))
-            .collect();
-        m.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-        m.dedup();
-        m
-    }
-
     /// A power cut: the agent, every shim and container process are killed at once, and the
     /// mounts (pinned namespaces, tmpfs volumes, rootfs overlays) go, as after a reboot.
     fn power_cut(&mut self) {
         self.kill9();
-        for pid in self.shim_pids().into_iter().chain(self.container_pids()) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
+        self.host.kill_processes();
         // The processes are gone once their cgroups are empty.
         self.wait_for("every container process gone", || {
-            self.container_pids()
+            self.host
+                .container_pids()
                 .into_iter()
                 .all(|p| !Path::new(&format!("/proc/{p}")).exists() || is_zombie(p))
                 .then_some(())
         });
-        for m in self.mounts() {
-            let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
-        }
+        self.host.unmount_all();
     }
 }
 
@@ -465,46 +310,8 @@ impl Drop for Agent {
                 let _ = std::fs::copy(self.agent_log_path(n), to.join(format!("agent-{n}.log")));
             }
         }
-        for pid in self.shim_pids().into_iter().chain(self.container_pids()) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-        for id in self.bundle_ids() {
-            let _ = Command::new("runc")
-                .args(["--root", RUNC_ROOT, "delete", "-f", &id])
-                .stderr(Stdio::null())
-                .status();
-        }
-        for m in self.mounts() {
-            let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
-        }
-        for dir in self.pod_cgroups() {
-            let mut dirs = walk_dirs(&dir);
-            dirs.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-            for d in dirs {
-                let _ = std::fs::remove_dir(d);
-            }
-        }
+        self.host.clean_up();
     }
-}
-
-/// `dir` and every directory below it.
-fn walk_dirs(dir: &Path) -> Vec<PathBuf> {
-    let mut out = vec![dir.to_path_buf()];
-    let mut i = 0;
-    while i < out.len() {
-        if let Ok(rd) = std::fs::read_dir(&out[i]) {
-            for e in rd.flatten() {
-                if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                    out.push(e.path());
-                }
-            }
-        }
-        i += 1;
-    }
-    out
 }
 
 fn is_zombie(pid: i32) -> bool {
@@ -517,18 +324,6 @@ fn is_zombie(pid: i32) -> bool {
                 .starts_with('Z')
         })
         .unwrap_or(true)
-}
-
-/// The messages of CRI log lines (`<time> <stream> <F|P> <message>`).
-fn cri_lines(text: &str) -> Vec<String> {
-    text.lines()
-        .filter_map(|l| l.splitn(4, ' ').nth(3).map(str::to_string))
-        .collect()
-}
-
-fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 // ---- pod JSON helpers ----
@@ -849,7 +644,7 @@ fn delete_honours_the_grace_period_of_a_term_trap() {
     let mut log = std::fs::File::open(a.log_file(ns, "trap", "app", 0).unwrap()).unwrap();
     a.remove("pod.json");
     a.wait_for("the containers removed", || {
-        (a.bundle_ids().is_empty() && a.runc().is_empty()).then_some(())
+        (a.host.bundle_ids().is_empty() && a.host.runc().is_empty()).then_some(())
     });
     let mut text = String::new();
     log.read_to_string(&mut text).unwrap();
@@ -873,7 +668,7 @@ fn delete_honours_the_grace_period_of_a_term_trap() {
         tail(&agent, 30)
     );
     a.wait_for("the sandbox removed", || {
-        a.sandbox_uids().is_empty().then_some(())
+        a.host.sandbox_uids().is_empty().then_some(())
     });
 }
 
@@ -891,7 +686,7 @@ fn a_config_map_that_arrives_late() {
     });
     assert_eq!(phase(&p), "Pending");
     assert!(
-        a.runc().is_empty(),
+        a.host.runc().is_empty(),
         "a container runs without its configmap"
     );
     a.write(
@@ -1021,18 +816,22 @@ fn an_update_restarts_only_the_changed_container() {
         running(p, "a") && running(p, "b")
     });
     let (a_id, b_id) = (container_id(&p, "a"), container_id(&p, "b"));
-    let a_pid = a.runc()[&a_id].pid;
+    let a_pid = a.host.runc()[&a_id].pid;
     a.write("pod.json", &[make("2")]);
     let p = a.wait_pod(ns, "two", "b replaced", |p| {
         running(p, "b") && container_id(p, "b") != b_id
     });
     assert_eq!(container_id(&p, "a"), a_id, "a was restarted: {p}");
     assert_eq!(restart_count(&p, "a"), 0);
-    assert_eq!(a.runc()[&a_id].pid, a_pid);
-    assert_eq!(a.runc()[&a_id].status, "running");
+    assert_eq!(a.host.runc()[&a_id].pid, a_pid);
+    assert_eq!(a.host.runc()[&a_id].status, "running");
     let b_attempt = restart_count(&p, "b") as u32;
     a.wait_log(ns, "two", "b", b_attempt, "b is 2");
-    assert!(a.runc().get(&b_id).is_none_or(|e| e.status != "running"));
+    assert!(a
+        .host
+        .runc()
+        .get(&b_id)
+        .is_none_or(|e| e.status != "running"));
     a.stop();
 }
 
@@ -1068,7 +867,11 @@ fn pods_beyond_max_pods_are_refused() {
     assert!(msg.contains("--max-pods 1"), "{msg}");
     // Only the first pod's container runs.
     assert_eq!(
-        a.runc().values().filter(|e| e.status == "running").count(),
+        a.host
+            .runc()
+            .values()
+            .filter(|e| e.status == "running")
+            .count(),
         1
     );
     a.stop();
@@ -1089,7 +892,7 @@ fn image_pull_policy_never_with_a_missing_image() {
         .unwrap_or("");
     assert!(msg.contains("not-here:1.0"), "{msg}");
     assert_eq!(phase(&p), "Pending");
-    assert!(a.runc().is_empty());
+    assert!(a.host.runc().is_empty());
 }
 
 /// Two pods using configMap, secret, emptyDir (disk and memory) volumes, with probes and an
@@ -1181,9 +984,9 @@ fn agent_restart_adopts_running_containers() {
     let mut a = Agent::started("adopt");
     let ns = "lc-adopt";
     durable_pods(&a, ns);
-    let before = running_ids(&a.runc());
+    let before = running_ids(&a.host.runc());
     assert_eq!(before.len(), 4, "{before:?}");
-    let bundles = a.bundle_ids();
+    let bundles = a.host.bundle_ids();
     assert_eq!(
         bundles.len(),
         8,
@@ -1216,9 +1019,13 @@ fn agent_restart_adopts_running_containers() {
         assert_eq!(restart_count(&p, "web"), 0, "{p}");
         assert_eq!(restart_count(&p, "side"), 0, "{p}");
     }
-    assert_eq!(running_ids(&a.runc()), before, "containers were replaced");
+    assert_eq!(
+        running_ids(&a.host.runc()),
+        before,
+        "containers were replaced"
+    );
     // Nothing ran again: the init containers neither.
-    assert_eq!(a.bundle_ids(), bundles);
+    assert_eq!(a.host.bundle_ids(), bundles);
     for name in ["one", "two"] {
         let p = a.pod(ns, name).unwrap();
         assert_eq!(
@@ -1239,12 +1046,16 @@ fn offline_reboot_brings_every_pod_back() {
     let mut a = Agent::started("reboot");
     let ns = "lc-reboot";
     durable_pods(&a, ns);
-    let old: BTreeSet<String> = a.bundle_ids();
+    let old: BTreeSet<String> = a.host.bundle_ids();
     assert_eq!(old.len(), 8);
     let done = a.pod(ns, "done").unwrap();
     let stored_before = a.get("configmaps").len() + a.get("secrets").len();
     a.power_cut();
-    assert!(a.mounts().is_empty(), "mounts left: {:?}", a.mounts());
+    assert!(
+        a.host.mounts().is_empty(),
+        "mounts left: {:?}",
+        a.host.mounts()
+    );
     a.start();
     for name in ["one", "two"] {
         let p = a.wait_pod(ns, name, "Running and Ready again", |p| {
@@ -1257,11 +1068,11 @@ fn offline_reboot_brings_every_pod_back() {
     }
     // The dead instances are cleaned from runc's state (their shims died with them).
     a.wait_for("no runc state of the old instances", || {
-        let now = a.runc();
+        let now = a.host.runc();
         old.iter().all(|id| !now.contains_key(id)).then_some(())
     });
     assert_done_unchanged(&a, ns, &done);
-    let now = a.runc();
+    let now = a.host.runc();
     for id in &old {
         if let Some(e) = now.get(id) {
             assert_ne!(e.status, "running", "old container {id} runs: {now:?}");
@@ -1314,11 +1125,13 @@ fn orphans_of_a_pod_gone_from_the_store_are_removed_at_start() {
             .delete(edged::metamanager::Table::PodStatus, &key)
             .unwrap();
     }
-    assert!(a.runc().contains_key(&id));
+    assert!(a.host.runc().contains_key(&id));
     a.start();
     a.wait_for("the orphan removed", || {
-        (a.runc().is_empty() && a.bundle_ids().is_empty() && a.sandbox_uids().is_empty())
-            .then_some(())
+        (a.host.runc().is_empty()
+            && a.host.bundle_ids().is_empty()
+            && a.host.sandbox_uids().is_empty())
+        .then_some(())
     });
     assert!(a.agent_log(2).contains("orphan removed"));
     a.wait_for("the orphan's volumes and logs removed", || {
@@ -1326,7 +1139,7 @@ fn orphans_of_a_pod_gone_from_the_store_are_removed_at_start() {
         let logs = std::fs::read_dir(a.logs()).map(|d| d.count()).unwrap_or(0);
         (!pods_dir.exists() && logs == 0).then_some(())
     });
-    assert!(a.mounts().is_empty(), "{:?}", a.mounts());
+    assert!(a.host.mounts().is_empty(), "{:?}", a.host.mounts());
     a.stop();
 }
 
@@ -1343,11 +1156,13 @@ fn a_pod_removed_while_the_agent_is_down_is_stopped_at_start() {
     a.remove("pod.json");
     a.start();
     a.wait_for("the pod's containers and sandbox removed", || {
-        (a.runc().is_empty() && a.bundle_ids().is_empty() && a.sandbox_uids().is_empty())
-            .then_some(())
+        (a.host.runc().is_empty()
+            && a.host.bundle_ids().is_empty()
+            && a.host.sandbox_uids().is_empty())
+        .then_some(())
     });
     assert!(a.pod(ns, "gone").is_none());
-    assert!(a.mounts().is_empty(), "{:?}", a.mounts());
+    assert!(a.host.mounts().is_empty(), "{:?}", a.host.mounts());
     a.stop();
 }
 
@@ -1366,7 +1181,7 @@ fn a_container_killed_from_outside_is_restarted() {
     );
     let p = a.wait_pod(ns, "victim", "Running", |p| running(p, "app"));
     let id = container_id(&p, "app");
-    let pid = a.runc()[&id].pid;
+    let pid = a.host.runc()[&id].pid;
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid as i32),
         nix::sys::signal::Signal::SIGKILL,
@@ -1396,8 +1211,8 @@ fn a_dead_shim_is_noticed_and_its_container_comes_back() {
     );
     let p = a.wait_pod(ns, "orphaned", "Running", |p| running(p, "app"));
     let id = container_id(&p, "app");
-    let pid = a.runc()[&id].pid;
-    let shims = a.shim_pids();
+    let pid = a.host.runc()[&id].pid;
+    let shims = a.host.shim_pids();
     assert_eq!(shims.len(), 1, "one shim per pod");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(shims[0]),
@@ -1413,7 +1228,7 @@ fn a_dead_shim_is_noticed_and_its_container_comes_back() {
         (!Path::new(&format!("/proc/{pid}")).exists() || is_zombie(pid as i32)).then_some(())
     });
     a.wait_for("no runc state of the old instance", || {
-        (!a.runc().contains_key(&id)).then_some(())
+        (!a.host.runc().contains_key(&id)).then_some(())
     });
     a.wait_log(ns, "orphaned", "app", 1, "up");
 }
@@ -1446,10 +1261,10 @@ fn a_pod_written_again_while_it_terminates_runs_again() {
     });
     let id = container_id(&again, "app");
     assert_eq!(
-        a.runc().get(&id).map(|e| e.status.as_str()),
+        a.host.runc().get(&id).map(|e| e.status.as_str()),
         Some("running")
     );
-    assert!(!a.runc().contains_key(&old));
+    assert!(!a.host.runc().contains_key(&old));
 }
 
 #[test]
@@ -1466,7 +1281,7 @@ fn an_update_made_while_the_agent_is_down_restarts_only_that_container() {
         running(p, "a") && running(p, "b")
     });
     let (a_id, b_id) = (container_id(&p, "a"), container_id(&p, "b"));
-    let a_pid = a.runc()[&a_id].pid;
+    let a_pid = a.host.runc()[&a_id].pid;
     a.stop();
     a.write("pod.json", &[make("2")]);
     a.start();
@@ -1474,7 +1289,7 @@ fn an_update_made_while_the_agent_is_down_restarts_only_that_container() {
         running(p, "b") && container_id(p, "b") != b_id
     });
     assert_eq!(container_id(&p, "a"), a_id, "a was restarted: {p}");
-    assert_eq!(a.runc()[&a_id].pid, a_pid);
+    assert_eq!(a.host.runc()[&a_id].pid, a_pid);
     a.wait_log(ns, "two", "b", restart_count(&p, "b") as u32, "b is 2");
     a.stop();
 }
