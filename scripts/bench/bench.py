@@ -130,6 +130,7 @@ class Bench:
         return {
             "cpu_pct": 100.0 * (c1 - c0) / hz / (t1 - t0),
             "rss_kib": mem.get("VmRSS"), "hwm_kib": mem.get("VmHWM"),
+            "threads": mem.get("Threads"),
             "relist_us_p50": median(relists), "relist_us_p95": percentile(relists, 95),
             "relists": len(relists), "shims": len(sp), "shim_rss_kib": shim_rss,
             "shim_pss_kib": shim_pss,
@@ -378,7 +379,7 @@ def section_start(b, rc, cd):
 
 def mem_row(label, w):
     return [label, f"{w['rss_kib'] / 1024:.1f}", f"{w['hwm_kib'] / 1024:.1f}",
-            f"{w['cpu_pct']:.2f}", w["shims"],
+            f"{w['cpu_pct']:.2f}", w["threads"], w["shims"],
             f"{w['shim_rss_kib'] / 1024 / max(1, w['shims']):.1f}" if w["shims"] else "-",
             f"{w['shim_pss_kib'] / 1024 / max(1, w['shims']):.1f}" if w["shims"] else "-",
             f"{w['relist_us_p50'] / 1000:.1f}" if w["relists"] else "n/a",
@@ -585,7 +586,7 @@ def main():
         out()
         rows = [mem_row(k, v) for k, v in windows]
         table(["pods", "agent VmRSS MiB", "agent VmHWM MiB", "agent CPU % of a core",
-               "shims", "shim RSS MiB/pod", "shim PSS MiB/pod", "relist p50 ms",
+               "agent threads", "shims", "shim RSS MiB/pod", "shim PSS MiB/pod", "relist p50 ms",
                "relist p95 ms"], rows)
         if "containerd_idle" in results:
             ci = results["containerd_idle"]

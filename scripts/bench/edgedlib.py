@@ -261,12 +261,12 @@ def pod_cgroups(uids):
 
 
 def proc_status(pid):
-    """VmRSS and VmHWM of a process in KiB."""
+    """VmRSS and VmHWM of a process in KiB, and its thread count."""
     vals = {}
     with open(f"/proc/{pid}/status") as f:
         for line in f:
             k, _, v = line.partition(":")
-            if k in ("VmRSS", "VmHWM"):
+            if k in ("VmRSS", "VmHWM", "Threads"):
                 vals[k] = int(v.split()[0])
     return vals
 
