@@ -45,8 +45,37 @@ fn fail<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> AgentError + '_ {
     move |e| AgentError(format!("{what}: {e}"))
 }
 
+/// Raises the soft limit of open files to the hard one: each running container holds about
+/// six (its log FIFOs, log file, the copier's eventfd, pidfds of its init and shim), past the
+/// usual soft limit of 1024 at some 150 containers. Returns the limit now in force.
+fn raise_open_files_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the live `lim`; setrlimit only reads it.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 0;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let want = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
+                lim.rlim_cur = lim.rlim_max;
+            }
+        }
+    }
+    #[allow(clippy::unnecessary_cast)] // rlim_t is 32 bits on some targets
+    let limit = lim.rlim_cur as u64;
+    limit
+}
+
 /// Runs the agent until SIGTERM or SIGINT. Running containers are left running.
 pub fn run(flags: Flags) -> Result<(), AgentError> {
+    let open_files = raise_open_files_limit();
     let node = flags.node_name();
     let root = flags.root_dir.clone();
     let store = Arc::new(Store::open(&root.join("meta")).map_err(fail("store"))?);
@@ -65,7 +94,7 @@ pub fn run(flags: Flags) -> Result<(), AgentError> {
         .or_else(crate::cloudlink::node::default_route_source)
         .map(|ip| ip.to_string())
         .unwrap_or_default();
-    tracing::info!(node = %node, root = %root.display(), host_ip = %host_ip, "edged starting");
+    tracing::info!(node = %node, root = %root.display(), host_ip = %host_ip, open_files, "edged starting");
 
     let images = Arc::new(ImageStore::open(&root).map_err(fail("image store"))?);
     if let Some(dir) = &flags.image_dir {

@@ -518,11 +518,16 @@ fn killed_shim_is_detected_and_cleaned() {
         nix::sys::signal::SIGKILL,
     )
     .unwrap();
+    // The shim's death shows once the kernel has it exited, all its threads gone (a pidfd
+    // turns readable then; its command line empties and it reads as a zombie a bit earlier).
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !shim_pids(&id).is_empty() && Instant::now() < deadline {
+    let s = loop {
+        let s = e.rt().container_status(&id).unwrap();
+        if s.state != ContainerState::Running || Instant::now() > deadline {
+            break s;
+        }
         std::thread::sleep(Duration::from_millis(20));
-    }
-    let s = e.rt().container_status(&id).unwrap();
+    };
     assert_eq!(s.state, ContainerState::Exited);
     assert_eq!(s.reason.as_deref(), Some("ShimDied"), "{s:?}");
     let ev = events.try_recv().unwrap();
@@ -534,6 +539,42 @@ fn killed_shim_is_detected_and_cleaned() {
     let list = String::from_utf8_lossy(&list.stdout);
     assert!(!list.contains(&id), "runc state left: {list}");
     e.rt().remove_container(&id).unwrap();
+}
+
+#[test]
+fn stop_with_no_shim_address_cleans_up() {
+    // A record whose bundle names no shim (its start was cut short by a power cut): stopping
+    // it must not fail on the missing shim, or the pod's deletion waits for housekeeping.
+    let e = env();
+    let pod = e.pod("noaddress");
+    let id = e.run(&pod, &e.config(&pod, "c", "sleep 1000"));
+    let pid = e.rt().container_status(&id).unwrap().pid.unwrap();
+    let shims = shim_pids(&id);
+    std::fs::remove_file(
+        e.dir
+            .path()
+            .join("runtime/containers")
+            .join(&id)
+            .join("address"),
+    )
+    .unwrap();
+    e.rt().stop_container(&id, Duration::from_secs(1)).unwrap();
+    let s = e.rt().container_status(&id).unwrap();
+    assert_eq!(s.state, ContainerState::Exited);
+    assert_eq!(s.reason.as_deref(), Some("ShimDied"), "{s:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "the container's process {pid} outlived its cleanup"
+    );
+    e.rt().remove_container(&id).unwrap();
+    // The shim nobody can name any more goes with the test.
+    for p in shims {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), nix::sys::signal::SIGKILL);
+    }
 }
 
 #[test]

@@ -11,7 +11,7 @@
 //!   `stdout`/`stderr` FIFOs and `meta.json`.
 //!
 //! The containers' `meta.json` files are read once at start and then kept in memory, written
-//! through; a running task is watched in /proc ([`watch`]) so a listing asks no shim until
+//! through; a running task is watched ([`watch`]: pidfds, or /proc) so a listing asks no shim until
 //! something changed.
 
 mod client;
@@ -87,8 +87,8 @@ pub struct ShimRuntime {
     clients: Mutex<HashMap<String, Arc<TaskClient>>>,
     /// Every container's record, as on disk (written through by [`Self::write_meta`]).
     metas: Mutex<HashMap<String, ContainerMeta>>,
-    /// Running tasks whose init process and shim were both seen alive: (init, shim).
-    watched: Mutex<HashMap<String, (watch::Proc, watch::Proc)>>,
+    /// Running tasks whose init process and shim are watched (see [`watch`]).
+    watched: watch::Watcher,
     copiers: Mutex<HashMap<String, Copier>>,
     /// Serializes read-modify-write of metadata files and sandbox setup.
     meta_lock: Mutex<()>,
@@ -222,7 +222,7 @@ impl ShimRuntime {
             oom,
             clients: Mutex::new(HashMap::new()),
             metas: Mutex::new(HashMap::new()),
-            watched: Mutex::new(HashMap::new()),
+            watched: watch::Watcher::default(),
             copiers: Mutex::new(HashMap::new()),
             meta_lock: Mutex::new(()),
             pod_locks: Mutex::new(HashMap::new()),
@@ -936,7 +936,15 @@ impl Runtime for ShimRuntime {
         if state == ContainerState::Exited {
             return Ok(());
         }
-        self.kill(id, "", libc::SIGTERM as u32)?;
+        match self.kill(id, "", libc::SIGTERM as u32) {
+            // No shim to ask (its start was cut short, or it died since): `shim delete`
+            // removes the container, and the record says so.
+            Err(e) if e.kind == ErrorKind::ShimDead => {
+                self.shim_died(&m, &e.message)?;
+                return Ok(());
+            }
+            r => r?,
+        }
         let waited = match self.wait(id, "", grace.max(Duration::from_millis(1))) {
             Ok(w) => Some(w),
             Err(e) if is_timeout(&e) => None,

@@ -370,18 +370,9 @@ impl ShimRuntime {
         self.watching(&m.id).then_some(ContainerState::Running)
     }
 
-    /// Whether `id` is watched and its init process and shim both still live (a watch that
-    /// fails is dropped: the next look asks the shim).
+    /// Whether `id` is watched and its init process and shim both still live.
     fn watching(&self, id: &str) -> bool {
-        let mut watched = self.watched.lock().unwrap_or_else(|p| p.into_inner());
-        match watched.get(id) {
-            Some((init, shim)) if init.alive() && shim.alive() => true,
-            Some(_) => {
-                watched.remove(id);
-                false
-            }
-            None => false,
-        }
+        self.watched.running(id)
     }
 
     /// Starts watching a task its shim just called running: Connect names its init and the
@@ -392,10 +383,7 @@ impl ShimRuntime {
         let init = watch::Proc::of(c.task_pid).filter(|p| p.in_cgroup(id));
         let shim = watch::Proc::of(c.shim_pid).filter(|p| p.runs(&self.cfg.shim_binary));
         if let (Some(init), Some(shim)) = (init, shim) {
-            self.watched
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(id.to_string(), (init, shim));
+            self.watched.add(id, init, shim);
         } else {
             tracing::debug!(container = %id, task_pid = c.task_pid, shim_pid = c.shim_pid, "task not watchable in /proc; its shim is asked each time");
         }
@@ -403,10 +391,7 @@ impl ShimRuntime {
 
     /// Stops watching `id` (it is stopping, or gone).
     pub(super) fn unwatch(&self, id: &str) {
-        self.watched
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(id);
+        self.watched.remove(id);
     }
 
     /// Asks the shim for the state of a created task and records what it says.

@@ -1,10 +1,160 @@
 //! Knowing a task runs without asking its shim: a running container's init process and its
-//! shim, each named by pid and start time (a reused pid is not taken for them), looked up in
-//! /proc. A relist then costs two small /proc reads per running container instead of a State
-//! RPC to a Go process; any doubt (a process gone or a zombie, another start time) sends the
-//! caller back to the shim, which stays the truth.
+//! shim are watched, as pidfds in one epoll set (Linux 5.3+: one `epoll_wait` tells every exit
+//! since the last look), or else by pid and start time in /proc (a reused pid is not taken for
+//! them). A relist then asks no shim while nothing changed; any doubt (a process gone or
+//! exiting, another start time) sends the caller back to the shim, which stays the truth.
 
+use std::collections::HashMap;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
+use std::sync::Mutex;
+
+/// The running tasks being watched, by container id.
+pub struct Watcher {
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    /// The epoll set of every task's pidfds (`None`: epoll unavailable, /proc only).
+    epoll: Option<OwnedFd>,
+    tasks: HashMap<String, Task>,
+    /// epoll data → container id.
+    tokens: HashMap<u64, String>,
+    next_token: u64,
+}
+
+struct Task {
+    token: u64,
+    /// The init and the shim.
+    procs: [Proc; 2],
+    /// Their pidfds, in the epoll set (empty: checked in /proc each time).
+    pidfds: Vec<OwnedFd>,
+}
+
+impl Default for Watcher {
+    fn default() -> Self {
+        // SAFETY: epoll_create1 takes no pointers; a non-negative result is a new fd we own.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        // SAFETY: `fd` was just returned by epoll_create1 and is owned by nothing else.
+        let epoll = (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) });
+        Watcher {
+            inner: Mutex::new(Inner {
+                epoll,
+                tasks: HashMap::new(),
+                tokens: HashMap::new(),
+                next_token: 0,
+            }),
+        }
+    }
+}
+
+impl Watcher {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Watches task `id`, whose init is `init` and whose shim is `shim`.
+    pub fn add(&self, id: &str, init: Proc, shim: Proc) {
+        let mut inner = self.lock();
+        inner.remove(id);
+        let token = inner.next_token;
+        inner.next_token += 1;
+        let mut pidfds = Vec::new();
+        if let Some(epoll) = &inner.epoll {
+            let fds: Option<Vec<OwnedFd>> = [init, shim].iter().map(|p| p.pidfd()).collect();
+            // Opened after the pid was checked: the same processes only if still alive now.
+            let registered = fds
+                .filter(|_| init.alive() && shim.alive())
+                .is_some_and(|fds| {
+                    let ok = fds.iter().all(|fd| epoll_add(epoll, fd, token));
+                    pidfds = fds;
+                    ok
+                });
+            if !registered {
+                pidfds.clear();
+            }
+        }
+        inner.tokens.insert(token, id.to_string());
+        let task = Task {
+            token,
+            procs: [init, shim],
+            pidfds,
+        };
+        inner.tasks.insert(id.to_string(), task);
+    }
+
+    /// Whether task `id` is watched and its init and shim both live; a task one of whose
+    /// processes exited is dropped (the next look asks its shim).
+    pub fn running(&self, id: &str) -> bool {
+        let mut inner = self.lock();
+        inner.reap();
+        let alive = match inner.tasks.get(id) {
+            None => return false,
+            Some(t) if !t.pidfds.is_empty() => true,
+            Some(t) => t.procs.iter().all(Proc::alive),
+        };
+        if !alive {
+            inner.remove(id);
+        }
+        alive
+    }
+
+    /// Stops watching `id`.
+    pub fn remove(&self, id: &str) {
+        self.lock().remove(id);
+    }
+}
+
+impl Inner {
+    fn remove(&mut self, id: &str) {
+        if let Some(t) = self.tasks.remove(id) {
+            self.tokens.remove(&t.token);
+        }
+    }
+
+    /// Drops every task whose init or shim exited since the last look (one `epoll_wait`).
+    fn reap(&mut self) {
+        let Some(epoll) = self.epoll.as_ref().map(|e| e.as_raw_fd()) else {
+            return;
+        };
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; 64];
+        loop {
+            // SAFETY: `events` is a live, writable array of `events.len()` epoll_events.
+            let n = unsafe { libc::epoll_wait(epoll, events.as_mut_ptr(), events.len() as i32, 0) };
+            if n <= 0 {
+                return;
+            }
+            let exited: Vec<String> = events[..n as usize]
+                .iter()
+                .filter_map(|e| self.tokens.get(&{ e.u64 }).cloned())
+                .collect();
+            // Removing a task closes its pidfds, which takes them out of the set.
+            for id in exited {
+                self.remove(&id);
+            }
+            if (n as usize) < events.len() {
+                return;
+            }
+        }
+    }
+}
+
+/// Adds `fd` to `epoll`, readable (its process exited) reported with `token`.
+fn epoll_add(epoll: &OwnedFd, fd: &OwnedFd, token: u64) -> bool {
+    let mut ev = libc::epoll_event {
+        events: libc::EPOLLIN as u32,
+        u64: token,
+    };
+    // SAFETY: both fds are open; `ev` is a live epoll_event the kernel only reads.
+    unsafe {
+        libc::epoll_ctl(
+            epoll.as_raw_fd(),
+            libc::EPOLL_CTL_ADD,
+            fd.as_raw_fd(),
+            &mut ev,
+        ) == 0
+    }
+}
 
 /// A process as /proc shows it: its pid and its start time (clock ticks after boot).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,6 +183,15 @@ impl Proc {
     pub fn in_cgroup(&self, needle: &str) -> bool {
         std::fs::read_to_string(format!("/proc/{}/cgroup", self.pid))
             .is_ok_and(|s| s.lines().any(|l| l.contains(needle)))
+    }
+
+    /// A pidfd of the process (`None` before Linux 5.3, or when it is gone): readable once
+    /// the process exits, whatever runs under its pid later.
+    fn pidfd(&self) -> Option<OwnedFd> {
+        // SAFETY: pidfd_open takes a pid and flags, no pointers.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, self.pid as libc::pid_t, 0) };
+        // SAFETY: a non-negative result is a new fd that we own.
+        (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) })
     }
 
     /// Whether the process runs the executable named `binary` (a path or a file name).
@@ -118,6 +277,69 @@ mod tests {
         assert!(Proc::of(child.id()).is_none());
         child.wait().unwrap();
         assert!(!p.alive());
+    }
+
+    fn sleeper() -> (std::process::Child, Proc) {
+        let child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let p = Proc::of(child.id()).unwrap();
+        (child, p)
+    }
+
+    fn watcher_sees_exits(w: Watcher) {
+        let (mut init, pi) = sleeper();
+        let (mut shim, ps) = sleeper();
+        let (mut other, po) = sleeper();
+        w.add("a", pi, ps);
+        w.add("b", po, ps);
+        assert!(w.running("a") && w.running("b"));
+        let with_epoll = w.lock().epoll.is_some();
+        if with_epoll && pi.pidfd().is_some() {
+            assert_eq!(
+                w.lock().tasks["a"].pidfds.len(),
+                2,
+                "pidfds in the epoll set"
+            );
+        } else {
+            assert!(w.lock().tasks["a"].pidfds.is_empty());
+        }
+        assert!(!w.running("c"), "never watched");
+        // The init exits (a zombie until reaped, which counts as exited): "a" goes, "b" stays.
+        init.kill().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while w.running("a") && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(!w.running("a"));
+        assert!(w.running("b"));
+        // The shim exits: "b" goes too, though its init lives.
+        shim.kill().unwrap();
+        shim.wait().unwrap();
+        assert!(!w.running("b"));
+        // Removed by hand, a live task is no longer watched.
+        w.add("c", po, po);
+        assert!(w.running("c"));
+        w.remove("c");
+        assert!(!w.running("c"));
+        init.wait().unwrap();
+        other.kill().unwrap();
+        other.wait().unwrap();
+    }
+
+    #[test]
+    fn watcher_with_pidfds() {
+        let w = Watcher::default();
+        assert!(w.lock().epoll.is_some());
+        watcher_sees_exits(w);
+    }
+
+    #[test]
+    fn watcher_with_proc_only() {
+        let w = Watcher::default();
+        w.lock().epoll = None;
+        watcher_sees_exits(w);
     }
 
     #[test]
