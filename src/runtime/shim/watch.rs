@@ -248,25 +248,21 @@ fn parse_stat(text: &str) -> Option<Stat> {
 mod tests {
     use super::*;
 
+    // Tests look at child processes, not at the test itself: under qemu-user (the cross
+    // tests) the kernel's /proc of the test process is qemu's, and qemu fakes its own stat.
+
     #[test]
     fn a_live_process_is_seen_and_a_reaped_one_is_not() {
-        let me = Proc::of(std::process::id()).expect("this process is alive");
-        assert!(me.alive());
+        let (mut child, p) = sleeper();
+        assert!(p.alive());
         assert!(
             !Proc {
-                start: me.start + 1,
-                ..me
+                start: p.start + 1,
+                ..p
             }
             .alive(),
             "another start time is another process"
         );
-
-        let mut child = std::process::Command::new("sleep")
-            .arg("30")
-            .spawn()
-            .unwrap();
-        let p = Proc::of(child.id()).expect("the child runs");
-        assert!(p.alive());
         child.kill().unwrap();
         // Killed but not reaped: a zombie counts as gone.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
@@ -344,8 +340,8 @@ mod tests {
 
     #[test]
     fn cgroup_and_executable_checks() {
-        let me = Proc::of(std::process::id()).unwrap();
-        let cg = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+        let (mut child, p) = sleeper();
+        let cg = std::fs::read_to_string(format!("/proc/{}/cgroup", child.id())).unwrap();
         let path = cg
             .lines()
             .next()
@@ -354,13 +350,16 @@ mod tests {
             .next()
             .unwrap()
             .to_string();
-        assert!(me.in_cgroup(&path));
-        assert!(!me.in_cgroup("0123456789abcdef-no-such-container"));
-        let exe = std::env::current_exe().unwrap();
-        assert!(me.runs(exe.to_str().unwrap()));
-        assert!(me.runs(exe.file_name().unwrap().to_str().unwrap()));
-        assert!(!me.runs("containerd-shim-runc-v2"));
-        assert!(!me.runs(""));
+        assert!(p.in_cgroup(&path));
+        assert!(!p.in_cgroup("0123456789abcdef-no-such-container"));
+        let exe = std::fs::read_link(format!("/proc/{}/exe", child.id())).unwrap();
+        assert_eq!(exe.file_name().unwrap(), "sleep");
+        assert!(p.runs(exe.to_str().unwrap()));
+        assert!(p.runs("sleep"));
+        assert!(!p.runs("containerd-shim-runc-v2"));
+        assert!(!p.runs(""));
+        child.kill().unwrap();
+        child.wait().unwrap();
     }
 
     #[test]
