@@ -9,30 +9,17 @@
 
 #[path = "common/cloudhub.rs"]
 mod cloudhub;
-
-use cloudhub::{bounded, CloudHub, Event, Lifetime};
-use edged::message::{new_uuid, op, Message};
 #[path = "common/host.rs"]
 mod host;
 
-use host::{build_test_image, cri_lines, tail, Host};
+use cloudhub::{bounded, CloudHub, Event, Lifetime};
+use edged::message::{new_uuid, op, Message};
+use host::{cri_lines, image, tail, Host, BIN, IMAGE, WAIT};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_edged");
-const IMAGE: &str = "docker.io/library/busybox:test";
-/// How long any one wait may take before the test fails.
-const WAIT: Duration = Duration::from_secs(60);
-
-/// The busybox test image, built once per test binary.
-fn image() -> &'static Path {
-    static IMAGE_TAR: OnceLock<PathBuf> = OnceLock::new();
-    IMAGE_TAR.get_or_init(|| build_test_image("cloud-e2e-busybox.tar"))
-}
 
 /// One agent joined (or trying to join) a stand-in: its dirs, process and cleanup.
 struct Agent {

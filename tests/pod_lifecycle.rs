@@ -9,25 +9,13 @@
 #[path = "common/host.rs"]
 mod host;
 
-use host::{build_test_image, cri_lines, tail, Host, RuncEntry, RUNC_ROOT};
+use host::{cri_lines, image, tail, Host, RuncEntry, BIN, IMAGE, RUNC_ROOT, WAIT};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_edged");
-const IMAGE: &str = "docker.io/library/busybox:test";
-/// How long any one wait may take before the test fails.
-const WAIT: Duration = Duration::from_secs(60);
-
-/// The busybox test image, built once per test binary.
-fn image() -> &'static Path {
-    static IMAGE_TAR: OnceLock<PathBuf> = OnceLock::new();
-    IMAGE_TAR.get_or_init(|| build_test_image("pod-lifecycle-busybox.tar"))
-}
 
 /// One agent: its dirs, its process, and the cleanup of everything it made.
 struct Agent {

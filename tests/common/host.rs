@@ -6,23 +6,34 @@ use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 use std::time::Duration;
 
+/// The agent binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_edged");
+/// The reference of the test image.
+pub const IMAGE: &str = "docker.io/library/busybox:test";
 /// runc's state dir for edged's containers (shared by every agent on the machine).
 pub const RUNC_ROOT: &str = "/run/containerd/runc/edged";
+/// How long any one wait may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(60);
 
-/// The busybox test image as `file` under the test target dir, built by
-/// scripts/make-test-image.sh (call it once per test binary, from a `OnceLock`).
-pub fn build_test_image(file: &str) -> PathBuf {
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(file);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/make-test-image.sh");
-    let st = Command::new(script)
-        .arg(&out)
-        .stdout(Stdio::null())
-        .status()
-        .expect("run scripts/make-test-image.sh");
-    assert!(st.success(), "make-test-image.sh failed: {st}");
-    out
+/// The busybox test image archive, built by scripts/make-test-image.sh once per test binary
+/// (a file of each binary's own: test binaries run side by side).
+pub fn image() -> &'static Path {
+    static IMAGE_TAR: OnceLock<PathBuf> = OnceLock::new();
+    IMAGE_TAR.get_or_init(|| {
+        let file = format!("{}-busybox.tar", env!("CARGO_CRATE_NAME"));
+        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(file);
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/make-test-image.sh");
+        let st = Command::new(script)
+            .arg(&out)
+            .stdout(Stdio::null())
+            .status()
+            .expect("run scripts/make-test-image.sh");
+        assert!(st.success(), "make-test-image.sh failed: {st}");
+        out
+    })
 }
 
 /// A container as runc lists it.
