@@ -14,12 +14,12 @@ mod host;
 
 use cloudhub::{bounded, CloudHub, Event, Lifetime};
 use edged::message::{new_uuid, op, Message};
-use host::{cri_lines, image, tail, Host, BIN, IMAGE, WAIT};
+use host::{cri_lines, tail, wait_until, Host, BIN, IMAGE, WAIT};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// One agent joined (or trying to join) a stand-in: its dirs, process and cleanup.
 struct Agent {
@@ -45,18 +45,7 @@ impl Agent {
             node: format!("edge-{tag}"),
             child: None,
         };
-        let out = Command::new(BIN)
-            .arg("--root-dir")
-            .arg(a.root())
-            .args(["image", "import"])
-            .arg(image())
-            .output()
-            .expect("run edged image import");
-        assert!(
-            out.status.success(),
-            "image import: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        a.host.import_test_image();
         let token_file = a.dir.path().join("token");
         std::fs::write(&token_file, format!("{token}\n")).unwrap();
         let log = std::fs::File::create(a.log_path()).unwrap();
@@ -121,47 +110,21 @@ impl Agent {
             .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
-    /// `edged get <what> -o json`: the items.
-    fn get(&self, what: &str) -> Vec<Value> {
-        let out = Command::new(BIN)
-            .arg("--root-dir")
-            .arg(self.root())
-            .args(["get", what, "-o", "json"])
-            .output()
-            .expect("run edged get");
-        if !out.status.success() {
-            return Vec::new(); // the store may not exist yet
-        }
-        let v: Value = serde_json::from_slice(&out.stdout).expect("edged get prints JSON");
-        v["items"].as_array().cloned().unwrap_or_default()
-    }
-
     fn pod(&self, name: &str) -> Option<Value> {
-        self.get("pods")
+        self.host
+            .get("pods")
             .into_iter()
             .find(|p| p["metadata"]["name"] == name)
     }
 
     /// `edged get node -o json`: this node's record.
     fn node_record(&self) -> Option<Value> {
-        self.get("node").into_iter().next()
+        self.host.get("node").into_iter().next()
     }
 
     /// Polls until `f` gives a value; fails with `what` and the agent's log at the deadline.
-    fn wait_for<T>(&self, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(v) = f() {
-                return v;
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "{what} not seen in {WAIT:?}; agent log tail:\n{}",
-                    tail(&self.log(), 40)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
+    fn wait_for<T>(&self, what: &str, f: impl FnMut() -> Option<T>) -> T {
+        wait_until(what, || self.log(), f)
     }
 
     /// Waits for `fut` (something from the stand-in), failing with `what` and the agent's log.
@@ -573,7 +536,7 @@ fn config_maps_the_store_lacks_are_asked_of_the_cloud() {
             a.log_lines("app", "app"),
             vec!["value=from-cloud".to_string()]
         );
-        let stored = a.get("configmaps");
+        let stored = a.host.get("configmaps");
         assert!(
             stored
                 .iter()
@@ -619,7 +582,8 @@ fn config_maps_the_store_lacks_are_asked_of_the_cloud() {
         let shown = a.wait_for("lost's status in edged get", || a.pod("lost"));
         assert!(waiting(&shown["status"]), "{}", shown["status"]);
         assert!(
-            a.get("configmaps")
+            a.host
+                .get("configmaps")
                 .iter()
                 .all(|c| c["metadata"]["name"] != "gone-cm"),
             "a NotFound answer was stored"

@@ -9,7 +9,7 @@
 #[path = "common/host.rs"]
 mod host;
 
-use host::{cri_lines, image, tail, Host, RuncEntry, BIN, IMAGE, RUNC_ROOT, WAIT};
+use host::{cri_lines, tail, wait_until, Host, RuncEntry, BIN, IMAGE, RUNC_ROOT, WAIT};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
@@ -44,18 +44,7 @@ impl Agent {
             starts: 0,
             extra: Vec::new(),
         };
-        let out = Command::new(BIN)
-            .arg("--root-dir")
-            .arg(a.root())
-            .args(["image", "import"])
-            .arg(image())
-            .output()
-            .expect("run edged image import");
-        assert!(
-            out.status.success(),
-            "image import: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        a.host.import_test_image();
         a
     }
 
@@ -168,21 +157,7 @@ impl Agent {
 
     /// `edged get pods -o json`: the items.
     fn pods(&self) -> Vec<Value> {
-        self.get("pods")
-    }
-
-    fn get(&self, what: &str) -> Vec<Value> {
-        let out = Command::new(BIN)
-            .arg("--root-dir")
-            .arg(self.root())
-            .args(["get", what, "-o", "json"])
-            .output()
-            .expect("run edged get");
-        if !out.status.success() {
-            return Vec::new(); // the store may not exist yet
-        }
-        let v: Value = serde_json::from_slice(&out.stdout).expect("edged get prints JSON");
-        v["items"].as_array().cloned().unwrap_or_default()
+        self.host.get("pods")
     }
 
     fn pod(&self, ns: &str, name: &str) -> Option<Value> {
@@ -214,20 +189,8 @@ impl Agent {
     }
 
     /// Polls until `ok` holds for some value `f` returns; fails with `what` at the deadline.
-    fn wait_for<T>(&self, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(v) = f() {
-                return v;
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "{what} not seen in {WAIT:?}; agent log tail:\n{}",
-                    tail(&self.agent_log(self.starts), 40)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
+    fn wait_for<T>(&self, what: &str, f: impl FnMut() -> Option<T>) -> T {
+        wait_until(what, || self.agent_log(self.starts), f)
     }
 
     /// The CRI log of instance `attempt` of a container.
@@ -1037,7 +1000,7 @@ fn offline_reboot_brings_every_pod_back() {
     let old: BTreeSet<String> = a.host.bundle_ids();
     assert_eq!(old.len(), 8);
     let done = a.pod(ns, "done").unwrap();
-    let stored_before = a.get("configmaps").len() + a.get("secrets").len();
+    let stored_before = a.host.get("configmaps").len() + a.host.get("secrets").len();
     a.power_cut();
     assert!(
         a.host.mounts().is_empty(),
@@ -1068,7 +1031,7 @@ fn offline_reboot_brings_every_pod_back() {
     }
     assert_eq!(running_ids(&now).len(), 4, "{now:?}");
     assert_eq!(
-        a.get("configmaps").len() + a.get("secrets").len(),
+        a.host.get("configmaps").len() + a.host.get("secrets").len(),
         stored_before
     );
     assert_eq!(a.pods().len(), 3);

@@ -62,6 +62,37 @@ impl Host {
         self.dir.join("root")
     }
 
+    /// Imports the test image into the agent's image store (`edged image import`).
+    pub fn import_test_image(&self) {
+        let out = Command::new(BIN)
+            .arg("--root-dir")
+            .arg(self.root())
+            .args(["image", "import"])
+            .arg(image())
+            .output()
+            .expect("run edged image import");
+        assert!(
+            out.status.success(),
+            "image import: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `edged get <what> -o json` on the agent's root: the items (none before the store exists).
+    pub fn get(&self, what: &str) -> Vec<Value> {
+        let out = Command::new(BIN)
+            .arg("--root-dir")
+            .arg(self.root())
+            .args(["get", what, "-o", "json"])
+            .output()
+            .expect("run edged get");
+        if !out.status.success() {
+            return Vec::new(); // the store may not exist yet
+        }
+        let v: Value = serde_json::from_slice(&out.stdout).expect("edged get prints JSON");
+        v["items"].as_array().cloned().unwrap_or_default()
+    }
+
     /// Ids of the container bundles under the agent's root.
     pub fn bundle_ids(&self) -> BTreeSet<String> {
         list_dir(&self.root().join("runtime/containers"))
@@ -247,6 +278,24 @@ pub fn walk_dirs(dir: &Path) -> Vec<PathBuf> {
         i += 1;
     }
     out
+}
+
+/// Polls `f` until it gives a value; after [`WAIT`] fails naming `what`, with the tail of the
+/// agent's log (`log`).
+pub fn wait_until<T>(what: &str, log: impl Fn() -> String, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if std::time::Instant::now() > deadline {
+            panic!(
+                "{what} not seen in {WAIT:?}; agent log tail:\n{}",
+                tail(&log(), 40)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// The messages of CRI log lines (`<time> <stream> <F|P> <message>`).
