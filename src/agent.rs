@@ -208,6 +208,7 @@ pub fn run(flags: Flags) -> Result<(), AgentError> {
                 let client = MetaClient::new(meta.clone());
                 let period = flags.node_status_update_frequency.0;
                 tasks.push(ex.spawn(crate::cloudlink::run_node_status(l.clone(), client, period)));
+                tasks.push(ex.spawn(crate::cloudlink::run_lease(l.clone())));
                 tasks.push(ex.spawn(crate::cloudlink::run(l, meta.clone())));
             }
             wait_for_signal().await;

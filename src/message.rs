@@ -124,15 +124,21 @@ impl Message {
         .with_content(serde_json::Value::String(patch.to_string()))
     }
 
-    /// EdgeD's word that it finished deleting a pod: `delete <ns>/pod/<name>`, content `"OK"`.
-    pub fn pod_deleted(namespace: &str, name: &str) -> Self {
+    /// EdgeD's word that it finished deleting a pod: `delete <ns>/pod/<name>`, content the
+    /// DeleteOptions the kubelet's status manager sends (`gracePeriodSeconds` 0 and the pod's
+    /// uid as a precondition, so a newer pod of the same name is never deleted). CloudCore
+    /// reads a *string* content as the uid (older edges), so it must be an object.
+    pub fn pod_deleted(namespace: &str, name: &str, uid: &str) -> Self {
         Message::new(
             module::EDGED,
             module::META,
             op::DELETE,
             format!("{namespace}/pod/{name}"),
         )
-        .with_content(serde_json::json!("OK"))
+        .with_content(serde_json::json!({
+            "gracePeriodSeconds": 0,
+            "preconditions": {"uid": uid},
+        }))
     }
 
     /// The answer to this message: operation `response`, `parent_msg_id` = this id, same

@@ -107,11 +107,16 @@ impl MetaClient {
     }
 
     /// Forgets a deleted pod: its status row goes, and the cloud is told the pod is gone.
-    pub async fn pod_deleted(&self, namespace: &str, name: &str) -> Result<(), MetaError> {
+    pub async fn pod_deleted(
+        &self,
+        namespace: &str,
+        name: &str,
+        uid: &str,
+    ) -> Result<(), MetaError> {
         let store = self.meta.store().clone();
         let k = key(namespace, name);
         smol::unblock(move || store.delete(Table::PodStatus, &k)).await?;
-        let msg = Message::pod_deleted(namespace, name);
+        let msg = Message::pod_deleted(namespace, name, uid);
         // Offline, the link keeps it for the next connection: the cloud already has our ACK
         // of its graceful delete and would wait for this confirmation forever. Without a
         // cloud there is no one to tell.

@@ -12,7 +12,7 @@ mod cloudhub;
 #[path = "common/host.rs"]
 mod host;
 
-use cloudhub::{bounded, CloudHub, Event, Lifetime};
+use cloudhub::{bounded, pod_message, CloudHub, Event, Lifetime};
 use edged::message::{new_uuid, op, Message};
 use host::{cri_lines, tail, wait_until, Host, BIN, IMAGE, WAIT};
 use serde_json::{json, Value};
@@ -204,18 +204,6 @@ fn cloud_pod(node: &str, name: &str, uid: &str, script: &str, extra: Value) -> V
     })
 }
 
-/// A message from the cloud (EdgeController) about a pod.
-fn pod_message(operation: &str, pod: &Value) -> Message {
-    let name = pod["metadata"]["name"].as_str().unwrap_or_default();
-    Message::new(
-        "edgecontroller",
-        "resource",
-        operation,
-        format!("default/pod/{name}"),
-    )
-    .with_content(pod.clone())
-}
-
 /// The same pod being deleted gracefully (what the cloud sends first: an update).
 fn deleting(pod: &Value) -> Value {
     let mut p = pod.clone();
@@ -296,16 +284,13 @@ async fn send_acked(a: &Agent, hub: &CloudHub, m: &Message) {
     assert_eq!(ack.content, "OK", "{ack:?}");
 }
 
-/// Waits for the registration and accepts it (the cloud answers with the created Node).
+/// Waits for the registration (the stand-in's API server answers it with the created Node).
 async fn accept_registration(a: &Agent, hub: &CloudHub) -> Message {
-    let reg = a
-        .within(
-            "the node registration",
-            hub.upstream(op::INSERT, &format!("null/node/{}", a.node)),
-        )
-        .await;
-    hub.reply(&reg, json!({"Object": reg.content, "Err": null}));
-    reg
+    a.within(
+        "the node registration",
+        hub.upstream(op::INSERT, &format!("null/node/{}", a.node)),
+    )
+    .await
 }
 
 // ---- tests ----
@@ -316,6 +301,8 @@ async fn accept_registration(a: &Agent, hub: &CloudHub) -> Message {
 fn a_node_joins_runs_a_cloud_pod_and_reports_it() {
     bounded(150, async {
         let hub = CloudHub::start(Lifetime::Long).await;
+        // This test answers the registration itself, late.
+        hub.api.lock().unwrap().answer_registrations = false;
         let mut a = Agent::start("join", &hub, &hub.token());
         match a.within("a websocket connection", hub.connected()).await {
             Event::Connected {
@@ -358,7 +345,8 @@ fn a_node_joins_runs_a_cloud_pod_and_reports_it() {
             early.is_empty(),
             "node status or lease sent before the registration was accepted: {early:?}"
         );
-        hub.reply(&reg, json!({"Object": reg.content, "Err": null}));
+        let answer = hub.api.lock().unwrap().register(&a.node, &reg.content);
+        hub.reply(&reg, answer);
         let np = a
             .within(
                 "the node status",
@@ -844,5 +832,218 @@ fn a_link_lost_mid_way_loses_nothing() {
             (!l.is_empty()).then_some(l)
         });
         assert_eq!(a.log_lines("slow", "app"), vec!["value=late".to_string()]);
+    });
+}
+
+// ---- the cluster as kube-apiserver and CloudCore run it (issue 22) ----
+
+/// A pod as a user writes it for `kubectl apply` (no uid, no defaults).
+fn user_pod(name: &str, script: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"run": name}},
+           "spec": {"terminationGracePeriodSeconds": 2, "containers": [
+               {"name": "app", "image": IMAGE, "command": ["sh", "-c", script]}]}})
+}
+
+/// The lease is renewed every 10 s with the resourceVersion of the last answer, so the API
+/// server accepts every renewal and the node stays Ready for five minutes; a lease changed by
+/// someone else (409) is read again and renewed in the same period; a node the cloud marks
+/// Unknown while the agent is alive is Ready again within 15 s.
+#[test]
+fn the_node_stays_ready_in_the_cluster() {
+    const MINUTES: u64 = 5;
+    bounded(MINUTES * 60 + 120, async {
+        let hub = CloudHub::start(Lifetime::Long).await;
+        let a = Agent::start("ready", &hub, &hub.token());
+        accept_registration(&a, &hub).await;
+        let node = a.node.clone();
+        let ready = || hub.api.lock().unwrap().node_ready(&node);
+        a.within("the node Ready in the cloud", async {
+            while ready().as_deref() != Some("True") {
+                smol::Timer::after(Duration::from_millis(200)).await;
+            }
+        })
+        .await;
+        // The lease names the Node as its owner, by the uid the registration answered.
+        let node_uid = hub.api.lock().unwrap().nodes[&node]["metadata"]["uid"].clone();
+        a.within("the lease in the cloud", async {
+            while !hub.api.lock().unwrap().leases.contains_key(&node) {
+                smol::Timer::after(Duration::from_millis(200)).await;
+            }
+        })
+        .await;
+        let lease = hub.api.lock().unwrap().leases[&node].clone();
+        assert_eq!(lease["spec"]["holderIdentity"], node.as_str(), "{lease}");
+        assert_eq!(lease["spec"]["leaseDurationSeconds"], 40, "{lease}");
+        assert_eq!(
+            lease["metadata"]["ownerReferences"][0]["uid"], node_uid,
+            "{lease}"
+        );
+        assert_eq!(
+            lease["metadata"]["ownerReferences"][0]["kind"], "Node",
+            "{lease}"
+        );
+
+        let start = std::time::Instant::now();
+        let mut not_ready = Vec::new();
+        let mut conflict_made = false;
+        let mut unknown_made: Option<std::time::Instant> = None;
+        let mut recovered_in = None;
+        while start.elapsed() < Duration::from_secs(MINUTES * 60) {
+            smol::Timer::after(Duration::from_millis(500)).await;
+            let r = ready();
+            let t = start.elapsed().as_secs();
+            // Minute 1: someone else writes the lease; the next renewal must read it again.
+            if t >= 60 && !conflict_made {
+                conflict_made = true;
+                let mut api = hub.api.lock().unwrap();
+                let l = api.leases.get_mut(&node).unwrap();
+                l["metadata"]["resourceVersion"] = json!("999999");
+            }
+            // Minute 2: the cloud marks the node Unknown though the agent is alive.
+            if t >= 120 && unknown_made.is_none() {
+                let down = hub
+                    .api
+                    .lock()
+                    .unwrap()
+                    .mark_unknown(&node)
+                    .expect("node was Ready");
+                hub.send(&down);
+                unknown_made = Some(std::time::Instant::now());
+            }
+            match (unknown_made, recovered_in) {
+                (Some(at), None) => {
+                    if r.as_deref() == Some("True") {
+                        recovered_in = Some(at.elapsed());
+                    } else {
+                        assert!(
+                            at.elapsed() < Duration::from_secs(15),
+                            "the node was not Ready again within 15 s of being marked Unknown; agent log:\n{}",
+                            tail(&a.log(), 40)
+                        );
+                    }
+                }
+                _ => {
+                    if r.as_deref() != Some("True") {
+                        not_ready.push((t, r));
+                    }
+                }
+            }
+        }
+        assert!(
+            not_ready.is_empty(),
+            "the node was not Ready in the cloud at (seconds, status): {not_ready:?}; agent log:\n{}",
+            tail(&a.log(), 40)
+        );
+        assert!(
+            recovered_in.is_some(),
+            "the node never came back after being marked Unknown"
+        );
+        let api = hub.api.lock().unwrap();
+        let times: Vec<std::time::Instant> = api
+            .renewals
+            .iter()
+            .filter(|(n, _)| *n == node)
+            .map(|(_, t)| *t)
+            .filter(|t| *t >= start)
+            .collect();
+        // Every 10 s: 30 in five minutes, give or take the edges.
+        assert!(
+            times.len() as u64 >= MINUTES * 6 - 2,
+            "{} renewals in {MINUTES} min",
+            times.len()
+        );
+        let gaps: Vec<u64> = times
+            .windows(2)
+            .map(|w| w[1].duration_since(w[0]).as_secs())
+            .collect();
+        assert!(
+            gaps.iter().all(|g| *g < 20),
+            "a renewal gap of 20 s or more: {gaps:?}"
+        );
+        // The one conflict made above, and no 422 (a missing resourceVersion) ever.
+        assert!(
+            api.lease_refusals.contains(&409),
+            "{:?}",
+            api.lease_refusals
+        );
+        assert!(
+            !api.lease_refusals.contains(&422),
+            "{:?}",
+            api.lease_refusals
+        );
+    });
+}
+
+/// A pod deleted in the cloud is gone from the cloud within its grace period + 5 s: the edge's
+/// confirmation carries the uid precondition CloudCore needs. Also when the delete was made
+/// while the node was offline (it goes down on the reconnect).
+#[test]
+fn cloud_deletes_finish_in_the_cloud() {
+    bounded(200, async {
+        let hub = CloudHub::start(Lifetime::Long).await;
+        let a = Agent::start("delete", &hub, &hub.token());
+        accept_registration(&a, &hub).await;
+        let mut pods = Vec::new();
+        for name in ["web", "later"] {
+            let mut p = user_pod(name, "trap 'exit 0' TERM; while true; do sleep 0.2; done");
+            p["spec"]["automountServiceAccountToken"] = json!(false);
+            let p = hub.create_pod(&p, &a.node);
+            a.within(
+                &format!("{name} Running"),
+                podpatch(&hub, name, |p| phase(p) == "Running"),
+            )
+            .await;
+            pods.push(p);
+        }
+        // Online: kubectl delete.
+        let asked = std::time::Instant::now();
+        hub.delete_pod("default", "web", None).unwrap();
+        a.within("web gone from the cloud", async {
+            while hub.has_pod("default", "web") {
+                smol::Timer::after(Duration::from_millis(100)).await;
+            }
+        })
+        .await;
+        let took = asked.elapsed();
+        assert!(took < Duration::from_secs(2 + 5), "web took {took:?} to go");
+        let deletes = hub.api.lock().unwrap().deletes.clone();
+        assert_eq!(
+            deletes,
+            vec![(
+                "default/web".to_string(),
+                cloudhub::apiserver::DeleteOutcome::Deleted
+            )]
+        );
+        let confirm =
+            hub.sent(|m| m.route.operation == op::DELETE && m.route.resource == "default/pod/web");
+        assert_eq!(
+            confirm[0].content,
+            json!({"gracePeriodSeconds": 0, "preconditions": {"uid": pods[0]["metadata"]["uid"]}})
+        );
+
+        // Offline: the delete waits in the cloud and goes down on the reconnect.
+        hub.refuse.store(true, Ordering::SeqCst);
+        hub.drop_connection();
+        a.within("the connection closed", hub.closed()).await;
+        hub.delete_pod("default", "later", None).unwrap();
+        std::thread::sleep(Duration::from_secs(3));
+        assert!(hub.has_pod("default", "later"));
+        hub.refuse.store(false, Ordering::SeqCst);
+        a.within("a new connection", hub.connected()).await;
+        let back = std::time::Instant::now();
+        a.within("later gone from the cloud", async {
+            while hub.has_pod("default", "later") {
+                smol::Timer::after(Duration::from_millis(100)).await;
+            }
+        })
+        .await;
+        let took = back.elapsed();
+        assert!(
+            took < Duration::from_secs(2 + 5),
+            "later took {took:?} to go after the reconnect"
+        );
+        a.wait_for("later's sandbox gone", || {
+            a.host.sandbox_uids().is_empty().then_some(())
+        });
     });
 }

@@ -302,6 +302,19 @@ async fn dispatch(link: &CloudLink, msg: Message, down_tx: &async_channel::Sende
             return;
         }
     }
+    // The Node itself (CloudCore sends it down when it changed, e.g. marked Unknown by the node
+    // controller): for the node status task, not MetaManager (the node's row is its own
+    // record). ACKed like any object from the cloud.
+    let node_resource = format!("null/node/{}", link.config().node);
+    if msg.route.resource == node_resource
+        && matches!(msg.route.operation.as_str(), op::INSERT | op::UPDATE)
+    {
+        if msg.content.is_object() {
+            link.cloud_node_seen(msg.content.clone());
+        }
+        link.post(msg.response(serde_json::json!("OK")));
+        return;
+    }
     if matches!(msg.route.operation.as_str(), op::RESPONSE | op::ERROR) {
         match super::answer_error(&msg.content) {
             Some(e) => {

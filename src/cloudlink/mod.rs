@@ -3,6 +3,7 @@
 //! - [`certs`]: the node certificate (bootstrap with the join token, renewal, files).
 //! - [`link`]: the websocket over mTLS to CloudHub, keepalives, reconnects with back-off.
 //! - [`node`]: the v1 Node registered upstream and its status, built from the machine's facts.
+//! - [`lease`]: the node lease, renewed as the kubelet's lease controller renews it.
 //! - [`outbox`]: statuses kept while offline, sent on reconnect.
 //!
 //! [`CloudLink`] is a cheap handle: it is MetaManager's [`Upstream`] and the API the rest of
@@ -10,6 +11,7 @@
 
 pub mod certs;
 pub mod https;
+pub mod lease;
 pub mod link;
 pub mod node;
 pub mod outbox;
@@ -235,12 +237,19 @@ struct Inner {
     /// Requests waiting for their answer, by msg_id.
     pending: Mutex<HashMap<String, async_channel::Sender<Message>>>,
     outbox: Mutex<Outbox>,
+    /// The Node's uid in the cloud (from the registration answer or a query): the lease's
+    /// owner.
+    node_uid: Mutex<Option<String>>,
+    /// Nodes the cloud sent down (`update null/node/<node>`), newest last.
+    cloud_node_tx: async_channel::Sender<Value>,
+    cloud_node_rx: async_channel::Receiver<Value>,
 }
 
 impl CloudLink {
     /// A link that is not connected yet; [`run`] connects it.
     pub fn new(config: LinkConfig) -> CloudLink {
         let (out_tx, out_rx) = async_channel::unbounded();
+        let (cloud_node_tx, cloud_node_rx) = async_channel::bounded(8);
         CloudLink {
             inner: Arc::new(Inner {
                 config,
@@ -250,6 +259,9 @@ impl CloudLink {
                 out_rx,
                 pending: Mutex::new(HashMap::new()),
                 outbox: Mutex::new(Outbox::default()),
+                node_uid: Mutex::new(None),
+                cloud_node_tx,
+                cloud_node_rx,
             }),
         }
     }
@@ -296,39 +308,72 @@ impl CloudLink {
     }
 
     /// Sends the node status: `patch null/nodepatch/<node>`, content a JSON string holding the
-    /// strategic-merge patch (`{"status": ...}`).
+    /// strategic-merge patch (`{"status": ...}`), without waiting for the answer.
     pub fn send_node_status(&self, patch: Value) {
-        let m = Message::new(
+        self.post(self.node_status_message(&patch));
+    }
+
+    fn node_status_message(&self, patch: &Value) -> Message {
+        Message::new(
             module::EDGED,
             module::META,
             op::PATCH,
             self.node_resource("nodepatch"),
         )
-        .with_content(Value::String(patch.to_string()));
-        self.post(m);
+        .with_content(Value::String(patch.to_string()))
     }
 
-    /// Renews the node lease: `update kube-node-lease/lease/<node>`.
-    pub fn renew_lease(&self, lease_duration_seconds: u32) {
-        let node = &self.inner.config.node;
-        let now = std::time::SystemTime::now();
-        // MicroTime: RFC 3339 with exactly six fraction digits.
-        let nanos = crate::api::rfc3339_nanos(now);
-        let renew = format!("{}Z", &nanos[..nanos.len().saturating_sub(4)]);
-        let lease = json!({
-            "apiVersion": "coordination.k8s.io/v1",
-            "kind": "Lease",
-            "metadata": {"name": node, "namespace": "kube-node-lease"},
-            "spec": {"holderIdentity": node, "leaseDurationSeconds": lease_duration_seconds, "renewTime": renew},
-        });
-        let m = Message::new(
-            module::EDGED,
-            module::META,
-            op::UPDATE,
-            format!("kube-node-lease/lease/{node}"),
-        )
-        .with_content(lease);
-        self.post(m);
+    /// Patches the node status and waits for CloudCore's answer: the Node as the API server
+    /// holds it after the patch (`None` when the answer carries no Node).
+    pub async fn patch_node_status(&self, patch: &Value) -> Result<Option<Value>, UpstreamError> {
+        let answer = self
+            .request(self.node_status_message(patch), Duration::from_secs(10))
+            .await?;
+        if let Some(e) = answer_error(&answer.content) {
+            return Err(e);
+        }
+        Ok(answer
+            .content
+            .get("Object")
+            .filter(|o| o["status"].is_object())
+            .cloned())
+    }
+
+    /// The Node's uid in the cloud, once known.
+    pub fn node_uid(&self) -> Option<String> {
+        self.inner
+            .node_uid
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn set_node_uid(&self, uid: Option<&str>) {
+        if let Some(uid) = uid.filter(|u| !u.is_empty()) {
+            *self
+                .inner
+                .node_uid
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(uid.into());
+        }
+    }
+
+    /// Takes a Node the cloud sent down (kept for the node status task, the newest wins).
+    pub(crate) fn cloud_node_seen(&self, node: Value) {
+        if let Some(uid) = node["metadata"]["uid"].as_str() {
+            self.set_node_uid(Some(uid));
+        }
+        while self.inner.cloud_node_tx.try_send(node.clone()).is_err() {
+            // Full: the oldest goes.
+            if self.inner.cloud_node_rx.try_recv().is_err() {
+                break;
+            }
+        }
+    }
+
+    /// Waits for the next Node the cloud sends down.
+    pub async fn next_cloud_node(&self) -> Option<Value> {
+        self.inner.cloud_node_rx.recv().await.ok()
     }
 
     /// This machine's facts as the node status reports them (reads /proc, statvfs, /etc).
@@ -352,13 +397,38 @@ impl CloudLink {
         .with_content(obj);
         let answer = self.request(m, Duration::from_secs(30)).await?;
         match answer_error(&answer.content) {
-            None => tracing::info!(node = %c.node, "node registered"),
+            None => {
+                tracing::info!(node = %c.node, "node registered");
+                self.set_node_uid(answer.content["Object"]["metadata"]["uid"].as_str());
+            }
             Some(UpstreamError::Status { code: 409, .. }) => {
                 tracing::info!(node = %c.node, "node was registered before")
             }
             Some(e) => return Err(e),
         }
         self.inner.registered.store(true, Ordering::SeqCst);
+        if self.node_uid().is_none() {
+            // The lease names the Node as its owner by uid: ask for it (CloudCore answers a
+            // node query with the Node itself).
+            let q = Message::new(
+                module::EDGED,
+                module::META,
+                op::QUERY,
+                self.node_resource("node"),
+            );
+            match self.request(q, Duration::from_secs(10)).await {
+                Ok(a) if answer_error(&a.content).is_none() => {
+                    let node = a.content.get("Object").unwrap_or(&a.content);
+                    self.set_node_uid(node["metadata"]["uid"].as_str());
+                }
+                Ok(a) => {
+                    tracing::debug!(error = ?answer_error(&a.content), "the node query was refused; the lease goes without an owner")
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "the node query failed; the lease goes without an owner")
+                }
+            }
+        }
         Ok(())
     }
 }
@@ -422,28 +492,47 @@ impl Upstream for CloudLink {
     }
 }
 
-/// Keeps the link up until the future is dropped: certificates, connection, reconnects with
-/// back-off; cloud messages go to `meta`, whose ACKs go back up. Never fails: while the cloud
-/// is away the agent runs offline.
 /// How often the node status goes up even when nothing changed (the kubelet's 5 min).
-const NODE_STATUS_REPORT_PERIOD: std::time::Duration = std::time::Duration::from_secs(300);
-/// The node lease: renewed every 10 s, valid for 40 s (the kubelet's defaults).
-const LEASE_RENEW: std::time::Duration = std::time::Duration::from_secs(10);
-const LEASE_SECONDS: u32 = 40;
+const NODE_STATUS_REPORT_PERIOD: Duration = Duration::from_secs(300);
+/// The node lease is renewed this often (the kubelet's 10 s; it is valid for 40 s).
+const LEASE_RENEW: Duration = Duration::from_secs(10);
+/// After a failed renewal, the next try comes this soon.
+const LEASE_RETRY: Duration = Duration::from_secs(2);
 
-/// Sends the node status every `period` when it changed (and every 5 min regardless), renews
-/// the lease every 10 s, and keeps what was last sent, with the link's state, in the node's
-/// store row (`edged get node`).
+/// Whether the cloud's view of the node (a Node it sent down, or the answer to a status patch)
+/// differs from `status`, the status the node would send now: a condition with another status
+/// (Unknown, set by the node controller when leases stopped) or missing. Then the status must
+/// go up at once, changed here or not (the kubelet compares with the Node it reads back).
+pub fn cloud_view_differs(status: &Value, cloud_node: &Value) -> bool {
+    let empty = Vec::new();
+    let theirs = cloud_node["status"]["conditions"]
+        .as_array()
+        .unwrap_or(&empty);
+    status["conditions"]
+        .as_array()
+        .unwrap_or(&empty)
+        .iter()
+        .any(|ours| {
+            !theirs
+                .iter()
+                .any(|c| c["type"] == ours["type"] && c["status"] == ours["status"])
+        })
+}
+
+/// Sends the node status every `period` when it changed (and every 5 min regardless), at once
+/// when the cloud's view of the node differs from it, and keeps what was last sent, with the
+/// link's state, in the node's store row (`edged get node`).
 pub async fn run_node_status(
     link: CloudLink,
     meta: crate::metaclient::MetaClient,
-    period: std::time::Duration,
+    period: Duration,
 ) {
     let node = link.config().node.clone();
     let mut previous: Option<Value> = None;
     let mut sent_at: Option<std::time::Instant> = None;
-    let mut lease_at: Option<std::time::Instant> = None;
     let mut was_up = false;
+    // Set when the cloud's view differs from ours, or the last send failed: send now.
+    let mut resend = false;
     loop {
         let l = link.clone();
         let facts = smol::unblock(move || l.node_facts()).await;
@@ -466,22 +555,30 @@ pub async fn run_node_status(
         let due = sent_at
             .map(|t| t.elapsed() >= NODE_STATUS_REPORT_PERIOD)
             .unwrap_or(true);
-        // Before the cloud has the node, a status or lease for it would be refused.
+        // Before the cloud has the node, a status for it would be refused.
         let up = link.is_online() && link.is_registered();
         // Back after an outage the cloud may have marked the node NotReady (its lease ran
         // out): say at once that it is alive, changed or not.
         let back = up && !was_up;
         was_up = up;
-        if up && (changed || due || back) {
-            link.send_node_status(json!({ "status": status }));
-            sent_at = Some(std::time::Instant::now());
-            previous = Some(status.clone());
+        if up && (changed || due || back || resend) {
+            resend = false;
+            match link.patch_node_status(&json!({ "status": status })).await {
+                Ok(answer) => {
+                    sent_at = Some(std::time::Instant::now());
+                    previous = Some(status.clone());
+                    if answer.is_some_and(|n| cloud_view_differs(&status, &n)) {
+                        tracing::info!(%node, "the cloud's node status still differs after a patch; sending again");
+                        resend = true;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(%node, error = %e, "the node status was not accepted; sending it again next period");
+                    resend = true;
+                }
+            }
         } else if previous.is_none() {
             previous = Some(status.clone());
-        }
-        if up && (back || lease_at.map(|t| t.elapsed() >= LEASE_RENEW).unwrap_or(true)) {
-            link.renew_lease(LEASE_SECONDS);
-            lease_at = Some(std::time::Instant::now());
         }
         let mut row = meta
             .node(&node)
@@ -495,10 +592,61 @@ pub async fn run_node_status(
         if let Err(e) = meta.put_node(&node, row).await {
             tracing::warn!(error = %e, "cannot store the node record");
         }
-        smol::Timer::after(period.min(LEASE_RENEW)).await;
+        // Sleep a period, or less when the cloud sends a Node whose view differs from ours.
+        let wake = smol::future::or(
+            async {
+                smol::Timer::after(period).await;
+                None
+            },
+            link.next_cloud_node(),
+        )
+        .await;
+        if let Some(cloud) = wake {
+            let ours = previous.as_ref().unwrap_or(&status);
+            if cloud_view_differs(ours, &cloud) {
+                tracing::info!(%node, "the cloud's view of this node differs (Unknown while the node is alive?): sending the node status now");
+                resend = true;
+            }
+        }
     }
 }
 
+/// Renews the node lease every 10 s while the link is up and the node registered (at once on
+/// a new connection), as the kubelet's lease controller does ([`lease`]).
+pub async fn run_lease(link: CloudLink) {
+    let node = link.config().node.clone();
+    let mut controller = lease::LeaseController::new(&node);
+    let mut was_up = false;
+    let mut failing = false;
+    loop {
+        let up = link.is_online() && link.is_registered();
+        let wait = if !up {
+            Duration::from_millis(500)
+        } else {
+            let uid = link.node_uid();
+            match controller.renew(&link, uid.as_deref()).await {
+                Ok(()) => {
+                    if failing || !was_up {
+                        tracing::info!(%node, "node lease renewed");
+                    }
+                    failing = false;
+                    LEASE_RENEW
+                }
+                Err(e) => {
+                    tracing::warn!(%node, error = %e, "renewing the node lease failed; trying again");
+                    failing = true;
+                    LEASE_RETRY
+                }
+            }
+        };
+        was_up = up;
+        smol::Timer::after(wait).await;
+    }
+}
+
+/// Keeps the link up until the future is dropped: certificates, connection, reconnects with
+/// back-off; cloud messages go to `meta`, whose ACKs go back up. Never fails: while the cloud
+/// is away the agent runs offline.
 pub async fn run(link: CloudLink, meta: Arc<MetaManager>) {
     link::run(link, meta).await
 }
@@ -535,8 +683,7 @@ mod tests {
             &json!({"phase": "Running"}),
         ));
         link.send_node_status(json!({"status": {"conditions": []}}));
-        link.renew_lease(40);
-        link.post(Message::pod_deleted("ns", "web"));
+        link.post(Message::pod_deleted("ns", "web", "u1"));
         let m = link.outbox().drain();
         let routes: Vec<(&str, &str)> = m
             .iter()
@@ -547,7 +694,6 @@ mod tests {
             [
                 ("patch", "ns/podpatch/web"),
                 ("patch", "null/nodepatch/edge-1"),
-                ("update", "kube-node-lease/lease/edge-1"),
                 ("delete", "ns/pod/web"),
             ]
         );
@@ -561,11 +707,28 @@ mod tests {
         );
         let node: Value = serde_json::from_str(m[1].content.as_str().unwrap()).unwrap();
         assert_eq!(node, json!({"status": {"conditions": []}}));
-        let renew = m[2].content["spec"]["renewTime"].as_str().unwrap();
-        // MicroTime: `YYYY-MM-DDTHH:MM:SS.ffffffZ`.
-        assert_eq!(renew.len(), 27, "{renew}");
-        assert_eq!(m[2].content["spec"]["holderIdentity"], "edge-1");
-        assert_eq!(m[2].content["spec"]["leaseDurationSeconds"], 40);
+        // The delete confirmation is the kubelet's DeleteOptions: CloudCore reads a string as
+        // the pod's uid.
+        assert_eq!(
+            m[2].content,
+            json!({"gracePeriodSeconds": 0, "preconditions": {"uid": "u1"}})
+        );
+    }
+
+    #[test]
+    fn the_cloud_view_is_compared_by_condition_status() {
+        let ours = json!({"conditions": [
+            {"type": "Ready", "status": "True", "lastHeartbeatTime": "a"},
+            {"type": "DiskPressure", "status": "False"}]});
+        let node = |ready: &str| {
+            json!({"status": {"conditions": [
+                {"type": "Ready", "status": ready, "lastHeartbeatTime": "b", "reason": "x"},
+                {"type": "DiskPressure", "status": "False"}]}})
+        };
+        assert!(!cloud_view_differs(&ours, &node("True")));
+        assert!(cloud_view_differs(&ours, &node("Unknown")));
+        assert!(cloud_view_differs(&ours, &json!({"status": {}})));
+        assert!(cloud_view_differs(&ours, &json!({})));
     }
 
     #[test]

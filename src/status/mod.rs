@@ -76,7 +76,7 @@ impl StatusManager {
     pub async fn remove(&self, pod: &Pod) {
         self.pods.borrow_mut().remove(&pod.metadata.uid);
         let (ns, name) = (&pod.metadata.namespace, &pod.metadata.name);
-        if let Err(e) = self.meta.pod_deleted(ns, name).await {
+        if let Err(e) = self.meta.pod_deleted(ns, name, &pod.metadata.uid).await {
             tracing::warn!(pod = %format!("{ns}/{name}"), error = %e, "cannot remove pod status");
         }
         let successor = self

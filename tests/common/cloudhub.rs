@@ -7,9 +7,12 @@
 
 #![allow(dead_code)]
 
+#[path = "apiserver.rs"]
+pub mod apiserver;
+
 use async_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use async_tungstenite::tungstenite::Message as Frame;
-use edged::message::Message;
+use edged::message::{op, Message};
 use futures_rustls::TlsAcceptor;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::server::WebPkiClientVerifier;
@@ -69,6 +72,10 @@ pub struct CloudHub {
     pub refused: Arc<AtomicUsize>,
     /// Every message the edge sent, in order (also those `frame` skipped).
     pub log: Arc<Mutex<Vec<Message>>>,
+    /// The cloud behind the hub: answers leases, node status, node queries, deletes and the
+    /// ConfigMaps it holds as CloudCore and kube-apiserver do, and runs the node lifecycle
+    /// check (see `apiserver.rs`).
+    pub api: Arc<Mutex<apiserver::ApiServer>>,
     events: async_channel::Receiver<Event>,
     to_edge: async_channel::Sender<ToEdge>,
     _tasks: Vec<smol::Task<()>>,
@@ -132,6 +139,7 @@ impl CloudHub {
         let (to_edge, to_edge_rx) = async_channel::unbounded();
         let project_id = edged::cloudlink::DEFAULT_PROJECT_ID.to_string();
         let log = Arc::new(Mutex::new(Vec::new()));
+        let api = Arc::new(Mutex::new(apiserver::ApiServer::default()));
 
         let cert_task = smol::spawn(serve_certs(
             https,
@@ -149,7 +157,9 @@ impl CloudHub {
             refuse.clone(),
             refused.clone(),
             log.clone(),
+            api.clone(),
         ));
+        let monitor_task = smol::spawn(monitor_nodes(api.clone(), to_edge.clone()));
         CloudHub {
             ca_der,
             https_addr,
@@ -160,9 +170,10 @@ impl CloudHub {
             refuse,
             refused,
             log,
+            api,
             events,
             to_edge,
-            _tasks: vec![cert_task, ws_task],
+            _tasks: vec![cert_task, ws_task, monitor_task],
         }
     }
 
@@ -260,6 +271,32 @@ impl CloudHub {
         let (tx, rx) = async_channel::bounded(1);
         self.to_edge.try_send(ToEdge::Freeze(rx)).unwrap();
         tx
+    }
+
+    /// Admits `pod` as kube-apiserver does (defaults, service-account volume, tolerations),
+    /// binds it to `node` and sends it down as EdgeController does (`insert`); returns it.
+    pub fn create_pod(&self, pod: &serde_json::Value, node: &str) -> serde_json::Value {
+        let p = self.api.lock().unwrap().admit_pod(pod, node);
+        self.send(&pod_message(op::INSERT, &p));
+        p
+    }
+
+    /// Deletes a pod as `kubectl delete` does (graceful: an `update` with deletionTimestamp
+    /// goes down; the pod is gone from the cloud once the edge confirms); returns the update.
+    pub fn delete_pod(&self, ns: &str, name: &str, grace: Option<i64>) -> Option<Message> {
+        let p = self.api.lock().unwrap().start_delete(ns, name, grace)?;
+        let m = pod_message(op::UPDATE, &p);
+        self.send(&m);
+        Some(m)
+    }
+
+    /// Whether the cloud still has the pod.
+    pub fn has_pod(&self, ns: &str, name: &str) -> bool {
+        self.api
+            .lock()
+            .unwrap()
+            .pods
+            .contains_key(&format!("{ns}/{name}"))
     }
 
     /// Cuts the current connection without a close frame.
@@ -440,6 +477,35 @@ async fn read_request<S: smol::io::AsyncRead + Unpin>(
     }
 }
 
+/// A message from the cloud (EdgeController) about a pod.
+pub fn pod_message(operation: &str, pod: &serde_json::Value) -> Message {
+    let ns = pod["metadata"]["namespace"].as_str().unwrap_or("default");
+    let name = pod["metadata"]["name"].as_str().unwrap_or_default();
+    Message::new(
+        "edgecontroller",
+        "resource",
+        operation,
+        format!("{ns}/pod/{name}"),
+    )
+    .with_content(pod.clone())
+}
+
+/// The node lifecycle controller: every 250 ms, nodes silent for the grace period are marked
+/// Unknown and the changed Node goes down.
+async fn monitor_nodes(
+    api: Arc<Mutex<apiserver::ApiServer>>,
+    to_edge: async_channel::Sender<ToEdge>,
+) {
+    loop {
+        smol::Timer::after(Duration::from_millis(250)).await;
+        let down = api.lock().unwrap().monitor(std::time::Instant::now());
+        for m in down {
+            let _ = to_edge.try_send(ToEdge::Text(String::from_utf8(m.to_json()).unwrap() + "\n"));
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn serve_ws(
     listener: TcpListener,
     acceptor: TlsAcceptor,
@@ -448,6 +514,7 @@ async fn serve_ws(
     refuse: Arc<AtomicBool>,
     refused: Arc<AtomicUsize>,
     log: Arc<Mutex<Vec<Message>>>,
+    api: Arc<Mutex<apiserver::ApiServer>>,
 ) {
     while let Ok((tcp, _)) = listener.accept().await {
         if refuse.load(Ordering::SeqCst) {
@@ -456,7 +523,7 @@ async fn serve_ws(
             continue;
         }
         // One connection at a time, as CloudHub keeps one per node.
-        serve_conn(tcp, &acceptor, &events, &to_edge, &log).await;
+        serve_conn(tcp, &acceptor, &events, &to_edge, &log, &api).await;
         let _ = events.send(Event::Closed).await;
     }
 }
@@ -467,6 +534,7 @@ async fn serve_conn(
     events: &async_channel::Sender<Event>,
     to_edge: &async_channel::Receiver<ToEdge>,
     log: &Mutex<Vec<Message>>,
+    api: &Mutex<apiserver::ApiServer>,
 ) {
     let Ok(tls) = acceptor.accept(tcp).await else {
         return;
@@ -515,7 +583,14 @@ async fn serve_conn(
             Err(Some(Ok(Frame::Text(t)))) => match Message::from_json(t.as_bytes()) {
                 Ok(m) => {
                     log.lock().unwrap().push(m.clone());
+                    let answer = api.lock().unwrap().answer(&m);
                     let _ = events.send(Event::Frame(m)).await;
+                    if let Some(a) = answer {
+                        let text = String::from_utf8(a.to_json()).unwrap() + "\n";
+                        if tx.send(Frame::text(text)).await.is_err() {
+                            return;
+                        }
+                    }
                 }
                 // CloudHub closes the connection on a frame it cannot read.
                 Err(_) => return,

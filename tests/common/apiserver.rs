@@ -1,0 +1,607 @@
+//! The cloud behind the CloudHub stand-in: what kube-apiserver, its admission and the node
+//! lifecycle controller do, as CloudCore relays them to the edge (checked against a real
+//! CloudCore at kubeedge/kubeedge 16cd854 in front of kube-apiserver v1.37.2; read from
+//! `cloud/pkg/edgecontroller/controller/upstream.go` for the wire shapes).
+//!
+//! - Leases (`kube-node-lease/lease/<node>`): query answers `{"Object":..,"Err":..}` with 404
+//!   NotFound when absent; insert creates; update creates an absent lease (create-on-update),
+//!   refuses a missing resourceVersion with 422 Invalid and a stale one with 409 Conflict.
+//! - Node status patches are applied (conditions merged by type) and answered with the Node;
+//!   a node query answers the bare Node.
+//! - The node lifecycle controller: a node whose lease was not renewed (and whose Ready
+//!   heartbeat did not move) for the grace period (40 s) gets every condition Unknown
+//!   ("Kubelet stopped posting node status.") and the `unreachable` taints, and CloudCore
+//!   sends the changed Node down (`update null/node/<node>`).
+//! - Admission ([`ApiServer::admit_pod`]): the v1 defaults, the service-account volume
+//!   `kube-api-access-xxxxx`, the default tolerations; a `kube-root-ca.crt` ConfigMap in every
+//!   namespace.
+//! - A pod delete from the edge is read as CloudCore's `deletePod` reads it: a *string*
+//!   content is the pod's uid precondition, an object is DeleteOptions. A failed uid
+//!   precondition leaves the pod in place (and CloudCore still answers "OK" for a string).
+
+#![allow(dead_code)]
+
+use edged::message::{new_uuid, op, Message};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::time::{Duration, Instant, SystemTime};
+
+/// What the cloud did with a delete the edge sent.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DeleteOutcome {
+    /// The pod was removed.
+    Deleted,
+    /// The uid precondition failed: the pod stays (`Terminating` in kubectl).
+    PreconditionFailed { sent: String, actual: String },
+    /// No such pod.
+    NotFound,
+}
+
+/// The cloud's objects and controllers.
+pub struct ApiServer {
+    /// Nodes by name.
+    pub nodes: HashMap<String, Value>,
+    /// Leases by node name.
+    pub leases: HashMap<String, Value>,
+    /// Pods by `namespace/name`.
+    pub pods: HashMap<String, Value>,
+    /// ConfigMaps by `namespace/name` (each namespace has `kube-root-ca.crt`).
+    pub config_maps: HashMap<String, Value>,
+    /// Every delete the edge sent: `namespace/name` and what came of it.
+    pub deletes: Vec<(String, DeleteOutcome)>,
+    /// Every lease write the API server accepted: node and when.
+    pub renewals: Vec<(String, Instant)>,
+    /// Lease writes refused: the code (409, 422).
+    pub lease_refusals: Vec<i64>,
+    /// How long a node may go without a lease renewal or heartbeat (the node monitor grace
+    /// period).
+    pub grace: Duration,
+    /// Whether registrations (`insert null/node/<node>`) are answered here; tests that hold the
+    /// answer back reply themselves.
+    pub answer_registrations: bool,
+    /// The last sign of life of each node.
+    probe: HashMap<String, Instant>,
+    version: u64,
+}
+
+impl Default for ApiServer {
+    fn default() -> Self {
+        ApiServer {
+            nodes: HashMap::new(),
+            leases: HashMap::new(),
+            pods: HashMap::new(),
+            config_maps: HashMap::new(),
+            deletes: Vec::new(),
+            renewals: Vec::new(),
+            lease_refusals: Vec::new(),
+            grace: Duration::from_secs(40),
+            answer_registrations: true,
+            probe: HashMap::new(),
+            version: 100,
+        }
+    }
+}
+
+/// The CA bundle `kube-root-ca.crt` holds in the stand-in's cluster.
+pub const ROOT_CA: &str =
+    "-----BEGIN CERTIFICATE-----\nMIIBstand-in-cluster-ca\n-----END CERTIFICATE-----\n";
+
+fn status_error(code: i64, reason: &str, message: &str) -> Value {
+    json!({"ErrStatus": {"metadata": {}, "status": "Failure", "message": message,
+                         "reason": reason, "code": code}})
+}
+
+fn object_resp(obj: Option<&Value>, err: Option<Value>) -> Value {
+    json!({"Object": obj.cloned().unwrap_or(Value::Null), "Err": err.unwrap_or(Value::Null)})
+}
+
+fn now_rfc3339() -> String {
+    edged::api::rfc3339(SystemTime::now())
+}
+
+impl ApiServer {
+    fn next_version(&mut self) -> String {
+        self.version += 1;
+        self.version.to_string()
+    }
+
+    /// Answers a message from the edge as CloudCore would, or `None` when it is not one this
+    /// model answers (the test answers it, or nobody does).
+    pub fn answer(&mut self, m: &Message) -> Option<Message> {
+        let parts: Vec<&str> = m.route.resource.splitn(3, '/').collect();
+        let [ns, kind, name] = parts[..] else {
+            return None;
+        };
+        let content = match (kind, m.route.operation.as_str()) {
+            ("lease", o) => self.lease(ns, name, o, &m.content),
+            ("node", op::INSERT) if self.answer_registrations => {
+                Some(self.register(name, &m.content))
+            }
+            ("node", op::QUERY) => Some(match self.nodes.get(name) {
+                Some(n) => n.clone(),
+                None => status_error(404, "NotFound", &format!("nodes \"{name}\" not found")),
+            }),
+            ("nodepatch", op::PATCH) => Some(self.patch_node(name, &m.content)),
+            ("podpatch", op::PATCH) => Some(self.patch_pod(ns, name, &m.content)),
+            ("pod", op::DELETE) => Some(self.delete_from_edge(ns, name, &m.content)),
+            ("configmap", op::QUERY) => self.config_maps.get(&format!("{ns}/{name}")).cloned(),
+            _ => None,
+        }?;
+        let mut r = Message::new(
+            "edgecontroller",
+            "resource",
+            op::RESPONSE,
+            m.route.resource.clone(),
+        );
+        r.header.parent_id = m.header.id.clone();
+        r.content = content;
+        Some(r)
+    }
+
+    /// Registers a node as `createNode` does; AlreadyExists when it is there.
+    pub fn register(&mut self, name: &str, node: &Value) -> Value {
+        if self.nodes.contains_key(name) {
+            return object_resp(
+                None,
+                Some(status_error(
+                    409,
+                    "AlreadyExists",
+                    &format!("nodes \"{name}\" already exists"),
+                )),
+            );
+        }
+        let mut n = node.clone();
+        n["metadata"]["uid"] = json!(new_uuid());
+        n["metadata"]["resourceVersion"] = json!(self.next_version());
+        n["metadata"]["creationTimestamp"] = json!(now_rfc3339());
+        self.nodes.insert(name.to_string(), n.clone());
+        self.probe.insert(name.to_string(), Instant::now());
+        object_resp(Some(&n), None)
+    }
+
+    fn lease(&mut self, ns: &str, name: &str, operation: &str, content: &Value) -> Option<Value> {
+        if ns != "kube-node-lease" {
+            return None;
+        }
+        let not_found = || {
+            status_error(
+                404,
+                "NotFound",
+                &format!("leases.coordination.k8s.io \"{name}\" not found"),
+            )
+        };
+        let empty = json!({"metadata": {}, "spec": {}});
+        Some(match operation {
+            op::QUERY => match self.leases.get(name) {
+                Some(l) => object_resp(Some(l), None),
+                None => json!({"Object": null, "Err": not_found()}),
+            },
+            op::INSERT => {
+                if self.leases.contains_key(name) {
+                    self.lease_refusals.push(409);
+                    object_resp(
+                        Some(&empty),
+                        Some(status_error(
+                            409,
+                            "AlreadyExists",
+                            &format!("leases.coordination.k8s.io \"{name}\" already exists"),
+                        )),
+                    )
+                } else if content["metadata"]["resourceVersion"].is_string() {
+                    self.lease_refusals.push(500);
+                    object_resp(
+                        Some(&empty),
+                        Some(status_error(
+                            500,
+                            "InternalError",
+                            "resourceVersion should not be set on objects to be created",
+                        )),
+                    )
+                } else {
+                    let l = self.store_lease(name, content);
+                    object_resp(Some(&l), None)
+                }
+            }
+            op::UPDATE => {
+                let sent = content["metadata"]["resourceVersion"].as_str();
+                match (self.leases.get(name), sent) {
+                    // Leases allow create-on-update.
+                    (None, _) => {
+                        let mut c = content.clone();
+                        c["metadata"]
+                            .as_object_mut()
+                            .map(|m| m.remove("resourceVersion"));
+                        let l = self.store_lease(name, &c);
+                        object_resp(Some(&l), None)
+                    }
+                    (Some(_), None) => {
+                        self.lease_refusals.push(422);
+                        object_resp(Some(&empty), Some(status_error(422, "Invalid", &format!(
+                            "leases.coordination.k8s.io \"{name}\" is invalid: metadata.resourceVersion: Invalid value: 0: must be specified for an update"))))
+                    }
+                    (Some(cur), Some(rv)) if cur["metadata"]["resourceVersion"] != rv => {
+                        self.lease_refusals.push(409);
+                        object_resp(Some(&empty), Some(status_error(409, "Conflict", &format!(
+                            "Operation cannot be fulfilled on leases.coordination.k8s.io \"{name}\": the object has been modified; please apply your changes to the latest version and try again"))))
+                    }
+                    (Some(_), Some(_)) => {
+                        let l = self.store_lease(name, content);
+                        object_resp(Some(&l), None)
+                    }
+                }
+            }
+            _ => return None,
+        })
+    }
+
+    fn store_lease(&mut self, name: &str, content: &Value) -> Value {
+        let mut l = content.clone();
+        l["metadata"]["namespace"] = json!("kube-node-lease");
+        if l["metadata"]["uid"].is_null() {
+            l["metadata"]["uid"] = json!(new_uuid());
+        }
+        l["metadata"]["resourceVersion"] = json!(self.next_version());
+        self.leases.insert(name.to_string(), l.clone());
+        self.renewals.push((name.to_string(), Instant::now()));
+        self.probe.insert(name.to_string(), Instant::now());
+        l
+    }
+
+    /// Applies a node status patch (a JSON string of `{"status":..}`; conditions merged by
+    /// type, other fields replaced) and answers with the Node.
+    fn patch_node(&mut self, name: &str, content: &Value) -> Value {
+        let patch: Value = match content.as_str().map(serde_json::from_str) {
+            Some(Ok(p)) => p,
+            _ => {
+                return object_resp(
+                    None,
+                    Some(status_error(
+                        400,
+                        "BadRequest",
+                        "the patch is not a JSON string",
+                    )),
+                )
+            }
+        };
+        let Some(node) = self.nodes.get_mut(name) else {
+            return object_resp(
+                None,
+                Some(status_error(
+                    404,
+                    "NotFound",
+                    &format!("nodes \"{name}\" not found"),
+                )),
+            );
+        };
+        let heartbeat = |n: &Value| {
+            n["status"]["conditions"]
+                .as_array()
+                .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+                .map(|c| (c["lastHeartbeatTime"].clone(), c["status"].clone()))
+        };
+        let before = heartbeat(node);
+        if let Some(status) = patch["status"].as_object() {
+            for (k, v) in status {
+                if k == "conditions" {
+                    let mut merged = node["status"]["conditions"]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default();
+                    for c in v.as_array().into_iter().flatten() {
+                        match merged.iter_mut().find(|m| m["type"] == c["type"]) {
+                            Some(m) => *m = c.clone(),
+                            None => merged.push(c.clone()),
+                        }
+                    }
+                    node["status"]["conditions"] = json!(merged);
+                } else {
+                    node["status"][k] = v.clone();
+                }
+            }
+        }
+        let after = heartbeat(node);
+        let ready = after.as_ref().is_some_and(|(_, s)| s == "True");
+        if ready {
+            // The node lifecycle controller takes the taints off a Ready node.
+            if let Some(t) = node
+                .pointer_mut("/spec/taints")
+                .and_then(Value::as_array_mut)
+            {
+                t.retain(|t| t["key"] != "node.kubernetes.io/unreachable");
+            }
+        }
+        node["metadata"]["resourceVersion"] = json!((self.version + 1).to_string());
+        self.version += 1;
+        let out = node.clone();
+        if before != after {
+            self.probe.insert(name.to_string(), Instant::now());
+        }
+        object_resp(Some(&out), None)
+    }
+
+    fn patch_pod(&mut self, ns: &str, name: &str, content: &Value) -> Value {
+        let patch: Value = match content.as_str().map(serde_json::from_str) {
+            Some(Ok(p)) => p,
+            _ => return status_error(400, "BadRequest", "the podpatch is not a JSON string"),
+        };
+        let key = format!("{ns}/{name}");
+        let Some(pod) = self.pods.get_mut(&key) else {
+            return status_error(404, "NotFound", &format!("pods \"{name}\" not found"));
+        };
+        if patch["metadata"]["uid"] != pod["metadata"]["uid"] {
+            return status_error(
+                409,
+                "Conflict",
+                "Precondition failed: UID in precondition does not match",
+            );
+        }
+        pod["status"] = patch["status"].clone();
+        json!("OK")
+    }
+
+    /// A delete from the edge, read as CloudCore's `deletePod` reads it.
+    fn delete_from_edge(&mut self, ns: &str, name: &str, content: &Value) -> Value {
+        let key = format!("{ns}/{name}");
+        // A string is the pod's uid (older edges); an object is DeleteOptions.
+        let (uid, from_string) = match content {
+            Value::String(s) => (Some(s.clone()), true),
+            Value::Object(_) => (
+                content["preconditions"]["uid"].as_str().map(str::to_string),
+                false,
+            ),
+            _ => {
+                return status_error(400, "BadRequest", "cannot unmarshal the delete options");
+            }
+        };
+        let Some(pod) = self.pods.get(&key) else {
+            self.deletes.push((key, DeleteOutcome::NotFound));
+            return json!("OK");
+        };
+        let actual = pod["metadata"]["uid"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        match uid {
+            Some(sent) if sent != actual => {
+                self.deletes.push((
+                    key,
+                    DeleteOutcome::PreconditionFailed {
+                        sent: sent.clone(),
+                        actual: actual.clone(),
+                    },
+                ));
+                let e = status_error(409, "Conflict", &format!(
+                    "Operation cannot be fulfilled on pods \"{name}\": Precondition failed: UID in precondition: {sent}, UID in object meta: {actual}"));
+                // CloudCore swallows this one for a string content (the message says the
+                // object "might have been deleted and then recreated") and answers OK.
+                if from_string {
+                    json!("OK")
+                } else {
+                    e
+                }
+            }
+            _ => {
+                self.pods.remove(&key);
+                self.deletes.push((key, DeleteOutcome::Deleted));
+                json!("OK")
+            }
+        }
+    }
+
+    /// The node lifecycle controller's look at every node: those silent for the grace period
+    /// are marked Unknown and tainted; returns the Nodes CloudCore sends down.
+    pub fn monitor(&mut self, now: Instant) -> Vec<Message> {
+        let mut down = Vec::new();
+        let stale: Vec<String> = self
+            .probe
+            .iter()
+            .filter(|(_, t)| now.duration_since(**t) > self.grace)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in stale {
+            if let Some(m) = self.mark_unknown(&name) {
+                down.push(m);
+            }
+        }
+        down
+    }
+
+    /// Marks a node's conditions Unknown and taints it, as the node lifecycle controller does;
+    /// returns the `update null/node/<node>` CloudCore sends down (None if it was already so).
+    pub fn mark_unknown(&mut self, name: &str) -> Option<Message> {
+        let rv = self.next_version();
+        let node = self.nodes.get_mut(name)?;
+        let now = now_rfc3339();
+        let mut changed = false;
+        for c in node
+            .pointer_mut("/status/conditions")
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
+            if c["status"] != "Unknown" {
+                changed = true;
+                c["status"] = json!("Unknown");
+                c["reason"] = json!("NodeStatusUnknown");
+                c["message"] = json!("Kubelet stopped posting node status.");
+                c["lastTransitionTime"] = json!(now);
+            }
+        }
+        if !changed {
+            return None;
+        }
+        node["spec"]["taints"] = json!([
+            {"key": "node.kubernetes.io/unreachable", "effect": "NoSchedule", "timeAdded": now},
+            {"key": "node.kubernetes.io/unreachable", "effect": "NoExecute", "timeAdded": now},
+        ]);
+        node["metadata"]["resourceVersion"] = json!(rv);
+        let mut n = node.clone();
+        n["apiVersion"] = json!("v1");
+        n["kind"] = json!("Node");
+        Some(
+            Message::new(
+                "edgecontroller",
+                "resource",
+                op::UPDATE,
+                format!("null/node/{name}"),
+            )
+            .with_content(n),
+        )
+    }
+
+    /// The Ready condition's status of a node as the cloud sees it.
+    pub fn node_ready(&self, name: &str) -> Option<String> {
+        self.nodes.get(name)?["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .find(|c| c["type"] == "Ready")?["status"]
+            .as_str()
+            .map(str::to_string)
+    }
+
+    /// Admits a pod as a user wrote it, as kube-apiserver does for `kubectl apply` and the
+    /// scheduler binds it to `node`: the v1 defaults, ServiceAccount admission (unless
+    /// `automountServiceAccountToken: false`), DefaultTolerationSeconds. Stores and returns
+    /// it.
+    pub fn admit_pod(&mut self, pod: &Value, node: &str) -> Value {
+        let mut p = pod.clone();
+        p["apiVersion"] = json!("v1");
+        p["kind"] = json!("Pod");
+        let ns = p["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("default")
+            .to_string();
+        p["metadata"]["namespace"] = json!(ns);
+        p["metadata"]["uid"] = json!(new_uuid());
+        p["metadata"]["resourceVersion"] = json!(self.next_version());
+        p["metadata"]["creationTimestamp"] = json!(now_rfc3339());
+        self.ensure_root_ca(&ns);
+        let spec = &mut p["spec"];
+        let mut defaults = |k: &str, v: Value| {
+            if spec[k].is_null() {
+                spec[k] = v;
+            }
+        };
+        defaults("dnsPolicy", json!("ClusterFirst"));
+        defaults("restartPolicy", json!("Always"));
+        defaults("terminationGracePeriodSeconds", json!(30));
+        defaults("schedulerName", json!("default-scheduler"));
+        defaults("securityContext", json!({}));
+        defaults("serviceAccountName", json!("default"));
+        defaults("enableServiceLinks", json!(true));
+        defaults("priority", json!(0));
+        defaults("preemptionPolicy", json!("PreemptLowerPriority"));
+        spec["serviceAccount"] = spec["serviceAccountName"].clone();
+        spec["nodeName"] = json!(node);
+        let mut tolerations = spec["tolerations"].as_array().cloned().unwrap_or_default();
+        for key in [
+            "node.kubernetes.io/not-ready",
+            "node.kubernetes.io/unreachable",
+        ] {
+            if !tolerations.iter().any(|t| t["key"] == key) {
+                tolerations.push(
+                    json!({"key": key, "operator": "Exists", "effect": "NoExecute",
+                                        "tolerationSeconds": 300}),
+                );
+            }
+        }
+        spec["tolerations"] = json!(tolerations);
+        for v in spec
+            .get_mut("volumes")
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
+            for kind in ["configMap", "secret", "downwardAPI", "projected"] {
+                if v[kind].is_object() && v[kind]["defaultMode"].is_null() {
+                    v[kind]["defaultMode"] = json!(420);
+                }
+            }
+        }
+        let automount = spec["automountServiceAccountToken"]
+            .as_bool()
+            .unwrap_or(true);
+        let sa_volume = format!("kube-api-access-{}", &new_uuid().replace('-', "")[..5]);
+        if automount {
+            let mut volumes = spec["volumes"].as_array().cloned().unwrap_or_default();
+            volumes.push(json!({"name": sa_volume, "projected": {"defaultMode": 420, "sources": [
+                {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+                {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                {"downwardAPI": {"items": [{"path": "namespace",
+                    "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}}]}}));
+            spec["volumes"] = json!(volumes);
+        }
+        for list in ["initContainers", "containers"] {
+            for c in spec
+                .get_mut(list)
+                .and_then(Value::as_array_mut)
+                .into_iter()
+                .flatten()
+            {
+                let image = c["image"].as_str().unwrap_or_default().to_string();
+                let last = image.rsplit('/').next().unwrap_or_default();
+                let tagged =
+                    !image.contains('@') && last.contains(':') && !last.ends_with(":latest");
+                if c["imagePullPolicy"].is_null() {
+                    c["imagePullPolicy"] = json!(if tagged || image.contains('@') {
+                        "IfNotPresent"
+                    } else {
+                        "Always"
+                    });
+                }
+                if c["terminationMessagePath"].is_null() {
+                    c["terminationMessagePath"] = json!("/dev/termination-log");
+                }
+                if c["terminationMessagePolicy"].is_null() {
+                    c["terminationMessagePolicy"] = json!("File");
+                }
+                if c["resources"].is_null() {
+                    c["resources"] = json!({});
+                }
+                if automount {
+                    let mut mounts = c["volumeMounts"].as_array().cloned().unwrap_or_default();
+                    let path = "/var/run/secrets/kubernetes.io/serviceaccount";
+                    if !mounts.iter().any(|m| m["mountPath"] == path) {
+                        mounts
+                            .push(json!({"name": sa_volume, "readOnly": true, "mountPath": path}));
+                    }
+                    c["volumeMounts"] = json!(mounts);
+                }
+            }
+        }
+        p["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"});
+        self.pods.insert(
+            format!(
+                "{ns}/{}",
+                p["metadata"]["name"].as_str().unwrap_or_default()
+            ),
+            p.clone(),
+        );
+        p
+    }
+
+    fn ensure_root_ca(&mut self, ns: &str) {
+        let key = format!("{ns}/kube-root-ca.crt");
+        if !self.config_maps.contains_key(&key) {
+            let cm = json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "kube-root-ca.crt", "namespace": ns, "uid": new_uuid(),
+                             "resourceVersion": self.next_version()},
+                "data": {"ca.crt": ROOT_CA}});
+            self.config_maps.insert(key, cm);
+        }
+    }
+
+    /// A graceful delete as `kubectl delete` makes it: the pod gets its deletionTimestamp and
+    /// grace period (the pod's own unless given); returns the updated pod to send down.
+    pub fn start_delete(&mut self, ns: &str, name: &str, grace: Option<i64>) -> Option<Value> {
+        let rv = self.next_version();
+        let p = self.pods.get_mut(&format!("{ns}/{name}"))?;
+        let g = grace
+            .or_else(|| p["spec"]["terminationGracePeriodSeconds"].as_i64())
+            .unwrap_or(30);
+        p["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
+        p["metadata"]["deletionGracePeriodSeconds"] = json!(g);
+        p["metadata"]["resourceVersion"] = json!(rv);
+        Some(p.clone())
+    }
+}
