@@ -1347,3 +1347,82 @@ fn a_failing_init_container_is_retried_and_holds_the_app_back() {
     assert_eq!(a.log_lines(ns, "retry", "prepare", 1), vec!["second try"]);
     a.wait_log(ns, "retry", "app", 0, "app runs");
 }
+
+/// Termination messages (issue 22): what a container writes to its terminationMessagePath is
+/// its terminated state's message, also for a non-root user and a path of its own; with
+/// FallbackToLogsOnError a failed container with an empty file gets its log's tail; a
+/// restarted container's last state keeps its message.
+#[test]
+fn termination_messages_reach_the_terminated_state() {
+    let a = Agent::started("termmsg");
+    let ns = "lc-termmsg";
+    let mut custom = sh("app", "printf 'custom path' > /tmp/msg; exit 0");
+    custom["terminationMessagePath"] = json!("/tmp/msg");
+    custom["securityContext"] = json!({"runAsUser": 1000});
+    let mut fallback = sh(
+        "app",
+        "for i in $(seq 1 100); do echo log line $i; done; exit 2",
+    );
+    fallback["terminationMessagePolicy"] = json!("FallbackToLogsOnError");
+    let mut file_wins = sh(
+        "app",
+        "echo from the log; printf 'from the file' > /dev/termination-log; exit 1",
+    );
+    file_wins["terminationMessagePolicy"] = json!("FallbackToLogsOnError");
+    let never = json!({"restartPolicy": "Never"});
+    let mut restarted = sh("app", "n=$(cat /data/n 2>/dev/null || echo 0); echo $((n+1)) > /data/n; printf \"run $n\" > /dev/termination-log; [ $n -ge 1 ] && sleep 1000; exit 1");
+    restarted["volumeMounts"] = json!([{"name": "data", "mountPath": "/data"}]);
+    a.write(
+        "pods.json",
+        &[
+            pod(
+                ns,
+                "default-path",
+                vec![sh(
+                    "app",
+                    "echo -n 'bye now' > /dev/termination-log; exit 3",
+                )],
+                never.clone(),
+            ),
+            pod(ns, "custom", vec![custom], never.clone()),
+            pod(ns, "fallback", vec![fallback], never.clone()),
+            pod(ns, "file-wins", vec![file_wins], never.clone()),
+            pod(
+                ns,
+                "plain-fail",
+                vec![sh("app", "echo only the log; exit 1")],
+                never,
+            ),
+            pod(
+                ns,
+                "restarted",
+                vec![restarted],
+                json!({"restartPolicy": "Always", "volumes": [{"name": "data", "emptyDir": {}}]}),
+            ),
+        ],
+    );
+    let msg = |p: &Value| container(p, "app")["state"]["terminated"]["message"].clone();
+    let p = a.wait_pod(ns, "default-path", "Failed", |p| phase(p) == "Failed");
+    assert_eq!(msg(&p), "bye now", "{p}");
+    assert_eq!(container(&p, "app")["state"]["terminated"]["exitCode"], 3);
+    let p = a.wait_pod(ns, "custom", "Succeeded", |p| phase(p) == "Succeeded");
+    assert_eq!(msg(&p), "custom path", "{p}");
+    let p = a.wait_pod(ns, "fallback", "Failed", |p| phase(p) == "Failed");
+    let tail = msg(&p);
+    let tail = tail.as_str().unwrap_or_else(|| panic!("no message: {p}"));
+    assert!(tail.ends_with("log line 100\n"), "{tail}");
+    assert!(tail.starts_with("log line 21\n"), "{tail}");
+    let p = a.wait_pod(ns, "file-wins", "Failed", |p| phase(p) == "Failed");
+    assert_eq!(msg(&p), "from the file", "{p}");
+    // The default policy (File) never falls back to the log.
+    let p = a.wait_pod(ns, "plain-fail", "Failed", |p| phase(p) == "Failed");
+    assert!(msg(&p).is_null(), "{p}");
+    let p = a.wait_pod(ns, "restarted", "running again", |p| {
+        running(p, "app") && restart_count(p, "app") >= 1
+    });
+    assert_eq!(
+        container(&p, "app")["lastState"]["terminated"]["message"],
+        "run 0",
+        "{p}"
+    );
+}

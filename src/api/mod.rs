@@ -218,6 +218,10 @@ pub struct Container {
     pub security_context: Option<SecurityContext>,
     pub ports: Vec<ContainerPort>,
     pub termination_message_path: Option<String>,
+    /// `File` (the default) or `FallbackToLogsOnError`. Left out of the JSON when unset, so
+    /// the container hash of pods that do not name it is the same as before the field.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub termination_message_policy: Option<String>,
     pub stdin: bool,
     pub tty: bool,
 }

@@ -31,6 +31,8 @@ struct State {
     sandbox: Option<Sandbox>,
     probed: HashSet<String>,
     start_time: Option<SystemTime>,
+    /// Container id → the termination message of an ended instance (read once).
+    termination: HashMap<String, Option<String>>,
 }
 
 pub(super) async fn run(pm: Rc<PodManager>, mut pod: Pod, rx: async_channel::Receiver<Work>) {
@@ -521,12 +523,37 @@ async fn start(
     let Some(vols) = &st.volumes else {
         return false;
     };
+    // The instance's termination-message file, mounted at its terminationMessagePath.
+    let message_file = kuberuntime::termination::host_file(
+        &pm.volumes.pod_dir(&pod.metadata.uid),
+        &c.name,
+        attempt,
+    );
     let mounts = {
         let (v, p, cc, pv) = (pm.volumes.clone(), pod.clone(), c.clone(), vols.clone());
-        match smol::unblock(move || v.container_mounts(&p, &cc, &pv)).await {
+        let file = message_file.clone();
+        let made = smol::unblock(move || {
+            let mut m = v
+                .container_mounts(&p, &cc, &pv)
+                .map_err(|e| e.to_string())?;
+            kuberuntime::termination::prepare(&file)
+                .map_err(|e| format!("termination message file {}: {e}", file.display()))?;
+            let path = cc
+                .termination_message_path
+                .clone()
+                .filter(|p| !p.is_empty())
+                .unwrap_or_else(|| kuberuntime::termination::DEFAULT_PATH.to_string());
+            m.push(crate::runtime::Mount {
+                host_path: file,
+                container_path: path,
+                read_only: false,
+            });
+            Ok::<_, String>(m)
+        });
+        match made.await {
             Ok(m) => m,
             Err(e) => {
-                wait(st, "CreateContainerConfigError", e.to_string());
+                wait(st, "CreateContainerConfigError", e);
                 return false;
             }
         }
@@ -559,6 +586,16 @@ async fn start(
             kuberuntime::sandbox_stamp(sb),
         );
     }
+    config.labels.insert(
+        kuberuntime::termination::LABEL.to_string(),
+        message_file.display().to_string(),
+    );
+    config.labels.insert(
+        kuberuntime::termination::POLICY_LABEL.to_string(),
+        kuberuntime::termination::Policy::parse(c.termination_message_policy.as_deref())
+            .as_str()
+            .to_string(),
+    );
     let rt = pm.runtime.clone();
     let uid = pod.metadata.uid.clone();
     let result = smol::unblock(move || -> crate::runtime::Result<String> {
@@ -722,6 +759,35 @@ async fn set_status(pm: &PodManager, pod: &Pod, st: &mut State, all: &[Container
             started.insert(c.id.clone(), r);
         }
     }
+    // Ended instances carry their termination message (read once per instance).
+    let mut with_messages: Vec<ContainerStatus> = Vec::new();
+    for c in all {
+        let mut c = c.clone();
+        if c.state == ContainerState::Exited && c.message.is_none() {
+            if let Some(file) = c.labels.get(kuberuntime::termination::LABEL) {
+                c.message = match st.termination.get(&c.id) {
+                    Some(m) => m.clone(),
+                    None => {
+                        let (file, log) = (std::path::PathBuf::from(file), c.log_path.clone());
+                        let policy = kuberuntime::termination::Policy::parse(
+                            c.labels
+                                .get(kuberuntime::termination::POLICY_LABEL)
+                                .map(String::as_str),
+                        );
+                        let code = c.exit_code.unwrap_or(0);
+                        let m = smol::unblock(move || {
+                            kuberuntime::termination::message(&file, policy, code, &log)
+                        })
+                        .await;
+                        st.termination.insert(c.id.clone(), m.clone());
+                        m
+                    }
+                };
+            }
+        }
+        with_messages.push(c);
+    }
+    let all = &with_messages[..];
     let previous = pm.status.get(&pod.metadata.uid);
     let pod_ip = if pod.spec.host_network {
         Some(pm.cfg.host_ip.clone())
