@@ -84,16 +84,48 @@ impl fmt::Display for ObjectError {
 
 impl std::error::Error for ObjectError {}
 
-/// Decodes a typed view of `value`, naming `object` and the field path on failure.
+/// Decodes a typed view of `value`, naming `object` and the field path on failure. A `null`
+/// field reads as an absent one (its zero value), as Go's decoder reads it: Kubernetes clients
+/// send `"initContainers": null` and the like.
 pub fn decode<T: DeserializeOwned>(
     object: &str,
     value: &serde_json::Value,
 ) -> Result<T, ObjectError> {
+    let stripped;
+    let value = if has_null_field(value) {
+        stripped = without_null_fields(value.clone());
+        &stripped
+    } else {
+        value
+    };
     serde_path_to_error::deserialize(value).map_err(|e| ObjectError {
         object: object.to_string(),
         field: e.path().to_string(),
         reason: e.inner().to_string(),
     })
+}
+
+fn has_null_field(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::Object(m) => m.values().any(|x| x.is_null() || has_null_field(x)),
+        serde_json::Value::Array(a) => a.iter().any(has_null_field),
+        _ => false,
+    }
+}
+
+fn without_null_fields(v: serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::Object(m) => serde_json::Value::Object(
+            m.into_iter()
+                .filter(|(_, x)| !x.is_null())
+                .map(|(k, x)| (k, without_null_fields(x)))
+                .collect(),
+        ),
+        serde_json::Value::Array(a) => {
+            serde_json::Value::Array(a.into_iter().map(without_null_fields).collect())
+        }
+        other => other,
+    }
 }
 
 /// `metadata` of any object.
@@ -775,6 +807,19 @@ mod tests {
         let e = decode::<Pod>("Pod default/web", &v).unwrap_err();
         assert_eq!(e.field, "spec.containers[0].image");
         assert!(e.to_string().contains("Pod default/web"), "{e}");
+    }
+
+    #[test]
+    fn null_fields_read_as_absent() {
+        let p: Pod = decode(
+            "Pod default/p",
+            &serde_json::json!({"metadata": {"name": "p", "labels": null},
+                "spec": {"initContainers": null, "containers": [{"name": "c", "image": "i",
+                         "env": null, "command": null}], "volumes": null}}),
+        )
+        .unwrap();
+        assert!(p.spec.init_containers.is_empty());
+        assert_eq!(p.spec.containers[0].name, "c");
     }
 
     #[test]
