@@ -209,6 +209,18 @@ pub fn run(flags: Flags) -> Result<(), AgentError> {
                 let period = flags.node_status_update_frequency.0;
                 tasks.push(ex.spawn(crate::cloudlink::run_node_status(l.clone(), client, period)));
                 tasks.push(ex.spawn(crate::cloudlink::run_lease(l.clone())));
+                if flags.enable_stream {
+                    match crate::cloudlink::stream::config_from(
+                        l.config(),
+                        flags.cloudstream_server.as_deref(),
+                        "127.0.0.1:10350",
+                    ) {
+                        Ok(c) => tasks.push(ex.spawn(crate::cloudlink::stream::run(c))),
+                        Err(e) => {
+                            tracing::error!(error = %e, "--cloudstream-server: no stream tunnel")
+                        }
+                    }
+                }
                 tasks.push(ex.spawn(crate::cloudlink::run(l, meta.clone())));
             }
             wait_for_signal().await;

@@ -274,6 +274,15 @@ pub struct Flags {
     #[argh(option)]
     pub node_ip: Option<std::net::IpAddr>,
 
+    /// the KubeEdge CloudStream tunnel server, HOST:PORT, for kubectl logs/exec/top (default:
+    /// the --cloudhub-server host, port 10004)
+    #[argh(option)]
+    pub cloudstream_server: Option<String>,
+
+    /// open the EdgeStream tunnel when a cloud is set: true or false (default true)
+    #[argh(option, default = "true")]
+    pub enable_stream: bool,
+
     #[argh(subcommand)]
     pub command: Option<Command>,
 }

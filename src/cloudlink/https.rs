@@ -146,26 +146,11 @@ fn parse(buf: &[u8], eof: bool) -> Result<Option<Answer>, String> {
 }
 
 /// Decodes a chunked body; `Ok(None)` until the last chunk is in.
-fn dechunk(mut rest: &[u8]) -> Result<Option<Vec<u8>>, String> {
+fn dechunk(rest: &[u8]) -> Result<Option<Vec<u8>>, String> {
+    let mut d = super::chunked::ChunkedDecoder::default();
     let mut body = Vec::new();
-    loop {
-        let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") else {
-            return Ok(None);
-        };
-        let size_text = std::str::from_utf8(&rest[..eol]).map_err(|_| "bad chunk size")?;
-        let size_text = size_text.split(';').next().unwrap_or("").trim();
-        let size = usize::from_str_radix(size_text, 16)
-            .map_err(|_| format!("bad chunk size `{size_text}`"))?;
-        rest = &rest[eol + 2..];
-        if size == 0 {
-            return Ok(Some(body));
-        }
-        if rest.len() < size + 2 {
-            return Ok(None);
-        }
-        body.extend_from_slice(&rest[..size]);
-        rest = &rest[size + 2..];
-    }
+    d.decode(rest, &mut body)?;
+    Ok(d.is_done().then_some(body))
 }
 
 #[cfg(test)]
@@ -197,6 +182,14 @@ mod tests {
             b"xy"
         );
         assert!(parse(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", false).is_err());
+        // A chunk size that runs past what was sent is an error, not a crash.
+        let lie = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabc";
+        assert!(parse(lie, false).is_err());
+        assert!(parse(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nab",
+            true
+        )
+        .is_err());
     }
 
     #[test]

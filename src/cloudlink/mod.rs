@@ -10,12 +10,15 @@
 //! the agent sends statuses through; [`run`] is the task that keeps the link up.
 
 pub mod certs;
+pub mod chunked;
 pub mod https;
 pub mod lease;
 pub mod link;
 pub mod node;
 pub mod outbox;
+pub mod stream;
 pub mod tls;
+pub mod wsframe;
 
 use crate::message::{module, op, Message};
 use crate::metamanager::{MetaManager, Upstream, UpstreamError};
