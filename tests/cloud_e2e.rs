@@ -59,6 +59,7 @@ impl Agent {
             .args(["--node-name", &a.node, "--node-ip", "127.0.0.1"])
             .args(["--cloudhub-server", &hub.ws_addr])
             .args(["--cloudhub-https-server", &hub.https_addr])
+            .args(["--cloudstream-server", &hub.stream.addr])
             .arg("--token-file")
             .arg(&token_file)
             .args(["--status-update-frequency", "1s"])
@@ -1045,5 +1046,63 @@ fn cloud_deletes_finish_in_the_cloud() {
         a.wait_for("later's sandbox gone", || {
             a.host.sandbox_uids().is_empty().then_some(())
         });
+    });
+}
+
+// ---- the EdgeStream tunnel (issue 16) ----
+
+/// The node opens the tunnel with its certificate and session headers, pings, and dials again
+/// after a cut; connect ids past 127 (two-byte uvarints, not UTF-8) are read.
+#[test]
+fn the_stream_tunnel_is_kept_up() {
+    bounded(120, async {
+        let hub = CloudHub::start(Lifetime::Long).await;
+        let a = Agent::start("tunnel", &hub, &hub.token());
+        accept_registration(&a, &hub).await;
+        a.within("the tunnel", async {
+            while !hub.stream.connected() {
+                smol::Timer::after(Duration::from_millis(100)).await;
+            }
+        })
+        .await;
+        assert_eq!(
+            hub.stream.last_headers.lock().unwrap().clone(),
+            Some((a.node.clone(), "127.0.0.1".to_string()))
+        );
+        a.within("a ping on the tunnel", async {
+            while hub.stream.pings.load(Ordering::SeqCst) == 0 {
+                smol::Timer::after(Duration::from_millis(200)).await;
+            }
+        })
+        .await;
+        // Cut: the node dials again within its 2 s redial.
+        hub.stream.cut();
+        let cut_at = std::time::Instant::now();
+        a.within("the tunnel again", async {
+            while hub.stream.tunnels.load(Ordering::SeqCst) < 2 {
+                smol::Timer::after(Duration::from_millis(100)).await;
+            }
+        })
+        .await;
+        assert!(
+            cut_at.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            cut_at.elapsed()
+        );
+        // A session on a connect id past 127 is served and ended by the edge with REMOVE.
+        hub.stream.skip_ids_to(300);
+        let mut s = hub
+            .stream
+            .request(0, "/containerLogs/default/none/app?tailLines=1")
+            .expect("tunnel up");
+        assert_eq!(s.id, 300);
+        assert!(
+            s.read_to_end(Duration::from_secs(20)).await,
+            "the edge did not end session 300: {:?}",
+            s.text()
+        );
+        // The session ended, not the tunnel.
+        assert!(hub.stream.connected());
+        assert_eq!(hub.stream.tunnels.load(Ordering::SeqCst), 2);
     });
 }

@@ -9,6 +9,8 @@
 
 #[path = "apiserver.rs"]
 pub mod apiserver;
+#[path = "cloudstream.rs"]
+pub mod cloudstream;
 
 use async_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use async_tungstenite::tungstenite::Message as Frame;
@@ -76,6 +78,8 @@ pub struct CloudHub {
     /// ConfigMaps it holds as CloudCore and kube-apiserver do, and runs the node lifecycle
     /// check (see `apiserver.rs`).
     pub api: Arc<Mutex<apiserver::ApiServer>>,
+    /// The CloudStream stand-in (the EdgeStream tunnel's server), same CA.
+    pub stream: cloudstream::CloudStream,
     events: async_channel::Receiver<Event>,
     to_edge: async_channel::Sender<ToEdge>,
     _tasks: Vec<smol::Task<()>>,
@@ -149,9 +153,16 @@ impl CloudHub {
             stats.clone(),
             lifetime,
         ));
+        let ws_acceptor = TlsAcceptor::from(Arc::new(ws_cfg));
+        let known_api = api.clone();
+        let stream = cloudstream::CloudStream::start(
+            ws_acceptor.clone(),
+            Arc::new(move |node: &str| known_api.lock().unwrap().nodes.contains_key(node)),
+        )
+        .await;
         let ws_task = smol::spawn(serve_ws(
             ws,
-            TlsAcceptor::from(Arc::new(ws_cfg)),
+            ws_acceptor,
             ev_tx,
             to_edge_rx,
             refuse.clone(),
@@ -171,6 +182,7 @@ impl CloudHub {
             refused,
             log,
             api,
+            stream,
             events,
             to_edge,
             _tasks: vec![cert_task, ws_task, monitor_task],
