@@ -127,12 +127,21 @@ pub fn resolve(ctx: &PodContext<'_>, c: &Container) -> Result<Vec<(String, Strin
                         )
                     })?)
                 } else if let Some(r) = &from.resource_field_ref {
-                    Some(resource_value(ctx, c, r).ok_or_else(|| {
-                        fail(
-                            format!("{field}.valueFrom.resourceFieldRef.resource"),
-                            format!("`{}` is not a supported resource", r.resource),
+                    // The container named, else this one.
+                    let target = r
+                        .container_name
+                        .as_deref()
+                        .filter(|n| !n.is_empty())
+                        .unwrap_or(&c.name);
+                    Some(
+                        crate::volume::payload::resource_value(
+                            ctx.pod,
+                            target,
+                            &r.resource,
+                            r.divisor.as_ref(),
                         )
-                    })?)
+                        .map_err(|e| fail(format!("{field}.valueFrom.resourceFieldRef"), e))?,
+                    )
                 } else {
                     return Err(fail(format!("{field}.valueFrom"), "names no source".into()));
                 }
@@ -181,44 +190,6 @@ pub fn field_value(ctx: &PodContext<'_>, path: &str) -> Option<String> {
             }
         }
     })
-}
-
-fn resource_value(
-    ctx: &PodContext<'_>,
-    c: &Container,
-    r: &api::ResourceFieldSelector,
-) -> Option<String> {
-    let target = match &r.container_name {
-        Some(n) if !n.is_empty() => ctx.pod.spec.containers.iter().find(|x| &x.name == n)?,
-        _ => c,
-    };
-    let (map, key) = r.resource.split_once('.')?;
-    let m = match map {
-        "limits" => &target.resources.limits,
-        "requests" => &target.resources.requests,
-        _ => return None,
-    };
-    let v = m.get(key);
-    let divisor = r.divisor.as_ref();
-    match key {
-        "cpu" => {
-            let milli = v.and_then(api::quantity::millicores).unwrap_or(0);
-            let div = divisor
-                .and_then(api::quantity::millicores)
-                .filter(|d| *d > 0)
-                .unwrap_or(1000);
-            Some(((milli + div - 1) / div).to_string())
-        }
-        "memory" | "ephemeral-storage" => {
-            let b = v.and_then(api::quantity::bytes).unwrap_or(0);
-            let div = divisor
-                .and_then(api::quantity::bytes)
-                .filter(|d| *d > 0)
-                .unwrap_or(1);
-            Some(((b + div - 1) / div).to_string())
-        }
-        _ => None,
-    }
 }
 
 /// Expands `$(VAR)` from `env` as Kubernetes does: unknown references stay as written, `$$`

@@ -330,17 +330,15 @@ pub fn resource_value(
             .or(limit)
             .unwrap_or(0),
     };
+    // No divisor, or a zero one (kube-apiserver defaults it to "0"), means one unit.
+    let one = if name == "cpu" { 1000 } else { 1 };
     let divisor = match divisor {
-        None => {
-            if name == "cpu" {
-                1000
-            } else {
-                1
-            }
-        }
-        Some(d) => parse(d)
-            .filter(|d| *d > 0)
-            .ok_or_else(|| format!("divisor {d} is not a positive quantity"))?,
+        None => one,
+        Some(d) => match parse(d) {
+            Some(0) => one,
+            Some(n) if n > 0 => n,
+            _ => return Err(format!("divisor {d} is not a quantity of at least zero")),
+        },
     };
     Ok(((value + divisor - 1) / divisor).to_string())
 }
@@ -432,7 +430,12 @@ mod tests {
         assert!(resource_value(&pod, "x", "limits.cpu", None).is_err());
         assert!(resource_value(&pod, "c", "limits.gpu", None).is_err());
         let zero = serde_json::json!("0");
-        assert!(resource_value(&pod, "c", "limits.cpu", Some(&zero)).is_err());
+        // kube-apiserver defaults divisor to "0": one unit.
+        assert_eq!(
+            resource_value(&pod, "c", "limits.cpu", Some(&zero)).unwrap(),
+            resource_value(&pod, "c", "limits.cpu", None).unwrap()
+        );
+        assert!(resource_value(&pod, "c", "limits.cpu", Some(&serde_json::json!("-1"))).is_err());
     }
 
     #[test]
