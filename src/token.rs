@@ -372,7 +372,7 @@ impl TokenManager {
         let k = keep.clone();
         match self
             .meta
-            .remove_tokens(move |row| row_pod_uid(row).is_some_and(|uid| k(uid)))
+            .remove_tokens(move |row| row_pod_uid(row).is_some_and(&k))
             .await
         {
             Ok(0) => {}
