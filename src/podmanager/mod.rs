@@ -340,8 +340,10 @@ impl PodManager {
         for uid in orphans {
             tracing::info!(uid = %uid, "orphan pod volumes removed");
         }
-        // Tokens of pods deleted while the agent was down.
-        self.tokens.retain_known(known.clone()).await;
+        // Tokens of pods deleted while the agent was down (the pods known now: one added
+        // meanwhile keeps its token).
+        let now_known = self.pod_uids().into_iter().collect();
+        self.tokens.retain_known(now_known).await;
         // Log directories are named <ns>_<name>_<uid>.
         if let Ok(dir) = std::fs::read_dir(&self.cfg.log_dir) {
             for e in dir.flatten() {
