@@ -478,8 +478,9 @@ fn reader_script() -> String {
 }
 
 /// (b) and (d): the pod as kube-apiserver admits it runs and reads its token, CA and
-/// namespace; the token request is the one KubeEdge's edge sends. After a reboot with the
-/// cloud away, the pod runs again with its stored token.
+/// namespace; the token request is the one KubeEdge's edge sends. A changed
+/// `kube-root-ca.crt` from the cloud reaches the file in place. After a reboot with the cloud
+/// away, the pod runs again with its stored token; deleted, its stored token goes.
 #[test]
 fn an_admitted_pod_reads_its_service_account_and_comes_back_offline() {
     bounded(240, async {
@@ -551,9 +552,33 @@ fn an_admitted_pod_reads_its_service_account_and_comes_back_offline() {
             json!({"apiVersion": "v1", "kind": "Pod", "name": "t", "uid": pod["metadata"]["uid"]})
         );
 
+        // The cloud changes kube-root-ca.crt (a CA rotation): the file follows in place.
+        let old_id = container_id(&p);
+        let pid = a.running_pid(&old_id).expect("t runs");
+        let mut rotated = hub.root_ca_config_map("default");
+        rotated["data"]["ca.crt"] = json!("ROTATED CA\n");
+        rotated["metadata"]["resourceVersion"] = json!("2");
+        hub.send(
+            &Message::new(
+                "edgecontroller",
+                "resource",
+                op::UPDATE,
+                "default/configmap/kube-root-ca.crt",
+            )
+            .with_content(rotated),
+        );
+        a.wait_for("the container reading the rotated CA", || {
+            (a.last_value("default", "t", "app", 0, "ca=").as_deref() == Some("ROTATED CA"))
+                .then_some(())
+        });
+        assert_eq!(a.running_pid(&old_id), Some(pid), "t was restarted");
+        assert_eq!(
+            a.last_value("default", "t", "app", 0, "token=").unwrap(),
+            issued[0]
+        );
+
         // A reboot with the cloud away: the tmpfs with the token is gone; the stored token
         // brings the pod back.
-        let old_id = container_id(&p);
         hub.refuse.store(true, Ordering::SeqCst);
         hub.drop_connection();
         a.power_cut();
@@ -573,7 +598,7 @@ fn an_admitted_pod_reads_its_service_account_and_comes_back_offline() {
         );
         assert_eq!(
             a.last_value("default", "t", "app", 1, "ca=").as_deref(),
-            Some("-----BEGIN CERTIFICATE-----")
+            Some("ROTATED CA")
         );
         assert_eq!(
             cluster.issued().len(),
