@@ -9,7 +9,9 @@
 //! - [`manifest`]: the manifest directory (static pods), a source of messages.
 //! - [`runtime`]: the runtime interface and its containerd shim v2 backend.
 //! - [`images`]: the agent's own image store (content-addressed blobs, overlay rootfs).
-//! - [`volume`]: the volume manager (emptyDir, hostPath, configMap, secret, downwardAPI).
+//! - [`volume`]: the volume manager (emptyDir, hostPath, configMap, secret, downwardAPI,
+//!   projected).
+//! - [`token`]: the token manager (service-account tokens from the cloud).
 //! - [`inspect`]: `edged get`, reading the store beside a running agent.
 //! - [`agent`]: wires the subsystems as tasks on one smol executor.
 
@@ -31,4 +33,5 @@ pub mod podmanager;
 pub mod prober;
 pub mod runtime;
 pub mod status;
+pub mod token;
 pub mod volume;

@@ -153,4 +153,54 @@ impl MetaClient {
         let k = key("null", node);
         Ok(smol::unblock(move || store.get(Table::Node, &k)).await?)
     }
+
+    /// Asks the cloud for a service-account token (see [`MetaManager::request_token`]).
+    pub async fn request_token(
+        &self,
+        namespace: &str,
+        service_account: &str,
+        request: serde_json::Value,
+    ) -> Result<serde_json::Value, MetaError> {
+        self.meta
+            .request_token(namespace, service_account, request)
+            .await
+    }
+
+    /// Stores an issued token (the cloud's TokenRequest answer) under `row`.
+    pub async fn put_token(&self, row: &str, answer: &serde_json::Value) -> Result<(), MetaError> {
+        let store = self.meta.store().clone();
+        let (k, v) = (row.to_string(), answer.clone());
+        smol::unblock(move || store.put(Table::ServiceAccountToken, &k, &v)).await?;
+        Ok(())
+    }
+
+    /// The stored token of `row`, as the cloud answered it.
+    pub async fn stored_token(&self, row: &str) -> Result<Option<serde_json::Value>, MetaError> {
+        let store = self.meta.store().clone();
+        let k = row.to_string();
+        Ok(smol::unblock(move || store.get(Table::ServiceAccountToken, &k)).await?)
+    }
+
+    /// Removes the stored tokens whose row `keep` refuses (by row key), in one transaction;
+    /// returns how many went.
+    pub async fn remove_tokens(
+        &self,
+        keep: impl Fn(&str) -> bool + Send + 'static,
+    ) -> Result<usize, MetaError> {
+        let store = self.meta.store().clone();
+        let n = smol::unblock(move || -> Result<usize, crate::metamanager::StoreError> {
+            let gone: Vec<crate::metamanager::Write> = store
+                .list(Table::ServiceAccountToken)?
+                .into_iter()
+                .filter(|(k, _)| !keep(k))
+                .map(|(k, _)| crate::metamanager::Write::Delete(Table::ServiceAccountToken, k))
+                .collect();
+            if !gone.is_empty() {
+                store.apply(&gone)?;
+            }
+            Ok(gone.len())
+        })
+        .await?;
+        Ok(n)
+    }
 }

@@ -124,6 +124,7 @@ fn objects(cms: Vec<api::ConfigMap>, secrets: Vec<api::Secret>) -> PodObjects {
             .into_iter()
             .map(|s| (s.metadata.name.clone(), s))
             .collect(),
+        ..Default::default()
     }
 }
 
@@ -651,6 +652,97 @@ fn payload_dirs(dir: &Path) -> Vec<String> {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n.starts_with("..") && n != "..data")
         .collect()
+}
+
+#[test]
+fn projected_volumes_on_tmpfs_or_disk_refreshed_whole() {
+    let f = Fixture::new();
+    let token_src = json!({"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}});
+    let p = pod(
+        "uid-proj",
+        json!([
+            {"name": "all", "projected": {"defaultMode": 420, "sources": [
+                token_src,
+                {"configMap": {"name": "c", "items": [{"key": "k", "path": "conf/k"}]}},
+                {"secret": {"name": "db", "items": [{"key": "password", "path": "pw", "mode": 384}]}},
+                {"downwardAPI": {"items": [{"path": "ns", "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}}
+            ]}},
+            {"name": "plain", "projected": {"sources": [{"configMap": {"name": "c"}}]}}
+        ]),
+        json!([{"name": "all", "mountPath": "/all"}]),
+    );
+    let secret: api::Secret = api::decode(
+        "Secret",
+        &json!({"metadata": {"name": "db"}, "stringData": {"password": "s3cret"}}),
+    )
+    .unwrap();
+    let mut objs = objects(vec![config_map("c", json!({"k": "v1"}))], vec![secret]);
+    // Without its token the volume is not made.
+    let e = f.vm.setup(&p, &objs).unwrap_err();
+    assert!(e.to_string().contains("service-account token"), "{e}");
+    objs.tokens
+        .insert((String::new(), 3607), "eyJ.first.token".into());
+    let vols = f.vm.setup(&p, &objs).unwrap();
+    let dir = f.vol_dir("uid-proj", "projected", "all");
+    let m = mounts_at(&dir);
+    assert_eq!(m.len(), 1, "{m:?}");
+    assert_eq!(
+        m[0].fstype, "tmpfs",
+        "a token or a secret never touches the disk"
+    );
+    assert_eq!(
+        fs::read_to_string(dir.join("token")).unwrap(),
+        "eyJ.first.token"
+    );
+    assert_eq!(fs::read_to_string(dir.join("conf/k")).unwrap(), "v1");
+    assert_eq!(fs::read_to_string(dir.join("pw")).unwrap(), "s3cret");
+    assert_eq!(fs::read_to_string(dir.join("ns")).unwrap(), "shop");
+    assert_eq!(mode(&dir.join("token")), 0o644);
+    assert_eq!(mode(&dir.join("pw")), 0o600);
+    let plain = f.vol_dir("uid-proj", "projected", "plain");
+    assert!(
+        mounts_at(&plain).is_empty(),
+        "a ConfigMap-only projection is on disk"
+    );
+    assert_eq!(fs::read_to_string(plain.join("k")).unwrap(), "v1");
+    let mounts =
+        f.vm.container_mounts(&p, &p.spec.containers[0], &vols)
+            .unwrap();
+    assert!(mounts[0].read_only, "projected volumes are read-only");
+
+    // A new token and a changed ConfigMap: one swap of `..data`.
+    let before = fs::read_link(dir.join("..data")).unwrap();
+    objs.tokens
+        .insert((String::new(), 3607), "eyJ.second.token".into());
+    objs.config_maps
+        .insert("c".into(), config_map("c", json!({"k": "v2"})));
+    f.vm.refresh(&p, &objs).unwrap();
+    assert_ne!(fs::read_link(dir.join("..data")).unwrap(), before);
+    assert_eq!(
+        fs::read_to_string(dir.join("token")).unwrap(),
+        "eyJ.second.token"
+    );
+    assert_eq!(fs::read_to_string(dir.join("conf/k")).unwrap(), "v2");
+    assert_eq!(fs::read_to_string(plain.join("k")).unwrap(), "v2");
+    assert_eq!(payload_dirs(&dir).len(), 1, "the old payload is gone");
+
+    // An unsupported source leaves the files as they were and names itself.
+    let bad = pod(
+        "uid-proj",
+        json!([{"name": "all", "projected": {"sources": [
+            {"clusterTrustBundle": {"signerName": "example.com/s", "path": "b.pem"}}]}}]),
+        json!([]),
+    );
+    let e = f.vm.refresh(&bad, &objs).unwrap_err().to_string();
+    assert!(
+        e.contains("clusterTrustBundle") && e.contains("volume `all`"),
+        "{e}"
+    );
+    assert_eq!(
+        fs::read_to_string(dir.join("token")).unwrap(),
+        "eyJ.second.token"
+    );
+    teardown_clean(&f, "uid-proj");
 }
 
 #[test]

@@ -181,6 +181,11 @@ pub struct PodSpec {
     pub dns_policy: Option<String>,
     pub dns_config: Option<PodDnsConfig>,
     pub host_aliases: Vec<HostAlias>,
+    /// The pod's service account (the API server defaults it to `default`).
+    pub service_account_name: Option<String>,
+    /// The deprecated alias of `serviceAccountName`, still written by the API server.
+    pub service_account: Option<String>,
+    pub automount_service_account_token: Option<bool>,
 }
 
 impl PodSpec {
@@ -192,6 +197,17 @@ impl PodSpec {
     /// `terminationGracePeriodSeconds`, 30 when unset (as the API server defaults it).
     pub fn grace_period_seconds(&self) -> i64 {
         self.termination_grace_period_seconds.unwrap_or(30).max(0)
+    }
+
+    /// The service account: `serviceAccountName`, else the deprecated `serviceAccount`, else
+    /// `default` (as the API server's ServiceAccount admission sets it).
+    pub fn service_account_name(&self) -> &str {
+        [&self.service_account_name, &self.service_account]
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+            .find(|s| !s.is_empty())
+            .unwrap_or("default")
     }
 }
 
@@ -470,6 +486,7 @@ pub struct Volume {
     pub secret: Option<SecretVolume>,
     #[serde(rename = "downwardAPI")]
     pub downward_api: Option<DownwardApiVolume>,
+    pub projected: Option<ProjectedVolume>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -528,6 +545,70 @@ pub struct DownwardApiFile {
     pub field_ref: Option<FieldSelector>,
     pub resource_field_ref: Option<ResourceFieldSelector>,
     pub mode: Option<u32>,
+}
+
+/// A `projected` volume: several sources in one directory.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ProjectedVolume {
+    pub sources: Vec<VolumeProjection>,
+    /// Mode of files without their own (the API server defaults it to 420, 0644).
+    pub default_mode: Option<u32>,
+}
+
+/// One source of a projected volume (exactly one field is set).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct VolumeProjection {
+    pub secret: Option<ObjectProjection>,
+    pub config_map: Option<ObjectProjection>,
+    #[serde(rename = "downwardAPI")]
+    pub downward_api: Option<DownwardApiProjection>,
+    pub service_account_token: Option<ServiceAccountTokenProjection>,
+    /// Not supported by edged (kept to name it in the error).
+    pub cluster_trust_bundle: Option<serde_json::Value>,
+    /// Not supported by edged (kept to name it in the error).
+    pub pod_certificate: Option<serde_json::Value>,
+}
+
+/// The `configMap` or `secret` source of a projected volume (both use `name`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ObjectProjection {
+    pub name: String,
+    pub items: Vec<KeyToPath>,
+    pub optional: Option<bool>,
+}
+
+/// The `downwardAPI` source of a projected volume.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct DownwardApiProjection {
+    pub items: Vec<DownwardApiFile>,
+}
+
+/// The `serviceAccountToken` source of a projected volume.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ServiceAccountTokenProjection {
+    /// The token's audience (empty: the API server's own).
+    pub audience: Option<String>,
+    /// Requested lifetime, at least 600 (3600 when unset, as the API server defaults it).
+    pub expiration_seconds: Option<i64>,
+    /// The file's path in the volume.
+    pub path: String,
+}
+
+impl ServiceAccountTokenProjection {
+    /// `expirationSeconds`, 3600 when unset.
+    pub fn expiration_seconds(&self) -> i64 {
+        self.expiration_seconds.unwrap_or(3600)
+    }
+
+    /// `audience`, empty when unset.
+    pub fn audience(&self) -> &str {
+        self.audience.as_deref().unwrap_or("")
+    }
 }
 
 /// A ConfigMap (typed view).
@@ -807,6 +888,57 @@ mod tests {
         let e = decode::<Pod>("Pod default/web", &v).unwrap_err();
         assert_eq!(e.field, "spec.containers[0].image");
         assert!(e.to_string().contains("Pod default/web"), "{e}");
+    }
+
+    /// The pod kube-apiserver stored for `kubectl run` (issue 22): every defaulted field reads,
+    /// in the agent's decoder and in the manifest check alike.
+    #[test]
+    fn a_pod_as_the_api_server_stores_it() {
+        let text = include_str!("../../tests/fixtures/kubectl-run-pod.yaml");
+        let v: serde_json::Value = serde_yaml_ng::from_str(text).unwrap();
+        let pod = crate::podmanager::decode_pod(&v).unwrap();
+        assert_eq!(pod.spec.service_account_name(), "default");
+        assert_eq!(pod.spec.grace_period_seconds(), 30);
+        assert_eq!(pod.spec.dns_policy.as_deref(), Some("ClusterFirst"));
+        let c = &pod.spec.containers[0];
+        assert_eq!(c.image_pull_policy(), "Always");
+        assert_eq!(
+            c.termination_message_path.as_deref(),
+            Some("/dev/termination-log")
+        );
+        assert!(c.volume_mounts[0].read_only);
+        let vol = &pod.spec.volumes[0];
+        assert_eq!(vol.name, "kube-api-access-54k5t");
+        let p = vol.projected.as_ref().expect("a projected volume");
+        assert_eq!(p.default_mode, Some(420));
+        let t = p.sources[0].service_account_token.as_ref().unwrap();
+        assert_eq!(
+            (t.expiration_seconds(), t.path.as_str(), t.audience()),
+            (3607, "token", "")
+        );
+        let cm = p.sources[1].config_map.as_ref().unwrap();
+        assert_eq!(cm.name, "kube-root-ca.crt");
+        assert_eq!(
+            (cm.items[0].key.as_str(), cm.items[0].path.as_str()),
+            ("ca.crt", "ca.crt")
+        );
+        let d = p.sources[2].downward_api.as_ref().unwrap();
+        assert_eq!(
+            d.items[0].field_ref.as_ref().unwrap().field_path,
+            "metadata.namespace"
+        );
+        let docs = crate::manifest::read::documents(text).unwrap();
+        let checked = crate::manifest::check::check(&docs[0], "t.yaml", "edge-node").unwrap();
+        assert_eq!(checked.name, "t");
+        // Defaults when the fields are absent.
+        let bare = ServiceAccountTokenProjection::default();
+        assert_eq!(bare.expiration_seconds(), 3600);
+        assert_eq!(PodSpec::default().service_account_name(), "default");
+        let alias = PodSpec {
+            service_account: Some("old".into()),
+            ..Default::default()
+        };
+        assert_eq!(alias.service_account_name(), "old");
     }
 
     #[test]

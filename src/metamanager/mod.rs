@@ -282,6 +282,58 @@ impl MetaManager {
         Ok(Some(answer.content))
     }
 
+    /// Asks the cloud for a service-account token as KubeEdge's edge does: `query
+    /// <namespace>/serviceaccounttoken/<service account>` with the TokenRequest as content.
+    /// CloudCore calls CreateToken and answers with the TokenRequest itself, its `status`
+    /// filled; a refusal is `{"ErrStatus":{...}}` ([`UpstreamError::Status`]). The answer is
+    /// ACKed as every object from the cloud is, and returned as it came (the caller stores
+    /// it). With no cloud at all, or the cloud away: [`UpstreamError::Offline`].
+    pub async fn request_token(
+        &self,
+        namespace: &str,
+        service_account: &str,
+        request: serde_json::Value,
+    ) -> Result<serde_json::Value, MetaError> {
+        if !self.upstream.has_cloud() || !self.upstream.is_online() {
+            return Err(MetaError::Upstream(UpstreamError::Offline));
+        }
+        let resource = Resource::new(namespace, "serviceaccounttoken", service_account);
+        let ask = Message::new(module::EDGED, module::META, op::QUERY, resource.to_string())
+            .with_content(request);
+        let answer = self
+            .upstream
+            .request(ask, REMOTE_QUERY_TIMEOUT)
+            .await
+            .map_err(MetaError::Upstream)?;
+        let mut content = answer.content.clone();
+        // Tolerate the `{"Object":...,"Err":...}` envelope other queries are answered with.
+        if content.get("Object").is_some() && content.get("Err").is_some() {
+            content = match content.get("Err").filter(|e| !e.is_null()) {
+                Some(err) => err.clone(),
+                None => content["Object"].clone(),
+            };
+        }
+        if let Some(status) = content.get("ErrStatus") {
+            let text = |k: &str| status.get(k).and_then(|v| v.as_str()).unwrap_or("");
+            return Err(MetaError::Upstream(UpstreamError::Status {
+                code: status.get("code").and_then(|c| c.as_i64()).unwrap_or(0),
+                reason: text("reason").to_string(),
+                message: text("message").to_string(),
+            }));
+        }
+        if !content.is_object() {
+            return Err(MetaError::BadMessage {
+                resource: resource.to_string(),
+                reason: "the answer's content is not a TokenRequest (a JSON object)".into(),
+            });
+        }
+        let _ = self
+            .upstream
+            .send(answer.response(serde_json::json!("OK")))
+            .await;
+        Ok(content)
+    }
+
     async fn hand_on(&self, msg: Message) {
         // Only pods, ConfigMaps and Secrets concern edged's workers.
         let concerns_edged = Resource::parse(&msg.route.resource)

@@ -29,16 +29,20 @@ pub enum Table {
     Secret,
     PodStatus,
     Node,
+    /// Service-account tokens the cloud issued for pods (the TokenRequest answers), keyed by
+    /// [`crate::token::row_key`]: `<namespace>/<pod uid>/...`, removed with the pod.
+    ServiceAccountToken,
 }
 
 impl Table {
     /// Every table, in the order they are opened.
-    pub const ALL: [Table; 5] = [
+    pub const ALL: [Table; 6] = [
         Table::Pod,
         Table::ConfigMap,
         Table::Secret,
         Table::PodStatus,
         Table::Node,
+        Table::ServiceAccountToken,
     ];
 
     /// The beehive resource type the table holds (`pod`, `configmap`, ...).
@@ -49,12 +53,17 @@ impl Table {
             Table::Secret => "secret",
             Table::PodStatus => "podstatus",
             Table::Node => "node",
+            Table::ServiceAccountToken => "serviceaccounttoken",
         }
     }
 
-    /// The table for a beehive resource type.
+    /// The table for a beehive resource type a source may insert, update, delete or query
+    /// (tokens are only asked of the cloud by the token manager, never sent down).
     pub fn from_resource_type(s: &str) -> Option<Table> {
-        Table::ALL.into_iter().find(|t| t.resource_type() == s)
+        Table::ALL
+            .into_iter()
+            .filter(|t| *t != Table::ServiceAccountToken)
+            .find(|t| t.resource_type() == s)
     }
 }
 

@@ -13,6 +13,7 @@ use crate::pleg::PodLifecycleEvent;
 use crate::prober::{ProbeEvent, ProbeManager};
 use crate::runtime::{RootfsProvider, Runtime};
 use crate::status::StatusManager;
+use crate::token::TokenManager;
 use crate::volume::{PodObjects, VolumeManager};
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -62,6 +63,7 @@ pub struct PodManager {
     pub(crate) volumes: Arc<VolumeManager>,
     pub(crate) meta: MetaClient,
     pub(crate) objects: ObjectManager,
+    pub(crate) tokens: TokenManager,
     pub(crate) status: Rc<StatusManager>,
     pub(crate) prober: Rc<ProbeManager>,
     pods: RefCell<HashMap<String, Handle>>,
@@ -92,6 +94,7 @@ impl PodManager {
             images: parts.images,
             volumes: parts.volumes,
             objects: ObjectManager::new(parts.meta.clone()),
+            tokens: TokenManager::new(parts.meta.clone()),
             meta: parts.meta,
             status: parts.status,
             prober: parts.prober,
@@ -337,6 +340,10 @@ impl PodManager {
         for uid in orphans {
             tracing::info!(uid = %uid, "orphan pod volumes removed");
         }
+        // Tokens of pods deleted while the agent was down (the pods known now: one added
+        // meanwhile keeps its token).
+        let now_known = self.pod_uids().into_iter().collect();
+        self.tokens.retain_known(now_known).await;
         // Log directories are named <ns>_<name>_<uid>.
         if let Ok(dir) = std::fs::read_dir(&self.cfg.log_dir) {
             for e in dir.flatten() {

@@ -8,7 +8,7 @@ use crate::kuberuntime::{self, PodContext};
 use crate::prober::{ProbeKind, Target};
 use crate::runtime::{labels, ContainerState, ContainerStatus, ErrorKind, Sandbox};
 use crate::status::generate::{self, StatusInputs, Waiting};
-use crate::volume::{PodObjects, PodVolumes};
+use crate::volume::{PodObjects, PodVolumes, TokenKey};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime};
@@ -28,6 +28,8 @@ struct State {
     pod_message: Option<String>,
     volumes: Option<PodVolumes>,
     refresh: bool,
+    /// The tokens the volumes were last written with.
+    tokens: BTreeMap<TokenKey, String>,
     sandbox: Option<Sandbox>,
     probed: HashSet<String>,
     start_time: Option<SystemTime>,
@@ -176,6 +178,39 @@ async fn fetch_objects(pm: &PodManager, pod: &Pod) -> Result<PodObjects, String>
     Ok(objects)
 }
 
+/// The service-account tokens of the pod's projected volumes, and when the first of them is
+/// due for a refresh. `Err`: a message naming the volume and why, and when to ask again.
+async fn fetch_tokens(
+    pm: &PodManager,
+    pod: &Pod,
+) -> Result<(BTreeMap<TokenKey, String>, Option<Duration>), (String, Duration)> {
+    let mut out = BTreeMap::new();
+    let mut wake: Option<Duration> = None;
+    for v in &pod.spec.volumes {
+        let sources = v.projected.iter().flat_map(|p| &p.sources);
+        for src in sources.filter_map(|s| s.service_account_token.as_ref()) {
+            let key = crate::volume::token_key(src);
+            // An invalid source is the volume manager's to name.
+            if out.contains_key(&key) || crate::token::check_source(src).is_err() {
+                continue;
+            }
+            let spec = crate::token::TokenSpec::new(pod, src);
+            match pm.tokens.get(&spec).await {
+                Ok(t) => {
+                    let due = crate::token::refresh_at(&t)
+                        .duration_since(SystemTime::now())
+                        .unwrap_or(RETRY)
+                        .max(Duration::from_secs(1));
+                    wake = Some(wake.map_or(due, |w| w.min(due)));
+                    out.insert(key, t.token);
+                }
+                Err(e) => return Err((format!("volume `{}`: {e}", v.name), e.retry_in)),
+            }
+        }
+    }
+    Ok((out, wake))
+}
+
 /// The pod's containers as the runtime has them.
 async fn pod_containers(pm: &PodManager, uid: &str) -> Vec<ContainerStatus> {
     let rt = pm.runtime.clone();
@@ -207,6 +242,27 @@ async fn sync(pm: &PodManager, pod: &Pod, st: &mut State) -> Duration {
             None
         }
     };
+    let mut objects = objects;
+    if let Some(o) = objects.as_mut() {
+        match fetch_tokens(pm, pod).await {
+            Ok((tokens, wake)) => {
+                if st.volumes.is_some() && tokens != st.tokens {
+                    st.refresh = true;
+                }
+                st.tokens = tokens.clone();
+                o.tokens = tokens;
+                if let Some(w) = wake {
+                    next = next.min(w);
+                }
+            }
+            Err((msg, retry)) => {
+                tracing::warn!(pod = %name, reason = %msg, "pod waits for a service-account token");
+                st.pod_message = Some(msg);
+                objects = None;
+                next = next.min(retry);
+            }
+        }
+    }
     let mut ready_to_run = objects.is_some();
     if let Some(objects) = &objects {
         let vols = pm.volumes.clone();
@@ -255,7 +311,7 @@ async fn sync(pm: &PodManager, pod: &Pod, st: &mut State) -> Duration {
             containers = pod_containers(pm, &pod.metadata.uid).await;
         }
     } else {
-        next = RETRY;
+        next = next.min(RETRY);
         for c in pod
             .spec
             .init_containers
@@ -861,6 +917,7 @@ async fn terminate(pm: &PodManager, pod: &Pod, st: &mut State) {
     if let Err(e) = smol::unblock(move || vols.teardown(&uid)).await {
         tracing::error!(pod = %name, error = %e, "cannot release the pod's volumes; housekeeping retries");
     }
+    pm.tokens.remove_pod(&pod.metadata.uid).await;
     let _ = std::fs::remove_dir_all(kuberuntime::pod_log_dir(&pm.cfg.log_dir, pod));
     tracing::info!(pod = %name, "pod stopped and removed");
 }

@@ -12,8 +12,11 @@
 //!   kernel's default (half the RAM) when neither is known.
 //! - configMap: files on disk; secret and downwardAPI: files on a tmpfs (never on disk), all
 //!   written by the [`atomic`] writer, so a refresh reaches running containers whole.
-//! - configMap, secret and downwardAPI volumes are always mounted read-only, as the kubelet
-//!   does since 1.10.
+//! - projected: the files of its `configMap`, `secret`, `downwardAPI` and `serviceAccountToken`
+//!   sources in one directory, written by the same atomic writer; on a tmpfs when it holds a
+//!   secret or a token, else on disk.
+//! - configMap, secret, downwardAPI and projected volumes are always mounted read-only, as the
+//!   kubelet does since 1.10.
 //!
 //! Everything here is synchronous and blocking (file system and mount calls): the pod worker
 //! calls it through `smol::unblock`. Every call is idempotent, so a failed one is retried
@@ -38,13 +41,24 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 /// The ConfigMaps and Secrets of the pod's namespace that it refers to, keyed by name, as the
-/// caller fetched them (see [`PodObjects::references`]).
+/// caller fetched them (see [`PodObjects::references`]), and the service-account tokens of its
+/// projected volumes.
 #[derive(Clone, Debug, Default)]
 pub struct PodObjects {
     /// ConfigMaps by name.
     pub config_maps: BTreeMap<String, api::ConfigMap>,
     /// Secrets by name.
     pub secrets: BTreeMap<String, api::Secret>,
+    /// Issued tokens (the JWT) by [`token_key`] of their source.
+    pub tokens: BTreeMap<TokenKey, String>,
+}
+
+/// What tells the `serviceAccountToken` sources of one pod apart: audience and lifetime.
+pub type TokenKey = (String, i64);
+
+/// The [`TokenKey`] of a `serviceAccountToken` source.
+pub fn token_key(src: &api::ServiceAccountTokenProjection) -> TokenKey {
+    (src.audience().to_string(), src.expiration_seconds())
 }
 
 /// A ConfigMap or Secret a pod refers to.
@@ -78,6 +92,14 @@ impl PodObjects {
             }
             if let Some(s) = &v.secret {
                 add(Kind::Secret, &s.secret_name, s.optional);
+            }
+            for p in v.projected.iter().flat_map(|p| &p.sources) {
+                if let Some(c) = &p.config_map {
+                    add(Kind::ConfigMap, &c.name, c.optional);
+                }
+                if let Some(s) = &p.secret {
+                    add(Kind::Secret, &s.name, s.optional);
+                }
             }
         }
         for c in pod.spec.init_containers.iter().chain(&pod.spec.containers) {
@@ -122,6 +144,8 @@ pub enum VolumeKind {
     Secret,
     /// `downwardAPI`, on a tmpfs.
     DownwardApi,
+    /// `projected`, on a tmpfs when it holds a secret or a token.
+    Projected,
 }
 
 impl VolumeKind {
@@ -133,6 +157,7 @@ impl VolumeKind {
             VolumeKind::ConfigMap => Some("kubernetes.io~configmap"),
             VolumeKind::Secret => Some("kubernetes.io~secret"),
             VolumeKind::DownwardApi => Some("kubernetes.io~downward-api"),
+            VolumeKind::Projected => Some("kubernetes.io~projected"),
         }
     }
 
@@ -140,7 +165,10 @@ impl VolumeKind {
     pub fn is_api_data(self) -> bool {
         matches!(
             self,
-            VolumeKind::ConfigMap | VolumeKind::Secret | VolumeKind::DownwardApi
+            VolumeKind::ConfigMap
+                | VolumeKind::Secret
+                | VolumeKind::DownwardApi
+                | VolumeKind::Projected
         )
     }
 }
@@ -177,6 +205,7 @@ enum Source<'a> {
     ConfigMap(&'a api::ConfigMapVolume),
     Secret(&'a api::SecretVolume),
     DownwardApi(&'a api::DownwardApiVolume),
+    Projected(&'a api::ProjectedVolume),
 }
 
 impl Source<'_> {
@@ -187,6 +216,7 @@ impl Source<'_> {
             Source::ConfigMap(_) => VolumeKind::ConfigMap,
             Source::Secret(_) => VolumeKind::Secret,
             Source::DownwardApi(_) => VolumeKind::DownwardApi,
+            Source::Projected(_) => VolumeKind::Projected,
         }
     }
 }
@@ -208,13 +238,16 @@ fn source<'a>(pod: &str, vol: &'a api::Volume) -> Result<Source<'a>, VolumeError
     if let Some(s) = &vol.downward_api {
         found.push(Source::DownwardApi(s));
     }
+    if let Some(s) = &vol.projected {
+        found.push(Source::Projected(s));
+    }
     match found.len() {
         1 => Ok(found.remove(0)),
         0 => Err(VolumeError::spec(
             pod,
             &vol.name,
             "no volume source edged supports (emptyDir, hostPath, configMap, secret, \
-             downwardAPI)",
+             downwardAPI, projected)",
         )),
         _ => Err(VolumeError::spec(
             pod,
@@ -557,7 +590,8 @@ enum Backing {
 
 /// emptyDir: disk (0777) or, for `medium: Memory`, a tmpfs sized as the kubelet sizes it (the
 /// smaller of sizeLimit and the pod's memory limit). configMap: disk. secret, downwardAPI:
-/// tmpfs, so their data never reaches the disk.
+/// tmpfs, so their data never reaches the disk. projected: tmpfs when a source is a secret or
+/// a token, else disk.
 fn backing(
     pod: &api::Pod,
     label: &str,
@@ -572,6 +606,20 @@ fn backing(
                 mode: 0o755,
                 size: None,
             })
+        }
+        Source::Projected(p) => {
+            let secret = p
+                .sources
+                .iter()
+                .any(|s| s.secret.is_some() || s.service_account_token.is_some());
+            return Ok(if secret {
+                Backing::Tmpfs {
+                    mode: 0o755,
+                    size: None,
+                }
+            } else {
+                Backing::Disk { mode: 0o755 }
+            });
         }
     };
     match e.medium.as_deref().unwrap_or("") {
@@ -630,6 +678,7 @@ fn api_payload(
             payload::secret(label, name, s, obj)?
         }
         Source::DownwardApi(d) => payload::downward_api(label, name, d, pod)?,
+        Source::Projected(p) => payload::projected(label, name, p, pod, objects)?,
         Source::EmptyDir(_) | Source::HostPath(_) => return Ok(None),
     }))
 }

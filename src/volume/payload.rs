@@ -256,6 +256,158 @@ pub fn downward_api(
     Ok(out)
 }
 
+/// The files of a projected volume: every source's files in one payload. A path two sources
+/// write is an error, as are sources edged cannot fill (`clusterTrustBundle`,
+/// `podCertificate`), named with their index.
+pub fn projected(
+    pod_label: &str,
+    volume: &str,
+    src: &api::ProjectedVolume,
+    pod: &api::Pod,
+    objects: &super::PodObjects,
+) -> Result<Payload, VolumeError> {
+    let default_mode = check_mode(
+        pod_label,
+        volume,
+        "defaultMode",
+        src.default_mode.unwrap_or(DEFAULT_MODE),
+    )?;
+    let mut out = Payload::new();
+    for (i, s) in src.sources.iter().enumerate() {
+        let at = |r: String| VolumeError::spec(pod_label, volume, format!("sources[{i}]: {r}"));
+        let part = match projection(s).map_err(at)? {
+            Projection::ConfigMap(c) => {
+                let obj = objects.config_maps.get(&c.name);
+                let optional = c.optional.unwrap_or(false);
+                if obj.is_none() && !optional {
+                    return Err(VolumeError::MissingObject {
+                        pod: pod_label.to_string(),
+                        volume: volume.to_string(),
+                        kind: api::Kind::ConfigMap,
+                        name: c.name.clone(),
+                    });
+                }
+                let object = format!("ConfigMap `{}`", c.name);
+                let values = obj.map(|o| o.values());
+                object_payload(
+                    pod_label,
+                    volume,
+                    &object,
+                    values,
+                    &c.items,
+                    Some(default_mode),
+                    c.optional,
+                )?
+            }
+            Projection::Secret(c) => {
+                let obj = objects.secrets.get(&c.name);
+                let optional = c.optional.unwrap_or(false);
+                if obj.is_none() && !optional {
+                    return Err(VolumeError::MissingObject {
+                        pod: pod_label.to_string(),
+                        volume: volume.to_string(),
+                        kind: api::Kind::Secret,
+                        name: c.name.clone(),
+                    });
+                }
+                let object = format!("Secret `{}`", c.name);
+                let values = obj.map(|o| o.values());
+                object_payload(
+                    pod_label,
+                    volume,
+                    &object,
+                    values,
+                    &c.items,
+                    Some(default_mode),
+                    c.optional,
+                )?
+            }
+            Projection::DownwardApi(d) => {
+                let as_volume = api::DownwardApiVolume {
+                    items: d.items.clone(),
+                    default_mode: Some(default_mode),
+                };
+                downward_api(pod_label, volume, &as_volume, pod)?
+            }
+            Projection::Token(t) => {
+                crate::token::check_source(t).map_err(at)?;
+                let token = objects.tokens.get(&super::token_key(t)).ok_or_else(|| {
+                    at(format!(
+                        "no service-account token for `{}` issued yet",
+                        pod.spec.service_account_name()
+                    ))
+                })?;
+                // The kubelet writes the token with the volume's defaultMode.
+                let mut p = Payload::new();
+                p.insert(
+                    t.path.clone(),
+                    FileProjection {
+                        data: token.clone().into_bytes(),
+                        mode: default_mode,
+                    },
+                );
+                p
+            }
+        };
+        for (path, file) in part {
+            if out.contains_key(&path) {
+                return Err(VolumeError::path(
+                    pod_label,
+                    volume,
+                    &path,
+                    format!("sources[{i}] writes a path an earlier source writes too"),
+                ));
+            }
+            out.insert(path, file);
+        }
+    }
+    check_paths(pod_label, volume, &out)?;
+    Ok(out)
+}
+
+/// The one source a projection names.
+enum Projection<'a> {
+    ConfigMap(&'a api::ObjectProjection),
+    Secret(&'a api::ObjectProjection),
+    DownwardApi(&'a api::DownwardApiProjection),
+    Token(&'a api::ServiceAccountTokenProjection),
+}
+
+fn projection(s: &api::VolumeProjection) -> Result<Projection<'_>, String> {
+    if s.cluster_trust_bundle.is_some() {
+        return Err(
+            "projected source `clusterTrustBundle` is not supported by edged (the \
+                    cloud sends no ClusterTrustBundle objects to edge nodes)"
+                .into(),
+        );
+    }
+    if s.pod_certificate.is_some() {
+        return Err(
+            "projected source `podCertificate` is not supported by edged (it has no \
+                    PodCertificateRequest signer flow)"
+                .into(),
+        );
+    }
+    let mut found = Vec::new();
+    if let Some(c) = &s.config_map {
+        found.push(Projection::ConfigMap(c));
+    }
+    if let Some(c) = &s.secret {
+        found.push(Projection::Secret(c));
+    }
+    if let Some(d) = &s.downward_api {
+        found.push(Projection::DownwardApi(d));
+    }
+    if let Some(t) = &s.service_account_token {
+        found.push(Projection::Token(t));
+    }
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        0 => Err("names no source (configMap, secret, downwardAPI or serviceAccountToken)".into()),
+        _ => Err("names more than one source; give exactly one per entry".into()),
+    }
+}
+
 /// The value of a downward API field path, as the kubelet renders it.
 pub fn field_value(pod: &api::Pod, path: &str) -> Option<String> {
     let m = &pod.metadata;
@@ -394,6 +546,111 @@ fn go_quote(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn kubectl_pod() -> api::Pod {
+        let v: serde_json::Value =
+            serde_yaml_ng::from_str(include_str!("../../tests/fixtures/kubectl-run-pod.yaml"))
+                .unwrap();
+        crate::podmanager::decode_pod(&v).unwrap()
+    }
+
+    #[test]
+    fn the_kube_api_access_volume() {
+        let pod = kubectl_pod();
+        let src = pod.spec.volumes[0].projected.clone().unwrap();
+        let mut objects = super::super::PodObjects::default();
+        let e = projected("default/t", "v", &src, &pod, &objects).unwrap_err();
+        assert!(e.to_string().contains("no service-account token"), "{e}");
+        objects
+            .tokens
+            .insert((String::new(), 3607), "eyJ.a.b".into());
+        let e = projected("default/t", "v", &src, &pod, &objects).unwrap_err();
+        assert!(e.is_missing_object(), "{e}");
+        assert!(e.to_string().contains("kube-root-ca.crt"), "{e}");
+        let mut cm = api::ConfigMap::default();
+        cm.data.insert("ca.crt".into(), "PEM".into());
+        cm.data.insert("other".into(), "x".into());
+        objects.config_maps.insert("kube-root-ca.crt".into(), cm);
+        let p = projected("default/t", "v", &src, &pod, &objects).unwrap();
+        let files: Vec<(&str, &[u8], u32)> = p
+            .iter()
+            .map(|(k, f)| (k.as_str(), f.data.as_slice(), f.mode))
+            .collect();
+        assert_eq!(
+            files,
+            vec![
+                ("ca.crt", &b"PEM"[..], 0o644),
+                ("namespace", &b"default"[..], 0o644),
+                ("token", &b"eyJ.a.b"[..], 0o644),
+            ]
+        );
+    }
+
+    #[test]
+    fn projected_sources_modes_conflicts_and_unsupported() {
+        let pod = kubectl_pod();
+        let mut objects = super::super::PodObjects::default();
+        let mut sec = api::Secret::default();
+        sec.string_data.insert("pw".into(), "hunter2".into());
+        objects.secrets.insert("s".into(), sec);
+        let mut cm = api::ConfigMap::default();
+        cm.data.insert("a".into(), "1".into());
+        objects.config_maps.insert("c".into(), cm);
+        let v: api::ProjectedVolume = serde_json::from_value(serde_json::json!({
+            "defaultMode": 0o440,
+            "sources": [
+                {"configMap": {"name": "c"}},
+                {"secret": {"name": "s", "items": [{"key": "pw", "path": "sec/pw", "mode": 0o400}]}},
+                {"configMap": {"name": "absent", "optional": true}},
+                {"downwardAPI": {"items": [{"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}]}}
+            ]}))
+        .unwrap();
+        let p = projected("default/t", "v", &v, &pod, &objects).unwrap();
+        assert_eq!(p["a"].mode, 0o440);
+        assert_eq!(
+            (p["sec/pw"].data.as_slice(), p["sec/pw"].mode),
+            (&b"hunter2"[..], 0o400)
+        );
+        assert_eq!(p["labels"].data, b"run=\"t\"");
+        // Two sources writing one path.
+        let dup: api::ProjectedVolume = serde_json::from_value(serde_json::json!({"sources": [
+            {"configMap": {"name": "c"}},
+            {"downwardAPI": {"items": [{"path": "a", "fieldRef": {"fieldPath": "metadata.name"}}]}}
+        ]}))
+        .unwrap();
+        let e = projected("default/t", "v", &dup, &pod, &objects).unwrap_err();
+        assert!(
+            e.to_string().contains("sources[1]") && e.to_string().contains("`a`"),
+            "{e}"
+        );
+        for (src, name) in [
+            (
+                serde_json::json!({"clusterTrustBundle": {"name": "b", "path": "b.pem"}}),
+                "clusterTrustBundle",
+            ),
+            (
+                serde_json::json!({"podCertificate": {"signerName": "x/y", "keyType": "ED25519"}}),
+                "podCertificate",
+            ),
+        ] {
+            let v: api::ProjectedVolume = serde_json::from_value(
+                serde_json::json!({"sources": [{"configMap": {"name": "c"}}, src]}),
+            )
+            .unwrap();
+            let e = projected("default/t", "v", &v, &pod, &objects)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(name) && e.contains("sources[1]") && e.contains("volume `v`"),
+                "{e}"
+            );
+        }
+        let short: api::ProjectedVolume = serde_json::from_value(serde_json::json!({"sources": [
+            {"serviceAccountToken": {"path": "token", "expirationSeconds": 60}}]}))
+        .unwrap();
+        let e = projected("default/t", "v", &short, &pod, &objects).unwrap_err();
+        assert!(e.to_string().contains("expirationSeconds 60"), "{e}");
+    }
 
     #[test]
     fn relative_paths() {

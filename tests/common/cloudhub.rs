@@ -630,3 +630,157 @@ pub fn bounded<T>(secs: u64, f: impl std::future::Future<Output = T>) -> T {
         panic!("the test did not finish within {secs}s");
     }))
 }
+
+// ---- service-account tokens (issue 22): CloudCore's CreateToken in front of kube-apiserver ----
+
+/// Tokens issued so far by every stand-in of the test binary (each token differs).
+static TOKENS_ISSUED: AtomicUsize = AtomicUsize::new(0);
+
+/// The audience kube-apiserver fills in for a TokenRequest that names none.
+pub const API_AUDIENCE: &str = "https://kubernetes.default.svc.cluster.local";
+
+impl CloudHub {
+    /// Answers a `query <ns>/serviceaccounttoken/<sa>` as CloudCore and kube-apiserver do (see
+    /// [`token_answer`]); `pods` are the pods the cloud knows, `ns/name` to uid. Returns the
+    /// answer sent.
+    pub fn answer_token_query(
+        &self,
+        query: &Message,
+        pods: &std::collections::BTreeMap<String, String>,
+        max_expiration_seconds: Option<i64>,
+    ) -> Message {
+        self.reply(query, token_answer(query, pods, max_expiration_seconds))
+    }
+
+    /// The `kube-root-ca.crt` ConfigMap kube-controller-manager keeps in every namespace: the
+    /// cluster's CA as PEM (this stand-in's CA), as CloudCore answers a query for it.
+    pub fn root_ca_config_map(&self, namespace: &str) -> serde_json::Value {
+        let b64 = edged::api::base64::encode(&self.ca_der);
+        let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
+        for line in b64.as_bytes().chunks(64) {
+            pem.push_str(std::str::from_utf8(line).unwrap());
+            pem.push('\n');
+        }
+        pem.push_str("-----END CERTIFICATE-----\n");
+        serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "kube-root-ca.crt", "namespace": namespace,
+                         "uid": format!("root-ca-{namespace}"), "resourceVersion": "1",
+                         "annotations": {"kubernetes.io/description": "Contains a CA bundle that can be used to verify the kube-apiserver when using internal endpoints such as the internal service IP or kubernetes.default.svc. No other usage is guaranteed across distributions of Kubernetes clusters."}},
+            "data": {"ca.crt": pem}})
+    }
+}
+
+/// The content CloudCore answers a `serviceaccounttoken` query with, as kube-apiserver's
+/// CreateToken decides: a `metadata.name` other than the service account's is 422 Invalid, a
+/// bound pod the cloud does not know 404 NotFound, one whose uid differs 409 Conflict, a
+/// lifetime under 600 s 422; else the TokenRequest itself with `status.token` (a JWT-shaped
+/// string, new each call) and `status.expirationTimestamp`, its empty audiences filled with
+/// the API server's, its lifetime cut to `max_expiration_seconds` when longer
+/// (`--service-account-max-token-expiration`). Errors are `{"ErrStatus":{...}}`.
+pub fn token_answer(
+    query: &Message,
+    pods: &std::collections::BTreeMap<String, String>,
+    max_expiration_seconds: Option<i64>,
+) -> serde_json::Value {
+    use serde_json::json;
+    let mut parts = query.route.resource.splitn(3, '/');
+    let (ns, sa) = (
+        parts.next().unwrap_or("").to_string(),
+        parts.nth(1).unwrap_or("").to_string(),
+    );
+    let req = &query.content;
+    let status = |code: i64, reason: &str, message: String, details: serde_json::Value| {
+        json!({"ErrStatus": {"metadata": {}, "status": "Failure", "message": message,
+            "reason": reason, "details": details, "code": code}})
+    };
+    let invalid = |field: &str, value: &serde_json::Value, why: &str| {
+        status(
+            422,
+            "Invalid",
+            format!("TokenRequest.authentication.k8s.io \"{sa}\" is invalid: {field}: Invalid value: {value}: {why}"),
+            json!({"name": sa, "group": "authentication.k8s.io", "kind": "TokenRequest",
+                   "causes": [{"reason": "FieldValueInvalid", "message": format!("Invalid value: {value}: {why}"), "field": field}]}),
+        )
+    };
+    let name = &req["metadata"]["name"];
+    if name.as_str().is_some_and(|n| !n.is_empty() && n != sa) {
+        return invalid(
+            "metadata.name",
+            name,
+            "must match the service account name if specified",
+        );
+    }
+    let exp = req["spec"]["expirationSeconds"].as_i64().unwrap_or(3600);
+    if exp < 600 {
+        return invalid(
+            "spec.expirationSeconds",
+            &req["spec"]["expirationSeconds"],
+            "may not specify a duration less than 10 minutes",
+        );
+    }
+    let bound = &req["spec"]["boundObjectRef"];
+    let pod = bound["name"].as_str().unwrap_or("");
+    let Some(uid) = pods.get(&format!("{ns}/{pod}")) else {
+        return status(
+            404,
+            "NotFound",
+            format!("pods \"{pod}\" not found"),
+            json!({"name": pod, "kind": "pods"}),
+        );
+    };
+    if bound["uid"].as_str() != Some(uid.as_str()) {
+        return status(
+            409,
+            "Conflict",
+            format!(
+                "Operation cannot be fulfilled on Pod \"{pod}\": the UID in the bound object \
+                 reference ({}) does not match the UID in record. The object might have been \
+                 deleted and then recreated",
+                bound["uid"].as_str().unwrap_or("")
+            ),
+            json!({"name": pod, "kind": "Pod"}),
+        );
+    }
+    let exp = max_expiration_seconds.map_or(exp, |m| exp.min(m));
+    let now = std::time::SystemTime::now();
+    let iat = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let serial = TOKENS_ISSUED.fetch_add(1, Ordering::SeqCst);
+    let mut audiences = req["spec"]["audiences"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if audiences.is_empty() {
+        audiences.push(json!(API_AUDIENCE));
+    }
+    let b64url = |v: &serde_json::Value| {
+        edged::api::base64::encode(v.to_string().as_bytes())
+            .trim_end_matches('=')
+            .replace('+', "-")
+            .replace('/', "_")
+    };
+    let claims = json!({"aud": audiences, "exp": iat + exp as u64, "iat": iat,
+        "iss": API_AUDIENCE, "jti": format!("jti-{serial}"),
+        "kubernetes.io": {"namespace": ns, "pod": {"name": pod, "uid": uid},
+                          "serviceaccount": {"name": sa, "uid": format!("sa-{ns}-{sa}")}},
+        "nbf": iat, "sub": format!("system:serviceaccount:{ns}:{sa}")});
+    let token = format!(
+        "{}.{}.{}",
+        b64url(&json!({"alg": "RS256", "kid": "stand-in"})),
+        b64url(&claims),
+        b64url(&json!(format!("signature-{serial}")))
+    );
+    let mut out = req.clone();
+    out["apiVersion"] = json!("authentication.k8s.io/v1");
+    out["kind"] = json!("TokenRequest");
+    out["metadata"]["name"] = json!(sa);
+    out["metadata"]["namespace"] = json!(ns);
+    out["metadata"]["creationTimestamp"] = serde_json::Value::Null;
+    out["spec"]["audiences"] = json!(audiences);
+    out["spec"]["expirationSeconds"] = json!(exp);
+    out["status"] = json!({"token": token,
+        "expirationTimestamp": edged::api::rfc3339(now + Duration::from_secs(exp as u64))});
+    out
+}
