@@ -25,9 +25,8 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 const SA_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
@@ -374,53 +373,30 @@ fn unsupported_sources_are_named_in_the_pod_status() {
 
 // ---- through the cloud ----
 
-/// What the stand-in's cluster knows: pods (`ns/name` to uid) and the longest token it
-/// issues. A task answers the edge's registration, its `serviceaccounttoken` queries and its
-/// queries of `kube-root-ca.crt`, as CloudCore does.
-#[derive(Clone, Default)]
+/// The stand-in's cluster (its API server model answers the registration, the
+/// `serviceaccounttoken` queries and the `kube-root-ca.crt` queries, as CloudCore does): the
+/// pods it knows and the tokens it issued.
 struct Cluster {
-    pods: Arc<Mutex<BTreeMap<String, String>>>,
-    max_expiration: Arc<Mutex<Option<i64>>>,
-    token_answers: Arc<Mutex<Vec<Value>>>,
-    seen: Arc<AtomicUsize>,
+    hub: Arc<CloudHub>,
 }
 
 impl Cluster {
-    fn serve(&self, hub: Arc<CloudHub>) -> smol::Task<()> {
-        let c = self.clone();
-        smol::spawn(async move {
-            loop {
-                let new: Vec<Message> = {
-                    let log = hub.log.lock().unwrap();
-                    let from = c.seen.swap(log.len(), Ordering::SeqCst);
-                    log[from.min(log.len())..].to_vec()
-                };
-                for m in new {
-                    let r = &m.route.resource;
-                    if m.route.operation == op::INSERT && r.starts_with("null/node/") {
-                        hub.reply(&m, json!({"Object": m.content, "Err": null}));
-                    } else if m.route.operation == op::QUERY && r.contains("/serviceaccounttoken/")
-                    {
-                        let pods = c.pods.lock().unwrap().clone();
-                        let max = *c.max_expiration.lock().unwrap();
-                        let answer = hub.answer_token_query(&m, &pods, max);
-                        c.token_answers.lock().unwrap().push(answer.content);
-                    } else if m.route.operation == op::QUERY
-                        && r.ends_with("/configmap/kube-root-ca.crt")
-                    {
-                        let ns = r.split('/').next().unwrap_or_default();
-                        hub.reply(&m, hub.root_ca_config_map(ns));
-                    }
-                }
-                smol::Timer::after(Duration::from_millis(50)).await;
-            }
-        })
+    fn new(hub: &Arc<CloudHub>) -> Cluster {
+        Cluster { hub: hub.clone() }
+    }
+
+    /// The longest token the API server issues.
+    fn max_expiration(&self, secs: i64) {
+        self.hub.api.lock().unwrap().max_token_seconds = Some(secs);
+    }
+
+    /// Every answer to a token query so far.
+    fn token_answers(&self) -> Vec<Value> {
+        self.hub.api.lock().unwrap().token_answers.clone()
     }
 
     fn issued(&self) -> Vec<String> {
-        self.token_answers
-            .lock()
-            .unwrap()
+        self.token_answers()
             .iter()
             .filter_map(|a| a["status"]["token"].as_str().map(str::to_string))
             .collect()
@@ -459,13 +435,7 @@ fn pod_message(operation: &str, pod: &Value) -> Message {
 }
 
 fn known(cluster: &Cluster, pod: &Value) {
-    let key = format!(
-        "{}/{}",
-        pod["metadata"]["namespace"].as_str().unwrap(),
-        pod["metadata"]["name"].as_str().unwrap()
-    );
-    let uid = pod["metadata"]["uid"].as_str().unwrap().to_string();
-    cluster.pods.lock().unwrap().insert(key, uid);
+    cluster.hub.api.lock().unwrap().add_pod(pod);
 }
 
 /// Every second: the token, the first line of the CA and the namespace the container reads.
@@ -485,8 +455,7 @@ fn reader_script() -> String {
 fn an_admitted_pod_reads_its_service_account_and_comes_back_offline() {
     bounded(240, async {
         let hub = Arc::new(CloudHub::start(Lifetime::Long).await);
-        let cluster = Cluster::default();
-        let _serve = cluster.serve(hub.clone());
+        let cluster = Cluster::new(&hub);
         let mut a = Agent::new("sa", Some(&hub));
         let pod = admitted_pod(&a.node, "t", &reader_script(), "Always");
         known(&cluster, &pod);
@@ -499,12 +468,7 @@ fn an_admitted_pod_reads_its_service_account_and_comes_back_offline() {
                 .filter(|t| !t.is_empty())
         });
         let issued = cluster.issued();
-        assert_eq!(
-            issued.len(),
-            1,
-            "{:?}",
-            cluster.token_answers.lock().unwrap()
-        );
+        assert_eq!(issued.len(), 1, "{:?}", cluster.token_answers());
         assert_eq!(
             a.last_value("default", "t", "app", 0, "token=").unwrap(),
             issued[0]
@@ -637,19 +601,16 @@ fn an_admitted_pod_reads_its_service_account_and_comes_back_offline() {
 fn a_refused_token_is_retried_and_a_short_one_refreshed_in_place() {
     bounded(240, async {
         let hub = Arc::new(CloudHub::start(Lifetime::Long).await);
-        let cluster = Cluster::default();
-        *cluster.max_expiration.lock().unwrap() = Some(10);
-        let _serve = cluster.serve(hub.clone());
+        let cluster = Cluster::new(&hub);
+        cluster.max_expiration(10);
         let a = Agent::new("refresh", Some(&hub));
         let mut pod = admitted_pod(&a.node, "r", &reader_script(), "Always");
         pod["spec"]["volumes"][0]["projected"]["sources"][0]["serviceAccountToken"]
             ["expirationSeconds"] = json!(600);
         // The cluster has a pod of that name with another uid.
-        cluster
-            .pods
-            .lock()
-            .unwrap()
-            .insert("default/r".into(), new_uuid());
+        let mut other = pod.clone();
+        other["metadata"]["uid"] = json!(new_uuid());
+        known(&cluster, &other);
         hub.send(&pod_message(op::INSERT, &pod));
         let p = a.wait_pod("default", "r", "waiting for its token", |p| {
             app(p)["state"]["waiting"]["message"]
@@ -677,7 +638,7 @@ fn a_refused_token_is_retried_and_a_short_one_refreshed_in_place() {
             a.last_value("default", "r", "app", 0, "token=")
                 .filter(|t| !t.is_empty())
         });
-        let answers = cluster.token_answers.lock().unwrap().clone();
+        let answers = cluster.token_answers().clone();
         assert!(answers[0]["ErrStatus"]["code"] == 409, "{answers:?}");
         assert_eq!(answers.last().unwrap()["spec"]["expirationSeconds"], 10);
         // Past 8 s the token is replaced; the container reads the new one without a restart.

@@ -59,6 +59,12 @@ pub struct ApiServer {
     /// Whether registrations (`insert null/node/<node>`) are answered here; tests that hold the
     /// answer back reply themselves.
     pub answer_registrations: bool,
+    /// The cluster CA as PEM: `kube-root-ca.crt` in every namespace holds it.
+    pub root_ca_pem: String,
+    /// The longest token the API server issues (`--service-account-max-token-expiration`).
+    pub max_token_seconds: Option<i64>,
+    /// Every answer to a `serviceaccounttoken` query, in order.
+    pub token_answers: Vec<Value>,
     /// The last sign of life of each node.
     probe: HashMap<String, Instant>,
     version: u64,
@@ -76,6 +82,9 @@ impl Default for ApiServer {
             lease_refusals: Vec::new(),
             grace: Duration::from_secs(40),
             answer_registrations: true,
+            root_ca_pem: ROOT_CA.to_string(),
+            max_token_seconds: None,
+            token_answers: Vec::new(),
             probe: HashMap::new(),
             version: 100,
         }
@@ -100,6 +109,14 @@ fn now_rfc3339() -> String {
 }
 
 impl ApiServer {
+    /// A cloud whose CA (in `kube-root-ca.crt`) is `root_ca_pem`.
+    pub fn with_root_ca(root_ca_pem: String) -> ApiServer {
+        ApiServer {
+            root_ca_pem,
+            ..ApiServer::default()
+        }
+    }
+
     fn next_version(&mut self) -> String {
         self.version += 1;
         self.version.to_string()
@@ -124,7 +141,25 @@ impl ApiServer {
             ("nodepatch", op::PATCH) => Some(self.patch_node(name, &m.content)),
             ("podpatch", op::PATCH) => Some(self.patch_pod(ns, name, &m.content)),
             ("pod", op::DELETE) => Some(self.delete_from_edge(ns, name, &m.content)),
-            ("configmap", op::QUERY) => self.config_maps.get(&format!("{ns}/{name}")).cloned(),
+            ("configmap", op::QUERY) => {
+                if name == "kube-root-ca.crt" {
+                    self.ensure_root_ca(ns);
+                }
+                self.config_maps.get(&format!("{ns}/{name}")).cloned()
+            }
+            ("serviceaccounttoken", op::QUERY) => {
+                let pods = self
+                    .pods
+                    .iter()
+                    .map(|(k, p)| {
+                        let uid = p["metadata"]["uid"].as_str().unwrap_or_default();
+                        (k.clone(), uid.to_string())
+                    })
+                    .collect();
+                let a = super::token_answer(m, &pods, self.max_token_seconds);
+                self.token_answers.push(a.clone());
+                Some(a)
+            }
             _ => None,
         }?;
         let mut r = Message::new(
@@ -459,6 +494,14 @@ impl ApiServer {
             .map(str::to_string)
     }
 
+    /// Makes a pod known to the cloud as it is (already admitted, with its uid).
+    pub fn add_pod(&mut self, pod: &Value) {
+        let ns = pod["metadata"]["namespace"].as_str().unwrap_or("default");
+        let name = pod["metadata"]["name"].as_str().unwrap_or_default();
+        self.ensure_root_ca(ns);
+        self.pods.insert(format!("{ns}/{name}"), pod.clone());
+    }
+
     /// Admits a pod as a user wrote it, as kube-apiserver does for `kubectl apply` and the
     /// scheduler binds it to `node`: the v1 defaults, ServiceAccount admission (unless
     /// `automountServiceAccountToken: false`), DefaultTolerationSeconds. Stores and returns
@@ -586,7 +629,7 @@ impl ApiServer {
             let cm = json!({"apiVersion": "v1", "kind": "ConfigMap",
                 "metadata": {"name": "kube-root-ca.crt", "namespace": ns, "uid": new_uuid(),
                              "resourceVersion": self.next_version()},
-                "data": {"ca.crt": ROOT_CA}});
+                "data": {"ca.crt": self.root_ca_pem}});
             self.config_maps.insert(key, cm);
         }
     }

@@ -143,7 +143,7 @@ impl CloudHub {
         let (to_edge, to_edge_rx) = async_channel::unbounded();
         let project_id = edged::cloudlink::DEFAULT_PROJECT_ID.to_string();
         let log = Arc::new(Mutex::new(Vec::new()));
-        let api = Arc::new(Mutex::new(apiserver::ApiServer::default()));
+        let api = Arc::new(Mutex::new(apiserver::ApiServer::with_root_ca(pem(&ca_der))));
 
         let cert_task = smol::spawn(serve_certs(
             https,
@@ -596,6 +596,19 @@ async fn serve_conn(
                 Ok(m) => {
                     log.lock().unwrap().push(m.clone());
                     let answer = api.lock().unwrap().answer(&m);
+                    if std::env::var_os("HUB_DEBUG").is_some() {
+                        eprintln!(
+                            "HUB {} {} -> {:?}",
+                            m.route.operation,
+                            m.route.resource,
+                            answer.as_ref().map(|a| a
+                                .content
+                                .to_string()
+                                .chars()
+                                .take(100)
+                                .collect::<String>())
+                        );
+                    }
                     let _ = events.send(Event::Frame(m)).await;
                     if let Some(a) = answer {
                         let text = String::from_utf8(a.to_json()).unwrap() + "\n";
@@ -655,19 +668,25 @@ impl CloudHub {
     /// The `kube-root-ca.crt` ConfigMap kube-controller-manager keeps in every namespace: the
     /// cluster's CA as PEM (this stand-in's CA), as CloudCore answers a query for it.
     pub fn root_ca_config_map(&self, namespace: &str) -> serde_json::Value {
-        let b64 = edged::api::base64::encode(&self.ca_der);
-        let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
-        for line in b64.as_bytes().chunks(64) {
-            pem.push_str(std::str::from_utf8(line).unwrap());
-            pem.push('\n');
-        }
-        pem.push_str("-----END CERTIFICATE-----\n");
+        let pem = pem(&self.ca_der);
         serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": "kube-root-ca.crt", "namespace": namespace,
                          "uid": format!("root-ca-{namespace}"), "resourceVersion": "1",
                          "annotations": {"kubernetes.io/description": "Contains a CA bundle that can be used to verify the kube-apiserver when using internal endpoints such as the internal service IP or kubernetes.default.svc. No other usage is guaranteed across distributions of Kubernetes clusters."}},
             "data": {"ca.crt": pem}})
     }
+}
+
+/// A certificate as PEM.
+pub fn pem(der: &[u8]) -> String {
+    let b64 = edged::api::base64::encode(der);
+    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(line).unwrap());
+        pem.push('\n');
+    }
+    pem.push_str("-----END CERTIFICATE-----\n");
+    pem
 }
 
 /// The content CloudCore answers a `serviceaccounttoken` query with, as kube-apiserver's
