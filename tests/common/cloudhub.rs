@@ -596,19 +596,6 @@ async fn serve_conn(
                 Ok(m) => {
                     log.lock().unwrap().push(m.clone());
                     let answer = api.lock().unwrap().answer(&m);
-                    if std::env::var_os("HUB_DEBUG").is_some() {
-                        eprintln!(
-                            "HUB {} {} -> {:?}",
-                            m.route.operation,
-                            m.route.resource,
-                            answer.as_ref().map(|a| a
-                                .content
-                                .to_string()
-                                .chars()
-                                .take(100)
-                                .collect::<String>())
-                        );
-                    }
                     let _ = events.send(Event::Frame(m)).await;
                     if let Some(a) = answer {
                         let text = String::from_utf8(a.to_json()).unwrap() + "\n";
