@@ -26,6 +26,7 @@ pub mod message;
 pub mod metaclient;
 pub mod metamanager;
 pub mod objects;
+pub mod paths;
 pub mod pleg;
 pub mod podmanager;
 pub mod prober;

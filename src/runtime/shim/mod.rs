@@ -141,14 +141,8 @@ fn timestamp(t: &protobuf::well_known_types::timestamp::Timestamp) -> Option<Sys
 /// Checks that a pod uid or container id names one directory (callers pass them in; they
 /// become paths under the state dir).
 fn check_name(name: &str, what: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 128
-        && name != "."
-        && name != ".."
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if ok {
+    // The same rule as for pod uids everywhere (one safe path component).
+    if crate::api::validate::uid(name).is_ok() {
         Ok(())
     } else {
         Err(err(

@@ -1,0 +1,183 @@
+//! Hostile manifests against the real agent (issue 20): identifiers that would become paths
+//! outside the agent's dirs, long names, a relative `--root-dir`, `--pod-max-pids`.
+//! The real `edged` binary runs with its own dirs, real shims and runc containers.
+//! Run as root: `cargo test --test hostile`.
+
+#[path = "common/host.rs"]
+#[allow(dead_code)]
+mod host;
+
+use host::{tail, wait_until, Host, BIN, IMAGE};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+/// One agent with its dirs under a temp dir (`root/`, `logs/`, `manifests/`).
+struct Agent {
+    dir: tempfile::TempDir,
+    host: Host,
+    child: Option<Child>,
+}
+
+impl Agent {
+    /// Starts an agent; `relative`: from inside its dir, with relative `--root-dir`,
+    /// `--pod-log-dir` and `--pod-manifest-path`.
+    fn started(tag: &str, relative: bool, extra: &[&str]) -> Agent {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("edged-hostile-{tag}-"))
+            .tempdir_in("/tmp")
+            .expect("temp dir");
+        for d in ["root", "logs", "manifests"] {
+            std::fs::create_dir_all(dir.path().join(d)).unwrap();
+        }
+        let host = Host::new(dir.path());
+        host.import_test_image();
+        let at = |d: &str| {
+            if relative {
+                PathBuf::from(d)
+            } else {
+                dir.path().join(d)
+            }
+        };
+        let log = std::fs::File::create(dir.path().join("agent.log")).unwrap();
+        let child = Command::new(BIN)
+            .current_dir(dir.path())
+            .arg("--root-dir")
+            .arg(at("root"))
+            .arg("--pod-log-dir")
+            .arg(at("logs"))
+            .arg("--pod-manifest-path")
+            .arg(at("manifests"))
+            .args([
+                "--file-check-frequency",
+                "1s",
+                "--node-name",
+                "hostile-node",
+                "--node-ip",
+                "127.0.0.1",
+                "--log-level",
+                "debug",
+                "--image-gc-high-threshold",
+                "100",
+            ])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start edged");
+        Agent {
+            dir,
+            host,
+            child: Some(child),
+        }
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.path("agent.log")).unwrap_or_default()
+    }
+
+    fn write(&self, file: &str, object: &Value) {
+        let tmp = self.path("manifests").join(format!(".{file}.tmp"));
+        std::fs::write(&tmp, serde_json::to_string_pretty(object).unwrap()).unwrap();
+        std::fs::rename(&tmp, self.path("manifests").join(file)).unwrap();
+    }
+
+    fn wait_for<T>(&self, what: &str, f: impl FnMut() -> Option<T>) -> T {
+        wait_until(what, || self.log(), f)
+    }
+
+    fn pod(&self, ns: &str, name: &str) -> Option<Value> {
+        self.host
+            .get("pods")
+            .into_iter()
+            .find(|p| p["metadata"]["namespace"] == ns && p["metadata"]["name"] == name)
+    }
+
+    /// Waits until the pod's container `c` runs.
+    fn wait_running(&self, ns: &str, name: &str) -> Value {
+        self.wait_for(&format!("pod {ns}/{name} Running"), || {
+            self.pod(ns, name)
+                .filter(|p| p["status"]["phase"] == "Running")
+        })
+    }
+
+    /// Log directories of the agent's pods.
+    fn log_dirs(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(self.path("logs"))
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("agent log tail:\n{}", tail(&self.log(), 60));
+        }
+        self.host.clean_up();
+    }
+}
+
+fn pod(ns: &str, name: &str, uid: Option<&str>, script: &str) -> Value {
+    let mut p = json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"terminationGracePeriodSeconds": 1, "containers": [
+            {"name": "app", "image": IMAGE, "imagePullPolicy": "Never",
+             "command": ["sh", "-c", script]}]}});
+    if let Some(u) = uid {
+        p["metadata"]["uid"] = json!(u);
+    }
+    p
+}
+
+/// The reported attack: a pod with uid `x` runs (its log dir is made), the file is edited to
+/// uid `x/../../victim`, then removed. The edit is refused naming the pod and the field, and
+/// removing the pod removes its own log dir only: the victim, outside, is intact.
+#[test]
+fn a_uid_that_climbs_out_deletes_nothing() {
+    let a = Agent::started("uid", false, &[]);
+    let ns = "hostile-uid";
+    let victim = a.path("victim");
+    std::fs::create_dir_all(&victim).unwrap();
+    std::fs::write(victim.join("precious"), "keep me").unwrap();
+    a.write("pod.json", &pod(ns, "web", Some("x"), "exec sleep 1000"));
+    a.wait_running(ns, "web");
+    assert_eq!(a.log_dirs(), vec![format!("{ns}_web_x")]);
+    // logs/<ns>_web_x/../../victim is <dir>/victim.
+    a.write(
+        "pod.json",
+        &pod(ns, "web", Some("x/../../victim"), "exec sleep 1000"),
+    );
+    a.wait_for("the edit refused, naming the pod and metadata.uid", || {
+        a.log()
+            .lines()
+            .find(|l| l.contains("Pod hostile-uid/web") && l.contains("metadata.uid"))
+            .map(str::to_string)
+    });
+    std::fs::remove_file(a.path("manifests/pod.json")).unwrap();
+    a.wait_for("the pod and its log dir gone", || {
+        (a.pod(ns, "web").is_none() && a.log_dirs().is_empty() && a.host.runc().is_empty())
+            .then_some(())
+    });
+    assert_eq!(
+        std::fs::read_to_string(victim.join("precious")).unwrap(),
+        "keep me"
+    );
+    // The store never held the hostile uid.
+    assert!(!a.log().contains("uid=x/../../victim"), "{}", a.log());
+}
