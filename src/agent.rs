@@ -78,7 +78,21 @@ pub fn run(flags: Flags) -> Result<(), AgentError> {
     let open_files = raise_open_files_limit();
     let node = flags.node_name();
     let root = flags.root_dir.clone();
+    // The root dir and its trees are root's only: the store and volumes hold Secrets, layers
+    // and bundles hold images' set-id files.
+    for d in [root.clone(), root.join("meta"), root.join("pods")] {
+        crate::paths::private_dir(&d)
+            .map_err(|e| AgentError(format!("root dir: {}: {e}", d.display())))?;
+    }
     let store = Arc::new(Store::open(&root.join("meta")).map_err(fail("store"))?);
+    for f in ["data.mdb", "lock.mdb"] {
+        let p = root.join("meta").join(f);
+        if let Err(e) =
+            std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        {
+            tracing::warn!(file = %p.display(), error = %e, "store file not made private");
+        }
+    }
     let (to_edged, from_meta) = async_channel::unbounded();
     // With --cloudhub-server the cloud link is MetaManager's way upstream; else none.
     let link = LinkConfig::from_flags(&flags)

@@ -115,6 +115,37 @@ pub fn resolves_directly_under(base: &Path, path: &Path) -> io::Result<bool> {
     Ok(real.parent() == Some(base.as_path()))
 }
 
+/// Makes `dir` (and missing parents) and sets it to 0700: a directory no other host user can
+/// enter, for trees holding secrets, image layers (set-id files) and container bundles.
+pub fn private_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let md = std::fs::symlink_metadata(dir)?;
+    if md.permissions().mode() & 0o7777 != 0o700 && md.is_dir() {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+/// Writes `bytes` to `path` readable by root only (0600), also when the file existed with a
+/// wider mode: for files holding secrets (a container's `config.json` carries its env).
+pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    f.write_all(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,5 +194,29 @@ mod tests {
         assert!(resolves_directly_under(&base, &base.join("f")).unwrap());
         std::os::unix::fs::symlink(&victim, base.join("alias")).unwrap();
         assert!(!resolves_directly_under(&base, &base.join("alias")).unwrap());
+    }
+
+    #[test]
+    fn private_dirs_and_files() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        let p = d.path().join("a/b");
+        private_dir(&p).unwrap();
+        assert_eq!(mode(&p), 0o700);
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        private_dir(&p).unwrap();
+        assert_eq!(mode(&p), 0o700, "an existing wider dir is narrowed");
+        let f = p.join("config.json");
+        std::fs::write(&f, "old").unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        write_private(&f, b"{}").unwrap();
+        assert_eq!(mode(&f), 0o600);
+        assert_eq!(std::fs::read(&f).unwrap(), b"{}");
+        // A symlink planted in its place is not written through.
+        std::fs::remove_file(&f).unwrap();
+        std::os::unix::fs::symlink(d.path().join("elsewhere"), &f).unwrap();
+        assert!(write_private(&f, b"{}").is_err());
+        assert!(!d.path().join("elsewhere").exists());
     }
 }

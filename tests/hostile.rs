@@ -181,3 +181,75 @@ fn a_uid_that_climbs_out_deletes_nothing() {
     // The store never held the hostile uid.
     assert!(!a.log().contains("uid=x/../../victim"), "{}", a.log());
 }
+
+fn mode(p: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
+/// The root dir and its trees are root's only, and a container's config.json (env values
+/// from Secrets) is 0600; an agent started on a root dir left 0755 narrows it.
+#[test]
+fn the_root_dir_and_bundles_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let a = Agent::started("modes", false, &[]);
+    let ns = "hostile-modes";
+    a.write(
+        "pod.json",
+        &pod(ns, "quiet", None, "echo $TOKEN >/dev/null; exec sleep 1000"),
+    );
+    let p = a.wait_running(ns, "quiet");
+    let id = p["status"]["containerStatuses"][0]["containerID"]
+        .as_str()
+        .and_then(|s| s.strip_prefix("containerd://"))
+        .expect("container id")
+        .to_string();
+    let root = a.path("root");
+    for d in [
+        "",
+        "meta",
+        "pods",
+        "images",
+        "images/layers",
+        "images/snapshots",
+        "runtime",
+        "runtime/containers",
+        "runtime/sandboxes",
+    ] {
+        assert_eq!(mode(&root.join(d)), 0o700, "root/{d}");
+    }
+    let bundle = root.join("runtime/containers").join(&id);
+    assert_eq!(mode(&bundle.join("config.json")), 0o600);
+    assert_eq!(mode(&root.join("meta/data.mdb")), 0o600);
+    // Even with the root dir opened by hand, the trees keep other users out.
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            "stat",
+        ])
+        .arg(bundle.join("rootfs/bin/busybox"))
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("Permission denied"),
+        "{out:?}"
+    );
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            "stat",
+        ])
+        .arg(&root)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "the check itself works: {out:?}");
+}

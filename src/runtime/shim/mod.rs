@@ -179,8 +179,10 @@ impl ShimRuntime {
     /// reported exited. `rootfs` gives images' specs and containers' root filesystems.
     pub fn new(config: ShimConfig, rootfs: Arc<dyn RootfsProvider>) -> Result<ShimRuntime> {
         let dir = config.root.join("runtime");
-        for d in [dir.join("sandboxes"), dir.join("containers")] {
-            std::fs::create_dir_all(&d)
+        // Bundles (config.json holds env values from Secrets, rootfs shows set-id files of
+        // images) are root's only.
+        for d in [dir.clone(), dir.join("sandboxes"), dir.join("containers")] {
+            crate::paths::private_dir(&d)
                 .map_err(|e| io_err(&d.display().to_string(), "init", format!("mkdir: {e}")))?;
         }
         let lock_path = dir.join("lock");
@@ -858,7 +860,8 @@ impl Runtime for ShimRuntime {
             })?;
             let bytes =
                 serde_json::to_vec_pretty(&spec).map_err(|e| io_err(&id, "write spec", e))?;
-            std::fs::write(b.join("config.json"), bytes)
+            // The spec carries env values from Secrets: root only.
+            crate::paths::write_private(&b.join("config.json"), &bytes)
                 .map_err(|e| io_err(&id, "write spec", e))?;
             for f in ["stdout", "stderr"] {
                 nix::unistd::mkfifo(&b.join(f), nix::sys::stat::Mode::from_bits_truncate(0o600))
