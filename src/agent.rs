@@ -131,6 +131,7 @@ pub fn run(flags: Flags) -> Result<(), AgentError> {
                 runtime_binary: flags.runtime_binary.clone(),
                 log_max_size: flags.container_log_max_size.0,
                 log_max_files: flags.container_log_max_files,
+                pod_max_pids: flags.pod_max_pids,
             },
             rootfs.clone(),
         )

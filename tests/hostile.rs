@@ -253,3 +253,107 @@ fn the_root_dir_and_bundles_are_private() {
         .unwrap();
     assert!(out.status.success(), "the check itself works: {out:?}");
 }
+
+/// A relative `--root-dir` (and log and manifest dirs) from the agent's working directory:
+/// made absolute at start, so the shim, runc and the overlay mounts find them.
+#[test]
+fn a_relative_root_dir_runs_pods() {
+    let a = Agent::started("relative", true, &[]);
+    let ns = "hostile-relative";
+    a.write(
+        "pod.json",
+        &pod(ns, "rel", None, "echo hello; exec sleep 1000"),
+    );
+    a.wait_running(ns, "rel");
+    let dirs = a.log_dirs();
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    a.wait_for("the container's log", || {
+        std::fs::read_to_string(a.path("logs").join(&dirs[0]).join("app/0.log"))
+            .ok()
+            .filter(|t| t.contains("hello"))
+    });
+}
+
+/// A valid 253-character pod name: the log dir `<ns>_<name>_<uid>` would pass 255 bytes, so
+/// the name part is shortened with a hash (the kubelet does not shorten it and fails there).
+#[test]
+fn a_pod_with_a_253_character_name_runs_and_logs() {
+    let a = Agent::started("longname", false, &[]);
+    let ns = "hostile-longname";
+    let label = "a".repeat(62) + "b";
+    let name = [label.as_str(); 4].join(".")[..253].to_string();
+    assert_eq!(name.len(), 253);
+    a.write(
+        "pod.json",
+        &pod(ns, &name, None, "echo long; exec sleep 1000"),
+    );
+    a.wait_running(ns, &name);
+    let dirs = a.log_dirs();
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    assert!(dirs[0].len() <= 255 && dirs[0].starts_with(&format!("{ns}_aaaa")));
+    a.wait_for("the container's log", || {
+        std::fs::read_to_string(a.path("logs").join(&dirs[0]).join("app/0.log"))
+            .ok()
+            .filter(|t| t.contains("long"))
+    });
+    std::fs::remove_file(a.path("manifests/pod.json")).unwrap();
+    a.wait_for("the pod and its log dir gone", || {
+        (a.pod(ns, &name).is_none() && a.log_dirs().is_empty()).then_some(())
+    });
+}
+
+/// `--pod-max-pids 20`: the pod's cgroup holds at most 20 processes; a fork bomb in it is
+/// refused by the kernel (pids.events counts the refusals) and the node keeps its pids.
+#[test]
+fn pod_max_pids_stops_a_fork_bomb_in_the_pod() {
+    let a = Agent::started("pids", false, &["--pod-max-pids", "20"]);
+    let ns = "hostile-pids";
+    let mut p = pod(
+        ns,
+        "bomb",
+        None,
+        "for i in $(seq 1 60); do sleep 1000 & done; echo forked; exec sleep 1000",
+    );
+    p["spec"]["restartPolicy"] = json!("Never");
+    a.write("pod.json", &p);
+    let uid = a.wait_for("the pod's uid", || {
+        a.pod(ns, "bomb")
+            .and_then(|p| p["metadata"]["uid"].as_str().map(str::to_string))
+    });
+    let cg = a.host.pod_cgroups();
+    let dir = a.wait_for("the pod's pids cgroup", || {
+        let v2 = PathBuf::from(format!("/sys/fs/cgroup/edged/pod{uid}"));
+        let v1 = PathBuf::from(format!("/sys/fs/cgroup/pids/edged/pod{uid}"));
+        [v1, v2].into_iter().find(|d| d.join("pids.max").exists())
+    });
+    assert_eq!(
+        std::fs::read_to_string(dir.join("pids.max"))
+            .unwrap()
+            .trim(),
+        "20",
+        "{cg:?}"
+    );
+    // The kernel counts a refused fork in pids.events of the forking process's cgroup (the
+    // container's, below the pod's).
+    let refused = a.wait_for("forks refused in pids.events", || {
+        let n: u64 = host::walk_dirs(&dir)
+            .iter()
+            .filter_map(|d| std::fs::read_to_string(d.join("pids.events")).ok())
+            .filter_map(|ev| {
+                ev.lines()
+                    .find_map(|l| l.strip_prefix("max "))
+                    .and_then(|n| n.trim().parse::<u64>().ok())
+            })
+            .sum();
+        (n > 0).then_some(n)
+    });
+    // The shell could not make its 60 children: it says so, and never gets to `forked`.
+    let log = a.wait_for("the fork failure in the container's log", || {
+        let dirs = a.log_dirs();
+        let text =
+            std::fs::read_to_string(a.path("logs").join(dirs.first()?).join("app/0.log")).ok()?;
+        text.contains("can't fork").then_some(text)
+    });
+    assert!(!log.contains("forked"), "{log}");
+    eprintln!("forks refused: {refused}");
+}

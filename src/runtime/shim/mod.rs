@@ -60,6 +60,9 @@ pub struct ShimConfig {
     pub log_max_size: u64,
     /// Keep this many log files per container (the live one included).
     pub log_max_files: u32,
+    /// The most processes a pod may run (`--pod-max-pids`, its cgroup's `pids.max`); -1 (or
+    /// anything not above zero): no limit.
+    pub pod_max_pids: i64,
 }
 
 impl Default for ShimConfig {
@@ -70,6 +73,7 @@ impl Default for ShimConfig {
             runtime_binary: "runc".into(),
             log_max_size: 10 << 20,
             log_max_files: 5,
+            pod_max_pids: -1,
         }
     }
 }
@@ -751,6 +755,10 @@ impl Runtime for ShimRuntime {
         self.cgroups
             .create_pod(uid)
             .map_err(|e| io_err(&pod, "pod cgroup", e))?;
+        let max = u64::try_from(self.cfg.pod_max_pids).ok().filter(|n| *n > 0);
+        self.cgroups
+            .set_pod_pids_max(uid, max)
+            .map_err(|e| io_err(&pod, "pod pids limit", e))?;
         let meta = SandboxMeta {
             ready: true,
             ..meta
