@@ -210,6 +210,7 @@ pub fn run(flags: Flags) -> Result<(), AgentError> {
                     image_policy,
                     flags.image_gc_period.0,
                 )),
+                ex.spawn(crate::memory::run(crate::memory::TRIM_PERIOD)),
             ];
             if let Some(dir) = flags.pod_manifest_path.clone() {
                 tasks.push(ex.spawn(crate::manifest::run(

@@ -22,6 +22,7 @@ pub mod images;
 pub mod inspect;
 pub mod kuberuntime;
 pub mod manifest;
+pub mod memory;
 pub mod message;
 pub mod metaclient;
 pub mod metamanager;
