@@ -146,11 +146,18 @@ pub fn resolv_conf(pod: &Pod, host: &str) -> String {
     out
 }
 
-/// Where an instance's CRI log goes: `<dir>/<ns>_<pod>_<uid>/<container>/<attempt>.log`.
-pub fn log_path(dir: &Path, pod: &Pod, container: &str, attempt: u32) -> PathBuf {
-    pod_log_dir(dir, pod)
-        .join(container)
-        .join(format!("{attempt}.log"))
+/// Where an instance's CRI log goes: `<dir>/<ns>_<pod>_<uid>/<container>/<attempt>.log`,
+/// refused when a part would not be one plain path component under `dir`.
+pub fn log_path(
+    dir: &Path,
+    pod: &Pod,
+    container: &str,
+    attempt: u32,
+) -> Result<PathBuf, crate::paths::PathError> {
+    crate::paths::under(
+        dir,
+        &[&pod_log_dir_name(pod), container, &format!("{attempt}.log")],
+    )
 }
 
 /// The pod's log directory: `<dir>/<ns>_<pod>_<uid>` (see [`pod_log_dir_name`]).
@@ -256,7 +263,16 @@ pub fn container_config(
         working_dir: container.working_dir.clone().filter(|w| !w.is_empty()),
         env,
         mounts,
-        log_path: log_path(ctx.log_dir, pod, &container.name, attempt),
+        log_path: log_path(ctx.log_dir, pod, &container.name, attempt).map_err(|e| {
+            ConfigError {
+                object: format!(
+                    "Pod {}/{} container {}",
+                    pod.metadata.namespace, pod.metadata.name, container.name
+                ),
+                field: "metadata".into(),
+                reason: format!("no log path: {e}"),
+            }
+        })?,
         resources: resources(container),
         security: security(pod, container, ctx)?,
         labels: l,
@@ -394,6 +410,15 @@ mod tests {
         pod.metadata.name = "web".into();
         pod.metadata.uid = "u1".into();
         assert_eq!(pod_log_dir_name(&pod), "default_web_u1");
+        assert_eq!(
+            log_path(Path::new("/logs"), &pod, "app", 2).unwrap(),
+            PathBuf::from("/logs/default_web_u1/app/2.log")
+        );
+        // Checked where pods enter; the path itself still refuses to climb out.
+        assert!(log_path(Path::new("/logs"), &pod, "..", 0).is_err());
+        let mut evil = pod.clone();
+        evil.metadata.uid = "x/../../victim".into();
+        assert!(log_path(Path::new("/logs"), &evil, "app", 0).is_err());
         // A valid 253-character name in a 63-character namespace with a 36-character uid.
         let label = "a".repeat(63);
         pod.metadata.name = [label.as_str(); 4].join(".")[..253].to_string();
