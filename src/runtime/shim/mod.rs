@@ -543,11 +543,9 @@ impl ShimRuntime {
                 ))
             }
         }
-        match std::fs::remove_dir_all(&b) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_err(id, "remove bundle", e)),
-        }
+        // Only a directory directly under containers/ (a symlink there is not followed).
+        crate::paths::remove_dir_all_under(&self.dir.join("containers"), id)
+            .map_err(|e| io_err(id, "remove bundle", e))?;
         self.forget(id);
         Ok(())
     }
@@ -801,11 +799,8 @@ impl Runtime for ShimRuntime {
         if let Err(e) = self.cgroups.remove_pod(pod_uid) {
             tracing::warn!(pod = pod_uid, error = %e, "pod cgroup not removed");
         }
-        match std::fs::remove_dir_all(&dir) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io_err(pod_uid, "remove sandbox", e)),
-        }
+        crate::paths::remove_dir_all_under(&self.dir.join("sandboxes"), pod_uid)
+            .map_err(|e| io_err(pod_uid, "remove sandbox", e))
     }
 
     fn list_pod_sandboxes(&self) -> Result<Vec<Sandbox>> {
