@@ -78,7 +78,21 @@ pub fn run(flags: Flags) -> Result<(), AgentError> {
     let open_files = raise_open_files_limit();
     let node = flags.node_name();
     let root = flags.root_dir.clone();
+    // The root dir and its trees are root's only: the store and volumes hold Secrets, layers
+    // and bundles hold images' set-id files.
+    for d in [root.clone(), root.join("meta"), root.join("pods")] {
+        crate::paths::private_dir(&d)
+            .map_err(|e| AgentError(format!("root dir: {}: {e}", d.display())))?;
+    }
     let store = Arc::new(Store::open(&root.join("meta")).map_err(fail("store"))?);
+    for f in ["data.mdb", "lock.mdb"] {
+        let p = root.join("meta").join(f);
+        if let Err(e) =
+            std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        {
+            tracing::warn!(file = %p.display(), error = %e, "store file not made private");
+        }
+    }
     let (to_edged, from_meta) = async_channel::unbounded();
     // With --cloudhub-server the cloud link is MetaManager's way upstream; else none.
     let link = LinkConfig::from_flags(&flags)
@@ -117,6 +131,7 @@ pub fn run(flags: Flags) -> Result<(), AgentError> {
                 runtime_binary: flags.runtime_binary.clone(),
                 log_max_size: flags.container_log_max_size.0,
                 log_max_files: flags.container_log_max_files,
+                pod_max_pids: flags.pod_max_pids,
             },
             rootfs.clone(),
         )
@@ -195,6 +210,7 @@ pub fn run(flags: Flags) -> Result<(), AgentError> {
                     image_policy,
                     flags.image_gc_period.0,
                 )),
+                ex.spawn(crate::memory::run(crate::memory::TRIM_PERIOD)),
             ];
             if let Some(dir) = flags.pod_manifest_path.clone() {
                 tasks.push(ex.spawn(crate::manifest::run(

@@ -206,6 +206,10 @@ pub struct Flags {
     #[argh(option, default = "110")]
     pub max_pods: u32,
 
+    /// the most processes a pod may run (its cgroup's pids.max); -1: no limit (default -1)
+    #[argh(option, default = "-1")]
+    pub pod_max_pids: i64,
+
     /// how often dead containers are collected (default 1m)
     #[argh(option, default = "Dur(Duration::from_secs(60))")]
     pub container_gc_period: Dur,
@@ -358,7 +362,11 @@ impl Flags {
     /// `code` (0 for `--help`, 2 for a bad flag).
     pub fn parse(args: &[&str]) -> Result<Flags, (String, i32)> {
         match Flags::from_args(&["edged"], args) {
-            Ok(f) => f.check().map(|_| f).map_err(|e| (format!("edged: {e}"), 2)),
+            Ok(mut f) => f
+                .check()
+                .and_then(|_| f.absolute_paths())
+                .map(|_| f)
+                .map_err(|e| (format!("edged: {e}"), 2)),
             Err(early) => match early.status {
                 Ok(()) => Err((early.output, 0)),
                 Err(()) => Err((format!("edged: {}", early.output.trim_end()), 2)),
@@ -386,8 +394,40 @@ impl Flags {
         if self.token.is_some() && self.token_file.is_some() {
             return Err("give --token or --token-file, not both".into());
         }
+        if self.pod_max_pids == 0 || self.pod_max_pids < -1 {
+            return Err(format!(
+                "--pod-max-pids must be -1 (no limit) or above zero, not {}",
+                self.pod_max_pids
+            ));
+        }
         if let Some(n) = &self.node_name {
             crate::api::validate::dns1123_subdomain(n).map_err(|e| format!("--node-name: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Makes every path flag absolute (against the working directory at start): the shim,
+    /// runc and overlay mounts run elsewhere, and a relative `--root-dir` would name other
+    /// directories there. Symlinks are kept (the directories may not exist yet).
+    fn absolute_paths(&mut self) -> Result<(), String> {
+        let abs = |flag: &str, p: &mut PathBuf| -> Result<(), String> {
+            if p.as_os_str().is_empty() {
+                return Err(format!("--{flag} must not be empty"));
+            }
+            *p = std::path::absolute(&*p).map_err(|e| format!("--{flag} {}: {e}", p.display()))?;
+            Ok(())
+        };
+        abs("root-dir", &mut self.root_dir)?;
+        abs("pod-log-dir", &mut self.pod_log_dir)?;
+        for (flag, p) in [
+            ("pod-manifest-path", &mut self.pod_manifest_path),
+            ("image-dir", &mut self.image_dir),
+            ("token-file", &mut self.token_file),
+            ("cert-dir", &mut self.cert_dir),
+        ] {
+            if let Some(p) = p {
+                abs(flag, p)?;
+            }
         }
         Ok(())
     }
@@ -440,6 +480,16 @@ mod tests {
             msg.contains("--file-check-frequency") && msg.contains("2m30s"),
             "{msg}"
         );
+        assert_eq!(f.pod_max_pids, -1);
+        assert_eq!(
+            Flags::parse(&["--pod-max-pids", "100"])
+                .unwrap()
+                .pod_max_pids,
+            100
+        );
+        let (msg, code) = Flags::parse(&["--pod-max-pids", "0"]).unwrap_err();
+        assert_eq!(code, 2);
+        assert!(msg.contains("--pod-max-pids"), "{msg}");
         let (msg, code) = Flags::parse(&["--image-gc-high-threshold", "70"]).unwrap_err();
         assert_eq!(code, 2);
         assert!(msg.contains("low-threshold"), "{msg}");
@@ -448,6 +498,30 @@ mod tests {
         assert!(msg.contains("--pod-manifest-path"), "{msg}");
         let f = Flags::parse(&["--root-dir", "/tmp/x", "get", "pods", "-o", "json"]).unwrap();
         assert!(matches!(f.command, Some(Command::Get(GetCmd { ref what, .. })) if what == "pods"));
+    }
+
+    #[test]
+    fn relative_paths_are_made_absolute() {
+        let cwd = std::env::current_dir().unwrap();
+        let f = Flags::parse(&[
+            "--root-dir",
+            "r3",
+            "--pod-log-dir",
+            "./logs",
+            "--pod-manifest-path",
+            "m",
+            "--cert-dir",
+            "/abs/certs",
+        ])
+        .unwrap();
+        assert_eq!(f.root_dir, cwd.join("r3"));
+        assert_eq!(f.pod_log_dir, cwd.join("logs"));
+        assert_eq!(f.pod_manifest_path, Some(cwd.join("m")));
+        assert_eq!(f.cert_dir(), PathBuf::from("/abs/certs"));
+        assert!(f.image_dir.is_none());
+        let (msg, code) = Flags::parse(&["--root-dir", ""]).unwrap_err();
+        assert_eq!(code, 2);
+        assert!(msg.contains("--root-dir"), "{msg}");
     }
 
     #[test]

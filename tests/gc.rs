@@ -120,6 +120,7 @@ fn runtime(root: &Path, store: &Arc<ImageStore>) -> ShimRuntime {
             runtime_binary: "runc".into(),
             log_max_size: 1 << 20,
             log_max_files: 3,
+            pod_max_pids: -1,
         },
         store.clone(),
     )

@@ -865,7 +865,7 @@ fn the_cli_imports_lists_and_removes() {
 }
 
 #[test]
-fn pax_records_long_names_and_devices_are_kept() {
+fn pax_records_long_names_and_fifos_are_kept() {
     let mut b = tar::Builder::new(Vec::new());
     let long = format!("{}/file", "d".repeat(150));
     b.append_pax_extensions([
@@ -934,10 +934,118 @@ fn pax_records_long_names_and_devices_are_kept() {
         .unwrap()
         .file_type()
         .is_fifo());
-    let null = fs::symlink_metadata(l.join("null")).unwrap();
-    assert!(null.file_type().is_char_device());
-    assert_eq!(null.rdev(), libc::makedev(1, 3));
-    assert_eq!(null.mode() & 0o7777, 0o666);
+    // Device nodes are not made (runc makes the container's /dev).
+    assert!(fs::symlink_metadata(l.join("null")).is_err());
+}
+
+/// Whether user `nobody` can see `path` (`stat` through every directory above it).
+fn nobody_can_stat(path: &Path) -> bool {
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            "stat",
+        ])
+        .arg(path)
+        .output()
+        .expect("run setpriv");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() || err.contains("Permission denied"),
+        "setpriv stat {}: {err}",
+        path.display()
+    );
+    out.status.success()
+}
+
+/// An image author's set-uid root binary and a device node (issue 20): the device is not
+/// made, and no host user can reach the set-uid file (the store's dirs are root's only),
+/// even with the root dir itself open to all.
+#[test]
+fn set_id_files_are_out_of_host_users_reach_and_devices_are_not_made() {
+    let mut b = tar::Builder::new(Vec::new());
+    let entry = |b: &mut tar::Builder<Vec<u8>>, name: &str, kind, mode, data: &[u8]| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_size(data.len() as u64);
+        h.set_mode(mode);
+        h.set_uid(0);
+        h.set_gid(0);
+        if kind == tar::EntryType::Char {
+            h.set_device_major(1).unwrap();
+            h.set_device_minor(1).unwrap(); // /dev/mem
+        }
+        h.set_cksum();
+        b.append_data(&mut h, name, data).unwrap();
+    };
+    entry(&mut b, "./", tar::EntryType::Directory, 0o755, b"");
+    entry(&mut b, "bin/", tar::EntryType::Directory, 0o755, b"");
+    entry(
+        &mut b,
+        "bin/rootshell",
+        tar::EntryType::Regular,
+        0o4755,
+        b"#!/bin/sh\n",
+    );
+    entry(
+        &mut b,
+        "bin/groupshell",
+        tar::EntryType::Regular,
+        0o2755,
+        b"#!/bin/sh\n",
+    );
+    entry(&mut b, "mem", tar::EntryType::Char, 0o666, b"");
+    let t = b.into_inner().unwrap();
+
+    let root = tempfile::tempdir().unwrap();
+    // The root dir open to every user: the store's own dirs must still keep them out.
+    fs::set_permissions(root.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let store = ImageStore::open(root.path()).unwrap();
+    let dir = root.path().join("layout");
+    let m = write_image(
+        &dir,
+        &[(
+            t.clone(),
+            Blob {
+                media_type: PLAIN,
+                data: t,
+            },
+        )],
+        &host_platform().architecture,
+        "x",
+    );
+    write_layout(&dir, &[desc(MANIFEST, &m, &named("example.com/setuid:1"))]);
+    let img = store.import(&dir).unwrap().remove(0);
+    let l = store.layer_dir(&img.layers[0]);
+    assert!(
+        fs::symlink_metadata(l.join("mem")).is_err(),
+        "no device node"
+    );
+    // The set-id bits are kept (inside a container they are the image's business)...
+    let su = fs::metadata(l.join("bin/rootshell")).unwrap();
+    assert_eq!((su.uid(), su.mode() & 0o7777), (0, 0o4755));
+    let sg = fs::metadata(l.join("bin/groupshell")).unwrap();
+    assert_eq!(sg.mode() & 0o7777, 0o2755);
+    // ...under directories no host user may enter.
+    let mode = |p: &Path| fs::metadata(p).unwrap().mode() & 0o7777;
+    for d in [
+        "images",
+        "images/layers",
+        "images/blobs",
+        "images/snapshots",
+        "images/tmp",
+    ] {
+        assert_eq!(mode(&root.path().join(d)), 0o700, "{d}");
+    }
+    assert!(nobody_can_stat(root.path()), "the test's own check works");
+    assert!(!nobody_can_stat(&l.join("bin/rootshell")));
+    assert!(!nobody_can_stat(&l));
+    // A prepared rootfs (its upper and work dirs) is as private.
+    store.prepare_rootfs("example.com/setuid:1", "c1").unwrap();
+    let snap = root.path().join("images/snapshots/c1");
+    assert!(snap.is_dir());
+    assert!(!nobody_can_stat(&snap));
 }
 
 #[test]

@@ -56,6 +56,7 @@ impl Env {
                 runtime_binary: self.runtime_binary.clone(),
                 log_max_size: 1 << 20,
                 log_max_files: 3,
+                pod_max_pids: -1,
             },
             self.provider.clone(),
         )

@@ -128,6 +128,42 @@ fn without_null_fields(v: serde_json::Value) -> serde_json::Value {
     }
 }
 
+/// Decodes a pod from a message or store row: the namespace defaults to `default`, a uid and
+/// a container are required, and every field that becomes a path on the host is checked with
+/// [`validate::pod_paths`]. Errors name the pod and the field.
+pub fn decode_pod(v: &serde_json::Value) -> Result<Pod, ObjectError> {
+    let ns = v
+        .pointer("/metadata/namespace")
+        .and_then(|x| x.as_str())
+        .filter(|x| !x.is_empty())
+        .unwrap_or("default");
+    let name = v
+        .pointer("/metadata/name")
+        .and_then(|x| x.as_str())
+        .unwrap_or("?");
+    let object = format!("Pod {ns}/{name}");
+    let mut pod: Pod = decode(&object, v)?;
+    if pod.metadata.namespace.is_empty() {
+        pod.metadata.namespace = "default".into();
+    }
+    let fail = |field: &str, reason: String| ObjectError {
+        object: object.clone(),
+        field: field.into(),
+        reason,
+    };
+    if pod.metadata.uid.is_empty() {
+        return Err(fail("metadata.uid", "a pod needs a uid".into()));
+    }
+    if pod.spec.containers.is_empty() {
+        return Err(fail(
+            "spec.containers",
+            "a pod needs at least one container".into(),
+        ));
+    }
+    validate::pod_paths(&pod).map_err(|(field, reason)| fail(&field, reason))?;
+    Ok(pod)
+}
+
 /// `metadata` of any object.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]

@@ -8,6 +8,8 @@ use crate::flags::{ImageAction, ImageCmd};
 
 /// Runs one `edged image` command against the store under `root_dir`.
 pub fn run(root_dir: &Path, cmd: &ImageCmd) -> Result<()> {
+    use super::error::IoContext;
+    crate::paths::private_dir(root_dir).ctx(root_dir.display(), "open root dir")?;
     let store = ImageStore::open(root_dir)?;
     match &cmd.action {
         ImageAction::Import(a) => {

@@ -90,9 +90,11 @@ impl ImageStore {
         let store = ImageStore {
             dir: root_dir.join("images"),
         };
-        for d in ["blobs/sha256", "layers", "snapshots", "tmp"] {
+        // Root's only: layers keep the set-id bits their images give, which no host user may
+        // reach (the layer dirs below keep their images' modes: they are root filesystems).
+        for d in ["", "blobs", "blobs/sha256", "layers", "snapshots", "tmp"] {
             let p = store.dir.join(d);
-            fs::create_dir_all(&p).ctx(p.display(), "open image store")?;
+            crate::paths::private_dir(&p).ctx(p.display(), "open image store")?;
         }
         let lock = store.lock()?;
         store.clean_tmp();

@@ -159,6 +159,16 @@ fn bad_tar(e: io::Error) -> UnpackError {
     }
 }
 
+/// Whether a special file of a layer is made on unpack: FIFOs, and character devices 0:0
+/// (overlayfs whiteouts, which are no device); no other device node.
+fn keeps_node(kind: tar::EntryType, major: u32, minor: u32) -> bool {
+    match kind {
+        tar::EntryType::Fifo => true,
+        tar::EntryType::Char => major == 0 && minor == 0,
+        _ => false,
+    }
+}
+
 struct Unpacker<'a> {
     root: &'a OwnedFd,
     /// Directories and their mtimes, set at the end (entries below change them).
@@ -302,6 +312,12 @@ impl Unpacker<'_> {
             tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
                 let major = entry.header().device_major().ok().flatten().unwrap_or(0);
                 let minor = entry.header().device_minor().ok().flatten().unwrap_or(0);
+                if !keeps_node(kind, major, minor) {
+                    // A device node from an image would be a device on the host (CVE-2021-41103's
+                    // class); runc makes the container's /dev itself.
+                    tracing::debug!(entry = %show, kind = ?kind, major, minor, "device node in a layer not created");
+                    return Ok(());
+                }
                 let ft = match kind {
                     tar::EntryType::Char => libc::S_IFCHR,
                     tar::EntryType::Block => libc::S_IFBLK,
@@ -495,5 +511,21 @@ impl<R: BufRead> Read for ZstdFrames<R> {
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("zstd: {e}")))?;
             self.frame = Some(dec);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::keeps_node;
+    use tar::EntryType as T;
+
+    #[test]
+    fn device_nodes_are_not_made() {
+        assert!(keeps_node(T::Fifo, 0, 0));
+        assert!(keeps_node(T::Char, 0, 0), "an overlayfs whiteout");
+        assert!(!keeps_node(T::Char, 1, 3), "/dev/null");
+        assert!(!keeps_node(T::Char, 0, 1));
+        assert!(!keeps_node(T::Block, 8, 0), "/dev/sda");
+        assert!(!keeps_node(T::Block, 0, 0));
     }
 }

@@ -147,19 +147,54 @@ pub fn resolv_conf(pod: &Pod, host: &str) -> String {
     out
 }
 
-/// Where an instance's CRI log goes: `<dir>/<ns>_<pod>_<uid>/<container>/<attempt>.log`.
-pub fn log_path(dir: &Path, pod: &Pod, container: &str, attempt: u32) -> PathBuf {
-    pod_log_dir(dir, pod)
-        .join(container)
-        .join(format!("{attempt}.log"))
+/// Where an instance's CRI log goes: `<dir>/<ns>_<pod>_<uid>/<container>/<attempt>.log`,
+/// refused when a part would not be one plain path component under `dir`.
+pub fn log_path(
+    dir: &Path,
+    pod: &Pod,
+    container: &str,
+    attempt: u32,
+) -> Result<PathBuf, crate::paths::PathError> {
+    crate::paths::under(
+        dir,
+        &[&pod_log_dir_name(pod), container, &format!("{attempt}.log")],
+    )
 }
 
-/// The pod's log directory: `<dir>/<ns>_<pod>_<uid>`.
+/// The pod's log directory: `<dir>/<ns>_<pod>_<uid>` (see [`pod_log_dir_name`]).
 pub fn pod_log_dir(dir: &Path, pod: &Pod) -> PathBuf {
-    dir.join(format!(
-        "{}_{}_{}",
-        pod.metadata.namespace, pod.metadata.name, pod.metadata.uid
-    ))
+    dir.join(pod_log_dir_name(pod))
+}
+
+/// The name of the pod's log directory under `--pod-log-dir`: `<ns>_<pod>_<uid>`, as the
+/// kubelet names it. The kubelet does not shorten it, so a pod whose name makes it longer than
+/// a file name may be (255 bytes) cannot log there; edged shortens the pod name part instead,
+/// keeping a prefix and 8 hex digits of a hash of the whole name (stable, and still ending in
+/// `_<uid>` for housekeeping). Identifiers are checked where pods enter, so this is one
+/// plain path component.
+pub fn pod_log_dir_name(pod: &Pod) -> String {
+    let (ns, name, uid) = (
+        &pod.metadata.namespace,
+        &pod.metadata.name,
+        &pod.metadata.uid,
+    );
+    let full = format!("{ns}_{name}_{uid}");
+    if full.len() <= crate::paths::NAME_MAX {
+        return full;
+    }
+    let hash = ring::digest::digest(&ring::digest::SHA256, name.as_bytes());
+    let tag: String = hash.as_ref()[..4]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    // ns (<= 63) + uid (<= 128) + 2 separators + '-' + 8: the name keeps at least 53 bytes.
+    let room = crate::paths::NAME_MAX.saturating_sub(ns.len() + uid.len() + 2 + 1 + 8);
+    let mut cut = name.len().min(room);
+    while !name.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let keep = &name[..cut];
+    format!("{ns}_{keep}-{tag}_{uid}")
 }
 
 /// The label naming the sandbox (by its creation time) a container was made in.
@@ -229,7 +264,16 @@ pub fn container_config(
         working_dir: container.working_dir.clone().filter(|w| !w.is_empty()),
         env,
         mounts,
-        log_path: log_path(ctx.log_dir, pod, &container.name, attempt),
+        log_path: log_path(ctx.log_dir, pod, &container.name, attempt).map_err(|e| {
+            ConfigError {
+                object: format!(
+                    "Pod {}/{} container {}",
+                    pod.metadata.namespace, pod.metadata.name, container.name
+                ),
+                field: "metadata".into(),
+                reason: format!("no log path: {e}"),
+            }
+        })?,
         resources: resources(container),
         security: security(pod, container, ctx)?,
         labels: l,
@@ -358,6 +402,40 @@ mod tests {
             r,
             "nameserver 8.8.8.8\nnameserver 1.1.1.1\nsearch lan\noptions ndots:2\n"
         );
+    }
+
+    #[test]
+    fn long_pod_names_keep_the_log_dir_one_file_name() {
+        let mut pod = Pod::default();
+        pod.metadata.namespace = "default".into();
+        pod.metadata.name = "web".into();
+        pod.metadata.uid = "u1".into();
+        assert_eq!(pod_log_dir_name(&pod), "default_web_u1");
+        assert_eq!(
+            log_path(Path::new("/logs"), &pod, "app", 2).unwrap(),
+            PathBuf::from("/logs/default_web_u1/app/2.log")
+        );
+        // Checked where pods enter; the path itself still refuses to climb out.
+        assert!(log_path(Path::new("/logs"), &pod, "..", 0).is_err());
+        let mut evil = pod.clone();
+        evil.metadata.uid = "x/../../victim".into();
+        assert!(log_path(Path::new("/logs"), &evil, "app", 0).is_err());
+        // A valid 253-character name in a 63-character namespace with a 36-character uid.
+        let label = "a".repeat(63);
+        pod.metadata.name = [label.as_str(); 4].join(".")[..253].to_string();
+        pod.metadata.namespace = "n".repeat(63);
+        pod.metadata.uid = "0b6f3c1e-2f4a-4c55-9d1e-6a7b8c9d0e1f".into();
+        let a = pod_log_dir_name(&pod);
+        assert!(a.len() <= 255, "{}", a.len());
+        assert!(
+            a.starts_with(&format!("{}_aaaa", pod.metadata.namespace)),
+            "{a}"
+        );
+        assert!(a.ends_with("_0b6f3c1e-2f4a-4c55-9d1e-6a7b8c9d0e1f"), "{a}");
+        // Stable, and two names alike in their first bytes do not share a directory.
+        assert_eq!(pod_log_dir_name(&pod), a);
+        pod.metadata.name.replace_range(252.., "b");
+        assert_ne!(pod_log_dir_name(&pod), a);
     }
 
     #[test]

@@ -232,7 +232,8 @@ fn check_pod(pod: &Pod) -> Result<(), FieldError> {
             ));
         }
     }
-    Ok(())
+    // The uid and hostPath paths, with the rule every source uses.
+    crate::api::validate::pod_paths(pod)
 }
 
 /// Checks the key maps of a ConfigMap or Secret: valid keys, base64 where it must be, no key
@@ -427,6 +428,19 @@ mod tests {
         assert_eq!(e.field, "metadata.labels[app]");
         let e = err(json!({"kind":"Pod","metadata":{"name":"w","namespace":"kube_system"}}));
         assert_eq!(e.field, "apiVersion");
+        // Fields that become host paths.
+        let e = err(
+            json!({"apiVersion":"v1","kind":"Pod","metadata":{"name":"web","uid":"x/../../victim"},
+            "spec":{"containers":[{"name":"a","image":"x"}]}}),
+        );
+        assert_eq!(
+            (e.object.as_str(), e.field.as_str()),
+            ("Pod default/web", "metadata.uid")
+        );
+        let e = err(pod(json!({"containers":[{"name":"a","image":"x"}],
+            "volumes":[{"name":"v","hostPath":{"path":"/srv/../etc"}}]})));
+        assert_eq!(e.field, "spec.volumes[0].hostPath.path");
+        assert!(e.reason.contains("must not contain '..'"), "{e}");
     }
 
     #[test]

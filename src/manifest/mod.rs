@@ -13,6 +13,7 @@ pub mod check;
 pub mod diff;
 pub mod hash;
 pub mod read;
+mod strict;
 
 pub use diff::{diff, scan, Change, Diff, Held, Owned, Scan};
 

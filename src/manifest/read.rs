@@ -1,6 +1,5 @@
 //! Reading the manifest directory: which files count, and the documents each one holds.
 
-use serde::Deserialize;
 use serde_json::Value;
 use std::fmt;
 use std::path::Path;
@@ -87,7 +86,8 @@ pub fn documents(text: &str) -> Result<Vec<Document>, ParseError> {
             document: i + 1,
             item: None,
         };
-        let value = Value::deserialize(doc).map_err(|e| ParseError {
+        // A key written twice is an error (kubectl's), not the last one silently.
+        let value = super::strict::value(doc).map_err(|e| ParseError {
             place,
             reason: e.to_string(),
         })?;
@@ -163,6 +163,10 @@ mod tests {
     fn parse_error_names_the_document() {
         let e = documents("kind: Pod\n---\nkind: [unclosed\n").unwrap_err();
         assert_eq!(e.place.document, 2);
+        let e = documents("kind: Pod\n---\nkind: Pod\nmetadata: {name: a}\nkind: Secret\n")
+            .unwrap_err();
+        assert_eq!(e.place.document, 2);
+        assert!(e.reason.contains("duplicate key `kind`"), "{}", e.reason);
         let e = documents("kind: List\nitems: 5\n").unwrap_err();
         assert!(e.reason.contains("items"), "{}", e.reason);
     }

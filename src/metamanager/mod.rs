@@ -191,6 +191,13 @@ impl MetaManager {
                         reason: "content must be the object (a JSON object)".into(),
                     });
                 }
+                if table == Table::Pod {
+                    // Fields that become host paths are checked before anything is stored.
+                    crate::api::decode_pod(&msg.content).map_err(|e| MetaError::BadMessage {
+                        resource: msg.route.resource.clone(),
+                        reason: e.to_string(),
+                    })?;
+                }
                 let store = self.store.clone();
                 let value = msg.content.clone();
                 let same = smol::unblock(move || -> Result<bool, StoreError> {
@@ -451,6 +458,18 @@ mod tests {
                 e.contains("default/pod/web") && e.contains("content"),
                 "{e}"
             );
+            // A pod (from the cloud, as from a file) whose uid would become `../..`: refused
+            // before it is stored, naming the pod and the field.
+            let evil = Message::new("x", "y", op::INSERT, "default/pod/web").with_content(json!(
+                {"kind":"Pod","metadata":{"name":"web","uid":"x/../../victim"},
+                 "spec":{"containers":[{"name":"a","image":"i"}]}}
+            ));
+            let e = mm.handle(evil).await.unwrap_err().to_string();
+            assert!(
+                e.contains("Pod default/web") && e.contains("metadata.uid"),
+                "{e}"
+            );
+            assert!(mm.store().get(Table::Pod, "default/web").unwrap().is_none());
             let bad =
                 Message::new("x", "y", op::INSERT, "default/widget/w").with_content(json!({}));
             assert!(mm

@@ -350,7 +350,7 @@ impl PodManager {
                 let name = e.file_name().to_string_lossy().to_string();
                 if let Some(uid) = name.rsplit('_').next() {
                     if name.matches('_').count() >= 2 && !known.contains(uid) {
-                        let _ = std::fs::remove_dir_all(e.path());
+                        let _ = crate::paths::remove_dir_all_under(&self.cfg.log_dir, &name);
                     }
                 }
             }
@@ -366,34 +366,8 @@ impl PodManager {
     }
 }
 
-/// Decodes a pod from a message or store row, naming what is wrong.
+/// Decodes a pod from a message or store row, naming what is wrong: see [`api::decode_pod`]
+/// (every field that becomes a path is checked there).
 pub fn decode_pod(v: &serde_json::Value) -> Result<Pod, api::ObjectError> {
-    let ns = v
-        .pointer("/metadata/namespace")
-        .and_then(|x| x.as_str())
-        .unwrap_or("default");
-    let name = v
-        .pointer("/metadata/name")
-        .and_then(|x| x.as_str())
-        .unwrap_or("?");
-    let object = format!("Pod {ns}/{name}");
-    let mut pod: Pod = api::decode(&object, v)?;
-    if pod.metadata.namespace.is_empty() {
-        pod.metadata.namespace = "default".into();
-    }
-    if pod.metadata.uid.is_empty() {
-        return Err(api::ObjectError {
-            object,
-            field: "metadata.uid".into(),
-            reason: "a pod needs a uid".into(),
-        });
-    }
-    if pod.spec.containers.is_empty() {
-        return Err(api::ObjectError {
-            object,
-            field: "spec.containers".into(),
-            reason: "a pod needs at least one container".into(),
-        });
-    }
-    Ok(pod)
+    api::decode_pod(v)
 }

@@ -918,7 +918,10 @@ async fn terminate(pm: &PodManager, pod: &Pod, st: &mut State) {
         tracing::error!(pod = %name, error = %e, "cannot release the pod's volumes; housekeeping retries");
     }
     pm.tokens.remove_pod(&pod.metadata.uid).await;
-    let _ = std::fs::remove_dir_all(kuberuntime::pod_log_dir(&pm.cfg.log_dir, pod));
+    let log_dir = kuberuntime::pod_log_dir_name(pod);
+    if let Err(e) = crate::paths::remove_dir_all_under(&pm.cfg.log_dir, &log_dir) {
+        tracing::error!(pod = %name, dir = %log_dir, error = %e, "pod log directory not removed");
+    }
     tracing::info!(pod = %name, "pod stopped and removed");
 }
 

@@ -110,6 +110,37 @@ impl Layout {
         Ok(())
     }
 
+    /// The directory holding a cgroup's pids files (v2: the cgroup; v1: the `pids`
+    /// hierarchy, `None` when the host has none).
+    pub fn pids_dir(&self, cgroup: &str) -> Option<PathBuf> {
+        let rel = cgroup.trim_start_matches('/');
+        match self {
+            Layout::V2(root) => Some(root.join(rel)),
+            Layout::V1(h) => h
+                .iter()
+                .find(|d| d.file_name().is_some_and(|n| n == "pids"))
+                .map(|d| d.join(rel)),
+        }
+    }
+
+    /// Sets the pod cgroup's `pids.max` (`--pod-max-pids`): `None` writes `max` (no limit).
+    /// The pod's containers are below it, so together they cannot run more processes. A
+    /// limit asked for on a host without the pids controller is an error.
+    pub fn set_pod_pids_max(&self, pod_uid: &str, max: Option<u64>) -> std::io::Result<()> {
+        let value = pids_max_value(max);
+        let dir = self.pids_dir(&Self::pod_path(pod_uid));
+        let file = dir.as_ref().map(|d| d.join("pids.max"));
+        match file {
+            Some(f) if f.exists() => std::fs::write(&f, &value)
+                .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", f.display()))),
+            _ if max.is_none() => Ok(()),
+            _ => Err(std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "--pod-max-pids is set but the host has no pids cgroup controller",
+            )),
+        }
+    }
+
     /// Moves a process into `cgroup` in every hierarchy (made as needed). Best effort: returns
     /// the first failure.
     pub fn move_process(&self, cgroup: &str, pid: u32) -> std::io::Result<()> {
@@ -170,6 +201,11 @@ impl Layout {
     }
 }
 
+/// What `pids.max` takes for a limit (`max`: none).
+fn pids_max_value(max: Option<u64>) -> String {
+    max.map_or_else(|| "max".to_string(), |n| n.to_string())
+}
+
 /// A new v1 cpuset cgroup starts with no CPUs and no memory nodes, and takes no process:
 /// copy them down from the nearest ancestor that has them (as runc does for its parents).
 fn fill_cpuset(dir: &Path) -> std::io::Result<()> {
@@ -219,6 +255,32 @@ mod tests {
         assert_eq!(v1.memory_dir("/a"), PathBuf::from("/cg/memory/a"));
         let v2 = Layout::V2("/cg".into());
         assert_eq!(v2.memory_dir("/a/b"), PathBuf::from("/cg/a/b"));
+        assert_eq!(v1.pids_dir("/a"), None);
+        let v1p = Layout::V1(vec!["/cg/memory".into(), "/cg/pids".into()]);
+        assert_eq!(v1p.pids_dir("/a"), Some(PathBuf::from("/cg/pids/a")));
+        assert_eq!(v2.pids_dir("/a"), Some(PathBuf::from("/cg/a")));
+    }
+
+    #[test]
+    fn pod_pids_limit() {
+        assert_eq!(pids_max_value(None), "max");
+        assert_eq!(pids_max_value(Some(20)), "20");
+        let d = tempfile::tempdir().unwrap();
+        let l = Layout::V2(d.path().into());
+        let pod = d.path().join("edged/podu1");
+        std::fs::create_dir_all(&pod).unwrap();
+        // No pids controller: fine without a limit, an error with one.
+        assert!(l.set_pod_pids_max("u1", None).is_ok());
+        let e = l.set_pod_pids_max("u1", Some(20)).unwrap_err();
+        assert!(e.to_string().contains("pids"), "{e}");
+        std::fs::write(pod.join("pids.max"), "max").unwrap();
+        l.set_pod_pids_max("u1", Some(20)).unwrap();
+        assert_eq!(std::fs::read_to_string(pod.join("pids.max")).unwrap(), "20");
+        l.set_pod_pids_max("u1", None).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(pod.join("pids.max")).unwrap(),
+            "max"
+        );
     }
 
     #[test]

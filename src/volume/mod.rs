@@ -525,12 +525,28 @@ impl VolumeManager {
 
     fn teardown_locked(&self, uid: &str) -> Result<(), VolumeError> {
         let dir = self.pod_dir(uid);
+        let io_err = |op, p: &Path, e| VolumeError::io(uid, "", op, p, e);
+        // Only a real directory directly under the pods root is cleaned: a symlink (or
+        // anything resolving elsewhere) is never followed.
+        match crate::paths::resolves_directly_under(&self.root, &dir) {
+            Ok(true) if !dir.is_symlink() => {}
+            Ok(_) => {
+                return Err(io_err(
+                    "remove",
+                    &dir,
+                    io::Error::other(
+                        "not a directory directly under the pods root (a symlink?); not followed",
+                    ),
+                ))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_err("resolve", &dir, e)),
+        }
         let real = match fs::canonicalize(&dir) {
             Ok(r) => r,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(VolumeError::io(uid, "", "resolve", dir, e)),
         };
-        let io_err = |op, p: &Path, e| VolumeError::io(uid, "", op, p, e);
         let listed = mounts::mounts_under(&real).map_err(|e| io_err("read mountinfo", &real, e))?;
         for m in &listed {
             mounts::unmount(m).map_err(|e| io_err("unmount", m, e))?;
@@ -694,12 +710,12 @@ fn missing(pod: &str, volume: &str, kind: Kind, name: &str) -> VolumeError {
 
 /// A pod uid becomes a directory name: it must be one plain segment.
 fn check_uid<'a>(pod: &str, uid: &'a str) -> Result<&'a str, VolumeError> {
-    if uid.is_empty() || uid == "." || uid == ".." || uid.contains('/') || uid.contains('\0') {
-        return Err(VolumeError::spec(
+    crate::api::validate::uid(uid).map_err(|e| {
+        VolumeError::spec(
             pod,
             "",
-            format!("pod uid `{uid}` cannot name a directory (metadata.uid must be set)"),
-        ));
-    }
+            format!("pod uid cannot name a directory (metadata.uid): {e}"),
+        )
+    })?;
     Ok(uid)
 }

@@ -28,7 +28,7 @@ impl ShimRuntime {
         let out = b.join(format!("{exec_id}.out"));
         let errf = b.join(format!("{exec_id}.err"));
         for f in [&out, &errf] {
-            std::fs::File::create(f).map_err(|e| io_err(id, "exec", e))?;
+            crate::paths::write_private(f, b"").map_err(|e| io_err(id, "exec", e))?;
         }
         let cleanup = || {
             let _ = std::fs::remove_file(&out);

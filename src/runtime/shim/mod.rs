@@ -60,6 +60,9 @@ pub struct ShimConfig {
     pub log_max_size: u64,
     /// Keep this many log files per container (the live one included).
     pub log_max_files: u32,
+    /// The most processes a pod may run (`--pod-max-pids`, its cgroup's `pids.max`); -1 (or
+    /// anything not above zero): no limit.
+    pub pod_max_pids: i64,
 }
 
 impl Default for ShimConfig {
@@ -70,6 +73,7 @@ impl Default for ShimConfig {
             runtime_binary: "runc".into(),
             log_max_size: 10 << 20,
             log_max_files: 5,
+            pod_max_pids: -1,
         }
     }
 }
@@ -141,14 +145,8 @@ fn timestamp(t: &protobuf::well_known_types::timestamp::Timestamp) -> Option<Sys
 /// Checks that a pod uid or container id names one directory (callers pass them in; they
 /// become paths under the state dir).
 fn check_name(name: &str, what: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 128
-        && name != "."
-        && name != ".."
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if ok {
+    // The same rule as for pod uids everywhere (one safe path component).
+    if crate::api::validate::uid(name).is_ok() {
         Ok(())
     } else {
         Err(err(
@@ -185,8 +183,10 @@ impl ShimRuntime {
     /// reported exited. `rootfs` gives images' specs and containers' root filesystems.
     pub fn new(config: ShimConfig, rootfs: Arc<dyn RootfsProvider>) -> Result<ShimRuntime> {
         let dir = config.root.join("runtime");
-        for d in [dir.join("sandboxes"), dir.join("containers")] {
-            std::fs::create_dir_all(&d)
+        // Bundles (config.json holds env values from Secrets, rootfs shows set-id files of
+        // images) are root's only.
+        for d in [dir.clone(), dir.join("sandboxes"), dir.join("containers")] {
+            crate::paths::private_dir(&d)
                 .map_err(|e| io_err(&d.display().to_string(), "init", format!("mkdir: {e}")))?;
         }
         let lock_path = dir.join("lock");
@@ -543,11 +543,9 @@ impl ShimRuntime {
                 ))
             }
         }
-        match std::fs::remove_dir_all(&b) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_err(id, "remove bundle", e)),
-        }
+        // Only a directory directly under containers/ (a symlink there is not followed).
+        crate::paths::remove_dir_all_under(&self.dir.join("containers"), id)
+            .map_err(|e| io_err(id, "remove bundle", e))?;
         self.forget(id);
         Ok(())
     }
@@ -755,6 +753,10 @@ impl Runtime for ShimRuntime {
         self.cgroups
             .create_pod(uid)
             .map_err(|e| io_err(&pod, "pod cgroup", e))?;
+        let max = u64::try_from(self.cfg.pod_max_pids).ok().filter(|n| *n > 0);
+        self.cgroups
+            .set_pod_pids_max(uid, max)
+            .map_err(|e| io_err(&pod, "pod pids limit", e))?;
         let meta = SandboxMeta {
             ready: true,
             ..meta
@@ -797,11 +799,8 @@ impl Runtime for ShimRuntime {
         if let Err(e) = self.cgroups.remove_pod(pod_uid) {
             tracing::warn!(pod = pod_uid, error = %e, "pod cgroup not removed");
         }
-        match std::fs::remove_dir_all(&dir) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io_err(pod_uid, "remove sandbox", e)),
-        }
+        crate::paths::remove_dir_all_under(&self.dir.join("sandboxes"), pod_uid)
+            .map_err(|e| io_err(pod_uid, "remove sandbox", e))
     }
 
     fn list_pod_sandboxes(&self) -> Result<Vec<Sandbox>> {
@@ -864,7 +863,8 @@ impl Runtime for ShimRuntime {
             })?;
             let bytes =
                 serde_json::to_vec_pretty(&spec).map_err(|e| io_err(&id, "write spec", e))?;
-            std::fs::write(b.join("config.json"), bytes)
+            // The spec carries env values from Secrets: root only.
+            crate::paths::write_private(&b.join("config.json"), &bytes)
                 .map_err(|e| io_err(&id, "write spec", e))?;
             for f in ["stdout", "stderr"] {
                 nix::unistd::mkfifo(&b.join(f), nix::sys::stat::Mode::from_bits_truncate(0o600))
