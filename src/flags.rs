@@ -1,6 +1,7 @@
 //! Command-line flags (argh): the agent is configured by flags only. Names follow the
 //! kubelet's where one exists.
 
+use crate::eviction::Thresholds;
 use argh::FromArgs;
 use std::fmt;
 use std::path::PathBuf;
@@ -237,6 +238,12 @@ pub struct Flags {
     /// an unused image is kept at least this long (default 2m)
     #[argh(option, default = "Dur(Duration::from_secs(120))")]
     pub image_minimum_gc_age: Dur,
+
+    /// hard eviction thresholds, signal<quantity or signal<percent, comma-separated
+    /// (memory.available, nodefs.available, nodefs.inodesFree, imagefs.available,
+    /// imagefs.inodesFree); empty: none (default memory.available<100Mi,nodefs.available<10%,imagefs.available<15%,nodefs.inodesFree<5%)
+    #[argh(option, default = "Thresholds::default()")]
+    pub eviction_hard: Thresholds,
 
     /// the KubeEdge CloudHub websocket server, HOST:PORT (usually port 10000); unset: no cloud
     #[argh(option)]

@@ -209,11 +209,22 @@ impl MetaManager {
             }
             op::DELETE => {
                 let store = self.store.clone();
-                let found = smol::unblock(move || store.delete(table, &row)).await?;
-                if found {
-                    self.hand_on(msg.clone()).await;
+                match smol::unblock(move || store.delete(table, &row)).await {
+                    Ok(found) => {
+                        if found {
+                            self.hand_on(msg.clone()).await;
+                        }
+                        Ok(msg.response(serde_json::json!("OK")))
+                    }
+                    Err(e) => {
+                        // A delete must not wait for the store (a full disk): edged applies it
+                        // now; the source tries the store write again (the cloud resends a delete
+                        // it has no ACK for, the manifest source retries next pass).
+                        tracing::warn!(resource = %msg.route.resource, error = %e, "delete applied before it is stored");
+                        self.hand_on(msg.clone()).await;
+                        Err(e.into())
+                    }
                 }
-                Ok(msg.response(serde_json::json!("OK")))
             }
             op::QUERY => {
                 let value = match self.query(table, &resource).await {
