@@ -132,7 +132,7 @@ impl fmt::Display for Thresholds {
             .0
             .iter()
             .map(|t| match t.value {
-                Value::Quantity(q) => format!("{}<{q}", t.signal),
+                Value::Quantity(q) => format!("{}<{}", t.signal, super::decide::binary(q)),
                 Value::Percentage(p) => format!("{}<{}%", t.signal, p * 100.0),
             })
             .collect();

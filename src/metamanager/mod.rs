@@ -355,6 +355,29 @@ mod tests {
         });
     }
 
+    #[test]
+    fn a_delete_the_store_cannot_write_is_handed_on_and_not_acked() {
+        let dir = tempfile::tempdir().unwrap();
+        Store::open(dir.path())
+            .unwrap()
+            .put(Table::Pod, "default/web", &json!({"kind": "Pod"}))
+            .unwrap();
+        // A store that refuses every write stands for a full disk.
+        let store = Arc::new(Store::open_read_only(dir.path()).unwrap());
+        let (tx, rx) = async_channel::unbounded();
+        let mm = MetaManager::new(store, tx, Arc::new(Offline));
+        smol::block_on(async {
+            let del = Message::new("edgecontroller", "resource", op::DELETE, "default/pod/web")
+                .with_content(json!({"kind": "Pod", "metadata": {"name": "web"}}));
+            assert!(
+                mm.handle(del).await.is_err(),
+                "a delete that was not stored was acked"
+            );
+            let handed = rx.try_recv().expect("the delete did not reach edged");
+            assert_eq!(handed.route.operation, op::DELETE);
+        });
+    }
+
     /// A cloud that is away.
     struct Away;
 
