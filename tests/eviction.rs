@@ -589,3 +589,44 @@ fn a_delete_the_store_cannot_take_at_start_is_named() {
         assert_eq!(handed.route.resource, "ev-start/pod/late");
     });
 }
+
+/// Memory pressure: with a `memory.available` threshold above the machine's memory the signal
+/// is always met; the first pod evicted is the one using the most memory above its request,
+/// with the kubelet's message naming its container.
+#[test]
+fn memory_pressure_evicts_the_biggest_memory_user_first() {
+    let mut a = Agent::new("memory", 64, &["--eviction-hard", "memory.available<1Ei"]);
+    let ns = "ev-memory";
+    // Written before the agent starts, so both run well before the first cycle (10 s).
+    // /dev/shm is a tmpfs in the container: its pages count in the container's memory.
+    a.write(
+        "hog.json",
+        &pod(
+            ns,
+            "b-hog",
+            "dd if=/dev/zero of=/dev/shm/fill bs=1M count=40; sleep 1000",
+            json!([]),
+        ),
+    );
+    a.write("idle.json", &pod(ns, "a-idle", "sleep 1000", json!([])));
+    a.start();
+    let p = a.wait_pod(ns, "b-hog", "evicted", |p| phase(p) == "Failed");
+    assert_eq!(p["status"]["reason"], "Evicted", "{}", p["status"]);
+    let msg = p["status"]["message"].as_str().unwrap_or("");
+    assert!(
+        msg.starts_with(
+            "The node was low on resource: memory. Threshold quantity: 1Ei, available: "
+        ) && msg.contains("Container main was using ")
+            && msg.ends_with("request is 0, has larger consumption of memory. "),
+        "{msg}"
+    );
+    let log = a.log();
+    let first = log
+        .lines()
+        .find(|l| l.contains("evicting pod"))
+        .unwrap_or_default();
+    assert!(first.contains(&format!("{ns}/b-hog")), "{first}");
+    // The signal stays met: the other one goes in a later cycle, one per cycle.
+    a.wait_pod(ns, "a-idle", "evicted", |p| phase(p) == "Failed");
+    a.stop();
+}

@@ -318,7 +318,9 @@ mod tests {
     #[test]
     fn memory_ranking_is_the_kubelets() {
         // (name, priority, used, request)
-        let cases: &[(&str, &[(&str, i32, u64, u64)], &[&str])] = &[
+        // (what, pods as (name, priority, used MiB, request MiB), expected order)
+        type Case<'a> = (&'a str, &'a [(&'a str, i32, u64, u64)], &'a [&'a str]);
+        let cases: &[Case] = &[
             (
                 "over its request beats a bigger user within its request",
                 &[("big-within", 0, 500, 600), ("small-over", 0, 20, 10)],
@@ -395,7 +397,7 @@ mod tests {
             .unwrap();
         let pods = vec![
             pod("disk-hog", 0, 10 * MI, 0, 80 * MI, 0),
-            pod("mem-hog", 0, 900 * MI, 100 * MI, 1 * MI, 0),
+            pod("mem-hog", 0, 900 * MI, 100 * MI, MI, 0),
         ];
         // Nothing met: nothing evicted.
         let none = obs(&[

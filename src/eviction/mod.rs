@@ -150,7 +150,7 @@ fn pod_usage(
         .iter()
         .filter_map(|v| {
             let e = v.empty_dir.as_ref()?;
-            if e.medium.as_deref().unwrap_or("") != "" {
+            if !e.medium.as_deref().unwrap_or("").is_empty() {
                 return None; // a tmpfs is sized by its limit already
             }
             let dir = vols

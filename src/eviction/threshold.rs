@@ -231,7 +231,8 @@ mod tests {
 
     #[test]
     fn statements_as_the_kubelet_reads_them() {
-        let cases: &[(&str, Result<Vec<(Signal, Value)>, &str>)] = &[
+        type Case<'a> = (&'a str, Result<Vec<(Signal, Value)>, &'a str>);
+        let cases: &[Case] = &[
             ("", Ok(vec![])),
             (
                 "nodefs.available<1Gi",
