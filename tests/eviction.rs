@@ -301,6 +301,11 @@ fn a_full_root_dir_still_deletes_pods_and_a_restart_does_not_start_a_deleted_one
         (!a.host.sandbox_uids().contains(&uids["late"])).then_some(())
     });
     a.wait_pod(ns, "keeper", "Running after the restart", running);
+    assert!(
+        !a.log().contains("cannot make the pod sandbox"),
+        "a running pod's sandbox failed on the full disk:\n{}",
+        tail(&a.log(), 30)
+    );
     let keeper2 = a.pod(ns, "keeper").unwrap();
     assert_eq!(
         container_ids(&keeper2),

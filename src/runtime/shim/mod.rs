@@ -726,6 +726,7 @@ impl Runtime for ShimRuntime {
         let _g = self.lock();
         let dir = self.sandbox_dir(uid);
         let existing: Option<SandboxMeta> = store::read_json(&dir.join("meta.json")).ok();
+        let recorded = existing.as_ref().and_then(|m| serde_json::to_value(m).ok());
         let boot_id = boot_id();
         // A sandbox of an older agent has no boot id: unknown, not a reboot.
         let rebooted = existing
@@ -775,8 +776,12 @@ impl Runtime for ShimRuntime {
             ready: true,
             ..meta
         };
-        store::write_json(&dir.join("meta.json"), &meta)
-            .map_err(|e| io_err(&pod, "save sandbox", e))?;
+        // Unchanged (a sync of a running pod): not written again, so a full disk does not
+        // fail the sandbox of a pod that runs.
+        if recorded != serde_json::to_value(&meta).ok() {
+            store::write_json(&dir.join("meta.json"), &meta)
+                .map_err(|e| io_err(&pod, "save sandbox", e))?;
+        }
         tracing::info!(pod = %pod, uid, "sandbox ready");
         Ok(self.sandbox_of(&meta))
     }
