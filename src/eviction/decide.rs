@@ -15,7 +15,9 @@ pub const CRITICAL_PRIORITY: i32 = 2_000_000_000;
 /// One observed signal: what is available of what capacity.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Observation {
+    /// What is left (bytes or inodes).
     pub available: u64,
+    /// The whole (bytes or inodes).
     pub capacity: u64,
 }
 
@@ -25,8 +27,11 @@ pub type Observations = BTreeMap<Signal, Observation>;
 /// What one container of a pod asks for and uses.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ContainerUsage {
+    /// The container's name in the spec.
     pub name: String,
+    /// `resources.requests.memory`, bytes (0 when unset).
     pub memory_request: u64,
+    /// `resources.requests.ephemeral-storage`, bytes (0 when unset).
     pub storage_request: u64,
     /// Working set bytes (None: not measured).
     pub memory: Option<u64>,
@@ -39,8 +44,11 @@ pub struct ContainerUsage {
 /// What one disk-backed emptyDir of a pod holds.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct VolumeUsage {
+    /// The volume's name in the spec.
     pub name: String,
+    /// Bytes allocated under it.
     pub bytes: u64,
+    /// Inodes under it.
     pub inodes: u64,
     /// `sizeLimit` in bytes, and as written (for the message).
     pub size_limit: Option<(u64, String)>,
@@ -49,8 +57,11 @@ pub struct VolumeUsage {
 /// A pod as the eviction manager sees it.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct PodUsage {
+    /// `metadata.uid`.
     pub uid: String,
+    /// `metadata.namespace`.
     pub namespace: String,
+    /// `metadata.name`.
     pub name: String,
     /// `spec.priority` (0 when unset).
     pub priority: i32,
@@ -59,7 +70,9 @@ pub struct PodUsage {
     pub measured: bool,
     /// The pod's working set (its cgroup), bytes.
     pub memory: Option<u64>,
+    /// Its containers (init containers too).
     pub containers: Vec<ContainerUsage>,
+    /// Its disk-backed emptyDirs.
     pub volumes: Vec<VolumeUsage>,
 }
 
@@ -112,8 +125,11 @@ impl PodUsage {
 /// One pod to evict, and what its status is to say.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Eviction {
+    /// The pod's uid.
     pub uid: String,
+    /// The pod's namespace.
     pub namespace: String,
+    /// The pod's name.
     pub name: String,
     /// The status message (the kubelet's wording).
     pub message: String,

@@ -67,8 +67,11 @@ impl fmt::Display for Signal {
 /// A resource pods are ranked by and eviction reclaims.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Resource {
+    /// `memory`: working set bytes.
     Memory,
+    /// `ephemeral-storage`: bytes of writable layers, logs and local volumes.
     EphemeralStorage,
+    /// `inodes` of the same.
     Inodes,
 }
 
@@ -95,7 +98,9 @@ pub enum Value {
 /// A hard threshold: the signal is met when what is available falls below the value.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Threshold {
+    /// What is observed.
     pub signal: Signal,
+    /// Below what it is met.
     pub value: Value,
 }
 

@@ -784,6 +784,14 @@ async fn evict_pod(pm: &PodManager, pod: &Pod, st: &mut State, e: crate::evictio
     st.waiting.clear();
     set_status(pm, pod, st, &containers).await;
     stop_and_release(pm, pod, st, grace).await;
+    // Stored again now that the pod's space is freed: on a full disk the first write may have
+    // failed, and an eviction the store lacks would be forgotten at the next agent start.
+    if let Some(status) = pm.status.get(&pod.metadata.uid) {
+        let (ns, name) = (&pod.metadata.namespace, &pod.metadata.name);
+        if let Err(e) = pm.meta.put_pod_status(ns, name, &status).await {
+            tracing::error!(pod = %pod_name(pod), error = %e, "cannot store the evicted pod's status");
+        }
+    }
 }
 
 /// Kills every running container of the pod (preStop, SIGTERM, `grace`, SIGKILL), all in
