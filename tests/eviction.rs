@@ -399,6 +399,20 @@ fn an_empty_dir_over_its_size_limit_evicts_the_pod() {
             .any(|l| l.contains(&format!("{ns}/hog")) && l.contains("container started")),
         "the evicted pod was started again"
     );
+
+    // Deleted and written again (writing less), it runs again.
+    a.remove("hog.json");
+    a.wait_for("hog gone", || a.pod(ns, "hog").is_none().then_some(()));
+    a.write(
+        "hog.json",
+        &pod(
+            ns,
+            "hog",
+            "dd if=/dev/zero of=/cache/fill bs=1M count=1; sleep 1000",
+            json!([{"name": "cache", "emptyDir": {"sizeLimit": "5Mi"}}]),
+        ),
+    );
+    a.wait_pod(ns, "hog", "Running again", running);
     a.stop();
 }
 

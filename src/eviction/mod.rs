@@ -209,8 +209,21 @@ pub fn mark_evicted(status: &mut api::PodStatus, e: &Eviction, now: &str) {
     }
 }
 
-/// The eviction a stored status records (after an agent restart), if it records one.
+/// The eviction a stored status records (after an agent restart), if it records one. Statuses
+/// are stored by namespace/name: one of a pod made after that status's pod started (a pod
+/// added again under the same name) is another pod's, and does not count.
 pub fn recorded(pod: &Pod, status: &api::PodStatus) -> Option<Eviction> {
+    let created = pod
+        .metadata
+        .creation_timestamp
+        .as_deref()
+        .and_then(api::parse_rfc3339);
+    let started = status.start_time.as_deref().and_then(api::parse_rfc3339);
+    if let (Some(c), Some(s)) = (created, started) {
+        if c > s {
+            return None;
+        }
+    }
     (status.phase == "Failed" && status.reason.as_deref() == Some(decide::REASON)).then(|| {
         Eviction {
             uid: pod.metadata.uid.clone(),
@@ -257,5 +270,13 @@ mod tests {
             ..Default::default()
         };
         assert!(recorded(&pod, &running).is_none());
+        // A pod made after the evicted one started is another pod of the same name.
+        s.start_time = Some("2026-01-01T00:00:10Z".into());
+        let mut same = pod.clone();
+        same.metadata.creation_timestamp = Some("2026-01-01T00:00:05Z".into());
+        assert!(recorded(&same, &s).is_some());
+        let mut newer = pod.clone();
+        newer.metadata.creation_timestamp = Some("2026-01-01T00:01:00Z".into());
+        assert!(recorded(&newer, &s).is_none());
     }
 }
