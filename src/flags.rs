@@ -449,6 +449,27 @@ mod tests {
     }
 
     #[test]
+    fn eviction_hard() {
+        let f = Flags::parse(&[]).unwrap();
+        assert_eq!(f.eviction_hard, Thresholds::default());
+        assert_eq!(f.eviction_hard.0.len(), 4);
+        let f = Flags::parse(&["--eviction-hard", ""]).unwrap();
+        assert!(f.eviction_hard.0.is_empty());
+        let f = Flags::parse(&["--eviction-hard", "nodefs.available<20%"]).unwrap();
+        assert_eq!(
+            f.eviction_hard.0.len(),
+            1,
+            "the defaults are replaced, not merged"
+        );
+        let (msg, code) = Flags::parse(&["--eviction-hard", "pid.available<100"]).unwrap_err();
+        assert_eq!(code, 2);
+        assert!(
+            msg.contains("--eviction-hard") && msg.contains("pid.available"),
+            "{msg}"
+        );
+    }
+
+    #[test]
     fn cloud_flags() {
         let f = Flags::parse(&["--root-dir", "/r"]).unwrap();
         assert_eq!(f.cert_dir(), PathBuf::from("/r/certs"));
