@@ -93,6 +93,8 @@ pub fn run(flags: Flags) -> Result<(), AgentError> {
             tracing::warn!(file = %p.display(), error = %e, "store file not made private");
         }
     }
+    // Space kept for the writes a delete needs when the filesystem is full.
+    crate::eviction::reserve::install(&root, crate::eviction::reserve::DEFAULT_SIZE);
     let (to_edged, from_meta) = async_channel::unbounded();
     // With --cloudhub-server the cloud link is MetaManager's way upstream; else none.
     let link = LinkConfig::from_flags(&flags)
@@ -179,11 +181,31 @@ pub fn run(flags: Flags) -> Result<(), AgentError> {
         low_percent: flags.image_gc_low_threshold.0,
         min_age: flags.image_minimum_gc_age.0,
     };
+    let eviction = crate::eviction::Config {
+        thresholds: flags.eviction_hard.0.clone(),
+        root_dir: root.clone(),
+        log_dir: flags.pod_log_dir.clone(),
+        period: crate::eviction::MONITORING_PERIOD,
+    };
     let run = {
         let ex = ex.clone();
         async move {
-            // The node's pods come back from the store first; then what belongs to none goes.
-            pm.load_stored().await;
+            // The manifest directory is read first: a pod whose file went while the agent was
+            // down is deleted, not started again (also when its delete cannot be stored yet).
+            let mut deleted = HashSet::new();
+            let source = match flags.pod_manifest_path.clone() {
+                Some(dir) => {
+                    let s = crate::manifest::start(dir, node.clone(), &meta).await;
+                    deleted.extend(s.unstored_deletes().iter().filter_map(|r| {
+                        let r = crate::message::Resource::parse(r)?;
+                        (r.kind == "pod").then(|| format!("{}/{}", r.namespace, r.name))
+                    }));
+                    Some(s)
+                }
+                None => None,
+            };
+            // The node's pods come back from the store; then what belongs to none goes.
+            pm.load_stored(&deleted).await;
             pm.housekeeping().await;
             let mut tasks = vec![
                 ex.spawn(pm.clone().run(from_meta)),
@@ -212,11 +234,11 @@ pub fn run(flags: Flags) -> Result<(), AgentError> {
                 )),
                 ex.spawn(crate::memory::run(crate::memory::TRIM_PERIOD)),
             ];
-            if let Some(dir) = flags.pod_manifest_path.clone() {
-                tasks.push(ex.spawn(crate::manifest::run(
-                    dir,
+            tasks.push(ex.spawn(crate::eviction::run(eviction, pm.clone())));
+            if let Some(source) = source {
+                tasks.push(ex.spawn(crate::manifest::keep_reading(
+                    source,
                     flags.file_check_frequency.0,
-                    node.clone(),
                     meta.clone(),
                 )));
             }

@@ -1,6 +1,7 @@
 //! Command-line flags (argh): the agent is configured by flags only. Names follow the
 //! kubelet's where one exists.
 
+use crate::eviction::Thresholds;
 use argh::FromArgs;
 use std::fmt;
 use std::path::PathBuf;
@@ -241,6 +242,12 @@ pub struct Flags {
     /// an unused image is kept at least this long (default 2m)
     #[argh(option, default = "Dur(Duration::from_secs(120))")]
     pub image_minimum_gc_age: Dur,
+
+    /// hard eviction thresholds, signal<quantity or signal<percent, comma-separated
+    /// (memory.available, nodefs.available, nodefs.inodesFree, imagefs.available,
+    /// imagefs.inodesFree); empty: none (default memory.available<100Mi,nodefs.available<10%,imagefs.available<15%,nodefs.inodesFree<5%)
+    #[argh(option, default = "Thresholds::default()")]
+    pub eviction_hard: Thresholds,
 
     /// the KubeEdge CloudHub websocket server, HOST:PORT (usually port 10000); unset: no cloud
     #[argh(option)]
@@ -522,6 +529,27 @@ mod tests {
         let (msg, code) = Flags::parse(&["--root-dir", ""]).unwrap_err();
         assert_eq!(code, 2);
         assert!(msg.contains("--root-dir"), "{msg}");
+    }
+
+    #[test]
+    fn eviction_hard() {
+        let f = Flags::parse(&[]).unwrap();
+        assert_eq!(f.eviction_hard, Thresholds::default());
+        assert_eq!(f.eviction_hard.0.len(), 4);
+        let f = Flags::parse(&["--eviction-hard", ""]).unwrap();
+        assert!(f.eviction_hard.0.is_empty());
+        let f = Flags::parse(&["--eviction-hard", "nodefs.available<20%"]).unwrap();
+        assert_eq!(
+            f.eviction_hard.0.len(),
+            1,
+            "the defaults are replaced, not merged"
+        );
+        let (msg, code) = Flags::parse(&["--eviction-hard", "pid.available<100"]).unwrap_err();
+        assert_eq!(code, 2);
+        assert!(
+            msg.contains("--eviction-hard") && msg.contains("pid.available"),
+            "{msg}"
+        );
     }
 
     #[test]

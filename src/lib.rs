@@ -18,6 +18,7 @@
 pub mod agent;
 pub mod api;
 pub mod cloudlink;
+pub mod eviction;
 pub mod flags;
 pub mod gc;
 pub mod images;

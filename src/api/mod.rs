@@ -205,6 +205,8 @@ pub struct PodSpec {
     pub restart_policy: Option<String>,
     pub termination_grace_period_seconds: Option<i64>,
     pub active_deadline_seconds: Option<i64>,
+    /// The pod's priority (set by the API server from its priority class); 0 when unset.
+    pub priority: Option<i32>,
     pub node_name: String,
     pub host_network: bool,
     #[serde(rename = "hostPID")]

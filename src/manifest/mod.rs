@@ -108,6 +108,8 @@ pub struct Source {
     /// The next pass must scan and compare even if no file changed: the first pass, or one
     /// after a change that could not be applied.
     retry: bool,
+    /// Resources whose delete the last pass could not store (handed to edged all the same).
+    unstored_deletes: BTreeSet<String>,
 }
 
 impl Source {
@@ -120,7 +122,14 @@ impl Source {
             logged: BTreeSet::new(),
             cache: diff::ScanCache::default(),
             retry: true,
+            unstored_deletes: BTreeSet::new(),
         }
+    }
+
+    /// Resources (`<ns>/<type>/<name>`) whose file is gone but whose delete the last pass
+    /// could not store: at start, stored pods among them must not be started again.
+    pub fn unstored_deletes(&self) -> &BTreeSet<String> {
+        &self.unstored_deletes
     }
 
     /// What the source holds now.
@@ -170,6 +179,7 @@ impl Source {
         report.errors.extend(d.errors.iter().map(|e| e.to_string()));
         let mut next = d.next;
         let mut failed = false;
+        self.unstored_deletes.clear();
         for change in d.changes {
             match self.apply(meta, &change).await {
                 Ok(Some(msg)) => {
@@ -189,7 +199,11 @@ impl Source {
                         Change::Insert { resource, .. } => {
                             next.remove(&resource);
                         }
-                        Change::Update { resource, old, .. } | Change::Delete { resource, old } => {
+                        Change::Delete { resource, old } => {
+                            self.unstored_deletes.insert(resource.clone());
+                            next.insert(resource, old);
+                        }
+                        Change::Update { resource, old, .. } => {
                             next.insert(resource, old);
                         }
                     }
@@ -273,8 +287,14 @@ fn kind_of(v: &Value) -> &str {
 /// The source's task: finds what it made before in the store, then reads `dir` every
 /// `period` for ever, handing changes to `meta`.
 pub async fn run(dir: PathBuf, period: Duration, node_name: String, meta: Arc<MetaManager>) {
-    // `--file-check-frequency 0` would spin: read at most ten times a second.
-    let period = period.max(Duration::from_millis(100));
+    let source = start(dir, node_name, &meta).await;
+    keep_reading(source, period, meta).await
+}
+
+/// Finds what the source made before in the store and reads the directory once (at agent
+/// start, before stored pods run again: a pod whose file went while the agent was down is
+/// deleted, not started).
+pub async fn start(dir: PathBuf, node_name: String, meta: &MetaManager) -> Source {
     let store = meta.store().clone();
     let held = match smol::unblock(move || stored(&store)).await {
         Ok(h) => h,
@@ -287,12 +307,19 @@ pub async fn run(dir: PathBuf, period: Duration, node_name: String, meta: Arc<Me
     tracing::info!(
         dir = %dir.display(),
         objects = held.len(),
-        every = ?period,
         "manifest source started"
     );
     let mut source = Source::new(dir, node_name, held);
+    source.sync(meta).await;
+    source
+}
+
+/// Reads the directory of a started source every `period` for ever.
+pub async fn keep_reading(mut source: Source, period: Duration, meta: Arc<MetaManager>) {
+    // `--file-check-frequency 0` would spin: read at most ten times a second.
+    let period = period.max(Duration::from_millis(100));
     loop {
-        source.sync(&meta).await;
         smol::Timer::after(period).await;
+        source.sync(&meta).await;
     }
 }

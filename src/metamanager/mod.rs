@@ -216,11 +216,22 @@ impl MetaManager {
             }
             op::DELETE => {
                 let store = self.store.clone();
-                let found = smol::unblock(move || store.delete(table, &row)).await?;
-                if found {
-                    self.hand_on(msg.clone()).await;
+                match smol::unblock(move || store.delete(table, &row)).await {
+                    Ok(found) => {
+                        if found {
+                            self.hand_on(msg.clone()).await;
+                        }
+                        Ok(msg.response(serde_json::json!("OK")))
+                    }
+                    Err(e) => {
+                        // A delete must not wait for the store (a full disk): edged applies it
+                        // now; the source tries the store write again (the cloud resends a delete
+                        // it has no ACK for, the manifest source retries next pass).
+                        tracing::warn!(resource = %msg.route.resource, error = %e, "delete applied before it is stored");
+                        self.hand_on(msg.clone()).await;
+                        Err(e.into())
+                    }
                 }
-                Ok(msg.response(serde_json::json!("OK")))
             }
             op::QUERY => {
                 let value = match self.query(table, &resource).await {
@@ -400,6 +411,29 @@ mod tests {
             assert!(rx.try_recv().is_err());
             let q = Message::new("edged", "meta", op::QUERY, "default/configmap/c");
             assert_eq!(mm.handle(q).await.unwrap().content["data"]["k"], "v");
+        });
+    }
+
+    #[test]
+    fn a_delete_the_store_cannot_write_is_handed_on_and_not_acked() {
+        let dir = tempfile::tempdir().unwrap();
+        Store::open(dir.path())
+            .unwrap()
+            .put(Table::Pod, "default/web", &json!({"kind": "Pod"}))
+            .unwrap();
+        // A store that refuses every write stands for a full disk.
+        let store = Arc::new(Store::open_read_only(dir.path()).unwrap());
+        let (tx, rx) = async_channel::unbounded();
+        let mm = MetaManager::new(store, tx, Arc::new(Offline));
+        smol::block_on(async {
+            let del = Message::new("edgecontroller", "resource", op::DELETE, "default/pod/web")
+                .with_content(json!({"kind": "Pod", "metadata": {"name": "web"}}));
+            assert!(
+                mm.handle(del).await.is_err(),
+                "a delete that was not stored was acked"
+            );
+            let handed = rx.try_recv().expect("the delete did not reach edged");
+            assert_eq!(handed.route.operation, op::DELETE);
         });
     }
 

@@ -80,6 +80,13 @@ impl fmt::Display for StoreError {
     }
 }
 
+impl StoreError {
+    /// Whether the store failed for want of disk space.
+    pub fn is_no_space(&self) -> bool {
+        crate::eviction::reserve::is_no_space(self.source.as_ref())
+    }
+}
+
 impl std::error::Error for StoreError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         Some(self.source.as_ref())
@@ -222,8 +229,16 @@ impl Store {
         self.apply(&[Write::Put(t, key.to_string(), value.clone())])
     }
 
-    /// Deletes one row; `true` when it was there.
+    /// Deletes one row; `true` when it was there. On a full filesystem the reserved space is
+    /// released for it (a delete frees space; it must not need any).
     pub fn delete(&self, t: Table, key: &str) -> Result<bool, StoreError> {
+        crate::eviction::reserve::retry_when_full(
+            || self.delete_once(t, key),
+            StoreError::is_no_space,
+        )
+    }
+
+    fn delete_once(&self, t: Table, key: &str) -> Result<bool, StoreError> {
         let mut wtxn = self.env.write_txn().map_err(err("begin"))?;
         let found = self.db(t).delete(&mut wtxn, key).map_err(err(format!(
             "delete {}/{}",
@@ -234,8 +249,20 @@ impl Store {
         Ok(found)
     }
 
-    /// Applies several writes in one transaction: all or none.
+    /// Applies several writes in one transaction: all or none. When the filesystem is full and
+    /// the batch deletes something, the reserved space is released for it.
     pub fn apply(&self, writes: &[Write]) -> Result<(), StoreError> {
+        let deletes = writes.iter().any(|w| matches!(w, Write::Delete(..)));
+        if !deletes {
+            return self.apply_once(writes);
+        }
+        crate::eviction::reserve::retry_when_full(
+            || self.apply_once(writes),
+            StoreError::is_no_space,
+        )
+    }
+
+    fn apply_once(&self, writes: &[Write]) -> Result<(), StoreError> {
         let mut wtxn = self.env.write_txn().map_err(err("begin"))?;
         for w in writes {
             match w {

@@ -46,6 +46,8 @@ pub(crate) enum Work {
     Sync,
     /// A ConfigMap or Secret it refers to changed: refresh volumes.
     ObjectsChanged,
+    /// The eviction manager evicts the pod: stop it, release it, report it Failed.
+    Evict(Box<crate::eviction::Eviction>),
 }
 
 struct Handle {
@@ -107,13 +109,39 @@ impl PodManager {
         self.pods.borrow().keys().cloned().collect()
     }
 
+    /// The pods that may still run (their status is neither Failed nor Succeeded): those the
+    /// eviction manager looks at.
+    pub fn active_pods(&self) -> Vec<Pod> {
+        self.pods
+            .borrow()
+            .iter()
+            .filter(|(uid, _)| {
+                !self
+                    .status
+                    .get(uid)
+                    .is_some_and(|s| s.phase == "Failed" || s.phase == "Succeeded")
+            })
+            .map(|(_, h)| h.pod.clone())
+            .collect()
+    }
+
+    /// Hands an eviction to the pod's worker.
+    pub fn evict(&self, e: crate::eviction::Eviction) {
+        if let Some(h) = self.pods.borrow().get(&e.uid) {
+            let _ = h.tx.try_send(Work::Evict(Box::new(e)));
+        }
+    }
+
     /// Starts workers for every pod in the store (at start: the node's pods come back without
-    /// the cloud).
-    pub async fn load_stored(self: &Rc<Self>) {
+    /// the cloud), but those named in `skip` (`<ns>/<name>`: deleted, the delete not stored).
+    pub async fn load_stored(self: &Rc<Self>, skip: &std::collections::HashSet<String>) {
         match self.meta.pods().await {
             Ok(pods) => {
                 for v in pods {
                     match decode_pod(&v) {
+                        Ok(pod) if skip.contains(&pod_name(&pod)) => {
+                            tracing::info!(pod = %pod_name(&pod), "stored pod not started: it is deleted")
+                        }
                         Ok(pod) => self.add(pod),
                         Err(e) => tracing::error!(error = %e, "stored pod cannot be run"),
                     }

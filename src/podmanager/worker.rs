@@ -35,6 +35,8 @@ struct State {
     start_time: Option<SystemTime>,
     /// Container id → the termination message of an ended instance (read once).
     termination: HashMap<String, Option<String>>,
+    /// Set once the pod is evicted: nothing of it runs again until it is deleted.
+    evicted: Option<crate::eviction::Eviction>,
 }
 
 pub(super) async fn run(pm: Rc<PodManager>, mut pod: Pod, rx: async_channel::Receiver<Work>) {
@@ -42,22 +44,28 @@ pub(super) async fn run(pm: Rc<PodManager>, mut pod: Pod, rx: async_channel::Rec
         start_time: Some(SystemTime::now()),
         ..State::default()
     };
-    if let Some(prev) = pm.status.get(&pod.metadata.uid) {
+    let prev = match pm.status.get(&pod.metadata.uid) {
+        Some(prev) => Some(prev),
+        None => pm
+            .meta
+            .pod_status(&pod.metadata.namespace, &pod.metadata.name)
+            .await
+            .ok()
+            .flatten(),
+    };
+    if let Some(prev) = prev {
         st.start_time = prev
             .start_time
             .as_deref()
             .and_then(api::parse_rfc3339)
             .or(st.start_time);
-    } else if let Ok(Some(prev)) = pm
-        .meta
-        .pod_status(&pod.metadata.namespace, &pod.metadata.name)
-        .await
-    {
-        st.start_time = prev
-            .start_time
-            .as_deref()
-            .and_then(api::parse_rfc3339)
-            .or(st.start_time);
+        if let Some(e) = crate::eviction::recorded(&pod, &prev) {
+            // Evicted before the agent restarted: it stays evicted (and stopped).
+            tracing::info!(pod = %pod_name(&pod), "pod was evicted; not started again");
+            st.evicted = Some(e);
+            pm.status.set(&pod, prev).await;
+            stop_and_release(&pm, &pod, &mut st, Duration::ZERO).await;
+        }
     }
     let mut next = Duration::ZERO;
     loop {
@@ -71,6 +79,7 @@ pub(super) async fn run(pm: Rc<PodManager>, mut pod: Pod, rx: async_channel::Rec
         // A pod written again after its delete (a static pod keeps its uid) runs again once
         // the old one is stopped.
         let mut again: Option<Pod> = None;
+        let mut evict: Option<crate::eviction::Eviction> = None;
         for w in std::iter::once(first).chain(std::iter::from_fn(|| rx.try_recv().ok())) {
             match w {
                 Work::Update(p) if deleted => again = Some(*p),
@@ -85,6 +94,7 @@ pub(super) async fn run(pm: Rc<PodManager>, mut pod: Pod, rx: async_channel::Rec
                     again = None;
                 }
                 Work::ObjectsChanged => st.refresh = true,
+                Work::Evict(e) => evict = Some(*e),
                 Work::Sync => {}
             }
         }
@@ -122,6 +132,14 @@ pub(super) async fn run(pm: Rc<PodManager>, mut pod: Pod, rx: async_channel::Rec
             pm.forget(&pod.metadata.uid);
             return;
         }
+        if let Some(e) = evict.filter(|_| st.evicted.is_none()) {
+            evict_pod(&pm, &pod, &mut st, e).await;
+        }
+        if st.evicted.is_some() {
+            // Nothing runs again; the worker waits for the delete.
+            next = Duration::from_secs(3600);
+            continue;
+        }
         next = sync(&pm, &pod, &mut st).await;
     }
 }
@@ -133,7 +151,7 @@ fn take_readds(rx: &async_channel::Receiver<Work>, again: &mut Option<Pod>) {
         match w {
             Work::Update(p) => *again = Some(*p),
             Work::Delete => *again = None,
-            Work::Sync | Work::ObjectsChanged => {}
+            Work::Sync | Work::ObjectsChanged | Work::Evict(_) => {}
         }
     }
 }
@@ -850,7 +868,7 @@ async fn set_status(pm: &PodManager, pod: &Pod, st: &mut State, all: &[Container
     } else {
         st.sandbox.as_ref().and_then(|s| s.ip.clone())
     };
-    let status = generate::pod_status(
+    let mut status = generate::pod_status(
         pod,
         &StatusInputs {
             containers: all,
@@ -864,7 +882,95 @@ async fn set_status(pm: &PodManager, pod: &Pod, st: &mut State, all: &[Container
             previous: previous.as_ref(),
         },
     );
+    if let Some(e) = &st.evicted {
+        let now = api::rfc3339(SystemTime::now());
+        crate::eviction::mark_evicted(&mut status, e, &now);
+    }
     pm.status.set(pod, status).await;
+}
+
+/// Evicts the pod: its containers are killed (the grace period of a hard eviction: 1 s under
+/// node pressure, none for a local storage limit, as the kubelet), its status says Failed /
+/// Evicted, then its containers, sandbox and volumes are released; its logs stay until it is
+/// deleted.
+async fn evict_pod(pm: &PodManager, pod: &Pod, st: &mut State, e: crate::eviction::Eviction) {
+    let grace = if e.pressure.is_some() {
+        Duration::from_secs(1)
+    } else {
+        Duration::ZERO
+    };
+    tracing::warn!(pod = %pod_name(pod), message = %e.message.trim_end(), "pod evicted");
+    st.evicted = Some(e);
+    kill_all(pm, pod, st, grace).await;
+    let containers = pod_containers(pm, &pod.metadata.uid).await;
+    st.waiting.clear();
+    set_status(pm, pod, st, &containers).await;
+    stop_and_release(pm, pod, st, grace).await;
+    // Stored again now that the pod's space is freed: on a full disk the first write may have
+    // failed, and an eviction the store lacks would be forgotten at the next agent start.
+    if let Some(status) = pm.status.get(&pod.metadata.uid) {
+        let (ns, name) = (&pod.metadata.namespace, &pod.metadata.name);
+        if let Err(e) = pm.meta.put_pod_status(ns, name, &status).await {
+            tracing::error!(pod = %pod_name(pod), error = %e, "cannot store the evicted pod's status");
+        }
+    }
+}
+
+/// Kills every running container of the pod (preStop, SIGTERM, `grace`, SIGKILL), all in
+/// parallel, and stops probing them.
+async fn kill_all(pm: &PodManager, pod: &Pod, st: &mut State, grace: Duration) {
+    let all = pod_containers(pm, &pod.metadata.uid).await;
+    let specs: Vec<&Container> = pod
+        .spec
+        .init_containers
+        .iter()
+        .chain(pod.spec.containers.iter())
+        .collect();
+    let kills = all
+        .iter()
+        .filter(|c| c.state == ContainerState::Running)
+        .map(|l| {
+            let spec = specs
+                .iter()
+                .find(|s| s.name == l.name)
+                .map(|s| (*s).clone())
+                .unwrap_or_default();
+            let l = l.clone();
+            async move { kill_container(pm, pod, &spec, &l, grace).await }
+        });
+    join_all(kills.map(Box::pin).collect()).await;
+    for id in st.probed.drain() {
+        pm.prober.remove(&id);
+    }
+}
+
+/// Stops whatever still runs and removes the pod's containers, sandbox and volumes (not its
+/// logs, not its status).
+async fn stop_and_release(pm: &PodManager, pod: &Pod, st: &mut State, grace: Duration) {
+    let name = pod_name(pod);
+    kill_all(pm, pod, st, grace).await;
+    let all = pod_containers(pm, &pod.metadata.uid).await;
+    let rt = pm.runtime.clone();
+    let uid = pod.metadata.uid.clone();
+    let ids: Vec<String> = all.iter().map(|c| c.id.clone()).collect();
+    let r = smol::unblock(move || -> crate::runtime::Result<()> {
+        rt.stop_pod_sandbox(&uid, Duration::ZERO)?;
+        for id in ids {
+            rt.remove_container(&id)?;
+        }
+        rt.remove_pod_sandbox(&uid)
+    })
+    .await;
+    if let Err(e) = r {
+        tracing::error!(pod = %name, error = %e, "cannot remove the evicted pod's containers");
+    }
+    st.sandbox = None;
+    let vols = pm.volumes.clone();
+    let uid = pod.metadata.uid.clone();
+    if let Err(e) = smol::unblock(move || vols.teardown(&uid)).await {
+        tracing::error!(pod = %name, error = %e, "cannot release the evicted pod's volumes");
+    }
+    st.volumes = None;
 }
 
 /// Stops everything of the pod and releases it: preStop hooks, SIGTERM, the grace period,

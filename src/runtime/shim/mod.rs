@@ -366,12 +366,28 @@ impl ShimRuntime {
         self.unwatch(id);
     }
 
-    /// Applies `f` to a container's metadata under the lock and saves it.
+    /// Applies `f` to a container's metadata under the lock and saves it. On a full filesystem
+    /// (the reserved space released and still no room) the record is kept in memory only: what
+    /// it records (a start, an exit, a deleted task) happened, and a stop must not fail on it.
     fn update_meta(&self, id: &str, f: impl FnOnce(&mut ContainerMeta)) -> Result<ContainerMeta> {
         let _g = self.lock();
         let mut m = self.read_meta(id)?;
         f(&mut m);
-        self.write_meta(&m)?;
+        let path = self.bundle(&m.id).join("meta.json");
+        match crate::eviction::reserve::retry_when_full(
+            || store::write_json(&path, &m),
+            |e| crate::eviction::reserve::is_no_space(e),
+        ) {
+            Ok(()) => {}
+            Err(e) if crate::eviction::reserve::is_no_space(&e) => {
+                tracing::warn!(container = %m.id, pod = %m.pod_uid, error = %e, "container record kept in memory only: no space left");
+            }
+            Err(e) => return Err(io_err(&m.id, "save metadata", e)),
+        }
+        self.metas
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(m.id.clone(), m.clone());
         Ok(m)
     }
 
@@ -708,6 +724,7 @@ impl Runtime for ShimRuntime {
         let _g = self.lock();
         let dir = self.sandbox_dir(uid);
         let existing: Option<SandboxMeta> = store::read_json(&dir.join("meta.json")).ok();
+        let recorded = existing.as_ref().and_then(|m| serde_json::to_value(m).ok());
         let boot_id = boot_id();
         // A sandbox of an older agent has no boot id: unknown, not a reboot.
         let rebooted = existing
@@ -761,8 +778,12 @@ impl Runtime for ShimRuntime {
             ready: true,
             ..meta
         };
-        store::write_json(&dir.join("meta.json"), &meta)
-            .map_err(|e| io_err(&pod, "save sandbox", e))?;
+        // Unchanged (a sync of a running pod): not written again, so a full disk does not
+        // fail the sandbox of a pod that runs.
+        if recorded != serde_json::to_value(&meta).ok() {
+            store::write_json(&dir.join("meta.json"), &meta)
+                .map_err(|e| io_err(&pod, "save sandbox", e))?;
+        }
         tracing::info!(pod = %pod, uid, "sandbox ready");
         Ok(self.sandbox_of(&meta))
     }
@@ -774,7 +795,17 @@ impl Runtime for ShimRuntime {
         let path = self.sandbox_dir(pod_uid).join("meta.json");
         if let Ok(mut sb) = store::read_json::<SandboxMeta>(&path) {
             sb.ready = false;
-            store::write_json(&path, &sb).map_err(|e| io_err(pod_uid, "save sandbox", e))?;
+            match crate::eviction::reserve::retry_when_full(
+                || store::write_json(&path, &sb),
+                |e| crate::eviction::reserve::is_no_space(e),
+            ) {
+                Ok(()) => {}
+                // The pod is stopped all the same; the record only says it was ready.
+                Err(e) if crate::eviction::reserve::is_no_space(&e) => {
+                    tracing::warn!(pod = pod_uid, error = %e, "sandbox record not updated: no space left");
+                }
+                Err(e) => return Err(io_err(pod_uid, "save sandbox", e)),
+            }
         }
         Ok(())
     }
