@@ -1426,3 +1426,88 @@ fn termination_messages_reach_the_terminated_state() {
         "{p}"
     );
 }
+
+/// Issue 23's node conformance points: app containers wait behind init containers with
+/// PodInitializing and a finished init container is ready; a `windows` pod is refused with
+/// PodOSNotSupported; activeDeadlineSeconds stops a pod with DeadlineExceeded, also when an
+/// update lowers it.
+#[test]
+fn init_waiting_os_admission_and_active_deadline() {
+    let a = Agent::started("conform");
+    let ns = "lc-conform";
+    let mut windows = pod(ns, "windows", vec![sh("app", "sleep 1000")], json!({}));
+    windows["spec"]["os"] = json!({"name": "windows"});
+    let deadline = pod(
+        ns,
+        "deadline",
+        vec![sh("app", "sleep 1000")],
+        json!({"activeDeadlineSeconds": 3}),
+    );
+    let lowered = pod(
+        ns,
+        "lowered",
+        vec![sh("app", "sleep 1000")],
+        json!({"activeDeadlineSeconds": 10000}),
+    );
+    let init = pod(
+        ns,
+        "init",
+        vec![sh("app", "sleep 1000")],
+        json!({"initContainers": [sh("setup", "sleep 4")]}),
+    );
+    a.write(
+        "pods.json",
+        &[
+            windows.clone(),
+            deadline.clone(),
+            lowered.clone(),
+            init.clone(),
+        ],
+    );
+
+    let p = a.wait_pod(ns, "init", "the app waiting on its init container", |p| {
+        container_in(p, "initContainerStatuses", "setup")["state"]["running"].is_object()
+    });
+    assert_eq!(waiting_reason(&p, "app"), "PodInitializing", "{p}");
+    let p = a.wait_pod(ns, "init", "Running", |p| running(p, "app"));
+    let setup = container_in(&p, "initContainerStatuses", "setup");
+    assert_eq!(setup["state"]["terminated"]["exitCode"], 0, "{p}");
+    assert_eq!(
+        setup["ready"], true,
+        "a finished init container is ready: {p}"
+    );
+
+    let p = a.wait_pod(ns, "windows", "refused", |p| phase(p) == "Failed");
+    assert_eq!(p["status"]["reason"], "PodOSNotSupported", "{p}");
+    assert!(
+        p["status"]["containerStatuses"]
+            .as_array()
+            .is_none_or(|c| c.is_empty()),
+        "a refused pod runs nothing: {p}"
+    );
+
+    let p = a.wait_pod(ns, "deadline", "DeadlineExceeded", |p| phase(p) == "Failed");
+    assert_eq!(p["status"]["reason"], "DeadlineExceeded", "{p}");
+    assert_eq!(
+        p["status"]["message"],
+        "Pod was active on the node longer than the specified deadline"
+    );
+    let id = container_id(&p, "app");
+    a.wait_for("the deadline pod's container stopped", || {
+        a.host
+            .runc()
+            .get(&id)
+            .is_none_or(|e| e.status != "running")
+            .then_some(())
+    });
+
+    // An update lowers the deadline of a running pod: it ends then.
+    a.wait_pod(ns, "lowered", "Running", |p| running(p, "app"));
+    let mut lower = lowered;
+    lower["spec"]["activeDeadlineSeconds"] = json!(2);
+    a.write("pods.json", &[windows, deadline, lower, init]);
+    let p = a.wait_pod(ns, "lowered", "DeadlineExceeded after the update", |p| {
+        phase(p) == "Failed"
+    });
+    assert_eq!(p["status"]["reason"], "DeadlineExceeded", "{p}");
+}

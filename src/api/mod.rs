@@ -224,6 +224,15 @@ pub struct PodSpec {
     /// The deprecated alias of `serviceAccountName`, still written by the API server.
     pub service_account: Option<String>,
     pub automount_service_account_token: Option<bool>,
+    /// `os.name`: `linux` or `windows`; a Linux node refuses `windows` pods.
+    pub os: Option<PodOs>,
+}
+
+/// `spec.os`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct PodOs {
+    pub name: String,
 }
 
 impl PodSpec {

@@ -131,6 +131,9 @@ pub struct Eviction {
     pub namespace: String,
     /// The pod's name.
     pub name: String,
+    /// The status reason: `Evicted`, or `DeadlineExceeded` for a pod past its
+    /// `activeDeadlineSeconds` (stopped the same way).
+    pub reason: &'static str,
     /// The status message (the kubelet's wording).
     pub message: String,
     /// The node condition behind it (`DiskPressure`, `MemoryPressure`), `None` for a local
@@ -163,6 +166,7 @@ pub fn empty_dir_evictions(pods: &[PodUsage]) -> Vec<Eviction> {
         }) {
             let limit = v.size_limit.as_ref().map(|(_, s)| s.as_str()).unwrap_or("");
             out.push(Eviction {
+                reason: REASON,
                 uid: p.uid.clone(),
                 namespace: p.namespace.clone(),
                 name: p.name.clone(),
@@ -221,6 +225,7 @@ pub fn decide(thresholds: &[Threshold], obs: &Observations, pods: &[PodUsage]) -
         capacity: 0,
     });
     vec![Eviction {
+        reason: REASON,
         uid: victim.uid.clone(),
         namespace: victim.namespace.clone(),
         name: victim.name.clone(),

@@ -190,11 +190,39 @@ fn pod_usage(
     usage
 }
 
-/// Makes `api::PodStatus` say what the kubelet's eviction says: phase Failed, reason
-/// Evicted, the message, and (under node pressure) the `DisruptionTarget` condition.
+/// The reason of a pod stopped for running past `activeDeadlineSeconds`.
+pub const DEADLINE_EXCEEDED: &str = "DeadlineExceeded";
+
+/// Whether a pod that started at `started` is past its `activeDeadlineSeconds` at `now`, and
+/// if not, how long until it is (the kubelet's `activeDeadlineHandler`).
+pub fn past_deadline(
+    pod: &Pod,
+    started: std::time::SystemTime,
+    now: std::time::SystemTime,
+) -> Result<Option<Eviction>, Option<std::time::Duration>> {
+    let Some(secs) = pod.spec.active_deadline_seconds.filter(|s| *s >= 0) else {
+        return Err(None);
+    };
+    let deadline = started + std::time::Duration::from_secs(secs as u64);
+    match deadline.duration_since(now) {
+        Ok(left) if !left.is_zero() => Err(Some(left)),
+        _ => Ok(Some(Eviction {
+            reason: DEADLINE_EXCEEDED,
+            uid: pod.metadata.uid.clone(),
+            namespace: pod.metadata.namespace.clone(),
+            name: pod.metadata.name.clone(),
+            message: "Pod was active on the node longer than the specified deadline".into(),
+            pressure: None,
+        })),
+    }
+}
+
+/// Makes `api::PodStatus` say what the kubelet's eviction says: phase Failed, its reason
+/// (Evicted, DeadlineExceeded), the message, and (under node pressure) the `DisruptionTarget`
+/// condition.
 pub fn mark_evicted(status: &mut api::PodStatus, e: &Eviction, now: &str) {
     status.phase = "Failed".into();
-    status.reason = Some(decide::REASON.into());
+    status.reason = Some(e.reason.into());
     status.message = Some(e.message.clone());
     if e.pressure.is_some() {
         status.conditions.retain(|c| c.kind != "DisruptionTarget");
@@ -213,6 +241,8 @@ pub fn mark_evicted(status: &mut api::PodStatus, e: &Eviction, now: &str) {
 /// are stored by namespace/name: one of a pod made after that status's pod started (a pod
 /// added again under the same name) is another pod's, and does not count.
 pub fn recorded(pod: &Pod, status: &api::PodStatus) -> Option<Eviction> {
+    // A pod past its deadline stays stopped too; one whose deadline was raised since is
+    // checked again by its worker.
     let created = pod
         .metadata
         .creation_timestamp
@@ -224,19 +254,49 @@ pub fn recorded(pod: &Pod, status: &api::PodStatus) -> Option<Eviction> {
             return None;
         }
     }
-    (status.phase == "Failed" && status.reason.as_deref() == Some(decide::REASON)).then(|| {
-        Eviction {
-            uid: pod.metadata.uid.clone(),
-            namespace: pod.metadata.namespace.clone(),
-            name: pod.metadata.name.clone(),
-            message: status.message.clone().unwrap_or_default(),
-            pressure: status
-                .conditions
-                .iter()
-                .any(|c| c.kind == "DisruptionTarget")
-                .then_some("DiskPressure"),
-        }
+    let reason = match status.reason.as_deref() {
+        Some(decide::REASON) => decide::REASON,
+        Some(DEADLINE_EXCEEDED) => DEADLINE_EXCEEDED,
+        _ => return None,
+    };
+    (status.phase == "Failed").then(|| Eviction {
+        reason,
+        uid: pod.metadata.uid.clone(),
+        namespace: pod.metadata.namespace.clone(),
+        name: pod.metadata.name.clone(),
+        message: status.message.clone().unwrap_or_default(),
+        pressure: status
+            .conditions
+            .iter()
+            .any(|c| c.kind == "DisruptionTarget")
+            .then_some("DiskPressure"),
     })
+}
+
+#[cfg(test)]
+mod deadline_tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn active_deadline() {
+        let mut pod = Pod::default();
+        let t0 = UNIX_EPOCH + Duration::from_secs(1000);
+        assert_eq!(past_deadline(&pod, t0, t0), Err(None));
+        pod.spec.active_deadline_seconds = Some(5);
+        assert_eq!(
+            past_deadline(&pod, t0, t0 + Duration::from_secs(2)),
+            Err(Some(Duration::from_secs(3)))
+        );
+        let e = past_deadline(&pod, t0, t0 + Duration::from_secs(5))
+            .unwrap()
+            .unwrap();
+        assert_eq!(e.reason, "DeadlineExceeded");
+        assert!(e.message.contains("longer than the specified deadline"));
+        // Raised by an update: not past it any more.
+        pod.spec.active_deadline_seconds = Some(60);
+        assert!(past_deadline(&pod, t0, t0 + Duration::from_secs(5)).is_err());
+    }
 }
 
 #[cfg(test)]
@@ -247,6 +307,7 @@ mod tests {
     fn the_status_says_evicted_and_is_recognised_again() {
         let pod = Pod::default();
         let e = Eviction {
+            reason: decide::REASON,
             uid: String::new(),
             namespace: String::new(),
             name: String::new(),

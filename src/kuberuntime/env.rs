@@ -177,7 +177,7 @@ pub fn field_value(ctx: &PodContext<'_>, path: &str) -> Option<String> {
         "metadata.namespace" => m.namespace.clone(),
         "metadata.uid" => m.uid.clone(),
         "spec.nodeName" => ctx.node_name.to_string(),
-        "spec.serviceAccountName" => String::new(),
+        "spec.serviceAccountName" => ctx.pod.spec.service_account_name().to_string(),
         "status.hostIP" => ctx.host_ip.to_string(),
         "status.podIP" | "status.podIPs" => ctx.pod_ip.unwrap_or("").to_string(),
         _ => {

@@ -204,6 +204,26 @@ impl PodManager {
             let _ = h.tx.try_send(Work::Update(Box::new(pod)));
             return;
         }
+        // The kubelet's OS admission: a pod for another OS fails here.
+        if let Some(os) = pod
+            .spec
+            .os
+            .as_ref()
+            .filter(|o| !o.name.is_empty() && o.name != "linux")
+        {
+            tracing::error!(pod = %pod_name(&pod), os = %os.name, "pod refused: spec.os.name is not linux");
+            let status = api::PodStatus {
+                phase: "Failed".into(),
+                reason: Some("PodOSNotSupported".into()),
+                message: Some("Failed to admit pod as the OS field doesn't match node OS".into()),
+                ..Default::default()
+            };
+            let sm = self.status.clone();
+            self.ex
+                .spawn(async move { sm.set(&pod, status).await })
+                .detach();
+            return;
+        }
         if self.pods.borrow().len() >= self.cfg.max_pods {
             // The kubelet's admission: the pod is refused, not queued.
             let max = self.cfg.max_pods;

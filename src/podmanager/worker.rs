@@ -135,12 +135,22 @@ pub(super) async fn run(pm: Rc<PodManager>, mut pod: Pod, rx: async_channel::Rec
         if let Some(e) = evict.filter(|_| st.evicted.is_none()) {
             evict_pod(&pm, &pod, &mut st, e).await;
         }
+        // activeDeadlineSeconds (the kubelet's activeDeadlineHandler): past it, the pod is
+        // stopped and Failed with reason DeadlineExceeded, as an eviction is.
+        let started = st.start_time.unwrap_or_else(SystemTime::now);
+        let deadline = crate::eviction::past_deadline(&pod, started, SystemTime::now());
+        if let (Ok(Some(e)), None) = (&deadline, &st.evicted) {
+            evict_pod(&pm, &pod, &mut st, e.clone()).await;
+        }
         if st.evicted.is_some() {
             // Nothing runs again; the worker waits for the delete.
             next = Duration::from_secs(3600);
             continue;
         }
         next = sync(&pm, &pod, &mut st).await;
+        if let Err(Some(left)) = deadline {
+            next = next.min(left);
+        }
     }
 }
 
@@ -899,7 +909,7 @@ async fn evict_pod(pm: &PodManager, pod: &Pod, st: &mut State, e: crate::evictio
     } else {
         Duration::ZERO
     };
-    tracing::warn!(pod = %pod_name(pod), message = %e.message.trim_end(), "pod evicted");
+    tracing::warn!(pod = %pod_name(pod), reason = e.reason, message = %e.message.trim_end(), "pod stopped for good");
     st.evicted = Some(e);
     kill_all(pm, pod, st, grace).await;
     let containers = pod_containers(pm, &pod.metadata.uid).await;

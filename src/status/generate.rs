@@ -69,6 +69,7 @@ fn container_status(
     instances: &[&ContainerStatus],
     inputs: &StatusInputs<'_>,
     has_readiness: bool,
+    default_waiting: &str,
 ) -> api::ContainerStatus {
     let mut sorted: Vec<&&ContainerStatus> = instances.iter().collect();
     sorted.sort_by_key(|c| (c.attempt, c.created_at));
@@ -137,7 +138,7 @@ fn container_status(
         None => {
             s.started = Some(false);
             let w = waiting.cloned().unwrap_or(Waiting {
-                reason: "ContainerCreating".into(),
+                reason: default_waiting.into(),
                 message: None,
             });
             s.state.waiting = Some(api::StateWaiting {
@@ -158,17 +159,43 @@ pub fn pod_status(pod: &Pod, inputs: &StatusInputs<'_>) -> PodStatus {
             .filter(|c| c.name == name)
             .collect()
     };
+    // A container not made yet waits for PodInitializing in a pod with init containers (the
+    // kubelet's default waiting state), else ContainerCreating.
+    let default_waiting = if pod.spec.init_containers.is_empty() {
+        "ContainerCreating"
+    } else {
+        "PodInitializing"
+    };
     let init: Vec<api::ContainerStatus> = pod
         .spec
         .init_containers
         .iter()
-        .map(|c| container_status(c, &of(&c.name), inputs, false))
+        .map(|c| {
+            let mut s = container_status(c, &of(&c.name), inputs, false, default_waiting);
+            // A finished init container is ready (the kubelet reports it so).
+            if s.state
+                .terminated
+                .as_ref()
+                .is_some_and(|t| t.exit_code == 0)
+            {
+                s.ready = true;
+            }
+            s
+        })
         .collect();
     let apps: Vec<api::ContainerStatus> = pod
         .spec
         .containers
         .iter()
-        .map(|c| container_status(c, &of(&c.name), inputs, c.readiness_probe.is_some()))
+        .map(|c| {
+            container_status(
+                c,
+                &of(&c.name),
+                inputs,
+                c.readiness_probe.is_some(),
+                default_waiting,
+            )
+        })
         .collect();
     let succeeded = |s: &api::ContainerStatus| {
         s.state
@@ -420,7 +447,8 @@ mod tests {
                 .unwrap()
                 .reason
                 .as_deref(),
-            Some("ContainerCreating")
+            Some("PodInitializing"),
+            "app containers wait behind init containers as the kubelet says"
         );
         let cs = [
             inst("init", "i1", 0, ContainerState::Exited, Some(0)),
@@ -429,6 +457,10 @@ mod tests {
         let s = status(&p, &cs, &[], &[]);
         assert_eq!(s.phase, "Running");
         assert_eq!(cond(&s, "Initialized"), "True");
+        assert!(
+            s.init_container_statuses[0].ready,
+            "a finished init container is ready"
+        );
         assert_eq!(cond(&s, "Ready"), "False");
         let s = status(&p, &cs, &[("a1", true)], &[]);
         assert_eq!(cond(&s, "Ready"), "True");
