@@ -18,6 +18,7 @@
 pub mod agent;
 pub mod api;
 pub mod cloudlink;
+pub mod events;
 pub mod eviction;
 pub mod flags;
 pub mod gc;

@@ -20,6 +20,11 @@ impl MetaClient {
         MetaClient { meta }
     }
 
+    /// The way to the cloud (for what goes up without the store: events).
+    pub fn upstream(&self) -> Arc<dyn crate::metamanager::Upstream> {
+        self.meta.upstream().clone()
+    }
+
     /// A ConfigMap: the store, else the cloud (stored before it is returned). `None`: not found.
     pub async fn config_map(
         &self,

@@ -68,6 +68,8 @@ pub struct PodManager {
     pub(crate) tokens: TokenManager,
     pub(crate) status: Rc<StatusManager>,
     pub(crate) prober: Rc<ProbeManager>,
+    /// The node's event recorder (Kubernetes Events sent to the cloud).
+    pub(crate) events: crate::events::Recorder,
     pods: RefCell<HashMap<String, Handle>>,
 }
 
@@ -89,6 +91,7 @@ pub fn pod_name(pod: &Pod) -> String {
 impl PodManager {
     /// A pod manager spawning its workers on `ex`.
     pub fn new(cfg: Config, ex: Rc<smol::LocalExecutor<'static>>, parts: Parts) -> Rc<Self> {
+        let events = crate::events::Recorder::new(&cfg.node_name, parts.meta.upstream());
         Rc::new(PodManager {
             cfg,
             ex,
@@ -97,6 +100,7 @@ impl PodManager {
             volumes: parts.volumes,
             objects: ObjectManager::new(parts.meta.clone()),
             tokens: TokenManager::new(parts.meta.clone()),
+            events,
             meta: parts.meta,
             status: parts.status,
             prober: parts.prober,
@@ -305,6 +309,7 @@ impl PodManager {
 
     /// Called by a worker when its pod is gone.
     pub(crate) fn forget(&self, uid: &str) {
+        self.events.forget_pod(uid);
         if let Some(h) = self.pods.borrow_mut().remove(uid) {
             // The task is the caller itself: let it finish rather than cancel it.
             h._task.detach();
@@ -321,6 +326,23 @@ impl PodManager {
     /// A probe result change.
     pub fn on_probe_event(&self, ev: &ProbeEvent) {
         if let Some(h) = self.pods.borrow().get(&ev.pod_uid) {
+            if !ev.success {
+                let kind = match ev.kind {
+                    crate::prober::ProbeKind::Liveness => "Liveness",
+                    crate::prober::ProbeKind::Readiness => "Readiness",
+                    crate::prober::ProbeKind::Startup => "Startup",
+                };
+                self.events.record(crate::events::PodEvent::new(
+                    &h.pod,
+                    Some(&ev.container_name),
+                    crate::events::EventType::Warning,
+                    "Unhealthy",
+                    format!(
+                        "{kind} probe failed: {}",
+                        ev.message.as_deref().unwrap_or("")
+                    ),
+                ));
+            }
             let _ = h.tx.try_send(Work::Sync);
         }
     }

@@ -4,6 +4,7 @@
 
 use super::{pod_name, PodManager, Work};
 use crate::api::{self, Container, Pod};
+use crate::events::{EventType, PodEvent};
 use crate::kuberuntime::{self, PodContext};
 use crate::prober::{ProbeKind, Target};
 use crate::runtime::{labels, ContainerState, ContainerStatus, ErrorKind, Sandbox};
@@ -309,6 +310,13 @@ async fn sync(pm: &PodManager, pod: &Pod, st: &mut State) -> Duration {
             Ok(None) => {}
             Err(e) => {
                 tracing::warn!(pod = %name, error = %e, "volumes not ready");
+                pm.events.record(PodEvent::new(
+                    pod,
+                    None,
+                    EventType::Warning,
+                    "FailedMount",
+                    format!("MountVolume.SetUp failed: {e}"),
+                ));
                 st.pod_message = Some(e.to_string());
                 ready_to_run = false;
             }
@@ -407,6 +415,7 @@ async fn run_containers(
                     return next; // the pod has failed
                 }
                 if let Some(wait) = in_backoff(st, pod, c, l) {
+                    backoff_event(pm, pod, c);
                     return wait;
                 }
                 *changed |= start(pm, pod, st, objects, c, l.attempt + 1).await;
@@ -445,7 +454,20 @@ async fn run_containers(
                             "it failed its startup probe"
                         };
                         tracing::info!(pod = %pod_name(pod), container = %c.name, "restarting container: {why}");
-                        kill_container(pm, pod, c, l, grace(pod)).await;
+                        let message = if liveness_failed {
+                            format!(
+                                "Container {} failed liveness probe, will be restarted",
+                                c.name
+                            )
+                        } else if spec_changed {
+                            format!("Container {} definition changed, will be restarted", c.name)
+                        } else {
+                            format!(
+                                "Container {} failed startup probe, will be restarted",
+                                c.name
+                            )
+                        };
+                        kill_container(pm, pod, c, l, grace(pod), Some(message)).await;
                         pm.prober.remove(&l.id);
                         st.probed.remove(&l.id);
                         *changed = true;
@@ -472,6 +494,7 @@ async fn run_containers(
                     }
                     if !hash_changed {
                         if let Some(wait) = in_backoff(st, pod, c, l) {
+                            backoff_event(pm, pod, c);
                             next = next.min(wait);
                             continue;
                         }
@@ -503,6 +526,20 @@ fn startup_expired(c: &Container, l: &ContainerStatus) -> bool {
         .and_then(|s| SystemTime::now().duration_since(s).ok())
         .map(|d| d >= budget)
         .unwrap_or(false)
+}
+
+/// The kubelet's BackOff event (repeats are counted and rate-limited by the recorder).
+fn backoff_event(pm: &PodManager, pod: &Pod, c: &Container) {
+    pm.events.record(PodEvent::new(
+        pod,
+        Some(&c.name),
+        EventType::Warning,
+        "BackOff",
+        format!(
+            "Back-off restarting failed container {} in pod {}_{}({})",
+            c.name, pod.metadata.name, pod.metadata.namespace, pod.metadata.uid
+        ),
+    ));
 }
 
 /// `Some(wait)` when the container must wait before it restarts (CrashLoopBackOff).
@@ -566,6 +603,18 @@ async fn start(
     let name = pod_name(pod);
     let wait = |st: &mut State, reason: &str, message: String| {
         tracing::warn!(pod = %name, container = %c.name, reason, "{message}");
+        // The kubelet's events: the image reasons as they are, the rest as Failed.
+        let (event_reason, text) = match reason {
+            "ErrImageNeverPull" | "ErrImagePull" => (reason, message.clone()),
+            _ => ("Failed", format!("Error: {message}")),
+        };
+        pm.events.record(PodEvent::new(
+            pod,
+            Some(&c.name),
+            EventType::Warning,
+            event_reason,
+            text,
+        ));
         st.waiting.insert(
             c.name.clone(),
             Waiting {
@@ -694,6 +743,22 @@ async fn start(
         Ok(id) => {
             st.waiting.remove(&c.name);
             tracing::info!(pod = %name, container = %c.name, id = %id, attempt, "container started");
+            for (reason, message) in [
+                (
+                    "Pulled",
+                    format!("Container image \"{}\" already present on machine", c.image),
+                ),
+                ("Created", format!("Created container: {}", c.name)),
+                ("Started", format!("Started container {}", c.name)),
+            ] {
+                pm.events.record(PodEvent::new(
+                    pod,
+                    Some(&c.name),
+                    EventType::Normal,
+                    reason,
+                    message,
+                ));
+            }
             post_start(pm, pod, c, &id).await;
             true
         }
@@ -764,6 +829,7 @@ async fn kill_container(
     c: &Container,
     l: &ContainerStatus,
     grace: Duration,
+    why: Option<String>,
 ) {
     let started = Instant::now();
     if let Some(cmd) = c
@@ -776,7 +842,23 @@ async fn kill_container(
         let r = smol::unblock(move || rt.exec_sync(&id, &cmd, grace)).await;
         if let Err(e) = r {
             tracing::warn!(pod = %pod_name(pod), container = %c.name, error = %e, "preStop hook failed");
+            pm.events.record(PodEvent::new(
+                pod,
+                Some(&c.name),
+                EventType::Warning,
+                "FailedPreStopHook",
+                format!("PreStopHook failed: {e}"),
+            ));
         }
+    }
+    if l.state == ContainerState::Running {
+        pm.events.record(PodEvent::new(
+            pod,
+            Some(&c.name),
+            EventType::Normal,
+            "Killing",
+            why.unwrap_or_else(|| format!("Stopping container {}", c.name)),
+        ));
     }
     let left = grace.saturating_sub(started.elapsed());
     let (rt, id) = (pm.runtime.clone(), l.id.clone());
@@ -910,6 +992,18 @@ async fn evict_pod(pm: &PodManager, pod: &Pod, st: &mut State, e: crate::evictio
         Duration::ZERO
     };
     tracing::warn!(pod = %pod_name(pod), reason = e.reason, message = %e.message.trim_end(), "pod stopped for good");
+    let kind = if e.reason == crate::eviction::DEADLINE_EXCEEDED {
+        EventType::Normal
+    } else {
+        EventType::Warning
+    };
+    pm.events.record(PodEvent::new(
+        pod,
+        None,
+        kind,
+        e.reason,
+        e.message.trim_end(),
+    ));
     st.evicted = Some(e);
     kill_all(pm, pod, st, grace).await;
     let containers = pod_containers(pm, &pod.metadata.uid).await;
@@ -946,7 +1040,7 @@ async fn kill_all(pm: &PodManager, pod: &Pod, st: &mut State, grace: Duration) {
                 .map(|s| (*s).clone())
                 .unwrap_or_default();
             let l = l.clone();
-            async move { kill_container(pm, pod, &spec, &l, grace).await }
+            async move { kill_container(pm, pod, &spec, &l, grace, None).await }
         });
     join_all(kills.map(Box::pin).collect()).await;
     for id in st.probed.drain() {
@@ -1008,7 +1102,7 @@ async fn terminate(pm: &PodManager, pod: &Pod, st: &mut State) {
             .map(|s| (*s).clone())
             .unwrap_or_default();
         let l = (*l).clone();
-        async move { kill_container(pm, pod, &spec, &l, grace).await }
+        async move { kill_container(pm, pod, &spec, &l, grace, None).await }
     });
     join_all(kills.map(Box::pin).collect()).await;
     for id in st.probed.drain() {
