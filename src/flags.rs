@@ -274,6 +274,12 @@ pub struct Flags {
     #[argh(option)]
     pub node_ip: Option<std::net::IpAddr>,
 
+    /// a damaged store (truncated, overwritten or emptied data.mdb) is moved aside as
+    /// data.mdb.damaged-<seconds> and the agent starts with an empty one, rebuilt from the
+    /// manifests and the cloud; without it the agent refuses to start (exit code 3)
+    #[argh(switch)]
+    pub store_recover: bool,
+
     #[argh(subcommand)]
     pub command: Option<Command>,
 }
