@@ -279,3 +279,132 @@ fn a_damaged_store_is_refused_with_exit_3_and_recovered_from_the_manifests() {
     let (code, _, err) = a.get_pods();
     assert_eq!(code, Some(0), "{err}");
 }
+
+/// The shim serving container `id`: the shim process whose working directory is its bundle
+/// (the pod's first container's), or the one named by the bundle's `shim.pid`.
+fn shim_of(a: &Agent, ids: &[String]) -> i32 {
+    let bundles: Vec<PathBuf> = ids
+        .iter()
+        .map(|id| a.root().join("runtime/containers").join(id))
+        .collect();
+    for pid in a.host.shim_pids() {
+        if let Ok(cwd) = std::fs::read_link(format!("/proc/{pid}/cwd")) {
+            if bundles.contains(&cwd) {
+                return pid;
+            }
+        }
+    }
+    panic!("no shim for {ids:?} among {:?}", a.host.shim_pids());
+}
+
+/// Fills the accept queue of the unix socket at `address` (a frozen shim's fills as calls
+/// pile up; then a blocking connect waits for ever). Returns the connections, to hold.
+fn fill_accept_queue(address: &str) -> Vec<std::os::fd::OwnedFd> {
+    use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
+    use std::os::fd::AsRawFd;
+    // Room for them: the soft limit of open files up to the hard one.
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the live `lim`; setrlimit only reads it.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+        lim.rlim_cur = lim.rlim_max;
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
+    }
+    let path = address.trim_start_matches("unix://");
+    let addr = match path.strip_prefix('@') {
+        Some(name) => UnixAddr::new_abstract(name.as_bytes()).unwrap(),
+        None => UnixAddr::new(path).unwrap(),
+    };
+    let mut held = Vec::new();
+    loop {
+        let fd = socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .unwrap();
+        match connect(fd.as_raw_fd(), &addr) {
+            Ok(()) => held.push(fd),
+            Err(nix::errno::Errno::EAGAIN) => return held,
+            Err(e) => panic!("connect {address}: {e} after {}", held.len()),
+        }
+        assert!(held.len() < 200_000, "the queue never filled");
+    }
+}
+
+#[test]
+fn a_frozen_shim_holds_no_other_pod_and_is_killed_and_its_pod_recovered() {
+    let mut a = Agent::new("frozen");
+    let ns = "rb-frozen";
+    a.write("frozen.json", &pod(ns, "frozen"));
+    a.write("other.json", &pod(ns, "other"));
+    a.start(&[]);
+    let frozen_id = a.wait_running(ns, "frozen");
+    a.wait_running(ns, "other");
+    let id = frozen_id.trim_start_matches("containerd://").to_string();
+    let shim = shim_of(&a, std::slice::from_ref(&id));
+    let address = std::fs::read_to_string(
+        a.root()
+            .join("runtime/containers")
+            .join(&id)
+            .join("address"),
+    )
+    .unwrap();
+    a.stop();
+
+    // The shim stops answering, with its accept queue full, as after minutes of calls.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(shim),
+        nix::sys::signal::Signal::SIGSTOP,
+    )
+    .unwrap();
+    let held = fill_accept_queue(address.trim());
+    eprintln!(
+        "accept queue of the frozen shim full after {} connections",
+        held.len()
+    );
+
+    let start = Instant::now();
+    a.start(&[]);
+    a.write("added.json", &pod(ns, "added"));
+    a.wait_running(ns, "added");
+    eprintln!(
+        "pod added while a shim is frozen: running {:?} after the agent started",
+        start.elapsed()
+    );
+    // The frozen shim is killed, and its pod runs again in a new container.
+    a.wait_for("the frozen shim killed", || {
+        let gone = !PathBuf::from(format!("/proc/{shim}")).exists()
+            || std::fs::read_to_string(format!("/proc/{shim}/stat"))
+                .is_ok_and(|s| s.contains(") Z "));
+        gone.then_some(())
+    });
+    eprintln!(
+        "frozen shim killed {:?} after the agent started",
+        start.elapsed()
+    );
+    let recovered = a.wait_for("the frozen pod running again", || {
+        let p = a.pod(ns, "frozen")?;
+        let c = &p["status"]["containerStatuses"][0];
+        (c["state"]["running"].is_object() && c["containerID"] != frozen_id.as_str()).then_some(p)
+    });
+    eprintln!(
+        "frozen pod running again {:?} after the agent started",
+        start.elapsed()
+    );
+    assert_eq!(
+        recovered["status"]["containerStatuses"][0]["restartCount"], 1,
+        "{recovered}"
+    );
+    let log = a.log();
+    assert!(
+        log.contains("shim unresponsive: killed"),
+        "{}",
+        tail(&log, 30)
+    );
+    drop(held);
+}

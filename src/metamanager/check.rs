@@ -296,7 +296,7 @@ impl Walk<'_> {
         if lower < PAGE_HEADER
             || lower > upper
             || upper > self.psize
-            || (lower - PAGE_HEADER) % 2 != 0
+            || !(lower - PAGE_HEADER).is_multiple_of(2)
         {
             return Err(bad(&format!("bounds {lower}..{upper}")));
         }
