@@ -14,7 +14,7 @@ for t in "${targets[@]}"; do
   mkdir -p "fuzz/corpus/$t"
   # Seeds: the example manifests, and a message as the cloud sends one.
   case "$t" in
-    manifest) cp examples/*.yaml "fuzz/corpus/$t/" ;;
+    manifest) cp examples/*.yaml fuzz/seeds/manifest/* "fuzz/corpus/$t/" ;;
     message) printf '%s' '{"header":{"msg_id":"1","timestamp":1},"route":{"source":"edgecontroller","group":"resource","operation":"insert","resource":"default/pod/p"},"content":{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p","uid":"u"},"spec":{"containers":[{"name":"c","image":"i"}]}}}' >"fuzz/corpus/$t/seed.json" ;;
   esac
   echo "fuzz: $t for ${secs}s"

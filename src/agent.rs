@@ -41,8 +41,45 @@ impl std::fmt::Display for AgentError {
 
 impl std::error::Error for AgentError {}
 
+impl AgentError {
+    /// The process exit code it means: [`crate::metamanager::EXIT_STORE_DAMAGED`] for a
+    /// damaged store, 1 otherwise.
+    pub fn exit_code(&self) -> i32 {
+        if self.0.starts_with(STORE_DAMAGED) {
+            crate::metamanager::EXIT_STORE_DAMAGED
+        } else {
+            1
+        }
+    }
+}
+
+/// How a damaged-store failure begins.
+const STORE_DAMAGED: &str = "store damaged";
+
 fn fail<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> AgentError + '_ {
     move |e| AgentError(format!("{what}: {e}"))
+}
+
+/// Opens the store under `root`; with `recover`, a damaged one is moved aside first.
+fn open_store(root: &std::path::Path, recover: bool) -> Result<Store, AgentError> {
+    let dir = root.join("meta");
+    let opened = if recover {
+        Store::open_recovering(&dir)
+    } else {
+        Store::open(&dir).map(|s| (s, None))
+    };
+    match opened {
+        Ok((store, Some(moved))) => {
+            tracing::warn!(
+                moved_to = %moved.display(),
+                "store damaged: moved aside, starting with an empty store (--store-recover); objects come back from the manifests and the cloud"
+            );
+            Ok(store)
+        }
+        Ok((store, None)) => Ok(store),
+        Err(e) if e.is_damage() => Err(AgentError(format!("{STORE_DAMAGED}: {e}"))),
+        Err(e) => Err(AgentError(format!("store: {e}"))),
+    }
 }
 
 /// Raises the soft limit of open files to the hard one: each running container holds about
@@ -84,7 +121,7 @@ pub fn run(flags: Flags) -> Result<(), AgentError> {
         crate::paths::private_dir(&d)
             .map_err(|e| AgentError(format!("root dir: {}: {e}", d.display())))?;
     }
-    let store = Arc::new(Store::open(&root.join("meta")).map_err(fail("store"))?);
+    let store = Arc::new(open_store(&root, flags.store_recover)?);
     for f in ["data.mdb", "lock.mdb"] {
         let p = root.join("meta").join(f);
         if let Err(e) =

@@ -243,7 +243,8 @@ impl Recorder {
             }
         };
         // Fire and forget: CloudCore sends no answer to events.
-        let _ = self.upstream.send(msg);
+        // CloudLink queues the message when `send` is called; the future only reports it.
+        drop(self.upstream.send(msg));
     }
 
     /// Forgets a deleted pod's events.

@@ -294,6 +294,12 @@ pub struct Flags {
     #[argh(option, default = "true")]
     pub enable_stream: bool,
 
+    /// a damaged store (truncated, overwritten or emptied data.mdb) is moved aside as
+    /// data.mdb.damaged-<seconds> and the agent starts with an empty one, rebuilt from the
+    /// manifests and the cloud; without it the agent refuses to start (exit code 3)
+    #[argh(switch)]
+    pub store_recover: bool,
+
     #[argh(subcommand)]
     pub command: Option<Command>,
 }

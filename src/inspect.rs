@@ -81,7 +81,8 @@ impl Output {
     }
 }
 
-/// An `edged get` failure and the exit code it means (2: bad usage, 1: nothing to show).
+/// An `edged get` failure and the exit code it means (2: bad usage, 1: nothing to show, 3: the
+/// store is damaged).
 #[derive(Debug)]
 pub struct InspectError {
     /// The exit code.
@@ -138,7 +139,14 @@ pub fn run(
             format!("unknown output `{}`: one of table, json, yaml", cmd.output),
         )
     })?;
-    let store = Store::open_read_only(&root.join("meta")).map_err(|e| fail(1, e.to_string()))?;
+    let store = Store::open_read_only(&root.join("meta")).map_err(|e| {
+        let code = if e.is_damage() {
+            crate::metamanager::EXIT_STORE_DAMAGED
+        } else {
+            1
+        };
+        fail(code, e.to_string())
+    })?;
     let objects = collect(&store, what, cmd).map_err(|e| fail(1, e))?;
     if objects.is_empty() {
         if let Some(name) = &cmd.name {

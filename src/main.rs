@@ -22,7 +22,13 @@ fn main() {
         .with_ansi(false)
         .init();
     let result: Result<(), Box<dyn std::error::Error>> = match &flags.command {
-        None => edged::agent::run(flags).map_err(Into::into),
+        None => {
+            if let Err(e) = edged::agent::run(flags) {
+                eprintln!("edged: {e}");
+                std::process::exit(e.exit_code());
+            }
+            Ok(())
+        }
         Some(Command::Get(cmd)) => std::process::exit(edged::inspect::main(&flags.root_dir, cmd)),
         Some(Command::Image(cmd)) => {
             edged::images::cli::run(&flags.root_dir, cmd).map_err(Into::into)

@@ -606,3 +606,31 @@ fn agent_runs_the_directory_and_edged_get_reads_it_beside() {
     let store = Store::open_read_only(&root.join("meta")).unwrap();
     assert!(store.get(Table::Pod, "default/web").unwrap().is_none());
 }
+
+#[test]
+fn a_deeply_nested_file_is_refused_at_once_and_holds_no_other() {
+    // 200,000 levels of `[` in 400 KB: libyaml took minutes on it (time grows with the square
+    // of the depth); it is refused before parsing, and the other file is applied in the same
+    // pass. The JSON form too (JSON is read as YAML).
+    let rig = Rig::new();
+    let mut src = rig.source();
+    let levels = 200_000;
+    rig.write(
+        "deep.yaml",
+        &format!("x: {}{}\n", "[".repeat(levels), "]".repeat(levels)),
+    );
+    rig.write(
+        "deep.json",
+        &format!("{{\"x\": {}{}}}", "[".repeat(levels), "]".repeat(levels)),
+    );
+    rig.write("web.yaml", &pod("web", "busybox:1"));
+    let start = std::time::Instant::now();
+    let r = rig.sync(&mut src);
+    eprintln!("pass with two 400 KB deep files took {:?}", start.elapsed());
+    assert_eq!(ops(&r), ["insert default/pod/web"]);
+    assert_eq!(r.errors.len(), 2, "{:?}", r.errors);
+    for (e, file) in r.errors.iter().zip(["deep.json", "deep.yaml"]) {
+        assert!(e.starts_with(file), "{e}");
+        assert!(e.contains("nesting deeper than 64 at line 1"), "{e}");
+    }
+}

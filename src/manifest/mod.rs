@@ -6,10 +6,11 @@
 //! and [`ANNOTATION_FILE`], so objects from the cloud in the same store are never touched, and
 //! at start the source finds what it made before (deleting what lost its file).
 //!
-//! Layers: [`read`] (files and documents), [`check`] (one object, as the API server checks it),
+//! Layers: [`read`] (files and documents, after [`depth`] bounds their nesting), [`check`] (one object, as the API server checks it),
 //! [`diff`] (the pure scan/compare core), and [`Source`] (applies changes through MetaManager).
 
 pub mod check;
+pub mod depth;
 pub mod diff;
 pub mod hash;
 pub mod read;

@@ -78,8 +78,16 @@ pub struct ParseError {
 }
 
 /// Splits a file's text into its objects: every YAML document (`---`), the items of a
-/// `kind: List`, empty documents skipped. JSON is read as the YAML it is.
+/// `kind: List`, empty documents skipped. JSON is read as the YAML it is. A text nested deeper
+/// than [`super::depth::MAX_DEPTH`] is refused before it is parsed.
 pub fn documents(text: &str) -> Result<Vec<Document>, ParseError> {
+    super::depth::check(text).map_err(|e| ParseError {
+        place: Place {
+            document: e.document,
+            item: None,
+        },
+        reason: e.to_string(),
+    })?;
     let mut out = Vec::new();
     for (i, doc) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
         let place = Place {

@@ -7,9 +7,10 @@
 //! answered from the store; a ConfigMap or Secret missing there is asked of the cloud through
 //! [`Upstream`], stored, handed on and ACKed before it is returned.
 
+pub mod check;
 pub mod store;
 
-pub use store::{key, Store, StoreError, Table, Write};
+pub use store::{key, Store, StoreError, Table, Write, EXIT_STORE_DAMAGED};
 
 use crate::message::{module, op, Message, Resource};
 use std::fmt;

@@ -4,7 +4,13 @@
 //! Every write is one LMDB transaction committed with fsync before it returns, so a write the
 //! agent has acknowledged survives `kill -9` and a power cut. Readers (`edged get`) may open the
 //! same files while the agent writes.
+//!
+//! Before LMDB maps `data.mdb`, [`super::check`] reads it (meta pages, every reachable page):
+//! a damaged file is refused with [`StoreError::is_damage`] set (exit code
+//! [`EXIT_STORE_DAMAGED`]) rather than mapped and met as a SIGBUS. [`Store::open_recovering`]
+//! moves a damaged file aside and starts an empty store instead (`--store-recover`).
 
+use super::check::{self, Damage, Health, DATA_FILE, USED_MARKER};
 use heed::types::{Bytes, Str};
 use heed::{Database, Env, EnvFlags, EnvOpenOptions, WithoutTls};
 use std::fmt;
@@ -13,6 +19,10 @@ use std::path::{Path, PathBuf};
 /// The on-disk format version, kept in the `meta` table. A release that changes the layout
 /// bumps it and migrates in [`Store::open`].
 pub const FORMAT_VERSION: u32 = 1;
+
+/// The exit code of the agent and of `edged get` when the store is damaged (see
+/// [`StoreError::is_damage`]).
+pub const EXIT_STORE_DAMAGED: i32 = 3;
 
 /// LMDB's map is address space, not disk: keep it modest on 32-bit devices.
 const MAP_SIZE: usize = if cfg!(target_pointer_width = "64") {
@@ -85,6 +95,30 @@ impl StoreError {
     pub fn is_no_space(&self) -> bool {
         crate::eviction::reserve::is_no_space(self.source.as_ref())
     }
+
+    /// Whether the store's file is damaged (truncated, overwritten, emptied): the agent then
+    /// exits with [`EXIT_STORE_DAMAGED`], and `--store-recover` moves the file aside.
+    pub fn is_damage(&self) -> bool {
+        if self.source.downcast_ref::<Damage>().is_some() {
+            return true;
+        }
+        matches!(
+            self.source.downcast_ref::<heed::Error>(),
+            Some(heed::Error::Mdb(
+                heed::MdbError::Corrupted
+                    | heed::MdbError::PageNotFound
+                    | heed::MdbError::Invalid
+                    | heed::MdbError::Panic
+            ))
+        )
+    }
+}
+
+fn damaged(dir: &Path, d: Damage) -> StoreError {
+    StoreError {
+        context: format!("open {}", dir.display()),
+        source: Box::new(d),
+    }
 }
 
 impl std::error::Error for StoreError {
@@ -118,9 +152,59 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating if needed) the store in `dir`, for the agent.
+    /// Opens (creating if needed) the store in `dir`, for the agent. A damaged file is
+    /// refused (see [`StoreError::is_damage`]).
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir).map_err(err(format!("create {}", dir.display())))?;
+        check::check(dir).map_err(|d| damaged(dir, d))?;
+        let store = Self::open_checked(dir)?;
+        mark_used(dir).map_err(err(format!("write {}", dir.join(USED_MARKER).display())))?;
+        Ok(store)
+    }
+
+    /// Opens the store in `dir` as [`Store::open`] does, but a damaged `data.mdb` is moved
+    /// aside (`data.mdb.damaged-<unix seconds>`) and an empty store made in its place: the
+    /// agent then rebuilds it from the manifests and the cloud. Returns where the damaged
+    /// file went, if one was.
+    pub fn open_recovering(dir: &Path) -> Result<(Store, Option<PathBuf>), StoreError> {
+        match Self::open(dir) {
+            Ok(s) => Ok((s, None)),
+            Err(e) if e.is_damage() => {
+                let secs = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                let from = dir.join(DATA_FILE);
+                let to = dir.join(format!("{DATA_FILE}.damaged-{secs}"));
+                let moved = if from.exists() {
+                    std::fs::rename(&from, &to).map_err(err(format!(
+                        "move {} to {}",
+                        from.display(),
+                        to.display()
+                    )))?;
+                    Some(to)
+                } else {
+                    None
+                };
+                // The lock file describes the old environment; the marker says data was
+                // here, which is no longer so.
+                for stale in ["lock.mdb", USED_MARKER] {
+                    match std::fs::remove_file(dir.join(stale)) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => {
+                            return Err(err(format!("remove {}", dir.join(stale).display()))(e))
+                        }
+                    }
+                }
+                let s = Self::open(dir)?;
+                Ok((s, moved))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn open_checked(dir: &Path) -> Result<Store, StoreError> {
         let env = Self::env(dir, EnvFlags::empty())?;
         let mut wtxn = env.write_txn().map_err(err("begin"))?;
         let mut tables = Vec::new();
@@ -162,7 +246,7 @@ impl Store {
 
     /// Opens an existing store read-only, beside a running agent (`edged get`).
     pub fn open_read_only(dir: &Path) -> Result<Store, StoreError> {
-        if !dir.join("data.mdb").exists() {
+        if check::check(dir).map_err(|d| damaged(dir, d))? == Health::New {
             return Err(StoreError {
                 context: format!("{}", dir.display()),
                 source: "no store here: has the agent run with this --root-dir?".into(),
@@ -300,6 +384,18 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+/// Writes the marker saying the store has been used, once, durably (the file and its
+/// directory synced), so an emptied `data.mdb` is later seen as damage.
+fn mark_used(dir: &Path) -> std::io::Result<()> {
+    let path = dir.join(USED_MARKER);
+    if path.exists() {
+        return Ok(());
+    }
+    let f = std::fs::File::create(&path)?;
+    f.sync_all()?;
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// The row key of a namespaced object.

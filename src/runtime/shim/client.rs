@@ -5,9 +5,9 @@
 
 use protobuf::Message;
 use std::io::{Read, Write};
-use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 const TASK_V2: &str = "containerd.task.v2.Task";
@@ -65,10 +65,45 @@ fn unknown_service(e: &RpcError) -> bool {
 /// A client of a shim. Every call has a connection of its own (a unix connect costs tens of
 /// microseconds): no reader threads per shim, a slow Wait never holds up a State, and a
 /// timed-out call leaves nothing behind.
+///
+/// A shim that stops answering (stopped, deadlocked) must not take the agent with it: the
+/// connect is bounded too (a frozen shim's accept queue fills, and a blocking connect then
+/// waits for ever), at most [`MAX_CALLS`] calls are in flight per shim (more wait for a slot
+/// within their own timeout), and consecutive timeouts are counted so the backend can call
+/// the shim [`unresponsive`](TaskClient::unresponsive) and treat it as dead.
 pub struct TaskClient {
     socket: String,
     /// The shim serves the v3 name (learned on the first refusal of v2).
     v3: AtomicBool,
+    /// Calls in flight (Wait aside).
+    busy: Mutex<usize>,
+    freed: Condvar,
+    /// Consecutive timed-out calls, and when the first of them began.
+    strikes: Mutex<(u32, Option<Instant>)>,
+}
+
+/// The most calls one shim is asked at once; `Wait`, a long poll that lasts a grace period,
+/// is not counted.
+pub const MAX_CALLS: usize = 4;
+/// A shim is unresponsive after this many timed-out calls in a row...
+const STRIKES: u32 = 3;
+/// ... spanning at least this long with no answer.
+const UNRESPONSIVE_FOR: Duration = Duration::from_secs(15);
+
+/// Whether a run of timeouts makes a shim unresponsive (a pure decision, table-tested).
+fn unresponsive(strikes: u32, silent_for: Duration) -> bool {
+    strikes >= STRIKES && silent_for >= UNRESPONSIVE_FOR
+}
+
+/// A slot among a shim's [`MAX_CALLS`], given back on drop.
+struct Slot<'a>(&'a TaskClient);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        let mut busy = self.0.busy.lock().unwrap_or_else(|p| p.into_inner());
+        *busy -= 1;
+        self.0.freed.notify_one();
+    }
 }
 
 const HEADER: usize = 10;
@@ -78,26 +113,125 @@ const TYPE_RESPONSE: u8 = 2;
 
 impl TaskClient {
     /// Checks that a shim listens at `address` (`unix:///path` or a plain path).
-    pub fn connect(address: &str) -> Result<TaskClient, RpcError> {
-        let c = TaskClient {
-            socket: address.trim_start_matches("unix://").to_string(),
-            v3: AtomicBool::new(false),
-        };
-        c.open()?;
+    /// Waits at most `timeout` for the connection.
+    pub fn connect(address: &str, timeout: Duration) -> Result<TaskClient, RpcError> {
+        let c = TaskClient::unconnected(address);
+        c.open(Instant::now() + timeout)?;
         Ok(c)
     }
 
-    fn open(&self) -> Result<UnixStream, RpcError> {
-        let r = match self.socket.strip_prefix('@') {
-            Some(name) => std::os::unix::net::SocketAddr::from_abstract_name(name)
-                .and_then(|a| UnixStream::connect_addr(&a)),
-            None => UnixStream::connect(&self.socket),
-        };
-        r.map_err(|e| RpcError::Disconnected(format!("connect {}: {e}", self.socket)))
+    /// A client of a shim that has not accepted a connection yet (calls connect each time).
+    pub fn unconnected(address: &str) -> TaskClient {
+        TaskClient {
+            socket: address.trim_start_matches("unix://").to_string(),
+            v3: AtomicBool::new(false),
+            busy: Mutex::new(0),
+            freed: Condvar::new(),
+            strikes: Mutex::new((0, None)),
+        }
     }
 
-    /// Calls `method` of the task service with a timeout.
+    /// Connects by `deadline`. The socket is non-blocking while it connects: a unix connect
+    /// to a listener whose accept queue is full (a frozen shim's fills up) answers EAGAIN
+    /// then, where a blocking one would wait until the shim accepts, maybe never.
+    fn open(&self, deadline: Instant) -> Result<UnixStream, RpcError> {
+        use nix::errno::Errno;
+        use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
+        use std::os::fd::AsRawFd;
+        let fail = |e: Errno| RpcError::Disconnected(format!("connect {}: {e}", self.socket));
+        let addr = match self.socket.strip_prefix('@') {
+            Some(name) => UnixAddr::new_abstract(name.as_bytes()),
+            None => UnixAddr::new(self.socket.as_str()),
+        }
+        .map_err(fail)?;
+        let fd = socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .map_err(fail)?;
+        loop {
+            match connect(fd.as_raw_fd(), &addr) {
+                Ok(()) => break,
+                Err(Errno::EINTR) => {}
+                Err(Errno::EAGAIN) => {
+                    if Instant::now() >= deadline {
+                        return Err(RpcError::Timeout);
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => return Err(fail(e)),
+            }
+        }
+        let s = UnixStream::from(fd);
+        s.set_nonblocking(false).map_err(io_error)?;
+        Ok(s)
+    }
+
+    /// Takes one of the shim's call slots, waiting for one until `deadline`.
+    fn slot(&self, deadline: Instant) -> Result<Slot<'_>, RpcError> {
+        let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        while *busy >= MAX_CALLS {
+            let left = deadline
+                .checked_duration_since(Instant::now())
+                .filter(|d| !d.is_zero())
+                .ok_or(RpcError::Timeout)?;
+            busy = self
+                .freed
+                .wait_timeout(busy, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        *busy += 1;
+        Ok(Slot(self))
+    }
+
+    /// Counts a call's outcome: a timeout is a strike, any answer clears them.
+    pub fn note<T>(&self, r: &Result<T, RpcError>, began: Instant) {
+        let mut s = self.strikes.lock().unwrap_or_else(|p| p.into_inner());
+        match r {
+            Err(RpcError::Timeout | RpcError::Status(ttrpc::Code::DEADLINE_EXCEEDED, _)) => {
+                s.0 += 1;
+                s.1.get_or_insert(began);
+            }
+            _ => *s = (0, None),
+        }
+    }
+
+    /// Whether the shim's last call timed out (no answer since).
+    pub fn timed_out(&self) -> bool {
+        self.strikes.lock().unwrap_or_else(|p| p.into_inner()).0 > 0
+    }
+
+    /// Whether the shim has let [`STRIKES`] calls in a row time out, over at least
+    /// [`UNRESPONSIVE_FOR`]: it is stopped or stuck, and no use to anyone.
+    pub fn unresponsive(&self) -> bool {
+        let s = self.strikes.lock().unwrap_or_else(|p| p.into_inner());
+        s.1.is_some_and(|first| unresponsive(s.0, first.elapsed()))
+    }
+
+    /// Calls `method` of the task service with a timeout (waiting for a call slot included).
+    /// A `Wait` neither takes a slot nor counts as a strike when it times out: it waits for
+    /// a process to exit and times out by design.
     pub fn call<Req: Message, Resp: Message>(
+        &self,
+        method: &str,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, RpcError> {
+        let began = Instant::now();
+        if method == "Wait" {
+            return self.call_unlimited(method, req, timeout);
+        }
+        let slot = self.slot(began + timeout)?;
+        let r = self.call_unlimited(method, req, timeout.saturating_sub(began.elapsed()));
+        drop(slot);
+        self.note(&r, began);
+        r
+    }
+
+    fn call_unlimited<Req: Message, Resp: Message>(
         &self,
         method: &str,
         req: &Req,
@@ -164,7 +298,7 @@ impl TaskClient {
         frame.extend_from_slice(&[TYPE_REQUEST, 0]);
         frame.extend_from_slice(&body);
 
-        let mut s = self.open()?;
+        let mut s = self.open(deadline)?;
         s.set_write_timeout(Some(remaining()?)).map_err(io_error)?;
         s.write_all(&frame).map_err(io_error)?;
         loop {
@@ -257,7 +391,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         for (name, go_style) in [("go.sock", true), ("rust.sock", false)] {
             let (server, addr) = serve(d.path(), name, go_style);
-            let c = TaskClient::connect(&addr).unwrap();
+            let c = TaskClient::connect(&addr, Duration::from_secs(5)).unwrap();
             for _ in 0..2 {
                 let r: StateResponse = c
                     .call(
@@ -283,7 +417,67 @@ mod tests {
     #[test]
     fn dead_socket_is_disconnected() {
         let d = tempfile::tempdir().unwrap();
-        let e = TaskClient::connect(&d.path().join("none.sock").display().to_string());
+        let e = TaskClient::connect(
+            &d.path().join("none.sock").display().to_string(),
+            Duration::from_secs(5),
+        );
         assert!(matches!(e, Err(RpcError::Disconnected(_))));
+    }
+
+    #[test]
+    fn unresponsive_needs_strikes_over_time() {
+        for (strikes, secs, want) in [
+            (0, 100, false),
+            (2, 100, false),
+            (3, 14, false),
+            (3, 15, true),
+            (10, 60, true),
+        ] {
+            assert_eq!(
+                unresponsive(strikes, Duration::from_secs(secs)),
+                want,
+                "{strikes} {secs}"
+            );
+        }
+    }
+
+    /// A listener that never accepts, its accept queue full: the connect and every call
+    /// time out (they used to block for ever), strikes are counted, and at most
+    /// [`MAX_CALLS`] calls wait on the shim at once.
+    #[test]
+    fn a_full_accept_queue_times_out_and_calls_are_limited() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("frozen.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let addr = path.display().to_string();
+        let c = std::sync::Arc::new(TaskClient::connect(&addr, Duration::from_secs(1)).unwrap());
+        // Fill the queue (a frozen shim's fills as calls pile up).
+        let mut held = Vec::new();
+        while let Ok(s) = c.open(Instant::now()) {
+            held.push(s);
+            assert!(held.len() < 100_000);
+        }
+        let t = Instant::now();
+        let e = c
+            .call::<_, crate::runtime::shim::proto::shim::StateResponse>(
+                "State",
+                &crate::runtime::shim::proto::shim::StateRequest::default(),
+                Duration::from_millis(300),
+            )
+            .unwrap_err();
+        assert!(matches!(e, RpcError::Timeout), "{e}");
+        assert!(t.elapsed() < Duration::from_secs(20), "bounded");
+        assert_eq!(c.strikes.lock().unwrap().0, 1);
+        // Slots: with MAX_CALLS taken, one more call waits its timeout for a slot.
+        let slots: Vec<Slot> = (0..MAX_CALLS)
+            .map(|_| c.slot(Instant::now()).unwrap())
+            .collect();
+        assert!(matches!(
+            c.slot(Instant::now() + Duration::from_millis(50)),
+            Err(RpcError::Timeout)
+        ));
+        drop(slots);
+        assert!(c.slot(Instant::now()).is_ok());
+        drop(listener);
     }
 }

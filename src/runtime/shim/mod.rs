@@ -247,6 +247,32 @@ impl ShimRuntime {
                 s.spawn(move || self.adopt_one(m));
             }
         });
+        // A shim that let its calls time out at adoption (stopped, stuck) would hold its pod
+        // unknown while the pod's next start replaces it at its address, leaving it behind:
+        // it is killed now and its containers cleaned up as a dead shim's (the pod workers
+        // then start them again).
+        let stuck: HashSet<String> = metas
+            .iter()
+            .filter_map(|m| self.address(&m.id))
+            .filter(|a| {
+                self.clients
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(a)
+                    .is_some_and(|c| c.timed_out())
+            })
+            .collect();
+        for address in &stuck {
+            self.kill_unresponsive_shim(address);
+        }
+        for m in metas
+            .iter()
+            .filter(|m| self.address(&m.id).is_some_and(|a| stuck.contains(&a)))
+        {
+            if let Err(e) = self.refresh(&m.id) {
+                tracing::warn!(container = %m.id, error = %e, "cleanup after a stuck shim failed");
+            }
+        }
     }
 
     fn adopt_one(&self, m: &ContainerMeta) {

@@ -22,14 +22,20 @@ pub(super) struct TaskState {
 }
 
 impl ShimRuntime {
+    /// The client of the shim at `address`. The connect runs outside the clients' lock: a
+    /// shim slow to accept must hold up only the calls to itself.
     pub(super) fn client(&self, address: &str) -> std::result::Result<Arc<TaskClient>, RpcError> {
-        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = clients.get(address) {
+        if let Some(c) = self
+            .clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(address)
+        {
             return Ok(c.clone());
         }
-        let c = Arc::new(TaskClient::connect(address)?);
-        clients.insert(address.to_string(), c.clone());
-        Ok(c)
+        let c = Arc::new(TaskClient::connect(address, RPC_QUICK)?);
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(clients.entry(address.to_string()).or_insert(c).clone())
     }
 
     pub(super) fn forget_client(&self, address: &str) {
@@ -40,7 +46,9 @@ impl ShimRuntime {
     }
 
     /// Calls a task RPC on container `id`'s shim; a broken cached connection is retried once
-    /// on a fresh one.
+    /// on a fresh one. A shim that has become [unresponsive](TaskClient::unresponsive) is
+    /// killed here and the call answers `Disconnected`, so the caller cleans up as for any
+    /// dead shim (`shim delete`, the container reported exited, the pod worker restarts it).
     pub(super) fn rpc<Req: Message, Resp: Message>(
         &self,
         id: &str,
@@ -51,13 +59,92 @@ impl ShimRuntime {
         let address = self
             .address(id)
             .ok_or_else(|| RpcError::Disconnected("no shim address in the bundle".into()))?;
-        let c = self.client(&address)?;
-        match c.call(method, req, timeout) {
-            Err(RpcError::Disconnected(_)) => {
-                self.forget_client(&address);
-                self.client(&address)?.call(method, req, timeout)
+        let began = Instant::now();
+        let (c, r) = match self.client(&address) {
+            Ok(c) => {
+                let r = match c.call(method, req, timeout) {
+                    Err(RpcError::Disconnected(_)) => {
+                        self.forget_client(&address);
+                        self.client(&address)?.call(method, req, timeout)
+                    }
+                    r => r,
+                };
+                (c, r)
+            }
+            // Not even connected in time: counted against the shim as a call would be.
+            Err(RpcError::Timeout) => {
+                let c = self.unconnected(&address);
+                let r = Err(RpcError::Timeout);
+                c.note(&r, began);
+                (c, r)
+            }
+            Err(e) => return Err(e),
+        };
+        match r {
+            Err(e) if is_timeout(&e) && c.unresponsive() => {
+                self.kill_unresponsive_shim(&address);
+                Err(RpcError::Disconnected(format!(
+                    "the shim stopped answering ({e}) and was killed"
+                )))
             }
             r => r,
+        }
+    }
+
+    /// A client for a shim that did not even accept the connection in time, to count
+    /// strikes on (its calls time out the same way).
+    fn unconnected(&self, address: &str) -> Arc<TaskClient> {
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        clients
+            .entry(address.to_string())
+            .or_insert_with(|| Arc::new(TaskClient::unconnected(address)))
+            .clone()
+    }
+
+    /// SIGKILLs the shim serving `address`: found by the `shim.pid` its start wrote in a
+    /// bundle it serves, or by a shim process whose working directory is such a bundle
+    /// (checked to run the shim binary either way). Its containers' processes are left to
+    /// the dead-shim cleanup (`shim delete`).
+    pub(super) fn kill_unresponsive_shim(&self, address: &str) {
+        self.forget_client(address);
+        let bundles: Vec<std::path::PathBuf> = self
+            .container_metas()
+            .iter()
+            .filter(|m| self.address(&m.id).as_deref() == Some(address))
+            .map(|m| self.bundle(&m.id))
+            .collect();
+        let mut pids: Vec<u32> = bundles
+            .iter()
+            .filter_map(|b| std::fs::read_to_string(b.join("shim.pid")).ok())
+            .filter_map(|s| s.trim().parse().ok())
+            .collect();
+        if pids.is_empty() {
+            for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+                let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+                    continue;
+                };
+                if std::fs::read_link(e.path().join("cwd")).is_ok_and(|cwd| bundles.contains(&cwd))
+                {
+                    pids.push(pid);
+                }
+            }
+        }
+        pids.sort_unstable();
+        pids.dedup();
+        for pid in pids {
+            if !watch::Proc::of(pid).is_some_and(|p| p.runs(&self.cfg.shim_binary)) {
+                continue;
+            }
+            tracing::warn!(shim = %address, pid, "shim unresponsive: killed, its containers are cleaned up as a dead shim's");
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            // Gone (or a zombie) within moments: SIGKILL works on a stopped process too.
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while watch::Proc::of(pid).is_some() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
         }
     }
 
@@ -314,7 +401,7 @@ impl ShimRuntime {
         if let Some(a) = self.address(&m.id) {
             self.forget_client(&a);
             // A dead shim leaves its socket behind; a live one (it lost only this task) keeps it.
-            if TaskClient::connect(&a).is_err() {
+            if TaskClient::connect(&a, Duration::from_secs(1)).is_err() {
                 let _ = std::fs::remove_file(a.trim_start_matches("unix://"));
             } else {
                 alive = true;
