@@ -11,11 +11,14 @@
 //! - [`images`]: the agent's own image store (content-addressed blobs, overlay rootfs).
 //! - [`volume`]: the volume manager (emptyDir, hostPath, configMap, secret, downwardAPI).
 //! - [`inspect`]: `edged get`, reading the store beside a running agent.
+//! - [`containerlogs`]: `edged logs` and the logs the HTTP API serves.
+//! - [`server`]: the kubelet's HTTP API (health, pods, container logs).
 //! - [`agent`]: wires the subsystems as tasks on one smol executor.
 
 pub mod agent;
 pub mod api;
 pub mod cloudlink;
+pub mod containerlogs;
 pub mod flags;
 pub mod gc;
 pub mod images;
