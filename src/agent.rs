@@ -196,6 +196,16 @@ pub fn run(flags: Flags) -> Result<(), AgentError> {
                     flags.image_gc_period.0,
                 )),
             ];
+            tasks.push(ex.spawn(crate::server::run(
+                crate::server::Config {
+                    address: flags.address,
+                    port: flags.port,
+                    cert_dir: flags.cert_dir(),
+                    log_dir: flags.pod_log_dir.clone(),
+                },
+                meta.store().clone(),
+                ex.clone(),
+            )));
             if let Some(dir) = flags.pod_manifest_path.clone() {
                 tasks.push(ex.spawn(crate::manifest::run(
                     dir,

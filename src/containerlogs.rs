@@ -67,12 +67,7 @@ pub struct Target {
 /// several containers needs a name.
 pub fn choose_container(pod: &Pod, name: Option<&str>) -> Result<String, LogsError> {
     let pod_name = &pod.metadata.name;
-    let all = || {
-        pod.spec
-            .containers
-            .iter()
-            .chain(&pod.spec.init_containers)
-    };
+    let all = || pod.spec.containers.iter().chain(&pod.spec.init_containers);
     match name {
         Some(n) if all().any(|c| c.name == n) => Ok(n.to_string()),
         Some(n) => Err(fail(
@@ -357,8 +352,10 @@ mod tests {
     }
 
     fn status(restarts: i32, state: serde_json::Value) -> api::ContainerStatus {
-        serde_json::from_value(json!({"name": "app", "restartCount": restarts, "state": state,
-            "ready": false, "image": "i", "imageID": ""}))
+        serde_json::from_value(
+            json!({"name": "app", "restartCount": restarts, "state": state,
+            "ready": false, "image": "i", "imageID": ""}),
+        )
         .unwrap()
     }
 
@@ -388,7 +385,10 @@ mod tests {
 
     #[test]
     fn attempt_choice() {
-        let waiting = status(0, json!({"waiting": {"reason": "CreateContainerConfigError"}}));
+        let waiting = status(
+            0,
+            json!({"waiting": {"reason": "CreateContainerConfigError"}}),
+        );
         let cases: &[(&[u32], bool, Result<u32, &str>)] = &[
             (&[0], false, Ok(0)),
             (&[3, 2], false, Ok(3)),

@@ -33,5 +33,6 @@ pub mod pleg;
 pub mod podmanager;
 pub mod prober;
 pub mod runtime;
+pub mod server;
 pub mod status;
 pub mod volume;

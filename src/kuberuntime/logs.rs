@@ -112,13 +112,9 @@ fn rotation_key(rest: &str) -> Option<(String, u64)> {
         None => (rest, 0),
     };
     let ok = stamp.len() == 15
-        && stamp.char_indices().all(|(i, c)| {
-            if i == 8 {
-                c == '-'
-            } else {
-                c.is_ascii_digit()
-            }
-        });
+        && stamp
+            .char_indices()
+            .all(|(i, c)| if i == 8 { c == '-' } else { c.is_ascii_digit() });
     ok.then(|| (stamp.to_string(), k))
 }
 
@@ -500,10 +496,11 @@ impl Watch {
         let _ = nix::poll::poll(&mut fds, PollTimeout::from(ms));
         self.clear();
     }
+}
 
-    /// The inotify descriptor, for an async caller to wait on.
-    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        use std::os::fd::AsFd;
+/// The inotify descriptor, for an async caller to wait on (`smol::Async<Watch>`).
+impl std::os::fd::AsFd for Watch {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.inotify.as_fd()
     }
 }
@@ -614,12 +611,26 @@ mod tests {
         assert!(e.partial);
         assert_eq!(e.text, b"some text");
         assert_eq!(e.time, at(1) + Duration::from_nanos(5));
-        assert_eq!(parse_line(b"2023-11-14T22:13:21Z stdout F").unwrap().text, b"");
-        for bad in [&b""[..], b"nonsense", b"2023-11-14T22:13:21Z stdin F x", b"x stdout F y"] {
+        assert_eq!(
+            parse_line(b"2023-11-14T22:13:21Z stdout F").unwrap().text,
+            b""
+        );
+        for bad in [
+            &b""[..],
+            b"nonsense",
+            b"2023-11-14T22:13:21Z stdin F x",
+            b"x stdout F y",
+        ] {
             assert!(parse_line(bad).is_none(), "{bad:?}");
         }
-        assert_eq!(rotation_key("20231114-221320"), Some(("20231114-221320".into(), 0)));
-        assert_eq!(rotation_key("20231114-221320.12"), Some(("20231114-221320".into(), 12)));
+        assert_eq!(
+            rotation_key("20231114-221320"),
+            Some(("20231114-221320".into(), 0))
+        );
+        assert_eq!(
+            rotation_key("20231114-221320.12"),
+            Some(("20231114-221320".into(), 12))
+        );
         assert_eq!(rotation_key("tmp"), None);
         assert_eq!(rotation_key("20231114-221320.x"), None);
     }
@@ -659,8 +670,10 @@ mod tests {
         let big = d.path().join("big/0.log");
         std::fs::create_dir_all(big.parent().unwrap()).unwrap();
         let texts: Vec<String> = (0..5000).map(|i| format!("line {i:05}")).collect();
-        let lines: Vec<(u64, &str, bool, &str)> =
-            texts.iter().map(|t| (1, "stdout", false, t.as_str())).collect();
+        let lines: Vec<(u64, &str, bool, &str)> = texts
+            .iter()
+            .map(|t| (1, "stdout", false, t.as_str()))
+            .collect();
         write(&big, &lines);
         for n in [1u64, 3, 4000, 5000, 6000] {
             let got = read_all(
@@ -708,7 +721,10 @@ mod tests {
     fn an_unfinished_line_goes_out_as_it_is() {
         let d = tempfile::tempdir().unwrap();
         let live = d.path().join("0.log");
-        write(&live, &[(1, "stdout", false, "a"), (2, "stdout", true, "b")]);
+        write(
+            &live,
+            &[(1, "stdout", false, "a"), (2, "stdout", true, "b")],
+        );
         // And a torn last line (the writer mid-write) is not read.
         std::fs::OpenOptions::new()
             .append(true)
