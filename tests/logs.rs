@@ -581,3 +581,153 @@ fn a_non_loopback_address_without_certificates_serves_no_plain_http() {
         "something listens on the port"
     );
 }
+
+/// PEM text of one DER object.
+fn pem(label: &str, der: &[u8]) -> String {
+    let b64 = edged::api::base64::encode(der);
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    format!(
+        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+        lines.join("\n")
+    )
+}
+
+/// A test CA: its certificate as PEM and DER, and the issuer that signs with it.
+struct TestCa {
+    pem: String,
+    der: rustls::pki_types::CertificateDer<'static>,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+fn test_ca() -> TestCa {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut p = rcgen::CertificateParams::default();
+    p.distinguished_name
+        .push(rcgen::DnType::CommonName, "KubeEdge");
+    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    p.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    let cert = p.self_signed(&key).unwrap();
+    TestCa {
+        pem: pem("CERTIFICATE", cert.der()),
+        der: cert.der().clone(),
+        issuer: rcgen::Issuer::new(p, key),
+    }
+}
+
+/// A certificate signed by `ca` for `127.0.0.1`: its PEM, its key's PKCS #8 PEM, and both
+/// as rustls takes them.
+fn signed(
+    ca: &TestCa,
+    cn: &str,
+) -> (
+    String,
+    String,
+    rustls::pki_types::CertificateDer<'static>,
+    rustls::pki_types::PrivateKeyDer<'static>,
+) {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut p = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+    p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+    p.extended_key_usages = vec![
+        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    p.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(1);
+    p.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(30);
+    let cert = p.signed_by(&key, &ca.issuer).unwrap();
+    let der_key = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+    (
+        pem("CERTIFICATE", cert.der()),
+        pem("PRIVATE KEY", &key.serialize_der()),
+        cert.der().clone(),
+        der_key,
+    )
+}
+
+/// `GET /healthz` over TLS to `port`, trusting `ca`, presenting `client` if given; the
+/// response text, or the error that ended it.
+fn tls_healthz(
+    port: u16,
+    ca: &TestCa,
+    client: Option<(
+        rustls::pki_types::CertificateDer<'static>,
+        rustls::pki_types::PrivateKeyDer<'static>,
+    )>,
+) -> Result<String, std::io::Error> {
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.der.clone()).unwrap();
+    let b = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let cfg = match client {
+        Some((c, k)) => b.with_client_auth_cert(vec![c], k).unwrap(),
+        None => b.with_no_client_auth(),
+    };
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(cfg), name).unwrap();
+    let sock = TcpStream::connect(("127.0.0.1", port))?;
+    sock.set_read_timeout(Some(Duration::from_secs(20)))?;
+    let mut tls = rustls::StreamOwned::new(conn, sock);
+    tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: n\r\nConnection: close\r\n\r\n")?;
+    let mut out = String::new();
+    tls.read_to_string(&mut out)?;
+    Ok(out)
+}
+
+/// Beyond loopback with the node certificate: TLS only, a client certificate from the node
+/// certificate's CA required; plain HTTP gets no HTTP answer.
+#[test]
+fn a_non_loopback_address_serves_tls_with_client_certificates_only() {
+    let ca = test_ca();
+    let (node_pem, node_key, _, _) = signed(&ca, "system:node:logs-node");
+    let certs = tempfile::tempdir().unwrap();
+    std::fs::write(certs.path().join("ca.crt"), &ca.pem).unwrap();
+    std::fs::write(certs.path().join("node.crt"), node_pem).unwrap();
+    std::fs::write(certs.path().join("node.key"), node_key).unwrap();
+    let cert_dir = certs.path().to_string_lossy().to_string();
+    let a = Agent::start(
+        "mtls",
+        &["--address", "0.0.0.0", "--cert-dir", &cert_dir],
+        &[],
+    );
+    a.wait_for("the API listening with TLS", || {
+        a.agent_log()
+            .contains("kubelet API listening address=0.0.0.0")
+            .then_some(())
+    });
+    assert!(a.agent_log().contains("tls=true"), "{}", a.agent_log());
+
+    // Plain HTTP: the handshake fails; no HTTP answer comes back.
+    let mut s = TcpStream::connect(("127.0.0.1", a.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: n\r\n\r\n")
+        .unwrap();
+    let mut back = Vec::new();
+    let _ = s.read_to_end(&mut back);
+    assert!(!back.starts_with(b"HTTP/"), "plain HTTP answered: {back:?}");
+
+    // TLS without a client certificate, or with one from another CA: refused.
+    let r = tls_healthz(a.port, &ca, None);
+    assert!(r.is_err(), "served without a client certificate: {r:?}");
+    let other = test_ca();
+    let (_, _, c, k) = signed(&other, "intruder");
+    let r = tls_healthz(a.port, &ca, Some((c, k)));
+    assert!(r.is_err(), "served a certificate of another CA: {r:?}");
+
+    // With one the node's CA signed: served.
+    let (_, _, c, k) = signed(&ca, "cloudstream");
+    let r = tls_healthz(a.port, &ca, Some((c, k))).expect("TLS with a client certificate");
+    assert!(
+        r.starts_with("HTTP/1.1 200 OK") && r.ends_with("\r\n\r\nok"),
+        "{r}"
+    );
+}
