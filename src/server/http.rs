@@ -273,6 +273,30 @@ mod tests {
     }
 
     #[test]
+    fn mutated_heads_never_panic() {
+        // What the fuzz target (fuzz/fuzz_targets/http_request.rs) does, briefly, in CI.
+        let seed = b"GET /containerLogs/default/web/app?follow=true&tailLines=10&sinceTime=2024-01-01T00%3A00%3A00Z HTTP/1.1\r\nHost: n\r\nConnection: keep-alive\r\n\r\n";
+        let mut rng = fastrand::Rng::with_seed(15);
+        let bytes = b"%/?&=+\r\n :0aZ\xff\x00";
+        for _ in 0..20_000 {
+            let mut m = seed.to_vec();
+            for _ in 0..rng.usize(1..6) {
+                let i = rng.usize(..m.len());
+                match rng.u8(..3) {
+                    0 => m[i] = bytes[rng.usize(..bytes.len())],
+                    1 => m.insert(i, bytes[rng.usize(..bytes.len())]),
+                    _ => m.truncate(i.max(1)),
+                }
+            }
+            if let Ok(Some((r, used))) = parse_request(&m) {
+                assert!(used <= m.len());
+                let _ = super::super::routes::route(&r.method, &r.segments);
+                let _ = super::super::routes::logs_query(&r.query, std::time::SystemTime::now());
+            }
+        }
+    }
+
+    #[test]
     fn responses() {
         assert_eq!(
             text(404, "not here", false),
