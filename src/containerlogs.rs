@@ -218,14 +218,25 @@ pub fn resolve(
     let name = choose_container(&p, container)?;
     let dir = crate::kuberuntime::pod_log_dir(log_dir, &p).join(&name);
     let status = stored_status(store, ns, pod);
-    let attempt = choose_attempt(
-        &attempts(&dir),
-        container_status(status.as_ref(), &name),
-        pod,
-        &name,
-        previous,
-    )
-    .map_err(|m| fail(ErrorKind::BadRequest, m))?;
+    let cs = container_status(status.as_ref(), &name);
+    let found = attempts(&dir);
+    let ran = cs.is_some_and(|c| {
+        c.state.running.is_some()
+            || c.state.terminated.is_some()
+            || c.last_state.terminated.is_some()
+    });
+    if found.is_empty() && ran {
+        // It ran, yet no log is where we look: another --pod-log-dir than the agent's.
+        return Err(fail(
+            ErrorKind::Internal,
+            format!(
+                "container \"{name}\" in pod \"{pod}\" has run but has no log under {} (is --pod-log-dir the agent's?)",
+                dir.display()
+            ),
+        ));
+    }
+    let attempt = choose_attempt(&found, cs, pod, &name, previous)
+        .map_err(|m| fail(ErrorKind::BadRequest, m))?;
     Ok(Target {
         namespace: ns.to_string(),
         pod: pod.to_string(),
@@ -448,6 +459,14 @@ mod tests {
         assert_eq!(e.message, "pod \"nope\" not found in namespace \"default\"");
         let e = resolve(&store, &logs, "default", "web", None, false).unwrap_err();
         assert_eq!(e.kind, ErrorKind::BadRequest);
+        // Running by its status, but no log where we look.
+        let s = json!({"phase": "Running", "containerStatuses": [
+            {"name": "app", "restartCount": 1, "state": {"running": {}}, "ready": true,
+             "image": "i", "imageID": ""}]});
+        store.put(Table::PodStatus, "default/web", &s).unwrap();
+        let e = resolve(&store, &logs, "default", "web", None, false).unwrap_err();
+        assert!(e.message.contains("--pod-log-dir"), "{e}");
+        store.delete(Table::PodStatus, "default/web").unwrap();
         let dir = logs.join("default_web_u1/app");
         std::fs::create_dir_all(&dir).unwrap();
         for f in ["0.log", "1.log", "1.log.20231114-221320"] {

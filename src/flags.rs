@@ -485,6 +485,25 @@ mod tests {
         assert!(msg.contains("--pod-manifest-path"), "{msg}");
         let f = Flags::parse(&["--root-dir", "/tmp/x", "get", "pods", "-o", "json"]).unwrap();
         assert!(matches!(f.command, Some(Command::Get(GetCmd { ref what, .. })) if what == "pods"));
+        let f = Flags::parse(&[
+            "logs", "web", "-c", "app", "-f", "--tail", "5", "--since", "1m",
+        ])
+        .unwrap();
+        let Some(Command::Logs(l)) = f.command else {
+            panic!("not logs")
+        };
+        assert_eq!(
+            (l.pod.as_str(), l.container.as_deref()),
+            ("web", Some("app"))
+        );
+        assert!(l.follow && !l.previous && l.tail == 5);
+        assert_eq!(l.since, Some(Dur(Duration::from_secs(60))));
+        assert_eq!(
+            (f.port, f.address.to_string().as_str()),
+            (10350, "127.0.0.1")
+        );
+        let (msg, code) = Flags::parse(&["--port", "70000"]).unwrap_err();
+        assert!(code == 2 && msg.contains("--port"), "{msg}");
     }
 
     #[test]
