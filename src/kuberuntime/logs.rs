@@ -9,6 +9,9 @@
 //! Unlike the kubelet, `tail` counts whole lines (a line split into partial pieces counts
 //! once), and rotated files are read too (the kubelet reads only the live file).
 //!
+//! The files are opened when reading starts (the live one first), so a rotation meanwhile hides
+//! no line.
+//!
 //! The reader itself never blocks waiting: [`LogReader::read`] returns [`Step::Idle`] at the
 //! end of the live file when following, and the caller waits on a [`Watch`] (inotify on the
 //! log directory) and checks the container.
@@ -118,21 +121,63 @@ fn rotation_key(rest: &str) -> Option<(String, u64)> {
     ok.then(|| (stamp.to_string(), k))
 }
 
-/// Every file of a container's log, oldest first: the rotated ones, then `live`.
-pub fn log_files(live: &Path) -> Vec<PathBuf> {
-    let mut files = rotated_files(live);
-    files.push(live.to_path_buf());
-    files
+/// A file of the log to read: opened already, or the live path, to open when reached (it
+/// was not there: renamed, the new one not made yet).
+enum Source {
+    Open(File, u64),
+    Live,
 }
 
-/// Calls `visit(offset, line)` for each line of `path` from the last to the first (without
-/// the `\n`), until it returns true. Returns whether it stopped early.
-fn lines_backward(path: &Path, mut visit: impl FnMut(u64, &[u8]) -> bool) -> std::io::Result<bool> {
-    let mut f = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-        Err(e) => return Err(e),
+/// The log's files, opened now, oldest first: the rotated ones, then the live one. The live
+/// file is opened first, so a rotation meanwhile hides no file (the one renamed is read as
+/// the live one, and found again by its inode when its end is reached). With `after`, only
+/// the files newer than the one of that inode.
+fn snapshot(live: &Path, after: Option<u64>) -> std::io::Result<Vec<Source>> {
+    let opened = |p: &Path| -> std::io::Result<Option<(File, u64)>> {
+        match File::open(p) {
+            Ok(f) => {
+                let ino = f.metadata()?.ino();
+                Ok(Some((f, ino)))
+            }
+            // Pruned meanwhile, or (the live one) not made yet.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
     };
+    let live_file = opened(live)?;
+    let live_ino = live_file.as_ref().map(|(_, i)| *i);
+    if after.is_some() && after == live_ino {
+        return Ok(Vec::new());
+    }
+    let mut rotated = Vec::new();
+    for p in rotated_files(live) {
+        if let Some((f, ino)) = opened(&p)? {
+            if Some(ino) != live_ino {
+                rotated.push((f, ino));
+            }
+        }
+    }
+    if let Some(a) = after {
+        // Not among them: pruned already, so every rotated file left is newer.
+        if let Some(i) = rotated.iter().position(|(_, ino)| *ino == a) {
+            rotated.drain(..=i);
+        }
+    }
+    let mut out: Vec<Source> = rotated
+        .into_iter()
+        .map(|(f, ino)| Source::Open(f, ino))
+        .collect();
+    out.push(match live_file {
+        Some((f, ino)) => Source::Open(f, ino),
+        None => Source::Live,
+    });
+    Ok(out)
+}
+
+/// Calls `visit(offset, line)` for each line of `f` from the last to the first (without
+/// the `\n`), until it returns true. Returns whether it stopped early.
+fn lines_backward(f: &File, mut visit: impl FnMut(u64, &[u8]) -> bool) -> std::io::Result<bool> {
+    use std::os::unix::fs::FileExt;
     let mut pos = f.metadata()?.len();
     // The bytes after `pos` not yet handed out: the start of a line whose beginning is before.
     let mut carry: Vec<u8> = Vec::new();
@@ -142,8 +187,8 @@ fn lines_backward(path: &Path, mut visit: impl FnMut(u64, &[u8]) -> bool) -> std
         }
         let start = pos.saturating_sub(CHUNK as u64);
         let mut data = vec![0u8; (pos - start) as usize];
-        f.seek(SeekFrom::Start(start))?;
-        f.read_exact(&mut data)?;
+        // Positional reads: the file's offset stays where reading will start.
+        f.read_exact_at(&mut data, start)?;
         data.extend_from_slice(&carry);
         let mut end = data.len();
         while let Some(nl) = data[..end].iter().rposition(|b| *b == b'\n') {
@@ -162,13 +207,13 @@ fn lines_backward(path: &Path, mut visit: impl FnMut(u64, &[u8]) -> bool) -> std
 /// how many whole lines read from there are not among the last `n` and are dropped (the
 /// lines of the other stream between the partial pieces of a counted line).
 /// A line is a full (`F`) line with the partial pieces of its stream before it.
-pub fn tail_start(files: &[PathBuf], n: u64) -> std::io::Result<(usize, u64, u64)> {
+fn tail_start(files: &[Source], n: u64) -> std::io::Result<(usize, u64, u64)> {
     let last = files.len().saturating_sub(1);
     if n == 0 {
-        let len = files
-            .get(last)
-            .and_then(|f| std::fs::metadata(f).ok())
-            .map_or(0, |m| m.len());
+        let len = match files.get(last) {
+            Some(Source::Open(f, _)) => f.metadata()?.len(),
+            _ => 0,
+        };
         return Ok((last, len, 0));
     }
     let mut count = 0;
@@ -178,6 +223,9 @@ pub fn tail_start(files: &[PathBuf], n: u64) -> std::io::Result<(usize, u64, u64
     // Lines not counted seen since `start` last moved, and those behind `start` now.
     let (mut extra, mut skip) = (0, 0);
     for (i, f) in files.iter().enumerate().rev() {
+        let Source::Open(f, _) = f else {
+            continue;
+        };
         let stopped = lines_backward(f, |off, line| {
             let Some(e) = parse_line(line) else {
                 return false;
@@ -210,7 +258,7 @@ pub struct LogReader {
     live: PathBuf,
     opts: LogOptions,
     /// Files still to read after the current one.
-    queue: VecDeque<PathBuf>,
+    queue: VecDeque<Source>,
     /// Where to start in the first file (the tail's start).
     first_offset: u64,
     /// Whole lines still to drop (see [`tail_start`]).
@@ -223,15 +271,15 @@ pub struct LogReader {
     /// Output bytes still allowed.
     remain: u64,
     /// The live file was seen renamed: read the old one to its end once more, then go on.
-    rotation: Option<Vec<PathBuf>>,
+    rotation: Option<Vec<Source>>,
     done: bool,
 }
 
 impl LogReader {
     /// Starts reading the log whose live file is `live`.
     pub fn open(live: &Path, opts: LogOptions) -> std::io::Result<LogReader> {
-        let files = log_files(live);
-        if !files.iter().any(|f| f.exists()) {
+        let files = snapshot(live, None)?;
+        if !files.iter().any(|f| matches!(f, Source::Open(..))) {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::NotFound,
                 format!("no log file at {}", live.display()),
@@ -349,61 +397,59 @@ impl LogReader {
         self.file = None;
     }
 
-    /// Opens the next file of the queue; false when there is none.
+    /// Opens the next file of the queue; false when there is none (or the live one is not
+    /// there yet).
     fn open_next(&mut self) -> std::io::Result<bool> {
-        while let Some(path) = self.queue.pop_front() {
-            match File::open(&path) {
-                Ok(mut f) => {
-                    let offset = std::mem::take(&mut self.first_offset);
-                    if offset > 0 {
-                        f.seek(SeekFrom::Start(offset))?;
-                    }
+        let Some(src) = self.queue.pop_front() else {
+            return Ok(false);
+        };
+        let (mut f, ino) = match src {
+            Source::Open(f, ino) => (f, ino),
+            Source::Live => match File::open(&self.live) {
+                Ok(f) => {
                     let ino = f.metadata()?.ino();
-                    self.file = Some((f, ino));
-                    return Ok(true);
+                    (f, ino)
                 }
-                // Pruned meanwhile (a rotated file), or not there yet (the live one).
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    self.first_offset = 0;
-                    if self.queue.is_empty() && path == self.live {
-                        // Keep the live path to try again later.
-                        self.queue.push_back(path);
-                        return Ok(false);
-                    }
+                    // Try again later.
+                    self.queue.push_front(Source::Live);
+                    return Ok(false);
                 }
                 Err(e) => return Err(e),
-            }
+            },
+        };
+        let offset = std::mem::take(&mut self.first_offset);
+        if offset > 0 {
+            f.seek(SeekFrom::Start(offset))?;
         }
-        Ok(false)
+        self.file = Some((f, ino));
+        Ok(true)
     }
 
     /// If the file being read is no longer the live file (rotated), the files to read after
-    /// it: the rotated ones newer than it, then the live one.
-    fn rotated_away(&self) -> std::io::Result<Option<Vec<PathBuf>>> {
+    /// it, opened: the rotated ones newer than it, then the live one.
+    fn rotated_away(&self) -> std::io::Result<Option<Vec<Source>>> {
         let Some((_, ino)) = &self.file else {
             return Ok(None);
         };
-        let live = match std::fs::metadata(&self.live) {
-            Ok(m) if m.ino() == *ino => return Ok(None),
-            Ok(_) => true,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        let ino = *ino;
+        match std::fs::metadata(&self.live) {
+            Ok(m) if m.ino() == ino => return Ok(None),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // Renamed and the new one not made yet: go on only if ours shows among the
+                // rotated files (else it is being renamed, or was removed: wait).
+                let seen = rotated_files(&self.live)
+                    .iter()
+                    .any(|p| std::fs::metadata(p).is_ok_and(|m| m.ino() == ino));
+                if !seen {
+                    return Ok(None);
+                }
+            }
             Err(e) => return Err(e),
-        };
-        let rotated = rotated_files(&self.live);
-        let at = rotated
-            .iter()
-            .position(|p| std::fs::metadata(p).is_ok_and(|m| m.ino() == *ino));
-        let from = match (at, live) {
-            (Some(i), _) => i + 1,
-            // A new live file and ours not among the rotated ones: pruned already, so every
-            // rotated file left is newer.
-            (None, true) => 0,
-            // Neither renamed where we can see it nor replaced: wait.
-            (None, false) => return Ok(None),
-        };
-        let mut next: Vec<PathBuf> = rotated[from..].to_vec();
-        next.push(self.live.clone());
-        Ok(Some(next))
+        }
+        let next = snapshot(&self.live, Some(ino))?;
+        Ok((!next.is_empty()).then_some(next))
     }
 
     /// Turns the whole physical lines read so far into output.
@@ -743,6 +789,38 @@ mod tests {
             ),
             "a\nb"
         );
+    }
+
+    #[test]
+    fn a_rotation_right_after_opening_hides_no_line() {
+        // The files are taken when the reader opens: the live one renamed before a byte of it
+        // was read is still read, then the new one.
+        let d = tempfile::tempdir().unwrap();
+        let live = d.path().join("0.log");
+        write(
+            &d.path().join("0.log.20231114-221320"),
+            &[(1, "stdout", false, "a")],
+        );
+        write(&live, &[(2, "stdout", false, "b")]);
+        for tail in [None, Some(2)] {
+            let mut r = LogReader::open(
+                &live,
+                LogOptions {
+                    tail,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            let rotated = d.path().join("0.log.20231114-221321");
+            std::fs::rename(&live, &rotated).unwrap();
+            write(&live, &[(3, "stdout", false, "c")]);
+            let mut out = Vec::new();
+            while r.read(&mut out, 1 << 20).unwrap() != Step::Done {}
+            assert_eq!(String::from_utf8_lossy(&out), "a\nb\nc\n", "tail {tail:?}");
+            // Back as it was for the next round.
+            std::fs::remove_file(&live).unwrap();
+            std::fs::rename(&rotated, &live).unwrap();
+        }
     }
 
     #[test]
