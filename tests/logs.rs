@@ -258,12 +258,13 @@ fn rotated(dir: &std::path::Path, attempt: u32) -> usize {
         .count()
 }
 
-/// 200 numbered lines, a 40000-byte line (split into partial pieces by the copier), the
-/// same lines on stderr: through rotation at 2 KiB, read by the CLI and the API.
+/// 200 numbered lines, a 40000-byte line (split into partial pieces by the copier), a line
+/// on stderr (apart in time: the two streams are copied with no order between them):
+/// through rotation at 2 KiB, read by the CLI and the API.
 #[test]
 fn rotated_logs_tail_timestamps_limit_and_the_api() {
     let script = "i=0; while [ $i -lt 200 ]; do printf 'line %03d\\n' $i; i=$((i+1)); done; \
-                  head -c 40000 /dev/zero | tr '\\0' x; echo; echo to stderr >&2; sleep 0.5; echo end; \
+                  head -c 40000 /dev/zero | tr '\\0' x; echo; sleep 0.5; echo to stderr >&2; sleep 0.5; echo end; \
                   sleep 1000";
     let a = Agent::start(
         "rot",
