@@ -271,6 +271,16 @@ pub fn run(flags: Flags) -> Result<(), AgentError> {
                 )),
                 ex.spawn(crate::memory::run(crate::memory::TRIM_PERIOD)),
             ];
+            tasks.push(ex.spawn(crate::server::run(
+                crate::server::Config {
+                    address: flags.address,
+                    port: flags.port,
+                    cert_dir: flags.cert_dir(),
+                    log_dir: flags.pod_log_dir.clone(),
+                },
+                meta.store().clone(),
+                ex.clone(),
+            )));
             tasks.push(ex.spawn(crate::eviction::run(eviction, pm.clone())));
             if let Some(source) = source {
                 tasks.push(ex.spawn(crate::manifest::keep_reading(
@@ -288,7 +298,7 @@ pub fn run(flags: Flags) -> Result<(), AgentError> {
                     match crate::cloudlink::stream::config_from(
                         l.config(),
                         flags.cloudstream_server.as_deref(),
-                        "127.0.0.1:10350",
+                        &kubelet_api_addr(flags.address, flags.port),
                     ) {
                         Ok(c) => tasks.push(ex.spawn(crate::cloudlink::stream::run(c))),
                         Err(e) => {
@@ -307,6 +317,16 @@ pub fn run(flags: Flags) -> Result<(), AgentError> {
     smol::block_on(ex.run(run));
     tracing::info!("edged stopped; containers left running");
     Ok(())
+}
+
+/// Where the stream tunnel replays requests: the kubelet API on loopback (the same port on
+/// 127.0.0.1 when it listens on all addresses; its own address otherwise).
+fn kubelet_api_addr(address: std::net::IpAddr, port: u16) -> String {
+    if address.is_unspecified() || address.is_loopback() {
+        format!("127.0.0.1:{port}")
+    } else {
+        std::net::SocketAddr::new(address, port).to_string()
+    }
 }
 
 /// Hands every event of `rx` to the pod manager.

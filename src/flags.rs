@@ -300,6 +300,15 @@ pub struct Flags {
     #[argh(switch)]
     pub store_recover: bool,
 
+    /// the address the kubelet API (logs, pods, health) listens on; any other than
+    /// loopback serves TLS with client certificates only (default 127.0.0.1)
+    #[argh(option, default = "std::net::IpAddr::from([127, 0, 0, 1])")]
+    pub address: std::net::IpAddr,
+
+    /// the port of the kubelet API; 0 turns it off (default 10350)
+    #[argh(option, default = "10350")]
+    pub port: u16,
+
     #[argh(subcommand)]
     pub command: Option<Command>,
 }
@@ -310,6 +319,7 @@ pub struct Flags {
 pub enum Command {
     Get(GetCmd),
     Image(ImageCmd),
+    Logs(LogsCmd),
 }
 
 /// show what the store holds (works beside a running agent)
@@ -328,6 +338,42 @@ pub struct GetCmd {
     /// output: table (default), json or yaml
     #[argh(option, short = 'o', default = "String::from(\"table\")")]
     pub output: String,
+}
+
+/// print a container's log, as kubectl logs (works beside a running agent)
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "logs")]
+pub struct LogsCmd {
+    /// the pod
+    #[argh(positional)]
+    pub pod: String,
+    /// the container (needed when the pod has several)
+    #[argh(option, short = 'c')]
+    pub container: Option<String>,
+    /// the namespace (default: default)
+    #[argh(option, short = 'n')]
+    pub namespace: Option<String>,
+    /// keep printing new lines until the container ends
+    #[argh(switch, short = 'f')]
+    pub follow: bool,
+    /// the container's instance before the current one
+    #[argh(switch)]
+    pub previous: bool,
+    /// only the last N lines (default: all)
+    #[argh(option, default = "-1")]
+    pub tail: i64,
+    /// only lines newer than this, as 5s, 2m, 3h
+    #[argh(option)]
+    pub since: Option<Dur>,
+    /// only lines written at or after this RFC 3339 time
+    #[argh(option)]
+    pub since_time: Option<String>,
+    /// prefix each line with its time (RFC 3339, nanoseconds)
+    #[argh(switch)]
+    pub timestamps: bool,
+    /// stop after this many bytes
+    #[argh(option)]
+    pub limit_bytes: Option<u64>,
 }
 
 /// manage the node's images
@@ -511,6 +557,25 @@ mod tests {
         assert!(msg.contains("--pod-manifest-path"), "{msg}");
         let f = Flags::parse(&["--root-dir", "/tmp/x", "get", "pods", "-o", "json"]).unwrap();
         assert!(matches!(f.command, Some(Command::Get(GetCmd { ref what, .. })) if what == "pods"));
+        let f = Flags::parse(&[
+            "logs", "web", "-c", "app", "-f", "--tail", "5", "--since", "1m",
+        ])
+        .unwrap();
+        let Some(Command::Logs(l)) = f.command else {
+            panic!("not logs")
+        };
+        assert_eq!(
+            (l.pod.as_str(), l.container.as_deref()),
+            ("web", Some("app"))
+        );
+        assert!(l.follow && !l.previous && l.tail == 5);
+        assert_eq!(l.since, Some(Dur(Duration::from_secs(60))));
+        assert_eq!(
+            (f.port, f.address.to_string().as_str()),
+            (10350, "127.0.0.1")
+        );
+        let (msg, code) = Flags::parse(&["--port", "70000"]).unwrap_err();
+        assert!(code == 2 && msg.contains("--port"), "{msg}");
     }
 
     #[test]

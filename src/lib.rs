@@ -13,11 +13,14 @@
 //!   projected).
 //! - [`token`]: the token manager (service-account tokens from the cloud).
 //! - [`inspect`]: `edged get`, reading the store beside a running agent.
+//! - [`containerlogs`]: `edged logs` and the logs the HTTP API serves.
+//! - [`server`]: the kubelet's HTTP API (health, pods, container logs).
 //! - [`agent`]: wires the subsystems as tasks on one smol executor.
 
 pub mod agent;
 pub mod api;
 pub mod cloudlink;
+pub mod containerlogs;
 pub mod events;
 pub mod eviction;
 pub mod flags;
@@ -36,6 +39,7 @@ pub mod pleg;
 pub mod podmanager;
 pub mod prober;
 pub mod runtime;
+pub mod server;
 pub mod status;
 pub mod token;
 pub mod volume;

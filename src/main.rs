@@ -30,6 +30,11 @@ fn main() {
             Ok(())
         }
         Some(Command::Get(cmd)) => std::process::exit(edged::inspect::main(&flags.root_dir, cmd)),
+        Some(Command::Logs(cmd)) => std::process::exit(edged::containerlogs::main(
+            &flags.root_dir,
+            &flags.pod_log_dir,
+            cmd,
+        )),
         Some(Command::Image(cmd)) => {
             edged::images::cli::run(&flags.root_dir, cmd).map_err(Into::into)
         }

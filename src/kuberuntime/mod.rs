@@ -3,6 +3,7 @@
 //! `$(VAR)` expanded, security contexts merged and the labels a relist needs.
 
 pub mod env;
+pub mod logs;
 pub mod termination;
 
 use crate::api::{self, Container, Pod};

@@ -83,33 +83,23 @@ pub fn message(file: &Path, policy: Policy, exit_code: i32, log: &Path) -> Optio
 }
 
 /// The last [`FALLBACK_LINES`] lines of a CRI log (the text of each line, partial lines
-/// joined), cut to the last [`FALLBACK_BYTES`].
+/// joined, rotated files included), cut to the last [`FALLBACK_BYTES`], as the kubelet reads
+/// them (ReadLogs into a ring buffer).
 pub fn log_tail(log: &Path) -> String {
-    let Ok(raw) = std::fs::read(log) else {
+    let opts = super::logs::LogOptions {
+        tail: Some(FALLBACK_LINES as u64),
+        ..Default::default()
+    };
+    let Ok(mut reader) = super::logs::LogReader::open(log, opts) else {
         return String::new();
     };
-    // Only the end matters: skip the head of a large file.
-    let start = raw.len().saturating_sub(64 * 1024);
-    let raw = &raw[start..];
-    let mut lines: Vec<Vec<u8>> = Vec::new();
-    let mut partial: Vec<u8> = Vec::new();
-    for line in raw.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-        // `<time> <stream> <P|F> <text>`
-        let mut parts = line.splitn(4, |b| *b == b' ');
-        let (_, _, tag, body) = (parts.next(), parts.next(), parts.next(), parts.next());
-        let body = body.unwrap_or_default();
-        partial.extend_from_slice(body);
-        if tag != Some(b"P") {
-            lines.push(std::mem::take(&mut partial));
+    let mut out = Vec::new();
+    while let Ok(step) = reader.read(&mut out, 64 * 1024) {
+        if step == super::logs::Step::Done {
+            break;
         }
-    }
-    if !partial.is_empty() {
-        lines.push(partial);
-    }
-    let from = lines.len().saturating_sub(FALLBACK_LINES);
-    let mut out = lines[from..].join(&b'\n');
-    if !out.is_empty() {
-        out.push(b'\n');
+        let cut = out.len().saturating_sub(FALLBACK_BYTES);
+        out.drain(..cut);
     }
     let cut = out.len().saturating_sub(FALLBACK_BYTES);
     String::from_utf8_lossy(&out[cut..]).into_owned()
