@@ -27,6 +27,8 @@ struct Agent {
     host: Host,
     node: String,
     child: Option<Child>,
+    /// The agent's kubelet API port (its own, so agents of parallel tests do not collide).
+    api_port: u16,
 }
 
 impl Agent {
@@ -44,6 +46,10 @@ impl Agent {
             dir,
             node: format!("edge-{tag}"),
             child: None,
+            api_port: std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .expect("a free port"),
         };
         a.host.import_test_image();
         let token_file = a.dir.path().join("token");
@@ -60,6 +66,7 @@ impl Agent {
             .args(["--cloudhub-server", &hub.ws_addr])
             .args(["--cloudhub-https-server", &hub.https_addr])
             .args(["--cloudstream-server", &hub.stream.addr])
+            .args(["--port", &a.api_port.to_string()])
             .arg("--token-file")
             .arg(&token_file)
             .args(["--status-update-frequency", "1s"])
@@ -1104,5 +1111,65 @@ fn the_stream_tunnel_is_kept_up() {
         // The session ended, not the tunnel.
         assert!(hub.stream.connected());
         assert_eq!(hub.stream.tunnels.load(Ordering::SeqCst), 2);
+    });
+}
+
+/// `kubectl logs` through the tunnel: CloudStream's LOGS_CONNECT is replayed against the
+/// node's kubelet API and the body comes back as DATA; a follow ends with REMOVE from the
+/// cloud; ten follows at once on one tunnel each get every line.
+#[test]
+fn kubectl_logs_through_the_stream_tunnel() {
+    bounded(150, async {
+        let hub = CloudHub::start(Lifetime::Long).await;
+        let a = Agent::start("logs", &hub, &hub.token());
+        accept_registration(&a, &hub).await;
+        let mut p = user_pod(
+            "talker",
+            "for i in $(seq 1 5); do echo line $i; done; while true; do echo tick; sleep 0.2; done",
+        );
+        p["spec"]["automountServiceAccountToken"] = json!(false);
+        hub.create_pod(&p, &a.node);
+        a.within(
+            "talker Running",
+            podpatch(&hub, "talker", |p| phase(p) == "Running"),
+        )
+        .await;
+        a.within("the tunnel", async {
+            while !hub.stream.connected() {
+                smol::Timer::after(Duration::from_millis(100)).await;
+            }
+        })
+        .await;
+        let mut s = hub
+            .stream
+            .request(0, "/containerLogs/default/talker/app?tailLines=100")
+            .expect("tunnel up");
+        assert!(
+            s.read_to_end(Duration::from_secs(20)).await,
+            "no end: {}",
+            s.text()
+        );
+        assert!(s.text().starts_with("line 1\nline 2\n"), "{}", s.text());
+        // Ten follows at once.
+        let mut follows: Vec<_> = (0..10)
+            .map(|_| {
+                hub.stream
+                    .request(0, "/containerLogs/default/talker/app?follow=true")
+                    .expect("tunnel up")
+            })
+            .collect();
+        for f in follows.iter_mut() {
+            let got = f
+                .read_until(Duration::from_secs(20), |b| {
+                    String::from_utf8_lossy(b).matches("tick").count() >= 10
+                })
+                .await;
+            assert!(got, "a follow got {:?}", f.text());
+            assert!(f.text().starts_with("line 1\n"), "{}", f.text());
+        }
+        for f in &follows {
+            hub.stream.remove(f.id);
+        }
+        assert!(hub.stream.connected());
     });
 }
