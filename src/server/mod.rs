@@ -20,6 +20,7 @@
 
 pub mod http;
 pub mod routes;
+pub mod streaming;
 pub mod tls;
 
 use crate::containerlogs::{self, ErrorKind, Target};

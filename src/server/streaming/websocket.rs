@@ -1,0 +1,1 @@
+//! WebSocket transport of streaming sessions (to be built).
