@@ -21,6 +21,30 @@ pub struct Request {
     pub keep_alive: bool,
     /// The body's length (a GET normally has none).
     pub content_length: u64,
+    /// Every header in order, names lower-cased, values trimmed (not UTF-8: empty).
+    pub headers: Vec<(String, String)>,
+}
+
+impl Request {
+    /// The first value of header `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every comma-separated token of every `name` header, in order (as Go's
+    /// `httpstream.ExtractProtocols` reads `X-Stream-Protocol-Version`).
+    pub fn header_tokens(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(k, _)| k == name)
+            .flat_map(|(_, v)| v.split(','))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .collect()
+    }
 }
 
 /// A request that cannot be read: answered 400 (or 431 for a head too large) and the
@@ -65,8 +89,10 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<(Request, usize)>, HttpError> 
     let version = req.version.unwrap_or(1);
     let mut keep_alive = version >= 1;
     let mut content_length = 0;
+    let mut headers = Vec::with_capacity(req.headers.len());
     for h in req.headers.iter() {
         let value = std::str::from_utf8(h.value).unwrap_or("").trim();
+        headers.push((h.name.to_ascii_lowercase(), value.to_string()));
         if h.name.eq_ignore_ascii_case("connection") {
             for token in value.split(',').map(str::trim) {
                 if token.eq_ignore_ascii_case("close") {
@@ -110,6 +136,7 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<(Request, usize)>, HttpError> 
             query,
             keep_alive,
             content_length,
+            headers,
         },
         used,
     )))

@@ -108,3 +108,8 @@ pub fn parse_resize(b: &[u8]) -> Option<TermSize> {
         height: s.height,
     })
 }
+
+/// Opens a TCP connection to a port inside the pod's network namespace (port-forward).
+pub type Dial = std::rc::Rc<
+    dyn Fn(u16) -> Pin<Box<dyn Future<Output = std::io::Result<smol::net::TcpStream>>>>,
+>;
