@@ -279,6 +279,7 @@ pub fn run(flags: Flags) -> Result<(), AgentError> {
                     log_dir: flags.pod_log_dir.clone(),
                 },
                 meta.store().clone(),
+                runtime.clone(),
                 ex.clone(),
             )));
             tasks.push(ex.spawn(crate::eviction::run(eviction, pm.clone())));

@@ -10,6 +10,7 @@ use edged::runtime::{
     ContainerConfig, ContainerState, ContainerStatus, ErrorKind, Mount, PodSandboxConfig,
     Resources, Runtime,
 };
+use edged::server::streaming::{exec, Outcome, StreamOptions, Streams, TermSize};
 use rootfs::{BusyboxRootfs, BUSYBOX};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -21,7 +22,7 @@ struct Env {
     _guard: MutexGuard<'static, ()>,
     dir: tempfile::TempDir,
     provider: Arc<BusyboxRootfs>,
-    rt: Option<ShimRuntime>,
+    rt: Option<Arc<ShimRuntime>>,
     runtime_binary: String,
 }
 
@@ -39,7 +40,7 @@ fn env_with(runtime_binary: &str) -> Env {
         rt: None,
         runtime_binary: runtime_binary.into(),
     };
-    e.rt = Some(e.open());
+    e.rt = Some(Arc::new(e.open()));
     e
 }
 
@@ -67,10 +68,15 @@ impl Env {
         self.rt.as_ref().unwrap()
     }
 
+    /// The backend as the agent holds it.
+    fn shared(&self) -> Arc<dyn Runtime> {
+        self.rt.as_ref().unwrap().clone()
+    }
+
     /// Drops the backend and opens a new one on the same root (an agent restart).
     fn restart(&mut self) {
         self.rt = None;
-        self.rt = Some(self.open());
+        self.rt = Some(Arc::new(self.open()));
     }
 
     fn pod(&self, name: &str) -> String {
@@ -378,6 +384,211 @@ fn exec_sync_output_and_timeout() {
         e.rt().container_status(&id).unwrap().state,
         ContainerState::Running
     );
+    e.rt().stop_container(&id, Duration::ZERO).unwrap();
+}
+
+/// A client's side of an exec session: what it sends and what it got.
+struct ExecClient {
+    stdin: Option<async_channel::Sender<Vec<u8>>>,
+    resize: Option<async_channel::Sender<TermSize>>,
+    stdout: async_channel::Receiver<Vec<u8>>,
+    stderr: async_channel::Receiver<Vec<u8>>,
+}
+
+fn exec_session(opts: StreamOptions) -> (ExecClient, Streams) {
+    let (in_tx, in_rx) = async_channel::bounded(4);
+    let (out_tx, out_rx) = async_channel::bounded(4);
+    let (err_tx, err_rx) = async_channel::bounded(4);
+    let (rs_tx, rs_rx) = async_channel::bounded(4);
+    (
+        ExecClient {
+            stdin: opts.stdin.then_some(in_tx),
+            resize: opts.tty.then_some(rs_tx),
+            stdout: out_rx,
+            stderr: err_rx,
+        },
+        Streams {
+            stdin: opts.stdin.then_some(in_rx),
+            stdout: Some(out_tx),
+            stderr: Some(err_tx),
+            resize: opts.tty.then_some(rs_rx),
+        },
+    )
+}
+
+/// Reads a stream to its end.
+async fn drain(rx: async_channel::Receiver<Vec<u8>>) -> String {
+    let mut all = Vec::new();
+    while let Ok(c) = rx.recv().await {
+        all.extend_from_slice(&c);
+    }
+    String::from_utf8_lossy(&all).into_owned()
+}
+
+#[test]
+fn interactive_exec_streams_and_exit_codes() {
+    let e = env();
+    let pod = e.pod("iexec");
+    let id = e.run(&pod, &e.config(&pod, "c", "sleep 1000"));
+    let sh = |s: &str| vec!["sh".to_string(), "-c".into(), s.into()];
+    let all = StreamOptions {
+        stdin: true,
+        stdout: true,
+        stderr: true,
+        tty: false,
+    };
+    smol::block_on(async {
+        // Output on both streams, the exit code carried back.
+        let (c, streams) = exec_session(StreamOptions {
+            stdin: false,
+            ..all
+        });
+        let (outcome, (out, err)) = smol::future::zip(
+            exec::exec(
+                e.shared(),
+                id.clone(),
+                sh("echo out; echo err >&2; exit 3"),
+                all,
+                streams,
+            ),
+            smol::future::zip(drain(c.stdout), drain(c.stderr)),
+        )
+        .await;
+        assert_eq!(outcome, Outcome::Exited(3));
+        assert_eq!((out.as_str(), err.as_str()), ("out\n", "err\n"));
+
+        // stdin streamed in; its end is the command's end of input. 200 KiB: more than a FIFO holds.
+        let (c, streams) = exec_session(all);
+        let input = c.stdin.clone().unwrap();
+        let feed = async move {
+            for i in 0..200 {
+                input.send(vec![b'a' + (i % 26) as u8; 1024]).await.unwrap();
+            }
+        };
+        let mut c = c;
+        c.stdin = None;
+        let ((outcome, (out, _)), ()) = smol::future::zip(
+            smol::future::zip(
+                exec::exec(e.shared(), id.clone(), sh("wc -c; exit 0"), all, streams),
+                smol::future::zip(drain(c.stdout), drain(c.stderr)),
+            ),
+            feed,
+        )
+        .await;
+        assert_eq!(outcome, Outcome::Exited(0));
+        assert_eq!(out.trim(), "204800");
+
+        // A terminal: one stream, resized from the client.
+        let tty = StreamOptions {
+            tty: true,
+            stderr: false,
+            ..all
+        };
+        let (c, streams) = exec_session(tty);
+        c.resize
+            .as_ref()
+            .unwrap()
+            .send(TermSize {
+                width: 100,
+                height: 40,
+            })
+            .await
+            .unwrap();
+        let (outcome, out) = smol::future::zip(
+            exec::exec(
+                e.shared(),
+                id.clone(),
+                sh("while [ \"$(stty size)\" != '40 100' ]; do sleep 0.1; done; tty; exit 7"),
+                tty,
+                streams,
+            ),
+            drain(c.stdout),
+        )
+        .await;
+        drop(c.stdin);
+        assert_eq!(outcome, Outcome::Exited(7));
+        assert!(out.contains("/dev/pts/"), "{out:?}");
+
+        // A command that does not exist: 127, the runtime's words on stderr.
+        let (c, streams) = exec_session(StreamOptions {
+            stdin: false,
+            ..all
+        });
+        let (outcome, (_, err)) = smol::future::zip(
+            exec::exec(
+                e.shared(),
+                id.clone(),
+                vec!["/no/such/command".into()],
+                all,
+                streams,
+            ),
+            smol::future::zip(drain(c.stdout), drain(c.stderr)),
+        )
+        .await;
+        assert_eq!(outcome, Outcome::Exited(127), "{err}");
+        assert!(err.contains("no such file"), "{err}");
+    });
+    // Every exec's FIFOs are gone from the bundle.
+    let bundle = e.dir.path().join("runtime/containers").join(&id);
+    let left: Vec<_> = std::fs::read_dir(&bundle)
+        .unwrap()
+        .filter_map(|d| d.ok())
+        .map(|d| d.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("exec-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    e.rt().stop_container(&id, Duration::ZERO).unwrap();
+}
+
+#[test]
+fn a_dropped_exec_session_kills_its_command() {
+    let e = env();
+    let pod = e.pod("dexec");
+    let id = e.run(&pod, &e.config(&pod, "c", "sleep 1000"));
+    let opts = StreamOptions {
+        stdin: true,
+        stdout: true,
+        stderr: true,
+        tty: false,
+    };
+    let (c, streams) = exec_session(opts);
+    smol::block_on(async {
+        let session = exec::exec(
+            e.shared(),
+            id.clone(),
+            vec![
+                "sh".into(),
+                "-c".into(),
+                "echo started; sleep 4242; echo never".into(),
+            ],
+            opts,
+            streams,
+        );
+        // The client goes away once the command runs.
+        let first = smol::future::or(
+            async {
+                session.await;
+                None
+            },
+            async { Some(c.stdout.recv().await.unwrap()) },
+        )
+        .await;
+        assert_eq!(first.as_deref(), Some(&b"started\n"[..]));
+    });
+    let deadline = Instant::now() + Duration::from_secs(15);
+    // The container's processes, from its cgroup as the host sees them.
+    let running = || {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|d| d.ok())
+            .filter_map(|d| std::fs::read(d.path().join("cmdline")).ok())
+            // The shell that printed "started" runs until it is killed.
+            .any(|c| c.starts_with(b"sh\x00-c\x00echo started; sleep 4242"))
+    };
+    while running() {
+        assert!(Instant::now() < deadline, "the exec still runs");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     e.rt().stop_container(&id, Duration::ZERO).unwrap();
 }
 
@@ -800,7 +1011,7 @@ fn power_cut_leftovers_reported_exited() {
     let _ = nix::mount::umount2(&bundle.join("rootfs"), nix::mount::MntFlags::MNT_DETACH);
     let _ = std::fs::remove_dir_all(format!("/run/containerd/runc/edged/{id}"));
     let _ = std::fs::remove_file(sock.trim().trim_start_matches("unix://"));
-    e.rt = Some(e.open());
+    e.rt = Some(Arc::new(e.open()));
     let s = e.rt().container_status(&id).unwrap();
     assert_eq!(s.state, ContainerState::Exited, "{s:?}");
     assert!(s.reason.is_some() && s.finished_at.is_some(), "{s:?}");

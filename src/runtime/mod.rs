@@ -211,6 +211,28 @@ pub struct ExecResult {
     pub stderr: Vec<u8>,
 }
 
+/// What an interactive exec runs and which of its streams the caller wants.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ExecSpec {
+    pub cmd: Vec<String>,
+    /// A terminal: stdout and stderr are one stream (stdout), resizes apply.
+    pub tty: bool,
+    pub stdin: bool,
+    pub stdout: bool,
+    pub stderr: bool,
+}
+
+/// A started interactive exec: its id and the caller's ends of its streams (non-blocking
+/// FIFOs, opened before the process started, so nothing it writes is lost).
+#[derive(Debug)]
+pub struct ExecIo {
+    pub exec_id: String,
+    /// Writing end of the process's stdin; dropping it is the end of input.
+    pub stdin: Option<std::fs::File>,
+    pub stdout: Option<std::fs::File>,
+    pub stderr: Option<std::fs::File>,
+}
+
 /// A container exit the runtime saw (a hint: [`Runtime::container_status`] is the truth).
 #[derive(Clone, Debug, PartialEq)]
 pub struct ExitEvent {
@@ -249,6 +271,19 @@ pub trait Runtime: Send + Sync {
     fn list_pod_containers(&self, pod_uid: &str) -> Result<Vec<ContainerStatus>>;
     /// Runs `cmd` in a running container, killing it after `timeout`.
     fn exec_sync(&self, id: &str, cmd: &[String], timeout: Duration) -> Result<ExecResult>;
+    /// Starts an interactive exec in a running container (`kubectl exec`): its streams are
+    /// handed back open; it runs until it exits. [`Runtime::exec_remove`] must follow.
+    fn exec_start(&self, id: &str, spec: &ExecSpec) -> Result<ExecIo>;
+    /// Sets an exec's terminal size (`exec_id` empty: the container's own process).
+    fn exec_resize(&self, id: &str, exec_id: &str, width: u16, height: u16) -> Result<()>;
+    /// Ends an exec's input (the shim keeps a writer of its own on the stdin FIFO, so the
+    /// caller's close alone is not the end).
+    fn exec_close_stdin(&self, id: &str, exec_id: &str) -> Result<()>;
+    /// Waits up to `timeout` for an exec to exit: its exit code, or `None` if it still runs.
+    fn exec_wait(&self, id: &str, exec_id: &str, timeout: Duration) -> Result<Option<i32>>;
+    /// Kills an exec if it still runs and removes it from its shim (its output copied out
+    /// first) and its FIFOs. Idempotent.
+    fn exec_remove(&self, id: &str, exec_id: &str) -> Result<()>;
     /// Exit events, as they arrive (every call returns the same channel).
     fn exit_events(&self) -> async_channel::Receiver<ExitEvent>;
 }

@@ -14,9 +14,10 @@
 //! time, so an idle follower holds no thread: it waits on inotify, a one-second tick (to see
 //! the container end) and its socket (to see the client leave).
 //!
-//! Exec, attach, port-forward and stats are not served yet: each will be a [`routes::Route`]
-//! and a handler here, taking the connection after the head is read (the upgrade to SPDY or
-//! WebSocket happens on the same stream `serve` holds).
+//! - `/exec`, `/attach` (`GET`/`POST`) and `/portForward`: the connection is upgraded to SPDY/3.1
+//!   or WebSocket ([`streaming`]) on the same stream `serve` holds, and the session runs there.
+//!
+//! Stats are not served yet.
 
 pub mod http;
 pub mod routes;
@@ -26,6 +27,7 @@ pub mod tls;
 use crate::containerlogs::{self, ErrorKind, Target};
 use crate::kuberuntime::logs::{Step, Watch};
 use crate::metamanager::{Store, Table};
+use crate::runtime::Runtime;
 use routes::Route;
 use serde_json::{json, Value};
 use smol::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -35,6 +37,7 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
+use streaming::{spdy, websocket, Outcome};
 
 /// How long a kept-alive connection may sit idle between requests.
 const IDLE: Duration = Duration::from_secs(60);
@@ -62,13 +65,19 @@ pub struct Config {
 
 struct Ctx {
     store: Arc<Store>,
+    runtime: Arc<dyn Runtime>,
     log_dir: PathBuf,
     connections: Cell<usize>,
 }
 
 /// Serves the API until the task is dropped. A server that cannot start (the port taken, no
 /// certificate for a non-loopback address) logs one error line and returns; the agent runs on.
-pub async fn run(cfg: Config, store: Arc<Store>, ex: Rc<smol::LocalExecutor<'static>>) {
+pub async fn run(
+    cfg: Config,
+    store: Arc<Store>,
+    runtime: Arc<dyn Runtime>,
+    ex: Rc<smol::LocalExecutor<'static>>,
+) {
     if cfg.port == 0 {
         tracing::info!("kubelet API off (--port 0)");
         return;
@@ -95,6 +104,7 @@ pub async fn run(cfg: Config, store: Arc<Store>, ex: Rc<smol::LocalExecutor<'sta
     tracing::info!(address = %cfg.address, port = cfg.port, tls = acceptor.is_some(), "kubelet API listening");
     let ctx = Rc::new(Ctx {
         store,
+        runtime,
         log_dir: cfg.log_dir,
         connections: Cell::new(0),
     });
@@ -171,7 +181,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, ctx: &Ctx) {
             let _ = s.close().await;
             return;
         }
-        let reusable = handle(&mut s, &req, ctx).await;
+        let reusable = handle(&mut s, &req, ctx, &mut buf).await;
         if s.flush().await.is_err() || !(reusable && req.keep_alive) {
             let _ = s.close().await;
             return;
@@ -184,6 +194,7 @@ async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut S,
     req: &http::Request,
     ctx: &Ctx,
+    buf: &mut Vec<u8>,
 ) -> bool {
     let ka = req.keep_alive;
     let answer = match routes::route(&req.method, &req.segments) {
@@ -200,6 +211,46 @@ async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
             pod,
             container,
         } => return container_logs(s, ctx, namespace, pod, container, &req.query, ka).await,
+        Route::Exec {
+            namespace,
+            pod,
+            container,
+        } => {
+            remote_command(
+                s,
+                std::mem::take(buf),
+                req,
+                ctx,
+                &namespace,
+                &pod,
+                &container,
+                true,
+            )
+            .await;
+            return false;
+        }
+        Route::Attach {
+            namespace,
+            pod,
+            container,
+        } => {
+            remote_command(
+                s,
+                std::mem::take(buf),
+                req,
+                ctx,
+                &namespace,
+                &pod,
+                &container,
+                false,
+            )
+            .await;
+            return false;
+        }
+        Route::PortForward { namespace, pod } => {
+            port_forward(s, std::mem::take(buf), req, ctx, &namespace, &pod).await;
+            return false;
+        }
         Route::MethodNotAllowed => http::text(405, "Method Not Allowed", ka),
         Route::NotFound => http::text(404, "404 page not found", ka),
     };
@@ -358,4 +409,126 @@ async fn idle_wait<S: AsyncRead + Unpin>(s: &mut S, watch: Option<&smol::Async<W
         Wake::ClientGone
     };
     smol::future::or(change, smol::future::or(tick, client)).await
+}
+
+/// The answer to a streaming request that is no upgrade (as the kubelet's upgrader says).
+const NOT_UPGRADED: &str = "unable to upgrade: missing upgrade headers in request";
+
+/// Serves `/exec` or `/attach`: checks the request and the container, then hands the
+/// connection to the transport it asks for.
+#[allow(clippy::too_many_arguments)]
+async fn remote_command<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    early: Vec<u8>,
+    req: &http::Request,
+    ctx: &Ctx,
+    namespace: &str,
+    pod: &str,
+    container: &str,
+    exec: bool,
+) {
+    let ws = websocket::is_upgrade(req);
+    if !ws && !spdy::is_upgrade(req) {
+        let _ = s.write_all(&http::text(400, NOT_UPGRADED, false)).await;
+        return;
+    }
+    let q = match routes::stream_query(&req.query, exec) {
+        Ok(q) => q,
+        Err(m) => {
+            let _ = s.write_all(&http::text(400, &m, false)).await;
+            return;
+        }
+    };
+    let (store, rt) = (ctx.store.clone(), ctx.runtime.clone());
+    let (ns, p, c) = (
+        namespace.to_string(),
+        pod.to_string(),
+        container.to_string(),
+    );
+    let found =
+        smol::unblock(move || streaming::exec::find_container(&store, rt.as_ref(), &ns, &p, &c))
+            .await;
+    let id = match found {
+        Ok(id) => id,
+        Err(e) => {
+            let _ = s.write_all(&http::text(e.status, &e.message, false)).await;
+            return;
+        }
+    };
+    tracing::info!(pod = %format!("{namespace}/{pod}"), container, exec, transport = if ws { "websocket" } else { "spdy" }, "stream session");
+    let rt = ctx.runtime.clone();
+    let opts = q.options;
+    let command = q.command;
+    let session: streaming::Session = if exec {
+        Box::new(move |streams| Box::pin(streaming::exec::exec(rt, id, command, opts, streams)))
+    } else {
+        Box::new(move |_streams| {
+            Box::pin(async { Outcome::Failed("attach is not available on this node yet".into()) })
+        })
+    };
+    if ws {
+        websocket::serve_remotecommand(s, early, req, opts, session).await;
+    } else {
+        spdy::serve_remotecommand(s, early, req, opts, session).await;
+    }
+}
+
+/// Serves `/portForward`: connections into the pod's network namespace.
+async fn port_forward<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    early: Vec<u8>,
+    req: &http::Request,
+    ctx: &Ctx,
+    namespace: &str,
+    pod: &str,
+) {
+    let ws = websocket::is_upgrade(req);
+    if !ws && !spdy::is_upgrade(req) {
+        let _ = s.write_all(&http::text(400, NOT_UPGRADED, false)).await;
+        return;
+    }
+    let (store, rt) = (ctx.store.clone(), ctx.runtime.clone());
+    let key = format!("{namespace}/{pod}");
+    let netns = smol::unblock(move || pod_netns(&store, rt.as_ref(), &key)).await;
+    let netns = match netns {
+        Ok(n) => n,
+        Err((status, m)) => {
+            let _ = s.write_all(&http::text(status, &m, false)).await;
+            return;
+        }
+    };
+    tracing::info!(pod = %format!("{namespace}/{pod}"), transport = if ws { "websocket" } else { "spdy" }, "port-forward session");
+    let dial: streaming::Dial = std::rc::Rc::new(move |port| {
+        let netns = netns.clone();
+        Box::pin(async move {
+            let std_stream = crate::prober::handlers::in_netns(netns, move || {
+                std::net::TcpStream::connect(("127.0.0.1", port))
+            })
+            .await?;
+            smol::net::TcpStream::try_from(std_stream)
+        })
+    });
+    if ws {
+        websocket::serve_portforward(s, early, req, dial).await;
+    } else {
+        spdy::serve_portforward(s, early, req, dial).await;
+    }
+}
+
+/// The network namespace of pod `key` (`None`: the host's, for a hostNetwork pod).
+fn pod_netns(store: &Store, rt: &dyn Runtime, key: &str) -> Result<Option<PathBuf>, (u16, String)> {
+    let obj = store
+        .get(Table::Pod, key)
+        .map_err(|e| (500, e.to_string()))?
+        .ok_or_else(|| (404, format!("pod {key} not found")))?;
+    let uid = obj
+        .pointer("/metadata/uid")
+        .and_then(|u| u.as_str())
+        .unwrap_or_default();
+    let sandboxes = rt.list_pod_sandboxes().map_err(|e| (500, e.to_string()))?;
+    sandboxes
+        .into_iter()
+        .find(|sb| sb.uid == uid)
+        .map(|sb| sb.netns)
+        .ok_or_else(|| (404, format!("pod {key} has no sandbox (not running yet)")))
 }

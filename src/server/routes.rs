@@ -1,9 +1,10 @@
 //! Which handler a request goes to, and the `/containerLogs` query as log options (the
 //! kubelet's `PodLogOptions` with its validation), as pure decisions.
 //!
-//! Routes not served yet (`/exec`, `/attach`, `/portForward`, `/stats/summary`,
-//! `/metrics/resource`) are 404 here; each becomes a variant of [`Route`] when built.
+//! Routes not served yet (`/stats/summary`, `/metrics/resource`) are 404 here; each becomes a
+//! variant of [`Route`] when built.
 
+use super::streaming::StreamOptions;
 use crate::kuberuntime::logs::LogOptions;
 use std::time::{Duration, SystemTime};
 
@@ -20,7 +21,21 @@ pub enum Route {
         pod: String,
         container: String,
     },
-    /// A known path with another method than GET.
+    /// `/exec/{namespace}/{pod}[/{uid}]/{container}` (GET or POST, upgraded to a stream).
+    Exec {
+        namespace: String,
+        pod: String,
+        container: String,
+    },
+    /// `/attach/{namespace}/{pod}[/{uid}]/{container}` (GET or POST, upgraded).
+    Attach {
+        namespace: String,
+        pod: String,
+        container: String,
+    },
+    /// `/portForward/{namespace}/{pod}[/{uid}]` (GET or POST, upgraded).
+    PortForward { namespace: String, pod: String },
+    /// A known path with a method it does not take.
     MethodNotAllowed,
     /// Anything else.
     NotFound,
@@ -29,6 +44,37 @@ pub enum Route {
 /// Routes a request by its method and path segments.
 pub fn route(method: &str, segments: &[String]) -> Route {
     let seg: Vec<&str> = segments.iter().map(String::as_str).collect();
+    let (ns, pod, c) = match seg.as_slice() {
+        [_, ns, pod, c] | [_, ns, pod, _, c] => (ns.to_string(), pod.to_string(), c.to_string()),
+        [_, ns, pod] => (ns.to_string(), pod.to_string(), String::new()),
+        _ => Default::default(),
+    };
+    let streaming = match seg.as_slice() {
+        ["exec", ..] if seg.len() == 4 || seg.len() == 5 => Some(Route::Exec {
+            namespace: ns,
+            pod,
+            container: c,
+        }),
+        ["attach", ..] if seg.len() == 4 || seg.len() == 5 => Some(Route::Attach {
+            namespace: ns,
+            pod,
+            container: c,
+        }),
+        ["portForward", _, pod_name] | ["portForward", _, pod_name, _] => {
+            Some(Route::PortForward {
+                namespace: seg[1].to_string(),
+                pod: pod_name.to_string(),
+            })
+        }
+        _ => None,
+    };
+    if let Some(r) = streaming {
+        return if method == "GET" || method == "POST" {
+            r
+        } else {
+            Route::MethodNotAllowed
+        };
+    }
     let found = match seg.as_slice() {
         ["healthz"] => Route::Healthz,
         ["pods"] => Route::Pods,
@@ -51,6 +97,46 @@ pub fn route(method: &str, segments: &[String]) -> Route {
 pub struct LogsQuery {
     pub options: LogOptions,
     pub previous: bool,
+}
+
+/// What an exec or attach asks for: its streams and (exec) its command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamQuery {
+    pub options: StreamOptions,
+    pub command: Vec<String>,
+}
+
+/// Parses the query of `/exec` and `/attach` as the kubelet's `remotecommand.NewOptions`: the
+/// API server sends `input`, `output`, `error`, `tty` as `1` and `command` once per argument;
+/// `stdin`, `stdout`, `stderr` (kubectl's names) are read too. A terminal has no separate
+/// stderr. An error names what is missing.
+pub fn stream_query(query: &[(String, String)], exec: bool) -> Result<StreamQuery, String> {
+    let mut q = StreamQuery {
+        options: StreamOptions::default(),
+        command: Vec::new(),
+    };
+    for (k, v) in query {
+        let on = || boolean(k, v);
+        match k.as_str() {
+            "input" | "stdin" => q.options.stdin = on()?,
+            "output" | "stdout" => q.options.stdout = on()?,
+            "error" | "stderr" => q.options.stderr = on()?,
+            "tty" => q.options.tty = on()?,
+            "command" => q.command.push(v.clone()),
+            _ => {}
+        }
+    }
+    if q.options.tty {
+        q.options.stderr = false;
+    }
+    let o = q.options;
+    if !o.stdin && !o.stdout && !o.stderr {
+        return Err("you must specify at least 1 of stdin, stdout, stderr".into());
+    }
+    if exec && q.command.is_empty() {
+        return Err("command: an exec needs a command (command=... once per argument)".into());
+    }
+    Ok(q)
 }
 
 /// Reads a boolean as Go's `strconv.ParseBool` (a bare name means true).
@@ -138,14 +224,84 @@ mod tests {
             }
         );
         assert_eq!(route("POST", &segs("/healthz")), Route::MethodNotAllowed);
+        let exec = |c: &str| Route::Exec {
+            namespace: "ns".into(),
+            pod: "web".into(),
+            container: c.into(),
+        };
+        assert_eq!(route("POST", &segs("/exec/ns/web/app")), exec("app"));
+        assert_eq!(route("GET", &segs("/exec/ns/web/uid-1/app")), exec("app"));
+        assert_eq!(
+            route("POST", &segs("/attach/ns/web/app")),
+            Route::Attach {
+                namespace: "ns".into(),
+                pod: "web".into(),
+                container: "app".into()
+            }
+        );
+        let pf = Route::PortForward {
+            namespace: "ns".into(),
+            pod: "web".into(),
+        };
+        assert_eq!(route("POST", &segs("/portForward/ns/web")), pf);
+        assert_eq!(route("GET", &segs("/portForward/ns/web/uid-1")), pf);
+        assert_eq!(
+            route("DELETE", &segs("/exec/ns/web/app")),
+            Route::MethodNotAllowed
+        );
         for p in [
             "/",
             "/containerLogs/ns/web",
             "/containerLogs/ns/web/app/x",
-            "/exec/ns/web/app",
+            "/exec/ns/web",
+            "/exec/ns/web/a/b/c",
+            "/portForward/ns",
             "/stats/summary",
         ] {
             assert_eq!(route("GET", &segs(p)), Route::NotFound, "{p}");
+        }
+    }
+
+    fn pairs(s: &str) -> Vec<(String, String)> {
+        s.split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                (k.to_string(), v.to_string())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn stream_queries() {
+        let q = stream_query(
+            &pairs("input=1&output=1&tty=1&error=1&command=sh&command=-c&command=echo hi"),
+            true,
+        )
+        .unwrap();
+        assert_eq!(
+            q.options,
+            StreamOptions {
+                stdin: true,
+                stdout: true,
+                stderr: false,
+                tty: true
+            }
+        );
+        assert_eq!(q.command, ["sh", "-c", "echo hi"]);
+        let k = stream_query(&pairs("stdout=true&stderr=true&command=ls"), true).unwrap();
+        assert!(k.options.stdout && k.options.stderr && !k.options.stdin);
+        assert!(stream_query(&pairs("output=1"), false)
+            .unwrap()
+            .command
+            .is_empty());
+        for (bad, says) in [
+            ("command=ls", "you must specify"),
+            ("output=1", "command"),
+            ("output=yes&command=ls", "output"),
+        ] {
+            let e = stream_query(&pairs(bad), true).unwrap_err();
+            assert!(e.starts_with(says), "{bad}: {e}");
         }
     }
 

@@ -1,12 +1,22 @@
-//! `exec_sync`: a command run in a running container (probes, `kubectl exec` without a TTY),
-//! its output to files in the bundle, killed after its timeout.
+//! Commands run in a running container: `exec_sync` (probes), its output to files in the
+//! bundle and killed after its timeout; and interactive execs (`kubectl exec`), whose stdio are
+//! FIFOs in the bundle the caller holds the other ends of.
 
 use super::proto::shim as pb;
 use super::{
-    check_name, err, io_err, is_timeout, new_id, rpc_err, ShimRuntime, KILL_WAIT, RPC_SLOW,
+    check_name, err, io_err, is_timeout, new_id, rpc_err, ShimRuntime, KILL_WAIT, RPC_QUICK,
+    RPC_SLOW,
 };
-use crate::runtime::{oci, ErrorKind, ExecResult, Result};
+use crate::runtime::{oci, ErrorKind, ExecIo, ExecResult, ExecSpec, Result};
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// The FIFOs of an interactive exec, in its container's bundle.
+fn exec_fifos(bundle: &Path, exec_id: &str) -> [PathBuf; 3] {
+    ["stdin", "stdout", "stderr"].map(|s| bundle.join(format!("{exec_id}.{s}")))
+}
 
 impl ShimRuntime {
     /// Runs `cmd` in container `id` (its user, env and cwd), killing it after `timeout`.
@@ -106,5 +116,201 @@ impl ShimRuntime {
         let r = run();
         cleanup();
         r
+    }
+
+    /// Starts an interactive exec (see [`crate::runtime::Runtime::exec_start`]).
+    pub(super) fn exec_start(&self, id: &str, want: &ExecSpec) -> Result<ExecIo> {
+        check_name(id, "container id")?;
+        if want.cmd.is_empty() {
+            return Err(err(
+                id,
+                "exec",
+                ErrorKind::InvalidConfig,
+                "no command given",
+            ));
+        }
+        let b = self.bundle(id);
+        let spec: serde_json::Value = std::fs::read(b.join("config.json"))
+            .ok()
+            .and_then(|s| serde_json::from_slice(&s).ok())
+            .ok_or_else(|| {
+                err(
+                    id,
+                    "exec",
+                    ErrorKind::NotFound,
+                    "no such container (no spec in its bundle)",
+                )
+            })?;
+        let exec_id = format!("exec-{}", &new_id()[..12]);
+        let [fin, fout, ferr] = exec_fifos(&b, &exec_id);
+        let stderr_wanted = want.stderr && !want.tty;
+        let mut made = Vec::new();
+        for (f, on) in [
+            (&fin, want.stdin),
+            (&fout, want.stdout),
+            (&ferr, stderr_wanted),
+        ] {
+            if on {
+                nix::unistd::mkfifo(f, nix::sys::stat::Mode::from_bits_truncate(0o600))
+                    .map_err(|e| io_err(id, "exec mkfifo", e))?;
+                made.push(f.clone());
+            }
+        }
+        let cleanup = || {
+            for f in &made {
+                let _ = std::fs::remove_file(f);
+            }
+        };
+        // Our ends open before the shim opens its own: the write end of stdin read-write (an
+        // open that never blocks, and our close is the end of input), the readers non-blocking.
+        let open = |f: &Path, on: bool, write: bool| -> std::io::Result<Option<File>> {
+            if !on {
+                return Ok(None);
+            }
+            OpenOptions::new()
+                .read(true)
+                .write(write)
+                .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+                .open(f)
+                .map(Some)
+        };
+        let files = (|| {
+            Ok::<_, std::io::Error>((
+                open(&fin, want.stdin, true)?,
+                open(&fout, want.stdout, false)?,
+                open(&ferr, stderr_wanted, false)?,
+            ))
+        })();
+        let (stdin, stdout, stderr) = match files {
+            Ok(f) => f,
+            Err(e) => {
+                cleanup();
+                return Err(io_err(id, "exec open fifos", e));
+            }
+        };
+        let mut process = oci::exec_process(&spec, &want.cmd);
+        process["terminal"] = serde_json::json!(want.tty);
+        let path = |f: &PathBuf, on: bool| {
+            if on {
+                f.to_string_lossy().into_owned()
+            } else {
+                String::new()
+            }
+        };
+        let req = pb::ExecProcessRequest {
+            id: id.into(),
+            exec_id: exec_id.clone(),
+            terminal: want.tty,
+            stdin: path(&fin, want.stdin),
+            stdout: path(&fout, want.stdout),
+            stderr: path(&ferr, stderr_wanted),
+            spec: protobuf::MessageField::some(protobuf::well_known_types::any::Any {
+                type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process".into(),
+                value: serde_json::to_vec(&process).map_err(|e| io_err(id, "exec", e))?,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let r: std::result::Result<protobuf::well_known_types::empty::Empty, _> =
+            self.rpc(id, "Exec", &req, RPC_SLOW);
+        if let Err(e) = r {
+            cleanup();
+            return Err(rpc_err(id, "exec", e));
+        }
+        let started: std::result::Result<pb::StartResponse, _> = self.rpc(
+            id,
+            "Start",
+            &pb::StartRequest {
+                id: id.into(),
+                exec_id: exec_id.clone(),
+                ..Default::default()
+            },
+            RPC_SLOW,
+        );
+        if let Err(e) = started {
+            let _ = self.exec_remove(id, &exec_id);
+            // The shim's message says why (runc: "exec failed: ... no such file or directory").
+            return Err(rpc_err(id, "exec start", e));
+        }
+        Ok(ExecIo {
+            exec_id,
+            stdin,
+            stdout,
+            stderr,
+        })
+    }
+
+    /// Sets a process's terminal size.
+    pub(super) fn exec_resize(&self, id: &str, exec_id: &str, w: u16, h: u16) -> Result<()> {
+        let r: std::result::Result<protobuf::well_known_types::empty::Empty, _> = self.rpc(
+            id,
+            "ResizePty",
+            &pb::ResizePtyRequest {
+                id: id.into(),
+                exec_id: exec_id.into(),
+                width: w.into(),
+                height: h.into(),
+                ..Default::default()
+            },
+            RPC_QUICK,
+        );
+        r.map(|_| ()).map_err(|e| rpc_err(id, "resize", e))
+    }
+
+    /// Closes the shim's side of a process's stdin (CloseIO), its end of input.
+    pub(super) fn exec_close_stdin(&self, id: &str, exec_id: &str) -> Result<()> {
+        let r: std::result::Result<protobuf::well_known_types::empty::Empty, _> = self.rpc(
+            id,
+            "CloseIO",
+            &pb::CloseIORequest {
+                id: id.into(),
+                exec_id: exec_id.into(),
+                stdin: true,
+                ..Default::default()
+            },
+            RPC_QUICK,
+        );
+        match r {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(rpc_err(id, "close stdin", e)),
+        }
+    }
+
+    /// Waits up to `timeout` for an exec's exit.
+    pub(super) fn exec_wait(&self, id: &str, exec_id: &str, t: Duration) -> Result<Option<i32>> {
+        match self.wait(id, exec_id, t) {
+            Ok(w) => Ok(Some(w.exit_status as i32)),
+            Err(e) if is_timeout(&e) => Ok(None),
+            Err(e) => Err(rpc_err(id, "exec wait", e)),
+        }
+    }
+
+    /// Kills an exec if it runs, deletes it from its shim and removes its FIFOs.
+    pub(super) fn exec_remove(&self, id: &str, exec_id: &str) -> Result<()> {
+        check_name(id, "container id")?;
+        check_name(exec_id, "exec id")?;
+        let b = self.bundle(id);
+        let _ = self.kill(id, exec_id, libc::SIGKILL as u32);
+        let _ = self.wait(id, exec_id, KILL_WAIT);
+        // Delete waits (2 s at most) for the shim's copy of the output to finish.
+        let r: std::result::Result<pb::DeleteResponse, _> = self.rpc(
+            id,
+            "Delete",
+            &pb::DeleteRequest {
+                id: id.into(),
+                exec_id: exec_id.into(),
+                ..Default::default()
+            },
+            RPC_SLOW,
+        );
+        for f in exec_fifos(&b, exec_id) {
+            let _ = std::fs::remove_file(f);
+        }
+        match r {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(rpc_err(id, "exec delete", e)),
+        }
     }
 }

@@ -30,8 +30,8 @@ use super::cgroups::Layout;
 use super::logs::{Copier, Rotation};
 use super::{oci, sandbox};
 use super::{
-    ContainerConfig, ContainerState, ContainerStatus, ErrorKind, ExecResult, ExitEvent,
-    PodSandboxConfig, Result, RootfsProvider, Runtime, RuntimeError, Sandbox,
+    ContainerConfig, ContainerState, ContainerStatus, ErrorKind, ExecIo, ExecResult, ExecSpec,
+    ExitEvent, PodSandboxConfig, Result, RootfsProvider, Runtime, RuntimeError, Sandbox,
 };
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -1071,6 +1071,26 @@ impl Runtime for ShimRuntime {
 
     fn exec_sync(&self, id: &str, cmd: &[String], timeout: Duration) -> Result<ExecResult> {
         self.exec(id, cmd, timeout)
+    }
+
+    fn exec_start(&self, id: &str, spec: &ExecSpec) -> Result<ExecIo> {
+        ShimRuntime::exec_start(self, id, spec)
+    }
+
+    fn exec_resize(&self, id: &str, exec_id: &str, width: u16, height: u16) -> Result<()> {
+        ShimRuntime::exec_resize(self, id, exec_id, width, height)
+    }
+
+    fn exec_close_stdin(&self, id: &str, exec_id: &str) -> Result<()> {
+        ShimRuntime::exec_close_stdin(self, id, exec_id)
+    }
+
+    fn exec_wait(&self, id: &str, exec_id: &str, timeout: Duration) -> Result<Option<i32>> {
+        ShimRuntime::exec_wait(self, id, exec_id, timeout)
+    }
+
+    fn exec_remove(&self, id: &str, exec_id: &str) -> Result<()> {
+        ShimRuntime::exec_remove(self, id, exec_id)
     }
 
     fn exit_events(&self) -> async_channel::Receiver<ExitEvent> {

@@ -9,6 +9,7 @@
 //! side (the shim's exec, a container's own process) sees channels only, so each transport is
 //! tested with an echo session and the runtime with a channel client.
 
+pub mod exec;
 pub mod spdy;
 pub mod websocket;
 
