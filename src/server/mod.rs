@@ -6,6 +6,8 @@
 //! - `GET /containerLogs/{ns}/{pod}/{container}` with `follow`, `previous`, `tailLines`,
 //!   `sinceSeconds`, `sinceTime`, `timestamps`, `limitBytes`: the log as [`crate::containerlogs`]
 //!   finds it and [`crate::kuberuntime::logs`] reads it, chunked.
+//! - `GET /stats/summary` (`only_cpu_and_memory`), `GET /metrics/resource`: the node's and
+//!   pods' usage as [`crate::stats`] reads it ([`stats`]).
 //!
 //! Plain HTTP/1.1 (keep-alive) on loopback. Bound to any other address it serves TLS only,
 //! with a client certificate required (verified against the node certificate's CA, see
@@ -14,12 +16,13 @@
 //! time, so an idle follower holds no thread: it waits on inotify, a one-second tick (to see
 //! the container end) and its socket (to see the client leave).
 //!
-//! Exec, attach, port-forward and stats are not served yet: each will be a [`routes::Route`]
+//! Exec, attach and port-forward are not served yet: each will be a [`routes::Route`]
 //! and a handler here, taking the connection after the head is read (the upgrade to SPDY or
 //! WebSocket happens on the same stream `serve` holds).
 
 pub mod http;
 pub mod routes;
+pub mod stats;
 pub mod streaming;
 pub mod tls;
 
@@ -58,11 +61,16 @@ pub struct Config {
     pub cert_dir: PathBuf,
     /// `--pod-log-dir`.
     pub log_dir: PathBuf,
+    /// The node's name (the summary's `nodeName`).
+    pub node_name: String,
+    /// `--root-dir` (nodefs, imagefs, writable layers and volumes, for the stats).
+    pub root_dir: PathBuf,
 }
 
 struct Ctx {
     store: Arc<Store>,
     log_dir: PathBuf,
+    stats: Arc<stats::StatsCtx>,
     connections: Cell<usize>,
 }
 
@@ -93,9 +101,19 @@ pub async fn run(cfg: Config, store: Arc<Store>, ex: Rc<smol::LocalExecutor<'sta
         }
     };
     tracing::info!(address = %cfg.address, port = cfg.port, tls = acceptor.is_some(), "kubelet API listening");
+    let stats = Arc::new(stats::StatsCtx {
+        sources: crate::stats::Sources {
+            node_name: cfg.node_name,
+            layout: crate::runtime::cgroups::Layout::detect(),
+            root_dir: cfg.root_dir,
+            log_dir: cfg.log_dir.clone(),
+        },
+        rates: crate::stats::rate::RateCache::new(),
+    });
     let ctx = Rc::new(Ctx {
         store,
         log_dir: cfg.log_dir,
+        stats,
         connections: Cell::new(0),
     });
     loop {
@@ -200,6 +218,12 @@ async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
             pod,
             container,
         } => return container_logs(s, ctx, namespace, pod, container, &req.query, ka).await,
+        Route::StatsSummary => {
+            stats::summary(ctx.store.clone(), ctx.stats.clone(), &req.query, ka).await
+        }
+        Route::MetricsResource => {
+            stats::resource_metrics(ctx.store.clone(), ctx.stats.clone(), ka).await
+        }
         Route::MethodNotAllowed => http::text(405, "Method Not Allowed", ka),
         Route::NotFound => http::text(404, "404 page not found", ka),
     };

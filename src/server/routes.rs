@@ -1,8 +1,8 @@
 //! Which handler a request goes to, and the `/containerLogs` query as log options (the
 //! kubelet's `PodLogOptions` with its validation), as pure decisions.
 //!
-//! Routes not served yet (`/exec`, `/attach`, `/portForward`, `/stats/summary`,
-//! `/metrics/resource`) are 404 here; each becomes a variant of [`Route`] when built.
+//! Routes not served yet (`/exec`, `/attach`, `/portForward`) are 404 here; each becomes a
+//! variant of [`Route`] when built.
 
 use crate::kuberuntime::logs::LogOptions;
 use std::time::{Duration, SystemTime};
@@ -20,6 +20,10 @@ pub enum Route {
         pod: String,
         container: String,
     },
+    /// `GET /stats/summary`: the kubelet's stats Summary.
+    StatsSummary,
+    /// `GET /metrics/resource`: CPU and memory as Prometheus text (for metrics-server).
+    MetricsResource,
     /// A known path with another method than GET.
     MethodNotAllowed,
     /// Anything else.
@@ -32,6 +36,8 @@ pub fn route(method: &str, segments: &[String]) -> Route {
     let found = match seg.as_slice() {
         ["healthz"] => Route::Healthz,
         ["pods"] => Route::Pods,
+        ["stats", "summary"] => Route::StatsSummary,
+        ["metrics", "resource"] => Route::MetricsResource,
         ["containerLogs", ns, pod, c] => Route::ContainerLogs {
             namespace: ns.to_string(),
             pod: pod.to_string(),
@@ -137,13 +143,25 @@ mod tests {
                 container: "app".into()
             }
         );
+        assert_eq!(route("GET", &segs("/stats/summary")), Route::StatsSummary);
+        assert_eq!(
+            route("GET", &segs("/metrics/resource/")),
+            Route::MetricsResource
+        );
         assert_eq!(route("POST", &segs("/healthz")), Route::MethodNotAllowed);
+        assert_eq!(
+            route("PUT", &segs("/stats/summary")),
+            Route::MethodNotAllowed
+        );
         for p in [
             "/",
             "/containerLogs/ns/web",
             "/containerLogs/ns/web/app/x",
             "/exec/ns/web/app",
-            "/stats/summary",
+            "/stats",
+            "/stats/summary/x",
+            "/metrics",
+            "/metrics/cadvisor",
         ] {
             assert_eq!(route("GET", &segs(p)), Route::NotFound, "{p}");
         }
