@@ -345,6 +345,18 @@ mod tests {
             (m.usage, m.working_set, m.rss, m.limit),
             (5000, 4000, 2000, None)
         );
+        // The v2 root: no memory.current nor memory.max, usage given (from /proc/meminfo).
+        let root = tempfile::tempdir().unwrap();
+        std::fs::write(
+            root.path().join("memory.stat"),
+            "anon 10\ninactive_file 40\npgfault 1\n",
+        )
+        .unwrap();
+        let m = memory_at(root.path(), Version::V2, Some(100)).unwrap();
+        assert_eq!(
+            (m.usage, m.working_set, m.rss, m.limit),
+            (100, 60, 10, None)
+        );
         let e = cpu_usage_ns(&v1, "/gone").unwrap_err();
         assert!(
             e.to_string().contains("gone/cpuacct.usage: cannot read"),
