@@ -123,7 +123,7 @@ pub fn running_containers(status: Option<&PodStatus>) -> Vec<RunningContainer> {
         .collect()
 }
 
-/// The counts of what could not be read in one pass (logged, and `scrape_error` is set).
+/// What could not be read in one pass (left out of the figures; logged at debug level).
 #[derive(Debug, Default)]
 pub struct Problems {
     pub errors: Vec<String>,
