@@ -277,6 +277,8 @@ pub fn run(flags: Flags) -> Result<(), AgentError> {
                     port: flags.port,
                     cert_dir: flags.cert_dir(),
                     log_dir: flags.pod_log_dir.clone(),
+                    node_name: node.clone(),
+                    root_dir: root.clone(),
                 },
                 meta.store().clone(),
                 runtime.clone(),

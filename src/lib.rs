@@ -14,7 +14,8 @@
 //! - [`token`]: the token manager (service-account tokens from the cloud).
 //! - [`inspect`]: `edged get`, reading the store beside a running agent.
 //! - [`containerlogs`]: `edged logs` and the logs the HTTP API serves.
-//! - [`server`]: the kubelet's HTTP API (health, pods, container logs).
+//! - [`server`]: the kubelet's HTTP API (health, pods, container logs, stats).
+//! - [`stats`]: resource usage of the node, pods and containers (summary, resource metrics).
 //! - [`agent`]: wires the subsystems as tasks on one smol executor.
 
 pub mod agent;
@@ -40,6 +41,7 @@ pub mod podmanager;
 pub mod prober;
 pub mod runtime;
 pub mod server;
+pub mod stats;
 pub mod status;
 pub mod token;
 pub mod volume;

@@ -6,6 +6,8 @@
 //! - `GET /containerLogs/{ns}/{pod}/{container}` with `follow`, `previous`, `tailLines`,
 //!   `sinceSeconds`, `sinceTime`, `timestamps`, `limitBytes`: the log as [`crate::containerlogs`]
 //!   finds it and [`crate::kuberuntime::logs`] reads it, chunked.
+//! - `GET /stats/summary` (`only_cpu_and_memory`), `GET /metrics/resource`: the node's and
+//!   pods' usage as [`crate::stats`] reads it ([`stats`]).
 //!
 //! Plain HTTP/1.1 (keep-alive) on loopback. Bound to any other address it serves TLS only,
 //! with a client certificate required (verified against the node certificate's CA, see
@@ -16,11 +18,10 @@
 //!
 //! - `/exec`, `/attach` (`GET`/`POST`) and `/portForward`: the connection is upgraded to SPDY/3.1
 //!   or WebSocket ([`streaming`]) on the same stream `serve` holds, and the session runs there.
-//!
-//! Stats are not served yet.
 
 pub mod http;
 pub mod routes;
+pub mod stats;
 pub mod streaming;
 pub mod tls;
 
@@ -61,12 +62,17 @@ pub struct Config {
     pub cert_dir: PathBuf,
     /// `--pod-log-dir`.
     pub log_dir: PathBuf,
+    /// The node's name (the summary's `nodeName`).
+    pub node_name: String,
+    /// `--root-dir` (nodefs, imagefs, writable layers and volumes, for the stats).
+    pub root_dir: PathBuf,
 }
 
 struct Ctx {
     store: Arc<Store>,
     runtime: Arc<dyn Runtime>,
     log_dir: PathBuf,
+    stats: Arc<stats::StatsCtx>,
     connections: Cell<usize>,
 }
 
@@ -102,10 +108,20 @@ pub async fn run(
         }
     };
     tracing::info!(address = %cfg.address, port = cfg.port, tls = acceptor.is_some(), "kubelet API listening");
+    let stats = Arc::new(stats::StatsCtx {
+        sources: crate::stats::Sources {
+            node_name: cfg.node_name,
+            layout: crate::runtime::cgroups::Layout::detect(),
+            root_dir: cfg.root_dir,
+            log_dir: cfg.log_dir.clone(),
+        },
+        rates: crate::stats::rate::RateCache::new(),
+    });
     let ctx = Rc::new(Ctx {
         store,
         runtime,
         log_dir: cfg.log_dir,
+        stats,
         connections: Cell::new(0),
     });
     loop {
@@ -250,6 +266,12 @@ async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
         Route::PortForward { namespace, pod } => {
             port_forward(s, std::mem::take(buf), req, ctx, &namespace, &pod).await;
             return false;
+        }
+        Route::StatsSummary => {
+            stats::summary(ctx.store.clone(), ctx.stats.clone(), &req.query, ka).await
+        }
+        Route::MetricsResource => {
+            stats::resource_metrics(ctx.store.clone(), ctx.stats.clone(), ka).await
         }
         Route::MethodNotAllowed => http::text(405, "Method Not Allowed", ka),
         Route::NotFound => http::text(404, "404 page not found", ka),

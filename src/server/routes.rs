@@ -1,8 +1,6 @@
 //! Which handler a request goes to, and the `/containerLogs` query as log options (the
-//! kubelet's `PodLogOptions` with its validation), as pure decisions.
-//!
-//! Routes not served yet (`/stats/summary`, `/metrics/resource`) are 404 here; each becomes a
-//! variant of [`Route`] when built.
+//! kubelet's `PodLogOptions` with its validation), and the `/exec`/`/attach` query as stream
+//! options, as pure decisions.
 
 use super::streaming::StreamOptions;
 use crate::kuberuntime::logs::LogOptions;
@@ -35,6 +33,10 @@ pub enum Route {
     },
     /// `/portForward/{namespace}/{pod}[/{uid}]` (GET or POST, upgraded).
     PortForward { namespace: String, pod: String },
+    /// `GET /stats/summary`: the kubelet's stats Summary.
+    StatsSummary,
+    /// `GET /metrics/resource`: CPU and memory as Prometheus text (for metrics-server).
+    MetricsResource,
     /// A known path with a method it does not take.
     MethodNotAllowed,
     /// Anything else.
@@ -78,6 +80,8 @@ pub fn route(method: &str, segments: &[String]) -> Route {
     let found = match seg.as_slice() {
         ["healthz"] => Route::Healthz,
         ["pods"] => Route::Pods,
+        ["stats", "summary"] => Route::StatsSummary,
+        ["metrics", "resource"] => Route::MetricsResource,
         ["containerLogs", ns, pod, c] => Route::ContainerLogs {
             namespace: ns.to_string(),
             pod: pod.to_string(),
@@ -223,6 +227,11 @@ mod tests {
                 container: "app".into()
             }
         );
+        assert_eq!(route("GET", &segs("/stats/summary")), Route::StatsSummary);
+        assert_eq!(
+            route("GET", &segs("/metrics/resource/")),
+            Route::MetricsResource
+        );
         assert_eq!(route("POST", &segs("/healthz")), Route::MethodNotAllowed);
         let exec = |c: &str| Route::Exec {
             namespace: "ns".into(),
@@ -249,6 +258,10 @@ mod tests {
             route("DELETE", &segs("/exec/ns/web/app")),
             Route::MethodNotAllowed
         );
+        assert_eq!(
+            route("PUT", &segs("/stats/summary")),
+            Route::MethodNotAllowed
+        );
         for p in [
             "/",
             "/containerLogs/ns/web",
@@ -256,7 +269,10 @@ mod tests {
             "/exec/ns/web",
             "/exec/ns/web/a/b/c",
             "/portForward/ns",
-            "/stats/summary",
+            "/stats",
+            "/stats/summary/x",
+            "/metrics",
+            "/metrics/cadvisor",
         ] {
             assert_eq!(route("GET", &segs(p)), Route::NotFound, "{p}");
         }
