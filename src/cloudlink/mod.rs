@@ -180,6 +180,8 @@ pub struct LinkConfig {
     /// Whose filesystem the node status reports as ephemeral storage.
     pub root_dir: PathBuf,
     pub max_pods: u32,
+    /// `--port`, reported as the node's kubelet endpoint.
+    pub kubelet_port: u16,
 }
 
 impl LinkConfig {
@@ -220,6 +222,7 @@ impl LinkConfig {
             node_ip: f.node_ip,
             root_dir: f.root_dir.clone(),
             max_pods: f.max_pods,
+            kubelet_port: f.port,
         }))
     }
 }
@@ -382,7 +385,7 @@ impl CloudLink {
     /// This machine's facts as the node status reports them (reads /proc, statvfs, /etc).
     pub fn node_facts(&self) -> node::NodeFacts {
         let c = &self.inner.config;
-        node::NodeFacts::gather(&c.root_dir, &c.node, c.node_ip, c.max_pods)
+        node::NodeFacts::gather(&c.root_dir, &c.node, c.node_ip, c.max_pods, c.kubelet_port)
     }
 
     /// Registers the node (`insert null/node/<node>`); an AlreadyExists answer is success.
@@ -673,6 +676,7 @@ mod tests {
             node_ip: None,
             root_dir: "/".into(),
             max_pods: 110,
+            kubelet_port: 10350,
         })
     }
 

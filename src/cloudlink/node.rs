@@ -37,6 +37,9 @@ pub struct NodeFacts {
     pub runtime_ready: bool,
     /// Image GC could not get under its high threshold (see `gc::image`).
     pub image_disk_pressure: bool,
+    /// The kubelet API's port (`--port`): `status.daemonEndpoints.kubeletEndpoint.Port`, which
+    /// CloudCore moves to its tunnel port and the API server dials through the tunnel.
+    pub kubelet_port: u16,
 }
 
 /// The status of a node with `facts` at `now` (RFC 3339). Conditions keep their
@@ -139,7 +142,7 @@ pub fn node_status(facts: &NodeFacts, now: &str, previous: Option<&Value>) -> Va
         },
         "conditions": conditions,
         "addresses": addresses,
-        "daemonEndpoints": {"kubeletEndpoint": {"Port": 10350}},
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": f.kubelet_port}},
         "nodeInfo": {
             "machineID": f.machine_id,
             "systemUUID": f.machine_id,
@@ -194,6 +197,7 @@ impl NodeFacts {
         hostname: &str,
         node_ip: Option<IpAddr>,
         max_pods: u32,
+        kubelet_port: u16,
     ) -> NodeFacts {
         let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
         let meminfo = read("/proc/meminfo");
@@ -245,6 +249,7 @@ impl NodeFacts {
             runtime_ready: true,
             // Written by image GC (`gc::image::pressure_marker`) while it cannot free enough.
             image_disk_pressure: root_dir.join("images").join("disk-pressure").exists(),
+            kubelet_port,
         }
     }
 }
@@ -315,6 +320,7 @@ mod tests {
             kubelet_version: "edged/v0.1.0".into(),
             runtime_ready: true,
             image_disk_pressure: false,
+            kubelet_port: 10250,
         }
     }
 
@@ -331,6 +337,8 @@ mod tests {
     fn capacity_addresses_and_info() {
         let s = node_status(&facts(), "2026-01-01T00:00:00Z", None);
         assert_eq!(s["capacity"]["cpu"], "4");
+        // The port of --port, not a constant.
+        assert_eq!(s["daemonEndpoints"]["kubeletEndpoint"]["Port"], 10250);
         assert_eq!(s["capacity"]["memory"], "8388608Ki");
         assert_eq!(
             s["allocatable"]["memory"],
@@ -417,7 +425,7 @@ mod tests {
 
     #[test]
     fn gather_reads_this_machine() {
-        let f = NodeFacts::gather(Path::new("/"), "h", None, 110);
+        let f = NodeFacts::gather(Path::new("/"), "h", None, 110, 10350);
         assert!(f.cpus >= 1 && f.memory_bytes > 0 && f.disk_bytes > 0 && f.pid_max > 0);
         assert!(!f.kernel_version.is_empty());
     }

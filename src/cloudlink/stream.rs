@@ -161,6 +161,10 @@ pub struct ConnectRequest {
     pub target: String,
     /// Request headers to pass on (hop-by-hop ones left out).
     pub headers: Vec<(String, String)>,
+    /// The method (`Method` of KubeEdge's exec connector; GET for the others).
+    pub method: String,
+    /// The `Upgrade` header the API server sent (exec and attach: `SPDY/3.1`).
+    pub upgrade: Option<String>,
 }
 
 impl ConnectRequest {
@@ -192,8 +196,16 @@ impl ConnectRequest {
             target.push_str(q);
         }
         let mut headers = Vec::new();
+        let mut upgrade = None;
         if let Some(h) = v["header"].as_object() {
             for (k, vals) in h {
+                if k.eq_ignore_ascii_case("upgrade") {
+                    upgrade = vals
+                        .get(0)
+                        .and_then(Value::as_str)
+                        .filter(|u| u.bytes().all(|b| b.is_ascii_graphic() || b == b' '))
+                        .map(str::to_string);
+                }
                 let skip = [
                     "host",
                     "connection",
@@ -220,7 +232,18 @@ impl ConnectRequest {
                 }
             }
         }
-        Ok(ConnectRequest { target, headers })
+        let method = v["method"]
+            .as_str()
+            .or_else(|| v["Method"].as_str())
+            .filter(|m| !m.is_empty() && m.bytes().all(|b| b.is_ascii_uppercase()))
+            .unwrap_or("GET")
+            .to_string();
+        Ok(ConnectRequest {
+            target,
+            headers,
+            method,
+            upgrade,
+        })
     }
 }
 
@@ -488,20 +511,17 @@ async fn session(
             return;
         }
     };
+    tracing::debug!(connect_id = id, kind = ?m.kind, target = %req.target, "stream session");
     match m.kind {
         Kind::LogsConnect | Kind::MetricConnect => {}
         Kind::ExecConnect | Kind::AttachConnect => {
-            // The node's exec/attach (SPDY) is not served yet: say so to the user's terminal.
-            tracing::warn!(connect_id = id, target = %req.target, "exec and attach through the stream tunnel are not built yet");
-            let text = b"edged: exec and attach are not available on this node yet\r\n".to_vec();
-            let _ = out
-                .send(tunnel_frame(&TunnelMessage::new(id, Kind::Data, text)))
-                .await;
+            if let Err(e) = relay_upgrade(cfg, id, &req, inbox, out).await {
+                tracing::warn!(connect_id = id, target = %req.target, error = %e, "stream session failed");
+            }
             return;
         }
         _ => return,
     }
-    tracing::debug!(connect_id = id, kind = ?m.kind, target = %req.target, "stream session");
     let copy = copy_answer(cfg, id, &req, m.kind == Kind::MetricConnect, out);
     // The session ends when the answer ends, or when the cloud says REMOVE (its inbox closes).
     let removed = async {
@@ -511,6 +531,66 @@ async fn session(
     if let Err(e) = smol::future::or(copy, removed).await {
         tracing::warn!(connect_id = id, target = %req.target, error = %e, "stream session failed");
     }
+}
+
+/// Exec and attach, as KubeEdge's edge does them: the request is written to the kubelet API
+/// with its upgrade, then the bytes are copied both ways (the answer's head and the SPDY
+/// frames up as DATA, the cloud's DATA down) until either side ends.
+async fn relay_upgrade(
+    cfg: &StreamConfig,
+    id: u64,
+    req: &ConnectRequest,
+    inbox: async_channel::Receiver<TunnelMessage>,
+    out: &async_channel::Sender<Vec<u8>>,
+) -> Result<(), String> {
+    let s = TcpStream::connect(&cfg.kubelet_api)
+        .await
+        .map_err(|e| format!("connecting to the kubelet API at {}: {e}", cfg.kubelet_api))?;
+    let _ = s.set_nodelay(true);
+    let mut head = format!(
+        "{} {} HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: {}\r\n",
+        req.method,
+        req.target,
+        cfg.kubelet_api,
+        req.upgrade.as_deref().unwrap_or("SPDY/3.1")
+    );
+    for (k, v) in &req.headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    let (mut rd, mut wr) = (s.clone(), s);
+    wr.write_all(head.as_bytes())
+        .await
+        .map_err(|e| format!("sending the request: {e}"))?;
+    let up = async {
+        let mut chunk = vec![0u8; DATA_CHUNK];
+        loop {
+            let n = rd
+                .read(&mut chunk)
+                .await
+                .map_err(|e| format!("reading the kubelet API: {e}"))?;
+            if n == 0 {
+                return Ok(());
+            }
+            let frame = tunnel_frame(&TunnelMessage::new(id, Kind::Data, chunk[..n].to_vec()));
+            if out.send(frame).await.is_err() {
+                return Ok(());
+            }
+        }
+    };
+    let down = async {
+        // The inbox closes on REMOVE or when the tunnel ends.
+        while let Ok(m) = inbox.recv().await {
+            if m.kind == Kind::Data {
+                wr.write_all(&m.data)
+                    .await
+                    .map_err(|e| format!("writing to the kubelet API: {e}"))?;
+            }
+        }
+        let _ = wr.close().await;
+        Ok(())
+    };
+    smol::future::or(up, down).await
 }
 
 /// GETs `req` from the kubelet API and sends the body up as DATA messages.
@@ -681,6 +761,20 @@ mod tests {
             r.target,
             "/containerLogs/default/web/app?follow=true&tailLines=10"
         );
+        assert_eq!((r.method.as_str(), r.upgrade.as_deref()), ("GET", None));
+        // An exec connector: its method and upgrade are replayed.
+        let exec = serde_json::json!({
+            "MessID": 8, "method": "POST",
+            "url": {"Path": "/exec/default/web/app", "RawQuery": "command=sh&input=1&output=1&tty=1"},
+            "header": {"Upgrade": ["SPDY/3.1"], "Connection": ["Upgrade"],
+                       "X-Stream-Protocol-Version": ["v4.channel.k8s.io", "v3.channel.k8s.io"]}
+        });
+        let x = ConnectRequest::parse(exec.to_string().as_bytes()).unwrap();
+        assert_eq!(
+            (x.method.as_str(), x.upgrade.as_deref()),
+            ("POST", Some("SPDY/3.1"))
+        );
+        assert_eq!(x.headers.len(), 2, "{:?}", x.headers);
         let mut h = r.headers.clone();
         h.sort();
         assert_eq!(
