@@ -129,6 +129,7 @@ fn config(hub: &CloudHub, root: &std::path::Path, token: Option<String>) -> Link
         node_ip: Some("192.0.2.10".parse().unwrap()),
         root_dir: root.to_path_buf(),
         max_pods: 110,
+        kubelet_port: 10350,
     }
 }
 
