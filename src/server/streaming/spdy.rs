@@ -1,1 +1,0 @@
-//! SPDY/3.1 transport of streaming sessions (to be built).
