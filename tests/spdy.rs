@@ -84,17 +84,27 @@ fn echo() -> Session {
             let input = async {
                 let mut code = 0;
                 if let Some(rx) = st.stdin.take() {
-                    while let Ok(chunk) = rx.recv().await {
+                    'read: while let Ok(chunk) = rx.recv().await {
+                        // Echo up to a line `exit N` (a client may send it with other lines).
                         let text = String::from_utf8_lossy(&chunk).to_string();
-                        if let Some(n) = text.trim().strip_prefix("exit ") {
-                            code = n.parse().unwrap_or(99);
-                            break;
+                        let mut echoed = String::new();
+                        for line in text.split_inclusive('\n') {
+                            if let Some(n) = line.trim().strip_prefix("exit ") {
+                                code = n.parse().unwrap_or(99);
+                                break;
+                            }
+                            echoed.push_str(line);
                         }
-                        if let Some(o) = &out {
-                            let _ = o.send(chunk.clone()).await;
+                        if !echoed.is_empty() {
+                            if let Some(o) = &out {
+                                let _ = o.send(echoed.clone().into_bytes()).await;
+                            }
+                            if let Some(e) = &err {
+                                let _ = e.send(echoed.into_bytes()).await;
+                            }
                         }
-                        if let Some(e) = &err {
-                            let _ = e.send(chunk).await;
+                        if code != 0 || text.contains("exit 0") {
+                            break 'read;
                         }
                     }
                 }
