@@ -446,7 +446,8 @@ fn port_forward_pairs_reach_their_ports() {
 
 /// For client-go by hand: `SPDY_ECHO_ADDR=127.0.0.1:7777 cargo test --test spdy --
 /// --ignored client_go_interop --nocapture`, then run the Go program against it. Serves one
-/// exec (stdin, stdout, stderr or tty as the query asks) with the echo session per connection.
+/// exec (stdin, stdout, stderr or tty as the query asks) with the echo session, or a
+/// port-forward (`/portForward/...`) to loopback ports, per connection.
 #[test]
 #[ignore]
 fn client_go_interop() {
@@ -477,6 +478,16 @@ fn client_go_interop() {
                 tty: q("tty"),
             };
             eprintln!("request {:?} {opts:?}", req.segments);
+            if req.segments.first().is_some_and(|p| p == "portForward") {
+                let dial: Dial = Rc::new(|port| {
+                    Box::pin(
+                        async move { smol::net::TcpStream::connect(("127.0.0.1", port)).await },
+                    )
+                });
+                server::serve_portforward(&mut s, early, &req, dial).await;
+                eprintln!("session done");
+                continue;
+            }
             server::serve_remotecommand(&mut s, early, &req, opts, echo()).await;
             eprintln!("session done");
         }
