@@ -227,7 +227,8 @@ pub struct ExecSpec {
 #[derive(Debug)]
 pub struct ExecIo {
     pub exec_id: String,
-    /// Writing end of the process's stdin; dropping it is the end of input.
+    /// Writing end of the process's stdin; its end of input is this dropped, then
+    /// [`Runtime::exec_close_stdin`].
     pub stdin: Option<std::fs::File>,
     pub stdout: Option<std::fs::File>,
     pub stderr: Option<std::fs::File>,

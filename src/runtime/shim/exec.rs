@@ -13,6 +13,39 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// How long the shim may take to open its side of an exec's stdin.
+const STDIN_ATTACH: Duration = Duration::from_secs(10);
+
+/// Opens the writing end of a started exec's stdin FIFO once the shim's reader is open.
+///
+/// The shim opens both ends of the FIFO itself (a reader to copy from, a writer kept for
+/// CloseIO) in background opens that meet each other. Ending input is: our writer closed, then
+/// CloseIO closing the shim's. Were our writer gone before the shim's reader opened, that
+/// reader could wait for a writer forever (and the command for its end of input), so ours
+/// opens only when a reader is there: a non-blocking write-only open fails with ENXIO until
+/// then.
+fn attach_stdin(fifo: &Path) -> std::io::Result<File> {
+    let deadline = std::time::Instant::now() + STDIN_ATTACH;
+    loop {
+        match OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(fifo)
+        {
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
+                if std::time::Instant::now() >= deadline {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("the shim did not open the exec's stdin in {STDIN_ATTACH:?}"),
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            r => return r,
+        }
+    }
+}
+
 /// The FIFOs of an interactive exec, in its container's bundle.
 fn exec_fifos(bundle: &Path, exec_id: &str) -> [PathBuf; 3] {
     ["stdin", "stdout", "stderr"].map(|s| bundle.join(format!("{exec_id}.{s}")))
@@ -161,27 +194,23 @@ impl ShimRuntime {
                 let _ = std::fs::remove_file(f);
             }
         };
-        // Our ends open before the shim opens its own: the write end of stdin read-write (an
-        // open that never blocks, and our close is the end of input), the readers non-blocking.
-        let open = |f: &Path, on: bool, write: bool| -> std::io::Result<Option<File>> {
+        // The readers open before the shim opens its writers (non-blocking, so nothing it
+        // writes is lost). The stdin writer opens after Start, once the shim's reader is there
+        // (see `attach_stdin`).
+        let open = |f: &Path, on: bool| -> std::io::Result<Option<File>> {
             if !on {
                 return Ok(None);
             }
             OpenOptions::new()
                 .read(true)
-                .write(write)
                 .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
                 .open(f)
                 .map(Some)
         };
-        let files = (|| {
-            Ok::<_, std::io::Error>((
-                open(&fin, want.stdin, true)?,
-                open(&fout, want.stdout, false)?,
-                open(&ferr, stderr_wanted, false)?,
-            ))
-        })();
-        let (stdin, stdout, stderr) = match files {
+        let files =
+            (|| Ok::<_, std::io::Error>((open(&fout, want.stdout)?, open(&ferr, stderr_wanted)?)))(
+            );
+        let (stdout, stderr) = match files {
             Ok(f) => f,
             Err(e) => {
                 cleanup();
@@ -232,6 +261,17 @@ impl ShimRuntime {
             // The shim's message says why (runc: "exec failed: ... no such file or directory").
             return Err(rpc_err(id, "exec start", e));
         }
+        let stdin = if want.stdin {
+            match attach_stdin(&fin) {
+                Ok(f) => Some(f),
+                Err(e) => {
+                    let _ = self.exec_remove(id, &exec_id);
+                    return Err(io_err(id, "exec stdin", e));
+                }
+            }
+        } else {
+            None
+        };
         Ok(ExecIo {
             exec_id,
             stdin,

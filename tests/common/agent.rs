@@ -1,0 +1,168 @@
+//! One real agent for a test: its own dirs, the test image imported, pods in its manifest dir,
+//! its own kubelet API port; killed and cleaned up when dropped. Shared by the newer test files
+//! (`#[path = "common/agent.rs"] mod agent;` beside `mod host;`).
+
+use super::host::{tail, wait_until, Host, BIN, IMAGE};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+/// A running agent.
+pub struct Agent {
+    pub dir: tempfile::TempDir,
+    pub host: Host,
+    child: Option<Child>,
+    /// Its kubelet API port on 127.0.0.1.
+    pub port: u16,
+}
+
+/// A port nothing listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+impl Agent {
+    /// Starts an agent with `extra` flags and `pods` in its manifest dir.
+    pub fn start(tag: &str, extra: &[&str], pods: &[Value]) -> Agent {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("edged-{tag}-"))
+            .tempdir_in("/tmp")
+            .expect("temp dir");
+        for d in ["root", "logs", "manifests"] {
+            std::fs::create_dir_all(dir.path().join(d)).unwrap();
+        }
+        let host = Host::new(dir.path());
+        host.import_test_image();
+        let mut a = Agent {
+            host,
+            dir,
+            child: None,
+            port: free_port(),
+        };
+        for p in pods {
+            a.add_pod(p);
+        }
+        let log = std::fs::File::create(a.dir.path().join("agent.log")).unwrap();
+        let child = Command::new(BIN)
+            .arg("--root-dir")
+            .arg(a.root())
+            .arg("--pod-log-dir")
+            .arg(a.logs())
+            .arg("--pod-manifest-path")
+            .arg(a.dir.path().join("manifests"))
+            .args(["--file-check-frequency", "1s", "--node-name", tag])
+            .args(["--node-ip", "127.0.0.1", "--image-gc-high-threshold", "100"])
+            .args(["--port", &a.port.to_string()])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start edged");
+        a.child = Some(child);
+        a
+    }
+
+    /// Puts `pod` in the manifest dir.
+    pub fn add_pod(&self, pod: &Value) {
+        let name = pod["metadata"]["name"].as_str().unwrap();
+        std::fs::write(
+            self.dir.path().join(format!("manifests/{name}.json")),
+            pod.to_string(),
+        )
+        .unwrap();
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    pub fn logs(&self) -> PathBuf {
+        self.dir.path().join("logs")
+    }
+
+    /// `127.0.0.1:<port>`.
+    pub fn api(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn agent_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
+    }
+
+    /// Waits (up to the harness's limit) for `f` to give something; the agent's log on failure.
+    pub fn wait_for<T>(&self, what: &str, f: impl FnMut() -> Option<T>) -> T {
+        wait_until(what, || self.agent_log(), f)
+    }
+
+    pub fn pod(&self, name: &str) -> Option<Value> {
+        self.host
+            .get("pods")
+            .into_iter()
+            .find(|p| p["metadata"]["name"] == name)
+    }
+
+    /// Waits until the pod's status satisfies `ok`.
+    pub fn wait_pod(&self, name: &str, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
+        self.wait_for(&format!("pod {name}: {what}"), || {
+            self.pod(name).filter(|p| ok(p))
+        })
+    }
+
+    /// Waits until every container of the pod runs.
+    pub fn wait_running(&self, name: &str) -> Value {
+        self.wait_pod(name, "running", |p| {
+            p["status"]["containerStatuses"]
+                .as_array()
+                .is_some_and(|cs| {
+                    !cs.is_empty() && cs.iter().all(|c| c["state"]["running"].is_object())
+                })
+        })
+    }
+
+    /// `edged ARGS` beside the agent (its dirs and API port given).
+    pub fn edged(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.arg("--root-dir")
+            .arg(self.root())
+            .arg("--pod-log-dir")
+            .arg(self.logs())
+            .args(["--port", &self.port.to_string()])
+            .args(args);
+        c
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if std::env::var_os("EDGED_TEST_KEEP_LOGS").is_some() {
+            eprintln!("agent log:\n{}", tail(&self.agent_log(), 80));
+        }
+        self.host.clean_up();
+    }
+}
+
+/// A container running `sh -c script` from the test image.
+pub fn sh(name: &str, script: &str) -> Value {
+    json!({"name": name, "image": IMAGE, "imagePullPolicy": "Never",
+           "command": ["sh", "-c", script]})
+}
+
+/// A pod in `default` with `containers` and `extra` spec fields.
+pub fn pod(name: &str, containers: Vec<Value>, extra: Value) -> Value {
+    let mut spec = json!({"terminationGracePeriodSeconds": 1, "containers": containers});
+    if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            s.insert(k.clone(), v.clone());
+        }
+    }
+    json!({"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": name, "namespace": "default"}, "spec": spec})
+}
