@@ -1,0 +1,1 @@
+//! Command-line clients of the kubelet API: `edged exec`, `edged attach`.

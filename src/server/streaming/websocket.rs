@@ -1,1 +1,0 @@
-//! WebSocket transport of streaming sessions (to be built).
