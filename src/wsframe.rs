@@ -408,6 +408,26 @@ mod tests {
         assert_eq!(d.next_message().unwrap().unwrap().payload, b"\x00hi");
         assert_eq!(d.next_message().unwrap().unwrap().opcode, opcode::PING);
         assert_eq!(d.next_message().unwrap(), None);
+        // Recorded from gorilla/websocket (Go) as a client (random masks): "\x00hi", the v5
+        // close signal for stdin, then CLOSE 1000.
+        let recorded = [
+            0x82, 0x83, 0x82, 0x45, 0xf6, 0xf3, 0x82, 0x2d, 0x9f, 0x82, 0x82, 0x5f, 0x39, 0x81,
+            0xf0, 0xa0, 0x39, 0x88, 0x82, 0x0b, 0xf5, 0x0d, 0x0a, 0x08, 0x1d,
+        ];
+        let mut d = Decoder::server(1 << 20);
+        d.feed(&recorded);
+        let mut got = Vec::new();
+        while let Some(m) = d.next_message().unwrap() {
+            got.push((m.opcode, m.payload));
+        }
+        assert_eq!(
+            got,
+            [
+                (opcode::BINARY, b"\x00hi".to_vec()),
+                (opcode::BINARY, vec![255, 0]),
+                (opcode::CLOSE, vec![0x03, 0xe8]),
+            ]
+        );
     }
 
     #[test]

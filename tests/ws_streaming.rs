@@ -397,3 +397,48 @@ fn port_forward_to_a_tcp_echo_and_a_dial_error() {
     while ws.read().is_ok() {}
     server.join().unwrap();
 }
+
+/// Manual interop: serves the echo session on 127.0.0.1:$EDGED_WS_PORT (every connection an
+/// exec with the streams its query asks for) for a real client (client-go's
+/// `remotecommand.NewWebSocketExecutor`). Run with
+/// `EDGED_WS_PORT=18080 cargo test --test ws_streaming -- --ignored --nocapture interop`.
+#[test]
+#[ignore]
+fn interop_echo_server() {
+    let port: u16 = std::env::var("EDGED_WS_PORT")
+        .expect("set EDGED_WS_PORT")
+        .parse()
+        .unwrap();
+    let l = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    for c in l.incoming() {
+        let c = c.unwrap();
+        std::thread::spawn(move || {
+            smol::block_on(async {
+                let mut s = Async::new(c).unwrap();
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                let (req, early) = loop {
+                    let n = s.read(&mut chunk).await.unwrap();
+                    buf.extend_from_slice(&chunk[..n]);
+                    if let Some((req, used)) = parse_request(&buf).unwrap() {
+                        break (req, buf[used..].to_vec());
+                    }
+                };
+                let on = |k: &str| req.query.iter().any(|(n, v)| n == k && v == "true");
+                let opts = StreamOptions {
+                    stdin: on("stdin"),
+                    stdout: on("stdout"),
+                    stderr: on("stderr"),
+                    tty: on("tty"),
+                };
+                println!(
+                    "{} {:?} {opts:?}",
+                    req.segments.join("/"),
+                    req.header("sec-websocket-protocol")
+                );
+                serve_remotecommand(&mut s, early, &req, opts, echo()).await;
+                println!("served");
+            })
+        });
+    }
+}
