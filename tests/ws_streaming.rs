@@ -442,3 +442,129 @@ fn interop_echo_server() {
         });
     }
 }
+
+/// A stand-in kubelet API on loopback for `edged exec`: `GET /pods` lists pod `web` (two
+/// containers), container `missing` is a 404, anything else an exec of the echo session.
+fn stand_in_api() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let c = c.unwrap();
+            std::thread::spawn(move || {
+                smol::block_on(async {
+                    use smol::io::AsyncWriteExt;
+                    let mut s = Async::new(c).unwrap();
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 1024];
+                    let (req, early) = loop {
+                        let n = s.read(&mut chunk).await.unwrap();
+                        buf.extend_from_slice(&chunk[..n]);
+                        if let Some((req, used)) = parse_request(&buf).unwrap() {
+                            break (req, buf[used..].to_vec());
+                        }
+                    };
+                    if req.segments == ["pods"] {
+                        let body = serde_json::json!({"items": [{
+                            "metadata": {"name": "web", "namespace": "default"},
+                            "spec": {"containers": [{"name": "app"}, {"name": "side"}]},
+                        }]})
+                        .to_string();
+                        let r = edged::server::http::response(
+                            200,
+                            "application/json",
+                            body.as_bytes(),
+                            false,
+                        );
+                        s.write_all(&r).await.unwrap();
+                        return;
+                    }
+                    if req.segments.get(3).map(String::as_str) == Some("missing") {
+                        let r = edged::server::http::text(
+                            404,
+                            "container \"missing\" not found in pod default/web",
+                            false,
+                        );
+                        s.write_all(&r).await.unwrap();
+                        return;
+                    }
+                    let on = |k: &str| req.query.iter().any(|(n, v)| n == k && v == "true");
+                    let opts = StreamOptions {
+                        stdin: on("stdin"),
+                        stdout: on("stdout"),
+                        stderr: on("stderr"),
+                        tty: on("tty"),
+                    };
+                    let session = if opts.stdin { echo() } else { hello() };
+                    serve_remotecommand(&mut s, early, &req, opts, session).await;
+                })
+            });
+        }
+    });
+    port
+}
+
+fn edged_exec(port: u16, args: &[&str], input: &[u8]) -> std::process::Output {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_edged"))
+        .arg("--port")
+        .arg(port.to_string())
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn edged_exec_against_a_stand_in_api() {
+    let port = stand_in_api();
+    // stdin echoed; its end is the close signal; the echo exits with 1 (one message).
+    let out = edged_exec(
+        port,
+        &["exec", "web", "-c", "app", "-i", "--", "cat"],
+        b"hello\n",
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\n");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("command terminated with exit code 1"),
+        "{out:?}"
+    );
+    // No -c: the first of two containers, said on stderr; exit 0.
+    let out = edged_exec(port, &["exec", "web", "--", "true"], b"");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hi");
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("Defaulted container \"app\" out of: app, side"),
+        "{out:?}"
+    );
+    // The server's 404, printed as such.
+    let out = edged_exec(port, &["exec", "web", "-c", "missing", "--", "true"], b"");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not found (404)") && err.contains("\"missing\""),
+        "{err}"
+    );
+    // A pod that is not there.
+    let out = edged_exec(port, &["exec", "db", "--", "true"], b"");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("default/db is not on this node"));
+    // Nobody listening.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = edged_exec(dead, &["exec", "web", "-c", "app", "--", "true"], b"");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot reach the agent's kubelet API") && err.contains("--port"),
+        "{err}"
+    );
+}
