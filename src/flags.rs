@@ -317,9 +317,56 @@ pub struct Flags {
 #[derive(FromArgs, Debug)]
 #[argh(subcommand)]
 pub enum Command {
+    Attach(AttachCmd),
+    Exec(ExecCmd),
     Get(GetCmd),
     Image(ImageCmd),
     Logs(LogsCmd),
+}
+
+/// run a command in a container, through the running agent's kubelet API (--address, --port)
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "exec")]
+pub struct ExecCmd {
+    /// the pod
+    #[argh(positional)]
+    pub pod: String,
+    /// the container (default: the pod's only, or first, container)
+    #[argh(option, short = 'c')]
+    pub container: Option<String>,
+    /// the namespace (default: default)
+    #[argh(option, short = 'n')]
+    pub namespace: Option<String>,
+    /// pass this terminal's stdin to the command
+    #[argh(switch, short = 'i')]
+    pub stdin: bool,
+    /// give the command a terminal (this one, in raw mode)
+    #[argh(switch, short = 't')]
+    pub tty: bool,
+    /// the command and its arguments, after --
+    #[argh(positional, greedy)]
+    pub command: Vec<String>,
+}
+
+/// attach to a container's running process, through the running agent's kubelet API
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "attach")]
+pub struct AttachCmd {
+    /// the pod
+    #[argh(positional)]
+    pub pod: String,
+    /// the container (default: the pod's only, or first, container)
+    #[argh(option, short = 'c')]
+    pub container: Option<String>,
+    /// the namespace (default: default)
+    #[argh(option, short = 'n')]
+    pub namespace: Option<String>,
+    /// pass this terminal's stdin to the process
+    #[argh(switch, short = 'i')]
+    pub stdin: bool,
+    /// the process has a terminal: this one goes in raw mode
+    #[argh(switch, short = 't')]
+    pub tty: bool,
 }
 
 /// show what the store holds (works beside a running agent)

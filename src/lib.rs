@@ -14,12 +14,17 @@
 //! - [`token`]: the token manager (service-account tokens from the cloud).
 //! - [`inspect`]: `edged get`, reading the store beside a running agent.
 //! - [`containerlogs`]: `edged logs` and the logs the HTTP API serves.
-//! - [`server`]: the kubelet's HTTP API (health, pods, container logs, stats).
+//! - [`server`]: the kubelet's HTTP API (health, pods, container logs, exec, attach,
+//!   port-forward, stats).
 //! - [`stats`]: resource usage of the node, pods and containers (summary, resource metrics).
+//! - [`wsframe`]: WebSocket framing (RFC 6455), both sides: the cloud tunnel's client, the
+//!   kubelet API's streaming server, `edged exec`'s client.
+//! - [`cli`]: `edged exec` and `edged attach`, clients of the kubelet API.
 //! - [`agent`]: wires the subsystems as tasks on one smol executor.
 
 pub mod agent;
 pub mod api;
+pub mod cli;
 pub mod cloudlink;
 pub mod containerlogs;
 pub mod events;
@@ -45,3 +50,4 @@ pub mod stats;
 pub mod status;
 pub mod token;
 pub mod volume;
+pub mod wsframe;

@@ -35,6 +35,10 @@ fn main() {
             &flags.pod_log_dir,
             cmd,
         )),
+        Some(Command::Exec(cmd)) => std::process::exit(edged::cli::exec::main_exec(&flags, cmd)),
+        Some(Command::Attach(cmd)) => {
+            std::process::exit(edged::cli::exec::main_attach(&flags, cmd))
+        }
         Some(Command::Image(cmd)) => {
             edged::images::cli::run(&flags.root_dir, cmd).map_err(Into::into)
         }

@@ -18,7 +18,6 @@ pub mod node;
 pub mod outbox;
 pub mod stream;
 pub mod tls;
-pub mod wsframe;
 
 use crate::message::{module, op, Message};
 use crate::metamanager::{MetaManager, Upstream, UpstreamError};

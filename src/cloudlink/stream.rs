@@ -14,8 +14,8 @@
 //! queue to the socket, so a session whose source is slow holds only itself.
 
 use super::certs::CertDir;
-use super::wsframe::{self, opcode, Decoder};
 use super::{chunked::ChunkedDecoder, https, tls, with_timeout, CloudError};
+use crate::wsframe::{self, opcode, Decoder};
 use futures_rustls::TlsConnector;
 use serde_json::Value;
 use smol::io::{AsyncReadExt, AsyncWriteExt};
