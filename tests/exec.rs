@@ -184,3 +184,153 @@ fn port_forward_over_spdy_reaches_the_pods_loopback() {
         "{why}"
     );
 }
+
+#[test]
+fn attach_over_spdy_joins_the_containers_own_process() {
+    let mut talk = sh(
+        "c",
+        "while read l; do echo \"got $l\"; echo \"err $l\" >&2; done; echo bye",
+    );
+    talk["stdin"] = json!(true);
+    talk["stdinOnce"] = json!(true);
+    let mut term = sh("t", "exec sh");
+    term["stdin"] = json!(true);
+    term["tty"] = json!(true);
+    let a = Agent::start(
+        "attach-spdy",
+        &[],
+        &[
+            pod("talk", vec![talk], json!({"restartPolicy": "Never"})),
+            pod("term", vec![term], json!({})),
+        ],
+    );
+    a.wait_running("talk");
+    a.wait_running("term");
+    let api = a.api();
+    let v4 = &["v4.channel.k8s.io"][..];
+
+    // Lines in, both streams out; the end of this session's input is the container's
+    // (stdinOnce), so it says bye and the session ends with it.
+    let mut c = Client::connect(&api, "/attach/default/talk/c?input=1&output=1&error=1", v4)
+        .expect("upgraded");
+    let err = c.open(&[("streamtype", "error")]);
+    let stdin = c.open(&[("streamtype", "stdin")]);
+    let stdout = c.open(&[("streamtype", "stdout")]);
+    let stderr = c.open(&[("streamtype", "stderr")]);
+    for id in [err, stdin, stdout, stderr] {
+        assert!(c.wait_reply(id), "stream {id} replied");
+    }
+    c.write(stdin, b"one\n");
+    assert_eq!(c.read_at_least(stdout, 8), b"got one\n");
+    c.write(stdin, b"two\n");
+    c.close(stdin);
+    let s = status(&mut c, err);
+    assert_eq!(exit_code(&s), 0, "{s}");
+    c.read_all();
+    assert_eq!(c.streams[&stdout].data, b"got one\ngot two\nbye\n");
+    assert_eq!(c.streams[&stderr].data, b"err one\nerr two\n");
+    a.wait_pod("talk", "exited after its stdin closed", |p| {
+        p["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 0
+    });
+
+    // A terminal: what is typed is run and echoed by the terminal.
+    let mut c = Client::connect(&api, "/attach/default/term/t?input=1&output=1&tty=1", v4)
+        .expect("upgraded");
+    let _err = c.open(&[("streamtype", "error")]);
+    let stdin = c.open(&[("streamtype", "stdin")]);
+    let stdout = c.open(&[("streamtype", "stdout")]);
+    let _resize = c.open(&[("streamtype", "resize")]);
+    c.write(stdin, b"echo $((6*7))x\n");
+    let mut seen = String::new();
+    for _ in 0..50 {
+        seen = String::from_utf8_lossy(&c.read_at_least(stdout, seen.len() + 1)).to_string();
+        if seen.contains("42x\r\n") {
+            break;
+        }
+    }
+    assert!(seen.contains("42x\r\n"), "{seen:?}");
+    // Leaving an attach leaves the container running.
+    drop(c);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(
+        a.pod("term").unwrap()["status"]["containerStatuses"][0]["state"]["running"].is_object()
+    );
+}
+
+#[test]
+fn edged_exec_runs_commands_in_real_containers() {
+    let a = Agent::start(
+        "exec-cli",
+        &[],
+        &[pod(
+            "shell",
+            vec![sh("c", "sleep 100000"), sh("side", "sleep 100000")],
+            json!({}),
+        )],
+    );
+    a.wait_running("shell");
+    let run = |args: &[&str], input: &[u8]| {
+        let mut cmd = a.edged(args);
+        cmd.stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().expect("edged exec");
+        let mut i = child.stdin.take().unwrap();
+        std::io::Write::write_all(&mut i, input).unwrap();
+        drop(i);
+        child.wait_with_output().unwrap()
+    };
+    let text = |b: &[u8]| String::from_utf8_lossy(b).to_string();
+
+    // Outputs and the exit code, the first container chosen and said so.
+    let o = run(
+        &[
+            "exec",
+            "shell",
+            "--",
+            "sh",
+            "-c",
+            "echo out; echo err >&2; exit 4",
+        ],
+        b"",
+    );
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o.stderr));
+    assert_eq!(text(&o.stdout), "out\n");
+    let e = text(&o.stderr);
+    assert!(
+        e.contains("err\n") && e.contains("Defaulted container \"c\""),
+        "{e}"
+    );
+
+    // stdin with -i, into a named container.
+    let o = run(
+        &[
+            "exec",
+            "-c",
+            "side",
+            "-i",
+            "shell",
+            "--",
+            "sh",
+            "-c",
+            "tr a-z A-Z",
+        ],
+        b"piped in\n",
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert_eq!(text(&o.stdout), "PIPED IN\n");
+
+    // A command that does not exist: 127 and why.
+    let o = run(&["exec", "-c", "c", "shell", "--", "/no/such"], b"");
+    assert_eq!(o.status.code(), Some(127), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("no such file"),
+        "{}",
+        text(&o.stderr)
+    );
+
+    // A pod that is not there.
+    let o = run(&["exec", "ghost", "--", "true"], b"");
+    assert_ne!(o.status.code(), Some(0));
+    assert!(text(&o.stderr).contains("ghost"), "{}", text(&o.stderr));
+}

@@ -318,7 +318,15 @@ pub struct Container {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub termination_message_policy: Option<String>,
     pub stdin: bool,
+    /// Close stdin after the first attach session ends. Left out of the JSON when false, so
+    /// the container hash of pods that do not set it is the same as before the field.
+    #[serde(skip_serializing_if = "is_false")]
+    pub stdin_once: bool,
     pub tty: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl Container {

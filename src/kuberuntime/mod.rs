@@ -278,6 +278,9 @@ pub fn container_config(
         resources: resources(container),
         security: security(pod, container, ctx)?,
         labels: l,
+        stdin: container.stdin,
+        stdin_once: container.stdin && container.stdin_once,
+        tty: container.tty,
     })
 }
 

@@ -148,7 +148,7 @@ struct Stream {
 
 impl Stream {
     /// Reads what the FIFO holds and writes the complete lines; whether it read anything.
-    fn pump(&mut self, log: &Mutex<LogFile>, buf: &mut [u8]) -> std::io::Result<bool> {
+    fn pump(&mut self, log: &Mutex<LogFile>, buf: &mut [u8], taps: &Taps) -> std::io::Result<bool> {
         use std::io::Read;
         let n = match self.file.read(buf) {
             Ok(n) => n,
@@ -170,6 +170,7 @@ impl Stream {
             }
             return Ok(false);
         }
+        taps.send(self.name, &buf[..n]);
         self.pending.extend_from_slice(&buf[..n]);
         let mut start = 0;
         while let Some(pos) = self.pending[start..].iter().position(|b| *b == b'\n') {
@@ -206,6 +207,7 @@ fn copy_streams(
     log: &Mutex<LogFile>,
     stop: &AtomicBool,
     wake: &std::os::fd::OwnedFd,
+    taps: &Taps,
 ) -> std::io::Result<()> {
     use nix::poll::{PollFd, PollFlags, PollTimeout};
     use std::os::fd::{AsFd, AsRawFd};
@@ -213,7 +215,7 @@ fn copy_streams(
     // A FIFO opened with no writer reports no POLLHUP until a writer comes: an adopted
     // container's writer may be gone for good already, so its streams are read once first.
     for s in streams.iter_mut().filter(|s| s.armed) {
-        while s.pump(log, &mut buf)? {}
+        while s.pump(log, &mut buf, taps)? {}
     }
     while streams.iter().any(|s| !s.done) {
         // Done streams stay out of poll: their hang-up would report ready forever.
@@ -248,7 +250,7 @@ fn copy_streams(
             let s = &mut streams[i];
             s.armed |= r || stopping;
             if r || stopping {
-                s.pump(log, &mut buf)?;
+                s.pump(log, &mut buf, taps)?;
             }
         }
     }
@@ -275,11 +277,42 @@ fn write_line(log: &Mutex<LogFile>, stream: &str, partial: bool, text: &[u8]) {
     }
 }
 
+/// What a tap gets: the stream's name (`stdout`, `stderr`) and the bytes read from it.
+pub type Chunk = (&'static str, Vec<u8>);
+
+/// How many chunks a tap holds before it misses some.
+const TAP_BUFFER: usize = 64;
+
+/// The copier's listeners besides the log (attach sessions). A tap that does not keep up
+/// misses chunks: the log is never held up by a slow client.
+#[derive(Default)]
+struct Taps(Mutex<Vec<async_channel::Sender<Chunk>>>);
+
+impl Taps {
+    fn send(&self, name: &'static str, bytes: &[u8]) {
+        let mut taps = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if taps.is_empty() {
+            return;
+        }
+        taps.retain(|t| match t.try_send((name, bytes.to_vec())) {
+            Ok(()) | Err(async_channel::TrySendError::Full(_)) => true,
+            Err(async_channel::TrySendError::Closed(_)) => false,
+        });
+    }
+
+    /// Ends every tap (their receivers see the end of output).
+    fn close(&self) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+}
+
 /// A running copier of one container.
 pub struct Copier {
     threads: Vec<std::thread::JoinHandle<()>>,
     stop: Arc<AtomicBool>,
     wake: Arc<std::os::fd::OwnedFd>,
+    taps: Arc<Taps>,
+    ended: Arc<AtomicBool>,
 }
 
 impl Copier {
@@ -312,12 +345,18 @@ impl Copier {
         }
         let wake = Arc::new(eventfd()?);
         let (tag, stop2, wake2) = (tag.to_string(), stop.clone(), wake.clone());
+        let taps = Arc::new(Taps::default());
+        let ended = Arc::new(AtomicBool::new(false));
+        let (taps2, ended2) = (taps.clone(), ended.clone());
         // One small-stacked thread per container: edge devices run many.
         let t = std::thread::Builder::new()
             .name("log-copier".into())
             .stack_size(128 * 1024)
             .spawn(move || {
-                if let Err(e) = copy_streams(streams, &log, &stop2, &wake2) {
+                let r = copy_streams(streams, &log, &stop2, &wake2, &taps2);
+                ended2.store(true, Ordering::Relaxed);
+                taps2.close();
+                if let Err(e) = r {
                     tracing::warn!(container = %tag, error = %e, "log copy stopped");
                 }
             })?;
@@ -326,7 +365,21 @@ impl Copier {
             threads,
             stop,
             wake,
+            taps,
+            ended,
         })
+    }
+
+    /// A copy of everything read from now on, until the container's output ends (the
+    /// receiver then closes). Chunks a slow receiver has no room for are dropped.
+    pub fn tap(&self) -> async_channel::Receiver<Chunk> {
+        let (tx, rx) = async_channel::bounded(TAP_BUFFER);
+        let mut taps = self.taps.0.lock().unwrap_or_else(|p| p.into_inner());
+        // Checked under the lock the copier's end takes: no tap outlives the output.
+        if !self.ended.load(Ordering::Relaxed) {
+            taps.push(tx);
+        }
+        rx
     }
 
     /// Tells the copier to end at the next EOF even if no writer ever came.

@@ -169,6 +169,11 @@ pub struct ContainerConfig {
     pub resources: Resources,
     pub security: Security,
     pub labels: BTreeMap<String, String>,
+    /// The process keeps a stdin open for attach (`stdin`); closed after the first attach
+    /// session (`stdin_once`); a terminal (`tty`).
+    pub stdin: bool,
+    pub stdin_once: bool,
+    pub tty: bool,
 }
 
 /// The state of a container.
@@ -234,6 +239,20 @@ pub struct ExecIo {
     pub stderr: Option<std::fs::File>,
 }
 
+/// A container's own process, attached (`kubectl attach`).
+#[derive(Debug)]
+pub struct AttachIo {
+    /// Writing end of its stdin (a container created with `stdin`), else `None`.
+    pub stdin: Option<std::fs::File>,
+    /// Its output from now on, `(stream, bytes)`, until it ends; chunks a slow reader has no
+    /// room for are dropped (the log keeps everything).
+    pub output: async_channel::Receiver<logs::Chunk>,
+    /// Created with a terminal: output is one stream, resizes apply.
+    pub tty: bool,
+    /// Its stdin is to be closed when this first attach session ends.
+    pub stdin_once: bool,
+}
+
 /// A container exit the runtime saw (a hint: [`Runtime::container_status`] is the truth).
 #[derive(Clone, Debug, PartialEq)]
 pub struct ExitEvent {
@@ -285,6 +304,8 @@ pub trait Runtime: Send + Sync {
     /// Kills an exec if it still runs and removes it from its shim (its output copied out
     /// first) and its FIFOs. Idempotent.
     fn exec_remove(&self, id: &str, exec_id: &str) -> Result<()>;
+    /// Attaches to a running container's own process.
+    fn attach(&self, id: &str) -> Result<AttachIo>;
     /// Exit events, as they arrive (every call returns the same channel).
     fn exit_events(&self) -> async_channel::Receiver<ExitEvent>;
 }

@@ -530,7 +530,7 @@ pub fn container_spec(input: &SpecInput) -> Result<Value> {
     let mut spec = json!({
         "ociVersion": "1.0.2",
         "process": {
-            "terminal": false,
+            "terminal": config.tty,
             "user": {"uid": user.uid, "gid": user.gid, "additionalGids": user.additional_gids},
             "args": args,
             "env": merge_env(config, image, pod.hostname.as_deref()),

@@ -38,7 +38,7 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
-use streaming::{spdy, websocket, Outcome};
+use streaming::{spdy, websocket};
 
 /// How long a kept-alive connection may sit idle between requests.
 const IDLE: Duration = Duration::from_secs(60);
@@ -484,9 +484,7 @@ async fn remote_command<S: AsyncRead + AsyncWrite + Unpin>(
     let session: streaming::Session = if exec {
         Box::new(move |streams| Box::pin(streaming::exec::exec(rt, id, command, opts, streams)))
     } else {
-        Box::new(move |_streams| {
-            Box::pin(async { Outcome::Failed("attach is not available on this node yet".into()) })
-        })
+        Box::new(move |streams| Box::pin(streaming::exec::attach(rt, id, opts, streams)))
     };
     if ws {
         websocket::serve_remotecommand(s, early, req, opts, session).await;

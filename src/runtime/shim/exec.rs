@@ -24,7 +24,7 @@ const STDIN_ATTACH: Duration = Duration::from_secs(10);
 /// reader could wait for a writer forever (and the command for its end of input), so ours
 /// opens only when a reader is there: a non-blocking write-only open fails with ENXIO until
 /// then.
-fn attach_stdin(fifo: &Path) -> std::io::Result<File> {
+pub(super) fn attach_stdin(fifo: &Path) -> std::io::Result<File> {
     let deadline = std::time::Instant::now() + STDIN_ATTACH;
     loop {
         match OpenOptions::new()

@@ -30,8 +30,8 @@ use super::cgroups::Layout;
 use super::logs::{Copier, Rotation};
 use super::{oci, sandbox};
 use super::{
-    ContainerConfig, ContainerState, ContainerStatus, ErrorKind, ExecIo, ExecResult, ExecSpec,
-    ExitEvent, PodSandboxConfig, Result, RootfsProvider, Runtime, RuntimeError, Sandbox,
+    AttachIo, ContainerConfig, ContainerState, ContainerStatus, ErrorKind, ExecIo, ExecResult,
+    ExecSpec, ExitEvent, PodSandboxConfig, Result, RootfsProvider, Runtime, RuntimeError, Sandbox,
 };
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -905,6 +905,9 @@ impl Runtime for ShimRuntime {
             reason: None,
             message: None,
             task_deleted: false,
+            stdin: config.stdin,
+            stdin_once: config.stdin_once,
+            tty: config.tty,
         };
         let result = (|| -> Result<()> {
             self.write_meta(&meta)?;
@@ -923,7 +926,12 @@ impl Runtime for ShimRuntime {
             // The spec carries env values from Secrets: root only.
             crate::paths::write_private(&b.join("config.json"), &bytes)
                 .map_err(|e| io_err(&id, "write spec", e))?;
-            for f in ["stdout", "stderr"] {
+            let fifos: &[&str] = if config.stdin {
+                &["stdin", "stdout", "stderr"]
+            } else {
+                &["stdout", "stderr"]
+            };
+            for f in fifos {
                 nix::unistd::mkfifo(&b.join(f), nix::sys::stat::Mode::from_bits_truncate(0o600))
                     .map_err(|e| io_err(&id, "mkfifo", e))?;
             }
@@ -938,7 +946,7 @@ impl Runtime for ShimRuntime {
             let lock = self.pod_lock(pod_uid);
             {
                 let _g = lock.lock().unwrap_or_else(|p| p.into_inner());
-                let pid = self.create_task(&id, &mounts)?;
+                let pid = self.create_task(&meta, &mounts)?;
                 self.update_meta(&id, |m| {
                     m.task_created = true;
                     m.pid = Some(pid);
@@ -1079,6 +1087,39 @@ impl Runtime for ShimRuntime {
 
     fn exec_resize(&self, id: &str, exec_id: &str, width: u16, height: u16) -> Result<()> {
         ShimRuntime::exec_resize(self, id, exec_id, width, height)
+    }
+
+    fn attach(&self, id: &str) -> Result<AttachIo> {
+        check_name(id, "container id")?;
+        let m = self.read_meta(id)?;
+        let output = self
+            .copiers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .map(Copier::tap)
+            .ok_or_else(|| {
+                err(
+                    id,
+                    "attach",
+                    ErrorKind::NotFound,
+                    "the container is not running",
+                )
+            })?;
+        let stdin = if m.stdin {
+            Some(
+                exec::attach_stdin(&self.bundle(id).join("stdin"))
+                    .map_err(|e| io_err(id, "attach stdin", e))?,
+            )
+        } else {
+            None
+        };
+        Ok(AttachIo {
+            stdin,
+            output,
+            tty: m.tty,
+            stdin_once: m.stdin_once,
+        })
     }
 
     fn exec_close_stdin(&self, id: &str, exec_id: &str) -> Result<()> {

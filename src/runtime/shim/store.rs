@@ -58,6 +58,14 @@ pub struct ContainerMeta {
     /// The shim no longer holds the task (Delete done, or the shim is gone).
     #[serde(default)]
     pub task_deleted: bool,
+    /// Created with a stdin FIFO (for attach), closed after the first attach (`stdin_once`),
+    /// with a terminal (`tty`).
+    #[serde(default)]
+    pub stdin: bool,
+    #[serde(default)]
+    pub stdin_once: bool,
+    #[serde(default)]
+    pub tty: bool,
 }
 
 /// Unix nanoseconds of a time.

@@ -280,9 +280,10 @@ impl ShimRuntime {
     /// Creates the task of a prepared bundle: starts or joins the pod's shim, then Create.
     pub(super) fn create_task(
         &self,
-        id: &str,
+        meta: &ContainerMeta,
         rootfs: &[crate::runtime::RootfsMount],
     ) -> Result<u32> {
+        let id = meta.id.as_str();
         let b = self.bundle(id);
         let t0 = Instant::now();
         let address = process::start(&self.cfg.shim_binary, &b, id, &self.events.address)
@@ -314,7 +315,14 @@ impl ShimRuntime {
                     ..Default::default()
                 })
                 .collect(),
-            stdin: String::new(),
+            // A container with stdin gets a FIFO the shim keeps open (attach writes to it);
+            // with a terminal, stdout carries the terminal's output.
+            stdin: if meta.stdin {
+                b.join("stdin").to_string_lossy().into()
+            } else {
+                String::new()
+            },
+            terminal: meta.tty,
             stdout: b.join("stdout").to_string_lossy().into(),
             stderr: b.join("stderr").to_string_lossy().into(),
             options: protobuf::MessageField::some(any),

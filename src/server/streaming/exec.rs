@@ -1,9 +1,11 @@
-//! The runtime side of an exec session (the kubelet's `GetExec` through CRI): finds the
-//! container, starts the command with the runtime's [`ExecIo`] FIFOs, and pumps them to and
-//! from a transport's [`Streams`] until the command exits and its output is drained.
+//! The runtime side of exec and attach sessions (the kubelet's `GetExec`/`GetAttach` through
+//! CRI): finds the container; for an exec, starts the command with the runtime's
+//! [`crate::runtime::ExecIo`] FIFOs and pumps them to and from a transport's [`Streams`] until
+//! the command exits and its output is drained; for an attach, joins the container's own
+//! process ([`crate::runtime::AttachIo`]) until its output ends.
 //!
-//! A session dropped half-way (the client gone, the connection cut) kills the command, as
-//! containerd's CRI does when the stream's context ends.
+//! An exec session dropped half-way (the client gone, the connection cut) kills the command, as
+//! containerd's CRI does when the stream's context ends; an attach leaves the container be.
 
 use super::{Outcome, StreamOptions, Streams, TermSize};
 use crate::metamanager::{Store, Table};
@@ -234,6 +236,76 @@ pub async fn exec(
         }
         Err(e) => Outcome::Failed(format!("error executing command in container: {e}")),
     }
+}
+
+/// Attaches the client's streams to container `id`'s own process until its output ends (the
+/// container exited) or the client leaves. Input goes to its stdin if it was created with one
+/// (`stdin: true`); with `stdinOnce`, the end of this session closes that stdin.
+pub async fn attach(
+    rt: Arc<dyn Runtime>,
+    id: String,
+    opts: StreamOptions,
+    streams: Streams,
+) -> Outcome {
+    let io = {
+        let (rt, id) = (rt.clone(), id.clone());
+        match smol::unblock(move || rt.attach(&id)).await {
+            Ok(io) => io,
+            Err(e) => return Outcome::Failed(format!("error attaching to container: {e}")),
+        }
+    };
+    tracing::info!(container = %id, tty = io.tty, stdin = io.stdin.is_some(), "attached");
+    let Streams {
+        stdin,
+        stdout,
+        stderr,
+        resize,
+    } = streams;
+    let tty = io.tty;
+    let output = async {
+        while let Ok((name, bytes)) = io.output.recv().await {
+            // A terminal's output is one stream.
+            let to = if name == "stderr" && !tty {
+                &stderr
+            } else {
+                &stdout
+            };
+            if let Some(tx) = to {
+                let _ = tx.send(bytes).await;
+            }
+        }
+    };
+    let input = async {
+        if let (Some(f), Some(rx)) = (io.stdin, stdin.filter(|_| opts.stdin)) {
+            if let Err(e) = pump_in(f, rx).await {
+                tracing::debug!(container = %id, error = %e, "attach stdin ended");
+            }
+            if io.stdin_once {
+                let (rt, i) = (rt.clone(), id.clone());
+                if let Err(e) = smol::unblock(move || rt.exec_close_stdin(&i, "")).await {
+                    tracing::warn!(container = %id, error = %e, "stdinOnce: stdin not closed");
+                }
+            }
+        }
+    };
+    let resizes = async {
+        if let (true, Some(rx)) = (tty, resize) {
+            while let Ok(TermSize { width, height }) = rx.recv().await {
+                let (rt, i) = (rt.clone(), id.clone());
+                if let Err(e) = smol::unblock(move || rt.exec_resize(&i, "", width, height)).await {
+                    tracing::debug!(error = %e, "attach resize refused");
+                }
+            }
+        }
+    };
+    // The session ends with the container's output; input and resizes may never end.
+    smol::future::or(output, async {
+        smol::future::zip(input, resizes).await;
+        smol::future::pending().await
+    })
+    .await;
+    tracing::info!(container = %id, "detached: the container's output ended");
+    Outcome::Exited(0)
 }
 
 /// The outcome of a start the runtime refused: the message on stderr and 126/127 for a
