@@ -11,6 +11,9 @@
 mod cloudhub;
 #[path = "common/host.rs"]
 mod host;
+#[allow(dead_code)]
+#[path = "common/spdy.rs"]
+mod spdy;
 
 use cloudhub::{bounded, pod_message, CloudHub, Event, Lifetime};
 use edged::message::{new_uuid, op, Message};
@@ -1171,5 +1174,177 @@ fn kubectl_logs_through_the_stream_tunnel() {
             hub.stream.remove(f.id);
         }
         assert!(hub.stream.connected());
+    });
+}
+
+/// Runs an exec through the tunnel as the API server would (SPDY v4 over the tunnel's DATA):
+/// what `stdin` gets, then its end; returns the exit code and stdout.
+async fn tunnel_exec(hub: &CloudHub, path: &str, stdin: &'static [u8]) -> Option<(i64, Vec<u8>)> {
+    let up = hub.stream.upgrade(1, path, &["v4.channel.k8s.io"])?;
+    let path = path.to_string();
+    smol::unblock(move || {
+        let mut c = spdy::Client::upgrade(Box::new(up), &path, &["v4.channel.k8s.io"], &[]).ok()?;
+        let err = c.open(&[("streamtype", "error")]);
+        let input = c.open(&[("streamtype", "stdin")]);
+        let out = c.open(&[("streamtype", "stdout")]);
+        c.write(input, stdin);
+        c.close(input);
+        let status: Value = serde_json::from_slice(&c.read_to_end(err)).ok()?;
+        c.read_all();
+        let code = match status["status"].as_str() {
+            Some("Success") => 0,
+            _ => status["details"]["causes"][0]["message"]
+                .as_str()?
+                .parse()
+                .ok()?,
+        };
+        Some((code, c.streams.get(&out)?.data.clone()))
+    })
+    .await
+}
+
+#[test]
+fn kubectl_exec_and_attach_through_the_stream_tunnel() {
+    bounded(150, async {
+        let hub = CloudHub::start(Lifetime::Long).await;
+        let a = Agent::start("exec", &hub, &hub.token());
+        accept_registration(&a, &hub).await;
+        let mut p = user_pod("shell", "sleep 100000");
+        p["spec"]["automountServiceAccountToken"] = json!(false);
+        let mut t = user_pod("talk", "while read l; do echo \"heard $l\"; done");
+        t["spec"]["automountServiceAccountToken"] = json!(false);
+        t["spec"]["containers"][0]["stdin"] = json!(true);
+        for p in [p, t] {
+            let name = p["metadata"]["name"].as_str().unwrap().to_string();
+            hub.create_pod(&p, &a.node);
+            a.within(
+                &format!("{name} Running"),
+                podpatch(&hub, &name, |p| phase(p) == "Running"),
+            )
+            .await;
+        }
+        let tunnel_up = || async {
+            while !hub.stream.connected() {
+                smol::Timer::after(Duration::from_millis(100)).await;
+            }
+        };
+        a.within("the tunnel", tunnel_up()).await;
+        let cat = "/exec/default/shell/app?command=sh&command=-c&command=cat%3B%20exit%205&input=1&output=1";
+        // stdin up the tunnel, stdout and the exit code back; three at once.
+        let (r1, (r2, r3)) = smol::future::zip(
+            tunnel_exec(&hub, cat, b"first\n"),
+            smol::future::zip(
+                tunnel_exec(&hub, cat, b"second\n"),
+                tunnel_exec(&hub, cat, b"third\n"),
+            ),
+        )
+        .await;
+        for (r, want) in [(r1, "first\n"), (r2, "second\n"), (r3, "third\n")] {
+            let (code, out) = r.expect("an exec through the tunnel");
+            assert_eq!((code, String::from_utf8_lossy(&out).as_ref()), (5, want));
+        }
+        // `kubectl top` (metrics-server through the API server's node proxy): METRIC connects.
+        for path in [
+            "/stats/summary?only_cpu_and_memory=true",
+            "/metrics/resource",
+        ] {
+            let mut m = hub.stream.request(2, path).expect("tunnel up");
+            assert!(
+                m.read_to_end(Duration::from_secs(20)).await,
+                "{path}: {}",
+                m.text()
+            );
+            let text = m.text();
+            if path.starts_with("/stats") {
+                let v: Value = serde_json::from_str(&text).expect("a Summary");
+                assert_eq!(v["node"]["nodeName"], a.node.as_str(), "{v}");
+                let pods = v["pods"].as_array().expect("pods");
+                assert!(pods.iter().any(|p| p["podRef"]["name"] == "shell"), "{v}");
+            } else {
+                assert!(
+                    text.contains("container_cpu_usage_seconds_total{container=\"app\",namespace=\"default\",pod=\"shell\"}"),
+                    "{text}"
+                );
+            }
+        }
+        // attach: the container's own stdin and output.
+        let up = hub
+            .stream
+            .upgrade(
+                6,
+                "/attach/default/talk/app?input=1&output=1",
+                &["v4.channel.k8s.io"],
+            )
+            .expect("tunnel up");
+        let heard = smol::unblock(move || {
+            let mut c = spdy::Client::upgrade(
+                Box::new(up),
+                "/attach/default/talk/app?input=1&output=1",
+                &["v4.channel.k8s.io"],
+                &[],
+            )
+            .ok()?;
+            let _err = c.open(&[("streamtype", "error")]);
+            let input = c.open(&[("streamtype", "stdin")]);
+            let out = c.open(&[("streamtype", "stdout")]);
+            c.write(input, b"hello\n");
+            Some(c.read_at_least(out, 12))
+        })
+        .await;
+        assert_eq!(heard.as_deref(), Some(&b"heard hello\n"[..]));
+
+        // The tunnel cut mid-session: the session ends, the command with it; after the redial
+        // new sessions work.
+        let long = "/exec/default/shell/app?command=sh&command=-c&command=echo%20up%3B%20sleep%204343%3B%20echo%20never&output=1";
+        let up = hub
+            .stream
+            .upgrade(1, long, &["v4.channel.k8s.io"])
+            .expect("tunnel up");
+        let tunnels = hub.stream.tunnels.load(Ordering::SeqCst);
+        let session = smol::unblock(move || {
+            let mut c =
+                spdy::Client::upgrade(Box::new(up), long, &["v4.channel.k8s.io"], &[]).ok()?;
+            let _err = c.open(&[("streamtype", "error")]);
+            let out = c.open(&[("streamtype", "stdout")]);
+            let first = c.read_at_least(out, 3);
+            Some((c, first))
+        })
+        .await;
+        let (c, first) = session.expect("the long exec started");
+        assert_eq!(first, b"up\n");
+        hub.stream.cut();
+        let ended = smol::unblock(move || {
+            let mut c = c;
+            c.read_all();
+            c.closed || c.goaway
+        })
+        .await;
+        assert!(ended, "the session ends with the tunnel");
+        a.within("the redial", async {
+            while hub.stream.tunnels.load(Ordering::SeqCst) <= tunnels || !hub.stream.connected() {
+                smol::Timer::after(Duration::from_millis(100)).await;
+            }
+        })
+        .await;
+        let (code, out) = tunnel_exec(&hub, cat, b"after\n")
+            .await
+            .expect("an exec after the redial");
+        assert_eq!((code, out.as_slice()), (5, &b"after\n"[..]));
+        // The cut session's command was killed with it.
+        a.within("the cut exec killed", async {
+            let running = || {
+                std::fs::read_dir("/proc")
+                    .unwrap()
+                    .filter_map(|d| d.ok())
+                    .any(|d| {
+                        std::fs::read(d.path().join("cmdline"))
+                            .is_ok_and(|c| c.starts_with(b"sh\x00-c\x00echo up; sleep 4343"))
+                    })
+            };
+            while running() {
+                smol::Timer::after(Duration::from_millis(100)).await;
+            }
+        })
+        .await;
     });
 }

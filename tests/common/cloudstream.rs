@@ -98,6 +98,68 @@ impl StreamSession {
     }
 }
 
+/// The API server's side of an upgraded session through the tunnel, as a blocking byte pipe
+/// for a test client (tests/common/spdy.rs). The client writes its own request head first;
+/// through the tunnel that request travels in the connector, so the head is dropped here.
+pub struct Upgraded {
+    pub id: u64,
+    rx: async_channel::Receiver<StreamEvent>,
+    out: async_channel::Sender<Vec<u8>>,
+    unread: Vec<u8>,
+    head_dropped: bool,
+    written: Vec<u8>,
+}
+
+impl std::io::Read for Upgraded {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.unread.is_empty() {
+            let ev = smol::block_on(smol::future::or(
+                async { self.rx.recv().await.ok() },
+                async {
+                    smol::Timer::after(Duration::from_secs(60)).await;
+                    None
+                },
+            ));
+            match ev {
+                Some(StreamEvent::Data(d)) => self.unread = d,
+                Some(StreamEvent::Removed) | None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.unread.len());
+        buf[..n].copy_from_slice(&self.unread[..n]);
+        self.unread.drain(..n);
+        Ok(n)
+    }
+}
+
+impl std::io::Write for Upgraded {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let data = if self.head_dropped {
+            buf.to_vec()
+        } else {
+            self.written.extend_from_slice(buf);
+            match self.written.windows(4).position(|w| w == b"\r\n\r\n") {
+                Some(end) => {
+                    self.head_dropped = true;
+                    self.written.split_off(end + 4)
+                }
+                None => return Ok(buf.len()),
+            }
+        };
+        if !data.is_empty() {
+            let frame = server_frame(0x1, &message(self.id, 3, &data));
+            self.out
+                .send_blocking(frame)
+                .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "tunnel gone"))?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// A uvarint as Go's `binary.PutUvarint` writes it.
 fn uvarint(mut v: u64, out: &mut Vec<u8>) {
     while v >= 0x80 {
@@ -227,6 +289,45 @@ impl CloudStream {
             rx,
             body: Vec::new(),
             removed: false,
+        })
+    }
+
+    /// Relays an upgrading API server request (exec 1, attach 6) as StreamServer does: the
+    /// connector carries the method and the request's headers (`Upgrade: SPDY/3.1`,
+    /// `X-Stream-Protocol-Version`...); the answer and the protocol's bytes come back as DATA,
+    /// the client's go down as DATA. `None` when no tunnel is up.
+    pub fn upgrade(&self, kind: u64, path_and_query: &str, protocols: &[&str]) -> Option<Upgraded> {
+        let id = self.next_id.fetch_add(1, Ordering::SeqCst);
+        let (path, query) = path_and_query
+            .split_once('?')
+            .unwrap_or((path_and_query, ""));
+        let connector = json!({
+            "MessID": id,
+            "url": {"Scheme": "http", "Opaque": "", "User": null, "Host": "127.0.0.1:10350",
+                    "Path": path, "RawPath": "", "OmitHost": false, "ForceQuery": false,
+                    "RawQuery": query, "Fragment": "", "RawFragment": ""},
+            "header": {"Connection": ["Upgrade"], "Upgrade": ["SPDY/3.1"],
+                       "X-Stream-Protocol-Version": protocols,
+                       "User-Agent": ["kubectl/v1.37.2"], "X-Forwarded-For": ["10.0.0.1"]},
+            "method": "POST",
+        });
+        let (tx, rx) = async_channel::unbounded();
+        let mut st = self.state.lock().unwrap();
+        let t = st.tunnel.as_ref()?;
+        let out = t.out.clone();
+        out.try_send(server_frame(
+            0x1,
+            &message(id, kind, connector.to_string().as_bytes()),
+        ))
+        .ok()?;
+        st.sessions.insert(id, tx);
+        Some(Upgraded {
+            id,
+            rx,
+            out,
+            unread: Vec::new(),
+            head_dropped: false,
+            written: Vec::new(),
         })
     }
 

@@ -176,11 +176,15 @@ impl ShimRuntime {
             })?;
         let exec_id = format!("exec-{}", &new_id()[..12]);
         let [fin, fout, ferr] = exec_fifos(&b, &exec_id);
-        let stderr_wanted = want.stderr && !want.tty;
+        // The runc shim opens every output path it is given and refuses an empty one, so the
+        // outputs always exist (stderr not with a terminal) and the caller drains what its
+        // client did not ask for.
+        let stdout_wanted = true;
+        let stderr_wanted = !want.tty;
         let mut made = Vec::new();
         for (f, on) in [
             (&fin, want.stdin),
-            (&fout, want.stdout),
+            (&fout, stdout_wanted),
             (&ferr, stderr_wanted),
         ] {
             if on {
@@ -207,9 +211,9 @@ impl ShimRuntime {
                 .open(f)
                 .map(Some)
         };
-        let files =
-            (|| Ok::<_, std::io::Error>((open(&fout, want.stdout)?, open(&ferr, stderr_wanted)?)))(
-            );
+        let files = (|| {
+            Ok::<_, std::io::Error>((open(&fout, stdout_wanted)?, open(&ferr, stderr_wanted)?))
+        })();
         let (stdout, stderr) = match files {
             Ok(f) => f,
             Err(e) => {
@@ -231,7 +235,7 @@ impl ShimRuntime {
             exec_id: exec_id.clone(),
             terminal: want.tty,
             stdin: path(&fin, want.stdin),
-            stdout: path(&fout, want.stdout),
+            stdout: path(&fout, stdout_wanted),
             stderr: path(&ferr, stderr_wanted),
             spec: protobuf::MessageField::some(protobuf::well_known_types::any::Any {
                 type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process".into(),

@@ -109,8 +109,9 @@ impl Drop for Remover {
     }
 }
 
-/// Copies a FIFO to a channel until its writer closes; a gone receiver keeps draining it.
-async fn pump_out(f: File, tx: async_channel::Sender<Vec<u8>>) -> std::io::Result<()> {
+/// Copies a FIFO to a channel until its writer closes; with no receiver (a stream the client
+/// did not ask for, or left) it is drained, so the command never blocks on it.
+async fn pump_out(f: File, tx: Option<async_channel::Sender<Vec<u8>>>) -> std::io::Result<()> {
     let mut f = smol::Async::new(f)?;
     let mut buf = vec![0u8; super::MAX_CHUNK];
     loop {
@@ -118,7 +119,7 @@ async fn pump_out(f: File, tx: async_channel::Sender<Vec<u8>>) -> std::io::Resul
         if n == 0 {
             return Ok(());
         }
-        if !tx.is_closed() {
+        if let Some(tx) = tx.as_ref().filter(|t| !t.is_closed()) {
             let _ = tx.send(buf[..n].to_vec()).await;
         }
     }
@@ -192,7 +193,7 @@ pub async fn exec(
         }
     };
     let output = |f: Option<File>, tx: Option<async_channel::Sender<Vec<u8>>>| async move {
-        if let (Some(f), Some(tx)) = (f, tx) {
+        if let Some(f) = f {
             if let Err(e) = pump_out(f, tx).await {
                 tracing::debug!(error = %e, "exec output ended");
             }
