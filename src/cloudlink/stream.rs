@@ -478,14 +478,25 @@ fn dispatch(
         Kind::Data | Kind::Remove => {
             let tx = sessions.borrow().get(&m.id).cloned();
             match tx {
-                // A full inbox drops DATA for this session only; a REMOVE closes it.
+                // A REMOVE closes the session.
                 Some(tx) if m.kind == Kind::Remove => {
                     tx.close();
                     sessions.borrow_mut().remove(&m.id);
                 }
+                // The tunnel has no per-session credit: waiting here would stall every session
+                // and the link, and dropping bytes would corrupt an exec's stream. A session
+                // whose inbox is full (its kubelet-API side does not keep up) is ended instead;
+                // its task sends the REMOVE.
                 Some(tx) => {
-                    if tx.try_send(m).is_err() {
-                        tracing::debug!("stream session inbox full; data dropped");
+                    let id = m.id;
+                    if let Err(async_channel::TrySendError::Full(_)) = tx.try_send(m) {
+                        tracing::warn!(
+                            connect_id = id,
+                            limit = SESSION_INBOX,
+                            "stream session ended: it did not keep up with the cloud's data"
+                        );
+                        tx.close();
+                        sessions.borrow_mut().remove(&id);
                     }
                 }
                 None => tracing::debug!(connect_id = m.id, "tunnel message for no session"),
@@ -718,6 +729,57 @@ pub fn config_from(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_session_that_does_not_keep_up_is_ended_not_fed_partly() {
+        let cfg = StreamConfig {
+            server: "127.0.0.1:1".into(),
+            node: "n".into(),
+            node_ip: None,
+            cert_dir: PathBuf::from("/nonexistent"),
+            kubelet_api: "127.0.0.1:1".into(),
+        };
+        let ex = Rc::new(smol::LocalExecutor::new());
+        let sessions = Rc::new(RefCell::new(HashMap::new()));
+        let (out, _out_rx) = async_channel::unbounded();
+        let (slow_tx, slow_rx) = async_channel::bounded(SESSION_INBOX);
+        let (fast_tx, fast_rx) = async_channel::bounded(SESSION_INBOX);
+        sessions.borrow_mut().insert(1, slow_tx);
+        sessions.borrow_mut().insert(2, fast_tx);
+        for i in 0..SESSION_INBOX {
+            dispatch(
+                &cfg,
+                &ex,
+                &sessions,
+                &out,
+                TunnelMessage::new(1, Kind::Data, vec![i as u8]),
+            );
+        }
+        assert!(!slow_rx.is_closed(), "a full inbox is still whole");
+        // One more than it holds: the session ends; what it got is intact, in order.
+        dispatch(
+            &cfg,
+            &ex,
+            &sessions,
+            &out,
+            TunnelMessage::new(1, Kind::Data, vec![0xff]),
+        );
+        assert!(slow_rx.is_closed());
+        assert!(!sessions.borrow().contains_key(&1));
+        let got: Vec<u8> = std::iter::from_fn(|| slow_rx.try_recv().ok())
+            .map(|m| m.data[0])
+            .collect();
+        assert_eq!(got, (0..SESSION_INBOX).map(|i| i as u8).collect::<Vec<_>>());
+        // The other session is untouched.
+        dispatch(
+            &cfg,
+            &ex,
+            &sessions,
+            &out,
+            TunnelMessage::new(2, Kind::Data, b"x".to_vec()),
+        );
+        assert_eq!(fast_rx.try_recv().map(|m| m.data), Ok(b"x".to_vec()));
+    }
 
     #[test]
     fn messages_as_kubeedge_writes_them() {
