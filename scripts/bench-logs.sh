@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Agent RSS, threads and CPU (as root): idle with one pod writing 10 lines/s, then with 10
-# concurrent `follow=true` clients of /containerLogs over HTTP, then with 10 `edged logs -f`
-# beside it. Needs a release build (cargo build --release) and curl; figures in BENCHMARKS.md.
+# concurrent `follow=true` clients of /containerLogs over HTTP, then with 5 `edged exec`
+# sessions (WebSocket, through the agent) beside those, then with 10 `edged logs -f` beside it. Needs a release build (cargo build --release) and curl; figures in BENCHMARKS.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${EDGED_BIN:-$PWD/target/release/edged}
@@ -37,6 +37,12 @@ PIDS=()
 for i in $(seq 10); do curl -sN "localhost:$PORT/containerLogs/bench-logs/ticker/app?follow=true" > $T/f$i.out & PIDS+=($!); done
 sleep 5
 sample "10 HTTP followers" 30
+EXECS=()
+for i in $(seq 5); do $BIN --port $PORT exec ticker -n bench-logs -- sh -c 'sleep 45; echo done' > $T/e$i.out 2>&1 & EXECS+=($!); done
+sleep 5
+sample "10 followers + 5 exec sessions" 30
+wait "${EXECS[@]}" || true
+echo "exec sessions ended: $(cat $T/e*.out | grep -c done) of 5 printed their last line"
 for p in "${PIDS[@]}"; do kill $p; done; wait "${PIDS[@]}" 2>/dev/null || true
 sleep 3
 sample "after the 10 left" 10

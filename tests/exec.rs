@@ -259,16 +259,23 @@ fn attach_over_spdy_joins_the_containers_own_process() {
 
 #[test]
 fn edged_exec_runs_commands_in_real_containers() {
+    let mut echoer = sh("e", "while read l; do echo \"got $l\"; done; echo bye");
+    echoer["stdin"] = json!(true);
+    echoer["stdinOnce"] = json!(true);
     let a = Agent::start(
         "exec-cli",
         &[],
-        &[pod(
-            "shell",
-            vec![sh("c", "sleep 100000"), sh("side", "sleep 100000")],
-            json!({}),
-        )],
+        &[
+            pod(
+                "shell",
+                vec![sh("c", "sleep 100000"), sh("side", "sleep 100000")],
+                json!({}),
+            ),
+            pod("echoer", vec![echoer], json!({"restartPolicy": "Never"})),
+        ],
     );
     a.wait_running("shell");
+    a.wait_running("echoer");
     let run = |args: &[&str], input: &[u8]| {
         let mut cmd = a.edged(args);
         cmd.stdin(std::process::Stdio::piped())
@@ -328,6 +335,12 @@ fn edged_exec_runs_commands_in_real_containers() {
         "{}",
         text(&o.stderr)
     );
+
+    // attach -i: the container's own stdin; its end (stdinOnce) ends the container and the
+    // session with it.
+    let o = run(&["attach", "-i", "echoer"], b"a\nb\n");
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert_eq!(text(&o.stdout), "got a\ngot b\nbye\n");
 
     // A pod that is not there.
     let o = run(&["exec", "ghost", "--", "true"], b"");
