@@ -434,12 +434,10 @@ async fn run_containers(
             None => *changed |= start(pm, pod, st, objects, c, 0).await,
             Some(l) => match l.state {
                 ContainerState::Running => {
-                    let hash = kuberuntime::container_hash(c);
                     let spec_changed = l
                         .labels
                         .get(labels::CONTAINER_HASH)
-                        .map(|h| *h != hash)
-                        .unwrap_or(false);
+                        .is_some_and(|h| !kuberuntime::hash_matches(h, c));
                     let liveness_failed =
                         pm.prober.result(&l.id, ProbeKind::Liveness) == Some(false);
                     let startup_failed = c.startup_probe.is_some()
@@ -487,8 +485,7 @@ async fn run_containers(
                     let hash_changed = l
                         .labels
                         .get(labels::CONTAINER_HASH)
-                        .map(|h| *h != kuberuntime::container_hash(c))
-                        .unwrap_or(false);
+                        .is_some_and(|h| !kuberuntime::hash_matches(h, c));
                     if !should_restart(&policy, l.exit_code) && !hash_changed {
                         continue;
                     }
