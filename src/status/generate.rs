@@ -570,7 +570,7 @@ mod tests {
         assert!(app.state.terminated.is_none(), "{app:?}");
         let w = app.state.waiting.as_ref().unwrap();
         assert_eq!(w.reason.as_deref(), Some(STATUS_UNKNOWN));
-        assert_eq!(app.ready, false);
+        assert!(!app.ready);
         // Killed and gone, its exit status never read: terminated, 137, not a success.
         let cs = [init, inst("app", "a1", 0, ContainerState::Exited, None)];
         let s = status(&p, &cs, &[], &[]);
