@@ -16,7 +16,9 @@ impl FromStr for Dur {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         parse_duration(s).map(Dur).ok_or_else(|| {
-            format!("`{s}` is not a duration: write it as 20s, 1m, 2m30s, 500ms or 1h")
+            format!(
+                "`{s}` is not a duration: write it as 20s, 1m, 2m30s, 500ms or 1h (at most 2562047h)"
+            )
         })
     }
 }
@@ -32,7 +34,12 @@ impl fmt::Display for Dur {
     }
 }
 
-/// Parses a Go-style duration (`1h2m3s`, `250ms`); a bare `0` is zero.
+/// The longest duration a flag takes: Go's `time.Duration` limit (2^63-1 ns, about 292
+/// years), which the kubelet's flags share. A longer one is refused, not wrapped or clamped.
+pub const MAX_DURATION: Duration = Duration::new(9_223_372_036, 854_775_807);
+
+/// Parses a Go-style duration (`1h2m3s`, `250ms`, `1.5h`, `10us`); a bare `0` is zero.
+/// `None` for anything else: a sign, an unknown unit, no number, or beyond [`MAX_DURATION`].
 pub fn parse_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
     if s == "0" {
@@ -55,14 +62,18 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
         let unit_len = rest
             .find(|c: char| c.is_ascii_digit() || c == '.')
             .unwrap_or(rest.len());
-        let secs = match &rest[..unit_len] {
-            "ms" => n / 1000.0,
-            "s" => n,
-            "m" => n * 60.0,
-            "h" => n * 3600.0,
+        let unit_secs = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "\u{b5}s" | "\u{3bc}s" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
             _ => return None,
         };
-        total += Duration::from_secs_f64(secs);
+        // Huge or non-finite products are refused here, never handed to from_secs_f64.
+        let part = Duration::try_from_secs_f64(n * unit_secs).ok()?;
+        total = total.checked_add(part).filter(|t| *t <= MAX_DURATION)?;
         rest = &rest[unit_len..];
     }
     Some(total)
@@ -75,10 +86,14 @@ pub struct Size(pub u64);
 impl FromStr for Size {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
+        // The quantity saturates at i64::MAX: a size that large is a mistake, not a limit.
         crate::api::quantity::bytes(&serde_json::Value::String(s.to_string()))
+            .filter(|b| (0..i64::MAX).contains(b))
             .map(|b| Size(b as u64))
             .ok_or_else(|| {
-                format!("`{s}` is not a size: write it as 10Mi, 512Ki, 1G or a byte count")
+                format!(
+                    "`{s}` is not a size: write it as 10Mi, 512Ki, 1G or a byte count (below 8Ei)"
+                )
             })
     }
 }
@@ -700,5 +715,121 @@ mod tests {
         assert!(msg.contains("key=value"), "{msg}");
         let (msg, _) = Flags::parse(&["--token", "a", "--token-file", "b"]).unwrap_err();
         assert!(msg.contains("not both"), "{msg}");
+    }
+
+    /// Values that broke or may break a parser: huge, negative, not a number, empty, unicode.
+    const HOSTILE: &[&str] = &[
+        "99999999999999999999999h",
+        "99999999999999999999999",
+        "1e308",
+        "1e309Ei",
+        "99999999999999999999Ei",
+        "2562048h",
+        "-1",
+        "-1s",
+        "-0",
+        "NaN",
+        "nan",
+        "inf",
+        "-inf",
+        "infinity",
+        "1.5.5s",
+        "",
+        " ",
+        ",",
+        "=",
+        "<",
+        "%",
+        "101%",
+        "-5%",
+        "ünïcødé",
+        "1µs",
+        "💥",
+        "1\u{0}s",
+        "0x10",
+        "::::",
+        "300.300.300.300",
+        "a=b=c,=d",
+        "memory.available<-1",
+        "memory.available<1e400",
+        "memory.available<NaN%",
+    ];
+
+    /// Every option of the agent, read from its own `--help`.
+    fn options() -> Vec<String> {
+        let (help, _) = Flags::parse(&["--help"]).unwrap_err();
+        let mut out: Vec<String> = help
+            .lines()
+            .filter_map(|l| l.trim_start().strip_prefix("--"))
+            .map(|l| format!("--{}", l.split_whitespace().next().unwrap_or("")))
+            .filter(|f| f != "--help")
+            .collect();
+        out.dedup();
+        out
+    }
+
+    #[test]
+    fn no_flag_value_crashes_and_every_error_is_one_line_naming_the_flag() {
+        let flags = options();
+        assert!(flags.len() > 30, "{flags:?}");
+        assert!(flags.iter().any(|f| f == "--pleg-relist-period"));
+        let mut refused = 0;
+        for flag in &flags {
+            for value in HOSTILE {
+                let got = std::panic::catch_unwind(|| Flags::parse(&[flag, value]));
+                let Ok(got) = got else {
+                    panic!("{flag} {value:?} panicked");
+                };
+                if let Err((msg, code)) = got {
+                    refused += 1;
+                    assert_eq!(code, 2, "{flag} {value:?}: {msg}");
+                    assert_eq!(msg.lines().count(), 1, "{flag} {value:?}: {msg}");
+                    // A boolean flag takes no value: the value is then a stray argument.
+                    assert!(
+                        msg.contains(flag.as_str()) || msg.contains("Unrecognized argument"),
+                        "{flag} {value:?}: {msg}"
+                    );
+                }
+            }
+        }
+        assert!(refused > 100, "only {refused} refused");
+        for (args, flag) in [
+            (&["logs", "p", "--since"][..], "--since"),
+            (&["logs", "p", "--tail"][..], "--tail"),
+        ] {
+            for value in HOSTILE {
+                let mut a = args.to_vec();
+                a.push(value);
+                if let Err((msg, code)) = Flags::parse(&a) {
+                    assert!(code == 2 && msg.contains(flag), "{a:?}: {msg}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn durations_at_and_beyond_the_go_limit() {
+        assert_eq!(
+            parse_duration("2562047h"),
+            Some(Duration::from_secs(2562047 * 3600))
+        );
+        assert_eq!(parse_duration("2562048h"), None);
+        assert_eq!(parse_duration("99999999999999999999999h"), None);
+        assert_eq!(parse_duration("1.5h"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("10us"), Some(Duration::from_micros(10)));
+        assert_eq!(parse_duration("10µs"), Some(Duration::from_micros(10)));
+        assert_eq!(parse_duration("7ns"), Some(Duration::from_nanos(7)));
+        let (msg, code) =
+            Flags::parse(&["--pleg-relist-period", "99999999999999999999999h"]).unwrap_err();
+        assert_eq!(code, 2);
+        assert!(
+            msg.starts_with("edged: ")
+                && msg.contains("--pleg-relist-period")
+                && msg.contains("2562047h"),
+            "{msg}"
+        );
+        let (msg, _) =
+            Flags::parse(&["--container-log-max-size", "99999999999999999999Ei"]).unwrap_err();
+        assert!(msg.contains("--container-log-max-size"), "{msg}");
     }
 }

@@ -408,3 +408,98 @@ fn a_frozen_shim_holds_no_other_pod_and_is_killed_and_its_pod_recovered() {
     );
     drop(held);
 }
+
+/// The processes whose command line holds `marker` (the containers' own, seen from the host).
+fn instances(marker: &str) -> usize {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+        .filter(|e| {
+            std::fs::read(e.path().join("cmdline")).is_ok_and(|c| {
+                String::from_utf8_lossy(&c).replace('\0', " ").trim() == format!("sleep {marker}")
+            })
+        })
+        .count()
+}
+
+/// Issue 17: a container whose shim is frozen has an Unknown state. It is never read as
+/// exited with code 0 (a `Never` pod must not read Succeeded), and no second instance starts
+/// while the first may still run: it is killed first, then its real end decides.
+///
+/// Note: the shim is frozen while no agent runs, and the next agent's start-up finds it
+/// unresponsive and kills it before the pod's worker looks, so this checks the end-to-end
+/// promises (never Succeeded, never two instances, Never not run again) rather than the
+/// worker's Unknown branch itself, which `podmanager::unknown` and the status tests cover.
+#[test]
+fn a_container_of_a_frozen_shim_is_unknown_killed_first_and_never_succeeded() {
+    for (policy, marker) in [("Never", "1017"), ("Always", "1018")] {
+        let mut a = Agent::new(&format!("unknown-{}", policy.to_lowercase()));
+        let ns = "rb-unknown";
+        let mut p = pod(ns, "u");
+        p["spec"]["restartPolicy"] = json!(policy);
+        p["spec"]["containers"][0]["command"] =
+            json!(["sh", "-c", format!("echo up; exec sleep {marker}")]);
+        a.write("u.json", &p);
+        a.start(&[]);
+        let first = a.wait_running(ns, "u");
+        let id = first.trim_start_matches("containerd://").to_string();
+        let shim = shim_of(&a, std::slice::from_ref(&id));
+        assert_eq!(instances(marker), 1);
+        // Frozen while no agent runs: the next agent has no watch on it and must ask it.
+        a.stop();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(shim),
+            nix::sys::signal::Signal::SIGSTOP,
+        )
+        .unwrap();
+        a.start(&[]);
+        let mut phases: Vec<String> = Vec::new();
+        let mut most = 0;
+        let end = a.wait_for(&format!("{policy}: the frozen container's end"), || {
+            most = most.max(instances(marker));
+            let p = a.pod(ns, "u")?;
+            let phase = p["status"]["phase"].as_str().unwrap_or("").to_string();
+            let c = p["status"]["containerStatuses"][0].clone();
+            let state = c["state"]
+                .as_object()
+                .and_then(|m| m.keys().next().cloned())
+                .unwrap_or_default();
+            let seen = format!("{phase}/{state}/{}", c["containerID"]);
+            if phases.last() != Some(&seen) {
+                phases.push(seen);
+            }
+            let done = match policy {
+                "Never" => phase == "Failed",
+                _ => c["state"]["running"].is_object() && c["containerID"] != first.as_str(),
+            };
+            done.then_some(p)
+        });
+        eprintln!("{policy}: states seen: {phases:?}");
+
+        assert!(
+            !phases.iter().any(|s| s.starts_with("Succeeded")),
+            "{policy}: {phases:?}"
+        );
+        assert!(
+            most <= 1,
+            "{policy}: {most} instances ran at once: {phases:?}"
+        );
+        let c = &end["status"]["containerStatuses"][0];
+        match policy {
+            "Never" => {
+                let t = &c["state"]["terminated"];
+                assert_ne!(t["exitCode"], 0, "{end}");
+                assert_eq!(
+                    c["containerID"],
+                    first.as_str(),
+                    "never started again: {end}"
+                );
+            }
+            _ => assert_eq!(c["restartCount"], 1, "{end}"),
+        }
+        assert_eq!(instances(marker), usize::from(policy == "Always"));
+        a.stop();
+    }
+}

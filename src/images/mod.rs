@@ -21,6 +21,7 @@ pub mod snapshot;
 pub mod source;
 pub mod store;
 mod sys;
+pub mod tarerr;
 pub mod unpack;
 
 pub use error::{ErrorKind, ImageError, Result};

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use super::error::{ErrorKind, ImageError, IoContext, Result};
@@ -45,12 +45,22 @@ impl Source {
         let mut entries = HashMap::new();
         let mut links = Vec::new();
         let mut archive = tar::Archive::new(f);
-        let bad = |e: io::Error| {
-            ImageError::invalid(&what, "import", format!("not a readable tar archive: {e}"))
+        // Told without the file's bytes: it may be anything, a secret too.
+        let bad = |detail: String| {
+            ImageError::invalid(
+                &what,
+                "import",
+                format!("not a readable tar archive: {detail}"),
+            )
         };
         let file_len = meta.len();
-        for entry in archive.entries().map_err(bad)? {
-            let entry = entry.map_err(bad)?;
+        let mut pos = super::tarerr::Position::default();
+        for entry in archive
+            .entries()
+            .map_err(|e| bad(super::tarerr::cause(&e)))?
+        {
+            let entry = entry.map_err(|e| bad(pos.header_error(&e)))?;
+            pos.seen(&entry);
             let end = entry.raw_file_position() + entry.size();
             if end > file_len {
                 return Err(ImageError::invalid(

@@ -15,6 +15,7 @@ use std::path::Path;
 
 use super::digest::HashingReader;
 use super::sys;
+use super::tarerr;
 
 /// Opaque-directory xattr of overlayfs.
 const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
@@ -126,10 +127,19 @@ pub fn unpack(blob: impl Read, media_type: &str, dest: &Path) -> Res<Unpacked> {
                 dirs: Vec::new(),
                 size: 0,
             };
+            let mut pos = tarerr::Position::default();
             let entries = archive.entries().map_err(bad_tar)?;
             for entry in entries {
-                let entry = entry.map_err(bad_tar)?;
-                u.entry(entry)?;
+                let entry = entry.map_err(|e| bad_header(&pos, e))?;
+                let (index, at) = (pos.index, entry.raw_header_position());
+                let path = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+                pos.seen(&entry);
+                u.entry(entry).map_err(|e| match e {
+                    UnpackError::Bad(m) => UnpackError::Bad(format!(
+                        "tar entry {index} `{path}` (header at byte {at}): {m}"
+                    )),
+                    io => io,
+                })?;
             }
             u.finish()?;
             u.size
@@ -151,11 +161,27 @@ pub fn unpack(blob: impl Read, media_type: &str, dest: &Path) -> Res<Unpacked> {
 }
 
 /// A read error inside the layer stream: corrupt or truncated data, unless the disk failed.
+/// Told without the layer's bytes ([`tarerr::cause`]).
 fn bad_tar(e: io::Error) -> UnpackError {
     if e.raw_os_error().is_some() {
         UnpackError::Io(e)
     } else {
-        UnpackError::Bad(format!("corrupt or truncated layer data: {e}"))
+        UnpackError::Bad(format!(
+            "corrupt or truncated layer data: {}",
+            tarerr::cause(&e)
+        ))
+    }
+}
+
+/// A header that could not be read: its index and offset, never its bytes.
+fn bad_header(pos: &tarerr::Position, e: io::Error) -> UnpackError {
+    if e.raw_os_error().is_some() {
+        UnpackError::Io(e)
+    } else {
+        UnpackError::Bad(format!(
+            "corrupt or truncated layer data: {}",
+            pos.header_error(&e)
+        ))
     }
 }
 

@@ -3,6 +3,7 @@
 //! `$(VAR)` expanded, security contexts merged and the labels a relist needs.
 
 pub mod env;
+pub mod hash;
 pub mod logs;
 pub mod termination;
 
@@ -218,16 +219,15 @@ pub fn in_sandbox(c: &ContainerStatus, sandbox: &Sandbox) -> bool {
         .is_none_or(|s| *s == sandbox_stamp(sandbox))
 }
 
-/// A hash of the container's spec: an update that changes it restarts the container.
+/// A hash of the container's spec: an update that changes it restarts the container
+/// ([`hash`]: unset fields left out, so a new optional field changes no hash).
 pub fn container_hash(c: &Container) -> String {
-    let text = serde_json::to_string(c).unwrap_or_default();
-    // FNV-1a: stable across releases and platforms, unlike std's hasher.
-    let mut h: u64 = 0xcbf29ce484222325;
-    for b in text.bytes() {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x100000001b3);
-    }
-    format!("{h:016x}")
+    hash::hash(c)
+}
+
+/// Whether a container's hash label says it was made from `c` (either hash version).
+pub fn hash_matches(label: &str, c: &Container) -> bool {
+    hash::matches(label, c)
 }
 
 /// The config of one container instance.

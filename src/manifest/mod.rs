@@ -15,6 +15,7 @@ pub mod diff;
 pub mod hash;
 pub mod read;
 mod strict;
+pub mod yaml11;
 
 pub use diff::{diff, scan, Change, Diff, Held, Owned, Scan};
 

@@ -95,7 +95,7 @@ pub fn documents(text: &str) -> Result<Vec<Document>, ParseError> {
             item: None,
         };
         // A key written twice is an error (kubectl's), not the last one silently.
-        let value = super::strict::value(doc).map_err(|e| ParseError {
+        let value = super::strict::value(doc, text).map_err(|e| ParseError {
             place,
             reason: e.to_string(),
         })?;

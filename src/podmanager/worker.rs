@@ -2,7 +2,7 @@
 //! container or probe event, a ConfigMap change) or for its next timer (a back-off ending, the
 //! periodic resync), then makes the runtime match the spec.
 
-use super::{pod_name, PodManager, Work};
+use super::{pod_name, unknown, PodManager, Work};
 use crate::api::{self, Container, Pod};
 use crate::events::{EventType, PodEvent};
 use crate::kuberuntime::{self, PodContext};
@@ -410,6 +410,11 @@ async fn run_containers(
                 *changed = true;
                 return next;
             }
+            Some(l) if l.state == ContainerState::Unknown => {
+                kill_unknown(pm, pod, c, l).await;
+                *changed = true;
+                return next.min(unknown::RECHECK);
+            }
             Some(l) => {
                 if policy == "Never" {
                     return next; // the pod has failed
@@ -434,12 +439,10 @@ async fn run_containers(
             None => *changed |= start(pm, pod, st, objects, c, 0).await,
             Some(l) => match l.state {
                 ContainerState::Running => {
-                    let hash = kuberuntime::container_hash(c);
                     let spec_changed = l
                         .labels
                         .get(labels::CONTAINER_HASH)
-                        .map(|h| *h != hash)
-                        .unwrap_or(false);
+                        .is_some_and(|h| !kuberuntime::hash_matches(h, c));
                     let liveness_failed =
                         pm.prober.result(&l.id, ProbeKind::Liveness) == Some(false);
                     let startup_failed = c.startup_probe.is_some()
@@ -487,10 +490,17 @@ async fn run_containers(
                     let hash_changed = l
                         .labels
                         .get(labels::CONTAINER_HASH)
-                        .map(|h| *h != kuberuntime::container_hash(c))
-                        .unwrap_or(false);
-                    if !should_restart(&policy, l.exit_code) && !hash_changed {
-                        continue;
+                        .is_some_and(|h| !kuberuntime::hash_matches(h, c));
+                    let restart = should_restart(&policy, l.exit_code);
+                    match unknown::not_running(l.state, restart, hash_changed) {
+                        unknown::Action::Leave => continue,
+                        unknown::Action::KillFirst => {
+                            kill_unknown(pm, pod, c, l).await;
+                            *changed = true;
+                            next = next.min(unknown::RECHECK);
+                            continue;
+                        }
+                        unknown::Action::Start => {}
                     }
                     if !hash_changed {
                         if let Some(wait) = in_backoff(st, pod, c, l) {
@@ -865,6 +875,21 @@ async fn kill_container(
     if let Err(e) = smol::unblock(move || rt.stop_container(&id, left)).await {
         tracing::warn!(pod = %pod_name(pod), container = %c.name, error = %e, "cannot stop container");
     }
+}
+
+/// Kills a container whose state cannot be read ([`unknown`]); a kill that cannot reach it
+/// either is tried again at the next look.
+async fn kill_unknown(pm: &PodManager, pod: &Pod, c: &Container, l: &ContainerStatus) {
+    tracing::warn!(pod = %pod_name(pod), container = %c.name, id = %l.id, "container state unknown: killing it before anything else");
+    let message = unknown::kill_message(&c.name);
+    pm.events.record(PodEvent::new(
+        pod,
+        Some(&c.name),
+        EventType::Warning,
+        "Killing",
+        message.clone(),
+    ));
+    kill_container(pm, pod, c, l, grace(pod), Some(message)).await;
 }
 
 fn update_probes(pm: &PodManager, pod: &Pod, st: &mut State, all: &[ContainerStatus]) {

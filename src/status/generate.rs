@@ -43,7 +43,23 @@ pub fn container_id(id: &str) -> String {
     format!("containerd://{id}")
 }
 
+/// The kubelet's reason (and exit code 137) for a container known gone whose exit status
+/// was never read.
+pub const STATUS_UNKNOWN: &str = "ContainerStatusUnknown";
+
 fn terminated(c: &ContainerStatus) -> api::StateTerminated {
+    if c.exit_code.is_none() {
+        // Gone, exit status never read: not a success (as the kubelet reports it).
+        return api::StateTerminated {
+            exit_code: 137,
+            signal: None,
+            reason: Some(STATUS_UNKNOWN.into()),
+            message: Some("The container is gone and its exit status could not be read".into()),
+            started_at: time(c.started_at),
+            finished_at: time(c.finished_at),
+            container_id: Some(container_id(&c.id)),
+        };
+    }
     api::StateTerminated {
         exit_code: c.exit_code.unwrap_or(0),
         signal: None,
@@ -113,7 +129,18 @@ fn container_status(
                             true
                         };
                 }
-                ContainerState::Exited | ContainerState::Unknown => {
+                ContainerState::Unknown => {
+                    // It may still run: waiting, never terminated (the kubelet collapses an
+                    // unknown state to waiting), until a kill confirms it gone.
+                    s.started = Some(false);
+                    s.state.waiting = Some(api::StateWaiting {
+                        reason: Some(STATUS_UNKNOWN.into()),
+                        message: Some(
+                            "The container's state cannot be read: it is being stopped before it starts again".into(),
+                        ),
+                    });
+                }
+                ContainerState::Exited => {
                     s.started = Some(false);
                     if let Some(w) = waiting {
                         // Waiting to restart: the exited instance becomes lastState.
@@ -526,5 +553,32 @@ mod tests {
             .limits
             .insert("memory".into(), serde_json::json!("1Mi"));
         assert_eq!(qos_class(&p), "Burstable");
+    }
+
+    #[test]
+    fn an_unknown_container_is_waiting_never_succeeded_and_a_lost_exit_is_137() {
+        let p = pod("Never");
+        let init = inst("init", "i1", 0, ContainerState::Exited, Some(0));
+        let cs = [
+            init.clone(),
+            inst("app", "a1", 0, ContainerState::Unknown, None),
+        ];
+        let s = status(&p, &cs, &[], &[]);
+        assert_ne!(s.phase, "Succeeded");
+        assert_ne!(s.phase, "Failed");
+        let app = &s.container_statuses[0];
+        assert!(app.state.terminated.is_none(), "{app:?}");
+        let w = app.state.waiting.as_ref().unwrap();
+        assert_eq!(w.reason.as_deref(), Some(STATUS_UNKNOWN));
+        assert!(!app.ready);
+        // Killed and gone, its exit status never read: terminated, 137, not a success.
+        let cs = [init, inst("app", "a1", 0, ContainerState::Exited, None)];
+        let s = status(&p, &cs, &[], &[]);
+        assert_eq!(s.phase, "Failed");
+        let t = s.container_statuses[0].state.terminated.as_ref().unwrap();
+        assert_eq!(
+            (t.exit_code, t.reason.as_deref()),
+            (137, Some(STATUS_UNKNOWN))
+        );
     }
 }
