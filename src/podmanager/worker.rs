@@ -327,7 +327,7 @@ async fn sync(pm: &PodManager, pod: &Pod, st: &mut State) -> Duration {
     }
     if ready_to_run && st.sandbox.is_none() {
         let rt = pm.runtime.clone();
-        let cfg = kuberuntime::sandbox_config(pod);
+        let cfg = kuberuntime::sandbox_config(pod, &pm.cfg.dns);
         match smol::unblock(move || rt.run_pod_sandbox(&cfg)).await {
             Ok(s) => st.sandbox = Some(s),
             Err(e) => {
@@ -955,10 +955,16 @@ async fn set_status(pm: &PodManager, pod: &Pod, st: &mut State, all: &[Container
     }
     let all = &with_messages[..];
     let previous = pm.status.get(&pod.metadata.uid);
-    let pod_ip = if pod.spec.host_network {
+    let pod_ips: Vec<String> = if pod.spec.host_network {
         Some(pm.cfg.host_ip.clone())
+            .filter(|ip| !ip.is_empty())
+            .into_iter()
+            .collect()
     } else {
-        st.sandbox.as_ref().and_then(|s| s.ip.clone())
+        st.sandbox
+            .as_ref()
+            .map(|s| s.ips.clone())
+            .unwrap_or_default()
     };
     let mut status = generate::pod_status(
         pod,
@@ -969,7 +975,7 @@ async fn set_status(pm: &PodManager, pod: &Pod, st: &mut State, all: &[Container
             waiting: &st.waiting,
             pod_message: st.pod_message.as_deref(),
             host_ip: &pm.cfg.host_ip,
-            pod_ip: pod_ip.as_deref(),
+            pod_ips: &pod_ips,
             start_time: st.start_time.unwrap_or_else(SystemTime::now),
             previous: previous.as_ref(),
         },

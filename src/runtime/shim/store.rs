@@ -23,6 +23,12 @@ pub struct SandboxMeta {
     /// The kernel's boot id when the namespaces were made: another one means a reboot.
     #[serde(default)]
     pub boot_id: String,
+    /// The CNI network an ADD was run (or begun) for: a DEL is owed when the sandbox goes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cni_network: Option<String>,
+    /// The pod's IPs from the CNI result, IPv4 first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ips: Vec<String>,
 }
 
 /// A container.
@@ -107,6 +113,8 @@ mod tests {
             labels: BTreeMap::new(),
             created_ns: 5,
             ready: true,
+            cni_network: None,
+            ips: Vec::new(),
             boot_id: "b".into(),
         };
         write_json(&p, &m).unwrap();
