@@ -263,3 +263,28 @@ fn del_with_the_netns_gone_releases_the_address() {
     // Again: nothing left to do, still fine.
     cni.del(&pod).unwrap();
 }
+
+#[test]
+fn a_failing_plugin_keeps_the_pod_creating_with_its_message() {
+    let net = TestNet::new(73);
+    std::fs::write(
+        net.conf_dir().join("10-test.conflist"),
+        json!({"cniVersion": "1.0.0", "name": net.name,
+               "plugins": [{"type": "edged-no-such-plugin"}]})
+        .to_string(),
+    )
+    .unwrap();
+    let a = start(
+        "cni-fail",
+        &net,
+        &[pod("stuck", vec![sh("s", "sleep 3600")], json!({}))],
+    );
+    let p = a.wait_pod("stuck", "waiting on the network", |p| {
+        p["status"]["containerStatuses"][0]["state"]["waiting"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("edged-no-such-plugin"))
+    });
+    let w = &p["status"]["containerStatuses"][0]["state"]["waiting"];
+    assert_eq!(w["reason"], "ContainerCreating", "{p}");
+    assert!(w["message"].as_str().unwrap().contains("CNI ADD"), "{p}");
+}
