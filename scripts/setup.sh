@@ -17,6 +17,10 @@ command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
 command -v losetup >/dev/null || need+=(mount)
 command -v zstd >/dev/null || need+=(zstd)
 command -v file >/dev/null || need+=(file)
+# Pod networking tests (tests/network.rs): Debian's CNI plugins (bridge, host-local, portmap
+# in /usr/lib/cni) and iptables for portmap.
+[ -x /usr/lib/cni/bridge ] && [ -x /usr/lib/cni/portmap ] || need+=(containernetworking-plugins)
+command -v iptables >/dev/null || need+=(iptables)
 if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq

@@ -162,6 +162,22 @@ pub fn run(flags: Flags) -> Result<(), AgentError> {
         }
     }
     let rootfs: Arc<dyn RootfsProvider> = images.clone();
+    let network = crate::network::NetworkConfig {
+        conf_dir: flags.cni_conf_dir.clone(),
+        bin_dirs: crate::network::bin_dirs(&flags.cni_bin_dir),
+        cache_dir: flags.cni_cache_dir.clone(),
+        timeout: flags.cni_timeout.0,
+    };
+    match crate::network::config::load(&network.conf_dir) {
+        (Some((file, list)), _) => {
+            tracing::info!(file = %file.display(), network = %list.name, "pod network through CNI")
+        }
+        (None, problems) => tracing::warn!(
+            dir = %network.conf_dir.display(),
+            problems = ?problems,
+            "no CNI network config (--cni-conf-dir): pods get loopback only until one is written there"
+        ),
+    }
     let runtime: Arc<dyn Runtime> = Arc::new(
         ShimRuntime::new(
             ShimConfig {
@@ -171,6 +187,7 @@ pub fn run(flags: Flags) -> Result<(), AgentError> {
                 log_max_size: flags.container_log_max_size.0,
                 log_max_files: flags.container_log_max_files,
                 pod_max_pids: flags.pod_max_pids,
+                network: Some(network.clone()),
             },
             rootfs.clone(),
         )
@@ -194,6 +211,13 @@ pub fn run(flags: Flags) -> Result<(), AgentError> {
             log_dir: flags.pod_log_dir.clone(),
             resync: Duration::from_secs(10),
             max_pods: flags.max_pods as usize,
+            dns: crate::kuberuntime::DnsSettings {
+                cluster: crate::kuberuntime::dns::ClusterDns {
+                    servers: flags.cluster_dns.clone(),
+                    domain: flags.cluster_domain.clone(),
+                },
+                resolv_conf: flags.resolv_conf.clone(),
+            },
         },
         ex.clone(),
         podmanager::Parts {

@@ -300,6 +300,35 @@ pub struct Flags {
     #[argh(option)]
     pub node_ip: Option<std::net::IpAddr>,
 
+    /// the directory of CNI network configs: the first .conf/.conflist/.json in lexical order
+    /// is the pod network; none there: pods get loopback only (default /etc/cni/net.d)
+    #[argh(option, default = "PathBuf::from(\"/etc/cni/net.d\")")]
+    pub cni_conf_dir: PathBuf,
+
+    /// where CNI plugins are looked up, colon-separated (default /opt/cni/bin:/usr/lib/cni)
+    #[argh(option, default = "String::from(\"/opt/cni/bin:/usr/lib/cni\")")]
+    pub cni_bin_dir: String,
+
+    /// where CNI results are cached for DEL and CHECK (default /var/lib/cni)
+    #[argh(option, default = "PathBuf::from(\"/var/lib/cni\")")]
+    pub cni_cache_dir: PathBuf,
+
+    /// the longest one CNI plugin call may take before it is killed (default 1m)
+    #[argh(option, default = "Dur(Duration::from_secs(60))")]
+    pub cni_timeout: Dur,
+
+    /// a cluster DNS server's IP for pods with dnsPolicy ClusterFirst (repeatable)
+    #[argh(option)]
+    pub cluster_dns: Vec<std::net::IpAddr>,
+
+    /// the cluster's DNS domain (default cluster.local)
+    #[argh(option, default = "String::from(\"cluster.local\")")]
+    pub cluster_domain: String,
+
+    /// the resolv.conf pods with dnsPolicy Default start from (default /etc/resolv.conf)
+    #[argh(option, default = "PathBuf::from(\"/etc/resolv.conf\")")]
+    pub resolv_conf: PathBuf,
+
     /// the KubeEdge CloudStream tunnel server, HOST:PORT, for kubectl logs/exec/top (default:
     /// the --cloudhub-server host, port 10004)
     #[argh(option)]
@@ -521,6 +550,13 @@ impl Flags {
                 self.pod_max_pids
             ));
         }
+        if self.cni_timeout.0.is_zero() {
+            return Err("--cni-timeout must be above zero".into());
+        }
+        if !self.cluster_domain.is_empty() {
+            crate::api::validate::dns1123_subdomain(&self.cluster_domain)
+                .map_err(|e| format!("--cluster-domain: {e}"))?;
+        }
         if let Some(n) = &self.node_name {
             crate::api::validate::dns1123_subdomain(n).map_err(|e| format!("--node-name: {e}"))?;
         }
@@ -540,6 +576,9 @@ impl Flags {
         };
         abs("root-dir", &mut self.root_dir)?;
         abs("pod-log-dir", &mut self.pod_log_dir)?;
+        abs("cni-conf-dir", &mut self.cni_conf_dir)?;
+        abs("cni-cache-dir", &mut self.cni_cache_dir)?;
+        abs("resolv-conf", &mut self.resolv_conf)?;
         for (flag, p) in [
             ("pod-manifest-path", &mut self.pod_manifest_path),
             ("image-dir", &mut self.image_dir),

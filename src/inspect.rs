@@ -63,6 +63,8 @@ impl What {
 pub enum Output {
     /// Columns, as kubectl prints them.
     Table,
+    /// `-o wide`: pods also show IP, NODE, NOMINATED NODE and READINESS GATES.
+    Wide,
     /// The object, or a `kind: List`, as JSON.
     Json,
     /// The same as YAML.
@@ -74,6 +76,7 @@ impl Output {
     pub fn parse(s: &str) -> Option<Output> {
         match s {
             "table" | "" => Some(Output::Table),
+            "wide" => Some(Output::Wide),
             "json" => Some(Output::Json),
             "yaml" => Some(Output::Yaml),
             _ => None,
@@ -136,7 +139,10 @@ pub fn run(
     let output = Output::parse(&cmd.output).ok_or_else(|| {
         fail(
             2,
-            format!("unknown output `{}`: one of table, json, yaml", cmd.output),
+            format!(
+                "unknown output `{}`: one of table, wide, json, yaml",
+                cmd.output
+            ),
         )
     })?;
     let store = Store::open_read_only(&root.join("meta")).map_err(|e| {
@@ -154,13 +160,13 @@ pub fn run(
         }
     }
     let text = match output {
-        Output::Table => {
+        Output::Table | Output::Wide => {
             if objects.is_empty() {
                 eprintln!("No resources found.");
                 return Ok(());
             }
             let all_ns = cmd.namespace.is_none() && what != What::Node;
-            table(what, &objects, all_ns, now)
+            table(what, &objects, all_ns, now, output == Output::Wide)
         }
         Output::Json | Output::Yaml => {
             let doc = if cmd.name.is_some() && objects.len() == 1 {
@@ -227,7 +233,8 @@ fn collect(store: &Store, what: What, cmd: &GetCmd) -> Result<Vec<Value>, String
 }
 
 /// The table kubectl prints for `objects`.
-fn table(what: What, objects: &[Value], all_ns: bool, now: SystemTime) -> String {
+fn table(what: What, objects: &[Value], all_ns: bool, now: SystemTime, wide: bool) -> String {
+    let wide = wide && what == What::Pods;
     let mut rows: Vec<Vec<String>> = Vec::new();
     let header: &[&str] = match what {
         What::Pods => &["NAME", "READY", "STATUS", "RESTARTS", "AGE"],
@@ -236,6 +243,13 @@ fn table(what: What, objects: &[Value], all_ns: bool, now: SystemTime) -> String
         What::Node => &["NAME", "STATUS", "ROLES", "AGE", "VERSION"],
     };
     let mut head: Vec<String> = header.iter().map(|s| s.to_string()).collect();
+    if wide {
+        head.extend(
+            ["IP", "NODE", "NOMINATED NODE", "READINESS GATES"]
+                .iter()
+                .map(|s| s.to_string()),
+        );
+    }
     if all_ns {
         head.insert(0, "NAMESPACE".into());
     }
@@ -270,6 +284,19 @@ fn table(what: What, objects: &[Value], all_ns: bool, now: SystemTime) -> String
             ],
             What::Node => node_row(v, age),
         };
+        if wide {
+            let or_none = |t: String| {
+                if t.is_empty() {
+                    "<none>".to_string()
+                } else {
+                    t
+                }
+            };
+            row.push(or_none(s("/status/podIP")));
+            row.push(or_none(s("/spec/nodeName")));
+            row.push(or_none(s("/status/nominatedNodeName")));
+            row.push("<none>".into());
+        }
         if all_ns {
             row.insert(0, s("/metadata/namespace"));
         }
@@ -546,6 +573,28 @@ mod tests {
         ] {
             assert_eq!(human_duration(d), want, "{d:?}");
         }
+    }
+
+    #[test]
+    fn wide_pods_show_the_ip() {
+        let pod = json!({"metadata": {"name": "web", "namespace": "default"},
+            "spec": {"nodeName": "edge-1", "containers": [{"name": "c"}]},
+            "status": {"phase": "Running", "podIP": "10.22.0.5"}});
+        let bare = json!({"metadata": {"name": "new"}, "spec": {"containers": []}});
+        let out = table(What::Pods, &[pod, bare], false, SystemTime::now(), true);
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(
+            lines[0].contains("IP") && lines[0].ends_with("READINESS GATES"),
+            "{out}"
+        );
+        assert!(
+            lines[1].contains("10.22.0.5") && lines[1].contains("edge-1"),
+            "{out}"
+        );
+        assert!(lines[2].contains("<none>"), "{out}");
+        let narrow = table(What::Pods, &[], false, SystemTime::now(), false);
+        assert!(!narrow.contains("IP"), "{narrow}");
+        assert_eq!(Output::parse("wide"), Some(Output::Wide));
     }
 
     #[test]

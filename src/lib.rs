@@ -11,6 +11,7 @@
 //! - [`images`]: the agent's own image store (content-addressed blobs, overlay rootfs).
 //! - [`volume`]: the volume manager (emptyDir, hostPath, configMap, secret, downwardAPI,
 //!   projected).
+//! - [`network`]: pod networking through CNI plugins (pod IPs, hostPort).
 //! - [`token`]: the token manager (service-account tokens from the cloud).
 //! - [`inspect`]: `edged get`, reading the store beside a running agent.
 //! - [`containerlogs`]: `edged logs` and the logs the HTTP API serves.
@@ -39,6 +40,7 @@ pub mod memory;
 pub mod message;
 pub mod metaclient;
 pub mod metamanager;
+pub mod network;
 pub mod objects;
 pub mod paths;
 pub mod pleg;

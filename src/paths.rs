@@ -146,6 +146,30 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
     f.write_all(bytes)
 }
 
+/// Replaces `path` with `bytes` atomically, mode 0600: a temporary file beside it
+/// (`<name>.tmp`), fsync, rename, then an fsync of the directory so the rename itself
+/// survives a power cut. A reader sees the old content or the new one, never a part.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut name = path
+        .file_name()
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} names no file", path.display()),
+            )
+        })?
+        .to_os_string();
+    name.push(".tmp");
+    let tmp = path.with_file_name(name);
+    write_private(&tmp, bytes)?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -218,5 +242,21 @@ mod tests {
         std::os::unix::fs::symlink(d.path().join("elsewhere"), &f).unwrap();
         assert!(write_private(&f, b"{}").is_err());
         assert!(!d.path().join("elsewhere").exists());
+    }
+
+    #[test]
+    fn atomic_writes_replace_whole_files() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("result");
+        write_atomic(&f, b"one").unwrap();
+        write_atomic(&f, b"two").unwrap();
+        assert_eq!(std::fs::read(&f).unwrap(), b"two");
+        assert_eq!(
+            std::fs::metadata(&f).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert!(!d.path().join("result.tmp").exists());
+        assert!(write_atomic(Path::new("/"), b"x").is_err());
     }
 }

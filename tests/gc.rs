@@ -121,6 +121,7 @@ fn runtime(root: &Path, store: &Arc<ImageStore>) -> ShimRuntime {
             log_max_size: 1 << 20,
             log_max_files: 3,
             pod_max_pids: -1,
+            network: None,
         },
         store.clone(),
     )

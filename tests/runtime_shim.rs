@@ -58,6 +58,7 @@ impl Env {
                 log_max_size: 1 << 20,
                 log_max_files: 3,
                 pod_max_pids: -1,
+                network: None,
             },
             self.provider.clone(),
         )

@@ -728,6 +728,13 @@ pub struct Secret {
 }
 
 /// The v1 PodStatus the status manager builds and sends upstream.
+/// One of a pod's IPs (`status.podIPs[]`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PodIP {
+    pub ip: String,
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct PodStatus {
@@ -743,6 +750,9 @@ pub struct PodStatus {
     pub host_ip: Option<String>,
     #[serde(rename = "podIP", skip_serializing_if = "Option::is_none")]
     pub pod_ip: Option<String>,
+    /// All the pod's IPs (IPv4 first), `podIP` the first.
+    #[serde(rename = "podIPs", skip_serializing_if = "Vec::is_empty")]
+    pub pod_ips: Vec<PodIP>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub start_time: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]

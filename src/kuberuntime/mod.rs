@@ -2,12 +2,14 @@
 //! `kuberuntime`): the sandbox config, and for each container its config with env resolved,
 //! `$(VAR)` expanded, security contexts merged and the labels a relist needs.
 
+pub mod dns;
 pub mod env;
 pub mod hash;
 pub mod logs;
 pub mod termination;
 
 use crate::api::{self, Container, Pod};
+use crate::network::{Bandwidth, Capabilities, PortMapping};
 use crate::runtime::{
     labels, ContainerConfig, ContainerStatus, Mount, PodSandboxConfig, Resources, Sandbox, Security,
 };
@@ -74,25 +76,57 @@ fn pod_labels(pod: &Pod) -> BTreeMap<String, String> {
     .collect()
 }
 
+/// The node's DNS settings a pod's resolv.conf is made from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DnsSettings {
+    /// `--cluster-dns`, `--cluster-domain`.
+    pub cluster: dns::ClusterDns,
+    /// `--resolv-conf`: the node's resolv.conf.
+    pub resolv_conf: PathBuf,
+}
+
+impl Default for DnsSettings {
+    fn default() -> Self {
+        DnsSettings {
+            cluster: dns::ClusterDns {
+                servers: Vec::new(),
+                domain: "cluster.local".into(),
+            },
+            resolv_conf: PathBuf::from("/etc/resolv.conf"),
+        }
+    }
+}
+
+/// Set once ClusterFirst fell back to Default: the warning is given once.
+static DNS_FALLBACK_WARNED: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
 /// The sandbox config of a pod.
-pub fn sandbox_config(pod: &Pod) -> PodSandboxConfig {
+pub fn sandbox_config(pod: &Pod, dns_settings: &DnsSettings) -> PodSandboxConfig {
     let name = hostname(pod);
     let mut hosts = String::from("# Kubernetes-managed hosts file (edged).\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
     if pod.spec.host_network {
         hosts = std::fs::read_to_string("/etc/hosts").unwrap_or(hosts);
     } else {
-        // The pod has only loopback until CNI comes: its name resolves there.
-        hosts.push_str(&format!("127.0.1.1\t{name}\n"));
+        // Loopback until the pod network gives the pod an IP (the runtime puts it here).
+        hosts.push_str(&format!("{LOOPBACK_NAME_IP}\t{name}\n"));
     }
     for alias in &pod.spec.host_aliases {
         if !alias.ip.is_empty() && !alias.hostnames.is_empty() {
             hosts.push_str(&format!("{}\t{}\n", alias.ip, alias.hostnames.join("\t")));
         }
     }
-    let resolv_conf = resolv_conf(
-        pod,
-        &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
-    );
+    let host_resolv = std::fs::read_to_string(&dns_settings.resolv_conf).unwrap_or_else(|e| {
+        tracing::warn!(file = %dns_settings.resolv_conf.display(), error = %e, "--resolv-conf not read: pods get no host DNS");
+        String::new()
+    });
+    let (pod_dns, fell_back) = dns::pod_dns(pod, &dns_settings.cluster, &host_resolv);
+    if fell_back && !DNS_FALLBACK_WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        tracing::warn!(
+            pod = %format!("{}/{}", pod.metadata.namespace, pod.metadata.name),
+            "dnsPolicy ClusterFirst but no --cluster-dns: pods get the node's DNS (dnsPolicy Default), as the kubelet does"
+        );
+    }
     let l = pod_labels(pod);
     PodSandboxConfig {
         uid: pod.metadata.uid.clone(),
@@ -103,50 +137,66 @@ pub fn sandbox_config(pod: &Pod) -> PodSandboxConfig {
         host_pid: pod.spec.host_pid,
         host_ipc: pod.spec.host_ipc,
         hosts,
-        resolv_conf,
+        resolv_conf: dns::render(&pod_dns),
         labels: l,
+        network: network_capabilities(pod, pod_dns),
     }
 }
 
-/// The pod's resolv.conf: the node's (there is no cluster DNS on an edge node), with
-/// `dnsConfig` merged in; `dnsPolicy: None` uses `dnsConfig` alone.
-pub fn resolv_conf(pod: &Pod, host: &str) -> String {
-    let mut servers = Vec::new();
-    let mut searches = Vec::new();
-    let mut options = Vec::new();
-    if pod.spec.dns_policy.as_deref() != Some("None") {
-        for line in host.lines() {
-            let mut f = line.split_whitespace();
-            match f.next() {
-                Some("nameserver") => servers.extend(f.map(str::to_string)),
-                Some("search") => searches.extend(f.map(str::to_string)),
-                Some("options") => options.extend(f.map(str::to_string)),
-                _ => {}
-            }
-        }
-    }
-    if let Some(c) = &pod.spec.dns_config {
-        servers.extend(c.nameservers.iter().cloned());
-        searches.extend(c.searches.iter().cloned());
-        for o in &c.options {
-            options.push(match &o.value {
-                Some(v) => format!("{}:{}", o.name, v),
-                None => o.name.clone(),
+/// Where a pod's own name points in its hosts file until it has an IP.
+pub const LOOPBACK_NAME_IP: &str = "127.0.1.1";
+
+/// The hosts file of a pod given its IP: the loopback line of its name points at the IP.
+pub fn hosts_with_ip(hosts: &str, ip: &str) -> String {
+    let prefix = format!("{LOOPBACK_NAME_IP}\t");
+    hosts
+        .lines()
+        .map(|l| match l.strip_prefix(&prefix) {
+            Some(rest) => format!("{ip}\t{rest}\n"),
+            None => format!("{l}\n"),
+        })
+        .collect()
+}
+
+/// What CNI plugins get of a pod: its containers' hostPorts, the bandwidth annotations and
+/// its DNS.
+pub fn network_capabilities(pod: &Pod, pod_dns: crate::network::Dns) -> Capabilities {
+    let mut port_mappings = Vec::new();
+    for c in pod.spec.init_containers.iter().chain(&pod.spec.containers) {
+        for p in &c.ports {
+            let (Some(host), Ok(container)) = (
+                p.host_port
+                    .and_then(|h| u16::try_from(h).ok())
+                    .filter(|h| *h > 0),
+                u16::try_from(p.container_port),
+            ) else {
+                continue;
+            };
+            port_mappings.push(PortMapping {
+                host_port: host,
+                container_port: container,
+                protocol: p.protocol.as_deref().unwrap_or("TCP").to_ascii_lowercase(),
+                host_ip: String::new(),
             });
         }
     }
-    servers.dedup();
-    let mut out = String::new();
-    for s in servers.iter().take(3) {
-        out.push_str(&format!("nameserver {s}\n"));
+    let rate = |key: &str| -> Option<u64> {
+        let v = pod.metadata.annotations.get(key)?;
+        let r = crate::api::quantity::bytes(&serde_json::Value::String(v.clone()));
+        if r.is_none() {
+            tracing::warn!(annotation = key, value = %v, "not a quantity: no traffic shaping");
+        }
+        r.and_then(|r| u64::try_from(r).ok())
+    };
+    let bw = Bandwidth {
+        ingress: rate("kubernetes.io/ingress-bandwidth"),
+        egress: rate("kubernetes.io/egress-bandwidth"),
+    };
+    Capabilities {
+        port_mappings,
+        bandwidth: (bw != Bandwidth::default()).then_some(bw),
+        dns: Some(pod_dns),
     }
-    if !searches.is_empty() {
-        out.push_str(&format!("search {}\n", searches.join(" ")));
-    }
-    if !options.is_empty() {
-        out.push_str(&format!("options {}\n", options.join(" ")));
-    }
-    out
 }
 
 /// Where an instance's CRI log goes: `<dir>/<ns>_<pod>_<uid>/<container>/<attempt>.log`,
@@ -398,13 +448,76 @@ mod tests {
     #[test]
     fn sandbox_and_dns() {
         let p = pod();
-        let s = sandbox_config(&p);
+        let d = tempfile::tempdir().unwrap();
+        let resolv = d.path().join("resolv.conf");
+        std::fs::write(&resolv, "nameserver 8.8.8.8\nsearch lan\n").unwrap();
+        let settings = DnsSettings {
+            resolv_conf: resolv,
+            ..Default::default()
+        };
+        let s = sandbox_config(&p, &settings);
         assert_eq!(s.hostname, "web");
-        assert!(s.hosts.contains("\tweb\n"), "{}", s.hosts);
-        let r = resolv_conf(&p, "nameserver 8.8.8.8\nsearch lan\n");
+        assert!(s.hosts.contains("127.0.1.1\tweb\n"), "{}", s.hosts);
         assert_eq!(
-            r,
-            "nameserver 8.8.8.8\nnameserver 1.1.1.1\nsearch lan\noptions ndots:2\n"
+            s.resolv_conf,
+            "search lan\nnameserver 8.8.8.8\nnameserver 1.1.1.1\noptions ndots:2\n"
+        );
+        assert_eq!(
+            hosts_with_ip(&s.hosts, "10.22.0.5"),
+            s.hosts.replace("127.0.1.1\tweb", "10.22.0.5\tweb")
+        );
+    }
+
+    #[test]
+    fn host_ports_and_bandwidth_reach_the_plugins() {
+        use crate::api::ContainerPort;
+        let mut p = pod();
+        p.spec.containers[0].ports = vec![
+            ContainerPort {
+                container_port: 80,
+                host_port: Some(8080),
+                ..Default::default()
+            },
+            ContainerPort {
+                container_port: 53,
+                host_port: Some(5353),
+                protocol: Some("UDP".into()),
+                ..Default::default()
+            },
+            ContainerPort {
+                container_port: 81,
+                host_port: None,
+                ..Default::default()
+            },
+            ContainerPort {
+                container_port: 82,
+                host_port: Some(70000),
+                ..Default::default()
+            },
+        ];
+        p.metadata
+            .annotations
+            .insert("kubernetes.io/ingress-bandwidth".into(), "10M".into());
+        p.metadata
+            .annotations
+            .insert("kubernetes.io/egress-bandwidth".into(), "lots".into());
+        let c = network_capabilities(&p, Default::default());
+        let ports: Vec<(u16, u16, &str)> = c
+            .port_mappings
+            .iter()
+            .map(|m| (m.host_port, m.container_port, m.protocol.as_str()))
+            .collect();
+        assert_eq!(ports, [(8080, 80, "tcp"), (5353, 53, "udp")]);
+        assert_eq!(
+            c.bandwidth,
+            Some(Bandwidth {
+                ingress: Some(10_000_000),
+                egress: None
+            })
+        );
+        assert_eq!(
+            network_capabilities(&pod(), Default::default()).bandwidth,
+            None
         );
     }
 
@@ -452,6 +565,7 @@ mod tests {
             name: "web".into(),
             netns: None,
             ip: None,
+            ips: Vec::new(),
             ready: true,
             created_at: UNIX_EPOCH + Duration::from_secs(secs),
         };

@@ -34,6 +34,8 @@ pub struct Config {
     pub resync: Duration,
     /// `--max-pods`: pods beyond it are refused (OutOfpods).
     pub max_pods: usize,
+    /// `--cluster-dns`, `--cluster-domain`, `--resolv-conf`.
+    pub dns: crate::kuberuntime::DnsSettings,
 }
 
 /// Work for a pod's worker.

@@ -36,6 +36,9 @@ struct State {
     start_time: Option<SystemTime>,
     /// Container id → the termination message of an ended instance (read once).
     termination: HashMap<String, Option<String>>,
+    /// A sandbox that failed: the current back-off, when, and the error (the pod's message
+    /// until the next try).
+    sandbox_retry: Option<(Duration, Instant, String)>,
     /// Set once the pod is evicted: nothing of it runs again until it is deleted.
     evicted: Option<crate::eviction::Eviction>,
 }
@@ -325,15 +328,32 @@ async fn sync(pm: &PodManager, pod: &Pod, st: &mut State) -> Duration {
             st.refresh = false;
         }
     }
+    let waiting_out = st
+        .sandbox_retry
+        .as_ref()
+        .and_then(|(delay, at, msg)| delay.checked_sub(at.elapsed()).map(|w| (w, msg.clone())));
     if ready_to_run && st.sandbox.is_none() {
-        let rt = pm.runtime.clone();
-        let cfg = kuberuntime::sandbox_config(pod);
-        match smol::unblock(move || rt.run_pod_sandbox(&cfg)).await {
-            Ok(s) => st.sandbox = Some(s),
-            Err(e) => {
-                tracing::error!(pod = %name, error = %e, "cannot make the pod sandbox");
-                st.pod_message = Some(e.to_string());
-                ready_to_run = false;
+        if let Some((wait, msg)) = waiting_out {
+            // A sandbox (or its network) that failed is tried again after its back-off.
+            st.pod_message = Some(msg);
+            ready_to_run = false;
+            next = next.min(wait);
+        } else {
+            let rt = pm.runtime.clone();
+            let cfg = kuberuntime::sandbox_config(pod, &pm.cfg.dns);
+            match smol::unblock(move || rt.run_pod_sandbox(&cfg)).await {
+                Ok(s) => {
+                    st.sandbox = Some(s);
+                    st.sandbox_retry = None;
+                }
+                Err(e) => {
+                    tracing::error!(pod = %name, error = %e, "cannot make the pod sandbox");
+                    let delay = sandbox_backoff(st.sandbox_retry.as_ref().map(|r| r.0));
+                    st.sandbox_retry = Some((delay, Instant::now(), e.to_string()));
+                    st.pod_message = Some(e.to_string());
+                    ready_to_run = false;
+                    next = next.min(delay);
+                }
             }
         }
     }
@@ -515,6 +535,12 @@ async fn run_containers(
         }
     }
     next
+}
+
+/// The next wait before a failed sandbox is tried again: [`RETRY`] doubling up to
+/// [`BACKOFF_MAX`].
+fn sandbox_backoff(previous: Option<Duration>) -> Duration {
+    previous.map_or(RETRY, |d| (d * 2).min(BACKOFF_MAX))
 }
 
 fn should_restart(policy: &str, exit_code: Option<i32>) -> bool {
@@ -980,10 +1006,16 @@ async fn set_status(pm: &PodManager, pod: &Pod, st: &mut State, all: &[Container
     }
     let all = &with_messages[..];
     let previous = pm.status.get(&pod.metadata.uid);
-    let pod_ip = if pod.spec.host_network {
+    let pod_ips: Vec<String> = if pod.spec.host_network {
         Some(pm.cfg.host_ip.clone())
+            .filter(|ip| !ip.is_empty())
+            .into_iter()
+            .collect()
     } else {
-        st.sandbox.as_ref().and_then(|s| s.ip.clone())
+        st.sandbox
+            .as_ref()
+            .map(|s| s.ips.clone())
+            .unwrap_or_default()
     };
     let mut status = generate::pod_status(
         pod,
@@ -994,7 +1026,7 @@ async fn set_status(pm: &PodManager, pod: &Pod, st: &mut State, all: &[Container
             waiting: &st.waiting,
             pod_message: st.pod_message.as_deref(),
             host_ip: &pm.cfg.host_ip,
-            pod_ip: pod_ip.as_deref(),
+            pod_ips: &pod_ips,
             start_time: st.start_time.unwrap_or_else(SystemTime::now),
             previous: previous.as_ref(),
         },
@@ -1171,4 +1203,21 @@ async fn join_all<F: std::future::Future<Output = ()> + Unpin>(mut futs: Vec<F>)
         }
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failing_sandbox_backs_off() {
+        let mut d = None;
+        let mut seen = Vec::new();
+        for _ in 0..8 {
+            let n = sandbox_backoff(d);
+            seen.push(n.as_secs());
+            d = Some(n);
+        }
+        assert_eq!(seen, [5, 10, 20, 40, 80, 160, 300, 300]);
+    }
 }

@@ -100,6 +100,8 @@ pub struct PodSandboxConfig {
     pub hosts: String,
     pub resolv_conf: String,
     pub labels: BTreeMap<String, String>,
+    /// What CNI plugins get as capability arguments (hostPorts, bandwidth, DNS).
+    pub network: crate::network::Capabilities,
 }
 
 /// A pod's sandbox as the runtime holds it.
@@ -110,8 +112,10 @@ pub struct Sandbox {
     pub name: String,
     /// The pod's network namespace (`None` for hostNetwork pods): probes enter it.
     pub netns: Option<PathBuf>,
-    /// The pod's IP (loopback-only pods have none until CNI comes).
+    /// The pod's IP from CNI (none: hostNetwork, or no CNI network configured).
     pub ip: Option<String>,
+    /// All the pod's IPs (IPv4 first; `ip` is the first).
+    pub ips: Vec<String>,
     pub ready: bool,
     pub created_at: SystemTime,
 }

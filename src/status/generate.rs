@@ -27,7 +27,8 @@ pub struct StatusInputs<'a> {
     /// A reason for the whole pod (such as a volume that cannot be set up).
     pub pod_message: Option<&'a str>,
     pub host_ip: &'a str,
-    pub pod_ip: Option<&'a str>,
+    /// The pod's IPs, IPv4 first (hostNetwork: the host's).
+    pub pod_ips: &'a [String],
     /// When the worker first saw the pod.
     pub start_time: SystemTime,
     /// The previous status, to keep transition times of unchanged conditions.
@@ -278,7 +279,12 @@ pub fn pod_status(pod: &Pod, inputs: &StatusInputs<'_>) -> PodStatus {
         message: inputs.pod_message.map(str::to_string),
         reason: None,
         host_ip: Some(inputs.host_ip.to_string()).filter(|s| !s.is_empty()),
-        pod_ip: inputs.pod_ip.map(str::to_string),
+        pod_ip: inputs.pod_ips.first().cloned(),
+        pod_ips: inputs
+            .pod_ips
+            .iter()
+            .map(|ip| api::PodIP { ip: ip.clone() })
+            .collect(),
         start_time: Some(api::rfc3339(inputs.start_time)),
         init_container_statuses: init,
         container_statuses: apps,
@@ -450,7 +456,7 @@ mod tests {
                 waiting: &waiting,
                 pod_message: None,
                 host_ip: "10.0.0.1",
-                pod_ip: None,
+                pod_ips: &[],
                 start_time: UNIX_EPOCH,
                 previous: None,
             },

@@ -17,6 +17,7 @@
 mod client;
 mod events;
 mod exec;
+mod network;
 mod process;
 pub mod proto;
 mod store;
@@ -63,6 +64,8 @@ pub struct ShimConfig {
     /// The most processes a pod may run (`--pod-max-pids`, its cgroup's `pids.max`); -1 (or
     /// anything not above zero): no limit.
     pub pod_max_pids: i64,
+    /// CNI (`--cni-*`): pods get their network from its plugins. `None`: loopback only.
+    pub network: Option<crate::network::NetworkConfig>,
 }
 
 impl Default for ShimConfig {
@@ -74,6 +77,7 @@ impl Default for ShimConfig {
             log_max_size: 10 << 20,
             log_max_files: 5,
             pod_max_pids: -1,
+            network: None,
         }
     }
 }
@@ -99,6 +103,10 @@ pub struct ShimRuntime {
     /// Per pod: a shim start + Create and a "last task gone, shut the shim down" decision
     /// never interleave (the shutdown would take the new container's shim away).
     pod_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// The pod network's plugins (see [`network`]).
+    cni: Option<crate::network::Cni>,
+    /// Sandboxes whose network this agent made or checked (others are CHECKed once).
+    net_seen: Mutex<HashSet<String>>,
     /// Held for the backend's life: one agent per state dir (dropped last).
     _lock: nix::fcntl::Flock<std::fs::File>,
 }
@@ -211,7 +219,10 @@ impl ShimRuntime {
         let events =
             events::EventServer::start(&dir.join("events.sock"), exit_tx.clone(), oom.clone())
                 .map_err(|e| err("events.sock", "init", ErrorKind::Other, e))?;
+        let cni = config.network.clone().map(crate::network::Cni::new);
         let rt = ShimRuntime {
+            cni,
+            net_seen: Mutex::new(HashSet::new()),
             cfg: config,
             dir,
             rootfs,
@@ -615,7 +626,8 @@ impl ShimRuntime {
             name: sb.name.clone(),
             netns: (!sb.host_network)
                 .then(|| sandbox::ns_file(&self.sandbox_dir(&sb.uid).join("ns"), "net")),
-            ip: None,
+            ip: sb.ips.first().cloned(),
+            ips: sb.ips.clone(),
             ready: sb.ready,
             created_at: from_ns(sb.created_ns),
         }
@@ -768,6 +780,8 @@ impl Runtime for ShimRuntime {
             created_ns: to_ns(SystemTime::now()),
             ready: true,
             boot_id: boot_id.clone(),
+            cni_network: None,
+            ips: Vec::new(),
         });
         let set = sandbox::NsSet {
             net: !meta.host_network,
@@ -810,7 +824,10 @@ impl Runtime for ShimRuntime {
             store::write_json(&dir.join("meta.json"), &meta)
                 .map_err(|e| io_err(&pod, "save sandbox", e))?;
         }
-        tracing::info!(pod = %pod, uid, "sandbox ready");
+        drop(_g);
+        // Outside the state lock: plugins take their time (serialised per pod by CNI).
+        let meta = self.attach_network(config, meta, rebooted || remade)?;
+        tracing::info!(pod = %pod, uid, ip = ?meta.ips.first(), "sandbox ready");
         Ok(self.sandbox_of(&meta))
     }
 
@@ -850,6 +867,7 @@ impl Runtime for ShimRuntime {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(pod_uid);
+        self.detach_network(pod_uid)?;
         let dir = self.sandbox_dir(pod_uid);
         sandbox::remove(&dir.join("ns"))
             .map_err(|e| err(pod_uid, "remove sandbox", ErrorKind::Other, e))?;

@@ -3,7 +3,6 @@
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -24,6 +23,12 @@ pub struct SandboxMeta {
     /// The kernel's boot id when the namespaces were made: another one means a reboot.
     #[serde(default)]
     pub boot_id: String,
+    /// The CNI network an ADD was run (or begun) for: a DEL is owed when the sandbox goes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cni_network: Option<String>,
+    /// The pod's IPs from the CNI result, IPv4 first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ips: Vec<String>,
 }
 
 /// A container.
@@ -82,18 +87,8 @@ pub fn from_ns(ns: u64) -> SystemTime {
 
 /// Writes `value` as JSON to `path` atomically.
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
-    let tmp = path.with_extension("json.tmp");
     let bytes = serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?;
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(&bytes)?;
-    f.sync_all()?;
-    drop(f);
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        // The rename itself must reach the disk before a power cut.
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
+    crate::paths::write_atomic(path, &bytes)
 }
 
 /// Reads a JSON file written by [`write_json`].
@@ -126,6 +121,8 @@ mod tests {
             labels: BTreeMap::new(),
             created_ns: 5,
             ready: true,
+            cni_network: None,
+            ips: Vec::new(),
             boot_id: "b".into(),
         };
         write_json(&p, &m).unwrap();
