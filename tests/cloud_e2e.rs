@@ -1187,8 +1187,16 @@ async fn tunnel_exec(hub: &CloudHub, path: &str, stdin: &'static [u8]) -> Option
         let err = c.open(&[("streamtype", "error")]);
         let input = c.open(&[("streamtype", "stdin")]);
         let out = c.open(&[("streamtype", "stdout")]);
+        // A terminal's session waits for its resize stream too, as the kubelet's does; its
+        // input stays open as a user's terminal does (closing it hangs the terminal up).
+        let tty = path.contains("tty=1");
+        if tty {
+            c.open(&[("streamtype", "resize")]);
+        }
         c.write(input, stdin);
-        c.close(input);
+        if !tty {
+            c.close(input);
+        }
         let status: Value = serde_json::from_slice(&c.read_to_end(err)).ok()?;
         c.read_all();
         let code = match status["status"].as_str() {
@@ -1242,6 +1250,30 @@ fn kubectl_exec_and_attach_through_the_stream_tunnel() {
         for (r, want) in [(r1, "first\n"), (r2, "second\n"), (r3, "third\n")] {
             let (code, out) = r.expect("an exec through the tunnel");
             assert_eq!((code, String::from_utf8_lossy(&out).as_ref()), (5, want));
+        }
+        // With a terminal (kubectl exec -it): what is typed is echoed and run.
+        let tty = "/exec/default/shell/app?command=sh&input=1&output=1&tty=1";
+        let (code, out) = tunnel_exec(&hub, tty, b"echo $((6*7))x; exit 9\n")
+            .await
+            .expect("a terminal exec through the tunnel");
+        let out = String::from_utf8_lossy(&out).to_string();
+        assert_eq!(code, 9, "{out}");
+        assert!(out.contains("42x\r\n"), "{out:?}");
+        // Ten log follows open on the tunnel, and an exec beside them.
+        let mut follows: Vec<_> = (0..10)
+            .map(|_| {
+                hub.stream
+                    .request(0, "/containerLogs/default/shell/app?follow=true")
+                    .expect("tunnel up")
+            })
+            .collect();
+        let (code, out) = tunnel_exec(&hub, cat, b"beside ten follows\n")
+            .await
+            .expect("an exec beside ten follows");
+        assert_eq!((code, out.as_slice()), (5, &b"beside ten follows\n"[..]));
+        for f in follows.iter_mut() {
+            assert!(!f.removed, "a follow ended early: {}", f.text());
+            hub.stream.remove(f.id);
         }
         // `kubectl top` (metrics-server through the API server's node proxy): METRIC connects.
         for path in [
