@@ -347,3 +347,88 @@ fn edged_exec_runs_commands_in_real_containers() {
     assert_ne!(o.status.code(), Some(0));
     assert!(text(&o.stderr).contains("ghost"), "{}", text(&o.stderr));
 }
+
+#[test]
+fn exec_and_port_forward_over_websocket_with_a_crates_io_client() {
+    use tungstenite::client::IntoClientRequest;
+    use tungstenite::Message;
+    let a = Agent::start(
+        "exec-ws",
+        &[],
+        &[pod(
+            "web",
+            vec![
+                sh("c", "sleep 100000"),
+                sh(
+                    "httpd",
+                    "mkdir -p /tmp/www && echo over-websocket > /tmp/www/index.html && exec httpd -f -p 127.0.0.1:8081 -h /tmp/www",
+                ),
+            ],
+            json!({}),
+        )],
+    );
+    a.wait_running("web");
+    let connect = |path: &str, protocol: &str| {
+        let s = std::net::TcpStream::connect(a.api()).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+            .unwrap();
+        let mut req = format!("ws://{}{path}", a.api())
+            .into_client_request()
+            .unwrap();
+        req.headers_mut()
+            .insert("Sec-WebSocket-Protocol", protocol.parse().unwrap());
+        let (ws, resp) = tungstenite::client::client(req, s).expect("upgraded");
+        assert_eq!(resp.headers()["Sec-WebSocket-Protocol"], protocol);
+        ws
+    };
+
+    // v5 (what kubectl 1.30+ speaks): stdin on channel 0, its end as the close signal.
+    let path = exec_path("web", "c", &["sh", "-c", "cat; exit 6"], "stdin=1&stdout=1");
+    let mut ws = connect(&path, "v5.channel.k8s.io");
+    ws.send(Message::binary(b"\x00over the websocket\n".to_vec()))
+        .unwrap();
+    ws.send(Message::binary(vec![255, 0])).unwrap();
+    let (mut out, mut status) = (Vec::new(), Vec::new());
+    loop {
+        match ws.read() {
+            Ok(Message::Binary(b)) if !b.is_empty() => match b[0] {
+                1 => out.extend_from_slice(&b[1..]),
+                3 => status.extend_from_slice(&b[1..]),
+                _ => {}
+            },
+            Ok(Message::Close(_)) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    assert_eq!(out, b"over the websocket\n");
+    let v: Value = serde_json::from_slice(&status).expect("a Status");
+    assert_eq!(exit_code(&v), 6, "{v}");
+
+    // Port-forward over WebSocket (v4): the port comes first on each channel, then the bytes.
+    let mut ws = connect("/portForward/default/web?ports=8081", "v4.channel.k8s.io");
+    ws.send(Message::binary(
+        [&[0u8][..], b"GET /index.html HTTP/1.0\r\n\r\n"].concat(),
+    ))
+    .unwrap();
+    let mut got = Vec::new();
+    let mut first_on = std::collections::HashSet::new();
+    while !String::from_utf8_lossy(&got).contains("over-websocket") {
+        match ws.read() {
+            Ok(Message::Binary(b)) if !b.is_empty() => {
+                if first_on.insert(b[0]) {
+                    // Each channel opens with the port, little-endian.
+                    assert_eq!(&b[1..], &8081u16.to_le_bytes(), "channel {}", b[0]);
+                } else if b[0] == 0 {
+                    got.extend_from_slice(&b[1..]);
+                }
+            }
+            Ok(Message::Close(_)) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    let got = String::from_utf8_lossy(&got).to_string();
+    assert!(
+        got.starts_with("HTTP/1.") && got.contains("over-websocket"),
+        "{got}"
+    );
+}
