@@ -432,3 +432,52 @@ fn exec_and_port_forward_over_websocket_with_a_crates_io_client() {
         "{got}"
     );
 }
+
+#[test]
+fn edged_exec_t_on_a_real_terminal_forwards_resizes_and_restores_it() {
+    let a = Agent::start(
+        "exec-tty",
+        &[],
+        &[pod("shell", vec![sh("c", "sleep 100000")], json!({}))],
+    );
+    a.wait_running("shell");
+    let t = a.dir.path();
+    // Under `script`, edged's stdin and stdout are a real pseudo-terminal; two seconds in, the
+    // terminal is resized (the kernel sends SIGWINCH to edged, the foreground process).
+    let run = t.join("run.sh");
+    std::fs::write(
+        &run,
+        format!(
+            "(sleep 2; stty rows 50 cols 120 < /dev/tty) &\n\
+             stty -g > {t}/before\n\
+             {bin} --port {port} exec -i -t shell -- sh -c 'while [ \"$(busybox stty size)\" != \"50 120\" ]; do sleep 0.2; done; echo resized; exit 3'\n\
+             echo $? > {t}/rc\n\
+             stty -g > {t}/after\n",
+            t = t.display(),
+            bin = host::BIN,
+            port = a.port
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new("script")
+        .args(["-qec", &format!("sh {}", run.display()), "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("script(1) from util-linux");
+    let stdin = child.stdin.take();
+    let out = child.wait_with_output().unwrap();
+    drop(stdin);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let read = |f: &str| std::fs::read_to_string(t.join(f)).unwrap_or_default();
+    assert!(
+        text.contains("resized"),
+        "{text:?} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(read("rc").trim(), "3", "{text:?}");
+    // The terminal's settings are what they were before edged put it in raw mode.
+    assert!(!read("before").is_empty());
+    assert_eq!(read("before"), read("after"));
+}
