@@ -60,15 +60,15 @@ fn exec_over_spdy_streams_a_real_container() {
     let a = Agent::start(
         "exec-spdy",
         &[],
-        &[pod("shell", vec![sh("c", "sleep 100000")], json!({}))],
+        &[pod("spdy-shell", vec![sh("c", "sleep 100000")], json!({}))],
     );
-    a.wait_running("shell");
+    a.wait_running("spdy-shell");
     let api = a.api();
     let v4 = &["v4.channel.k8s.io"][..];
 
     // stdin in, both outputs back, the exit code in the Status.
     let path = exec_path(
-        "shell",
+        "spdy-shell",
         "c",
         &["sh", "-c", "cat; echo err >&2; exit 3"],
         "input=1&output=1&error=1",
@@ -89,7 +89,7 @@ fn exec_over_spdy_streams_a_real_container() {
     assert_eq!(c.streams[&stderr].data, b"err\n");
 
     // A terminal: one output stream, resized by the client.
-    let path = exec_path("shell", "c", &["sh"], "input=1&output=1&tty=1");
+    let path = exec_path("spdy-shell", "c", &["sh"], "input=1&output=1&tty=1");
     let mut c = Client::connect(&api, &path, v4).expect("upgraded");
     let err = c.open(&[("streamtype", "error")]);
     let stdin = c.open(&[("streamtype", "stdin")]);
@@ -109,7 +109,7 @@ fn exec_over_spdy_streams_a_real_container() {
     assert!(out.contains("\nsize-ok\r\n"), "{out:?}");
 
     // A command that does not exist: 127, and why on stderr.
-    let path = exec_path("shell", "c", &["/no/such/command"], "output=1&error=1");
+    let path = exec_path("spdy-shell", "c", &["/no/such/command"], "output=1&error=1");
     let mut c = Client::connect(&api, &path, v4).expect("upgraded");
     let err = c.open(&[("streamtype", "error")]);
     let _stdout = c.open(&[("streamtype", "stdout")]);
@@ -123,7 +123,7 @@ fn exec_over_spdy_streams_a_real_container() {
     // Unknown pods and containers are refused before the upgrade, as the kubelet does.
     for (p, what) in [
         ("nope", "pod default/nope not found"),
-        ("shell", "container x is not valid"),
+        ("spdy-shell", "container x is not valid"),
     ] {
         let path = exec_path(
             p,
@@ -136,7 +136,7 @@ fn exec_over_spdy_streams_a_real_container() {
         assert!(r.body.contains(what), "{}", r.body);
     }
     // Not an upgrade at all: 400.
-    let r = Client::connect(&api, &exec_path("shell", "c", &["true"], ""), v4)
+    let r = Client::connect(&api, &exec_path("spdy-shell", "c", &["true"], ""), v4)
         .err()
         .expect("refused");
     assert_eq!(r.status, 400, "{}", r.body);
@@ -148,7 +148,7 @@ fn port_forward_over_spdy_reaches_the_pods_loopback() {
         "pf-spdy",
         &[],
         &[pod(
-            "web",
+            "pf-web",
             vec![sh(
                 "httpd",
                 "mkdir -p /tmp/www && echo served-from-the-pod > /tmp/www/index.html && exec httpd -f -p 127.0.0.1:8080 -h /tmp/www",
@@ -156,10 +156,10 @@ fn port_forward_over_spdy_reaches_the_pods_loopback() {
             json!({}),
         )],
     );
-    a.wait_running("web");
+    a.wait_running("pf-web");
     let mut c = Client::connect(
         &a.api(),
-        "/portForward/default/web",
+        "/portForward/default/pf-web",
         &["portforward.k8s.io"],
     )
     .expect("upgraded");
@@ -267,15 +267,19 @@ fn edged_exec_runs_commands_in_real_containers() {
         &[],
         &[
             pod(
-                "shell",
+                "cli-shell",
                 vec![sh("c", "sleep 100000"), sh("side", "sleep 100000")],
                 json!({}),
             ),
-            pod("echoer", vec![echoer], json!({"restartPolicy": "Never"})),
+            pod(
+                "cli-echoer",
+                vec![echoer],
+                json!({"restartPolicy": "Never"}),
+            ),
         ],
     );
-    a.wait_running("shell");
-    a.wait_running("echoer");
+    a.wait_running("cli-shell");
+    a.wait_running("cli-echoer");
     let run = |args: &[&str], input: &[u8]| {
         let mut cmd = a.edged(args);
         cmd.stdin(std::process::Stdio::piped())
@@ -293,7 +297,7 @@ fn edged_exec_runs_commands_in_real_containers() {
     let o = run(
         &[
             "exec",
-            "shell",
+            "cli-shell",
             "--",
             "sh",
             "-c",
@@ -316,7 +320,7 @@ fn edged_exec_runs_commands_in_real_containers() {
             "-c",
             "side",
             "-i",
-            "shell",
+            "cli-shell",
             "--",
             "sh",
             "-c",
@@ -328,7 +332,7 @@ fn edged_exec_runs_commands_in_real_containers() {
     assert_eq!(text(&o.stdout), "PIPED IN\n");
 
     // A command that does not exist: 127 and why.
-    let o = run(&["exec", "-c", "c", "shell", "--", "/no/such"], b"");
+    let o = run(&["exec", "-c", "c", "cli-shell", "--", "/no/such"], b"");
     assert_eq!(o.status.code(), Some(127), "{}", text(&o.stderr));
     assert!(
         text(&o.stderr).contains("no such file"),
@@ -338,7 +342,7 @@ fn edged_exec_runs_commands_in_real_containers() {
 
     // attach -i: the container's own stdin; its end (stdinOnce) ends the container and the
     // session with it.
-    let o = run(&["attach", "-i", "echoer"], b"a\nb\n");
+    let o = run(&["attach", "-i", "cli-echoer"], b"a\nb\n");
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     assert_eq!(text(&o.stdout), "got a\ngot b\nbye\n");
 
@@ -356,7 +360,7 @@ fn exec_and_port_forward_over_websocket_with_a_crates_io_client() {
         "exec-ws",
         &[],
         &[pod(
-            "web",
+            "ws-web",
             vec![
                 sh("c", "sleep 100000"),
                 sh(
@@ -367,7 +371,7 @@ fn exec_and_port_forward_over_websocket_with_a_crates_io_client() {
             json!({}),
         )],
     );
-    a.wait_running("web");
+    a.wait_running("ws-web");
     let connect = |path: &str, protocol: &str| {
         let s = std::net::TcpStream::connect(a.api()).unwrap();
         s.set_read_timeout(Some(std::time::Duration::from_secs(60)))
@@ -383,7 +387,12 @@ fn exec_and_port_forward_over_websocket_with_a_crates_io_client() {
     };
 
     // v5 (what kubectl 1.30+ speaks): stdin on channel 0, its end as the close signal.
-    let path = exec_path("web", "c", &["sh", "-c", "cat; exit 6"], "stdin=1&stdout=1");
+    let path = exec_path(
+        "ws-web",
+        "c",
+        &["sh", "-c", "cat; exit 6"],
+        "stdin=1&stdout=1",
+    );
     let mut ws = connect(&path, "v5.channel.k8s.io");
     ws.send(Message::binary(b"\x00over the websocket\n".to_vec()))
         .unwrap();
@@ -405,7 +414,10 @@ fn exec_and_port_forward_over_websocket_with_a_crates_io_client() {
     assert_eq!(exit_code(&v), 6, "{v}");
 
     // Port-forward over WebSocket (v4): the port comes first on each channel, then the bytes.
-    let mut ws = connect("/portForward/default/web?ports=8081", "v4.channel.k8s.io");
+    let mut ws = connect(
+        "/portForward/default/ws-web?ports=8081",
+        "v4.channel.k8s.io",
+    );
     ws.send(Message::binary(
         [&[0u8][..], b"GET /index.html HTTP/1.0\r\n\r\n"].concat(),
     ))
@@ -438,9 +450,9 @@ fn edged_exec_t_on_a_real_terminal_forwards_resizes_and_restores_it() {
     let a = Agent::start(
         "exec-tty",
         &[],
-        &[pod("shell", vec![sh("c", "sleep 100000")], json!({}))],
+        &[pod("tty-shell", vec![sh("c", "sleep 100000")], json!({}))],
     );
-    a.wait_running("shell");
+    a.wait_running("tty-shell");
     let t = a.dir.path();
     // Under `script`, edged's stdin and stdout are a real pseudo-terminal; two seconds in, the
     // terminal is resized (the kernel sends SIGWINCH to edged, the foreground process).
@@ -450,7 +462,7 @@ fn edged_exec_t_on_a_real_terminal_forwards_resizes_and_restores_it() {
         format!(
             "(sleep 2; stty rows 50 cols 120 < /dev/tty) &\n\
              stty -g > {t}/before\n\
-             {bin} --port {port} exec -i -t shell -- sh -c 'while [ \"$(busybox stty size)\" != \"50 120\" ]; do sleep 0.2; done; echo resized; exit 3'\n\
+             {bin} --port {port} exec -i -t tty-shell -- sh -c 'while [ \"$(busybox stty size)\" != \"50 120\" ]; do sleep 0.2; done; echo resized; exit 3'\n\
              echo $? > {t}/rc\n\
              stty -g > {t}/after\n",
             t = t.display(),

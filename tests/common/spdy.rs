@@ -1,7 +1,9 @@
 //! A small blocking SPDY/3.1 client for tests, as client-go's spdy round-tripper and
 //! remotecommand use it: upgrade a connection, open streams with headers, write, FIN, read.
-//! Frames and header blocks come from the agent's own `spdy::frame` (checked there against
-//! bytes recorded from moby/spdystream).
+//! Its framing ([`wire`]) is written here from the SPDY/3.1 draft, apart from the agent's own:
+//! header blocks go out as a zlib stream with the SPDY dictionary's id and stored blocks (which
+//! any inflater reads), and the server's header blocks are skipped (the client needs only to
+//! know a stream was replied to).
 //!
 //! ```ignore
 //! let mut c = spdy::Client::connect(addr, "/exec/ns/pod/c?command=cat&stdin=1&stdout=1", &["v4.channel.k8s.io"])?;
@@ -12,11 +14,10 @@
 //! let out = c.read_to_end(stdout); let status = c.read_to_end(err);
 //! ```
 
-use edged::server::streaming::spdy::frame::{self, Decoder, Frame};
-use edged::server::streaming::spdy::zlib::Deflater;
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::time::Duration;
+use wire::{Decoder, Deflater, Frame};
 
 /// What a stream received.
 #[derive(Debug, Default, Clone)]
@@ -137,7 +138,7 @@ impl Client {
     }
 
     fn send(&mut self, f: &Frame) {
-        let bytes = frame::encode(f, &mut self.z);
+        let bytes = wire::encode(f, &mut self.z);
         let _ = self.io.write_all(&bytes);
     }
 
@@ -283,5 +284,190 @@ impl Client {
     /// Reads until the server sends GOAWAY or closes the connection.
     pub fn read_all(&mut self) {
         while !self.goaway && self.step() {}
+    }
+}
+
+/// SPDY/3.1 frames as the draft lays them out, for a client.
+pub mod wire {
+    /// The frames the client sends or reads.
+    #[derive(Debug, Clone, PartialEq)]
+    pub enum Frame {
+        SynStream {
+            id: u32,
+            associated: u32,
+            priority: u8,
+            fin: bool,
+            headers: Vec<(String, String)>,
+        },
+        SynReply {
+            id: u32,
+            fin: bool,
+        },
+        RstStream {
+            id: u32,
+            status: u32,
+        },
+        Ping {
+            id: u32,
+        },
+        GoAway {
+            last_good: u32,
+            status: u32,
+        },
+        Data {
+            id: u32,
+            fin: bool,
+            data: Vec<u8>,
+        },
+        /// SETTINGS, WINDOW_UPDATE, HEADERS, and types the client does not use.
+        Other,
+    }
+
+    /// The adler32 of the SPDY/3 header dictionary (the draft's 2.6.10.1), which a zlib
+    /// stream compressed with it names in its header.
+    const DICTIONARY_ID: u32 = 0xe3c6_a7c2;
+
+    /// The client's header compression: one zlib stream for the connection, every header block
+    /// a stored block and an empty one (a sync flush), so each frame's block is complete.
+    #[derive(Default)]
+    pub struct Deflater {
+        started: bool,
+    }
+
+    impl Deflater {
+        fn block(&mut self, raw: &[u8]) -> Vec<u8> {
+            let mut out = Vec::new();
+            if !self.started {
+                self.started = true;
+                // CMF 0x78, FLG with FDICT (0x78bb % 31 == 0), then the dictionary id.
+                out.extend_from_slice(&[0x78, 0xbb]);
+                out.extend_from_slice(&DICTIONARY_ID.to_be_bytes());
+            }
+            for piece in raw.chunks(0xffff) {
+                let n = piece.len() as u16;
+                out.push(0x00);
+                out.extend_from_slice(&n.to_le_bytes());
+                out.extend_from_slice(&(!n).to_le_bytes());
+                out.extend_from_slice(piece);
+            }
+            out.extend_from_slice(&[0x00, 0x00, 0x00, 0xff, 0xff]);
+            out
+        }
+    }
+
+    fn control(kind: u16, flags: u8, body: &[u8]) -> Vec<u8> {
+        let mut out = vec![0x80, 0x03];
+        out.extend_from_slice(&kind.to_be_bytes());
+        out.push(flags);
+        out.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
+        out.extend_from_slice(body);
+        out
+    }
+
+    /// A frame's bytes.
+    pub fn encode(f: &Frame, z: &mut Deflater) -> Vec<u8> {
+        match f {
+            Frame::SynStream {
+                id,
+                associated,
+                priority,
+                fin,
+                headers,
+            } => {
+                let mut raw = (headers.len() as u32).to_be_bytes().to_vec();
+                for (k, v) in headers {
+                    raw.extend_from_slice(&(k.len() as u32).to_be_bytes());
+                    raw.extend_from_slice(k.as_bytes());
+                    raw.extend_from_slice(&(v.len() as u32).to_be_bytes());
+                    raw.extend_from_slice(v.as_bytes());
+                }
+                let mut body = id.to_be_bytes().to_vec();
+                body.extend_from_slice(&associated.to_be_bytes());
+                body.extend_from_slice(&[priority << 5, 0]);
+                body.extend_from_slice(&z.block(&raw));
+                control(1, u8::from(*fin), &body)
+            }
+            Frame::RstStream { id, status } => {
+                control(3, 0, &[id.to_be_bytes(), status.to_be_bytes()].concat())
+            }
+            Frame::Ping { id } => control(6, 0, &id.to_be_bytes()),
+            Frame::GoAway { last_good, status } => control(
+                7,
+                0,
+                &[last_good.to_be_bytes(), status.to_be_bytes()].concat(),
+            ),
+            Frame::Data { id, fin, data } => {
+                let mut out = (id & 0x7fff_ffff).to_be_bytes().to_vec();
+                out.push(u8::from(*fin));
+                out.extend_from_slice(&(data.len() as u32).to_be_bytes()[1..]);
+                out.extend_from_slice(data);
+                out
+            }
+            Frame::SynReply { .. } | Frame::Other => Vec::new(),
+        }
+    }
+
+    /// Reads frames from the bytes fed to it.
+    #[derive(Default)]
+    pub struct Decoder {
+        buf: Vec<u8>,
+    }
+
+    impl Decoder {
+        pub fn new() -> Decoder {
+            Decoder::default()
+        }
+
+        pub fn feed(&mut self, b: &[u8]) {
+            self.buf.extend_from_slice(b);
+        }
+
+        /// The next whole frame, if there is one.
+        pub fn next_frame(&mut self) -> Result<Option<Frame>, String> {
+            if self.buf.len() < 8 {
+                return Ok(None);
+            }
+            let len = u32::from_be_bytes([0, self.buf[5], self.buf[6], self.buf[7]]) as usize;
+            if self.buf.len() < 8 + len {
+                return Ok(None);
+            }
+            let head: Vec<u8> = self.buf.drain(..8).collect();
+            let body: Vec<u8> = self.buf.drain(..len).collect();
+            let flags = head[4];
+            let word = |b: &[u8], at: usize| -> Result<u32, String> {
+                b.get(at..at + 4)
+                    .map(|w| u32::from_be_bytes([w[0], w[1], w[2], w[3]]))
+                    .ok_or_else(|| format!("a frame body of {} bytes is too short", b.len()))
+            };
+            if head[0] & 0x80 == 0 {
+                return Ok(Some(Frame::Data {
+                    id: u32::from_be_bytes([head[0], head[1], head[2], head[3]]),
+                    fin: flags & 1 != 0,
+                    data: body,
+                }));
+            }
+            let version = u16::from_be_bytes([head[0] & 0x7f, head[1]]);
+            if version != 3 {
+                return Err(format!("SPDY version {version}, not 3"));
+            }
+            Ok(Some(match u16::from_be_bytes([head[2], head[3]]) {
+                2 => Frame::SynReply {
+                    id: word(&body, 0)? & 0x7fff_ffff,
+                    fin: flags & 1 != 0,
+                },
+                3 => Frame::RstStream {
+                    id: word(&body, 0)? & 0x7fff_ffff,
+                    status: word(&body, 4)?,
+                },
+                6 => Frame::Ping {
+                    id: word(&body, 0)?,
+                },
+                7 => Frame::GoAway {
+                    last_good: word(&body, 0)? & 0x7fff_ffff,
+                    status: word(&body, 4)?,
+                },
+                _ => Frame::Other,
+            }))
+        }
     }
 }
