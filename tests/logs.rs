@@ -412,10 +412,11 @@ fn rotated_logs_tail_timestamps_limit_and_the_api() {
             404,
             "container \"nope\"",
         ),
+        // Exec is served, but only as an upgrade (SPDY or WebSocket).
         (
             "/exec/default/chatty/app?command=ls",
-            404,
-            "404 page not found",
+            400,
+            "unable to upgrade",
         ),
         ("/containerLogs/default/chatty", 404, "404 page not found"),
     ] {

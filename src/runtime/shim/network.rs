@@ -140,6 +140,11 @@ impl ShimRuntime {
                 }
             }
         }
+        // No network configured and nothing owed: loopback only, and nothing written (every
+        // sync of a running pod comes here; a full disk must not fail it).
+        if !owed && cni.config().is_none() {
+            return Ok(meta);
+        }
         // Recorded before the ADD: whatever happens to it, a DEL is owed from now on.
         meta.cni_network = Some(String::new());
         meta.ips.clear();
