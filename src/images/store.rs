@@ -580,7 +580,7 @@ impl ImageStore {
 
     /// Refuses imports while image GC reports disk pressure (its marker file) and the disk
     /// is still at or above the GC high threshold.
-    fn refuse_under_disk_pressure(&self, path: &Path) -> Result<()> {
+    pub(crate) fn refuse_under_disk_pressure(&self, path: &Path) -> Result<()> {
         let Some(p) = crate::gc::image::Pressure::read(self) else {
             return Ok(());
         };
