@@ -735,10 +735,12 @@ pub(crate) fn find<'a>(index: &'a Index, reference: &str) -> Result<&'a Image> {
     match reference::parse(reference) {
         Ok(r) => {
             if let Some(d) = &r.digest {
+                // A pulled index's digest is in the name the pull gave.
+                let name = r.to_string();
                 if let Some(i) = index
                     .images
                     .iter()
-                    .find(|i| &i.manifest_digest == d || &i.id == d)
+                    .find(|i| &i.manifest_digest == d || &i.id == d || i.names.contains(&name))
                 {
                     return Ok(i);
                 }

@@ -45,9 +45,7 @@ pub fn run(root_dir: &Path, registry: &super::registry::Options, cmd: &ImageCmd)
             let img = &pulled.image;
             println!(
                 "pulled {} ({}, {}): {} fetched in {:.1}s ({})",
-                img.names
-                    .first()
-                    .map_or(a.reference.as_str(), String::as_str),
+                super::reference::normalize(&a.reference).unwrap_or_else(|_| a.reference.clone()),
                 short_id(&img.id),
                 human_size(img.size),
                 human_size(pulled.fetched),

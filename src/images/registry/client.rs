@@ -224,9 +224,28 @@ fn send(
     req.call().map_err(|e| net_err(url, e))
 }
 
-/// A transport failure: worth retrying.
+/// A transport failure: worth retrying, unless TLS refused the server (a certificate does
+/// not come right by waiting) or the URL is bad.
 pub fn net_err(url: &str, e: ureq::Error) -> ImageError {
-    ImageError::new(url, "pull", ErrorKind::Network, e.to_string())
+    let tls_refused = match &e {
+        ureq::Error::Rustls(_) | ureq::Error::Tls(_) | ureq::Error::Pem(_) => true,
+        ureq::Error::Io(io) => io
+            .get_ref()
+            .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some()),
+        _ => false,
+    };
+    match e {
+        _ if tls_refused => ImageError::new(
+            url,
+            "pull",
+            ErrorKind::Invalid,
+            format!("TLS: {e}: give the registry's CA (--registry-ca HOST:PORT=FILE) or list it in --insecure-registry"),
+        ),
+        ureq::Error::BadUri(_) | ureq::Error::InvalidProxyUrl => {
+            ImageError::invalid(url, "pull", e.to_string())
+        }
+        _ => ImageError::new(url, "pull", ErrorKind::Network, e.to_string()),
+    }
 }
 
 /// The registry's message from an error answer (its `errors` JSON, else the start of the

@@ -46,13 +46,17 @@ pub fn registry_host(domain: &str) -> &str {
     }
 }
 
-/// True when `host[:port]` is insecure: listed, or on loopback (as Docker treats it).
+/// True when `host[:port]` is listed in `--insecure-registry` (by itself or its host).
 pub fn is_insecure(host: &str, opts: &Options) -> bool {
     let name = strip_port(host);
     opts.insecure.iter().any(|h| h == host || h == name)
-        || name == "localhost"
-        || name.starts_with("127.")
-        || name == "[::1]"
+}
+
+/// True for loopback hosts, which may also be reached over plain HTTP (as Docker allows),
+/// after verified TLS.
+pub fn is_loopback(host: &str) -> bool {
+    let name = strip_port(host);
+    name == "localhost" || name.starts_with("127.") || name == "[::1]"
 }
 
 fn strip_port(host: &str) -> &str {
@@ -108,21 +112,19 @@ pub fn endpoints(domain: &str, opts: &Options) -> Vec<Endpoint> {
     }
     let host = registry_host(domain);
     let ca = ca_for(host, opts);
-    if is_insecure(host, opts) && ca.is_none() {
-        for base in [format!("https://{host}"), format!("http://{host}")] {
-            out.push(Endpoint {
-                base,
-                mirror: false,
-                skip_verify: true,
-                ca: None,
-            });
-        }
-    } else {
+    let insecure = is_insecure(host, opts) && ca.is_none();
+    out.push(Endpoint {
+        base: format!("https://{host}"),
+        mirror: false,
+        skip_verify: insecure,
+        ca,
+    });
+    if insecure || is_loopback(host) {
         out.push(Endpoint {
-            base: format!("https://{host}"),
+            base: format!("http://{host}"),
             mirror: false,
             skip_verify: false,
-            ca,
+            ca: None,
         });
     }
     out
@@ -188,7 +190,13 @@ mod tests {
         );
         o.insecure = vec!["reg.lan".into()];
         assert_eq!(endpoints("reg.lan:5001", &o).len(), 2);
-        assert_eq!(endpoints("127.0.0.1:5000", &opts()).len(), 2);
+        // Loopback: verified TLS, then plain HTTP.
+        let e = endpoints("127.0.0.1:5000", &opts());
+        assert_eq!(
+            bases(&e),
+            ["https://127.0.0.1:5000", "http://127.0.0.1:5000"]
+        );
+        assert!(!e[0].skip_verify);
         assert_eq!(endpoints("localhost:5000", &opts()).len(), 2);
     }
 
@@ -196,8 +204,11 @@ mod tests {
     fn a_registry_ca_means_verified_tls() {
         let mut o = opts();
         o.cas = vec![("127.0.0.1:5443".into(), PathBuf::from("/ca.pem"))];
+        o.cas.push(("reg.lan".into(), PathBuf::from("/lan.pem")));
+        let e = endpoints("reg.lan:5443", &o);
+        assert_eq!(e[0].ca.as_deref(), Some(std::path::Path::new("/lan.pem")));
         let e = endpoints("127.0.0.1:5443", &o);
-        assert_eq!(bases(&e), ["https://127.0.0.1:5443"]);
+        assert_eq!(e[0].base, "https://127.0.0.1:5443");
         assert!(!e[0].skip_verify);
         assert_eq!(e[0].ca.as_deref(), Some(std::path::Path::new("/ca.pem")));
         assert_eq!(e[0].host(), "127.0.0.1:5443");

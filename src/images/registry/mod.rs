@@ -337,7 +337,7 @@ fn resolve(
     let retry = client.options().retry;
     let mut failures = 0;
     loop {
-        let mut last: Option<ImageError> = None;
+        let mut errs: Vec<ImageError> = Vec::new();
         for ep in &eps {
             match manifest::fetch(
                 client,
@@ -350,19 +350,28 @@ fn resolve(
                 Ok(f) => return Ok((ep.clone(), f)),
                 Err(e) if ep.mirror => {
                     tracing::warn!(mirror = %ep.base, image = %r, "mirror failed, trying the next endpoint: {e}");
-                    last = Some(e);
+                    errs.push(e);
                 }
-                Err(e) if e.kind == ErrorKind::Network => {
-                    tracing::debug!(endpoint = %ep.base, "unreachable: {e}");
-                    last = Some(e);
+                // The registry answered for the image: no other endpoint will do better.
+                Err(e) if matches!(e.kind, ErrorKind::NotFound | ErrorKind::Auth) => return Err(e),
+                Err(e) => {
+                    tracing::debug!(endpoint = %ep.base, "failed: {e}");
+                    errs.push(e);
                 }
-                Err(e) => return Err(e),
             }
         }
+        let transient = errs.iter().any(|e| e.kind == ErrorKind::Network);
+        // The registry's own error says most; the others follow.
+        let last = errs.first().cloned().map(|mut e| {
+            for other in &errs[1..] {
+                e.message = format!("{}; then {}: {}", e.message, other.object, other.message);
+            }
+            e
+        });
         let e = last.unwrap_or_else(|| {
             ImageError::new(r.to_string(), "pull", ErrorKind::Network, "no endpoint")
         });
-        if e.kind != ErrorKind::Network {
+        if !transient {
             return Err(e);
         }
         failures += 1;
