@@ -326,3 +326,175 @@ fn a_pull_killed_midway_resumes_in_the_next_run() {
         "fetched {down} bytes over both runs for an image of {size}"
     );
 }
+
+/// A running agent for the pod tests: its manifests dir, root, logs; killed and cleaned up
+/// (containers, mounts, cgroups) when dropped.
+struct PodAgent {
+    dir: tempfile::TempDir,
+    host: host::Host,
+    child: std::process::Child,
+}
+
+impl PodAgent {
+    fn start(tag: &str, objects: &[Value]) -> PodAgent {
+        let dir = workdir(tag);
+        for d in ["root", "logs", "manifests"] {
+            std::fs::create_dir_all(dir.path().join(d)).unwrap();
+        }
+        for (i, o) in objects.iter().enumerate() {
+            std::fs::write(
+                dir.path().join(format!("manifests/{i}.json")),
+                o.to_string(),
+            )
+            .unwrap();
+        }
+        let log = std::fs::File::create(dir.path().join("agent.log")).unwrap();
+        let child = Command::new(BIN)
+            .arg("--root-dir")
+            .arg(dir.path().join("root"))
+            .arg("--pod-log-dir")
+            .arg(dir.path().join("logs"))
+            .arg("--pod-manifest-path")
+            .arg(dir.path().join("manifests"))
+            .args([
+                "--file-check-frequency",
+                "1s",
+                "--node-name",
+                "pull-node",
+                "--node-ip",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--image-gc-high-threshold",
+                "100",
+            ])
+            .env_remove("HOME")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        PodAgent {
+            host: host::Host::new(dir.path()),
+            dir,
+            child,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
+    }
+
+    /// Polls pod `name` until `ok` holds for its first container's status.
+    fn wait(&self, name: &str, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
+        host::wait_until(
+            what,
+            || host::tail(&self.log(), 40),
+            || {
+                self.host
+                    .get("pods")
+                    .into_iter()
+                    .find(|p| p["metadata"]["name"] == name)
+                    .map(|p| p["status"]["containerStatuses"][0].clone())
+                    .filter(|c| ok(c))
+            },
+        )
+    }
+}
+
+impl Drop for PodAgent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.host.clean_up();
+    }
+}
+
+fn pod(name: &str, image: &str, policy: &str, secrets: &[&str]) -> Value {
+    let secrets: Vec<Value> = secrets
+        .iter()
+        .map(|s| serde_json::json!({"name": s}))
+        .collect();
+    serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "pull"},
+        "spec": {"terminationGracePeriodSeconds": 1, "imagePullSecrets": secrets,
+            "containers": [{"name": "app", "image": image, "imagePullPolicy": policy,
+                "command": ["sh", "-c", "echo pulled image runs; sleep 1000"]}]}})
+}
+
+fn pull_secret(name: &str, registry: &str, user: &str, pass: &str) -> Value {
+    use base64::Engine;
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+    let cfg = format!(r#"{{"auths":{{"{registry}":{{"auth":"{auth}"}}}}}}"#);
+    serde_json::json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": name, "namespace": "pull"},
+        "type": "kubernetes.io/dockerconfigjson",
+        "stringData": {".dockerconfigjson": cfg}})
+}
+
+#[test]
+fn a_pod_runs_a_registry_image_if_not_present() {
+    let reg = Registry::start(Mode::Plain);
+    let w = workdir("podimg");
+    let (layout, _) = padded(w.path(), 1, 20);
+    reg.push(&format!("oci:{}", layout.display()), "pods/app:1", &[]);
+    let image = format!("{}/pods/app:1", reg.addr);
+    let a = PodAgent::start("pod", &[pod("runs", &image, "IfNotPresent", &[])]);
+    a.wait("runs", "the pulled image running", |c| {
+        c["state"]["running"].is_object()
+    });
+    let log = a.log();
+    let started = log.lines().filter(|l| l.contains("pulling image")).count();
+    let ended = log
+        .lines()
+        .filter(|l| l.contains("image pulled") && l.contains("bytes="))
+        .count();
+    assert_eq!((started, ended), (1, 1), "{log}");
+}
+
+#[test]
+fn pull_secrets_right_runs_wrong_backs_off_with_the_registry_message() {
+    let reg = Registry::start(Mode::Basic("edge", "s3cret"));
+    let w = workdir("podauth");
+    let (layout, _) = padded(w.path(), 1, 21);
+    reg.push(&format!("oci:{}", layout.display()), "private/app:1", &[]);
+    let image = format!("{}/private/app:1", reg.addr);
+    let a = PodAgent::start(
+        "podauth",
+        &[
+            pull_secret("good", &reg.addr, "edge", "s3cret"),
+            pull_secret("bad", &reg.addr, "edge", "wrong"),
+            pod("good", &image, "IfNotPresent", &["good"]),
+            pod("bad", &image, "Always", &["bad"]),
+            pod("none", &image, "Always", &[]),
+        ],
+    );
+    a.wait(
+        "good",
+        "the image pulled with the right secret running",
+        |c| c["state"]["running"].is_object(),
+    );
+    let c = a.wait("bad", "ErrImagePull", |c| {
+        c["state"]["waiting"]["reason"] == "ErrImagePull"
+    });
+    let msg = c["state"]["waiting"]["message"].as_str().unwrap_or("");
+    assert!(
+        msg.contains("refused the credentials") && msg.contains("UNAUTHORIZED"),
+        "{msg}"
+    );
+    let c = a.wait("bad", "ImagePullBackOff", |c| {
+        c["state"]["waiting"]["reason"] == "ImagePullBackOff"
+    });
+    let msg = c["state"]["waiting"]["message"].as_str().unwrap_or("");
+    assert!(
+        msg.starts_with(&format!("Back-off pulling image \"{image}\"")),
+        "{msg}"
+    );
+    assert!(msg.contains("UNAUTHORIZED"), "{msg}");
+    let c = a.wait("none", "ErrImagePull without a secret", |c| {
+        c["state"]["waiting"]["reason"] == "ErrImagePull"
+            || c["state"]["waiting"]["reason"] == "ImagePullBackOff"
+    });
+    let msg = c["state"]["waiting"]["message"].as_str().unwrap_or("");
+    assert!(msg.contains("requires credentials"), "{msg}");
+}
