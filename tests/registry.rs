@@ -171,6 +171,37 @@ fn pulls_oci_docker_v2_multi_arch_and_by_digest() {
 }
 
 #[test]
+fn mirrors_serve_in_order_and_mirror_only_keeps_off_the_registry() {
+    let reg = Registry::start(Mode::Plain);
+    let w = workdir("mirror");
+    let (layout, _) = padded(w.path(), 1, 5);
+    reg.push(
+        &format!("oci:{}", layout.display()),
+        "library/mirrored:1",
+        &[],
+    );
+    // A dead mirror first, then the live one; docker.io itself is never tried.
+    let dead = format!("docker.io=http://127.0.0.1:{}", registry::free_port());
+    let live = format!("docker.io=http://{}", reg.addr);
+    let flags = [
+        "--registry-mirror",
+        dead.as_str(),
+        "--registry-mirror",
+        live.as_str(),
+        "--registry-mirror-only",
+    ];
+    let o = pull(&w.path().join("root"), &flags, "mirrored:1", &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(ls(&w.path().join("root")).contains("docker.io/library/mirrored:1"));
+    assert!(
+        text(&o).contains("mirror failed, trying the next endpoint"),
+        "{}",
+        text(&o)
+    );
+    assert!(!text(&o).contains("registry-1.docker.io"), "{}", text(&o));
+}
+
+#[test]
 fn tls_needs_the_registry_ca_or_insecure() {
     let reg = Registry::start(Mode::Tls);
     let w = workdir("tls");
