@@ -184,20 +184,29 @@ pub fn download(job: &Job, dir: &Path, meter: &Meter) -> Result<PathBuf> {
     }
     let done = blob_file(dir, d);
     let part = dir.join(format!("{}.part", digest::hex_of(d)));
-    let mut file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(&part)
-        .ctx(part.display(), "pull blob")?;
-    // One download of a blob at a time (two pulls of one image, or of shared layers).
-    sys::flock(file.as_raw_fd(), true).ctx(part.display(), "pull blob")?;
-    if done.metadata().is_ok_and(|m| m.len() == job.desc.size) {
-        let _ = fs::remove_file(&part);
-        (meter.progress)(job.desc.size, job.desc.size);
-        return Ok(done);
-    }
+    // One download of a blob at a time (two pulls of one image, or of shared layers): the
+    // part file's lock, taken on the file the path still names (a finished download renames
+    // it away while another waits for its lock).
+    let mut file = loop {
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&part)
+            .ctx(part.display(), "pull blob")?;
+        sys::flock(file.as_raw_fd(), true).ctx(part.display(), "pull blob")?;
+        if done.metadata().is_ok_and(|m| m.len() == job.desc.size) {
+            if same_file(&file, &part) {
+                let _ = fs::remove_file(&part);
+            }
+            (meter.progress)(job.desc.size, job.desc.size);
+            return Ok(done);
+        }
+        if same_file(&file, &part) {
+            break file;
+        }
+    };
     let retry = job.client.options().retry;
     let mut hashed: Option<(Context, u64)> = None;
     let mut failures = 0;
@@ -462,6 +471,42 @@ fn fetch_rest(
     Ok(())
 }
 
+/// Removes downloads (partial or complete) untouched for `max_age` that no pull holds: a
+/// pull given up long ago. Partial blobs younger than that stay, to be resumed.
+pub fn clean_stale(dir: &Path, max_age: Duration) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > max_age);
+        if !old {
+            continue;
+        }
+        let free = File::open(&p)
+            .ok()
+            .is_some_and(|f| matches!(sys::flock(f.as_raw_fd(), false), Ok(true)));
+        if free {
+            tracing::info!(path = %p.display(), "removing a download untouched for {max_age:?}");
+            let _ = fs::remove_file(&p);
+        }
+    }
+}
+
+/// True when `path` still names the open `file`.
+fn same_file(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
+        _ => false,
+    }
+}
+
 fn format_hash(bytes: &[u8]) -> String {
     let mut s = String::from("sha256:");
     for b in bytes {
@@ -525,6 +570,31 @@ mod tests {
         }
         let when = when.unwrap();
         assert!((150..=161).contains(&when), "{when}");
+    }
+
+    #[test]
+    fn stale_downloads_go_unless_fresh_or_held() {
+        let d = tempfile::tempdir().unwrap();
+        let old = std::time::SystemTime::now() - Duration::from_secs(10 * 24 * 3600);
+        let mk = |name: &str, aged: bool| {
+            let f = File::create(d.path().join(name)).unwrap();
+            if aged {
+                f.set_modified(old).unwrap();
+            }
+            f
+        };
+        drop(mk("old.part", true));
+        drop(mk("fresh.part", false));
+        let held = mk("held.part", true);
+        sys::flock(held.as_raw_fd(), true).unwrap();
+        clean_stale(d.path(), Duration::from_secs(7 * 24 * 3600));
+        let mut left: Vec<String> = fs::read_dir(d.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["fresh.part", "held.part"]);
     }
 
     #[test]

@@ -36,6 +36,10 @@ use super::reference;
 use super::store::ImageStore;
 use super::sys;
 
+/// Downloads untouched this long are removed by the next pull (a week: a node offline for
+/// days still resumes its pull).
+const STALE_DOWNLOADS: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// How pulls reach registries (from the flags).
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -195,6 +199,7 @@ fn pull_inner(
     })?;
     let downloads = store.dir().join("downloads");
     crate::paths::private_dir(&downloads).ctx(downloads.display(), "pull")?;
+    blob::clean_stale(&downloads, STALE_DOWNLOADS);
     let fetched = AtomicU64::new(0);
     let cancel = AtomicBool::new(false);
     // The config: small, fetched like any blob, then read.
