@@ -253,6 +253,28 @@ fn basic_auth_from_creds_or_config_json() {
     assert!(o.status.success(), "{}", text(&o));
 }
 
+#[test]
+fn bearer_tokens_from_the_challenge_are_fetched_once_per_pull() {
+    let ts = registry::TokenServer::start();
+    let reg = Registry::start(Mode::Token(ts.realm.clone(), ts.ca.clone()));
+    let w = workdir("bearer");
+    let (layout, _) = padded(w.path(), 1, 6);
+    reg.push(&format!("oci:{}", layout.display()), "tok/app:1", &[]);
+    let r = format!("{}/tok/app:1", reg.addr);
+    let o = pull(&w.path().join("r1"), &[], &r, &[]);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("bad credentials for the token service"),
+        "{}",
+        text(&o)
+    );
+    let before = ts.issued.load(Ordering::Relaxed);
+    let o = pull(&w.path().join("r2"), &[], &r, &["--creds", "edge:t0ken"]);
+    assert!(o.status.success(), "{}\nregistry: {}", text(&o), reg.log());
+    // One token for the manifest, config and both layers: cached, not asked per request.
+    assert_eq!(ts.issued.load(Ordering::Relaxed) - before, 1);
+}
+
 /// A registry with one padded image behind a proxy with `faults`: the pull's size.
 fn faulty(tag: &str, mb: usize, faults: Faults) -> (Registry, Proxy, tempfile::TempDir, u64) {
     let reg = Registry::start(Mode::Plain);

@@ -17,6 +17,9 @@ pub enum Mode {
     Tls,
     /// Plain HTTP with htpasswd basic auth for this user and password.
     Basic(&'static str, &'static str),
+    /// Plain HTTP with bearer tokens from `realm` (a [`TokenServer`]), signed by the
+    /// certificate in the PEM file given.
+    Token(String, PathBuf),
 }
 
 /// A running registry.
@@ -60,6 +63,13 @@ impl Registry {
                     dir.path().display()
                 ));
             }
+            Mode::Token(realm, ca) => {
+                extra.push_str(&format!(
+                    "auth:\n  token:\n    realm: {realm}\n    service: {TOKEN_SERVICE}\n    issuer: {TOKEN_ISSUER}\n    rootcertbundle: {}\n",
+                    ca.display()
+                ));
+                creds = Some(format!("{TOKEN_USER}:{TOKEN_PASS}"));
+            }
             Mode::Basic(user, pass) => {
                 let out = Command::new("htpasswd")
                     .args(["-Bbn", user, pass])
@@ -70,11 +80,15 @@ impl Registry {
                 creds = Some(format!("{user}:{pass}"));
             }
         }
+        let (http_extra, auth_extra) = match extra.find("auth:") {
+            Some(i) => (extra[..i].to_string(), extra[i..].to_string()),
+            None => (extra.clone(), String::new()),
+        };
         let mut cfg = format!(
-            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}/data\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n{extra}",
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}/data\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n{http_extra}{auth_extra}",
             dir.path().display()
         );
-        if creds.is_some() {
+        if creds.is_some() && auth_extra.is_empty() {
             cfg.push_str(&format!(
                 "auth:\n  htpasswd:\n    realm: edged-test\n    path: {}/htpasswd\n",
                 dir.path().display()
@@ -314,4 +328,131 @@ pub fn make_multi_arch(dir: &Path, foreign_arch: &str) -> String {
     });
     std::fs::write(dir.join("index.json"), serde_json::to_vec(&outer).unwrap()).unwrap();
     host_id
+}
+
+/// The token service's name, issuer, and the user and password it wants.
+pub const TOKEN_SERVICE: &str = "edged-test-registry";
+pub const TOKEN_ISSUER: &str = "edged-test-issuer";
+pub const TOKEN_USER: &str = "edge";
+pub const TOKEN_PASS: &str = "t0ken";
+
+/// A token service for [`Mode::Token`]: answers `GET /token?service=..&scope=..` with a
+/// signed JWT (ES256, its certificate in `x5c`) granting the scope's repository pull and
+/// push, to Basic `edge:t0ken` only (else a 401 with a registry-style error).
+pub struct TokenServer {
+    /// Its realm URL.
+    pub realm: String,
+    /// The PEM file of its signing certificate (the registry's rootcertbundle).
+    pub ca: PathBuf,
+    /// Tokens issued.
+    pub issued: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    _dir: tempfile::TempDir,
+}
+
+impl TokenServer {
+    /// Starts the service on a free loopback port.
+    pub fn start() -> TokenServer {
+        use base64::Engine;
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut p = rcgen::CertificateParams::default();
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, "edged test token signer");
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let cert = p.self_signed(&key).unwrap();
+        let ca = dir.path().join("token-ca.pem");
+        std::fs::write(&ca, pem("CERTIFICATE", cert.der())).unwrap();
+        let rng = ring::rand::SystemRandom::new();
+        let signer = ring::signature::EcdsaKeyPair::from_pkcs8(
+            &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            &key.serialize_der(),
+            &rng,
+        )
+        .unwrap();
+        let x5c = base64::engine::general_purpose::STANDARD.encode(cert.der());
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let realm = format!("http://{}/token", l.local_addr().unwrap());
+        let issued = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let count = issued.clone();
+        std::thread::spawn(move || {
+            use std::io::{BufRead, BufReader, Write};
+            let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+            let want = format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD
+                    .encode(format!("{TOKEN_USER}:{TOKEN_PASS}"))
+            );
+            for c in l.incoming().flatten() {
+                let mut r = BufReader::new(c.try_clone().unwrap());
+                let mut line = String::new();
+                if r.read_line(&mut line).is_err() {
+                    continue;
+                }
+                let mut auth = String::new();
+                loop {
+                    let mut h = String::new();
+                    if r.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
+                        break;
+                    }
+                    if let Some((k, v)) = h.split_once(':') {
+                        if k.eq_ignore_ascii_case("authorization") {
+                            auth = v.trim().to_string();
+                        }
+                    }
+                }
+                let target = line.split_whitespace().nth(1).unwrap_or("");
+                let scope = target
+                    .split(['?', '&'])
+                    .find_map(|kv| kv.strip_prefix("scope="))
+                    .map(|s| {
+                        s.replace("%3A", ":")
+                            .replace("%2F", "/")
+                            .replace("%2C", ",")
+                    })
+                    .unwrap_or_default();
+                let repo = scope.split(':').nth(1).unwrap_or("").to_string();
+                let (status, body) = if auth != want {
+                    (
+                        "401 Unauthorized",
+                        r#"{"errors":[{"code":"UNAUTHORIZED","message":"bad credentials for the token service"}]}"#.to_string(),
+                    )
+                } else {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap()
+                        .as_secs();
+                    let header = serde_json::json!({"alg": "ES256", "typ": "JWT", "x5c": [x5c]});
+                    let claims = serde_json::json!({
+                        "iss": TOKEN_ISSUER, "sub": TOKEN_USER, "aud": TOKEN_SERVICE,
+                        "exp": now + 300, "nbf": now - 10, "iat": now,
+                        "jti": format!("{:x}", fastrand::u64(..)),
+                        "access": [{"type": "repository", "name": repo, "actions": ["pull", "push"]}]
+                    });
+                    let input = format!(
+                        "{}.{}",
+                        b64.encode(header.to_string()),
+                        b64.encode(claims.to_string())
+                    );
+                    let sig = signer.sign(&rng, input.as_bytes()).unwrap();
+                    count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    (
+                        "200 OK",
+                        serde_json::json!({"token": format!("{input}.{}", b64.encode(sig.as_ref())), "expires_in": 300}).to_string(),
+                    )
+                };
+                let mut c = c;
+                let _ = write!(
+                    c,
+                    "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        TokenServer {
+            realm,
+            ca,
+            issued,
+            _dir: dir,
+        }
+    }
 }
