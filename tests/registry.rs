@@ -330,6 +330,30 @@ fn a_trickle_below_the_minimum_rate_is_retried() {
 }
 
 #[test]
+fn a_silent_connection_is_retried_after_the_progress_deadline() {
+    let (_reg, proxy, w, size) = faulty("stall", 4, Faults::default());
+    proxy.faults.lock().unwrap().stall_at = Some(size / 2);
+    let r = format!("{}/weak/app:1", proxy.addr);
+    let flags = ["--image-pull-progress-deadline", "2s"];
+    let o = pull(&w.path().join("root"), &flags, &r, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("--image-pull-progress-deadline"),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        proxy.faults.lock().unwrap().stall_at.is_none(),
+        "the stall happened"
+    );
+    let down = proxy.down.load(Ordering::Relaxed);
+    assert!(
+        (down as f64) < size as f64 * 1.2,
+        "fetched {down} of {size}"
+    );
+}
+
+#[test]
 fn a_refusing_registry_is_retried_with_back_off() {
     let (_reg, proxy, w, _) = faulty("refuse", 1, Faults::default());
     proxy.faults.lock().unwrap().refuse_until = Some(Instant::now() + Duration::from_secs(6));

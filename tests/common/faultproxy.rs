@@ -1,6 +1,6 @@
 //! A fault-injecting TCP proxy on loopback, between edged and a test registry: it counts
 //! the bytes it passes from the registry, and on request cuts a connection once a number of
-//! bytes have passed, trickles a connection below a rate, refuses connections for a while,
+//! bytes have passed, stalls one, trickles one below a rate, refuses connections for a while,
 //! or caps its rate (a slow link).
 
 use std::io::{Read, Write};
@@ -19,6 +19,9 @@ pub struct Faults {
     pub trickle_at: Option<u64>,
     /// The trickle's rate.
     pub trickle_rate: u64,
+    /// From this total on, the connection carrying it goes silent (no byte, not closed) for
+    /// 30 s (once).
+    pub stall_at: Option<u64>,
     /// Close every connection at once until then.
     pub refuse_until: Option<Instant>,
     /// Cap the rate of every connection (B/s).
@@ -133,8 +136,17 @@ fn pump_down(
             break;
         }
         let (chunk, cap) = {
-            let f = faults.lock().unwrap();
+            let mut f = faults.lock().unwrap();
             let total = down.load(Ordering::Relaxed);
+            if f.stall_at.is_some_and(|t| total >= t) {
+                f.stall_at = None;
+                drop(f);
+                let until = Instant::now() + Duration::from_secs(30);
+                while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                break;
+            }
             if !trickling && f.trickle_at.is_some_and(|t| total >= t) {
                 trickling = true;
             }

@@ -396,7 +396,11 @@ fn fetch_rest(
         let n = match reader.read(&mut buf) {
             Ok(n) => n,
             Err(e) => {
-                let what = if e.kind() == std::io::ErrorKind::TimedOut {
+                let timed_out = e.kind() == std::io::ErrorKind::TimedOut
+                    || e.get_ref()
+                        .and_then(|i| i.downcast_ref::<ureq::Error>())
+                        .is_some_and(|u| matches!(u, ureq::Error::Timeout(_)));
+                let what = if timed_out {
                     format!(
                         "no byte for {:?} (--image-pull-progress-deadline)",
                         job.client.options().progress_deadline
