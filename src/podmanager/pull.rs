@@ -66,7 +66,13 @@ pub struct Puller {
     root_dir: PathBuf,
     slots: smol::lock::Semaphore,
     failed: RefCell<HashMap<String, Failed>>,
+    /// A client per set of credentials, so scoped tokens are reused across pulls (never
+    /// across credentials).
+    clients: RefCell<HashMap<Keyring, Arc<Client>>>,
 }
+
+/// Clients kept at most (one per distinct set of credentials in use).
+const MAX_CLIENTS: usize = 32;
 
 impl Puller {
     /// A puller into `store` with `opts`, `parallel` pulls at once, reading the node's
@@ -83,6 +89,7 @@ impl Puller {
             root_dir,
             slots: smol::lock::Semaphore::new(parallel.clamp(1, 1 << 16)),
             failed: RefCell::new(HashMap::new()),
+            clients: RefCell::new(HashMap::new()),
         }
     }
 
@@ -115,12 +122,18 @@ impl Puller {
         );
         let waited = Instant::now();
         let _slot = self.slots.acquire().await;
-        let (store, opts, image) = (self.store.clone(), self.opts.clone(), c.image.clone());
-        let res = smol::unblock(move || {
-            let client = Client::new(opts, keyring);
-            registry::pull(&store, &client, &image, &|_| {})
-        })
-        .await;
+        let client = {
+            let mut clients = self.clients.borrow_mut();
+            if clients.len() >= MAX_CLIENTS && !clients.contains_key(&keyring) {
+                clients.clear();
+            }
+            clients
+                .entry(keyring.clone())
+                .or_insert_with(|| Arc::new(Client::new(self.opts.clone(), keyring)))
+                .clone()
+        };
+        let (store, image) = (self.store.clone(), c.image.clone());
+        let res = smol::unblock(move || registry::pull(&store, &client, &image, &|_| {})).await;
         match res {
             Ok(p) => {
                 self.failed.borrow_mut().remove(&key);

@@ -5,7 +5,7 @@ use base64::Engine;
 use serde::Deserialize;
 
 /// A user name and password (or an identity token) for one registry.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Credentials {
     /// The user name.
     pub username: String,
@@ -42,7 +42,7 @@ impl Credentials {
 }
 
 /// Credentials by registry, first match wins.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Keyring {
     entries: Vec<(String, Credentials)>,
 }
