@@ -227,6 +227,12 @@ pub fn run(flags: Flags) -> Result<(), AgentError> {
             meta: client,
             status: status.clone(),
             prober,
+            puller: Some(Rc::new(podmanager::pull::Puller::new(
+                images.clone(),
+                flags.registry_options(),
+                flags.parallel_image_pulls(),
+                root.clone(),
+            ))),
         },
     );
     let pleg = Rc::new(Pleg::new(runtime.clone()));
