@@ -418,6 +418,11 @@ impl PodAgent {
         for d in ["root", "logs", "manifests"] {
             std::fs::create_dir_all(dir.path().join(d)).unwrap();
         }
+        PodAgent::start_in(dir, objects, &["--image-gc-high-threshold", "100"])
+    }
+
+    /// Starts an agent on `dir` (its `root`, `logs`, `manifests` made) with `flags`.
+    fn start_in(dir: tempfile::TempDir, objects: &[Value], flags: &[&str]) -> PodAgent {
         for (i, o) in objects.iter().enumerate() {
             std::fs::write(
                 dir.path().join(format!("manifests/{i}.json")),
@@ -442,9 +447,8 @@ impl PodAgent {
                 "127.0.0.1",
                 "--port",
                 "0",
-                "--image-gc-high-threshold",
-                "100",
             ])
+            .args(flags)
             .env_remove("HOME")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -574,4 +578,85 @@ fn pull_secrets_right_runs_wrong_backs_off_with_the_registry_message() {
     });
     let msg = c["state"]["waiting"]["message"].as_str().unwrap_or("");
     assert!(msg.contains("requires credentials"), "{msg}");
+}
+
+#[test]
+fn image_gc_makes_room_for_a_pull_and_one_too_big_is_refused_with_the_figures() {
+    let reg = Registry::start(Mode::Plain);
+    let w = workdir("room");
+    for (name, mb, seed) in [("old", 12, 31), ("new", 6, 32), ("huge", 40, 33)] {
+        let (layout, _) = padded(w.path(), mb, seed);
+        reg.push(
+            &format!("oci:{}", layout.display()),
+            &format!("room/{name}:1"),
+            &[],
+        );
+    }
+    for d in ["root", "logs", "manifests"] {
+        std::fs::create_dir_all(w.path().join(d)).unwrap();
+    }
+    // The root on a 96 MiB tmpfs: a real filesystem that really fills.
+    let root = w.path().join("root");
+    nix::mount::mount(
+        Some("tmpfs"),
+        &root,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("size=96m"),
+    )
+    .expect("mount a tmpfs (as root)");
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+    let _unmount = Unmount(root.clone());
+    // An image pulled earlier and not used by any pod, and 45 MiB of other data: about 72 %
+    // used, under the 85 % high threshold, so periodic image GC leaves the old image be.
+    let o = pull(&root, &[], &format!("{}/room/old:1", reg.addr), &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    std::fs::write(root.join("filler"), vec![7u8; 45 << 20]).unwrap();
+    let new = format!("{}/room/new:1", reg.addr);
+    let huge = format!("{}/room/huge:1", reg.addr);
+    let a = PodAgent::start_in(
+        w,
+        &[
+            pod("fits", &new, "IfNotPresent", &[]),
+            pod("toobig", &huge, "IfNotPresent", &[]),
+        ],
+        &[
+            "--image-gc-high-threshold",
+            "85",
+            "--image-gc-low-threshold",
+            "80",
+            "--image-minimum-gc-age",
+            "0s",
+        ],
+    );
+    // The 6 MiB image (about 3 x its size on disk while it lands) would pass 85 %: image GC
+    // removes the unused one first, and the pull goes ahead.
+    a.wait("fits", "running after image GC made room", |c| {
+        c["state"]["running"].is_object()
+    });
+    let log = a.log();
+    assert!(log.contains("image GC before a pull"), "{log}");
+    assert!(log.contains("image GC made room for a pull"), "{log}");
+    let images = ls(&root);
+    assert!(
+        !images.contains("room/old"),
+        "the unused image went: {images}"
+    );
+    // 40 MiB cannot fit under the threshold whatever GC does: refused, with the figures.
+    let c = a.wait("toobig", "ErrImagePull for lack of room", |c| {
+        c["state"]["waiting"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("high threshold"))
+    });
+    let m = c["state"]["waiting"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(m.contains("85%") && m.contains("edged image rm"), "{m}");
+    drop(a);
 }

@@ -69,7 +69,12 @@ pub struct Puller {
     /// A client per set of credentials, so scoped tokens are reused across pulls (never
     /// across credentials).
     clients: RefCell<HashMap<Keyring, Arc<Client>>>,
+    /// Makes room for a pull (image GC first when it would pass the high threshold).
+    room: RoomFn,
 }
+
+/// See [`registry::Room`]: shared with the blocking thread a pull runs on.
+pub type RoomFn = Arc<dyn Fn(u64) -> Result<(), String> + Send + Sync>;
 
 /// Clients kept at most (one per distinct set of credentials in use).
 const MAX_CLIENTS: usize = 32;
@@ -82,11 +87,13 @@ impl Puller {
         opts: registry::Options,
         parallel: usize,
         root_dir: PathBuf,
+        room: RoomFn,
     ) -> Puller {
         Puller {
             store,
             opts,
             root_dir,
+            room,
             slots: smol::lock::Semaphore::new(parallel.clamp(1, 1 << 16)),
             failed: RefCell::new(HashMap::new()),
             clients: RefCell::new(HashMap::new()),
@@ -132,8 +139,11 @@ impl Puller {
                 .or_insert_with(|| Arc::new(Client::new(self.opts.clone(), keyring)))
                 .clone()
         };
-        let (store, image) = (self.store.clone(), c.image.clone());
-        let res = smol::unblock(move || registry::pull(&store, &client, &image, &|_| {})).await;
+        let (store, image, room) = (self.store.clone(), c.image.clone(), self.room.clone());
+        let res = smol::unblock(move || {
+            registry::pull(&store, &client, &image, &|_| {}, &|need| room(need))
+        })
+        .await;
         match res {
             Ok(p) => {
                 self.failed.borrow_mut().remove(&key);

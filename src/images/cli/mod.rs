@@ -40,7 +40,20 @@ pub fn run(root_dir: &Path, registry: &super::registry::Options, cmd: &ImageCmd)
             keyring.extend(registry::creds::node_keyring(root_dir));
             let client = Client::new(registry.clone(), keyring);
             let view = progress::View::new(std::io::IsTerminal::is_terminal(&std::io::stdout()));
-            let pulled = registry::pull(&store, &client, &a.reference, &|p| view.update(p))?;
+            // Beside the agent: no image GC here, only the free space.
+            let room = |need: u64| {
+                let u = store.usage().map_err(|e| e.to_string())?;
+                if need > u.available {
+                    return Err(format!(
+                        "the pull needs about {} and {} has {} free",
+                        human_size(need),
+                        store.dir().display(),
+                        human_size(u.available)
+                    ));
+                }
+                Ok(())
+            };
+            let pulled = registry::pull(&store, &client, &a.reference, &|p| view.update(p), &room)?;
             view.finish();
             let img = &pulled.image;
             println!(

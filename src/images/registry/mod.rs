@@ -17,6 +17,7 @@ pub mod creds;
 pub mod endpoint;
 pub mod manifest;
 
+use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -30,7 +31,7 @@ pub use creds::{Credentials, Keyring};
 
 use super::digest;
 use super::error::{ErrorKind, ImageError, IoContext, Result};
-use super::index::Image;
+use super::index::{Image, LayerRecord};
 use super::oci::{self, Descriptor, ImageConfig, Index, Manifest};
 use super::reference;
 use super::store::ImageStore;
@@ -118,19 +119,29 @@ pub struct Pulled {
     pub elapsed: Duration,
 }
 
-/// Pulls `reference` into `store` through `client`, reporting to `progress`.
+/// Asked before the layers are fetched whether the image filesystem has room for about this
+/// many bytes (after making it, e.g. by image GC); `Err` says why not.
+pub type Room<'a> = &'a (dyn Fn(u64) -> std::result::Result<(), String> + Sync);
+
+/// What a pull's layers take on disk while it runs, per compressed byte: the download, then the
+/// unpacked layer (taken as twice the compressed size) before the download goes.
+pub const DISK_PER_BYTE: u64 = 3;
+
+/// Pulls `reference` into `store` through `client`, reporting to `progress`; `room` is asked
+/// for the disk the missing layers take before they are fetched.
 pub fn pull(
     store: &ImageStore,
     client: &Client,
     reference: &str,
     progress: &(dyn Fn(&Progress) + Sync),
+    room: Room<'_>,
 ) -> Result<Pulled> {
     let started = Instant::now();
     let r = reference::parse(reference).map_err(|e| ImageError::invalid(reference, "pull", e))?;
     let name = r.to_string();
     store.refuse_under_disk_pressure(Path::new(&name))?;
     tracing::info!(image = %name, "pulling image");
-    let res = pull_inner(store, client, &r, progress);
+    let res = pull_inner(store, client, &r, progress, room);
     let elapsed = started.elapsed();
     match res {
         Ok((image, fetched, size)) => {
@@ -161,6 +172,7 @@ fn pull_inner(
     client: &Client,
     r: &reference::Reference,
     progress: &(dyn Fn(&Progress) + Sync),
+    room: Room<'_>,
 ) -> Result<(Image, u64, u64)> {
     let name = r.to_string();
     let repo = r.path.as_str();
@@ -248,6 +260,17 @@ fn pull_inner(
         ));
     }
     let chains = digest::chain_ids(&config.rootfs.diff_ids);
+    // Room first (image GC may run and remove layers this image shares), then what to fetch.
+    let missing = |known: &BTreeMap<String, LayerRecord>| {
+        m.layers
+            .iter()
+            .zip(&chains)
+            .filter(|(_, chain)| !(known.contains_key(*chain) && store.layer_dir(chain).is_dir()))
+            .map(|(l, _)| l.size)
+            .sum::<u64>()
+    };
+    room(missing(&store.load()?.layers).saturating_mul(DISK_PER_BYTE))
+        .map_err(|m| ImageError::new(&name, "pull", ErrorKind::NoSpace, m))?;
     let known = store.load()?.layers;
     let mut need: Vec<&Descriptor> = Vec::new();
     for (l, chain) in m.layers.iter().zip(&chains) {
