@@ -523,6 +523,7 @@ def section_cni(b, work):
     out()
     rows = []
     for label, k in [("manifest file → `container started`", "file_to_started"),
+                     ("of which file → `pod added` (manifest poll, 100 ms period)", "file_to_added"),
                      ("agent-internal `pod added` → `container started`", "added_to_started")]:
         a, c = col(plain, k), col(cni, k)
         rows.append([label, ms(median(a)), ms(percentile(a, 95)), ms(median(c)),
