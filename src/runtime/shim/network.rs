@@ -113,6 +113,7 @@ impl ShimRuntime {
             NetAction::Check => {
                 let check = cni.check(&net);
                 let Err(e) = check else {
+                    tracing::info!(pod = %pod, ips = ?meta.ips, "pod network CHECK passed: adopted");
                     return Ok(meta);
                 };
                 // As the kubelet: a sandbox whose network is broken is made again.
