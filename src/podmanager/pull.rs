@@ -160,6 +160,10 @@ impl Puller {
             Err(e) => {
                 let error = e.to_string();
                 let mut failed = self.failed.borrow_mut();
+                // Entries idle for twice the longest back-off are forgotten (as the kubelet's
+                // back-off GC does): pods deleted while backing off leave nothing behind.
+                let now = Instant::now();
+                failed.retain(|_, f| now < f.until + 2 * BACKOFF_MAX);
                 let prev = failed.get(&key).map(|f| f.delay);
                 let delay = next_backoff(prev);
                 failed.insert(
