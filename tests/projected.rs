@@ -418,6 +418,8 @@ fn admitted_pod(node: &str, name: &str, script: &str, restart: &str) -> Value {
     let c = &mut p["spec"]["containers"][0];
     c["name"] = json!("app");
     c["image"] = json!(IMAGE);
+    // A tagged image: what kube-apiserver defaults it to (the fixture's `busybox` had Always).
+    c["imagePullPolicy"] = json!("IfNotPresent");
     c["args"] = json!(["sh", "-c", script]);
     p
 }

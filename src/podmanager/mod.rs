@@ -77,6 +77,9 @@ pub struct PodManager {
     /// Pulls missing images from registries (`None`: images come only from archives).
     pub(crate) puller: Option<Rc<pull::Puller>>,
     pods: RefCell<HashMap<String, Handle>>,
+    /// Pods whose delete was sent to their worker and not yet finished (a long step such as
+    /// an image pull gives itself up when its pod is here).
+    deleting: RefCell<std::collections::HashSet<String>>,
 }
 
 /// The parts a pod manager is built from.
@@ -114,6 +117,7 @@ impl PodManager {
             prober: parts.prober,
             puller: parts.puller,
             pods: RefCell::new(HashMap::new()),
+            deleting: RefCell::new(std::collections::HashSet::new()),
         })
     }
 
@@ -310,14 +314,34 @@ impl PodManager {
         match found {
             Some(tx) => {
                 tracing::info!(pod = %pod_name(pod), "pod deleted");
+                let uid = self
+                    .pods
+                    .borrow()
+                    .iter()
+                    .find(|(_, h)| h.tx.same_channel(&tx))
+                    .map(|(u, _)| u.clone());
+                if let Some(uid) = uid {
+                    self.deleting.borrow_mut().insert(uid);
+                }
                 let _ = tx.try_send(Work::Delete);
             }
             None => tracing::debug!(pod = %pod_name(pod), "delete of a pod not running here"),
         }
     }
 
+    /// A pod written again after its delete runs on: its delete is no longer pending.
+    pub(crate) fn clear_deleted(&self, uid: &str) {
+        self.deleting.borrow_mut().remove(uid);
+    }
+
+    /// Whether pod `uid`'s delete has been sent to its worker.
+    pub(crate) fn is_deleted(&self, uid: &str) -> bool {
+        self.deleting.borrow().contains(uid)
+    }
+
     /// Called by a worker when its pod is gone.
     pub(crate) fn forget(&self, uid: &str) {
+        self.deleting.borrow_mut().remove(uid);
         self.events.forget_pod(uid);
         if let Some(h) = self.pods.borrow_mut().remove(uid) {
             // The task is the caller itself: let it finish rather than cancel it.

@@ -76,6 +76,9 @@ pub struct Puller {
 /// See [`registry::Room`]: shared with the blocking thread a pull runs on.
 pub type RoomFn = Arc<dyn Fn(u64) -> Result<(), String> + Send + Sync>;
 
+/// How often a pull looks whether its pod was deleted.
+const DELETE_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// Clients kept at most (one per distinct set of credentials in use).
 const MAX_CLIENTS: usize = 32;
 
@@ -101,12 +104,16 @@ impl Puller {
     }
 
     /// Pulls `c.image` for `pod` unless it is backing off. `Ok`: the `Pulled` event's text.
+    /// `deleted` says whether the pod has been deleted since: the pull is then given up (as
+    /// the kubelet cancels a sync's context when its pod is killed), so a delete never waits
+    /// for a pull over a slow link.
     pub async fn pull(
         &self,
         pod: &Pod,
         c: &Container,
         objects: &ObjectManager,
         events: &Recorder,
+        deleted: &dyn Fn() -> bool,
     ) -> Result<String, NotReady> {
         let key = format!("{}_{}", pod.metadata.uid, c.image);
         let now = Instant::now();
@@ -140,10 +147,33 @@ impl Puller {
                 .clone()
         };
         let (store, image, room) = (self.store.clone(), c.image.clone(), self.room.clone());
-        let res = smol::unblock(move || {
-            registry::pull(&store, &client, &image, &|_| {}, &|need| room(need))
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let pulling = smol::unblock(move || {
+            registry::pull(&store, &client, &image, &|_| {}, &|need| room(need), &stop2)
+        });
+        let given_up = async {
+            while !deleted() {
+                smol::Timer::after(DELETE_POLL).await;
+            }
+            // The blocking pull sees the flag at its next chunk or retry and ends by itself.
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            tracing::info!(pod = %crate::podmanager::pod_name(pod), image = %c.image, "pull given up: the pod was deleted");
+        };
+        let res = match smol::future::or(async { Some(pulling.await) }, async {
+            given_up.await;
+            None
         })
-        .await;
+        .await
+        {
+            Some(r) => r,
+            None => {
+                return Err((
+                    "ErrImagePull",
+                    format!("pull of \"{}\" given up: the pod was deleted", c.image),
+                ))
+            }
+        };
         match res {
             Ok(p) => {
                 self.failed.borrow_mut().remove(&key);

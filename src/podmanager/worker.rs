@@ -123,6 +123,7 @@ pub(super) async fn run(pm: Rc<PodManager>, mut pod: Pod, rx: async_channel::Rec
             match again.take() {
                 Some(p) if p.metadata.deletion_timestamp.is_none() => {
                     tracing::info!(pod = %pod_name(&p), "pod added again while it stopped; starting it again");
+                    pm.clear_deleted(&p.metadata.uid);
                     pod = p;
                     st = State {
                         start_time: Some(SystemTime::now()),
@@ -680,7 +681,9 @@ async fn start(
             format!("Container image \"{}\" already present on machine", c.image)
         }
         (super::pull::Decision::Pull, Some(puller)) => {
-            match puller.pull(pod, c, &pm.objects, &pm.events).await {
+            let uid = pod.metadata.uid.clone();
+            let deleted = || pm.is_deleted(&uid);
+            match puller.pull(pod, c, &pm.objects, &pm.events, &deleted).await {
                 Ok(text) => text,
                 Err((reason, message)) => {
                     wait(st, reason, message);

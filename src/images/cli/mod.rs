@@ -53,7 +53,15 @@ pub fn run(root_dir: &Path, registry: &super::registry::Options, cmd: &ImageCmd)
                 }
                 Ok(())
             };
-            let pulled = registry::pull(&store, &client, &a.reference, &|p| view.update(p), &room)?;
+            let never = std::sync::atomic::AtomicBool::new(false);
+            let pulled = registry::pull(
+                &store,
+                &client,
+                &a.reference,
+                &|p| view.update(p),
+                &room,
+                &never,
+            )?;
             view.finish();
             let img = &pulled.image;
             println!(

@@ -147,8 +147,25 @@ pub struct Meter<'a> {
     pub fetched: &'a AtomicU64,
     /// Set to stop (another blob failed).
     pub cancel: &'a AtomicBool,
+    /// Set by the caller to give the pull up (its pod was deleted).
+    pub stop: &'a AtomicBool,
     /// Called with (bytes on disk, total) as they grow.
     pub progress: &'a (dyn Fn(u64, u64) + Sync),
+}
+
+/// The message of a pull its caller gave up.
+pub const STOPPED: &str = "cancelled: the pull was given up";
+
+/// Sleeps `d`, or less once `stop` is set.
+pub fn sleep_unless(d: Duration, stop: &AtomicBool) {
+    let end = Instant::now() + d;
+    while !stop.load(Ordering::Relaxed) {
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        std::thread::sleep(left.min(Duration::from_millis(100)));
+    }
 }
 
 /// A try's failure, and whether it had moved the blob on.
@@ -211,6 +228,9 @@ pub fn download(job: &Job, dir: &Path, meter: &Meter) -> Result<PathBuf> {
     let mut hashed: Option<(Context, u64)> = None;
     let mut failures = 0;
     loop {
+        if meter.stop.load(Ordering::Relaxed) {
+            return Err(ImageError::new(d, "pull blob", ErrorKind::Network, STOPPED));
+        }
         if meter.cancel.load(Ordering::Relaxed) {
             return Err(ImageError::new(
                 d,
@@ -238,7 +258,7 @@ pub fn download(job: &Job, dir: &Path, meter: &Meter) -> Result<PathBuf> {
                 let wait = retry.wait(failures, fastrand::f64());
                 let have = file.metadata().map_or(0, |m| m.len());
                 tracing::warn!(blob = %d, have, size = job.desc.size, retry_in = ?wait, "blob download interrupted, resuming: {}", f.err);
-                std::thread::sleep(wait);
+                sleep_unless(wait, meter.stop);
             }
         }
     }
@@ -387,7 +407,7 @@ fn fetch_rest(
         .map(|m| RateWindow::new(m, Instant::now()));
     let progressed = |have: u64| have > started;
     loop {
-        if meter.cancel.load(Ordering::Relaxed) {
+        if meter.cancel.load(Ordering::Relaxed) || meter.stop.load(Ordering::Relaxed) {
             return Err(Failed {
                 err: ImageError::new(d, "pull blob", ErrorKind::Network, "cancelled"),
                 progressed: progressed(have),

@@ -135,13 +135,14 @@ pub fn pull(
     reference: &str,
     progress: &(dyn Fn(&Progress) + Sync),
     room: Room<'_>,
+    stop: &AtomicBool,
 ) -> Result<Pulled> {
     let started = Instant::now();
     let r = reference::parse(reference).map_err(|e| ImageError::invalid(reference, "pull", e))?;
     let name = r.to_string();
     store.refuse_under_disk_pressure(Path::new(&name))?;
     tracing::info!(image = %name, "pulling image");
-    let res = pull_inner(store, client, &r, progress, room);
+    let res = pull_inner(store, client, &r, progress, room, stop);
     let elapsed = started.elapsed();
     match res {
         Ok((image, fetched, size)) => {
@@ -173,6 +174,7 @@ fn pull_inner(
     r: &reference::Reference,
     progress: &(dyn Fn(&Progress) + Sync),
     room: Room<'_>,
+    stop: &AtomicBool,
 ) -> Result<(Image, u64, u64)> {
     let name = r.to_string();
     let repo = r.path.as_str();
@@ -182,7 +184,7 @@ fn pull_inner(
         .clone()
         .or_else(|| r.tag.clone())
         .unwrap_or_else(|| "latest".into());
-    let (ep, top) = resolve(client, r, &tag_or_digest)?;
+    let (ep, top) = resolve(client, r, &tag_or_digest, stop)?;
     let host = oci::host_platform();
     let image_manifest = match top.kind {
         manifest::Kind::Manifest => top.clone(),
@@ -236,6 +238,7 @@ fn pull_inner(
         &blob::Meter {
             fetched: &fetched,
             cancel: &cancel,
+            stop,
             progress: &noop,
         },
     )?;
@@ -313,6 +316,7 @@ fn pull_inner(
                 let meter = blob::Meter {
                     fetched: &fetched,
                     cancel: &cancel,
+                    stop,
                     progress: &report,
                 };
                 match blob::download(&job(desc), &downloads, &meter) {
@@ -360,11 +364,20 @@ fn resolve(
     client: &Client,
     r: &reference::Reference,
     tag_or_digest: &str,
+    stop: &AtomicBool,
 ) -> Result<(endpoint::Endpoint, manifest::Fetched)> {
     let eps = endpoint::endpoints(&r.domain, client.options());
     let retry = client.options().retry;
     let mut failures = 0;
     loop {
+        if stop.load(Ordering::Relaxed) {
+            return Err(ImageError::new(
+                r.to_string(),
+                "pull",
+                ErrorKind::Network,
+                blob::STOPPED,
+            ));
+        }
         let mut errs: Vec<ImageError> = Vec::new();
         for ep in &eps {
             match manifest::fetch(
@@ -408,7 +421,7 @@ fn resolve(
         }
         let wait = retry.wait(failures, fastrand::f64());
         tracing::warn!(image = %r, retry_in = ?wait, "registry unreachable: {e}");
-        std::thread::sleep(wait);
+        blob::sleep_unless(wait, stop);
     }
 }
 
