@@ -266,6 +266,11 @@ pub struct PodSecurityContext {
     pub run_as_non_root: Option<bool>,
     pub supplemental_groups: Vec<i64>,
     pub fs_group: Option<i64>,
+    /// `Always` (the default) or `OnRootMismatch`.
+    pub fs_group_change_policy: Option<String>,
+    /// `Merge` (the default: the groups of the user in the image's /etc/group too) or
+    /// `Strict` (only runAsGroup, fsGroup and supplementalGroups).
+    pub supplemental_groups_policy: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -1,0 +1,125 @@
+//! Pod-spec features of issue 17 on real containers (shim + runc): fsGroup and volume
+//! ownership, supplementalGroups and their policy, runAsGroup, subPathExpr, the lifecycle
+//! `sleep` action, hostAliases and the pod's hostname. Each container writes what it sees into
+//! an emptyDir; the test reads it there from the host. Run as root: `cargo test --test podspec`.
+
+#[allow(dead_code)]
+#[path = "common/host.rs"]
+mod host;
+
+#[allow(dead_code)]
+#[path = "common/agent.rs"]
+mod agent;
+
+use agent::{pod, sh, Agent};
+use serde_json::{json, Value};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// Writes `docs` as one YAML file of the agent's manifest dir.
+fn write_manifests(a: &Agent, file: &str, docs: &[Value]) {
+    let text: Vec<String> = docs.iter().map(Value::to_string).collect();
+    std::fs::write(
+        a.dir.path().join("manifests").join(file),
+        text.join("\n---\n"),
+    )
+    .unwrap();
+}
+
+/// The host directory of the pod's volume `name` of plugin `plugin` (`empty-dir`, ...).
+fn volume_dir(a: &Agent, pod: &Value, plugin: &str, name: &str) -> PathBuf {
+    let uid = pod["metadata"]["uid"].as_str().expect("a uid");
+    a.root()
+        .join("pods")
+        .join(uid)
+        .join("volumes")
+        .join(format!("kubernetes.io~{plugin}"))
+        .join(name)
+}
+
+/// Waits until the container wrote `file` into the emptyDir at `dir`; its content.
+fn wait_file(a: &Agent, dir: &Path, file: &str) -> String {
+    let p = dir.join(file);
+    a.wait_for(&format!("{} written", p.display()), || {
+        std::fs::read_to_string(&p).ok()
+    })
+}
+
+/// (gid, mode & 07777) of `p`, symlinks followed.
+fn owner(p: &Path) -> (u32, u32) {
+    let m = std::fs::metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    (m.gid(), m.mode() & 0o7777)
+}
+
+/// A ConfigMap (`data`) or Secret (`stringData`) in `default`.
+fn object(name: &str, kind: &str, data: Value) -> Value {
+    let field = if kind == "Secret" {
+        "stringData"
+    } else {
+        "data"
+    };
+    json!({"apiVersion": "v1", "kind": kind,
+           "metadata": {"name": name, "namespace": "default"}, field: data})
+}
+
+/// fsGroup as the Kubernetes documentation's task page shows it: the volumes belong to the
+/// group (setgid on directories, group read-write on the emptyDir, group read on API data),
+/// files the container makes get the group, and the container's process has it.
+#[test]
+fn fs_group_owns_every_volume_and_joins_the_process() {
+    let a = Agent::start("podspec-fsgroup", &[], &[]);
+    let cm = object("fsg-cm", "ConfigMap", json!({"k": "v"}));
+    let secret = object("fsg-secret", "Secret", json!({"pw": "s3cret"}));
+    let script = "id -G > /e/groups.tmp && mv /e/groups.tmp /e/groups; \
+        touch /e/made; mkdir /e/sub; \
+        cat /s/pw > /e/secret-read 2>&1; echo $? >> /e/secret-read; \
+        echo ok > /e/done; sleep 100000";
+    let mut c = sh("c", script);
+    c["volumeMounts"] = json!([
+        {"name": "e", "mountPath": "/e"}, {"name": "cm", "mountPath": "/cm"},
+        {"name": "s", "mountPath": "/s"}, {"name": "d", "mountPath": "/d"},
+        {"name": "p", "mountPath": "/p"}]);
+    let p = pod(
+        "fsg-pod",
+        vec![c],
+        json!({
+            "securityContext": {"runAsUser": 1000, "runAsGroup": 3000, "fsGroup": 2000,
+                                "fsGroupChangePolicy": "OnRootMismatch"},
+            "volumes": [
+                {"name": "e", "emptyDir": {}},
+                {"name": "cm", "configMap": {"name": "fsg-cm"}},
+                {"name": "s", "secret": {"secretName": "fsg-secret", "defaultMode": 0o400}},
+                {"name": "d", "downwardAPI": {"items": [
+                    {"path": "name", "fieldRef": {"fieldPath": "metadata.name"}}]}},
+                {"name": "p", "projected": {"defaultMode": 0o400, "sources": [
+                    {"configMap": {"name": "fsg-cm"}}]}}]}),
+    );
+    write_manifests(&a, "fsg.yaml", &[cm, secret, p]);
+    let status = a.wait_running("fsg-pod");
+    let e = volume_dir(&a, &status, "empty-dir", "e");
+    wait_file(&a, &e, "done");
+
+    let groups = wait_file(&a, &e, "groups");
+    let mut groups: Vec<&str> = groups.split_whitespace().collect();
+    groups.sort();
+    assert_eq!(groups, ["2000", "3000"], "id -G in the container");
+    // The user can read a 0400 secret through the group (0440 now).
+    assert_eq!(wait_file(&a, &e, "secret-read"), "s3cret0\n");
+
+    assert_eq!(owner(&e), (2000, 0o2777), "emptyDir root");
+    assert_eq!(owner(&e.join("made")).0, 2000, "a file the container made");
+    let sub = owner(&e.join("sub"));
+    assert_eq!(sub.0, 2000, "a directory the container made");
+    assert_ne!(sub.1 & 0o2000, 0, "setgid inherited");
+
+    let cm_dir = volume_dir(&a, &status, "configmap", "cm");
+    assert_eq!(owner(&cm_dir), (2000, 0o2755));
+    assert_eq!(owner(&cm_dir.join("k")), (2000, 0o644));
+    assert_eq!(owner(&cm_dir.join("..data")).1 & 0o2000, 0o2000);
+    let s_dir = volume_dir(&a, &status, "secret", "s");
+    assert_eq!(owner(&s_dir.join("pw")), (2000, 0o440));
+    let d_dir = volume_dir(&a, &status, "downward-api", "d");
+    assert_eq!(owner(&d_dir.join("name")), (2000, 0o644));
+    let p_dir = volume_dir(&a, &status, "projected", "p");
+    assert_eq!(owner(&p_dir.join("k")), (2000, 0o440));
+}
