@@ -123,3 +123,70 @@ fn fs_group_owns_every_volume_and_joins_the_process() {
     let p_dir = volume_dir(&a, &status, "projected", "p");
     assert_eq!(owner(&p_dir.join("k")), (2000, 0o440));
 }
+
+/// `/proc/self/status`'s `Groups:` line of each container: supplementalGroups and fsGroup
+/// join runAsGroup (the pod's, or the container's own), under `supplementalGroupsPolicy:
+/// Strict` too; the uid and gid are what runAsUser and runAsGroup say.
+#[test]
+fn supplemental_groups_and_run_as_group_reach_the_process() {
+    let a = Agent::start("podspec-groups", &[], &[]);
+    let script = |n: &str| {
+        format!(
+            "grep -E '^(Uid|Gid|Groups):' /proc/self/status | tr -s '\\t ' ' ' > /e/{n}.tmp \
+             && mv /e/{n}.tmp /e/{n}; sleep 100000"
+        )
+    };
+    let mount = json!([{"name": "e", "mountPath": "/e"}]);
+    let mut pod_level = sh("pod-level", &script("pod-level"));
+    pod_level["volumeMounts"] = mount.clone();
+    let mut own = sh("own", &script("own"));
+    own["volumeMounts"] = mount;
+    own["securityContext"] = json!({"runAsGroup": 5000, "runAsUser": 1001});
+    let p = pod(
+        "groups-pod",
+        vec![pod_level, own],
+        json!({
+            "securityContext": {"runAsUser": 1000, "runAsGroup": 3000,
+                                "supplementalGroups": [4000], "fsGroup": 2000,
+                                "supplementalGroupsPolicy": "Strict"},
+            "volumes": [{"name": "e", "emptyDir": {}}]}),
+    );
+    a.add_pod(&p);
+    let status = a.wait_running("groups-pod");
+    let e = volume_dir(&a, &status, "empty-dir", "e");
+    assert_eq!(
+        wait_file(&a, &e, "pod-level"),
+        "Uid: 1000 1000 1000 1000\nGid: 3000 3000 3000 3000\nGroups: 2000 3000 4000 \n"
+    );
+    assert_eq!(
+        wait_file(&a, &e, "own"),
+        "Uid: 1001 1001 1001 1001\nGid: 5000 5000 5000 5000\nGroups: 2000 4000 5000 \n"
+    );
+}
+
+/// A supplementalGroupsPolicy edged does not know keeps the container from being made, and
+/// the reason names the pod, the container and the field.
+#[test]
+fn an_unknown_supplemental_groups_policy_is_a_config_error() {
+    let a = Agent::start("podspec-badpolicy", &[], &[]);
+    a.add_pod(&pod(
+        "badpolicy-pod",
+        vec![sh("c", "sleep 100000")],
+        json!({"securityContext": {"supplementalGroupsPolicy": "Loose"}}),
+    ));
+    let p = a.wait_pod("badpolicy-pod", "CreateContainerConfigError", |p| {
+        p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"]
+            == "CreateContainerConfigError"
+    });
+    let msg = p["status"]["containerStatuses"][0]["state"]["waiting"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        msg.contains("badpolicy-pod")
+            && msg.contains("container c")
+            && msg.contains("supplementalGroupsPolicy")
+            && msg.contains("`Loose`"),
+        "{msg}"
+    );
+}

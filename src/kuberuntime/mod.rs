@@ -346,6 +346,15 @@ fn resources(c: &Container) -> Resources {
     }
 }
 
+/// `supplementalGroupsPolicy`: whether it is `Strict` (unset: `Merge`).
+pub fn supplemental_groups_strict(policy: Option<&str>) -> Result<bool, String> {
+    match policy.unwrap_or("") {
+        "" | "Merge" => Ok(false),
+        "Strict" => Ok(true),
+        other => Err(format!("`{other}` is not one of Merge, Strict")),
+    }
+}
+
 fn security(pod: &Pod, c: &Container, ctx: &PodContext<'_>) -> Result<Security, ConfigError> {
     let psc = pod.spec.security_context.clone().unwrap_or_default();
     let csc = c.security_context.clone().unwrap_or_default();
@@ -386,11 +395,20 @@ fn security(pod: &Pod, c: &Container, ctx: &PodContext<'_>) -> Result<Security, 
             groups.push(g);
         }
     }
+    let supplemental_groups_strict = supplemental_groups_strict(
+        psc.supplemental_groups_policy.as_deref(),
+    )
+    .map_err(|reason| ConfigError {
+        object: object.clone(),
+        field: "spec.securityContext.supplementalGroupsPolicy".into(),
+        reason,
+    })?;
     let caps = csc.capabilities.unwrap_or_default();
     Ok(Security {
         run_as_user,
         run_as_group,
         supplemental_groups: groups,
+        supplemental_groups_strict,
         privileged: csc.privileged.unwrap_or(false),
         read_only_rootfs: csc.read_only_root_filesystem.unwrap_or(false),
         capabilities_add: caps.add,
@@ -443,6 +461,54 @@ mod tests {
             PathBuf::from("/var/log/pods/default_web_u1/c/2.log")
         );
         assert_eq!(c.labels[labels::RESTART_COUNT], "2");
+    }
+
+    #[test]
+    fn supplemental_groups_policy() {
+        assert_eq!(supplemental_groups_strict(None), Ok(false));
+        assert_eq!(supplemental_groups_strict(Some("Merge")), Ok(false));
+        assert_eq!(supplemental_groups_strict(Some("Strict")), Ok(true));
+        let mut p = pod();
+        p.spec
+            .security_context
+            .as_mut()
+            .unwrap()
+            .supplemental_groups_policy = Some("Loose".into());
+        p.spec.security_context.as_mut().unwrap().fs_group = Some(7);
+        let (cms, secrets) = (BTreeMap::new(), BTreeMap::new());
+        let ctx = PodContext {
+            pod: &p,
+            node_name: "n1",
+            host_ip: "10.0.0.2",
+            pod_ip: None,
+            config_maps: &cms,
+            secrets: &secrets,
+            log_dir: Path::new("/var/log/pods"),
+        };
+        let e = container_config(&ctx, &p.spec.containers[0], 0, vec![]).unwrap_err();
+        assert_eq!(e.field, "spec.securityContext.supplementalGroupsPolicy");
+        assert!(
+            e.to_string().starts_with("Pod default/web container c:")
+                && e.reason.contains("`Loose`"),
+            "{e}"
+        );
+        p.spec
+            .security_context
+            .as_mut()
+            .unwrap()
+            .supplemental_groups_policy = Some("Strict".into());
+        let ctx = PodContext {
+            pod: &p,
+            node_name: "n1",
+            host_ip: "10.0.0.2",
+            pod_ip: None,
+            config_maps: &cms,
+            secrets: &secrets,
+            log_dir: Path::new("/var/log/pods"),
+        };
+        let c = container_config(&ctx, &p.spec.containers[0], 0, vec![]).unwrap();
+        assert!(c.security.supplemental_groups_strict);
+        assert_eq!(c.security.supplemental_groups, vec![5, 7]);
     }
 
     #[test]

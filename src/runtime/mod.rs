@@ -143,7 +143,10 @@ pub struct Resources {
 pub struct Security {
     pub run_as_user: Option<u32>,
     pub run_as_group: Option<u32>,
+    /// supplementalGroups and fsGroup.
     pub supplemental_groups: Vec<u32>,
+    /// `supplementalGroupsPolicy: Strict`: the image's /etc/group adds no groups.
+    pub supplemental_groups_strict: bool,
     pub privileged: bool,
     pub read_only_rootfs: bool,
     /// Capability names as Kubernetes writes them (`NET_ADMIN`, `ALL`).
