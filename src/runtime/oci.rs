@@ -872,7 +872,8 @@ mod tests {
     #[test]
     fn additional_gids_merge_and_strict() {
         // (gid, image groups of the user, pod groups, strict) -> additionalGids
-        let table: [(u32, &[u32], &[u32], bool, &[u32]); 6] = [
+        type Row = (u32, &'static [u32], &'static [u32], bool, &'static [u32]);
+        let table: [Row; 6] = [
             (3000, &[50000], &[4000], false, &[3000, 50000, 4000]),
             (3000, &[50000], &[4000], true, &[3000, 4000]),
             (0, &[], &[], false, &[0]),
