@@ -190,3 +190,50 @@ fn an_unknown_supplemental_groups_policy_is_a_config_error() {
         "{msg}"
     );
 }
+
+/// subPathExpr as the documentation's example writes it: `$(POD_NAME)` from the downward API,
+/// so the container's mount is the volume's `<pod name>` directory; a reference the container
+/// does not set keeps the container from being made, naming the field.
+#[test]
+fn sub_path_expr_mounts_the_expanded_directory() {
+    let a = Agent::start("podspec-subpathexpr", &[], &[]);
+    let mut c = sh("c", "echo from-$POD_NAME > /mine/hello; sleep 100000");
+    c["env"] =
+        json!([{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]);
+    c["volumeMounts"] =
+        json!([{"name": "e", "mountPath": "/mine", "subPathExpr": "logs/$(POD_NAME)"}]);
+    a.add_pod(&pod(
+        "subexpr-pod",
+        vec![c],
+        json!({"volumes": [{"name": "e", "emptyDir": {}}]}),
+    ));
+    let mut bad = sh("c", "sleep 100000");
+    bad["volumeMounts"] = json!([{"name": "e", "mountPath": "/m", "subPathExpr": "$(NOT_SET)"}]);
+    a.add_pod(&pod(
+        "subexpr-bad",
+        vec![bad],
+        json!({"volumes": [{"name": "e", "emptyDir": {}}]}),
+    ));
+
+    let status = a.wait_running("subexpr-pod");
+    let e = volume_dir(&a, &status, "empty-dir", "e");
+    assert_eq!(
+        wait_file(&a, &e, "logs/subexpr-pod/hello"),
+        "from-subexpr-pod\n"
+    );
+
+    let p = a.wait_pod("subexpr-bad", "CreateContainerConfigError", |p| {
+        p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"]
+            == "CreateContainerConfigError"
+    });
+    let msg = p["status"]["containerStatuses"][0]["state"]["waiting"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        msg.contains("subexpr-bad")
+            && msg.contains("volumeMounts[0].subPathExpr")
+            && msg.contains("`NOT_SET`"),
+        "{msg}"
+    );
+}

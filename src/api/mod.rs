@@ -429,6 +429,9 @@ pub struct VolumeMount {
     pub name: String,
     pub mount_path: String,
     pub sub_path: Option<String>,
+    /// A subPath with `$(VAR)` references to the container's env, expanded when the
+    /// container is made (exclusive with `subPath`).
+    pub sub_path_expr: Option<String>,
     pub read_only: bool,
     pub mount_propagation: Option<String>,
 }

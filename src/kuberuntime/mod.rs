@@ -6,6 +6,7 @@ pub mod dns;
 pub mod env;
 pub mod hash;
 pub mod logs;
+pub mod subpath_expr;
 pub mod termination;
 
 use crate::api::{self, Container, Pod};

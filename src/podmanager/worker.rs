@@ -698,8 +698,31 @@ async fn start(
         &c.name,
         attempt,
     );
+    let pod_ip = st.sandbox.as_ref().and_then(|s| s.ip.clone());
+    let pod_ip = if pod.spec.host_network {
+        Some(pm.cfg.host_ip.clone())
+    } else {
+        pod_ip
+    };
+    let ctx = PodContext {
+        pod,
+        node_name: &pm.cfg.node_name,
+        host_ip: &pm.cfg.host_ip,
+        pod_ip: pod_ip.as_deref(),
+        config_maps: &objects.config_maps,
+        secrets: &objects.secrets,
+        log_dir: &pm.cfg.log_dir,
+    };
+    // subPathExpr expanded into subPath, from the container's env.
+    let expanded = match kuberuntime::subpath_expr::resolve(&ctx, c) {
+        Ok(x) => x,
+        Err(e) => {
+            wait(st, "CreateContainerConfigError", e.to_string());
+            return false;
+        }
+    };
     let mounts = {
-        let (v, p, cc, pv) = (pm.volumes.clone(), pod.clone(), c.clone(), vols.clone());
+        let (v, p, cc, pv) = (pm.volumes.clone(), pod.clone(), expanded, vols.clone());
         let file = message_file.clone();
         let made = smol::unblock(move || {
             let mut m = v
@@ -726,21 +749,6 @@ async fn start(
                 return false;
             }
         }
-    };
-    let pod_ip = st.sandbox.as_ref().and_then(|s| s.ip.clone());
-    let pod_ip = if pod.spec.host_network {
-        Some(pm.cfg.host_ip.clone())
-    } else {
-        pod_ip
-    };
-    let ctx = PodContext {
-        pod,
-        node_name: &pm.cfg.node_name,
-        host_ip: &pm.cfg.host_ip,
-        pod_ip: pod_ip.as_deref(),
-        config_maps: &objects.config_maps,
-        secrets: &objects.secrets,
-        log_dir: &pm.cfg.log_dir,
     };
     let mut config = match kuberuntime::container_config(&ctx, c, attempt, mounts) {
         Ok(cfg) => cfg,
