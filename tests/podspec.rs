@@ -237,3 +237,111 @@ fn sub_path_expr_mounts_the_expanded_directory() {
         "{msg}"
     );
 }
+
+/// hostname, subdomain and setHostnameAsFQDN: the kernel hostname is the FQDN, /etc/hosts
+/// names the pod as the kubelet writes it and ends with the hostAliases; an FQDN longer than
+/// the kernel takes keeps the pod from starting, with a reason naming the field.
+#[test]
+fn hostname_subdomain_fqdn_and_host_aliases() {
+    let a = Agent::start("podspec-hosts", &[], &[]);
+    let mut c = sh(
+        "c",
+        "hostname > /e/hostname.tmp && mv /e/hostname.tmp /e/hostname; \
+         cat /etc/hosts > /e/hosts.tmp && mv /e/hosts.tmp /e/hosts; sleep 100000",
+    );
+    c["volumeMounts"] = json!([{"name": "e", "mountPath": "/e"}]);
+    a.add_pod(&pod(
+        "hosts-pod",
+        vec![c],
+        json!({"hostname": "web-host", "subdomain": "sub", "setHostnameAsFQDN": true,
+               "hostAliases": [
+                   {"ip": "127.0.0.1", "hostnames": ["foo.local", "bar.local"]},
+                   {"ip": "10.1.2.3", "hostnames": ["foo.remote", "bar.remote"]}],
+               "volumes": [{"name": "e", "emptyDir": {}}]}),
+    ));
+    a.add_pod(&pod(
+        "hosts-too-long",
+        vec![sh("c", "sleep 100000")],
+        json!({"hostname": "h".repeat(40), "subdomain": "sub", "setHostnameAsFQDN": true}),
+    ));
+    let status = a.wait_running("hosts-pod");
+    let e = volume_dir(&a, &status, "empty-dir", "e");
+    assert_eq!(
+        wait_file(&a, &e, "hostname"),
+        "web-host.sub.default.svc.cluster.local\n"
+    );
+    let hosts = wait_file(&a, &e, "hosts");
+    let ip = status["status"]["podIP"].as_str().unwrap_or("127.0.1.1");
+    assert!(
+        hosts.starts_with("# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n"),
+        "{hosts}"
+    );
+    assert!(
+        hosts.ends_with(&format!(
+            "fe00::2\tip6-allrouters\n\
+             {ip}\tweb-host.sub.default.svc.cluster.local\tweb-host\n\
+             \n\
+             # Entries added by HostAliases.\n\
+             127.0.0.1\tfoo.local\tbar.local\n\
+             10.1.2.3\tfoo.remote\tbar.remote\n"
+        )),
+        "{hosts}"
+    );
+
+    let p = a.wait_pod("hosts-too-long", "the FQDN refused", |p| {
+        p["status"]["containerStatuses"][0]["state"]["waiting"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("setHostnameAsFQDN"))
+    });
+    let msg = p["status"]["containerStatuses"][0]["state"]["waiting"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        msg.contains("hosts-too-long") && msg.contains("too long"),
+        "{msg}"
+    );
+}
+
+/// The lifecycle `sleep` action as preStop: the container gets SIGTERM only once the sleep
+/// is over. The container writes the host's uptime (the kernel's, the same inside) when the
+/// signal comes; the test notes it before the pod is removed.
+#[test]
+fn pre_stop_sleep_delays_the_stop_signal() {
+    let a = Agent::start("podspec-sleep", &[], &[]);
+    let out = a.dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let mut c = sh(
+        "c",
+        "trap 'cut -d\" \" -f1 /proc/uptime > /out/term.tmp; mv /out/term.tmp /out/term; exit 0' TERM; \
+         echo up > /out/up; while :; do sleep 0.1; done",
+    );
+    c["volumeMounts"] = json!([{"name": "out", "mountPath": "/out"}]);
+    c["lifecycle"] = json!({"preStop": {"sleep": {"seconds": 3}},
+                            "postStart": {"sleep": {"seconds": 1}}});
+    a.add_pod(&pod(
+        "sleep-pod",
+        vec![c],
+        json!({"terminationGracePeriodSeconds": 30,
+               "volumes": [{"name": "out", "hostPath": {"path": out.display().to_string()}}]}),
+    ));
+    a.wait_running("sleep-pod");
+    wait_file(&a, &out, "up");
+    let uptime = || -> f64 {
+        std::fs::read_to_string("/proc/uptime")
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let before = uptime();
+    std::fs::remove_file(a.dir.path().join("manifests/sleep-pod.json")).unwrap();
+    let term: f64 = wait_file(&a, &out, "term").trim().parse().unwrap();
+    assert!(
+        term - before >= 3.0,
+        "SIGTERM {:.2}s after the pod was removed, before the 3s preStop sleep ended",
+        term - before
+    );
+}

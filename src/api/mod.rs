@@ -215,6 +215,11 @@ pub struct PodSpec {
     pub host_ipc: bool,
     pub hostname: Option<String>,
     pub subdomain: Option<String>,
+    /// The kernel hostname is the pod's FQDN (`<hostname>.<subdomain>.<ns>.svc.<domain>`).
+    #[serde(rename = "setHostnameAsFQDN")]
+    pub set_hostname_as_fqdn: Option<bool>,
+    /// One PID namespace for all the pod's containers.
+    pub share_process_namespace: Option<bool>,
     pub security_context: Option<PodSecurityContext>,
     pub dns_policy: Option<String>,
     pub dns_config: Option<PodDnsConfig>,
@@ -536,6 +541,15 @@ pub struct LifecycleHandler {
     pub exec: Option<ExecAction>,
     pub http_get: Option<HttpGetAction>,
     pub tcp_socket: Option<TcpSocketAction>,
+    /// Wait this long (`sleep: {seconds: N}`).
+    pub sleep: Option<SleepAction>,
+}
+
+/// `lifecycle.*.sleep`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct SleepAction {
+    pub seconds: i64,
 }
 
 /// A volume of a pod.

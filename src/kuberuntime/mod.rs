@@ -5,6 +5,8 @@
 pub mod dns;
 pub mod env;
 pub mod hash;
+pub mod hosts;
+pub mod lifecycle;
 pub mod logs;
 pub mod subpath_expr;
 pub mod termination;
@@ -51,20 +53,6 @@ pub struct PodContext<'a> {
     pub log_dir: &'a Path,
 }
 
-/// The pod's hostname: `spec.hostname`, else its name, cut to 63 characters.
-pub fn hostname(pod: &Pod) -> String {
-    let h = pod
-        .spec
-        .hostname
-        .clone()
-        .unwrap_or_else(|| pod.metadata.name.clone());
-    h.chars()
-        .take(63)
-        .collect::<String>()
-        .trim_end_matches(['-', '.'])
-        .to_string()
-}
-
 /// The labels naming the pod, on its sandbox and every container.
 fn pod_labels(pod: &Pod) -> BTreeMap<String, String> {
     [
@@ -102,21 +90,32 @@ impl Default for DnsSettings {
 static DNS_FALLBACK_WARNED: std::sync::atomic::AtomicBool =
     std::sync::atomic::AtomicBool::new(false);
 
-/// The sandbox config of a pod.
-pub fn sandbox_config(pod: &Pod, dns_settings: &DnsSettings) -> PodSandboxConfig {
-    let name = hostname(pod);
-    let mut hosts = String::from("# Kubernetes-managed hosts file (edged).\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
-    if pod.spec.host_network {
-        hosts = std::fs::read_to_string("/etc/hosts").unwrap_or(hosts);
+/// The sandbox config of a pod; refused (naming the pod and field) when its hostname cannot
+/// be made.
+pub fn sandbox_config(
+    pod: &Pod,
+    dns_settings: &DnsSettings,
+) -> Result<PodSandboxConfig, ConfigError> {
+    let fail = |field: &str, reason: String| ConfigError {
+        object: format!("Pod {}/{}", pod.metadata.namespace, pod.metadata.name),
+        field: field.into(),
+        reason,
+    };
+    let (name, domain) = hosts::name_and_domain(pod, &dns_settings.cluster.domain)
+        .map_err(|r| fail("spec.hostname", r))?;
+    let kernel_name = hosts::kernel_hostname(
+        &name,
+        &domain,
+        pod.spec.set_hostname_as_fqdn.unwrap_or(false),
+    )
+    .map_err(|r| fail("spec.setHostnameAsFQDN", r))?;
+    let hosts = if pod.spec.host_network {
+        let node = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+        hosts::host_network(&node, &pod.spec.host_aliases)
     } else {
         // Loopback until the pod network gives the pod an IP (the runtime puts it here).
-        hosts.push_str(&format!("{LOOPBACK_NAME_IP}\t{name}\n"));
-    }
-    for alias in &pod.spec.host_aliases {
-        if !alias.ip.is_empty() && !alias.hostnames.is_empty() {
-            hosts.push_str(&format!("{}\t{}\n", alias.ip, alias.hostnames.join("\t")));
-        }
-    }
+        hosts::managed(LOOPBACK_NAME_IP, &name, &domain, &pod.spec.host_aliases)
+    };
     let host_resolv = std::fs::read_to_string(&dns_settings.resolv_conf).unwrap_or_else(|e| {
         tracing::warn!(file = %dns_settings.resolv_conf.display(), error = %e, "--resolv-conf not read: pods get no host DNS");
         String::new()
@@ -129,11 +128,11 @@ pub fn sandbox_config(pod: &Pod, dns_settings: &DnsSettings) -> PodSandboxConfig
         );
     }
     let l = pod_labels(pod);
-    PodSandboxConfig {
+    Ok(PodSandboxConfig {
         uid: pod.metadata.uid.clone(),
         namespace: pod.metadata.namespace.clone(),
         name: pod.metadata.name.clone(),
-        hostname: name,
+        hostname: kernel_name,
         host_network: pod.spec.host_network,
         host_pid: pod.spec.host_pid,
         host_ipc: pod.spec.host_ipc,
@@ -141,7 +140,7 @@ pub fn sandbox_config(pod: &Pod, dns_settings: &DnsSettings) -> PodSandboxConfig
         resolv_conf: dns::render(&pod_dns),
         labels: l,
         network: network_capabilities(pod, pod_dns),
-    }
+    })
 }
 
 /// Where a pod's own name points in its hosts file until it has an IP.
@@ -522,7 +521,7 @@ mod tests {
             resolv_conf: resolv,
             ..Default::default()
         };
-        let s = sandbox_config(&p, &settings);
+        let s = sandbox_config(&p, &settings).unwrap();
         assert_eq!(s.hostname, "web");
         assert!(s.hosts.contains("127.0.1.1\tweb\n"), "{}", s.hosts);
         assert_eq!(
