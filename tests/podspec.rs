@@ -345,3 +345,79 @@ fn pre_stop_sleep_delays_the_stop_signal() {
         term - before
     );
 }
+
+/// The first file named `name` under `dir` (any depth).
+fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
+    for e in std::fs::read_dir(dir).ok()?.flatten() {
+        let p = e.path();
+        if e.file_name() == name {
+            return Some(p);
+        }
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            if let Some(f) = find_file(&p, name) {
+                return Some(f);
+            }
+        }
+    }
+    None
+}
+
+/// shareProcessNamespace: one container sees the other's processes, and PID 1 is the pod's
+/// holder; a pod without it gives each container its own namespace. Removing the pod ends the
+/// holder.
+#[test]
+fn share_process_namespace_shows_every_container_its_siblings() {
+    let a = Agent::start("podspec-sharepid", &[], &[]);
+    let mount = json!([{"name": "e", "mountPath": "/e"}]);
+    let look = "sleep 1; cat /proc/1/comm > /e/init.tmp; \
+                cat /proc/[0-9]*/cmdline | tr '\\0' ' ' > /e/procs.tmp; \
+                mv /e/init.tmp /e/init; mv /e/procs.tmp /e/procs; sleep 100000";
+    let mut looker = sh("looker", look);
+    looker["volumeMounts"] = mount.clone();
+    let other = sh("other", "exec sleep 4242");
+    a.add_pod(&pod(
+        "sharepid-pod",
+        vec![looker.clone(), other.clone()],
+        json!({"shareProcessNamespace": true, "volumes": [{"name": "e", "emptyDir": {}}]}),
+    ));
+    a.add_pod(&pod(
+        "ownpid-pod",
+        vec![looker, other],
+        json!({"volumes": [{"name": "e", "emptyDir": {}}]}),
+    ));
+
+    let shared = a.wait_running("sharepid-pod");
+    let e = volume_dir(&a, &shared, "empty-dir", "e");
+    assert_eq!(wait_file(&a, &e, "init"), "edged-pidns\n");
+    let procs = wait_file(&a, &e, "procs");
+    assert!(
+        procs.contains("sleep 4242"),
+        "the other container's process: {procs}"
+    );
+
+    let own = a.wait_running("ownpid-pod");
+    let e = volume_dir(&a, &own, "empty-dir", "e");
+    assert_eq!(wait_file(&a, &e, "init"), "sh\n");
+    let procs = wait_file(&a, &e, "procs");
+    assert!(!procs.contains("sleep 4242"), "{procs}");
+
+    // The holder goes with the pod.
+    let uid = shared["metadata"]["uid"].as_str().unwrap();
+    let holder_file = a.wait_for("the holder's pid file", || {
+        find_file(&a.root(), "pid.holder").filter(|p| p.to_string_lossy().contains(uid))
+    });
+    let pid: i32 = std::fs::read_to_string(&holder_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap(),
+        "edged-pidns\n"
+    );
+    std::fs::remove_file(a.dir.path().join("manifests/sharepid-pod.json")).unwrap();
+    a.wait_for("the holder gone", || {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        (comm != "edged-pidns\n").then_some(())
+    });
+}

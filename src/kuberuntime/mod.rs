@@ -136,6 +136,7 @@ pub fn sandbox_config(
         host_network: pod.spec.host_network,
         host_pid: pod.spec.host_pid,
         host_ipc: pod.spec.host_ipc,
+        share_process_namespace: pod.spec.share_process_namespace.unwrap_or(false),
         hosts,
         resolv_conf: dns::render(&pod_dns),
         labels: l,

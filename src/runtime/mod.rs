@@ -8,6 +8,7 @@
 pub mod cgroups;
 pub mod logs;
 pub mod oci;
+pub mod pidns;
 pub mod sandbox;
 pub mod shim;
 
@@ -95,6 +96,8 @@ pub struct PodSandboxConfig {
     pub host_network: bool,
     pub host_pid: bool,
     pub host_ipc: bool,
+    /// One PID namespace for all the pod's containers (`shareProcessNamespace`).
+    pub share_process_namespace: bool,
     /// Lines of the pod's /etc/hosts and /etc/resolv.conf, written by the runtime into the
     /// sandbox directory and bind-mounted into every container.
     pub hosts: String,

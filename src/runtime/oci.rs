@@ -108,8 +108,10 @@ pub struct PodContext {
     pub netns: Option<PathBuf>,
     pub ipcns: Option<PathBuf>,
     pub utsns: Option<PathBuf>,
-    /// A PID namespace of the container's own unless the pod is hostPID.
+    /// A PID namespace of the container's own unless the pod is hostPID...
     pub host_pid: bool,
+    /// ...or shares one (`shareProcessNamespace`): this one's file.
+    pub pidns: Option<PathBuf>,
     /// The pod's files bind-mounted at /etc/hosts, /etc/resolv.conf and /etc/hostname.
     pub hosts_file: Option<PathBuf>,
     pub resolv_file: Option<PathBuf>,
@@ -500,8 +502,10 @@ pub fn container_spec(input: &SpecInput) -> Result<Value> {
     }
 
     let mut namespaces = vec![json!({"type": "mount"})];
-    if !pod.host_pid {
-        namespaces.push(json!({"type": "pid"}));
+    match (&pod.pidns, pod.host_pid) {
+        (_, true) => {}
+        (Some(p), false) => namespaces.push(json!({"type": "pid", "path": p.to_string_lossy()})),
+        (None, false) => namespaces.push(json!({"type": "pid"})),
     }
     for (kind, path) in [
         ("network", &pod.netns),
@@ -668,6 +672,7 @@ mod tests {
             ipcns: Some("/ns/ipc".into()),
             utsns: Some("/ns/uts".into()),
             host_pid: false,
+            pidns: None,
             hosts_file: Some("/sb/hosts".into()),
             resolv_file: Some("/sb/resolv.conf".into()),
             hostname_file: None,
@@ -914,5 +919,24 @@ mod tests {
         .unwrap();
         assert_eq!(s["linux"]["namespaces"], json!([{"type": "mount"}]));
         assert!(s.get("hostname").is_none());
+        // shareProcessNamespace: the pod's PID namespace joined by path.
+        let p = PodContext {
+            pod_uid: "u".into(),
+            pidns: Some("/sb/ns/pid".into()),
+            ..Default::default()
+        };
+        let s = container_spec(&SpecInput {
+            container_id: "c",
+            config: &config(),
+            image: &image(),
+            pod: &p,
+            cgroups_path: "/x",
+            layers: &[],
+        })
+        .unwrap();
+        assert_eq!(
+            s["linux"]["namespaces"],
+            json!([{"type": "mount"}, {"type": "pid", "path": "/sb/ns/pid"}])
+        );
     }
 }
