@@ -325,6 +325,11 @@ pub struct Flags {
     #[argh(option, default = "String::from(\"cluster.local\")")]
     pub cluster_domain: String,
 
+    /// unsafe sysctls pods may set besides the safe ones: names or prefixes ending in `*`,
+    /// comma-separated (repeatable), such as `kernel.msg*,net.core.somaxconn`
+    #[argh(option)]
+    pub allowed_unsafe_sysctls: Vec<String>,
+
     /// the resolv.conf pods with dnsPolicy Default start from (default /etc/resolv.conf)
     #[argh(option, default = "PathBuf::from(\"/etc/resolv.conf\")")]
     pub resolv_conf: PathBuf,
@@ -560,7 +565,21 @@ impl Flags {
         if let Some(n) = &self.node_name {
             crate::api::validate::dns1123_subdomain(n).map_err(|e| format!("--node-name: {e}"))?;
         }
+        self.sysctl_allowlist()?;
         Ok(())
+    }
+
+    /// The sysctls pods may set: the safe ones and `--allowed-unsafe-sysctls`.
+    pub fn sysctl_allowlist(&self) -> Result<crate::kuberuntime::sysctl::Allowlist, String> {
+        let patterns: Vec<String> = self
+            .allowed_unsafe_sysctls
+            .iter()
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(String::from)
+            .collect();
+        crate::kuberuntime::sysctl::Allowlist::new(&patterns)
     }
 
     /// Makes every path flag absolute (against the working directory at start): the shim,
@@ -650,6 +669,15 @@ mod tests {
         let (msg, code) = Flags::parse(&["--pod-max-pids", "0"]).unwrap_err();
         assert_eq!(code, 2);
         assert!(msg.contains("--pod-max-pids"), "{msg}");
+        let (msg, code) = Flags::parse(&["--allowed-unsafe-sysctls", "vm.swappiness"]).unwrap_err();
+        assert_eq!(code, 2);
+        assert!(
+            msg.starts_with("edged: --allowed-unsafe-sysctls: `vm.swappiness`"),
+            "{msg}"
+        );
+        let f =
+            Flags::parse(&["--allowed-unsafe-sysctls", "kernel.msg*,net.core.somaxconn"]).unwrap();
+        assert!(f.sysctl_allowlist().is_ok());
         let (msg, code) = Flags::parse(&["--image-gc-high-threshold", "70"]).unwrap_err();
         assert_eq!(code, 2);
         assert!(msg.contains("low-threshold"), "{msg}");

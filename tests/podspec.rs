@@ -421,3 +421,47 @@ fn share_process_namespace_shows_every_container_its_siblings() {
         (comm != "edged-pidns\n").then_some(())
     });
 }
+
+/// sysctls: safe ones, and an unsafe one `--allowed-unsafe-sysctls` names, are set in the
+/// pod's namespaces; a pod asking for an unsafe one not named fails admission as the kubelet
+/// fails it (Failed, SysctlForbidden).
+#[test]
+fn sysctls_safe_and_allowed_unsafe_are_set_others_refused() {
+    let a = Agent::start(
+        "podspec-sysctl",
+        &["--allowed-unsafe-sysctls", "net.core.somaxconn"],
+        &[],
+    );
+    let mut c = sh(
+        "c",
+        "for f in kernel/shm_rmid_forced net/ipv4/ip_unprivileged_port_start net/core/somaxconn; \
+         do cat /proc/sys/$f; done > /e/values.tmp && mv /e/values.tmp /e/values; sleep 100000",
+    );
+    c["volumeMounts"] = json!([{"name": "e", "mountPath": "/e"}]);
+    a.add_pod(&pod(
+        "sysctl-pod",
+        vec![c],
+        json!({"securityContext": {"sysctls": [
+                   {"name": "kernel.shm_rmid_forced", "value": "1"},
+                   {"name": "net/ipv4/ip_unprivileged_port_start", "value": "1000"},
+                   {"name": "net.core.somaxconn", "value": "777"}]},
+               "volumes": [{"name": "e", "emptyDir": {}}]}),
+    ));
+    a.add_pod(&pod(
+        "sysctl-forbidden",
+        vec![sh("c", "sleep 100000")],
+        json!({"securityContext": {"sysctls": [{"name": "kernel.msgmax", "value": "65536"}]}}),
+    ));
+    let status = a.wait_running("sysctl-pod");
+    let e = volume_dir(&a, &status, "empty-dir", "e");
+    assert_eq!(wait_file(&a, &e, "values"), "1\n1000\n777\n");
+
+    let p = a.wait_pod("sysctl-forbidden", "Failed", |p| {
+        p["status"]["phase"] == "Failed"
+    });
+    assert_eq!(p["status"]["reason"], "SysctlForbidden");
+    assert_eq!(
+        p["status"]["message"],
+        "forbidden sysctl: \"kernel.msgmax\" not allowlisted"
+    );
+}

@@ -276,6 +276,16 @@ pub struct PodSecurityContext {
     /// `Merge` (the default: the groups of the user in the image's /etc/group too) or
     /// `Strict` (only runAsGroup, fsGroup and supplementalGroups).
     pub supplemental_groups_policy: Option<String>,
+    /// Namespaced kernel parameters of the pod.
+    pub sysctls: Vec<Sysctl>,
+}
+
+/// One of `securityContext.sysctls`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Sysctl {
+    pub name: String,
+    pub value: String,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -9,6 +9,7 @@ pub mod hosts;
 pub mod lifecycle;
 pub mod logs;
 pub mod subpath_expr;
+pub mod sysctl;
 pub mod termination;
 
 use crate::api::{self, Container, Pod};
@@ -410,6 +411,7 @@ fn security(pod: &Pod, c: &Container, ctx: &PodContext<'_>) -> Result<Security, 
         run_as_group,
         supplemental_groups: groups,
         supplemental_groups_strict,
+        sysctls: sysctl::of_pod(pod),
         privileged: csc.privileged.unwrap_or(false),
         read_only_rootfs: csc.read_only_root_filesystem.unwrap_or(false),
         capabilities_add: caps.add,

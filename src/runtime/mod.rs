@@ -150,6 +150,8 @@ pub struct Security {
     pub supplemental_groups: Vec<u32>,
     /// `supplementalGroupsPolicy: Strict`: the image's /etc/group adds no groups.
     pub supplemental_groups_strict: bool,
+    /// The pod's sysctls (admitted), set in the namespaces the container joins.
+    pub sysctls: BTreeMap<String, String>,
     pub privileged: bool,
     pub read_only_rootfs: bool,
     /// Capability names as Kubernetes writes them (`NET_ADMIN`, `ALL`).

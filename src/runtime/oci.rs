@@ -541,6 +541,7 @@ pub fn container_spec(input: &SpecInput) -> Result<Value> {
     let mut linux = json!({
         "devices": if sec.privileged { host_devices(Path::new("/dev")) } else { Vec::new() },
         "namespaces": namespaces,
+        "sysctl": config.security.sysctls,
         "resources": Value::Object(resources),
         "cgroupsPath": input.cgroups_path,
     });
