@@ -325,6 +325,10 @@ pub struct Flags {
     #[argh(option, default = "String::from(\"cluster.local\")")]
     pub cluster_domain: String,
 
+    /// where Localhost seccomp profiles are (default <root-dir>/seccomp)
+    #[argh(option)]
+    pub seccomp_profile_root: Option<PathBuf>,
+
     /// unsafe sysctls pods may set besides the safe ones: names or prefixes ending in `*`,
     /// comma-separated (repeatable), such as `kernel.msg*,net.core.somaxconn`
     #[argh(option)]
@@ -603,12 +607,20 @@ impl Flags {
             ("image-dir", &mut self.image_dir),
             ("token-file", &mut self.token_file),
             ("cert-dir", &mut self.cert_dir),
+            ("seccomp-profile-root", &mut self.seccomp_profile_root),
         ] {
             if let Some(p) = p {
                 abs(flag, p)?;
             }
         }
         Ok(())
+    }
+
+    /// Where Localhost seccomp profiles are: `--seccomp-profile-root`, or `<root-dir>/seccomp`.
+    pub fn seccomp_profile_root(&self) -> PathBuf {
+        self.seccomp_profile_root
+            .clone()
+            .unwrap_or_else(|| self.root_dir.join("seccomp"))
     }
 
     /// Where certificates are kept: `--cert-dir`, or `<root-dir>/certs`.

@@ -465,3 +465,60 @@ fn sysctls_safe_and_allowed_unsafe_are_set_others_refused() {
         "forbidden sysctl: \"kernel.msgmax\" not allowlisted"
     );
 }
+
+/// seccompProfile: RuntimeDefault (the pod's) installs a filter that refuses a new user
+/// namespace, a container's own Unconfined wins and installs none, and a Localhost profile
+/// from `--seccomp-profile-root` refuses what it lists (mkdir here).
+#[test]
+fn seccomp_runtime_default_unconfined_and_localhost() {
+    let a = Agent::start("podspec-seccomp", &[], &[]);
+    let profiles = a.root().join("seccomp/profiles");
+    std::fs::create_dir_all(&profiles).unwrap();
+    std::fs::write(
+        profiles.join("no-mkdir.json"),
+        json!({"defaultAction": "SCMP_ACT_ALLOW",
+               "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}]})
+        .to_string(),
+    )
+    .unwrap();
+    let probe = |n: &str| {
+        let mut c = sh(
+            n,
+            &format!(
+                "{{ grep '^Seccomp:' /proc/self/status | tr -d '\\t'; \
+                 unshare -U true 2>/dev/null && echo unshare-ok || echo unshare-refused; \
+                 mkdir /tmp/d 2>/dev/null && echo mkdir-ok || echo mkdir-refused; }} \
+                 > /e/{n}.tmp && mv /e/{n}.tmp /e/{n}; sleep 100000"
+            ),
+        );
+        c["volumeMounts"] = json!([{"name": "e", "mountPath": "/e"}]);
+        c
+    };
+    let mut unconfined = probe("unconfined");
+    unconfined["securityContext"] = json!({"seccompProfile": {"type": "Unconfined"}});
+    let mut local = probe("local");
+    local["securityContext"] = json!({"seccompProfile": {"type": "Localhost",
+                                                         "localhostProfile": "profiles/no-mkdir.json"}});
+    a.add_pod(&pod(
+        "seccomp-pod",
+        vec![probe("default"), unconfined, local],
+        json!({"securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+               "volumes": [{"name": "e", "emptyDir": {}}]}),
+    ));
+    let status = a.wait_running("seccomp-pod");
+    let e = volume_dir(&a, &status, "empty-dir", "e");
+    assert_eq!(
+        wait_file(&a, &e, "default"),
+        "Seccomp:2\nunshare-refused\nmkdir-ok\n"
+    );
+    // The same calls unconfined: the refusals above are the filter's.
+    assert_eq!(
+        wait_file(&a, &e, "unconfined"),
+        "Seccomp:0\nunshare-ok\nmkdir-ok\n"
+    );
+    let lo = wait_file(&a, &e, "local");
+    assert!(
+        lo.starts_with("Seccomp:2\n") && lo.ends_with("mkdir-refused\n"),
+        "{lo}"
+    );
+}

@@ -278,6 +278,20 @@ pub struct PodSecurityContext {
     pub supplemental_groups_policy: Option<String>,
     /// Namespaced kernel parameters of the pod.
     pub sysctls: Vec<Sysctl>,
+    /// The seccomp profile of the pod's containers (each container's own wins).
+    pub seccomp_profile: Option<SeccompProfile>,
+}
+
+/// `seccompProfile`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct SeccompProfile {
+    /// `RuntimeDefault`, `Unconfined` or `Localhost`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The profile file under the seccomp profile root (with `Localhost`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub localhost_profile: Option<String>,
 }
 
 /// One of `securityContext.sysctls`.
@@ -461,6 +475,8 @@ pub struct SecurityContext {
     pub read_only_root_filesystem: Option<bool>,
     pub allow_privilege_escalation: Option<bool>,
     pub capabilities: Option<Capabilities>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seccomp_profile: Option<SeccompProfile>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -298,6 +298,7 @@ mod tests {
             config_maps: &cms,
             secrets: &secrets,
             log_dir: Path::new("/l"),
+            seccomp_root: Path::new("/s"),
         };
         let env = resolve(&ctx, &pod.spec.containers[0]).unwrap();
         let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());

@@ -52,6 +52,8 @@ pub struct PodContext<'a> {
     pub secrets: &'a BTreeMap<String, api::Secret>,
     /// `--pod-log-dir`.
     pub log_dir: &'a Path,
+    /// `--seccomp-profile-root`: where Localhost seccomp profiles are.
+    pub seccomp_root: &'a Path,
 }
 
 /// The labels naming the pod, on its sandbox and every container.
@@ -348,6 +350,43 @@ fn resources(c: &Container) -> Resources {
     }
 }
 
+/// The seccomp profile of a container: its own `seccompProfile`, else the pod's, else
+/// Unconfined (the kubelet's default). A Localhost profile is a relative path under `root`
+/// without `..`.
+pub fn seccomp(
+    pod: Option<&api::SeccompProfile>,
+    container: Option<&api::SeccompProfile>,
+    root: &Path,
+) -> Result<crate::runtime::seccomp::Seccomp, String> {
+    use crate::runtime::seccomp::Seccomp;
+    let Some(p) = container.or(pod) else {
+        return Ok(Seccomp::Unconfined);
+    };
+    match p.kind.as_str() {
+        "Unconfined" => Ok(Seccomp::Unconfined),
+        "RuntimeDefault" => Ok(Seccomp::RuntimeDefault),
+        "Localhost" => {
+            let rel = p
+                .localhost_profile
+                .as_deref()
+                .filter(|r| !r.is_empty())
+                .ok_or(
+                    "type Localhost needs localhostProfile (a file under --seccomp-profile-root)",
+                )?;
+            if rel.starts_with('/') || rel.split('/').any(|s| s == "..") {
+                return Err(format!(
+                    "localhostProfile `{rel}` must be a relative path under \
+                     --seccomp-profile-root, without `..`"
+                ));
+            }
+            Ok(Seccomp::Localhost(root.join(rel)))
+        }
+        other => Err(format!(
+            "type `{other}` is not one of RuntimeDefault, Unconfined, Localhost"
+        )),
+    }
+}
+
 /// `supplementalGroupsPolicy`: whether it is `Strict` (unset: `Merge`).
 pub fn supplemental_groups_strict(policy: Option<&str>) -> Result<bool, String> {
     match policy.unwrap_or("") {
@@ -412,6 +451,16 @@ fn security(pod: &Pod, c: &Container, ctx: &PodContext<'_>) -> Result<Security, 
         supplemental_groups: groups,
         supplemental_groups_strict,
         sysctls: sysctl::of_pod(pod),
+        seccomp: seccomp(
+            psc.seccomp_profile.as_ref(),
+            csc.seccomp_profile.as_ref(),
+            ctx.seccomp_root,
+        )
+        .map_err(|reason| ConfigError {
+            object: object.clone(),
+            field: "securityContext.seccompProfile".into(),
+            reason,
+        })?,
         privileged: csc.privileged.unwrap_or(false),
         read_only_rootfs: csc.read_only_root_filesystem.unwrap_or(false),
         capabilities_add: caps.add,
@@ -450,6 +499,7 @@ mod tests {
             config_maps: &cms,
             secrets: &secrets,
             log_dir: Path::new("/var/log/pods"),
+            seccomp_root: Path::new("/var/lib/edged/seccomp"),
         };
         let c = container_config(&ctx, &p.spec.containers[0], 2, vec![]).unwrap();
         assert_eq!(c.command, vec!["sh", "-c", "echo hi $(NOT)"]);
@@ -464,6 +514,42 @@ mod tests {
             PathBuf::from("/var/log/pods/default_web_u1/c/2.log")
         );
         assert_eq!(c.labels[labels::RESTART_COUNT], "2");
+    }
+
+    #[test]
+    fn seccomp_profiles() {
+        use crate::runtime::seccomp::Seccomp;
+        let p = |kind: &str, local: Option<&str>| api::SeccompProfile {
+            kind: kind.into(),
+            localhost_profile: local.map(Into::into),
+        };
+        let root = Path::new("/var/lib/edged/seccomp");
+        let rd = p("RuntimeDefault", None);
+        let un = p("Unconfined", None);
+        let lh = p("Localhost", Some("profiles/audit.json"));
+        // (pod, container) -> profile
+        let table = [
+            (None, None, Ok(Seccomp::Unconfined)),
+            (Some(&rd), None, Ok(Seccomp::RuntimeDefault)),
+            (Some(&rd), Some(&un), Ok(Seccomp::Unconfined)),
+            (
+                None,
+                Some(&lh),
+                Ok(Seccomp::Localhost(root.join("profiles/audit.json"))),
+            ),
+        ];
+        for (pod, c, want) in table {
+            assert_eq!(seccomp(pod, c, root), want, "{pod:?} {c:?}");
+        }
+        for (bad, says) in [
+            (p("Localhost", None), "needs localhostProfile"),
+            (p("Localhost", Some("../etc/x.json")), "without `..`"),
+            (p("Localhost", Some("/etc/x.json")), "relative path"),
+            (p("Strict", None), "`Strict` is not one of"),
+        ] {
+            let e = seccomp(None, Some(&bad), root).unwrap_err();
+            assert!(e.contains(says), "{bad:?}: {e}");
+        }
     }
 
     #[test]
@@ -487,6 +573,7 @@ mod tests {
             config_maps: &cms,
             secrets: &secrets,
             log_dir: Path::new("/var/log/pods"),
+            seccomp_root: Path::new("/var/lib/edged/seccomp"),
         };
         let e = container_config(&ctx, &p.spec.containers[0], 0, vec![]).unwrap_err();
         assert_eq!(e.field, "spec.securityContext.supplementalGroupsPolicy");
@@ -508,6 +595,7 @@ mod tests {
             config_maps: &cms,
             secrets: &secrets,
             log_dir: Path::new("/var/log/pods"),
+            seccomp_root: Path::new("/var/lib/edged/seccomp"),
         };
         let c = container_config(&ctx, &p.spec.containers[0], 0, vec![]).unwrap();
         assert!(c.security.supplemental_groups_strict);

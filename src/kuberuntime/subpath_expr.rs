@@ -137,6 +137,7 @@ mod tests {
             config_maps: &cms,
             secrets: &secrets,
             log_dir: Path::new("/var/log/pods"),
+            seccomp_root: Path::new("/var/lib/edged/seccomp"),
         };
         resolve(&ctx, &p.spec.containers[0])
     }

@@ -38,6 +38,8 @@ pub struct Config {
     pub dns: crate::kuberuntime::DnsSettings,
     /// The sysctls pods may set (`--allowed-unsafe-sysctls` and the safe ones).
     pub sysctls: crate::kuberuntime::sysctl::Allowlist,
+    /// `--seccomp-profile-root`.
+    pub seccomp_root: PathBuf,
 }
 
 /// Work for a pod's worker.

@@ -717,6 +717,7 @@ async fn start(
         config_maps: &objects.config_maps,
         secrets: &objects.secrets,
         log_dir: &pm.cfg.log_dir,
+        seccomp_root: &pm.cfg.seccomp_root,
     };
     // subPathExpr expanded into subPath, from the container's env.
     let expanded = match kuberuntime::subpath_expr::resolve(&ctx, c) {

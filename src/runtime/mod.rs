@@ -10,6 +10,7 @@ pub mod logs;
 pub mod oci;
 pub mod pidns;
 pub mod sandbox;
+pub mod seccomp;
 pub mod shim;
 
 use std::collections::BTreeMap;
@@ -152,6 +153,8 @@ pub struct Security {
     pub supplemental_groups_strict: bool,
     /// The pod's sysctls (admitted), set in the namespaces the container joins.
     pub sysctls: BTreeMap<String, String>,
+    /// `seccompProfile` (the container's, else the pod's).
+    pub seccomp: seccomp::Seccomp,
     pub privileged: bool,
     pub read_only_rootfs: bool,
     /// Capability names as Kubernetes writes them (`NET_ADMIN`, `ALL`).

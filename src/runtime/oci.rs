@@ -320,6 +320,36 @@ pub fn additional_gids(gid: u32, member_of: &[u32], pod: &[u32], strict: bool) -
         .collect()
 }
 
+/// The `linux.seccomp` of a container's profile (`None`: unconfined). A Localhost profile is
+/// read now: a missing or bad file is the container's error.
+fn seccomp_filter(
+    profile: &super::seccomp::Seccomp,
+    caps: &[String],
+    object: &str,
+) -> Result<Option<Value>> {
+    use super::seccomp::{self, Seccomp};
+    Ok(match profile {
+        Seccomp::Unconfined => None,
+        Seccomp::RuntimeDefault => Some(seccomp::runtime_default(caps)),
+        Seccomp::Localhost(path) => {
+            let fail = |what: String| {
+                RuntimeError::new(
+                    object,
+                    "spec",
+                    ErrorKind::InvalidConfig,
+                    format!(
+                        "seccompProfile Localhost {}: {what} (profiles live under \
+                         --seccomp-profile-root)",
+                        path.display()
+                    ),
+                )
+            };
+            let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+            Some(seccomp::localhost(&text, caps).map_err(fail)?)
+        }
+    })
+}
+
 /// Normalizes a Kubernetes capability name (`NET_ADMIN`) to the OCI one (`CAP_NET_ADMIN`).
 fn cap_name(c: &str) -> String {
     let c = c.to_ascii_uppercase();
@@ -548,6 +578,9 @@ pub fn container_spec(input: &SpecInput) -> Result<Value> {
     if !sec.privileged {
         linux["maskedPaths"] = json!(MASKED_PATHS);
         linux["readonlyPaths"] = json!(READONLY_PATHS);
+        if let Some(filter) = seccomp_filter(&sec.seccomp, &caps, object)? {
+            linux["seccomp"] = filter;
+        }
     }
 
     let mut spec = json!({
