@@ -459,7 +459,9 @@ pub struct VolumeMount {
     pub mount_path: String,
     pub sub_path: Option<String>,
     /// A subPath with `$(VAR)` references to the container's env, expanded when the
-    /// container is made (exclusive with `subPath`).
+    /// container is made (exclusive with `subPath`). Left out of the JSON when unset, so the
+    /// version-1 container hash of pods that do not use it is the same as before the field.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub sub_path_expr: Option<String>,
     pub read_only: bool,
     pub mount_propagation: Option<String>,
@@ -475,6 +477,7 @@ pub struct SecurityContext {
     pub read_only_root_filesystem: Option<bool>,
     pub allow_privilege_escalation: Option<bool>,
     pub capabilities: Option<Capabilities>,
+    /// Left out of the JSON when unset (the version-1 container hash stays the same).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seccomp_profile: Option<SeccompProfile>,
 }
@@ -567,7 +570,9 @@ pub struct LifecycleHandler {
     pub exec: Option<ExecAction>,
     pub http_get: Option<HttpGetAction>,
     pub tcp_socket: Option<TcpSocketAction>,
-    /// Wait this long (`sleep: {seconds: N}`).
+    /// Wait this long (`sleep: {seconds: N}`). Left out of the JSON when unset (the
+    /// version-1 container hash stays the same).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub sleep: Option<SleepAction>,
 }
 
