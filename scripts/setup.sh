@@ -21,6 +21,10 @@ command -v file >/dev/null || need+=(file)
 # in /usr/lib/cni) and iptables for portmap.
 [ -x /usr/lib/cni/bridge ] && [ -x /usr/lib/cni/portmap ] || need+=(containernetworking-plugins)
 command -v iptables >/dev/null || need+=(iptables)
+# Registry pull tests: a real registry, skopeo to push into it, htpasswd (bcrypt) for basic auth.
+command -v docker-registry >/dev/null || need+=(docker-registry)
+command -v skopeo >/dev/null || need+=(skopeo)
+command -v htpasswd >/dev/null || need+=(apache2-utils)
 if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq

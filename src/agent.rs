@@ -229,6 +229,23 @@ pub fn run(flags: Flags) -> Result<(), AgentError> {
             meta: client,
             status: status.clone(),
             prober,
+            puller: Some(Rc::new(podmanager::pull::Puller::new(
+                images.clone(),
+                flags.registry_options(),
+                flags.parallel_image_pulls(),
+                root.clone(),
+                {
+                    let (images, runtime) = (images.clone(), runtime.clone());
+                    let policy = gc::image::Policy {
+                        high_percent: flags.image_gc_high_threshold.0,
+                        low_percent: flags.image_gc_low_threshold.0,
+                        min_age: flags.image_minimum_gc_age.0,
+                    };
+                    Arc::new(move |need| {
+                        gc::image::make_room(&images, runtime.as_ref(), &policy, need)
+                    })
+                },
+            ))),
         },
     );
     let pleg = Rc::new(Pleg::new(runtime.clone()));

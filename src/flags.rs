@@ -362,8 +362,91 @@ pub struct Flags {
     #[argh(option, default = "10350")]
     pub port: u16,
 
+    /// a blob of an image pull with no byte for this long is retried (default 1m)
+    #[argh(option, default = "Dur(Duration::from_secs(60))")]
+    pub image_pull_progress_deadline: Dur,
+
+    /// a blob of an image pull slower than this over --image-pull-min-rate-window is retried
+    /// (a trickle counts as stalled), such as 1KiB/s; 0 turns it off (default 1KiB/s)
+    #[argh(option, default = "ByteRate(1024)")]
+    pub image_pull_min_rate: ByteRate,
+
+    /// the window --image-pull-min-rate is measured over (default 1m)
+    #[argh(option, default = "Dur(Duration::from_secs(60))")]
+    pub image_pull_min_rate_window: Dur,
+
+    /// blobs one image pull downloads at once (default 3)
+    #[argh(option, default = "3")]
+    pub max_concurrent_downloads: usize,
+
+    /// pull images one at a time: true or false (default true, as the kubelet)
+    #[argh(option, default = "true")]
+    pub serialize_image_pulls: bool,
+
+    /// with --serialize-image-pulls=false, at most this many pulls at once; 0: no limit
+    /// (default 0)
+    #[argh(option, default = "0")]
+    pub max_parallel_image_pulls: u32,
+
+    /// a mirror of a registry, REGISTRY=URL (docker.io=https://mirror.example); repeat it:
+    /// mirrors are tried in order, then the registry itself
+    #[argh(option)]
+    pub registry_mirror: Vec<Mirror>,
+
+    /// never fall back from a registry's mirrors to the registry
+    #[argh(switch)]
+    pub registry_mirror_only: bool,
+
+    /// a registry, HOST[:PORT], reached over TLS without verification or plain HTTP; repeat it
+    #[argh(option)]
+    pub insecure_registry: Vec<String>,
+
+    /// a CA to verify a registry with, HOST[:PORT]=FILE (PEM); repeat it
+    #[argh(option)]
+    pub registry_ca: Vec<Mirror>,
+
     #[argh(subcommand)]
     pub command: Option<Command>,
+}
+
+/// A `KEY=VALUE` flag (`--registry-mirror`, `--registry-ca`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mirror(pub String, pub String);
+
+impl FromStr for Mirror {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.split_once('=') {
+            Some((k, v)) if !k.is_empty() && !v.is_empty() => Ok(Mirror(k.into(), v.into())),
+            _ => Err(format!(
+                "`{s}`: write it as REGISTRY=VALUE, such as docker.io=https://mirror.example"
+            )),
+        }
+    }
+}
+
+/// A transfer rate in bytes per second (`1KiB/s`, `500B/s`, `2MiB/s`, `0`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ByteRate(pub u64);
+
+impl FromStr for ByteRate {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("`{s}` is not a rate: write it as 1KiB/s, 500B/s, 2MiB/s or 0");
+        let t = s.trim().strip_suffix("/s").unwrap_or(s.trim());
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let n: u64 = num.parse().map_err(|_| bad())?;
+        let mult = match unit {
+            "" | "B" => 1,
+            "KiB" | "Ki" => 1 << 10,
+            "MiB" | "Mi" => 1 << 20,
+            "kB" | "KB" | "k" => 1000,
+            "MB" | "M" => 1_000_000,
+            _ => return Err(bad()),
+        };
+        Ok(ByteRate(n.checked_mul(mult).ok_or_else(bad)?))
+    }
 }
 
 /// Commands beside running the agent.
@@ -491,6 +574,20 @@ pub enum ImageAction {
     Import(ImageImport),
     Ls(ImageLs),
     Rm(ImageRm),
+    Pull(ImagePull),
+}
+
+/// pull an image from its registry (the registry flags apply: mirrors, CAs, deadlines)
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "pull")]
+pub struct ImagePull {
+    /// the image reference (nginx, registry.example:5000/team/app:v1, ...@sha256:...)
+    #[argh(positional)]
+    pub reference: String,
+    /// USER:PASS for the image's registry (else <root-dir>/config.json and
+    /// $HOME/.docker/config.json)
+    #[argh(option)]
+    pub creds: Option<String>,
 }
 
 /// import an OCI layout or docker-save archive (a .tar, or a directory)
@@ -569,8 +666,58 @@ impl Flags {
         if let Some(n) = &self.node_name {
             crate::api::validate::dns1123_subdomain(n).map_err(|e| format!("--node-name: {e}"))?;
         }
+        if self.serialize_image_pulls && self.max_parallel_image_pulls > 1 {
+            return Err(format!(
+                "--max-parallel-image-pulls {} needs --serialize-image-pulls=false",
+                self.max_parallel_image_pulls
+            ));
+        }
+        if self.max_concurrent_downloads == 0 {
+            return Err("--max-concurrent-downloads must be at least 1".into());
+        }
+        if self.image_pull_progress_deadline.0.is_zero() {
+            return Err("--image-pull-progress-deadline must be above zero".into());
+        }
         self.sysctl_allowlist()?;
         Ok(())
+    }
+
+    /// The registry options of the flags.
+    pub fn registry_options(&self) -> crate::images::registry::Options {
+        crate::images::registry::Options {
+            mirrors: self
+                .registry_mirror
+                .iter()
+                .map(|m| (m.0.clone(), m.1.clone()))
+                .collect(),
+            mirror_only: self.registry_mirror_only,
+            insecure: self.insecure_registry.clone(),
+            cas: self
+                .registry_ca
+                .iter()
+                .map(|m| (m.0.clone(), PathBuf::from(&m.1)))
+                .collect(),
+            progress_deadline: self.image_pull_progress_deadline.0,
+            min_rate: (self.image_pull_min_rate.0 > 0
+                && !self.image_pull_min_rate_window.0.is_zero())
+            .then_some(crate::images::registry::MinRate {
+                bytes_per_sec: self.image_pull_min_rate.0,
+                window: self.image_pull_min_rate_window.0,
+            }),
+            max_concurrent_downloads: self.max_concurrent_downloads,
+            retry: crate::images::registry::Retry::default(),
+        }
+    }
+
+    /// Pulls at once: 1 when serialized, else `--max-parallel-image-pulls` (0: no limit).
+    pub fn parallel_image_pulls(&self) -> usize {
+        if self.serialize_image_pulls {
+            1
+        } else if self.max_parallel_image_pulls == 0 {
+            usize::MAX
+        } else {
+            self.max_parallel_image_pulls as usize
+        }
     }
 
     /// The sysctls pods may set: the safe ones and `--allowed-unsafe-sysctls`.
@@ -645,6 +792,48 @@ impl Flags {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn registry_flags() {
+        let f = Flags::parse(&[
+            "--registry-mirror",
+            "docker.io=https://m1",
+            "--registry-mirror",
+            "docker.io=http://m2:5000",
+            "--insecure-registry",
+            "reg.lan:5000",
+            "--registry-ca",
+            "reg.lan=/ca.pem",
+            "--image-pull-min-rate",
+            "2KiB/s",
+        ])
+        .unwrap();
+        let o = f.registry_options();
+        assert_eq!(
+            o.mirrors[1],
+            ("docker.io".to_string(), "http://m2:5000".to_string())
+        );
+        assert_eq!(o.cas[0].1, PathBuf::from("/ca.pem"));
+        assert_eq!(o.min_rate.unwrap().bytes_per_sec, 2048);
+        assert_eq!(o.progress_deadline, Duration::from_secs(60));
+        assert_eq!(o.max_concurrent_downloads, 3);
+        assert_eq!(f.parallel_image_pulls(), 1);
+        assert!(Flags::parse(&["--registry-mirror", "nourl"]).is_err());
+        assert!(Flags::parse(&["--image-pull-min-rate", "fast"]).is_err());
+        assert!(Flags::parse(&["--max-parallel-image-pulls", "4"]).is_err());
+        let f = Flags::parse(&[
+            "--serialize-image-pulls",
+            "false",
+            "--max-parallel-image-pulls",
+            "4",
+        ])
+        .unwrap();
+        assert_eq!(f.parallel_image_pulls(), 4);
+        let f = Flags::parse(&["--image-pull-min-rate", "0"]).unwrap();
+        assert!(f.registry_options().min_rate.is_none());
+        assert_eq!("500B/s".parse::<ByteRate>().unwrap().0, 500);
+        assert_eq!("1MiB/s".parse::<ByteRate>().unwrap().0, 1 << 20);
+    }
 
     #[test]
     fn durations() {

@@ -40,7 +40,8 @@ fn main() {
             std::process::exit(edged::cli::exec::main_attach(&flags, cmd))
         }
         Some(Command::Image(cmd)) => {
-            edged::images::cli::run(&flags.root_dir, cmd).map_err(Into::into)
+            edged::images::cli::run(&flags.root_dir, &flags.registry_options(), cmd)
+                .map_err(Into::into)
         }
     };
     if let Err(e) = result {

@@ -9,108 +9,29 @@
 #[path = "common/host.rs"]
 mod host;
 
-use host::{tail, wait_until, Host, BIN, IMAGE};
+#[allow(dead_code)]
+#[path = "common/agent.rs"]
+mod agent;
+
+use agent::{pod, sh, Agent};
+use host::BIN;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// One agent with its own dirs and kubelet API port.
-struct Agent {
-    dir: tempfile::TempDir,
-    host: Host,
-    child: Option<Child>,
-    port: u16,
+/// What the logs tests ask of the shared test agent.
+trait LogsAgent {
+    fn logs_cmd(&self, args: &[&str]) -> Command;
+    fn edged_logs(&self, args: &[&str]) -> Output;
+    fn log_dir(&self, pod: &str, container: &str) -> PathBuf;
+    fn wait_logs(&self, args: &[&str], needle: &str) -> String;
+    fn get(&self, path: &str) -> (u16, String, Vec<u8>);
 }
 
-/// A port nothing listens on now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-impl Agent {
-    /// Starts an agent with `extra` flags, the test image imported and `pods` in its
-    /// manifest dir.
-    fn start(tag: &str, extra: &[&str], pods: &[Value]) -> Agent {
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("edged-logs-{tag}-"))
-            .tempdir_in("/tmp")
-            .expect("temp dir");
-        for d in ["root", "logs", "manifests"] {
-            std::fs::create_dir_all(dir.path().join(d)).unwrap();
-        }
-        let host = Host::new(dir.path());
-        host.import_test_image();
-        let mut a = Agent {
-            host,
-            dir,
-            child: None,
-            port: free_port(),
-        };
-        for p in pods {
-            let name = p["metadata"]["name"].as_str().unwrap();
-            std::fs::write(
-                a.dir.path().join(format!("manifests/{name}.json")),
-                p.to_string(),
-            )
-            .unwrap();
-        }
-        let log = std::fs::File::create(a.dir.path().join("agent.log")).unwrap();
-        let child = Command::new(BIN)
-            .arg("--root-dir")
-            .arg(a.root())
-            .arg("--pod-log-dir")
-            .arg(a.logs())
-            .arg("--pod-manifest-path")
-            .arg(a.dir.path().join("manifests"))
-            .args(["--file-check-frequency", "1s", "--node-name", "logs-node"])
-            .args(["--node-ip", "127.0.0.1", "--image-gc-high-threshold", "100"])
-            .args(["--port", &a.port.to_string()])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start edged");
-        a.child = Some(child);
-        a
-    }
-
-    fn root(&self) -> PathBuf {
-        self.dir.path().join("root")
-    }
-
-    fn logs(&self) -> PathBuf {
-        self.dir.path().join("logs")
-    }
-
-    fn agent_log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
-    }
-
-    fn wait_for<T>(&self, what: &str, f: impl FnMut() -> Option<T>) -> T {
-        wait_until(what, || self.agent_log(), f)
-    }
-
-    fn pod(&self, name: &str) -> Option<Value> {
-        self.host
-            .get("pods")
-            .into_iter()
-            .find(|p| p["metadata"]["name"] == name)
-    }
-
-    /// Waits until the pod's status satisfies `ok`.
-    fn wait_pod(&self, name: &str, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
-        self.wait_for(&format!("pod {name}: {what}"), || {
-            self.pod(name).filter(|p| ok(p))
-        })
-    }
-
+impl LogsAgent for Agent {
     /// `edged logs ARGS` beside the agent.
     fn logs_cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(BIN);
@@ -153,19 +74,6 @@ impl Agent {
             TcpStream::connect(("127.0.0.1", self.port)).ok()
         });
         http_get(s, path)
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        if std::env::var_os("EDGED_TEST_KEEP_LOGS").is_some() {
-            eprintln!("agent log:\n{}", tail(&self.agent_log(), 80));
-        }
-        self.host.clean_up();
     }
 }
 
@@ -218,22 +126,6 @@ fn read_chunked(r: &mut impl BufRead) -> Vec<u8> {
         }
         body.extend_from_slice(&chunk[..n]);
     }
-}
-
-fn sh(name: &str, script: &str) -> Value {
-    json!({"name": name, "image": IMAGE, "imagePullPolicy": "Never",
-           "command": ["sh", "-c", script]})
-}
-
-fn pod(name: &str, containers: Vec<Value>, extra: Value) -> Value {
-    let mut spec = json!({"terminationGracePeriodSeconds": 1, "containers": containers});
-    if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
-        for (k, v) in e {
-            s.insert(k.clone(), v.clone());
-        }
-    }
-    json!({"apiVersion": "v1", "kind": "Pod",
-           "metadata": {"name": name, "namespace": "default"}, "spec": spec})
 }
 
 fn stdout(o: &Output) -> String {
@@ -412,10 +304,11 @@ fn rotated_logs_tail_timestamps_limit_and_the_api() {
             404,
             "container \"nope\"",
         ),
+        // Exec is served, but only as an upgrade (SPDY or WebSocket).
         (
             "/exec/default/chatty/app?command=ls",
-            404,
-            "404 page not found",
+            400,
+            "unable to upgrade",
         ),
         ("/containerLogs/default/chatty", 404, "404 page not found"),
     ] {

@@ -537,9 +537,15 @@ fn edged_get_prints_tables_json_and_yaml() {
         err.contains("pods") && err.contains("configmaps") && err.contains("node"),
         "{err}"
     );
-    let (code, _, err) = edged(root, &["get", "pods", "-o", "wide"]);
+    let (code, _, err) = edged(root, &["get", "pods", "-o", "xml"]);
     assert_eq!(code, 2);
     assert!(err.contains("json") && err.contains("yaml"), "{err}");
+    let (code, out, _) = edged(root, &["get", "pods", "-o", "wide"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.lines().next().is_some_and(|h| h.contains("IP")),
+        "{out}"
+    );
     let (code, _, err) = edged(root, &["get", "pod", "nope"]);
     assert_eq!(code, 1);
     assert!(err.contains("pods \"nope\" not found"), "{err}");

@@ -92,25 +92,93 @@ impl TestNet {
             .unwrap_or_default()
     }
 
-    /// nat rules naming this network (portmap's comments name it).
+    /// nat rules naming this network (portmap's comments name it) or its subnet (the rules in
+    /// portmap's per-pod CNI-DN chains: `-s SUBNET`, `--to-destination IP:PORT`).
     fn nat_rules(&self) -> Vec<String> {
         let out = Command::new("iptables")
             .args(["-t", "nat", "-S"])
             .output()
             .unwrap();
+        let subnet = format!(" {}.", self.prefix);
         String::from_utf8_lossy(&out.stdout)
             .lines()
-            .filter(|l| l.contains(&self.name))
+            .filter(|l| l.starts_with("-A ") && (l.contains(&self.name) || l.contains(&subnet)))
             .map(str::to_string)
             .collect()
     }
 
+    /// Result cache files.
+    fn cached(&self) -> usize {
+        std::fs::read_dir(self.cache_dir().join("results"))
+            .map(|rd| rd.count())
+            .unwrap_or(0)
+    }
+
+    /// The host ends of the veths on the bridge.
+    fn veth_names(&self) -> Vec<String> {
+        let out = Command::new("ip")
+            .args(["-o", "link", "show", "master", &self.bridge])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split(": ").nth(1))
+            .map(|n| n.split('@').next().unwrap_or(n).to_string())
+            .collect()
+    }
+
+    /// What of this network is still on the host: veths, IPAM reservations, nat rules naming
+    /// the network or one of `ips` (portmap's DNAT and SETMARK rules), result cache files.
+    fn left_behind(&self, ips: &[String]) -> Vec<String> {
+        let mut left: Vec<String> = self.veth_names();
+        left.extend(self.reservations().into_iter().map(|r| format!("IPAM {r}")));
+        left.extend(self.nat_rules());
+        for ip in ips {
+            left.extend(rules_naming(ip));
+        }
+        if self.cached() > 0 {
+            left.push(format!("{} cached results", self.cached()));
+        }
+        left
+    }
+
+    /// Waits until nothing of the network is left (see [`TestNet::left_behind`]).
+    fn wait_released(&self, a: &Agent, ips: &[String]) {
+        a.wait_for("network released", || {
+            self.left_behind(ips).is_empty().then_some(())
+        });
+    }
+
     fn clean(&self) {
+        // portmap's per-pod chains: the targets of the rules naming the network, and the
+        // chains of the rules naming the subnet; the rules in shared chains go one by one.
+        let mut chains = std::collections::BTreeSet::new();
         for rule in self.nat_rules() {
-            if let Some(rest) = rule.strip_prefix("-A ") {
+            let Some(rest) = rule.strip_prefix("-A ") else {
+                continue;
+            };
+            let chain = rest.split(' ').next().unwrap_or_default();
+            let target = rest
+                .rsplit_once(" -j ")
+                .and_then(|(_, t)| t.split(' ').next())
+                .unwrap_or_default();
+            for c in [chain, target] {
+                if c.starts_with("CNI-DN-") {
+                    chains.insert(c.to_string());
+                }
+            }
+            if !chain.starts_with("CNI-DN-") {
                 let _ = Command::new("sh")
                     .arg("-c")
                     .arg(format!("iptables -t nat -D {rest}"))
+                    .status();
+            }
+        }
+        for c in chains {
+            for op in ["-F", "-X"] {
+                let _ = Command::new("iptables")
+                    .args(["-t", "nat", op, &c])
+                    .stderr(std::process::Stdio::null())
                     .status();
             }
         }
@@ -132,6 +200,65 @@ fn start(tag: &str, net: &TestNet, pods: &[Value]) -> Agent {
     let flags = net.flags();
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     Agent::start(tag, &flags, pods)
+}
+
+/// nat rules naming `ip` as a pod address (`-s IP/32`, `--to-destination IP:PORT`).
+fn rules_naming(ip: &str) -> Vec<String> {
+    let out = Command::new("iptables")
+        .args(["-t", "nat", "-S"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(&format!("{ip}/32")) || l.contains(&format!("{ip}:")))
+        .map(str::to_string)
+        .collect()
+}
+
+/// A pod serving `ip=<its status.podIP>` on port 80, published on `host_port`.
+fn web(name: &str, host_port: u16) -> Value {
+    let mut c = sh(
+        "httpd",
+        "mkdir -p /tmp/www && echo \"ip=$POD_IP\" > /tmp/www/index.html && exec httpd -f -p 80 -h /tmp/www",
+    );
+    c["ports"] = json!([{"containerPort": 80, "hostPort": host_port}]);
+    c["env"] =
+        json!([{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}]);
+    pod(name, vec![c], json!({}))
+}
+
+/// The pod's IP and its first container's id, once it runs with an IP.
+fn ip_and_container(a: &Agent, name: &str) -> (String, String) {
+    let p = a.wait_pod(name, "running with an IP", |p| {
+        p["status"]["podIP"]
+            .as_str()
+            .is_some_and(|ip| !ip.is_empty())
+            && p["status"]["containerStatuses"][0]["state"]["running"].is_object()
+    });
+    (
+        p["status"]["podIP"].as_str().unwrap().to_string(),
+        p["status"]["containerStatuses"][0]["containerID"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+    )
+}
+
+/// Waits for the page of a [`web`] pod through its hostPort.
+fn page(a: &Agent, net: &TestNet, host_port: u16) -> String {
+    a.wait_for("the hostPort answers", || {
+        get(&format!("http://{}:{host_port}/index.html", net.gateway()))
+    })
+    .trim()
+    .to_string()
+}
+
+/// Removes the pods' manifests and waits until the agent has no pod.
+fn delete_all(a: &Agent, names: &[&str]) {
+    for p in names {
+        std::fs::remove_file(a.dir.path().join(format!("manifests/{p}.json"))).unwrap();
+    }
+    a.wait_for("pods gone", || a.host.get("pods").is_empty().then_some(()));
 }
 
 fn get(url: &str) -> Option<String> {
@@ -287,4 +414,159 @@ fn a_failing_plugin_keeps_the_pod_creating_with_its_message() {
     let w = &p["status"]["containerStatuses"][0]["state"]["waiting"];
     assert_eq!(w["reason"], "ContainerCreating", "{p}");
     assert!(w["message"].as_str().unwrap().contains("CNI ADD"), "{p}");
+}
+
+#[test]
+fn fifty_create_delete_cycles_with_a_host_port_leave_nothing_behind() {
+    let net = TestNet::new(74);
+    let mut a = start("cni-cycles", &net, &[]);
+    let cycle = {
+        let mut c = sh("sleep", "exec sleep 3600");
+        c["ports"] = json!([{"containerPort": 80, "hostPort": 18574}]);
+        pod("cycle", vec![c], json!({}))
+    };
+    let mut ips = Vec::new();
+    for i in 0..50 {
+        a.add_pod(&cycle);
+        let (ip, _) = ip_and_container(&a, "cycle");
+        assert!(
+            ip.starts_with(&format!("{}.", net.prefix)),
+            "cycle {i}: {ip}"
+        );
+        assert_eq!(net.veth_names().len(), 1, "cycle {i}: one veth");
+        assert_eq!(net.reservations(), vec![ip.clone()], "cycle {i}");
+        assert!(!rules_naming(&ip).is_empty(), "cycle {i}: portmap's rules");
+        assert_eq!(net.cached(), 1, "cycle {i}: one cached result");
+        delete_all(&a, &["cycle"]);
+        net.wait_released(&a, std::slice::from_ref(&ip));
+        ips.push(ip);
+    }
+    assert!(
+        a.agent_log().lines().all(|l| !l.contains("ERROR")),
+        "{}",
+        a.agent_log()
+    );
+    // Everything, once more, after the last cycle: no rule of any of the 50 addresses.
+    assert!(
+        net.left_behind(&ips).is_empty(),
+        "{:?}",
+        net.left_behind(&ips)
+    );
+    a.kill9();
+}
+
+#[test]
+fn pods_adopted_after_an_agent_kill_keep_their_network() {
+    let net = TestNet::new(75);
+    let idle = pod("idle", vec![sh("sleep", "exec sleep 3600")], json!({}));
+    let mut a = start("cni-kill9", &net, &[web("web", 18575), idle]);
+    let (ip_web, cid_web) = ip_and_container(&a, "web");
+    let (ip_idle, cid_idle) = ip_and_container(&a, "idle");
+    assert_eq!(page(&a, &net, 18575), format!("ip={ip_web}"));
+    a.kill9();
+    a.restart();
+    // Both adopted: CHECK ran and passed, nothing restarted, the addresses kept.
+    a.wait_for("both pods' network CHECKed", || {
+        let log = a.agent_log();
+        let passed = |p: &str| {
+            log.lines()
+                .any(|l| l.contains("CHECK passed") && l.contains(&format!("default/{p}")))
+        };
+        (passed("web") && passed("idle")).then_some(())
+    });
+    assert!(!a.agent_log().contains("CHECK failed"), "{}", a.agent_log());
+    for (name, ip, cid) in [("web", &ip_web, &cid_web), ("idle", &ip_idle, &cid_idle)] {
+        let p = a.wait_running(name);
+        assert_eq!(p["status"]["podIP"], ip.as_str(), "{name}: {p}");
+        let c = &p["status"]["containerStatuses"][0];
+        assert_eq!(c["containerID"], cid.as_str(), "{name}: not restarted: {p}");
+        assert_eq!(c["restartCount"], 0, "{name}: {p}");
+    }
+    assert_eq!(page(&a, &net, 18575), format!("ip={ip_web}"));
+    let mut held = net.reservations();
+    held.sort();
+    let mut want = vec![ip_web.clone(), ip_idle.clone()];
+    want.sort();
+    assert_eq!(held, want);
+    assert_eq!(net.veth_names().len(), 2);
+    delete_all(&a, &["web", "idle"]);
+    net.wait_released(&a, &[ip_web, ip_idle]);
+}
+
+#[test]
+fn a_power_cut_releases_the_old_address_and_the_pod_comes_back_with_an_ip() {
+    let net = TestNet::new(76);
+    let mut a = start("cni-powercut", &net, &[web("web", 18576)]);
+    let (ip1, cid1) = ip_and_container(&a, "web");
+    assert_eq!(page(&a, &net, 18576), format!("ip={ip1}"));
+    assert!(!rules_naming(&ip1).is_empty());
+    // The agent, shims and containers die at once; the pinned netns goes with the mounts
+    // (and the veth with it); the reservation, portmap's rules and the cache stay.
+    a.power_cut();
+    a.wait_for("the veth gone with the netns", || {
+        net.veth_names().is_empty().then_some(())
+    });
+    assert_eq!(net.reservations(), vec![ip1.clone()]);
+    assert_eq!(net.cached(), 1);
+    a.restart();
+    let p = a.wait_pod("web", "a new container", |p| {
+        p["status"]["containerStatuses"][0]["state"]["running"].is_object()
+            && p["status"]["containerStatuses"][0]["containerID"] != cid1.as_str()
+            && p["status"]["podIP"]
+                .as_str()
+                .is_some_and(|ip| !ip.is_empty())
+    });
+    let ip2 = p["status"]["podIP"].as_str().unwrap().to_string();
+    // DEL ran with the cached result: the old address and its rules are gone.
+    assert_eq!(net.reservations(), vec![ip2.clone()], "{}", a.agent_log());
+    if ip2 != ip1 {
+        assert!(rules_naming(&ip1).is_empty(), "{:?}", rules_naming(&ip1));
+    }
+    assert_eq!(net.veth_names().len(), 1);
+    assert_eq!(net.cached(), 1);
+    assert_eq!(page(&a, &net, 18576), format!("ip={ip2}"));
+    delete_all(&a, &["web"]);
+    net.wait_released(&a, &[ip1, ip2]);
+}
+
+#[test]
+fn a_failed_check_remakes_the_sandbox_with_a_working_network() {
+    let net = TestNet::new(77);
+    let mut a = start("cni-check", &net, &[web("web", 18577)]);
+    let (ip1, cid1) = ip_and_container(&a, "web");
+    assert_eq!(page(&a, &net, 18577), format!("ip={ip1}"));
+    a.kill9();
+    // Between agent runs the pod's veth goes (its host end; the pair goes with it).
+    let veths = net.veth_names();
+    assert_eq!(veths.len(), 1, "{veths:?}");
+    let st = Command::new("ip")
+        .args(["link", "del", &veths[0]])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    a.restart();
+    // The bridge plugin finds eth0 gone (not a false alarm of portmap's).
+    a.wait_for("the failed CHECK", || {
+        a.agent_log()
+            .lines()
+            .any(|l| l.contains("CHECK failed") && l.contains("plugin bridge"))
+            .then_some(())
+    });
+    let p = a.wait_pod("web", "running again in a new sandbox", |p| {
+        p["status"]["containerStatuses"][0]["state"]["running"].is_object()
+            && p["status"]["containerStatuses"][0]["containerID"] != cid1.as_str()
+            && p["status"]["podIP"]
+                .as_str()
+                .is_some_and(|ip| !ip.is_empty())
+    });
+    let ip2 = p["status"]["podIP"].as_str().unwrap().to_string();
+    // A working network: the hostPort reaches the new container, which was given the new IP.
+    assert_eq!(page(&a, &net, 18577), format!("ip={ip2}"));
+    assert_eq!(net.reservations(), vec![ip2.clone()]);
+    assert_eq!(net.veth_names().len(), 1);
+    if ip2 != ip1 {
+        assert!(rules_naming(&ip1).is_empty(), "{:?}", rules_naming(&ip1));
+    }
+    delete_all(&a, &["web"]);
+    net.wait_released(&a, &[ip1, ip2]);
 }

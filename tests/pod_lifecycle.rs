@@ -834,6 +834,7 @@ fn image_pull_policy_never_with_a_missing_image() {
     let ns = "lc-neverpull";
     let mut c = sh("app", "true");
     c["image"] = json!("docker.io/library/not-here:1.0");
+    c["imagePullPolicy"] = json!("Never");
     a.write("pod.json", &[pod(ns, "nopull", vec![c], json!({}))]);
     let p = a.wait_pod(ns, "nopull", "ErrImageNeverPull", |p| {
         waiting_reason(p, "app") == "ErrImageNeverPull"
@@ -1282,6 +1283,7 @@ fn an_image_imported_later_lets_a_waiting_pod_start() {
     let reference = "docker.io/library/busybox:late";
     let mut c = sh("app", "echo late image runs; sleep 1000");
     c["image"] = json!(reference);
+    c["imagePullPolicy"] = json!("Never");
     a.write("pod.json", &[pod(ns, "waits", vec![c], json!({}))]);
     a.wait_pod(ns, "waits", "ErrImageNeverPull", |p| {
         waiting_reason(p, "app") == "ErrImageNeverPull"

@@ -10,92 +10,27 @@
 #[path = "common/host.rs"]
 mod host;
 
-use host::{tail, wait_until, Host, BIN, IMAGE};
+#[allow(dead_code)]
+#[path = "common/agent.rs"]
+mod agent;
+
+use agent::Agent;
+use host::IMAGE;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-struct Agent {
-    dir: tempfile::TempDir,
-    host: Host,
-    child: Option<Child>,
-    port: u16,
+/// What the stats test asks of the shared test agent.
+trait StatsAgent {
+    fn get(&self, path: &str) -> (u16, String, Vec<u8>);
+    fn summary(&self) -> Value;
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-impl Agent {
-    fn start(pods: &[Value]) -> Agent {
-        let dir = tempfile::Builder::new()
-            .prefix("edged-stats-")
-            .tempdir_in("/tmp")
-            .expect("temp dir");
-        for d in ["root", "logs", "manifests"] {
-            std::fs::create_dir_all(dir.path().join(d)).unwrap();
-        }
-        let host = Host::new(dir.path());
-        host.import_test_image();
-        for p in pods {
-            let name = p["metadata"]["name"].as_str().unwrap();
-            std::fs::write(
-                dir.path().join(format!("manifests/{name}.json")),
-                p.to_string(),
-            )
-            .unwrap();
-        }
-        let port = free_port();
-        let log = std::fs::File::create(dir.path().join("agent.log")).unwrap();
-        let child = Command::new(BIN)
-            .arg("--root-dir")
-            .arg(dir.path().join("root"))
-            .arg("--pod-log-dir")
-            .arg(dir.path().join("logs"))
-            .arg("--pod-manifest-path")
-            .arg(dir.path().join("manifests"))
-            .args(["--file-check-frequency", "1s", "--node-name", "stats-node"])
-            .args(["--node-ip", "127.0.0.1", "--image-gc-high-threshold", "100"])
-            .args(["--port", &port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start edged");
-        Agent {
-            dir,
-            host,
-            child: Some(child),
-            port,
-        }
-    }
-
-    fn root(&self) -> PathBuf {
-        self.dir.path().join("root")
-    }
-
-    fn agent_log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
-    }
-
-    fn wait_for<T>(&self, what: &str, f: impl FnMut() -> Option<T>) -> T {
-        wait_until(what, || self.agent_log(), f)
-    }
-
-    fn pod(&self, name: &str) -> Option<Value> {
-        self.host
-            .get("pods")
-            .into_iter()
-            .find(|p| p["metadata"]["name"] == name)
-    }
-
+impl StatsAgent for Agent {
     /// `GET path`: status, head, body.
     fn get(&self, path: &str) -> (u16, String, Vec<u8>) {
         let mut s = self.wait_for("the kubelet API to listen", || {
@@ -132,19 +67,6 @@ impl Agent {
         assert_eq!(status, 200, "{head}{}", String::from_utf8_lossy(&body));
         assert!(head.contains("application/json"), "{head}");
         serde_json::from_slice(&body).expect("summary is JSON")
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        if std::env::var_os("EDGED_TEST_KEEP_LOGS").is_some() {
-            eprintln!("agent log:\n{}", tail(&self.agent_log(), 80));
-        }
-        self.host.clean_up();
     }
 }
 
@@ -326,7 +248,7 @@ fn summary_and_resource_metrics_of_a_busy_pod() {
             ]
         }
     });
-    let a = Agent::start(&[pod]);
+    let a = Agent::start("stats-node", &[], &[pod]);
     let p = a.wait_for("burner running with both containers", || {
         let p = a.pod("burner")?;
         let running = p["status"]["containerStatuses"]

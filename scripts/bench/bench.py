@@ -7,7 +7,9 @@ a JSON of every figure to $BENCH_OUT_DIR.
 Environment: EDGED_BIN (agent binary), STORE_BENCH_BIN, IMAGE_TAR, BENCH_QUICK=1 (a short
 run), BENCH_STARTS (single starts, default 20), BENCH_MANY (pods at once, default 50),
 BENCH_IDLE (seconds of each CPU window, default 60), BENCH_LEAK_CYCLES (default 200),
-BENCH_DIST_DIR (cross-built binaries to size, default target/dist).
+BENCH_DIST_DIR (cross-built binaries to size, default target/dist), BENCH_CNI_BIN_DIR (CNI
+plugins, default /usr/lib/cni:/opt/cni/bin; the CNI section is skipped without a bridge plugin),
+BENCH_CNI_ONLY=1 (the pod networking section alone).
 """
 
 import json
@@ -36,6 +38,10 @@ NS = "edged-bench"
 BIN = os.environ["EDGED_BIN"]
 IMAGE_TAR = os.environ["IMAGE_TAR"]
 OUT_DIR = os.environ.get("BENCH_OUT_DIR", "target/bench")
+CNI_BIN_DIR = os.environ.get("BENCH_CNI_BIN_DIR", "/usr/lib/cni:/opt/cni/bin")
+CNI_ONLY = os.environ.get("BENCH_CNI_ONLY") == "1"
+CNI_BRIDGE = "edgedbench0"
+CNI_PREFIX = "10.252"
 
 results = {}
 md = []
@@ -78,14 +84,14 @@ def machine():
 # --- agent side -----------------------------------------------------------------------
 
 class Bench:
-    def __init__(self, work):
+    def __init__(self, work, extra=()):
         self.work = work
         self.root = os.path.join(work, "root")
         self.manifests = os.path.join(work, "manifests")
         self.logs = os.path.join(work, "logs")
         self.uids = set()
         self.agent = Agent(BIN, self.root, self.manifests, self.logs, work, freq="100ms",
-                           level="debug")
+                           level="debug", extra=extra)
 
     def write_pod(self, name, **kw):
         m = pod_manifest(NS, name, **kw)
@@ -175,14 +181,20 @@ class Bench:
                 "runc_status": c.get("status") if c else None,
                 "file_to_get_running": t_running if ok else None}
 
-    def many(self, first, count, prefix="many"):
-        """`count` pods written at once; seconds until all are Running in `edged get pods`."""
+    def many(self, first, count, prefix="many", with_ip=False):
+        """`count` pods written at once; seconds until all are Running in `edged get pods`
+        (`with_ip`: and have a `status.podIP`)."""
         names = [f"{prefix}-{i}" for i in range(first, first + count)]
         self.agent.new_lines()
         t0 = time.time()
         for n in names:
             self.write_pod(n)
-        ok = wait_for(lambda: set(names) <= self.running_names(), 300, 0.1)
+
+        def done():
+            ps = [p for p in self.pods() if running(p) and
+                  (not with_ip or (p.get("status") or {}).get("podIP"))]
+            return set(names) <= {p["metadata"]["name"] for p in ps}
+        ok = wait_for(done, 300, 0.1)
         t_all = time.time() - t0
         starts = [t for (t, _, target, text, f) in self.agent.new_lines()
                   if text.startswith("container started") and
@@ -417,6 +429,121 @@ def recovery(b, count):
     return r
 
 
+def cni_net(work):
+    """A bridge + host-local + portmap conflist of the run's own (bridge, subnet, IPAM dir);
+    returns the agent flags, or None when the plugins are not installed."""
+    dirs = [d for d in CNI_BIN_DIR.split(":") if d]
+    if not any(os.path.exists(os.path.join(d, "bridge")) for d in dirs):
+        return None
+    cni = os.path.join(work, "cni")
+    os.makedirs(os.path.join(cni, "net.d"), exist_ok=True)
+    conf = {"cniVersion": "1.0.0", "name": "edged-bench", "plugins": [
+        {"type": "bridge", "bridge": CNI_BRIDGE, "isGateway": True, "ipMasq": False,
+         "ipam": {"type": "host-local", "dataDir": os.path.join(cni, "ipam"),
+                  "ranges": [[{"subnet": f"{CNI_PREFIX}.0.0/16"}]]}},
+        {"type": "portmap", "capabilities": {"portMappings": True}}]}
+    with open(os.path.join(cni, "net.d", "10-bench.conflist"), "w") as f:
+        json.dump(conf, f)
+    return ["--cni-conf-dir", os.path.join(cni, "net.d"), "--cni-bin-dir", CNI_BIN_DIR,
+            "--cni-cache-dir", os.path.join(cni, "cache"), "--port", "0"]
+
+
+def cni_left(work):
+    """What the CNI run left: veths on its bridge, IPAM reservations, cached results."""
+    veths = sh("ip", "-o", "link", "show", "master", CNI_BRIDGE, check=False).splitlines()
+    ipam = os.path.join(work, "cni", "ipam", "edged-bench")
+    held = [n for n in (os.listdir(ipam) if os.path.isdir(ipam) else []) if n[0].isdigit()]
+    cache = os.path.join(work, "cni", "cache", "results")
+    cached = os.listdir(cache) if os.path.isdir(cache) else []
+    return {"veths": len(veths), "ipam": len(held), "cached": len(cached)}
+
+
+def cni_cleanup():
+    subprocess.run(["ip", "link", "del", CNI_BRIDGE], capture_output=True)
+
+
+def section_cni(b, work):
+    """Pod start with the bridge conflist beside pod start without CNI (two agents, starts
+    interleaved); MANY pods at once on each (with CNI: until all have an IP)."""
+    flags = cni_net(work)
+    if flags is None:
+        say(f"== pod networking: no CNI bridge plugin in {CNI_BIN_DIR}: skipped")
+        return
+    cni_cleanup()
+    bc = Bench(os.path.join(work, "cni-agent"), extra=flags)
+    uids = set()
+    try:
+        sh(BIN, "--root-dir", bc.root, "image", "import", IMAGE_TAR)
+        bc.agent.start()
+        if not wait_for(lambda: os.path.exists(os.path.join(bc.root, "meta", "data.mdb")), 30):
+            raise RuntimeError("CNI agent did not start: see " + bc.agent.log_path)
+        time.sleep(2)
+        say(f"== pod networking: {STARTS} single starts with the bridge conflist and without CNI")
+        plain, cni = [], []
+        for i in range(STARTS):
+            x = b.single_start(1000 + i)
+            y = bc.single_start(2000 + i)
+            if x:
+                plain.append(x)
+            if y:
+                cni.append(y)
+            say(f"  {i}: no CNI {ms(x['file_to_started']) if x else 'fail'} ms, "
+                f"bridge {ms(y['file_to_started']) if y else 'fail'} ms")
+        say(f"== pod networking: {MANY} pods at once, without CNI and with (until all have an IP)")
+        m_plain = b.many(0, MANY, prefix="plain")
+        m_cni = bc.many(0, MANY, prefix="cni", with_ip=True)
+        ips = {(p.get("status") or {}).get("podIP") for p in bc.pods()}
+        for x, names in [(b, [p["metadata"]["name"] for p in b.pods()]),
+                         (bc, [p["metadata"]["name"] for p in bc.pods()])]:
+            for n in names:
+                x.remove_file(n)
+        t0 = time.time()
+        b.wait_gone([f"plain-{i}" for i in range(MANY)], 300)
+        bc.wait_gone([f"cni-{i}" for i in range(MANY)], 300)
+        wait_for(lambda: not any(cni_left(bc.work).values()), 60, 0.1)
+        t_del = time.time() - t0
+        left = cni_left(bc.work)
+    finally:
+        bc.agent.stop()
+        uids = bc.uids
+        b.uids |= uids
+        cleanup_root(bc.root)
+        cni_cleanup()
+    r = {"plain": plain, "cni": cni, "many_plain": m_plain, "many_cni": m_cni,
+         "distinct_ips": len(ips - {None, ""}), "delete_s": t_del, "left": left}
+    results["cni"] = r
+
+    def col(xs, k):
+        return [x[k] for x in xs]
+    out(f"### Pod networking: start with the bridge conflist beside start without CNI "
+        f"({len(cni)}/{len(plain)} single-pod starts, two agents, starts interleaved)")
+    out()
+    out(f"Conflist: bridge (`{CNI_BRIDGE}`, isGateway) + host-local (`{CNI_PREFIX}.0.0/16`) + "
+        f"portmap, Debian's plugins from `{CNI_BIN_DIR}`; the pods have no hostPort.")
+    out()
+    rows = []
+    for label, k in [("manifest file → `container started`", "file_to_started"),
+                     ("of which file → `pod added` (manifest poll, 100 ms period)", "file_to_added"),
+                     ("agent-internal `pod added` → `container started`", "added_to_started")]:
+        a, c = col(plain, k), col(cni, k)
+        rows.append([label, ms(median(a)), ms(percentile(a, 95)), ms(median(c)),
+                     ms(percentile(c, 95)), f"{median(c) / median(a):.2f}",
+                     ms(median(c) - median(a))])
+    table(["path", "no CNI p50 ms", "no CNI p95 ms", "bridge p50 ms", "bridge p95 ms",
+           "ratio of p50s", "p50 difference ms"], rows)
+    table(["what", "seconds"], [
+        [f"{MANY} manifest files written → all Running, no CNI",
+         f"{m_plain['all_running_s']:.2f}" if m_plain["all_running_s"] else "timeout"],
+        [f"{MANY} manifest files written → all Running with a pod IP, bridge",
+         f"{m_cni['all_running_s']:.2f}" if m_cni["all_running_s"] else "timeout"],
+        [f"distinct pod IPs among the {MANY}", len(ips - {None, ""})],
+        [f"all {2 * MANY} files removed → no pod, veth, IPAM reservation or cached result left",
+         f"{t_del:.2f}"],
+        ["left after that: veths / IPAM reservations / cached results",
+         f"{left['veths']} / {left['ipam']} / {left['cached']}"],
+    ])
+
+
 def section_leaks(b, cycles):
     say(f"== leaks: {cycles} create/delete cycles of a pod with volumes and a probe")
     write_atomic(b.manifests, "leak-cm.json", configmap_manifest(NS, "leak-cm", {"k": "v"}))
@@ -523,78 +650,82 @@ def main():
         if not wait_for(lambda: os.path.exists(os.path.join(b.root, "meta", "data.mdb")), 30):
             raise RuntimeError("agent did not start: see " + b.agent.log_path)
         time.sleep(2)
-        say(f"== idle agent, 0 pods ({IDLE:.0f} s)")
-        windows = [("0 pods", b.idle_window(IDLE))]
-        rc = Runc(work)
-        try:
-            cd = Containerd(work)
-        except Exception as e:
-            say(f"containerd baseline not run: {e}")
-        if cd:
+        if CNI_ONLY:
+            section_cni(b, work)
+        else:
+            say(f"== idle agent, 0 pods ({IDLE:.0f} s)")
+            windows = [("0 pods", b.idle_window(IDLE))]
+            rc = Runc(work)
+            try:
+                cd = Containerd(work)
+            except Exception as e:
+                say(f"containerd baseline not run: {e}")
+            if cd:
+                time.sleep(2)
+                results["containerd_idle"] = cd.rss()
+            section_start(b, rc, cd)
+            if cd:
+                cd.stop()
+                cd = None
+            say(f"== {MANY} pods at once")
+            first = b.many(0, MANY)
+            results["many"] = first
             time.sleep(2)
-            results["containerd_idle"] = cd.rss()
-        section_start(b, rc, cd)
-        if cd:
-            cd.stop()
-            cd = None
-        say(f"== {MANY} pods at once")
-        first = b.many(0, MANY)
-        results["many"] = first
-        time.sleep(2)
-        say(f"== idle agent, {MANY} pods ({IDLE:.0f} s)")
-        windows.append((f"{MANY} pods", b.idle_window(IDLE)))
-        rec = recovery(b, MANY)
-        say(f"== {MANY} more pods at once")
-        second = b.many(MANY, MANY)
-        results["many2"] = second
-        time.sleep(2)
-        say(f"== idle agent, {2 * MANY} pods ({IDLE:.0f} s)")
-        windows.append((f"{2 * MANY} pods", b.idle_window(IDLE)))
-        results["idle"] = {k: v for k, v in windows}
-        say(f"== deleting {2 * MANY} pods")
-        names = [p["metadata"]["name"] for p in b.pods()]
-        t0 = time.time()
-        for n in names:
-            b.remove_file(n)
-        b.wait_gone(names, 300)
-        t_del = time.time() - t0
-        results["delete_all_s"] = t_del
+            say(f"== idle agent, {MANY} pods ({IDLE:.0f} s)")
+            windows.append((f"{MANY} pods", b.idle_window(IDLE)))
+            rec = recovery(b, MANY)
+            say(f"== {MANY} more pods at once")
+            second = b.many(MANY, MANY)
+            results["many2"] = second
+            time.sleep(2)
+            say(f"== idle agent, {2 * MANY} pods ({IDLE:.0f} s)")
+            windows.append((f"{2 * MANY} pods", b.idle_window(IDLE)))
+            results["idle"] = {k: v for k, v in windows}
+            say(f"== deleting {2 * MANY} pods")
+            names = [p["metadata"]["name"] for p in b.pods()]
+            t0 = time.time()
+            for n in names:
+                b.remove_file(n)
+            b.wait_gone(names, 300)
+            t_del = time.time() - t0
+            results["delete_all_s"] = t_del
 
-        out(f"### {MANY} pods at once")
-        out()
-        table(["what", "seconds"], [
-            [f"{MANY} manifest files written → all Running in `edged get pods` (0 → {MANY})",
-             f"{first['all_running_s']:.2f}" if first["all_running_s"] else "timeout"],
-            [f"… last `container started` line", f"{first['last_started_s']:.2f}"
-             if first["last_started_s"] else "n/a"],
-            [f"{MANY} more ({MANY} → {2 * MANY})", f"{second['all_running_s']:.2f}"
-             if second["all_running_s"] else "timeout"],
-            [f"all {2 * MANY} files removed → no pod, no container left", f"{t_del:.2f}"],
-        ])
-        out(f"### Recovery after a power cut ({MANY} pods; agent, shims and containers "
-            f"SIGKILLed, the root's mounts unmounted, no cloud)")
-        out()
-        table(["what", "value"], [
-            ["agent start → all pods Running again (new container ids in `edged get pods`)",
-             f"{rec['all_running_s']:.2f} s" if rec["all_running_s"] else "timeout"],
-            ["agent start → last `container started` line", f"{rec['last_started_s']:.2f} s"
-             if rec["last_started_s"] else "n/a"],
-            ["containers running after recovery (runc list)", rec["runc_running_after"]],
-        ])
-        out(f"### Agent memory and CPU at rest ({IDLE:.0f} s windows; PLEG relist from the "
-            f"agent's debug line `PLEG relist took_us=`, relist period 1 s)")
-        out()
-        rows = [mem_row(k, v) for k, v in windows]
-        table(["pods", "agent VmRSS MiB", "agent VmHWM MiB", "agent CPU % of a core",
-               "agent threads", "shims", "shim RSS MiB/pod", "shim PSS MiB/pod", "relist p50 ms",
-               "relist p95 ms"], rows)
-        if "containerd_idle" in results:
-            ci = results["containerd_idle"]
-            out(f"For comparison: our containerd 1.6 daemon (CRI plugin disabled, one image, no "
-                f"containers) idled at VmRSS {ci['VmRSS'] / 1024:.1f} MiB "
-                f"(VmHWM {ci['VmHWM'] / 1024:.1f} MiB).")
+            out(f"### {MANY} pods at once")
             out()
-        section_leaks(b, LEAK_CYCLES)
+            table(["what", "seconds"], [
+                [f"{MANY} manifest files written → all Running in `edged get pods` (0 → {MANY})",
+                 f"{first['all_running_s']:.2f}" if first["all_running_s"] else "timeout"],
+                [f"… last `container started` line", f"{first['last_started_s']:.2f}"
+                 if first["last_started_s"] else "n/a"],
+                [f"{MANY} more ({MANY} → {2 * MANY})", f"{second['all_running_s']:.2f}"
+                 if second["all_running_s"] else "timeout"],
+                [f"all {2 * MANY} files removed → no pod, no container left", f"{t_del:.2f}"],
+            ])
+            out(f"### Recovery after a power cut ({MANY} pods; agent, shims and containers "
+                f"SIGKILLed, the root's mounts unmounted, no cloud)")
+            out()
+            table(["what", "value"], [
+                ["agent start → all pods Running again (new container ids in `edged get pods`)",
+                 f"{rec['all_running_s']:.2f} s" if rec["all_running_s"] else "timeout"],
+                ["agent start → last `container started` line", f"{rec['last_started_s']:.2f} s"
+                 if rec["last_started_s"] else "n/a"],
+                ["containers running after recovery (runc list)", rec["runc_running_after"]],
+            ])
+            out(f"### Agent memory and CPU at rest ({IDLE:.0f} s windows; PLEG relist from the "
+                f"agent's debug line `PLEG relist took_us=`, relist period 1 s)")
+            out()
+            rows = [mem_row(k, v) for k, v in windows]
+            table(["pods", "agent VmRSS MiB", "agent VmHWM MiB", "agent CPU % of a core",
+                   "agent threads", "shims", "shim RSS MiB/pod", "shim PSS MiB/pod", "relist p50 ms",
+                   "relist p95 ms"], rows)
+            if "containerd_idle" in results:
+                ci = results["containerd_idle"]
+                out(f"For comparison: our containerd 1.6 daemon (CRI plugin disabled, one image, no "
+                    f"containers) idled at VmRSS {ci['VmRSS'] / 1024:.1f} MiB "
+                    f"(VmHWM {ci['VmHWM'] / 1024:.1f} MiB).")
+                out()
+            section_cni(b, work)
+            section_leaks(b, LEAK_CYCLES)
     finally:
         if cd:
             cd.stop()
@@ -609,8 +740,9 @@ def main():
                 os.rmdir(d)
             except OSError:
                 pass
-    section_store()
-    section_sizes()
+    if not CNI_ONLY:
+        section_store()
+        section_sizes()
     if results.get("agent_errors"):
         out(f"Agent ERROR lines during the run: {len(results['agent_errors'])} (first: "
             f"`{results['agent_errors'][0][:200]}`)")

@@ -231,6 +231,16 @@ pub struct PodSpec {
     pub automount_service_account_token: Option<bool>,
     /// `os.name`: `linux` or `windows`; a Linux node refuses `windows` pods.
     pub os: Option<PodOs>,
+    /// Secrets (in the pod's namespace) holding registry credentials for its images.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub image_pull_secrets: Vec<LocalObjectReference>,
+}
+
+/// A reference to an object by name in the same namespace.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct LocalObjectReference {
+    pub name: String,
 }
 
 /// `spec.os`.

@@ -158,7 +158,7 @@ pub async fn bootstrap(
         "/ca.crt",
         &[],
         &[],
-        tls::unverified()?,
+        https::Trust::Any,
         REQUEST_TIMEOUT,
     )
     .await?;
@@ -179,9 +179,9 @@ pub async fn bootstrap(
         });
     }
     let ca = CertificateDer::from(ca.body);
-    let config = tls::verified(&ca, None)?;
     let auth = format!("Bearer {jwt}");
-    let id = request_cert(https_server, node, ca, config, &[("Authorization", &auth)]).await?;
+    let trust = https::Trust::Ca(ca.clone(), None);
+    let id = request_cert(https_server, node, ca, trust, &[("Authorization", &auth)]).await?;
     dir.store(&id)?;
     tracing::info!(node, until = %crate::api::rfc3339(id.not_after), "node certificate obtained with the join token");
     Ok(id)
@@ -194,7 +194,11 @@ pub async fn renew(
     node: &str,
     current: &Identity,
 ) -> Result<Identity, CloudError> {
-    let id = request_cert(https_server, node, current.ca.clone(), current.tls()?, &[]).await?;
+    let trust = https::Trust::Ca(
+        current.ca.clone(),
+        Some((current.cert.clone(), current.key.clone_key())),
+    );
+    let id = request_cert(https_server, node, current.ca.clone(), trust, &[]).await?;
     dir.store(&id)?;
     tracing::info!(node, until = %crate::api::rfc3339(id.not_after), "node certificate renewed");
     Ok(id)
@@ -236,7 +240,7 @@ async fn request_cert(
     https_server: &str,
     node: &str,
     ca: CertificateDer<'static>,
-    config: Arc<ClientConfig>,
+    trust: https::Trust,
     extra: &[(&str, &str)],
 ) -> Result<Identity, CloudError> {
     let (csr, key) = csr(node)?;
@@ -247,7 +251,7 @@ async fn request_cert(
         "/edge.crt",
         &headers,
         &csr,
-        config,
+        trust,
         REQUEST_TIMEOUT,
     )
     .await?;
@@ -309,7 +313,7 @@ fn write_secret(path: &Path, bytes: &[u8]) -> Result<(), CloudError> {
 }
 
 /// PEM armour around DER.
-fn pem(label: &str, der: &[u8]) -> Vec<u8> {
+pub(crate) fn pem(label: &str, der: &[u8]) -> Vec<u8> {
     let b64 = base64(der);
     let mut out = format!("-----BEGIN {label}-----\n");
     for line in b64.as_bytes().chunks(64) {

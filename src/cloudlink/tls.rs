@@ -19,7 +19,8 @@ fn builder() -> Result<rustls::ConfigBuilder<ClientConfig, rustls::WantsVerifier
         .map_err(|e| CloudError::tls("setting up TLS", e))
 }
 
-/// For `GET /ca.crt` only: the server is not known yet, so any certificate is accepted; the
+/// Any server (HTTPS probes, as the kubelet's; the certificate server's `GET /ca.crt` goes through
+/// [`super::https::Trust::Any`]): any certificate is accepted; for `/ca.crt` the
 /// CA it returns is checked against the token's hash afterwards and nothing secret is sent.
 pub fn unverified() -> Result<Arc<ClientConfig>, CloudError> {
     let p = provider();

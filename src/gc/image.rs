@@ -179,55 +179,9 @@ pub fn collect(images: &ImageStore, runtime: &dyn Runtime, policy: &Policy) -> R
             "image GC: disk at or above the high threshold"
         );
     }
-    let candidates = match in_use(runtime).and_then(|in_use| {
-        let list = images
-            .list()
-            .map_err(|e| format!("cannot list images: {e}"))?;
-        let secs = |s: u64| std::time::UNIX_EPOCH + Duration::from_secs(s);
-        let infos: Vec<ImageInfo> = list
-            .iter()
-            .map(|i| ImageInfo {
-                id: i.id.clone(),
-                size: i.size,
-                last_used: i.last_used.map(secs),
-                imported_at: secs(i.imported_at),
-            })
-            .collect();
-        Ok(candidates(
-            &infos,
-            &in_use,
-            policy.min_age,
-            SystemTime::now(),
-        ))
-    }) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::warn!(error = %e, "image GC: nothing removed");
-            Vec::new()
-        }
-    };
-    for id in candidates {
-        if used <= policy.low_percent {
-            break;
-        }
-        match images.remove(&id, false) {
-            Ok(img) => {
-                let name = img.names.first().map_or(img.id.as_str(), String::as_str);
-                match images.prune_unreferenced() {
-                    Ok(p) => {
-                        tracing::info!(image = %name, id = %img.id, freed_bytes = p.bytes, "image GC removed an unused image")
-                    }
-                    Err(e) => {
-                        tracing::warn!(image = %name, id = %img.id, error = %e, "image GC removed an image but cannot prune its layers")
-                    }
-                }
-                report.removed.push(img.id);
-            }
-            // In use since the listing (a container was just created from it), or gone.
-            Err(e) => tracing::warn!(id = %id, error = %e, "image GC: cannot remove"),
-        }
-        used = usage(images).unwrap_or(used);
-    }
+    let (after, removed) = free_down_to(images, runtime, policy.min_age, policy.low_percent, used);
+    used = after;
+    report.removed = removed;
     report.used_after = used;
     report.pressure = used >= policy.high_percent;
     if report.pressure {
@@ -275,6 +229,139 @@ pub fn collect(images: &ImageStore, runtime: &dyn Runtime, policy: &Policy) -> R
         );
     }
     report
+}
+
+/// Removes unused images in GC order until the image filesystem is at or under `target`
+/// percent (from `used` now); the percent after, and the ids removed. No pressure marker is
+/// touched: callers decide what the figures mean.
+fn free_down_to(
+    images: &ImageStore,
+    runtime: &dyn Runtime,
+    min_age: Duration,
+    target: u8,
+    mut used: u8,
+) -> (u8, Vec<String>) {
+    let usage = |images: &ImageStore| images.usage().map(|u| used_percent(u.total, u.available));
+    let candidates = match in_use(runtime).and_then(|in_use| {
+        let list = images
+            .list()
+            .map_err(|e| format!("cannot list images: {e}"))?;
+        let secs = |s: u64| std::time::UNIX_EPOCH + Duration::from_secs(s);
+        let infos: Vec<ImageInfo> = list
+            .iter()
+            .map(|i| ImageInfo {
+                id: i.id.clone(),
+                size: i.size,
+                last_used: i.last_used.map(secs),
+                imported_at: secs(i.imported_at),
+            })
+            .collect();
+        Ok(candidates(&infos, &in_use, min_age, SystemTime::now()))
+    }) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "image GC: nothing removed");
+            Vec::new()
+        }
+    };
+    let mut removed = Vec::new();
+    for id in candidates {
+        if used <= target {
+            break;
+        }
+        match images.remove(&id, false) {
+            Ok(img) => {
+                let name = img.names.first().map_or(img.id.as_str(), String::as_str);
+                match images.prune_unreferenced() {
+                    Ok(p) => {
+                        tracing::info!(image = %name, id = %img.id, freed_bytes = p.bytes, "image GC removed an unused image")
+                    }
+                    Err(e) => {
+                        tracing::warn!(image = %name, id = %img.id, error = %e, "image GC removed an image but cannot prune its layers")
+                    }
+                }
+                removed.push(img.id);
+            }
+            // In use since the listing (a container was just created from it), or gone.
+            Err(e) => tracing::warn!(id = %id, error = %e, "image GC: cannot remove"),
+        }
+        used = usage(images).unwrap_or(used);
+    }
+    (used, removed)
+}
+
+/// What a pull of about `need` bytes asks of image GC first, on a filesystem of `total` bytes
+/// with `available` free.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Room {
+    /// The filesystem stays under the high threshold with the pull.
+    Fits,
+    /// Free down to this percent first (the low threshold less what the pull takes).
+    FreeTo(u8),
+    /// Even an empty image store would not hold it under the high threshold.
+    TooBig,
+}
+
+/// Decides [`Room`] for a pull of `need` bytes (the kubelet frees to the low threshold; here
+/// so that the pulled image lands at it).
+pub fn room_for(total: u64, available: u64, need: u64, policy: &Policy) -> Room {
+    if total == 0 || used_percent(total, available.saturating_sub(need)) < policy.high_percent {
+        return Room::Fits;
+    }
+    let need_percent = (need as u128 * 100).div_ceil(total as u128);
+    match u8::try_from(need_percent) {
+        Ok(n) if n < policy.low_percent => Room::FreeTo(policy.low_percent - n),
+        _ => Room::TooBig,
+    }
+}
+
+/// Makes room for a pull of about `need` bytes (a pull that would take the image filesystem
+/// past the high threshold runs image GC first); an error with the figures if GC cannot.
+pub fn make_room(
+    images: &ImageStore,
+    runtime: &dyn Runtime,
+    policy: &Policy,
+    need: u64,
+) -> Result<(), String> {
+    let u = images
+        .usage()
+        .map_err(|e| format!("cannot read the image filesystem's usage: {e}"))?;
+    let human = |b: u64| crate::images::cli::human_size(b);
+    let refuse = |used: u8| {
+        Err(format!(
+            "the pull needs about {} and the image filesystem ({} free of {}) would pass image GC's high threshold of {}% (at {}% after image GC): remove images (edged image rm) or free space under {}",
+            human(need),
+            human(u.available),
+            human(u.total),
+            policy.high_percent,
+            used,
+            images.dir().display()
+        ))
+    };
+    match room_for(u.total, u.available, need, policy) {
+        Room::Fits => Ok(()),
+        Room::TooBig => refuse(used_percent(u.total, u.available)),
+        Room::FreeTo(target) => {
+            let used = used_percent(u.total, u.available);
+            tracing::info!(
+                need_bytes = need,
+                used_percent = used,
+                target_percent = target,
+                "image GC before a pull"
+            );
+            let (_, removed) = free_down_to(images, runtime, policy.min_age, target, used);
+            let u2 = images
+                .usage()
+                .map_err(|e| format!("cannot read the image filesystem's usage: {e}"))?;
+            match room_for(u2.total, u2.available, need, policy) {
+                Room::Fits => {
+                    tracing::info!(removed = removed.len(), "image GC made room for a pull");
+                    Ok(())
+                }
+                _ => refuse(used_percent(u2.total, u2.available)),
+            }
+        }
+    }
 }
 
 /// Image ids of every container the runtime holds, running or dead.
@@ -362,6 +449,41 @@ pub fn with_disk_pressure(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn room_for_a_pull() {
+        let p = Policy {
+            high_percent: 85,
+            low_percent: 80,
+            min_age: Duration::ZERO,
+        };
+        let (total, mb) = (1000u64 << 20, 1u64 << 20);
+        for (available, need, room) in [
+            // 50 % used, 100 MB: 60 %, under 85 %.
+            (500 * mb, 100 * mb, Room::Fits),
+            // 20 % used, 100 MB more: 30 %.
+            (800 * mb, 100 * mb, Room::Fits),
+            // 80 % used, 100 MB would make 90 %: free to 80 - 10 = 70 % first.
+            (200 * mb, 100 * mb, Room::FreeTo(70)),
+            // A pull of 850 MB cannot stay under 85 % even on an empty store.
+            (900 * mb, 850 * mb, Room::TooBig),
+            // More than there is.
+            (10 * mb, 2000 * mb, Room::TooBig),
+            // Exactly at the threshold after the pull counts as past it, as GC's own check.
+            (250 * mb, 100 * mb, Room::FreeTo(70)),
+        ] {
+            assert_eq!(
+                room_for(total, available, need, &p),
+                room,
+                "{available} {need}"
+            );
+        }
+        assert_eq!(
+            room_for(0, 0, 1, &p),
+            Room::Fits,
+            "no figures: nothing refused"
+        );
+    }
     use std::time::UNIX_EPOCH;
 
     fn img(id: &str, used: Option<u64>, imported: u64) -> ImageInfo {

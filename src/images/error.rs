@@ -18,6 +18,10 @@ pub enum ErrorKind {
     NoSpace,
     /// Any other I/O failure.
     Io,
+    /// A registry refused the credentials (or asked for some and none were given).
+    Auth,
+    /// A registry could not be reached, or the link failed or stalled (worth retrying).
+    Network,
 }
 
 /// An image store failure.

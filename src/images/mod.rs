@@ -17,6 +17,7 @@ pub mod error;
 pub mod index;
 pub mod oci;
 pub mod reference;
+pub mod registry;
 pub mod snapshot;
 pub mod source;
 pub mod store;

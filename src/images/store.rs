@@ -580,7 +580,7 @@ impl ImageStore {
 
     /// Refuses imports while image GC reports disk pressure (its marker file) and the disk
     /// is still at or above the GC high threshold.
-    fn refuse_under_disk_pressure(&self, path: &Path) -> Result<()> {
+    pub(crate) fn refuse_under_disk_pressure(&self, path: &Path) -> Result<()> {
         let Some(p) = crate::gc::image::Pressure::read(self) else {
             return Ok(());
         };
@@ -735,10 +735,12 @@ pub(crate) fn find<'a>(index: &'a Index, reference: &str) -> Result<&'a Image> {
     match reference::parse(reference) {
         Ok(r) => {
             if let Some(d) = &r.digest {
+                // A pulled index's digest is in the name the pull gave.
+                let name = r.to_string();
                 if let Some(i) = index
                     .images
                     .iter()
-                    .find(|i| &i.manifest_digest == d || &i.id == d)
+                    .find(|i| &i.manifest_digest == d || &i.id == d || i.names.contains(&name))
                 {
                     return Ok(i);
                 }

@@ -286,18 +286,28 @@ impl Cni {
             if list.disable_check || !config::version_at_least(&list.cni_version, "0.4.0") {
                 continue;
             }
-            let order: Vec<usize> = (0..list.plugins.len()).collect();
-            self.run_list(
-                "CHECK",
-                &list,
-                &order,
-                &pod.netns.display().to_string(),
-                &pod.id,
-                &entry.cni_args,
-                &entry.capability_args,
-                entry.result.clone(),
-                false,
-            )?;
+            // One plugin at a time, so a known false alarm of one does not skip the rest.
+            for i in 0..list.plugins.len() {
+                let checked = self.run_list(
+                    "CHECK",
+                    &list,
+                    &[i],
+                    &pod.netns.display().to_string(),
+                    &pod.id,
+                    &entry.cni_args,
+                    &entry.capability_args,
+                    entry.result.clone(),
+                    false,
+                );
+                let Err(e) = checked else {
+                    continue;
+                };
+                let result = entry.result.as_ref().unwrap_or(&Value::Null);
+                if !false_check_failure(list.plugin_type(i), &e, result) {
+                    return Err(e);
+                }
+                tracing::warn!(pod = %pod.uid, error = %e, "CNI CHECK failure ignored: portmap before the fix of containernetworking/plugins#819 checks IPv6 rules of an IPv4-only pod");
+            }
         }
         Ok(())
     }
@@ -312,10 +322,46 @@ impl Cni {
     }
 }
 
+/// Whether a CHECK failure is portmap's known false alarm (containernetworking/plugins#819,
+/// in Debian's 1.1.1): whenever ip6tables works it checks an IPv6 DNAT chain also for a pod
+/// with no IPv6 address, which has none, and fails, after its IPv4 rules passed. `result`: the
+/// cached ADD result.
+pub fn false_check_failure(plugin: &str, error: &str, result: &Value) -> bool {
+    plugin == "portmap"
+        && error.contains("could not check ipv6 dnat")
+        && !result::pod_ips(result, IFNAME).iter().any(IpAddr::is_ipv6)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn portmaps_ipv6_false_alarm_is_told_apart() {
+        let v4 = serde_json::json!({"interfaces": [{"name": "eth0", "sandbox": "/x"}],
+            "ips": [{"address": "10.1.0.2/24", "interface": 0}]});
+        let dual = serde_json::json!({"interfaces": [{"name": "eth0", "sandbox": "/x"}],
+            "ips": [{"address": "10.1.0.2/24", "interface": 0},
+                    {"address": "fd00::2/64", "interface": 0}]});
+        let v6_msg = "CNI CHECK network \"n\", plugin portmap: could not check ipv6 dnat: chain CNI-DN-1 not found in iptables table nat";
+        let v4_msg = "CNI CHECK network \"n\", plugin portmap: could not check ipv4 dnat: chain CNI-DN-1 not found";
+        // (plugin, error, result) -> ignored
+        let cases = [
+            (("portmap", v6_msg, &v4), true),
+            (("portmap", v6_msg, &dual), false),
+            (("portmap", v4_msg, &v4), false),
+            (("bridge", v6_msg, &v4), false),
+            (("portmap", v6_msg, &Value::Null), true),
+        ];
+        for ((plugin, msg, res), want) in cases {
+            assert_eq!(
+                false_check_failure(plugin, msg, res),
+                want,
+                "{plugin} {msg} {res}"
+            );
+        }
+    }
     use std::path::PathBuf;
     use std::time::Duration;
 

@@ -3,6 +3,7 @@
 //! a time, pods in parallel). PLEG and prober events and ConfigMap/Secret changes wake the
 //! workers of the pods they concern. Housekeeping removes what belongs to no stored pod.
 
+pub mod pull;
 pub mod unknown;
 mod worker;
 
@@ -77,6 +78,8 @@ pub struct PodManager {
     pub(crate) prober: Rc<ProbeManager>,
     /// The node's event recorder (Kubernetes Events sent to the cloud).
     pub(crate) events: crate::events::Recorder,
+    /// Pulls missing images from registries (`None`: images come only from archives).
+    pub(crate) puller: Option<Rc<pull::Puller>>,
     pods: RefCell<HashMap<String, Handle>>,
 }
 
@@ -88,6 +91,8 @@ pub struct Parts {
     pub meta: MetaClient,
     pub status: Rc<StatusManager>,
     pub prober: Rc<ProbeManager>,
+    /// Pulls missing images (`None`: images come only from archives).
+    pub puller: Option<Rc<pull::Puller>>,
 }
 
 /// `ns/name` of a pod, for logs.
@@ -111,6 +116,7 @@ impl PodManager {
             meta: parts.meta,
             status: parts.status,
             prober: parts.prober,
+            puller: parts.puller,
             pods: RefCell::new(HashMap::new()),
         })
     }

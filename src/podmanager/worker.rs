@@ -646,7 +646,9 @@ async fn start(
         tracing::warn!(pod = %name, container = %c.name, reason, "{message}");
         // The kubelet's events: the image reasons as they are, the rest as Failed.
         let (event_reason, text) = match reason {
-            "ErrImageNeverPull" | "ErrImagePull" => (reason, message.clone()),
+            "ErrImageNeverPull" => (reason, message.clone()),
+            // After the puller's own Failed / BackOff event, as the kubelet's runtime does.
+            "ErrImagePull" | "ImagePullBackOff" => ("Failed", format!("Error: {reason}")),
             _ => ("Failed", format!("Error: {message}")),
         };
         pm.events.record(PodEvent::new(
@@ -664,36 +666,56 @@ async fn start(
             },
         );
     };
-    // The image must be in the local store: edged does not pull yet.
-    let images = pm.images.clone();
-    let image = c.image.clone();
-    if let Err(e) = smol::unblock(move || images.image_spec(&image)).await {
-        let policy = c.image_pull_policy();
-        if e.kind == ErrorKind::NotFound {
-            if policy == "Always" {
-                wait(
-                    st,
-                    "ErrImagePull",
-                    format!(
-                        "image \"{}\" is not on this node and edged cannot pull images yet: import it with `edged image import`",
-                        c.image
-                    ),
-                );
-            } else {
-                wait(
-                    st,
-                    "ErrImageNeverPull",
-                    format!(
-                        "Container image \"{}\" is not present with pull policy of {policy}",
-                        c.image
-                    ),
-                );
+    // The image: local, or pulled as the policy says (on a blocking thread).
+    let policy = c.image_pull_policy().to_string();
+    let present = {
+        let images = pm.images.clone();
+        let image = c.image.clone();
+        match smol::unblock(move || images.image_spec(&image)).await {
+            Ok(_) => true,
+            Err(e) if e.kind == ErrorKind::NotFound => false,
+            Err(e) => {
+                wait(st, "ErrImageInspect", e.to_string());
+                return false;
             }
-        } else {
-            wait(st, "ErrImageInspect", e.to_string());
         }
-        return false;
-    }
+    };
+    let pulled_text = match (super::pull::decide(&policy, present), &pm.puller) {
+        (super::pull::Decision::UseLocal, _) => {
+            format!("Container image \"{}\" already present on machine", c.image)
+        }
+        (super::pull::Decision::Pull, Some(puller)) => {
+            match puller.pull(pod, c, &pm.objects, &pm.events).await {
+                Ok(text) => text,
+                Err((reason, message)) => {
+                    wait(st, reason, message);
+                    return false;
+                }
+            }
+        }
+        (super::pull::Decision::Pull, None) => {
+            wait(
+                st,
+                "ErrImagePull",
+                format!(
+                    "image \"{}\" is not on this node and this agent pulls no images: import it with `edged image import`",
+                    c.image
+                ),
+            );
+            return false;
+        }
+        (super::pull::Decision::NeverPull, _) => {
+            wait(
+                st,
+                "ErrImageNeverPull",
+                format!(
+                    "Container image \"{}\" is not present with pull policy of {policy}",
+                    c.image
+                ),
+            );
+            return false;
+        }
+    };
     let Some(vols) = &st.volumes else {
         return false;
     };
@@ -793,14 +815,13 @@ async fn start(
         Ok(id) => {
             st.waiting.remove(&c.name);
             tracing::info!(pod = %name, container = %c.name, id = %id, attempt, "container started");
-            for (reason, message) in [
-                (
-                    "Pulled",
-                    format!("Container image \"{}\" already present on machine", c.image),
-                ),
+            // The kubelet sends Pulled for a pull when it ends; "already present" here.
+            let pulled =
+                (!pulled_text.starts_with("Successfully")).then_some(("Pulled", pulled_text));
+            for (reason, message) in pulled.into_iter().chain([
                 ("Created", format!("Created container: {}", c.name)),
                 ("Started", format!("Started container {}", c.name)),
-            ] {
+            ]) {
                 pm.events.record(PodEvent::new(
                     pod,
                     Some(&c.name),

@@ -213,7 +213,9 @@ async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
     buf: &mut Vec<u8>,
 ) -> bool {
     let ka = req.keep_alive;
-    let answer = match routes::route(&req.method, &req.segments) {
+    let route = routes::route(&req.method, &req.segments);
+    let exec = matches!(route, Route::Exec { .. });
+    let answer = match route {
         Route::Healthz => http::response(200, "text/plain; charset=utf-8", b"ok", ka),
         Route::Pods => {
             let store = ctx.store.clone();
@@ -231,36 +233,14 @@ async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
             namespace,
             pod,
             container,
-        } => {
-            remote_command(
-                s,
-                std::mem::take(buf),
-                req,
-                ctx,
-                &namespace,
-                &pod,
-                &container,
-                true,
-            )
-            .await;
-            return false;
         }
-        Route::Attach {
+        | Route::Attach {
             namespace,
             pod,
             container,
         } => {
-            remote_command(
-                s,
-                std::mem::take(buf),
-                req,
-                ctx,
-                &namespace,
-                &pod,
-                &container,
-                false,
-            )
-            .await;
+            let early = std::mem::take(buf);
+            remote_command(s, early, req, ctx, &namespace, &pod, &container, exec).await;
             return false;
         }
         Route::PortForward { namespace, pod } => {

@@ -14,6 +14,8 @@ pub struct Agent {
     child: Option<Child>,
     /// Its kubelet API port on 127.0.0.1.
     pub port: u16,
+    tag: String,
+    extra: Vec<String>,
 }
 
 /// A port nothing listens on now.
@@ -41,29 +43,79 @@ impl Agent {
             dir,
             child: None,
             port: free_port(),
+            tag: tag.to_string(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
         };
         for p in pods {
             a.add_pod(p);
         }
-        let log = std::fs::File::create(a.dir.path().join("agent.log")).unwrap();
+        a.spawn();
+        a
+    }
+
+    /// Runs the agent binary (its log appended to `agent.log`).
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("agent.log"))
+            .unwrap();
         let child = Command::new(BIN)
             .arg("--root-dir")
-            .arg(a.root())
+            .arg(self.root())
             .arg("--pod-log-dir")
-            .arg(a.logs())
+            .arg(self.logs())
             .arg("--pod-manifest-path")
-            .arg(a.dir.path().join("manifests"))
-            .args(["--file-check-frequency", "1s", "--node-name", tag])
+            .arg(self.dir.path().join("manifests"))
+            .args(["--file-check-frequency", "1s", "--node-name", &self.tag])
             .args(["--node-ip", "127.0.0.1", "--image-gc-high-threshold", "100"])
-            .args(["--port", &a.port.to_string()])
-            .args(extra)
+            .args(["--port", &self.port.to_string()])
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .expect("start edged");
-        a.child = Some(child);
-        a
+        self.child = Some(child);
+    }
+
+    /// SIGKILL: the agent alone goes (its shims and containers keep running).
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the agent again, with the same dirs and flags, after [`Agent::kill9`].
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "the agent still runs");
+        self.spawn();
+    }
+
+    /// A power cut: the agent, every shim and container process killed at once, and the
+    /// mounts (pinned namespaces, tmpfs volumes, rootfs overlays) undone, as a reboot does.
+    pub fn power_cut(&mut self) {
+        self.kill9();
+        self.host.kill_processes();
+        self.wait_for("every container process gone", || {
+            self.host
+                .container_pids()
+                .into_iter()
+                .all(|p| {
+                    std::fs::read_to_string(format!("/proc/{p}/stat"))
+                        .map(|s| {
+                            s.rsplit(')')
+                                .next()
+                                .unwrap_or("")
+                                .trim_start()
+                                .starts_with('Z')
+                        })
+                        .unwrap_or(true)
+                })
+                .then_some(())
+        });
+        self.host.unmount_all();
     }
 
     /// Puts `pod` in the manifest dir.

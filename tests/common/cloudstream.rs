@@ -160,6 +160,30 @@ impl std::io::Write for Upgraded {
     }
 }
 
+/// A connector's JSON as StreamServer marshals it: Go's `url.URL` (host `127.0.0.1:10350`),
+/// the request's headers, and for exec and attach its method.
+fn connector(
+    id: u64,
+    path_and_query: &str,
+    header: serde_json::Value,
+    method: Option<&str>,
+) -> serde_json::Value {
+    let (path, query) = path_and_query
+        .split_once('?')
+        .unwrap_or((path_and_query, ""));
+    let mut c = json!({
+        "MessID": id,
+        "url": {"Scheme": "http", "Opaque": "", "User": null, "Host": "127.0.0.1:10350",
+                "Path": path, "RawPath": "", "OmitHost": false, "ForceQuery": false,
+                "RawQuery": query, "Fragment": "", "RawFragment": ""},
+        "header": header,
+    });
+    if let Some(m) = method {
+        c["method"] = json!(m);
+    }
+    c
+}
+
 /// A uvarint as Go's `binary.PutUvarint` writes it.
 fn uvarint(mut v: u64, out: &mut Vec<u8>) {
     while v >= 0x80 {
@@ -267,17 +291,13 @@ impl CloudStream {
     /// `path_and_query`, as StreamServer does; `None` when no tunnel is up.
     pub fn request(&self, kind: u64, path_and_query: &str) -> Option<StreamSession> {
         let id = self.next_id.fetch_add(1, Ordering::SeqCst);
-        let (path, query) = path_and_query
-            .split_once('?')
-            .unwrap_or((path_and_query, ""));
-        let connector = json!({
-            "MessID": id,
-            "url": {"Scheme": "http", "Opaque": "", "User": null, "Host": "127.0.0.1:10350",
-                    "Path": path, "RawPath": "", "OmitHost": false, "ForceQuery": false,
-                    "RawQuery": query, "Fragment": "", "RawFragment": ""},
-            "header": {"Accept": ["application/json, */*"], "User-Agent": ["kubectl/v1.37.2"],
-                       "X-Forwarded-For": ["10.0.0.1"]},
-        });
+        let connector = connector(
+            id,
+            path_and_query,
+            json!({"Accept": ["application/json, */*"], "User-Agent": ["kubectl/v1.37.2"],
+                   "X-Forwarded-For": ["10.0.0.1"]}),
+            None,
+        );
         let (tx, rx) = async_channel::unbounded();
         let mut st = self.state.lock().unwrap();
         let t = st.tunnel.as_ref()?;
@@ -298,19 +318,14 @@ impl CloudStream {
     /// the client's go down as DATA. `None` when no tunnel is up.
     pub fn upgrade(&self, kind: u64, path_and_query: &str, protocols: &[&str]) -> Option<Upgraded> {
         let id = self.next_id.fetch_add(1, Ordering::SeqCst);
-        let (path, query) = path_and_query
-            .split_once('?')
-            .unwrap_or((path_and_query, ""));
-        let connector = json!({
-            "MessID": id,
-            "url": {"Scheme": "http", "Opaque": "", "User": null, "Host": "127.0.0.1:10350",
-                    "Path": path, "RawPath": "", "OmitHost": false, "ForceQuery": false,
-                    "RawQuery": query, "Fragment": "", "RawFragment": ""},
-            "header": {"Connection": ["Upgrade"], "Upgrade": ["SPDY/3.1"],
-                       "X-Stream-Protocol-Version": protocols,
-                       "User-Agent": ["kubectl/v1.37.2"], "X-Forwarded-For": ["10.0.0.1"]},
-            "method": "POST",
-        });
+        let connector = connector(
+            id,
+            path_and_query,
+            json!({"Connection": ["Upgrade"], "Upgrade": ["SPDY/3.1"],
+                   "X-Stream-Protocol-Version": protocols,
+                   "User-Agent": ["kubectl/v1.37.2"], "X-Forwarded-For": ["10.0.0.1"]}),
+            Some("POST"),
+        );
         let (tx, rx) = async_channel::unbounded();
         let mut st = self.state.lock().unwrap();
         let t = st.tunnel.as_ref()?;

@@ -52,11 +52,9 @@ fn exec_fifos(bundle: &Path, exec_id: &str) -> [PathBuf; 3] {
 }
 
 impl ShimRuntime {
-    /// Runs `cmd` in container `id` (its user, env and cwd), killing it after `timeout`.
-    pub(super) fn exec(&self, id: &str, cmd: &[String], timeout: Duration) -> Result<ExecResult> {
-        check_name(id, "container id")?;
-        let b = self.bundle(id);
-        let spec: serde_json::Value = std::fs::read(b.join("config.json"))
+    /// The OCI spec in container `id`'s bundle (an exec's process starts from its process).
+    fn bundle_spec(&self, id: &str) -> Result<serde_json::Value> {
+        std::fs::read(self.bundle(id).join("config.json"))
             .ok()
             .and_then(|s| serde_json::from_slice(&s).ok())
             .ok_or_else(|| {
@@ -66,7 +64,14 @@ impl ShimRuntime {
                     ErrorKind::NotFound,
                     "no such container (no spec in its bundle)",
                 )
-            })?;
+            })
+    }
+
+    /// Runs `cmd` in container `id` (its user, env and cwd), killing it after `timeout`.
+    pub(super) fn exec(&self, id: &str, cmd: &[String], timeout: Duration) -> Result<ExecResult> {
+        check_name(id, "container id")?;
+        let b = self.bundle(id);
+        let spec = self.bundle_spec(id)?;
         let exec_id = format!("exec-{}", &new_id()[..12]);
         let out = b.join(format!("{exec_id}.out"));
         let errf = b.join(format!("{exec_id}.err"));
@@ -163,17 +168,7 @@ impl ShimRuntime {
             ));
         }
         let b = self.bundle(id);
-        let spec: serde_json::Value = std::fs::read(b.join("config.json"))
-            .ok()
-            .and_then(|s| serde_json::from_slice(&s).ok())
-            .ok_or_else(|| {
-                err(
-                    id,
-                    "exec",
-                    ErrorKind::NotFound,
-                    "no such container (no spec in its bundle)",
-                )
-            })?;
+        let spec = self.bundle_spec(id)?;
         let exec_id = format!("exec-{}", &new_id()[..12]);
         let [fin, fout, ferr] = exec_fifos(&b, &exec_id);
         // The runc shim opens every output path it is given and refuses an empty one, so the

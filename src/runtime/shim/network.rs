@@ -113,6 +113,7 @@ impl ShimRuntime {
             NetAction::Check => {
                 let check = cni.check(&net);
                 let Err(e) = check else {
+                    tracing::info!(pod = %pod, ips = ?meta.ips, "pod network CHECK passed: adopted");
                     return Ok(meta);
                 };
                 // As the kubelet: a sandbox whose network is broken is made again.
@@ -139,6 +140,11 @@ impl ShimRuntime {
                     })?;
                 }
             }
+        }
+        // No network configured and nothing owed: loopback only, and nothing written (every
+        // sync of a running pod comes here; a full disk must not fail it).
+        if !owed && cni.config().is_none() {
+            return Ok(meta);
         }
         // Recorded before the ADD: whatever happens to it, a DEL is owed from now on.
         meta.cni_network = Some(String::new());

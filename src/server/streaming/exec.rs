@@ -125,6 +125,23 @@ async fn pump_out(f: File, tx: Option<async_channel::Sender<Vec<u8>>>) -> std::i
     }
 }
 
+/// Applies the client's terminal sizes to process `exec_id` (empty: the container's own) of
+/// container `id` until the resize stream ends.
+async fn forward_resizes(
+    rt: &Arc<dyn Runtime>,
+    id: &str,
+    exec_id: &str,
+    rx: Option<async_channel::Receiver<TermSize>>,
+) {
+    let Some(rx) = rx else { return };
+    while let Ok(TermSize { width, height }) = rx.recv().await {
+        let (rt, i, ex) = (rt.clone(), id.to_string(), exec_id.to_string());
+        if let Err(e) = smol::unblock(move || rt.exec_resize(&i, &ex, width, height)).await {
+            tracing::debug!(container = %id, error = %e, "resize refused");
+        }
+    }
+}
+
 /// Copies a channel to a FIFO until the channel closes; dropping the FIFO is the end of input.
 async fn pump_in(f: File, rx: async_channel::Receiver<Vec<u8>>) -> std::io::Result<()> {
     let mut f = smol::Async::new(f)?;
@@ -289,16 +306,7 @@ pub async fn attach(
             }
         }
     };
-    let resizes = async {
-        if let (true, Some(rx)) = (tty, resize) {
-            while let Ok(TermSize { width, height }) = rx.recv().await {
-                let (rt, i) = (rt.clone(), id.clone());
-                if let Err(e) = smol::unblock(move || rt.exec_resize(&i, "", width, height)).await {
-                    tracing::debug!(error = %e, "attach resize refused");
-                }
-            }
-        }
-    };
+    let resizes = forward_resizes(&rt, &id, "", resize.filter(|_| tty));
     // The session ends with the container's output; input and resizes may never end.
     smol::future::or(output, async {
         smol::future::zip(input, resizes).await;

@@ -1,4 +1,4 @@
-//! `edged image import|ls|rm`.
+//! `edged image import|ls|rm|pull`.
 
 use std::path::Path;
 
@@ -6,8 +6,10 @@ use super::error::Result;
 use super::ImageStore;
 use crate::flags::{ImageAction, ImageCmd};
 
-/// Runs one `edged image` command against the store under `root_dir`.
-pub fn run(root_dir: &Path, cmd: &ImageCmd) -> Result<()> {
+mod progress;
+
+/// Runs one `edged image` command against the store under `root_dir`; pulls use `registry`.
+pub fn run(root_dir: &Path, registry: &super::registry::Options, cmd: &ImageCmd) -> Result<()> {
     use super::error::IoContext;
     crate::paths::private_dir(root_dir).ctx(root_dir.display(), "open root dir")?;
     let store = ImageStore::open(root_dir)?;
@@ -27,6 +29,43 @@ pub fn run(root_dir: &Path, cmd: &ImageCmd) -> Result<()> {
             }
         }
         ImageAction::Ls(_) => print!("{}", table(&store.list()?)),
+        ImageAction::Pull(a) => {
+            use super::registry::{self, Client, Credentials, Keyring};
+            let mut keyring = Keyring::default();
+            if let Some(c) = &a.creds {
+                let c = Credentials::parse(c)
+                    .map_err(|e| super::ImageError::invalid("--creds", "pull", e))?;
+                keyring.extend(Keyring::single("", c));
+            }
+            keyring.extend(registry::creds::node_keyring(root_dir));
+            let client = Client::new(registry.clone(), keyring);
+            let view = progress::View::new(std::io::IsTerminal::is_terminal(&std::io::stdout()));
+            // Beside the agent: no image GC here, only the free space.
+            let room = |need: u64| {
+                let u = store.usage().map_err(|e| e.to_string())?;
+                if need > u.available {
+                    return Err(format!(
+                        "the pull needs about {} and {} has {} free",
+                        human_size(need),
+                        store.dir().display(),
+                        human_size(u.available)
+                    ));
+                }
+                Ok(())
+            };
+            let pulled = registry::pull(&store, &client, &a.reference, &|p| view.update(p), &room)?;
+            view.finish();
+            let img = &pulled.image;
+            println!(
+                "pulled {} ({}, {}): {} fetched in {:.1}s ({})",
+                super::reference::normalize(&a.reference).unwrap_or_else(|_| a.reference.clone()),
+                short_id(&img.id),
+                human_size(img.size),
+                human_size(pulled.fetched),
+                pulled.elapsed.as_secs_f64(),
+                registry::rate(pulled.fetched, pulled.elapsed)
+            );
+        }
         ImageAction::Rm(a) => {
             let img = store.remove(&a.reference, false)?;
             let freed = store.prune_unreferenced()?;
