@@ -211,6 +211,8 @@ pub fn run(flags: Flags) -> Result<(), AgentError> {
             log_dir: flags.pod_log_dir.clone(),
             resync: Duration::from_secs(10),
             max_pods: flags.max_pods as usize,
+            sysctls: flags.sysctl_allowlist().map_err(AgentError)?,
+            seccomp_root: flags.seccomp_profile_root(),
             dns: crate::kuberuntime::DnsSettings {
                 cluster: crate::kuberuntime::dns::ClusterDns {
                     servers: flags.cluster_dns.clone(),

@@ -325,6 +325,15 @@ pub struct Flags {
     #[argh(option, default = "String::from(\"cluster.local\")")]
     pub cluster_domain: String,
 
+    /// where Localhost seccomp profiles are (default <root-dir>/seccomp)
+    #[argh(option)]
+    pub seccomp_profile_root: Option<PathBuf>,
+
+    /// unsafe sysctls pods may set besides the safe ones: names or prefixes ending in `*`,
+    /// comma-separated (repeatable), such as `kernel.msg*,net.core.somaxconn`
+    #[argh(option)]
+    pub allowed_unsafe_sysctls: Vec<String>,
+
     /// the resolv.conf pods with dnsPolicy Default start from (default /etc/resolv.conf)
     #[argh(option, default = "PathBuf::from(\"/etc/resolv.conf\")")]
     pub resolv_conf: PathBuf,
@@ -669,6 +678,7 @@ impl Flags {
         if self.image_pull_progress_deadline.0.is_zero() {
             return Err("--image-pull-progress-deadline must be above zero".into());
         }
+        self.sysctl_allowlist()?;
         Ok(())
     }
 
@@ -710,6 +720,19 @@ impl Flags {
         }
     }
 
+    /// The sysctls pods may set: the safe ones and `--allowed-unsafe-sysctls`.
+    pub fn sysctl_allowlist(&self) -> Result<crate::kuberuntime::sysctl::Allowlist, String> {
+        let patterns: Vec<String> = self
+            .allowed_unsafe_sysctls
+            .iter()
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(String::from)
+            .collect();
+        crate::kuberuntime::sysctl::Allowlist::new(&patterns)
+    }
+
     /// Makes every path flag absolute (against the working directory at start): the shim,
     /// runc and overlay mounts run elsewhere, and a relative `--root-dir` would name other
     /// directories there. Symlinks are kept (the directories may not exist yet).
@@ -731,12 +754,20 @@ impl Flags {
             ("image-dir", &mut self.image_dir),
             ("token-file", &mut self.token_file),
             ("cert-dir", &mut self.cert_dir),
+            ("seccomp-profile-root", &mut self.seccomp_profile_root),
         ] {
             if let Some(p) = p {
                 abs(flag, p)?;
             }
         }
         Ok(())
+    }
+
+    /// Where Localhost seccomp profiles are: `--seccomp-profile-root`, or `<root-dir>/seccomp`.
+    pub fn seccomp_profile_root(&self) -> PathBuf {
+        self.seccomp_profile_root
+            .clone()
+            .unwrap_or_else(|| self.root_dir.join("seccomp"))
     }
 
     /// Where certificates are kept: `--cert-dir`, or `<root-dir>/certs`.
@@ -839,6 +870,15 @@ mod tests {
         let (msg, code) = Flags::parse(&["--pod-max-pids", "0"]).unwrap_err();
         assert_eq!(code, 2);
         assert!(msg.contains("--pod-max-pids"), "{msg}");
+        let (msg, code) = Flags::parse(&["--allowed-unsafe-sysctls", "vm.swappiness"]).unwrap_err();
+        assert_eq!(code, 2);
+        assert!(
+            msg.starts_with("edged: --allowed-unsafe-sysctls: `vm.swappiness`"),
+            "{msg}"
+        );
+        let f =
+            Flags::parse(&["--allowed-unsafe-sysctls", "kernel.msg*,net.core.somaxconn"]).unwrap();
+        assert!(f.sysctl_allowlist().is_ok());
         let (msg, code) = Flags::parse(&["--image-gc-high-threshold", "70"]).unwrap_err();
         assert_eq!(code, 2);
         assert!(msg.contains("low-threshold"), "{msg}");

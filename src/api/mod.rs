@@ -215,6 +215,11 @@ pub struct PodSpec {
     pub host_ipc: bool,
     pub hostname: Option<String>,
     pub subdomain: Option<String>,
+    /// The kernel hostname is the pod's FQDN (`<hostname>.<subdomain>.<ns>.svc.<domain>`).
+    #[serde(rename = "setHostnameAsFQDN")]
+    pub set_hostname_as_fqdn: Option<bool>,
+    /// One PID namespace for all the pod's containers.
+    pub share_process_namespace: Option<bool>,
     pub security_context: Option<PodSecurityContext>,
     pub dns_policy: Option<String>,
     pub dns_config: Option<PodDnsConfig>,
@@ -276,6 +281,35 @@ pub struct PodSecurityContext {
     pub run_as_non_root: Option<bool>,
     pub supplemental_groups: Vec<i64>,
     pub fs_group: Option<i64>,
+    /// `Always` (the default) or `OnRootMismatch`.
+    pub fs_group_change_policy: Option<String>,
+    /// `Merge` (the default: the groups of the user in the image's /etc/group too) or
+    /// `Strict` (only runAsGroup, fsGroup and supplementalGroups).
+    pub supplemental_groups_policy: Option<String>,
+    /// Namespaced kernel parameters of the pod.
+    pub sysctls: Vec<Sysctl>,
+    /// The seccomp profile of the pod's containers (each container's own wins).
+    pub seccomp_profile: Option<SeccompProfile>,
+}
+
+/// `seccompProfile`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct SeccompProfile {
+    /// `RuntimeDefault`, `Unconfined` or `Localhost`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The profile file under the seccomp profile root (with `Localhost`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub localhost_profile: Option<String>,
+}
+
+/// One of `securityContext.sysctls`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Sysctl {
+    pub name: String,
+    pub value: String,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -434,6 +468,11 @@ pub struct VolumeMount {
     pub name: String,
     pub mount_path: String,
     pub sub_path: Option<String>,
+    /// A subPath with `$(VAR)` references to the container's env, expanded when the
+    /// container is made (exclusive with `subPath`). Left out of the JSON when unset, so the
+    /// version-1 container hash of pods that do not use it is the same as before the field.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sub_path_expr: Option<String>,
     pub read_only: bool,
     pub mount_propagation: Option<String>,
 }
@@ -448,6 +487,9 @@ pub struct SecurityContext {
     pub read_only_root_filesystem: Option<bool>,
     pub allow_privilege_escalation: Option<bool>,
     pub capabilities: Option<Capabilities>,
+    /// Left out of the JSON when unset (the version-1 container hash stays the same).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seccomp_profile: Option<SeccompProfile>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -538,6 +580,17 @@ pub struct LifecycleHandler {
     pub exec: Option<ExecAction>,
     pub http_get: Option<HttpGetAction>,
     pub tcp_socket: Option<TcpSocketAction>,
+    /// Wait this long (`sleep: {seconds: N}`). Left out of the JSON when unset (the
+    /// version-1 container hash stays the same).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sleep: Option<SleepAction>,
+}
+
+/// `lifecycle.*.sleep`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct SleepAction {
+    pub seconds: i64,
 }
 
 /// A volume of a pod.

@@ -195,6 +195,16 @@ pub fn field_value(ctx: &PodContext<'_>, path: &str) -> Option<String> {
 /// Expands `$(VAR)` from `env` as Kubernetes does: unknown references stay as written, `$$`
 /// is a literal `$`.
 pub fn expand(s: &str, env: &[(String, String)]) -> String {
+    expand_with(s, |name| {
+        env.iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    })
+}
+
+/// Expands `$(VAR)` with `lookup` (`None`: the reference stays as written), `$$` a literal `$`.
+pub fn expand_with(s: &str, mut lookup: impl FnMut(&str) -> Option<String>) -> String {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
     while let Some(i) = rest.find('$') {
@@ -207,8 +217,8 @@ pub fn expand(s: &str, env: &[(String, String)]) -> String {
             match inner.find(')') {
                 Some(end) => {
                     let name = &inner[..end];
-                    match env.iter().rev().find(|(k, _)| k == name) {
-                        Some((_, v)) => out.push_str(v),
+                    match lookup(name) {
+                        Some(v) => out.push_str(&v),
                         None => {
                             out.push_str("$(");
                             out.push_str(name);
@@ -288,6 +298,7 @@ mod tests {
             config_maps: &cms,
             secrets: &secrets,
             log_dir: Path::new("/l"),
+            seccomp_root: Path::new("/s"),
         };
         let env = resolve(&ctx, &pod.spec.containers[0]).unwrap();
         let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());

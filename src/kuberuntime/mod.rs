@@ -5,7 +5,11 @@
 pub mod dns;
 pub mod env;
 pub mod hash;
+pub mod hosts;
+pub mod lifecycle;
 pub mod logs;
+pub mod subpath_expr;
+pub mod sysctl;
 pub mod termination;
 
 use crate::api::{self, Container, Pod};
@@ -48,20 +52,8 @@ pub struct PodContext<'a> {
     pub secrets: &'a BTreeMap<String, api::Secret>,
     /// `--pod-log-dir`.
     pub log_dir: &'a Path,
-}
-
-/// The pod's hostname: `spec.hostname`, else its name, cut to 63 characters.
-pub fn hostname(pod: &Pod) -> String {
-    let h = pod
-        .spec
-        .hostname
-        .clone()
-        .unwrap_or_else(|| pod.metadata.name.clone());
-    h.chars()
-        .take(63)
-        .collect::<String>()
-        .trim_end_matches(['-', '.'])
-        .to_string()
+    /// `--seccomp-profile-root`: where Localhost seccomp profiles are.
+    pub seccomp_root: &'a Path,
 }
 
 /// The labels naming the pod, on its sandbox and every container.
@@ -101,21 +93,32 @@ impl Default for DnsSettings {
 static DNS_FALLBACK_WARNED: std::sync::atomic::AtomicBool =
     std::sync::atomic::AtomicBool::new(false);
 
-/// The sandbox config of a pod.
-pub fn sandbox_config(pod: &Pod, dns_settings: &DnsSettings) -> PodSandboxConfig {
-    let name = hostname(pod);
-    let mut hosts = String::from("# Kubernetes-managed hosts file (edged).\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
-    if pod.spec.host_network {
-        hosts = std::fs::read_to_string("/etc/hosts").unwrap_or(hosts);
+/// The sandbox config of a pod; refused (naming the pod and field) when its hostname cannot
+/// be made.
+pub fn sandbox_config(
+    pod: &Pod,
+    dns_settings: &DnsSettings,
+) -> Result<PodSandboxConfig, ConfigError> {
+    let fail = |field: &str, reason: String| ConfigError {
+        object: format!("Pod {}/{}", pod.metadata.namespace, pod.metadata.name),
+        field: field.into(),
+        reason,
+    };
+    let (name, domain) = hosts::name_and_domain(pod, &dns_settings.cluster.domain)
+        .map_err(|r| fail("spec.hostname", r))?;
+    let kernel_name = hosts::kernel_hostname(
+        &name,
+        &domain,
+        pod.spec.set_hostname_as_fqdn.unwrap_or(false),
+    )
+    .map_err(|r| fail("spec.setHostnameAsFQDN", r))?;
+    let hosts = if pod.spec.host_network {
+        let node = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+        hosts::host_network(&node, &pod.spec.host_aliases)
     } else {
         // Loopback until the pod network gives the pod an IP (the runtime puts it here).
-        hosts.push_str(&format!("{LOOPBACK_NAME_IP}\t{name}\n"));
-    }
-    for alias in &pod.spec.host_aliases {
-        if !alias.ip.is_empty() && !alias.hostnames.is_empty() {
-            hosts.push_str(&format!("{}\t{}\n", alias.ip, alias.hostnames.join("\t")));
-        }
-    }
+        hosts::managed(LOOPBACK_NAME_IP, &name, &domain, &pod.spec.host_aliases)
+    };
     let host_resolv = std::fs::read_to_string(&dns_settings.resolv_conf).unwrap_or_else(|e| {
         tracing::warn!(file = %dns_settings.resolv_conf.display(), error = %e, "--resolv-conf not read: pods get no host DNS");
         String::new()
@@ -128,19 +131,20 @@ pub fn sandbox_config(pod: &Pod, dns_settings: &DnsSettings) -> PodSandboxConfig
         );
     }
     let l = pod_labels(pod);
-    PodSandboxConfig {
+    Ok(PodSandboxConfig {
         uid: pod.metadata.uid.clone(),
         namespace: pod.metadata.namespace.clone(),
         name: pod.metadata.name.clone(),
-        hostname: name,
+        hostname: kernel_name,
         host_network: pod.spec.host_network,
         host_pid: pod.spec.host_pid,
         host_ipc: pod.spec.host_ipc,
+        share_process_namespace: pod.spec.share_process_namespace.unwrap_or(false),
         hosts,
         resolv_conf: dns::render(&pod_dns),
         labels: l,
         network: network_capabilities(pod, pod_dns),
-    }
+    })
 }
 
 /// Where a pod's own name points in its hosts file until it has an IP.
@@ -346,6 +350,52 @@ fn resources(c: &Container) -> Resources {
     }
 }
 
+/// The seccomp profile of a container: its own `seccompProfile`, else the pod's, else
+/// Unconfined (the kubelet's default). A Localhost profile is a relative path under `root`
+/// without `..`.
+pub fn seccomp(
+    pod: Option<&api::SeccompProfile>,
+    container: Option<&api::SeccompProfile>,
+    root: &Path,
+) -> Result<crate::runtime::seccomp::Seccomp, String> {
+    use crate::runtime::seccomp::Seccomp;
+    let Some(p) = container.or(pod) else {
+        return Ok(Seccomp::Unconfined);
+    };
+    match p.kind.as_str() {
+        "Unconfined" => Ok(Seccomp::Unconfined),
+        "RuntimeDefault" => Ok(Seccomp::RuntimeDefault),
+        "Localhost" => {
+            let rel = p
+                .localhost_profile
+                .as_deref()
+                .filter(|r| !r.is_empty())
+                .ok_or(
+                    "type Localhost needs localhostProfile (a file under --seccomp-profile-root)",
+                )?;
+            if rel.starts_with('/') || rel.split('/').any(|s| s == "..") {
+                return Err(format!(
+                    "localhostProfile `{rel}` must be a relative path under \
+                     --seccomp-profile-root, without `..`"
+                ));
+            }
+            Ok(Seccomp::Localhost(root.join(rel)))
+        }
+        other => Err(format!(
+            "type `{other}` is not one of RuntimeDefault, Unconfined, Localhost"
+        )),
+    }
+}
+
+/// `supplementalGroupsPolicy`: whether it is `Strict` (unset: `Merge`).
+pub fn supplemental_groups_strict(policy: Option<&str>) -> Result<bool, String> {
+    match policy.unwrap_or("") {
+        "" | "Merge" => Ok(false),
+        "Strict" => Ok(true),
+        other => Err(format!("`{other}` is not one of Merge, Strict")),
+    }
+}
+
 fn security(pod: &Pod, c: &Container, ctx: &PodContext<'_>) -> Result<Security, ConfigError> {
     let psc = pod.spec.security_context.clone().unwrap_or_default();
     let csc = c.security_context.clone().unwrap_or_default();
@@ -386,11 +436,31 @@ fn security(pod: &Pod, c: &Container, ctx: &PodContext<'_>) -> Result<Security, 
             groups.push(g);
         }
     }
+    let supplemental_groups_strict = supplemental_groups_strict(
+        psc.supplemental_groups_policy.as_deref(),
+    )
+    .map_err(|reason| ConfigError {
+        object: object.clone(),
+        field: "spec.securityContext.supplementalGroupsPolicy".into(),
+        reason,
+    })?;
     let caps = csc.capabilities.unwrap_or_default();
     Ok(Security {
         run_as_user,
         run_as_group,
         supplemental_groups: groups,
+        supplemental_groups_strict,
+        sysctls: sysctl::of_pod(pod),
+        seccomp: seccomp(
+            psc.seccomp_profile.as_ref(),
+            csc.seccomp_profile.as_ref(),
+            ctx.seccomp_root,
+        )
+        .map_err(|reason| ConfigError {
+            object: object.clone(),
+            field: "securityContext.seccompProfile".into(),
+            reason,
+        })?,
         privileged: csc.privileged.unwrap_or(false),
         read_only_rootfs: csc.read_only_root_filesystem.unwrap_or(false),
         capabilities_add: caps.add,
@@ -429,6 +499,7 @@ mod tests {
             config_maps: &cms,
             secrets: &secrets,
             log_dir: Path::new("/var/log/pods"),
+            seccomp_root: Path::new("/var/lib/edged/seccomp"),
         };
         let c = container_config(&ctx, &p.spec.containers[0], 2, vec![]).unwrap();
         assert_eq!(c.command, vec!["sh", "-c", "echo hi $(NOT)"]);
@@ -446,6 +517,92 @@ mod tests {
     }
 
     #[test]
+    fn seccomp_profiles() {
+        use crate::runtime::seccomp::Seccomp;
+        let p = |kind: &str, local: Option<&str>| api::SeccompProfile {
+            kind: kind.into(),
+            localhost_profile: local.map(Into::into),
+        };
+        let root = Path::new("/var/lib/edged/seccomp");
+        let rd = p("RuntimeDefault", None);
+        let un = p("Unconfined", None);
+        let lh = p("Localhost", Some("profiles/audit.json"));
+        // (pod, container) -> profile
+        let table = [
+            (None, None, Ok(Seccomp::Unconfined)),
+            (Some(&rd), None, Ok(Seccomp::RuntimeDefault)),
+            (Some(&rd), Some(&un), Ok(Seccomp::Unconfined)),
+            (
+                None,
+                Some(&lh),
+                Ok(Seccomp::Localhost(root.join("profiles/audit.json"))),
+            ),
+        ];
+        for (pod, c, want) in table {
+            assert_eq!(seccomp(pod, c, root), want, "{pod:?} {c:?}");
+        }
+        for (bad, says) in [
+            (p("Localhost", None), "needs localhostProfile"),
+            (p("Localhost", Some("../etc/x.json")), "without `..`"),
+            (p("Localhost", Some("/etc/x.json")), "relative path"),
+            (p("Strict", None), "`Strict` is not one of"),
+        ] {
+            let e = seccomp(None, Some(&bad), root).unwrap_err();
+            assert!(e.contains(says), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn supplemental_groups_policy() {
+        assert_eq!(supplemental_groups_strict(None), Ok(false));
+        assert_eq!(supplemental_groups_strict(Some("Merge")), Ok(false));
+        assert_eq!(supplemental_groups_strict(Some("Strict")), Ok(true));
+        let mut p = pod();
+        p.spec
+            .security_context
+            .as_mut()
+            .unwrap()
+            .supplemental_groups_policy = Some("Loose".into());
+        p.spec.security_context.as_mut().unwrap().fs_group = Some(7);
+        let (cms, secrets) = (BTreeMap::new(), BTreeMap::new());
+        let ctx = PodContext {
+            pod: &p,
+            node_name: "n1",
+            host_ip: "10.0.0.2",
+            pod_ip: None,
+            config_maps: &cms,
+            secrets: &secrets,
+            log_dir: Path::new("/var/log/pods"),
+            seccomp_root: Path::new("/var/lib/edged/seccomp"),
+        };
+        let e = container_config(&ctx, &p.spec.containers[0], 0, vec![]).unwrap_err();
+        assert_eq!(e.field, "spec.securityContext.supplementalGroupsPolicy");
+        assert!(
+            e.to_string().starts_with("Pod default/web container c:")
+                && e.reason.contains("`Loose`"),
+            "{e}"
+        );
+        p.spec
+            .security_context
+            .as_mut()
+            .unwrap()
+            .supplemental_groups_policy = Some("Strict".into());
+        let ctx = PodContext {
+            pod: &p,
+            node_name: "n1",
+            host_ip: "10.0.0.2",
+            pod_ip: None,
+            config_maps: &cms,
+            secrets: &secrets,
+            log_dir: Path::new("/var/log/pods"),
+            seccomp_root: Path::new("/var/lib/edged/seccomp"),
+        };
+        let c = container_config(&ctx, &p.spec.containers[0], 0, vec![]).unwrap();
+        assert!(c.security.supplemental_groups_strict);
+        assert_eq!(c.security.supplemental_groups, vec![5, 7]);
+    }
+
+    #[test]
     fn sandbox_and_dns() {
         let p = pod();
         let d = tempfile::tempdir().unwrap();
@@ -455,7 +612,7 @@ mod tests {
             resolv_conf: resolv,
             ..Default::default()
         };
-        let s = sandbox_config(&p, &settings);
+        let s = sandbox_config(&p, &settings).unwrap();
         assert_eq!(s.hostname, "web");
         assert!(s.hosts.contains("127.0.1.1\tweb\n"), "{}", s.hosts);
         assert_eq!(

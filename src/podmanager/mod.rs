@@ -37,6 +37,10 @@ pub struct Config {
     pub max_pods: usize,
     /// `--cluster-dns`, `--cluster-domain`, `--resolv-conf`.
     pub dns: crate::kuberuntime::DnsSettings,
+    /// The sysctls pods may set (`--allowed-unsafe-sysctls` and the safe ones).
+    pub sysctls: crate::kuberuntime::sysctl::Allowlist,
+    /// `--seccomp-profile-root`.
+    pub seccomp_root: PathBuf,
 }
 
 /// Work for a pod's worker.
@@ -233,6 +237,21 @@ impl PodManager {
                 phase: "Failed".into(),
                 reason: Some("PodOSNotSupported".into()),
                 message: Some("Failed to admit pod as the OS field doesn't match node OS".into()),
+                ..Default::default()
+            };
+            let sm = self.status.clone();
+            self.ex
+                .spawn(async move { sm.set(&pod, status).await })
+                .detach();
+            return;
+        }
+        // The kubelet's sysctl admission: a pod asking for one not allowed fails here.
+        if let Err(why) = self.cfg.sysctls.check(&pod) {
+            tracing::error!(pod = %pod_name(&pod), reason = %why, "pod refused: forbidden sysctl");
+            let status = api::PodStatus {
+                phase: "Failed".into(),
+                reason: Some("SysctlForbidden".into()),
+                message: Some(format!("forbidden sysctl: {why}")),
                 ..Default::default()
             };
             let sm = self.status.clone();

@@ -341,8 +341,13 @@ async fn sync(pm: &PodManager, pod: &Pod, st: &mut State) -> Duration {
             next = next.min(wait);
         } else {
             let rt = pm.runtime.clone();
-            let cfg = kuberuntime::sandbox_config(pod, &pm.cfg.dns);
-            match smol::unblock(move || rt.run_pod_sandbox(&cfg)).await {
+            let made = match kuberuntime::sandbox_config(pod, &pm.cfg.dns) {
+                Ok(cfg) => smol::unblock(move || rt.run_pod_sandbox(&cfg))
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match made {
                 Ok(s) => {
                     st.sandbox = Some(s);
                     st.sandbox_retry = None;
@@ -723,8 +728,32 @@ async fn start(
         &c.name,
         attempt,
     );
+    let pod_ip = st.sandbox.as_ref().and_then(|s| s.ip.clone());
+    let pod_ip = if pod.spec.host_network {
+        Some(pm.cfg.host_ip.clone())
+    } else {
+        pod_ip
+    };
+    let ctx = PodContext {
+        pod,
+        node_name: &pm.cfg.node_name,
+        host_ip: &pm.cfg.host_ip,
+        pod_ip: pod_ip.as_deref(),
+        config_maps: &objects.config_maps,
+        secrets: &objects.secrets,
+        log_dir: &pm.cfg.log_dir,
+        seccomp_root: &pm.cfg.seccomp_root,
+    };
+    // subPathExpr expanded into subPath, from the container's env.
+    let expanded = match kuberuntime::subpath_expr::resolve(&ctx, c) {
+        Ok(x) => x,
+        Err(e) => {
+            wait(st, "CreateContainerConfigError", e.to_string());
+            return false;
+        }
+    };
     let mounts = {
-        let (v, p, cc, pv) = (pm.volumes.clone(), pod.clone(), c.clone(), vols.clone());
+        let (v, p, cc, pv) = (pm.volumes.clone(), pod.clone(), expanded, vols.clone());
         let file = message_file.clone();
         let made = smol::unblock(move || {
             let mut m = v
@@ -751,21 +780,6 @@ async fn start(
                 return false;
             }
         }
-    };
-    let pod_ip = st.sandbox.as_ref().and_then(|s| s.ip.clone());
-    let pod_ip = if pod.spec.host_network {
-        Some(pm.cfg.host_ip.clone())
-    } else {
-        pod_ip
-    };
-    let ctx = PodContext {
-        pod,
-        node_name: &pm.cfg.node_name,
-        host_ip: &pm.cfg.host_ip,
-        pod_ip: pod_ip.as_deref(),
-        config_maps: &objects.config_maps,
-        secrets: &objects.secrets,
-        log_dir: &pm.cfg.log_dir,
     };
     let mut config = match kuberuntime::container_config(&ctx, c, attempt, mounts) {
         Ok(cfg) => cfg,
@@ -865,15 +879,16 @@ async fn start_created(
 }
 
 async fn post_start(pm: &PodManager, pod: &Pod, c: &Container, id: &str) {
-    let Some(cmd) = c
-        .lifecycle
-        .as_ref()
-        .and_then(|l| l.post_start.as_ref())
-        .and_then(|h| h.exec.as_ref())
-    else {
-        return;
+    let handler = c.lifecycle.as_ref().and_then(|l| l.post_start.as_ref());
+    let cmd = match kuberuntime::lifecycle::action(handler, Duration::MAX) {
+        kuberuntime::lifecycle::HookAction::Exec(cmd) => cmd,
+        kuberuntime::lifecycle::HookAction::Sleep(d) => {
+            smol::Timer::after(d).await;
+            return;
+        }
+        kuberuntime::lifecycle::HookAction::Nothing => return,
     };
-    let (rt, id2, cmd) = (pm.runtime.clone(), id.to_string(), cmd.command.clone());
+    let (rt, id2) = (pm.runtime.clone(), id.to_string());
     let r = smol::unblock(move || rt.exec_sync(&id2, &cmd, Duration::from_secs(30))).await;
     if !matches!(r, Ok(ref x) if x.exit_code == 0) {
         tracing::warn!(pod = %pod_name(pod), container = %c.name, "postStart hook failed; killing the container");
@@ -892,26 +907,29 @@ async fn kill_container(
     why: Option<String>,
 ) {
     let started = Instant::now();
-    if let Some(cmd) = c
-        .lifecycle
-        .as_ref()
-        .and_then(|x| x.pre_stop.as_ref())
-        .and_then(|h| h.exec.as_ref())
-    {
-        let (rt, id, cmd) = (pm.runtime.clone(), l.id.clone(), cmd.command.clone());
-        let r = smol::unblock(move || rt.exec_sync(&id, &cmd, grace)).await;
-        if let Err(e) = r {
-            tracing::warn!(pod = %pod_name(pod), container = %c.name, error = %e, "preStop hook failed");
-            pm.events.record(PodEvent::new(
-                pod,
-                Some(&c.name),
-                EventType::Warning,
-                "FailedPreStopHook",
-                format!("PreStopHook failed: {e}"),
-            ));
+    let handler = c.lifecycle.as_ref().and_then(|x| x.pre_stop.as_ref());
+    let running = l.state == ContainerState::Running;
+    match kuberuntime::lifecycle::action(handler, grace) {
+        kuberuntime::lifecycle::HookAction::Sleep(d) if running => {
+            smol::Timer::after(d).await;
         }
+        kuberuntime::lifecycle::HookAction::Exec(cmd) => {
+            let (rt, id) = (pm.runtime.clone(), l.id.clone());
+            let r = smol::unblock(move || rt.exec_sync(&id, &cmd, grace)).await;
+            if let Err(e) = r {
+                tracing::warn!(pod = %pod_name(pod), container = %c.name, error = %e, "preStop hook failed");
+                pm.events.record(PodEvent::new(
+                    pod,
+                    Some(&c.name),
+                    EventType::Warning,
+                    "FailedPreStopHook",
+                    format!("PreStopHook failed: {e}"),
+                ));
+            }
+        }
+        _ => {}
     }
-    if l.state == ContainerState::Running {
+    if running {
         pm.events.record(PodEvent::new(
             pod,
             Some(&c.name),

@@ -8,7 +8,9 @@
 pub mod cgroups;
 pub mod logs;
 pub mod oci;
+pub mod pidns;
 pub mod sandbox;
+pub mod seccomp;
 pub mod shim;
 
 use std::collections::BTreeMap;
@@ -95,6 +97,8 @@ pub struct PodSandboxConfig {
     pub host_network: bool,
     pub host_pid: bool,
     pub host_ipc: bool,
+    /// One PID namespace for all the pod's containers (`shareProcessNamespace`).
+    pub share_process_namespace: bool,
     /// Lines of the pod's /etc/hosts and /etc/resolv.conf, written by the runtime into the
     /// sandbox directory and bind-mounted into every container.
     pub hosts: String,
@@ -143,7 +147,14 @@ pub struct Resources {
 pub struct Security {
     pub run_as_user: Option<u32>,
     pub run_as_group: Option<u32>,
+    /// supplementalGroups and fsGroup.
     pub supplemental_groups: Vec<u32>,
+    /// `supplementalGroupsPolicy: Strict`: the image's /etc/group adds no groups.
+    pub supplemental_groups_strict: bool,
+    /// The pod's sysctls (admitted), set in the namespaces the container joins.
+    pub sysctls: BTreeMap<String, String>,
+    /// `seccompProfile` (the container's, else the pod's).
+    pub seccomp: seccomp::Seccomp,
     pub privileged: bool,
     pub read_only_rootfs: bool,
     /// Capability names as Kubernetes writes them (`NET_ADMIN`, `ALL`).

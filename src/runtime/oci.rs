@@ -108,8 +108,10 @@ pub struct PodContext {
     pub netns: Option<PathBuf>,
     pub ipcns: Option<PathBuf>,
     pub utsns: Option<PathBuf>,
-    /// A PID namespace of the container's own unless the pod is hostPID.
+    /// A PID namespace of the container's own unless the pod is hostPID...
     pub host_pid: bool,
+    /// ...or shares one (`shareProcessNamespace`): this one's file.
+    pub pidns: Option<PathBuf>,
     /// The pod's files bind-mounted at /etc/hosts, /etc/resolv.conf and /etc/hostname.
     pub hosts_file: Option<PathBuf>,
     pub resolv_file: Option<PathBuf>,
@@ -282,21 +284,69 @@ pub fn resolve_user(
     if let Some(g) = sec.run_as_group {
         gid = g;
     }
-    let mut additional_gids: Vec<u32> = Vec::new();
+    let mut member_of: Vec<u32> = Vec::new();
     if let Some(name) = name {
         for e in entries(&groups) {
             if e.rest.split(',').any(|m| m == name) {
-                additional_gids.push(e.id);
+                member_of.push(e.id);
             }
         }
     }
-    additional_gids.extend(&sec.supplemental_groups);
-    let mut seen = std::collections::BTreeSet::new();
-    additional_gids.retain(|g| *g != gid && seen.insert(*g));
     Ok(User {
         uid,
         gid,
-        additional_gids,
+        additional_gids: additional_gids(
+            gid,
+            &member_of,
+            &sec.supplemental_groups,
+            sec.supplemental_groups_strict,
+        ),
+    })
+}
+
+/// The supplementary groups of a container's process, as containerd's CRI sets them: the
+/// primary group first (containerd keeps it in the set since CVE-2023-25173), then the groups
+/// the image's /etc/group lists the user in (`member_of`; left out under
+/// `supplementalGroupsPolicy: Strict`), then the pod's (supplementalGroups and fsGroup); each
+/// once.
+pub fn additional_gids(gid: u32, member_of: &[u32], pod: &[u32], strict: bool) -> Vec<u32> {
+    let image: &[u32] = if strict { &[] } else { member_of };
+    let mut seen = std::collections::BTreeSet::new();
+    std::iter::once(&gid)
+        .chain(image)
+        .chain(pod)
+        .copied()
+        .filter(|g| seen.insert(*g))
+        .collect()
+}
+
+/// The `linux.seccomp` of a container's profile (`None`: unconfined). A Localhost profile is
+/// read now: a missing or bad file is the container's error.
+fn seccomp_filter(
+    profile: &super::seccomp::Seccomp,
+    caps: &[String],
+    object: &str,
+) -> Result<Option<Value>> {
+    use super::seccomp::{self, Seccomp};
+    Ok(match profile {
+        Seccomp::Unconfined => None,
+        Seccomp::RuntimeDefault => Some(seccomp::runtime_default(caps)),
+        Seccomp::Localhost(path) => {
+            let fail = |what: String| {
+                RuntimeError::new(
+                    object,
+                    "spec",
+                    ErrorKind::InvalidConfig,
+                    format!(
+                        "seccompProfile Localhost {}: {what} (profiles live under \
+                         --seccomp-profile-root)",
+                        path.display()
+                    ),
+                )
+            };
+            let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+            Some(seccomp::localhost(&text, caps).map_err(fail)?)
+        }
     })
 }
 
@@ -482,8 +532,10 @@ pub fn container_spec(input: &SpecInput) -> Result<Value> {
     }
 
     let mut namespaces = vec![json!({"type": "mount"})];
-    if !pod.host_pid {
-        namespaces.push(json!({"type": "pid"}));
+    match (&pod.pidns, pod.host_pid) {
+        (_, true) => {}
+        (Some(p), false) => namespaces.push(json!({"type": "pid", "path": p.to_string_lossy()})),
+        (None, false) => namespaces.push(json!({"type": "pid"})),
     }
     for (kind, path) in [
         ("network", &pod.netns),
@@ -519,12 +571,16 @@ pub fn container_spec(input: &SpecInput) -> Result<Value> {
     let mut linux = json!({
         "devices": if sec.privileged { host_devices(Path::new("/dev")) } else { Vec::new() },
         "namespaces": namespaces,
+        "sysctl": config.security.sysctls,
         "resources": Value::Object(resources),
         "cgroupsPath": input.cgroups_path,
     });
     if !sec.privileged {
         linux["maskedPaths"] = json!(MASKED_PATHS);
         linux["readonlyPaths"] = json!(READONLY_PATHS);
+        if let Some(filter) = seccomp_filter(&sec.seccomp, &caps, object)? {
+            linux["seccomp"] = filter;
+        }
     }
 
     let mut spec = json!({
@@ -650,6 +706,7 @@ mod tests {
             ipcns: Some("/ns/ipc".into()),
             utsns: Some("/ns/uts".into()),
             host_pid: false,
+            pidns: None,
             hosts_file: Some("/sb/hosts".into()),
             resolv_file: Some("/sb/resolv.conf".into()),
             hostname_file: None,
@@ -726,7 +783,7 @@ mod tests {
         assert_eq!(s["process"]["cwd"], "/img");
         assert_eq!(s["process"]["user"]["uid"], 1000);
         assert_eq!(s["process"]["user"]["gid"], 0);
-        assert_eq!(s["process"]["user"]["additionalGids"], json!([5, 6]));
+        assert_eq!(s["process"]["user"]["additionalGids"], json!([0, 5, 6]));
         assert_eq!(s["process"]["noNewPrivileges"], true);
         assert_eq!(s["root"]["readonly"], true);
         assert_eq!(s["hostname"], "web");
@@ -824,12 +881,12 @@ mod tests {
             (u.uid, u.gid, u.additional_gids)
         };
         for (name, want) in [
-            ("", (0, 0, vec![4])),
-            ("7", (7, 0, vec![])),
-            ("7:8", (7, 8, vec![])),
-            ("33", (33, 34, vec![50, 4])),
-            ("web", (33, 34, vec![50, 4])),
-            ("web:staff", (33, 50, vec![4])),
+            ("", (0, 0, vec![0, 4])),
+            ("7", (7, 0, vec![0])),
+            ("7:8", (7, 8, vec![8])),
+            ("33", (33, 34, vec![34, 50, 4])),
+            ("web", (33, 34, vec![34, 50, 4])),
+            ("web:staff", (33, 50, vec![50, 4])),
         ] {
             img.user = name.into();
             assert_eq!(user(&c, &img), want, "{name}");
@@ -843,9 +900,39 @@ mod tests {
         let mut c = config();
         c.security.run_as_user = Some(33);
         c.security.supplemental_groups = vec![9, 4];
-        assert_eq!(user(&c, &img), (33, 34, vec![50, 4, 9]));
+        assert_eq!(user(&c, &img), (33, 34, vec![34, 50, 4, 9]));
         c.security.run_as_group = Some(2);
-        assert_eq!(user(&c, &img).1, 2);
+        assert_eq!(user(&c, &img), (33, 2, vec![2, 50, 4, 9]));
+        // Strict: the image's /etc/group is not read for the user's groups.
+        c.security.supplemental_groups_strict = true;
+        assert_eq!(user(&c, &img), (33, 2, vec![2, 9, 4]));
+    }
+
+    #[test]
+    fn additional_gids_merge_and_strict() {
+        // (gid, image groups of the user, pod groups, strict) -> additionalGids
+        type Row = (u32, &'static [u32], &'static [u32], bool, &'static [u32]);
+        let table: [Row; 6] = [
+            (3000, &[50000], &[4000], false, &[3000, 50000, 4000]),
+            (3000, &[50000], &[4000], true, &[3000, 4000]),
+            (0, &[], &[], false, &[0]),
+            (
+                3000,
+                &[3000, 4000],
+                &[4000, 2000],
+                false,
+                &[3000, 4000, 2000],
+            ),
+            (3000, &[], &[3000], true, &[3000]),
+            (1, &[7, 7], &[], false, &[1, 7]),
+        ];
+        for (gid, image, pod, strict, want) in table {
+            assert_eq!(
+                additional_gids(gid, image, pod, strict),
+                want,
+                "{gid} {image:?} {pod:?} strict={strict}"
+            );
+        }
     }
 
     #[test]
@@ -866,5 +953,24 @@ mod tests {
         .unwrap();
         assert_eq!(s["linux"]["namespaces"], json!([{"type": "mount"}]));
         assert!(s.get("hostname").is_none());
+        // shareProcessNamespace: the pod's PID namespace joined by path.
+        let p = PodContext {
+            pod_uid: "u".into(),
+            pidns: Some("/sb/ns/pid".into()),
+            ..Default::default()
+        };
+        let s = container_spec(&SpecInput {
+            container_id: "c",
+            config: &config(),
+            image: &image(),
+            pod: &p,
+            cgroups_path: "/x",
+            layers: &[],
+        })
+        .unwrap();
+        assert_eq!(
+            s["linux"]["namespaces"],
+            json!([{"type": "mount"}, {"type": "pid", "path": "/sb/ns/pid"}])
+        );
     }
 }

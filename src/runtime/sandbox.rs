@@ -108,8 +108,21 @@ fn loopback_up() -> std::io::Result<()> {
     Ok(())
 }
 
+/// Makes the pod's shared PID namespace under `dir` unless its holder runs (a pin without
+/// its holder is a dead namespace: made anew). Returns whether it was made.
+pub fn create_pid(dir: &Path) -> Result<bool, String> {
+    if super::pidns::holder(dir).is_some() {
+        return Ok(false);
+    }
+    std::fs::create_dir_all(dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
+    super::pidns::remove(dir)?;
+    super::pidns::create(dir)?;
+    Ok(true)
+}
+
 /// Unpins every namespace under `dir` and removes the files. Idempotent.
 pub fn remove(dir: &Path) -> Result<(), String> {
+    super::pidns::remove(dir)?;
     for k in ["net", "ipc", "uts"] {
         let f = ns_file(dir, k);
         if is_pinned(&f) {

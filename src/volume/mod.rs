@@ -7,6 +7,7 @@
 //! (`empty-dir`, `configmap`, `secret`, `downward-api`; a hostPath is used where it is), and
 //! `<pods_root>/<uid>/volume-subpaths/<volume>/<container>/<index>` for subPath mounts.
 //!
+//! - fsGroup: every volume but a hostPath group-owned by it ([`ownership`]).
 //! - emptyDir: a directory (0777); `medium: Memory` is a tmpfs sized, as the kubelet does, by
 //!   the smaller of `sizeLimit` and the pod's memory limit (when every container has one); the
 //!   kernel's default (half the RAM) when neither is known.
@@ -26,6 +27,7 @@ pub mod atomic;
 mod error;
 mod hostpath;
 pub mod mounts;
+pub mod ownership;
 pub mod payload;
 mod subpath;
 
@@ -430,7 +432,15 @@ impl VolumeManager {
                 .map_err(|e| io_err("chmod", &real, e))?,
         }
 
-        if let Some(payload) = payload {
+        let fs_group = fs_group(pod, label, name)?;
+        if let Some(mut payload) = payload {
+            if fs_group.is_some() {
+                // The modes the ownership walk sets, so an unchanged payload reads the same.
+                for f in payload.values_mut() {
+                    f.mode = ownership::new_mode(f.mode, ownership::EntryKind::Other, true)
+                        .unwrap_or(f.mode);
+                }
+            }
             let written = atomic::write(&real, &payload)
                 .map_err(|e| VolumeError::io(label, name, e.op, e.path, e.source))?;
             if written && refresh {
@@ -439,6 +449,24 @@ impl VolumeManager {
                     volume = name,
                     files = payload.len(),
                     "volume updated"
+                );
+            }
+        }
+        if let Some((gid, policy)) = fs_group {
+            // API data is written anew by the atomic writer: always walked (small), as the
+            // kubelet does; an emptyDir as its policy says.
+            let (read_only, policy) = match kind.is_api_data() {
+                true => (true, ownership::ChangePolicy::Always),
+                false => (false, policy),
+            };
+            let walked = ownership::apply(&real, gid, read_only, policy)
+                .map_err(|e| VolumeError::io(label, name, e.op, e.path, e.source))?;
+            if walked {
+                tracing::debug!(
+                    pod = label,
+                    volume = name,
+                    fs_group = gid,
+                    "volume ownership set"
                 );
             }
         }
@@ -594,6 +622,30 @@ impl VolumeManager {
         out.sort();
         Ok(out)
     }
+}
+
+/// The pod's `fsGroup` and `fsGroupChangePolicy`, checked (`None`: no fsGroup).
+fn fs_group(
+    pod: &api::Pod,
+    label: &str,
+    volume: &str,
+) -> Result<Option<(u32, ownership::ChangePolicy)>, VolumeError> {
+    let Some(sc) = &pod.spec.security_context else {
+        return Ok(None);
+    };
+    let Some(g) = sc.fs_group else {
+        return Ok(None);
+    };
+    let gid = u32::try_from(g).map_err(|_| {
+        VolumeError::spec(
+            label,
+            volume,
+            format!("spec.securityContext.fsGroup {g} is not a group id (0 to 4294967295)"),
+        )
+    })?;
+    let policy = ownership::change_policy(sc.fs_group_change_policy.as_deref())
+        .map_err(|r| VolumeError::spec(label, volume, format!("spec.securityContext.{r}")))?;
+    Ok(Some((gid, policy)))
 }
 
 /// What a volume directory lives on.

@@ -612,6 +612,7 @@ impl ShimRuntime {
             netns: (!sb.host_network).then(|| sandbox::ns_file(&ns, "net")),
             utsns: (!sb.host_network).then(|| sandbox::ns_file(&ns, "uts")),
             ipcns: (!sb.host_ipc).then(|| sandbox::ns_file(&ns, "ipc")),
+            pidns: sb.share_pid.then(|| sandbox::ns_file(&ns, "pid")),
             host_pid: sb.host_pid,
             hosts_file: Some(dir.join("hosts")),
             resolv_file: Some(dir.join("resolv.conf")),
@@ -776,6 +777,7 @@ impl Runtime for ShimRuntime {
             host_network: config.host_network,
             host_pid: config.host_pid,
             host_ipc: config.host_ipc,
+            share_pid: config.share_process_namespace && !config.host_pid,
             labels: config.labels.clone(),
             created_ns: to_ns(SystemTime::now()),
             ready: true,
@@ -788,8 +790,12 @@ impl Runtime for ShimRuntime {
             uts: !meta.host_network,
             ipc: !meta.host_ipc,
         };
-        let remade = sandbox::create(&dir.join("ns"), set, &meta.hostname)
+        let mut remade = sandbox::create(&dir.join("ns"), set, &meta.hostname)
             .map_err(|e| err(&pod, "sandbox namespaces", ErrorKind::Other, e))?;
+        if meta.share_pid {
+            remade |= sandbox::create_pid(&dir.join("ns"))
+                .map_err(|e| err(&pod, "sandbox PID namespace", ErrorKind::Other, e))?;
+        }
         if rebooted || remade {
             // The namespaces of an existing sandbox were gone (a reboot, or someone unmounted
             // them): it is a new sandbox, and its new creation time tells the pod worker so
@@ -810,6 +816,18 @@ impl Runtime for ShimRuntime {
         self.cgroups
             .create_pod(uid)
             .map_err(|e| io_err(&pod, "pod cgroup", e))?;
+        if let Some(pid) = meta
+            .share_pid
+            .then(|| super::pidns::holder(&dir.join("ns")))
+            .flatten()
+        {
+            // In the pod's cgroup (a leaf of its own), out of the agent's: a restart of the
+            // agent's service must not kill it, and with it the pod's processes.
+            let cg = super::cgroups::Layout::container_path(uid, "pidns");
+            if let Err(e) = self.cgroups.move_process(&cg, pid as u32) {
+                tracing::warn!(pod = %pod, error = %e, "PID namespace holder not moved to the pod's cgroup");
+            }
+        }
         let max = u64::try_from(self.cfg.pod_max_pids).ok().filter(|n| *n > 0);
         self.cgroups
             .set_pod_pids_max(uid, max)

@@ -200,6 +200,7 @@ impl ShimRuntime {
             host_network: false,
             host_pid: false,
             host_ipc: false,
+            share_pid: false,
             labels: Default::default(),
             created_ns: 0,
             ready: false,

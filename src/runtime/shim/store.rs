@@ -16,6 +16,9 @@ pub struct SandboxMeta {
     pub host_network: bool,
     pub host_pid: bool,
     pub host_ipc: bool,
+    /// One PID namespace for the pod (`shareProcessNamespace`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub share_pid: bool,
     pub labels: BTreeMap<String, String>,
     pub created_ns: u64,
     /// False once the pod is stopped.
@@ -118,6 +121,7 @@ mod tests {
             host_network: false,
             host_pid: true,
             host_ipc: false,
+            share_pid: false,
             labels: BTreeMap::new(),
             created_ns: 5,
             ready: true,

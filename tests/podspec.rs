@@ -1,0 +1,524 @@
+//! Pod-spec features of issue 17 on real containers (shim + runc): fsGroup and volume
+//! ownership, supplementalGroups and their policy, runAsGroup, subPathExpr, the lifecycle
+//! `sleep` action, hostAliases and the pod's hostname. Each container writes what it sees into
+//! an emptyDir; the test reads it there from the host. Run as root: `cargo test --test podspec`.
+
+#[allow(dead_code)]
+#[path = "common/host.rs"]
+mod host;
+
+#[allow(dead_code)]
+#[path = "common/agent.rs"]
+mod agent;
+
+use agent::{pod, sh, Agent};
+use serde_json::{json, Value};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// Writes `docs` as one YAML file of the agent's manifest dir.
+fn write_manifests(a: &Agent, file: &str, docs: &[Value]) {
+    let text: Vec<String> = docs.iter().map(Value::to_string).collect();
+    std::fs::write(
+        a.dir.path().join("manifests").join(file),
+        text.join("\n---\n"),
+    )
+    .unwrap();
+}
+
+/// The host directory of the pod's volume `name` of plugin `plugin` (`empty-dir`, ...).
+fn volume_dir(a: &Agent, pod: &Value, plugin: &str, name: &str) -> PathBuf {
+    let uid = pod["metadata"]["uid"].as_str().expect("a uid");
+    a.root()
+        .join("pods")
+        .join(uid)
+        .join("volumes")
+        .join(format!("kubernetes.io~{plugin}"))
+        .join(name)
+}
+
+/// Waits until the container wrote `file` into the emptyDir at `dir`; its content.
+fn wait_file(a: &Agent, dir: &Path, file: &str) -> String {
+    let p = dir.join(file);
+    a.wait_for(&format!("{} written", p.display()), || {
+        std::fs::read_to_string(&p).ok()
+    })
+}
+
+/// (gid, mode & 07777) of `p`, symlinks followed.
+fn owner(p: &Path) -> (u32, u32) {
+    let m = std::fs::metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    (m.gid(), m.mode() & 0o7777)
+}
+
+/// A ConfigMap (`data`) or Secret (`stringData`) in `default`.
+fn object(name: &str, kind: &str, data: Value) -> Value {
+    let field = if kind == "Secret" {
+        "stringData"
+    } else {
+        "data"
+    };
+    json!({"apiVersion": "v1", "kind": kind,
+           "metadata": {"name": name, "namespace": "default"}, field: data})
+}
+
+/// fsGroup as the Kubernetes documentation's task page shows it: the volumes belong to the
+/// group (setgid on directories, group read-write on the emptyDir, group read on API data),
+/// files the container makes get the group, and the container's process has it.
+#[test]
+fn fs_group_owns_every_volume_and_joins_the_process() {
+    let a = Agent::start("podspec-fsgroup", &[], &[]);
+    let cm = object("fsg-cm", "ConfigMap", json!({"k": "v"}));
+    let secret = object("fsg-secret", "Secret", json!({"pw": "s3cret"}));
+    let script = "id -G > /e/groups.tmp && mv /e/groups.tmp /e/groups; \
+        touch /e/made; mkdir /e/sub; \
+        cat /s/pw > /e/secret-read 2>&1; echo $? >> /e/secret-read; \
+        echo ok > /e/done; sleep 100000";
+    let mut c = sh("c", script);
+    c["volumeMounts"] = json!([
+        {"name": "e", "mountPath": "/e"}, {"name": "cm", "mountPath": "/cm"},
+        {"name": "s", "mountPath": "/s"}, {"name": "d", "mountPath": "/d"},
+        {"name": "p", "mountPath": "/p"}]);
+    let p = pod(
+        "fsg-pod",
+        vec![c],
+        json!({
+            "securityContext": {"runAsUser": 1000, "runAsGroup": 3000, "fsGroup": 2000,
+                                "fsGroupChangePolicy": "OnRootMismatch"},
+            "volumes": [
+                {"name": "e", "emptyDir": {}},
+                {"name": "cm", "configMap": {"name": "fsg-cm"}},
+                {"name": "s", "secret": {"secretName": "fsg-secret", "defaultMode": 0o400}},
+                {"name": "d", "downwardAPI": {"items": [
+                    {"path": "name", "fieldRef": {"fieldPath": "metadata.name"}}]}},
+                {"name": "p", "projected": {"defaultMode": 0o400, "sources": [
+                    {"configMap": {"name": "fsg-cm"}}]}}]}),
+    );
+    write_manifests(&a, "fsg.yaml", &[cm, secret, p]);
+    let status = a.wait_running("fsg-pod");
+    let e = volume_dir(&a, &status, "empty-dir", "e");
+    wait_file(&a, &e, "done");
+
+    let groups = wait_file(&a, &e, "groups");
+    let mut groups: Vec<&str> = groups.split_whitespace().collect();
+    groups.sort();
+    assert_eq!(groups, ["2000", "3000"], "id -G in the container");
+    // The user can read a 0400 secret through the group (0440 now).
+    assert_eq!(wait_file(&a, &e, "secret-read"), "s3cret0\n");
+
+    assert_eq!(owner(&e), (2000, 0o2777), "emptyDir root");
+    assert_eq!(owner(&e.join("made")).0, 2000, "a file the container made");
+    let sub = owner(&e.join("sub"));
+    assert_eq!(sub.0, 2000, "a directory the container made");
+    assert_ne!(sub.1 & 0o2000, 0, "setgid inherited");
+
+    let cm_dir = volume_dir(&a, &status, "configmap", "cm");
+    assert_eq!(owner(&cm_dir), (2000, 0o2755));
+    assert_eq!(owner(&cm_dir.join("k")), (2000, 0o644));
+    assert_eq!(owner(&cm_dir.join("..data")).1 & 0o2000, 0o2000);
+    let s_dir = volume_dir(&a, &status, "secret", "s");
+    assert_eq!(owner(&s_dir.join("pw")), (2000, 0o440));
+    let d_dir = volume_dir(&a, &status, "downward-api", "d");
+    assert_eq!(owner(&d_dir.join("name")), (2000, 0o644));
+    let p_dir = volume_dir(&a, &status, "projected", "p");
+    assert_eq!(owner(&p_dir.join("k")), (2000, 0o440));
+}
+
+/// `/proc/self/status`'s `Groups:` line of each container: supplementalGroups and fsGroup
+/// join runAsGroup (the pod's, or the container's own), under `supplementalGroupsPolicy:
+/// Strict` too; the uid and gid are what runAsUser and runAsGroup say.
+#[test]
+fn supplemental_groups_and_run_as_group_reach_the_process() {
+    let a = Agent::start("podspec-groups", &[], &[]);
+    let script = |n: &str| {
+        format!(
+            "grep -E '^(Uid|Gid|Groups):' /proc/self/status | tr -s '\\t ' ' ' > /e/{n}.tmp \
+             && mv /e/{n}.tmp /e/{n}; sleep 100000"
+        )
+    };
+    let mount = json!([{"name": "e", "mountPath": "/e"}]);
+    let mut pod_level = sh("pod-level", &script("pod-level"));
+    pod_level["volumeMounts"] = mount.clone();
+    let mut own = sh("own", &script("own"));
+    own["volumeMounts"] = mount;
+    own["securityContext"] = json!({"runAsGroup": 5000, "runAsUser": 1001});
+    let p = pod(
+        "groups-pod",
+        vec![pod_level, own],
+        json!({
+            "securityContext": {"runAsUser": 1000, "runAsGroup": 3000,
+                                "supplementalGroups": [4000], "fsGroup": 2000,
+                                "supplementalGroupsPolicy": "Strict"},
+            "volumes": [{"name": "e", "emptyDir": {}}]}),
+    );
+    a.add_pod(&p);
+    let status = a.wait_running("groups-pod");
+    let e = volume_dir(&a, &status, "empty-dir", "e");
+    assert_eq!(
+        wait_file(&a, &e, "pod-level"),
+        "Uid: 1000 1000 1000 1000\nGid: 3000 3000 3000 3000\nGroups: 2000 3000 4000 \n"
+    );
+    assert_eq!(
+        wait_file(&a, &e, "own"),
+        "Uid: 1001 1001 1001 1001\nGid: 5000 5000 5000 5000\nGroups: 2000 4000 5000 \n"
+    );
+}
+
+/// A supplementalGroupsPolicy edged does not know keeps the container from being made, and
+/// the reason names the pod, the container and the field.
+#[test]
+fn an_unknown_supplemental_groups_policy_is_a_config_error() {
+    let a = Agent::start("podspec-badpolicy", &[], &[]);
+    a.add_pod(&pod(
+        "badpolicy-pod",
+        vec![sh("c", "sleep 100000")],
+        json!({"securityContext": {"supplementalGroupsPolicy": "Loose"}}),
+    ));
+    let p = a.wait_pod("badpolicy-pod", "CreateContainerConfigError", |p| {
+        p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"]
+            == "CreateContainerConfigError"
+    });
+    let msg = p["status"]["containerStatuses"][0]["state"]["waiting"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        msg.contains("badpolicy-pod")
+            && msg.contains("container c")
+            && msg.contains("supplementalGroupsPolicy")
+            && msg.contains("`Loose`"),
+        "{msg}"
+    );
+}
+
+/// subPathExpr as the documentation's example writes it: `$(POD_NAME)` from the downward API,
+/// so the container's mount is the volume's `<pod name>` directory; a reference the container
+/// does not set keeps the container from being made, naming the field.
+#[test]
+fn sub_path_expr_mounts_the_expanded_directory() {
+    let a = Agent::start("podspec-subpathexpr", &[], &[]);
+    let mut c = sh("c", "echo from-$POD_NAME > /mine/hello; sleep 100000");
+    c["env"] =
+        json!([{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]);
+    c["volumeMounts"] =
+        json!([{"name": "e", "mountPath": "/mine", "subPathExpr": "logs/$(POD_NAME)"}]);
+    a.add_pod(&pod(
+        "subexpr-pod",
+        vec![c],
+        json!({"volumes": [{"name": "e", "emptyDir": {}}]}),
+    ));
+    let mut bad = sh("c", "sleep 100000");
+    bad["volumeMounts"] = json!([{"name": "e", "mountPath": "/m", "subPathExpr": "$(NOT_SET)"}]);
+    a.add_pod(&pod(
+        "subexpr-bad",
+        vec![bad],
+        json!({"volumes": [{"name": "e", "emptyDir": {}}]}),
+    ));
+
+    let status = a.wait_running("subexpr-pod");
+    let e = volume_dir(&a, &status, "empty-dir", "e");
+    assert_eq!(
+        wait_file(&a, &e, "logs/subexpr-pod/hello"),
+        "from-subexpr-pod\n"
+    );
+
+    let p = a.wait_pod("subexpr-bad", "CreateContainerConfigError", |p| {
+        p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"]
+            == "CreateContainerConfigError"
+    });
+    let msg = p["status"]["containerStatuses"][0]["state"]["waiting"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        msg.contains("subexpr-bad")
+            && msg.contains("volumeMounts[0].subPathExpr")
+            && msg.contains("`NOT_SET`"),
+        "{msg}"
+    );
+}
+
+/// hostname, subdomain and setHostnameAsFQDN: the kernel hostname is the FQDN, /etc/hosts
+/// names the pod as the kubelet writes it and ends with the hostAliases; an FQDN longer than
+/// the kernel takes keeps the pod from starting, with a reason naming the field.
+#[test]
+fn hostname_subdomain_fqdn_and_host_aliases() {
+    let a = Agent::start("podspec-hosts", &[], &[]);
+    let mut c = sh(
+        "c",
+        "hostname > /e/hostname.tmp && mv /e/hostname.tmp /e/hostname; \
+         cat /etc/hosts > /e/hosts.tmp && mv /e/hosts.tmp /e/hosts; sleep 100000",
+    );
+    c["volumeMounts"] = json!([{"name": "e", "mountPath": "/e"}]);
+    a.add_pod(&pod(
+        "hosts-pod",
+        vec![c],
+        json!({"hostname": "web-host", "subdomain": "sub", "setHostnameAsFQDN": true,
+               "hostAliases": [
+                   {"ip": "127.0.0.1", "hostnames": ["foo.local", "bar.local"]},
+                   {"ip": "10.1.2.3", "hostnames": ["foo.remote", "bar.remote"]}],
+               "volumes": [{"name": "e", "emptyDir": {}}]}),
+    ));
+    a.add_pod(&pod(
+        "hosts-too-long",
+        vec![sh("c", "sleep 100000")],
+        json!({"hostname": "h".repeat(40), "subdomain": "sub", "setHostnameAsFQDN": true}),
+    ));
+    let status = a.wait_running("hosts-pod");
+    let e = volume_dir(&a, &status, "empty-dir", "e");
+    assert_eq!(
+        wait_file(&a, &e, "hostname"),
+        "web-host.sub.default.svc.cluster.local\n"
+    );
+    let hosts = wait_file(&a, &e, "hosts");
+    let ip = status["status"]["podIP"].as_str().unwrap_or("127.0.1.1");
+    assert!(
+        hosts.starts_with("# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n"),
+        "{hosts}"
+    );
+    assert!(
+        hosts.ends_with(&format!(
+            "fe00::2\tip6-allrouters\n\
+             {ip}\tweb-host.sub.default.svc.cluster.local\tweb-host\n\
+             \n\
+             # Entries added by HostAliases.\n\
+             127.0.0.1\tfoo.local\tbar.local\n\
+             10.1.2.3\tfoo.remote\tbar.remote\n"
+        )),
+        "{hosts}"
+    );
+
+    let p = a.wait_pod("hosts-too-long", "the FQDN refused", |p| {
+        p["status"]["containerStatuses"][0]["state"]["waiting"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("setHostnameAsFQDN"))
+    });
+    let msg = p["status"]["containerStatuses"][0]["state"]["waiting"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        msg.contains("hosts-too-long") && msg.contains("too long"),
+        "{msg}"
+    );
+}
+
+/// The lifecycle `sleep` action as preStop: the container gets SIGTERM only once the sleep
+/// is over. The container writes the host's uptime (the kernel's, the same inside) when the
+/// signal comes; the test notes it before the pod is removed.
+#[test]
+fn pre_stop_sleep_delays_the_stop_signal() {
+    let a = Agent::start("podspec-sleep", &[], &[]);
+    let out = a.dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let mut c = sh(
+        "c",
+        "trap 'cut -d\" \" -f1 /proc/uptime > /out/term.tmp; mv /out/term.tmp /out/term; exit 0' TERM; \
+         echo up > /out/up; while :; do sleep 0.1; done",
+    );
+    c["volumeMounts"] = json!([{"name": "out", "mountPath": "/out"}]);
+    c["lifecycle"] = json!({"preStop": {"sleep": {"seconds": 3}},
+                            "postStart": {"sleep": {"seconds": 1}}});
+    a.add_pod(&pod(
+        "sleep-pod",
+        vec![c],
+        json!({"terminationGracePeriodSeconds": 30,
+               "volumes": [{"name": "out", "hostPath": {"path": out.display().to_string()}}]}),
+    ));
+    a.wait_running("sleep-pod");
+    wait_file(&a, &out, "up");
+    let uptime = || -> f64 {
+        std::fs::read_to_string("/proc/uptime")
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let before = uptime();
+    std::fs::remove_file(a.dir.path().join("manifests/sleep-pod.json")).unwrap();
+    let term: f64 = wait_file(&a, &out, "term").trim().parse().unwrap();
+    assert!(
+        term - before >= 3.0,
+        "SIGTERM {:.2}s after the pod was removed, before the 3s preStop sleep ended",
+        term - before
+    );
+}
+
+/// The first file named `name` under `dir` (any depth).
+fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
+    for e in std::fs::read_dir(dir).ok()?.flatten() {
+        let p = e.path();
+        if e.file_name() == name {
+            return Some(p);
+        }
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            if let Some(f) = find_file(&p, name) {
+                return Some(f);
+            }
+        }
+    }
+    None
+}
+
+/// shareProcessNamespace: one container sees the other's processes, and PID 1 is the pod's
+/// holder; a pod without it gives each container its own namespace. Removing the pod ends the
+/// holder.
+#[test]
+fn share_process_namespace_shows_every_container_its_siblings() {
+    let a = Agent::start("podspec-sharepid", &[], &[]);
+    let mount = json!([{"name": "e", "mountPath": "/e"}]);
+    let look = "sleep 1; cat /proc/1/comm > /e/init.tmp; \
+                cat /proc/[0-9]*/cmdline | tr '\\0' ' ' > /e/procs.tmp; \
+                mv /e/init.tmp /e/init; mv /e/procs.tmp /e/procs; sleep 100000";
+    let mut looker = sh("looker", look);
+    looker["volumeMounts"] = mount.clone();
+    let other = sh("other", "exec sleep 4242");
+    a.add_pod(&pod(
+        "sharepid-pod",
+        vec![looker.clone(), other.clone()],
+        json!({"shareProcessNamespace": true, "volumes": [{"name": "e", "emptyDir": {}}]}),
+    ));
+    a.add_pod(&pod(
+        "ownpid-pod",
+        vec![looker, other],
+        json!({"volumes": [{"name": "e", "emptyDir": {}}]}),
+    ));
+
+    let shared = a.wait_running("sharepid-pod");
+    let e = volume_dir(&a, &shared, "empty-dir", "e");
+    assert_eq!(wait_file(&a, &e, "init"), "edged-pidns\n");
+    let procs = wait_file(&a, &e, "procs");
+    assert!(
+        procs.contains("sleep 4242"),
+        "the other container's process: {procs}"
+    );
+
+    let own = a.wait_running("ownpid-pod");
+    let e = volume_dir(&a, &own, "empty-dir", "e");
+    assert_eq!(wait_file(&a, &e, "init"), "sh\n");
+    let procs = wait_file(&a, &e, "procs");
+    assert!(!procs.contains("sleep 4242"), "{procs}");
+
+    // The holder goes with the pod.
+    let uid = shared["metadata"]["uid"].as_str().unwrap();
+    let holder_file = a.wait_for("the holder's pid file", || {
+        find_file(&a.root(), "pid.holder").filter(|p| p.to_string_lossy().contains(uid))
+    });
+    let pid: i32 = std::fs::read_to_string(&holder_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap(),
+        "edged-pidns\n"
+    );
+    std::fs::remove_file(a.dir.path().join("manifests/sharepid-pod.json")).unwrap();
+    a.wait_for("the holder gone", || {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        (comm != "edged-pidns\n").then_some(())
+    });
+}
+
+/// sysctls: safe ones, and an unsafe one `--allowed-unsafe-sysctls` names, are set in the
+/// pod's namespaces; a pod asking for an unsafe one not named fails admission as the kubelet
+/// fails it (Failed, SysctlForbidden).
+#[test]
+fn sysctls_safe_and_allowed_unsafe_are_set_others_refused() {
+    let a = Agent::start(
+        "podspec-sysctl",
+        &["--allowed-unsafe-sysctls", "net.core.somaxconn"],
+        &[],
+    );
+    let mut c = sh(
+        "c",
+        "for f in kernel/shm_rmid_forced net/ipv4/ip_unprivileged_port_start net/core/somaxconn; \
+         do cat /proc/sys/$f; done > /e/values.tmp && mv /e/values.tmp /e/values; sleep 100000",
+    );
+    c["volumeMounts"] = json!([{"name": "e", "mountPath": "/e"}]);
+    a.add_pod(&pod(
+        "sysctl-pod",
+        vec![c],
+        json!({"securityContext": {"sysctls": [
+                   {"name": "kernel.shm_rmid_forced", "value": "1"},
+                   {"name": "net/ipv4/ip_unprivileged_port_start", "value": "1000"},
+                   {"name": "net.core.somaxconn", "value": "777"}]},
+               "volumes": [{"name": "e", "emptyDir": {}}]}),
+    ));
+    a.add_pod(&pod(
+        "sysctl-forbidden",
+        vec![sh("c", "sleep 100000")],
+        json!({"securityContext": {"sysctls": [{"name": "kernel.msgmax", "value": "65536"}]}}),
+    ));
+    let status = a.wait_running("sysctl-pod");
+    let e = volume_dir(&a, &status, "empty-dir", "e");
+    assert_eq!(wait_file(&a, &e, "values"), "1\n1000\n777\n");
+
+    let p = a.wait_pod("sysctl-forbidden", "Failed", |p| {
+        p["status"]["phase"] == "Failed"
+    });
+    assert_eq!(p["status"]["reason"], "SysctlForbidden");
+    assert_eq!(
+        p["status"]["message"],
+        "forbidden sysctl: \"kernel.msgmax\" not allowlisted"
+    );
+}
+
+/// seccompProfile: RuntimeDefault (the pod's) installs a filter that refuses a new user
+/// namespace, a container's own Unconfined wins and installs none, and a Localhost profile
+/// from `--seccomp-profile-root` refuses what it lists (mkdir here).
+#[test]
+fn seccomp_runtime_default_unconfined_and_localhost() {
+    let a = Agent::start("podspec-seccomp", &[], &[]);
+    let profiles = a.root().join("seccomp/profiles");
+    std::fs::create_dir_all(&profiles).unwrap();
+    std::fs::write(
+        profiles.join("no-mkdir.json"),
+        json!({"defaultAction": "SCMP_ACT_ALLOW",
+               "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}]})
+        .to_string(),
+    )
+    .unwrap();
+    let probe = |n: &str| {
+        let mut c = sh(
+            n,
+            &format!(
+                "{{ grep '^Seccomp:' /proc/self/status | tr -d '\\t'; \
+                 unshare -U true 2>/dev/null && echo unshare-ok || echo unshare-refused; \
+                 mkdir /tmp/d 2>/dev/null && echo mkdir-ok || echo mkdir-refused; }} \
+                 > /e/{n}.tmp && mv /e/{n}.tmp /e/{n}; sleep 100000"
+            ),
+        );
+        c["volumeMounts"] = json!([{"name": "e", "mountPath": "/e"}]);
+        c
+    };
+    let mut unconfined = probe("unconfined");
+    unconfined["securityContext"] = json!({"seccompProfile": {"type": "Unconfined"}});
+    let mut local = probe("local");
+    local["securityContext"] = json!({"seccompProfile": {"type": "Localhost",
+                                                         "localhostProfile": "profiles/no-mkdir.json"}});
+    a.add_pod(&pod(
+        "seccomp-pod",
+        vec![probe("default"), unconfined, local],
+        json!({"securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+               "volumes": [{"name": "e", "emptyDir": {}}]}),
+    ));
+    let status = a.wait_running("seccomp-pod");
+    let e = volume_dir(&a, &status, "empty-dir", "e");
+    assert_eq!(
+        wait_file(&a, &e, "default"),
+        "Seccomp:2\nunshare-refused\nmkdir-ok\n"
+    );
+    // The same calls unconfined: the refusals above are the filter's.
+    assert_eq!(
+        wait_file(&a, &e, "unconfined"),
+        "Seccomp:0\nunshare-ok\nmkdir-ok\n"
+    );
+    let lo = wait_file(&a, &e, "local");
+    assert!(
+        lo.starts_with("Seccomp:2\n") && lo.ends_with("mkdir-refused\n"),
+        "{lo}"
+    );
+}
