@@ -13,10 +13,10 @@ mod host;
 #[path = "common/agent.rs"]
 mod agent;
 
-use agent::{pod, sh, Agent};
+use agent::{http_get, pod, sh, Agent};
 use host::BIN;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
@@ -28,7 +28,6 @@ trait LogsAgent {
     fn edged_logs(&self, args: &[&str]) -> Output;
     fn log_dir(&self, pod: &str, container: &str) -> PathBuf;
     fn wait_logs(&self, args: &[&str], needle: &str) -> String;
-    fn get(&self, path: &str) -> (u16, String, Vec<u8>);
 }
 
 impl LogsAgent for Agent {
@@ -66,65 +65,6 @@ impl LogsAgent for Agent {
             let text = String::from_utf8_lossy(&out.stdout).to_string();
             text.contains(needle).then_some(text)
         })
-    }
-
-    /// `GET path` on the agent's API: status, headers, body (chunked bodies decoded).
-    fn get(&self, path: &str) -> (u16, String, Vec<u8>) {
-        let s = self.wait_for("the kubelet API to listen", || {
-            TcpStream::connect(("127.0.0.1", self.port)).ok()
-        });
-        http_get(s, path)
-    }
-}
-
-/// Sends `GET path` on `s` and reads the whole response: status, head, body.
-fn http_get(mut s: TcpStream, path: &str) -> (u16, String, Vec<u8>) {
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: node\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut r = BufReader::new(s);
-    let mut head = String::new();
-    loop {
-        let mut line = String::new();
-        r.read_line(&mut line).expect("response head");
-        if line == "\r\n" || line.is_empty() {
-            break;
-        }
-        head.push_str(&line);
-    }
-    let status: u16 = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status in {head:?}"));
-    let body = if head.contains("Transfer-Encoding: chunked") {
-        read_chunked(&mut r)
-    } else {
-        let mut b = Vec::new();
-        r.read_to_end(&mut b).unwrap();
-        b
-    };
-    (status, head, body)
-}
-
-/// Decodes a chunked body to its end (the last, empty chunk); panics if it is cut short.
-fn read_chunked(r: &mut impl BufRead) -> Vec<u8> {
-    let mut body = Vec::new();
-    loop {
-        let mut size = String::new();
-        r.read_line(&mut size).unwrap();
-        let n = usize::from_str_radix(size.trim(), 16)
-            .unwrap_or_else(|_| panic!("bad chunk size {size:?} after {} bytes", body.len()));
-        let mut chunk = vec![0u8; n + 2];
-        r.read_exact(&mut chunk).unwrap();
-        assert_eq!(&chunk[n..], b"\r\n", "chunk end");
-        if n == 0 {
-            return body;
-        }
-        body.extend_from_slice(&chunk[..n]);
     }
 }
 

@@ -18,50 +18,16 @@ use agent::Agent;
 use host::IMAGE;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 /// What the stats test asks of the shared test agent.
 trait StatsAgent {
-    fn get(&self, path: &str) -> (u16, String, Vec<u8>);
     fn summary(&self) -> Value;
 }
 
 impl StatsAgent for Agent {
-    /// `GET path`: status, head, body.
-    fn get(&self, path: &str) -> (u16, String, Vec<u8>) {
-        let mut s = self.wait_for("the kubelet API to listen", || {
-            TcpStream::connect(("127.0.0.1", self.port)).ok()
-        });
-        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: node\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut r = BufReader::new(s);
-        let mut head = String::new();
-        loop {
-            let mut line = String::new();
-            r.read_line(&mut line).expect("response head");
-            if line == "\r\n" || line.is_empty() {
-                break;
-            }
-            head.push_str(&line);
-        }
-        let status = head
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        let mut body = Vec::new();
-        r.read_to_end(&mut body).unwrap();
-        (status, head, body)
-    }
-
     fn summary(&self) -> Value {
         let (status, head, body) = self.get("/stats/summary");
         assert_eq!(status, 200, "{head}{}", String::from_utf8_lossy(&body));

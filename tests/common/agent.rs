@@ -4,8 +4,11 @@
 
 use super::host::{tail, wait_until, Host, BIN, IMAGE};
 use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 /// A running agent.
 pub struct Agent {
@@ -175,6 +178,14 @@ impl Agent {
         })
     }
 
+    /// `GET path` on the agent's API: status, head, body (a chunked body decoded).
+    pub fn get(&self, path: &str) -> (u16, String, Vec<u8>) {
+        let s = self.wait_for("the kubelet API to listen", || {
+            std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()
+        });
+        http_get(s, path)
+    }
+
     /// `edged ARGS` beside the agent (its dirs and API port given).
     pub fn edged(&self, args: &[&str]) -> Command {
         let mut c = Command::new(BIN);
@@ -198,6 +209,57 @@ impl Drop for Agent {
             eprintln!("agent log:\n{}", tail(&self.agent_log(), 80));
         }
         self.host.clean_up();
+    }
+}
+
+/// Sends `GET path` on `s` and reads the whole response: status, head, body.
+pub fn http_get(mut s: TcpStream, path: &str) -> (u16, String, Vec<u8>) {
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: node\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut r = BufReader::new(s);
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        r.read_line(&mut line).expect("response head");
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+        head.push_str(&line);
+    }
+    let status: u16 = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {head:?}"));
+    let body = if head.contains("Transfer-Encoding: chunked") {
+        read_chunked(&mut r)
+    } else {
+        let mut b = Vec::new();
+        r.read_to_end(&mut b).unwrap();
+        b
+    };
+    (status, head, body)
+}
+
+/// Decodes a chunked body to its end (the last, empty chunk); panics if it is cut short.
+pub fn read_chunked(r: &mut impl BufRead) -> Vec<u8> {
+    let mut body = Vec::new();
+    loop {
+        let mut size = String::new();
+        r.read_line(&mut size).unwrap();
+        let n = usize::from_str_radix(size.trim(), 16)
+            .unwrap_or_else(|_| panic!("bad chunk size {size:?} after {} bytes", body.len()));
+        let mut chunk = vec![0u8; n + 2];
+        r.read_exact(&mut chunk).unwrap();
+        assert_eq!(&chunk[n..], b"\r\n", "chunk end");
+        if n == 0 {
+            return body;
+        }
+        body.extend_from_slice(&chunk[..n]);
     }
 }
 
