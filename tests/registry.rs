@@ -410,6 +410,7 @@ struct PodAgent {
     dir: tempfile::TempDir,
     host: host::Host,
     child: std::process::Child,
+    flags: Vec<String>,
 }
 
 impl PodAgent {
@@ -430,8 +431,23 @@ impl PodAgent {
             )
             .unwrap();
         }
-        let log = std::fs::File::create(dir.path().join("agent.log")).unwrap();
-        let child = Command::new(BIN)
+        let child = PodAgent::spawn(&dir, flags);
+        PodAgent {
+            host: host::Host::new(dir.path()),
+            dir,
+            child,
+            flags: flags.iter().map(|f| f.to_string()).collect(),
+        }
+    }
+
+    /// Starts the agent binary on `dir`, its log appended to `agent.log`.
+    fn spawn(dir: &tempfile::TempDir, flags: &[&str]) -> std::process::Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.path().join("agent.log"))
+            .unwrap();
+        Command::new(BIN)
             .arg("--root-dir")
             .arg(dir.path().join("root"))
             .arg("--pod-log-dir")
@@ -454,12 +470,15 @@ impl PodAgent {
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
-            .unwrap();
-        PodAgent {
-            host: host::Host::new(dir.path()),
-            dir,
-            child,
-        }
+            .unwrap()
+    }
+
+    /// kill -9 of the agent (its shims and containers run on), then the agent again.
+    fn kill9_and_restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let flags: Vec<&str> = self.flags.iter().map(String::as_str).collect();
+        self.child = PodAgent::spawn(&self.dir, &flags);
     }
 
     fn log(&self) -> String {
@@ -659,4 +678,40 @@ fn image_gc_makes_room_for_a_pull_and_one_too_big_is_refused_with_the_figures() 
         .to_string();
     assert!(m.contains("85%") && m.contains("edged image rm"), "{m}");
     drop(a);
+}
+
+#[test]
+fn an_agent_killed_mid_pull_resumes_the_pull_after_its_restart() {
+    let (_reg, proxy, w, size) = faulty("agentkill", 8, Faults::default());
+    proxy.faults.lock().unwrap().cap_rate = Some(2 << 20);
+    let image = format!("{}/weak/app:1", proxy.addr);
+    for d in ["root", "logs", "manifests"] {
+        std::fs::create_dir_all(w.path().join(d)).unwrap();
+    }
+    let mut a = PodAgent::start_in(
+        w,
+        &[pod("slowpull", &image, "IfNotPresent", &[])],
+        &["--image-gc-high-threshold", "100"],
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while proxy.down.load(Ordering::Relaxed) < size / 2 {
+        assert!(Instant::now() < deadline, "the pull did not get half way");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    a.kill9_and_restart();
+    let parts = std::fs::read_dir(a.dir.path().join("root/images/downloads"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".part"))
+        .count();
+    assert!(parts > 0, "the partial blob is kept across the kill");
+    proxy.faults.lock().unwrap().cap_rate = None;
+    a.wait("slowpull", "running after the resumed pull", |c| {
+        c["state"]["running"].is_object()
+    });
+    let down = proxy.down.load(Ordering::Relaxed);
+    assert!(
+        (down as f64) < size as f64 * 1.2,
+        "fetched {down} bytes over both agent runs for an image of {size}"
+    );
 }
