@@ -179,7 +179,10 @@ pub fn field_value(ctx: &PodContext<'_>, path: &str) -> Option<String> {
         "spec.nodeName" => ctx.node_name.to_string(),
         "spec.serviceAccountName" => ctx.pod.spec.service_account_name().to_string(),
         "status.hostIP" => ctx.host_ip.to_string(),
-        "status.podIP" | "status.podIPs" => ctx.pod_ip.unwrap_or("").to_string(),
+        "status.podIP" => ctx.pod_ip.unwrap_or("").to_string(),
+        // As the kubelet: every IP, comma-separated (the one IP when there is no list).
+        "status.podIPs" if !ctx.pod_ips.is_empty() => ctx.pod_ips.join(","),
+        "status.podIPs" => ctx.pod_ip.unwrap_or("").to_string(),
         _ => {
             if let Some(k) = sub("metadata.labels") {
                 m.labels.get(k).cloned().unwrap_or_default()
@@ -295,6 +298,7 @@ mod tests {
             node_name: "n1",
             host_ip: "",
             pod_ip: None,
+            pod_ips: &[],
             config_maps: &cms,
             secrets: &secrets,
             log_dir: Path::new("/l"),
@@ -321,5 +325,40 @@ mod tests {
         let e = resolve(&ctx, &pod.spec.containers[0]).unwrap_err();
         assert_eq!(e.field, "envFrom[0].configMapRef");
         assert!(e.to_string().contains("Pod ns/p container c"), "{e}");
+    }
+
+    #[test]
+    fn pod_ips_as_the_kubelet_gives_them() {
+        let pod: api::Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "ns", "uid": "u"},
+            "spec": {"containers": [{"name": "c", "image": "i", "env": [
+                {"name": "IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                {"name": "IPS", "valueFrom": {"fieldRef": {"fieldPath": "status.podIPs"}}}
+            ]}]}
+        }))
+        .unwrap();
+        let (cms, secrets) = (BTreeMap::new(), BTreeMap::new());
+        let ips = ["10.1.0.5".to_string(), "fd00::5".to_string()];
+        for (ip, ips, want_ip, want_ips) in [
+            (Some("10.1.0.5"), &ips[..], "10.1.0.5", "10.1.0.5,fd00::5"),
+            (Some("192.168.1.2"), &[][..], "192.168.1.2", "192.168.1.2"),
+            (None, &[][..], "", ""),
+        ] {
+            let ctx = PodContext {
+                pod: &pod,
+                node_name: "n",
+                host_ip: "",
+                pod_ip: ip,
+                pod_ips: ips,
+                config_maps: &cms,
+                secrets: &secrets,
+                log_dir: Path::new("/l"),
+                seccomp_root: Path::new("/s"),
+            };
+            let env = resolve(&ctx, &pod.spec.containers[0]).unwrap();
+            let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+            assert_eq!(get("IP").as_deref(), Some(want_ip));
+            assert_eq!(get("IPS").as_deref(), Some(want_ips));
+        }
     }
 }

@@ -48,6 +48,8 @@ pub struct PodContext<'a> {
     pub node_name: &'a str,
     pub host_ip: &'a str,
     pub pod_ip: Option<&'a str>,
+    /// Every IP of the pod, IPv4 first (`status.podIPs`).
+    pub pod_ips: &'a [String],
     pub config_maps: &'a BTreeMap<String, api::ConfigMap>,
     pub secrets: &'a BTreeMap<String, api::Secret>,
     /// `--pod-log-dir`.
@@ -496,6 +498,7 @@ mod tests {
             node_name: "n1",
             host_ip: "10.0.0.2",
             pod_ip: None,
+            pod_ips: &[],
             config_maps: &cms,
             secrets: &secrets,
             log_dir: Path::new("/var/log/pods"),
@@ -570,6 +573,7 @@ mod tests {
             node_name: "n1",
             host_ip: "10.0.0.2",
             pod_ip: None,
+            pod_ips: &[],
             config_maps: &cms,
             secrets: &secrets,
             log_dir: Path::new("/var/log/pods"),
@@ -592,6 +596,7 @@ mod tests {
             node_name: "n1",
             host_ip: "10.0.0.2",
             pod_ip: None,
+            pod_ips: &[],
             config_maps: &cms,
             secrets: &secrets,
             log_dir: Path::new("/var/log/pods"),

@@ -134,6 +134,7 @@ mod tests {
             node_name: "n1",
             host_ip: "10.0.0.2",
             pod_ip: None,
+            pod_ips: &[],
             config_maps: &cms,
             secrets: &secrets,
             log_dir: Path::new("/var/log/pods"),

@@ -734,11 +734,16 @@ async fn start(
     } else {
         pod_ip
     };
+    let pod_ips: Vec<String> = match (&st.sandbox, pod.spec.host_network) {
+        (Some(s), false) => s.ips.clone(),
+        _ => pod_ip.iter().cloned().collect(),
+    };
     let ctx = PodContext {
         pod,
         node_name: &pm.cfg.node_name,
         host_ip: &pm.cfg.host_ip,
         pod_ip: pod_ip.as_deref(),
+        pod_ips: &pod_ips,
         config_maps: &objects.config_maps,
         secrets: &objects.secrets,
         log_dir: &pm.cfg.log_dir,
