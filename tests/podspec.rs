@@ -522,3 +522,137 @@ fn seccomp_runtime_default_unconfined_and_localhost() {
         "{lo}"
     );
 }
+
+/// Admission refuses what this node cannot give instead of running the pod without it:
+/// AppArmor where the kernel has none (the kubelet's reason and message), `procMount:
+/// Unmasked` and `hostUsers: false` (no user namespaces here), `RestartAllContainers`; an
+/// Unconfined profile and `procMount: Default` run, with /proc masked as usual.
+#[test]
+fn admission_refuses_apparmor_unmasked_proc_and_user_namespaces_with_reasons() {
+    let a = Agent::start("podspec-admission", &[], &[]);
+    let apparmor_host = std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
+        .is_ok_and(|s| s.trim() == "Y");
+    let mut plain = sh(
+        "c",
+        "wc -c < /proc/keys > /e/keys.tmp; mv /e/keys.tmp /e/keys; sleep 100000",
+    );
+    plain["volumeMounts"] = json!([{"name": "e", "mountPath": "/e"}]);
+    plain["securityContext"] = json!({"procMount": "Default"});
+    a.add_pod(&pod(
+        "adm-ok",
+        vec![plain],
+        json!({"securityContext": {"appArmorProfile": {"type": "Unconfined"}},
+               "volumes": [{"name": "e", "emptyDir": {}}]}),
+    ));
+    let mut unmasked = sh("c", "sleep 100000");
+    unmasked["securityContext"] = json!({"procMount": "Unmasked"});
+    a.add_pod(&pod("adm-unmasked", vec![unmasked], json!({})));
+    a.add_pod(&pod(
+        "adm-userns",
+        vec![sh("c", "sleep 100000")],
+        json!({"hostUsers": false}),
+    ));
+    a.add_pod(&pod(
+        "adm-apparmor",
+        vec![sh("c", "sleep 100000")],
+        json!({"securityContext": {"appArmorProfile": {"type": "RuntimeDefault"}}}),
+    ));
+    let mut all = sh("c", "exit 1");
+    all["restartPolicy"] = json!("Never");
+    all["restartPolicyRules"] = json!([{"action": "RestartAllContainers",
+        "exitCodes": {"operator": "In", "values": [1]}}]);
+    a.add_pod(&pod("adm-restart-all", vec![all], json!({})));
+
+    let ok = a.wait_running("adm-ok");
+    // /proc/keys is masked (a bind of /dev/null): it reads empty, where the host's does not.
+    let e = volume_dir(&a, &ok, "empty-dir", "e");
+    assert_eq!(wait_file(&a, &e, "keys").trim(), "0");
+    let failed = |name: &str| a.wait_pod(name, "Failed", |p| p["status"]["phase"] == "Failed");
+    let p = failed("adm-unmasked");
+    assert_eq!(p["status"]["reason"], "UnsupportedPodSpec");
+    let m = p["status"]["message"].as_str().unwrap();
+    assert!(
+        m.contains("spec.containers[0].securityContext.procMount: Unmasked needs spec.hostUsers"),
+        "{m}"
+    );
+    let p = failed("adm-userns");
+    assert!(p["status"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("spec.hostUsers: false"));
+    let p = failed("adm-restart-all");
+    assert!(p["status"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("spec.containers[0].restartPolicyRules[0].action: RestartAllContainers"));
+    if apparmor_host {
+        a.wait_running("adm-apparmor");
+    } else {
+        let p = failed("adm-apparmor");
+        assert_eq!(p["status"]["reason"], "AppArmor");
+        assert_eq!(
+            p["status"]["message"],
+            "Cannot enforce AppArmor: AppArmor is not enabled on the host"
+        );
+    }
+    // Nothing of the refused pods was started.
+    for name in [
+        "adm-unmasked",
+        "adm-userns",
+        "adm-apparmor",
+        "adm-restart-all",
+    ] {
+        let p = a.pod(name).unwrap();
+        if !(apparmor_host && name == "adm-apparmor") {
+            assert!(
+                p["status"]["containerStatuses"]
+                    .as_array()
+                    .is_none_or(|c| c.is_empty()),
+                "{p}"
+            );
+        }
+    }
+}
+
+/// Container restart rules (a container's own `restartPolicy` and `restartPolicyRules`) in a
+/// `restartPolicy: Never` pod: exit 42 matches `In [42]` and restarts; exit 1 matches nothing
+/// and the container's Never holds (the pod Failed); a container's own Always restarts a
+/// container that succeeded.
+#[test]
+fn container_restart_rules_decide_each_restart() {
+    let a = Agent::start("podspec-restart-rules", &[], &[]);
+    let rule = json!([{"action": "Restart", "exitCodes": {"operator": "In", "values": [42]}}]);
+    let mut c42 = sh("c", "sleep 1; exit 42");
+    c42["restartPolicy"] = json!("Never");
+    c42["restartPolicyRules"] = rule.clone();
+    let mut c1 = sh("c", "sleep 1; exit 1");
+    c1["restartPolicy"] = json!("Never");
+    c1["restartPolicyRules"] = rule;
+    let mut always = sh("c", "sleep 1; exit 0");
+    always["restartPolicy"] = json!("Always");
+    let never = json!({"restartPolicy": "Never"});
+    a.add_pod(&pod("rr-match", vec![c42], never.clone()));
+    a.add_pod(&pod("rr-mismatch", vec![c1], never.clone()));
+    a.add_pod(&pod("rr-always", vec![always], never));
+
+    let restarts = |p: &Value| {
+        p["status"]["containerStatuses"][0]["restartCount"]
+            .as_i64()
+            .unwrap_or(0)
+    };
+    let p = a.wait_pod("rr-match", "restarted on exit 42", |p| restarts(p) >= 1);
+    assert_ne!(p["status"]["phase"], "Failed", "{p}");
+    let p = a.wait_pod("rr-always", "restarted after exit 0", |p| restarts(p) >= 1);
+    assert_ne!(p["status"]["phase"], "Succeeded", "{p}");
+    let p = a.wait_pod("rr-mismatch", "Failed", |p| {
+        p["status"]["phase"] == "Failed"
+    });
+    assert_eq!(restarts(&p), 0, "{p}");
+    assert_eq!(
+        p["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"],
+        1
+    );
+    // Still no restart a while later (the worker's resync has passed).
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert_eq!(restarts(&a.pod("rr-mismatch").unwrap()), 0);
+}

@@ -7,6 +7,7 @@
 
 pub mod base64;
 pub mod quantity;
+pub mod restart;
 pub mod validate;
 
 use serde::de::DeserializeOwned;
@@ -193,6 +194,10 @@ pub struct ObjectMeta {
 pub struct Pod {
     pub metadata: ObjectMeta,
     pub spec: PodSpec,
+    /// The status the cloud holds, as it came with the pod: read only for conditions others
+    /// own (readiness gates); the node's own status is built by the status manager.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<PodStatus>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -234,6 +239,34 @@ pub struct PodSpec {
     /// Secrets (in the pod's namespace) holding registry credentials for its images.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub image_pull_secrets: Vec<LocalObjectReference>,
+    /// `false` asks for a user namespace, which this node does not make (refused at
+    /// admission, never ignored).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_users: Option<bool>,
+    /// Conditions that must be `True` in the pod's status (set by others through the API)
+    /// before the pod is Ready.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub readiness_gates: Vec<PodReadinessGate>,
+}
+
+/// `spec.readinessGates[]`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct PodReadinessGate {
+    /// The pod condition type that must be `True`.
+    pub condition_type: String,
+}
+
+/// `appArmorProfile` (pod or container security context).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct AppArmorProfile {
+    /// `RuntimeDefault`, `Localhost` or `Unconfined`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The name of a loaded profile (with `Localhost`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub localhost_profile: Option<String>,
 }
 
 /// A reference to an object by name in the same namespace.
@@ -290,6 +323,9 @@ pub struct PodSecurityContext {
     pub sysctls: Vec<Sysctl>,
     /// The seccomp profile of the pod's containers (each container's own wins).
     pub seccomp_profile: Option<SeccompProfile>,
+    /// The AppArmor profile of the pod's containers (each container's own wins).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app_armor_profile: Option<AppArmorProfile>,
 }
 
 /// `seccompProfile`.
@@ -367,6 +403,14 @@ pub struct Container {
     #[serde(skip_serializing_if = "is_false")]
     pub stdin_once: bool,
     pub tty: bool,
+    /// The container's own restart policy: on an init container `Always` makes a sidecar;
+    /// on an app container it overrides the pod's (ContainerRestartRules). Left out of the
+    /// JSON when unset (the container hash stays the same).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restart_policy: Option<String>,
+    /// Rules on the exit code that decide a restart before the policy ([`restart`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub restart_policy_rules: Vec<restart::ContainerRestartRule>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -490,6 +534,12 @@ pub struct SecurityContext {
     /// Left out of the JSON when unset (the version-1 container hash stays the same).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seccomp_profile: Option<SeccompProfile>,
+    /// `Default` or `Unmasked` (the latter needs a user namespace: refused here).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proc_mount: Option<String>,
+    /// The container's AppArmor profile (over the pod's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app_armor_profile: Option<AppArmorProfile>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

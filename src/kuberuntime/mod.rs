@@ -2,6 +2,7 @@
 //! `kuberuntime`): the sandbox config, and for each container its config with env resolved,
 //! `$(VAR)` expanded, security contexts merged and the labels a relist needs.
 
+pub mod apparmor;
 pub mod dns;
 pub mod env;
 pub mod hash;
@@ -463,6 +464,7 @@ fn security(pod: &Pod, c: &Container, ctx: &PodContext<'_>) -> Result<Security, 
             field: "securityContext.seccompProfile".into(),
             reason,
         })?,
+        apparmor: apparmor::of_container(pod, c, crate::runtime::apparmor::default_applies()),
         privileged: csc.privileged.unwrap_or(false),
         read_only_rootfs: csc.read_only_root_filesystem.unwrap_or(false),
         capabilities_add: caps.add,

@@ -3,6 +3,7 @@
 //! a time, pods in parallel). PLEG and prober events and ConfigMap/Secret changes wake the
 //! workers of the pods they concern. Housekeeping removes what belongs to no stored pod.
 
+pub mod admission;
 pub mod pull;
 pub mod unknown;
 mod worker;
@@ -225,51 +226,19 @@ impl PodManager {
             let _ = h.tx.try_send(Work::Update(Box::new(pod)));
             return;
         }
-        // The kubelet's OS admission: a pod for another OS fails here.
-        if let Some(os) = pod
-            .spec
-            .os
-            .as_ref()
-            .filter(|o| !o.name.is_empty() && o.name != "linux")
-        {
-            tracing::error!(pod = %pod_name(&pod), os = %os.name, "pod refused: spec.os.name is not linux");
+        // The kubelet's admission: a pod the node cannot run as asked fails here.
+        let node = admission::Node {
+            max_pods: self.cfg.max_pods,
+            pods: self.pods.borrow().len(),
+            sysctls: &self.cfg.sysctls,
+            apparmor: crate::runtime::apparmor::host_enabled(),
+        };
+        if let Err(r) = admission::admit(&pod, &node) {
+            tracing::error!(pod = %pod_name(&pod), reason = r.reason, message = %r.message, "pod refused at admission");
             let status = api::PodStatus {
                 phase: "Failed".into(),
-                reason: Some("PodOSNotSupported".into()),
-                message: Some("Failed to admit pod as the OS field doesn't match node OS".into()),
-                ..Default::default()
-            };
-            let sm = self.status.clone();
-            self.ex
-                .spawn(async move { sm.set(&pod, status).await })
-                .detach();
-            return;
-        }
-        // The kubelet's sysctl admission: a pod asking for one not allowed fails here.
-        if let Err(why) = self.cfg.sysctls.check(&pod) {
-            tracing::error!(pod = %pod_name(&pod), reason = %why, "pod refused: forbidden sysctl");
-            let status = api::PodStatus {
-                phase: "Failed".into(),
-                reason: Some("SysctlForbidden".into()),
-                message: Some(format!("forbidden sysctl: {why}")),
-                ..Default::default()
-            };
-            let sm = self.status.clone();
-            self.ex
-                .spawn(async move { sm.set(&pod, status).await })
-                .detach();
-            return;
-        }
-        if self.pods.borrow().len() >= self.cfg.max_pods {
-            // The kubelet's admission: the pod is refused, not queued.
-            let max = self.cfg.max_pods;
-            tracing::error!(pod = %pod_name(&pod), max_pods = max, "pod refused: the node runs --max-pods pods already");
-            let status = api::PodStatus {
-                phase: "Failed".into(),
-                reason: Some("OutOfpods".into()),
-                message: Some(format!(
-                    "Node didn't have enough resource: pods (--max-pods {max})"
-                )),
+                reason: Some(r.reason.into()),
+                message: Some(r.message),
                 ..Default::default()
             };
             let sm = self.status.clone();

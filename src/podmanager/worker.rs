@@ -400,19 +400,20 @@ async fn run_containers(
     all: &[ContainerStatus],
     changed: &mut bool,
 ) -> Duration {
-    let policy = pod.spec.restart_policy().to_string();
     let mut next = pm.cfg.resync;
     let all_terminal = !pod.spec.containers.is_empty()
         && pod.spec.containers.iter().all(|c| {
             latest(all, &c.name)
-                .map(|l| l.state == ContainerState::Exited && !should_restart(&policy, l.exit_code))
+                .map(|l| l.state == ContainerState::Exited && !restarts(pod, c, l.exit_code))
                 .unwrap_or(false)
         });
-    let init_failed = policy == "Never"
-        && pod.spec.init_containers.iter().any(|c| {
-            latest(all, &c.name)
-                .is_some_and(|l| l.state == ContainerState::Exited && l.exit_code != Some(0))
-        });
+    let init_failed = pod.spec.init_containers.iter().any(|c| {
+        latest(all, &c.name).is_some_and(|l| {
+            l.state == ContainerState::Exited
+                && l.exit_code != Some(0)
+                && !restarts(pod, c, l.exit_code)
+        })
+    });
     if all_terminal || init_failed {
         // Succeeded or Failed: nothing runs again, not even in a new sandbox after a reboot.
         return next;
@@ -442,7 +443,7 @@ async fn run_containers(
                 return next.min(unknown::RECHECK);
             }
             Some(l) => {
-                if policy == "Never" {
+                if !restarts(pod, c, l.exit_code) {
                     return next; // the pod has failed
                 }
                 if let Some(wait) = in_backoff(st, pod, c, l) {
@@ -503,7 +504,7 @@ async fn run_containers(
                         if spec_changed {
                             // A changed spec starts again at once, without back-off.
                             *changed |= start(pm, pod, st, objects, c, l.attempt + 1).await;
-                        } else if should_restart(&policy, Some(1)) {
+                        } else if restarts(pod, c, Some(1)) {
                             next = next.min(Duration::from_millis(100));
                         }
                     }
@@ -517,7 +518,7 @@ async fn run_containers(
                         .labels
                         .get(labels::CONTAINER_HASH)
                         .is_some_and(|h| !kuberuntime::hash_matches(h, c));
-                    let restart = should_restart(&policy, l.exit_code);
+                    let restart = restarts(pod, c, l.exit_code);
                     match unknown::not_running(l.state, restart, hash_changed) {
                         unknown::Action::Leave => continue,
                         unknown::Action::KillFirst => {
@@ -549,12 +550,10 @@ fn sandbox_backoff(previous: Option<Duration>) -> Duration {
     previous.map_or(RETRY, |d| (d * 2).min(BACKOFF_MAX))
 }
 
-fn should_restart(policy: &str, exit_code: Option<i32>) -> bool {
-    match policy {
-        "Always" => true,
-        "OnFailure" => exit_code != Some(0),
-        _ => false,
-    }
+/// Whether container `c`, ended with `exit_code`, starts again ([`api::restart`]); an exit
+/// code never learnt counts as 137, as the kubelet reports such a container.
+fn restarts(pod: &Pod, c: &Container, exit_code: Option<i32>) -> bool {
+    api::restart::should_restart(&pod.spec, c, exit_code.unwrap_or(137))
 }
 
 /// A startup probe that failed past its budget (failureThreshold × period after the delay).

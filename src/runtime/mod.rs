@@ -5,6 +5,7 @@
 //! Calls are blocking (the shim client is synchronous); EdgeD calls them through
 //! `smol::unblock`. Every call is bounded in time by the backend.
 
+pub mod apparmor;
 pub mod cgroups;
 pub mod logs;
 pub mod oci;
@@ -155,6 +156,9 @@ pub struct Security {
     pub sysctls: BTreeMap<String, String>,
     /// `seccompProfile` (the container's, else the pod's).
     pub seccomp: seccomp::Seccomp,
+    /// `appArmorProfile` (the container's, else the pod's, else the runtime default where
+    /// the host has AppArmor).
+    pub apparmor: apparmor::AppArmor,
     pub privileged: bool,
     pub read_only_rootfs: bool,
     /// Capability names as Kubernetes writes them (`NET_ADMIN`, `ALL`).

@@ -611,6 +611,17 @@ pub fn container_spec(input: &SpecInput) -> Result<Value> {
     if let Some(h) = &pod.hostname {
         spec["hostname"] = json!(h);
     }
+    let profile = super::apparmor::prepare(&sec.apparmor).map_err(|e| {
+        RuntimeError::new(
+            object,
+            "spec",
+            ErrorKind::InvalidConfig,
+            format!("appArmorProfile: {e}"),
+        )
+    })?;
+    if let Some(name) = profile {
+        spec["process"]["apparmorProfile"] = json!(name);
+    }
     Ok(spec)
 }
 

@@ -299,15 +299,20 @@ fn phase(
     apps: &[api::ContainerStatus],
     initialized: bool,
 ) -> &'static str {
-    let policy = pod.spec.restart_policy();
-    let init_failed = init.iter().any(|s| {
-        s.state
-            .terminated
-            .as_ref()
-            .map(|t| t.exit_code != 0)
-            .unwrap_or(false)
-    });
-    if init_failed && policy == "Never" {
+    let spec_of = |list: &'_ [api::Container], name: &str| -> Option<api::Container> {
+        list.iter().find(|c| c.name == name).cloned()
+    };
+    // A container that ended and will not start again (its own rules and policy, else the
+    // pod's: `api::restart`).
+    let ended_for_good = |list: &[api::Container], s: &api::ContainerStatus| -> Option<i32> {
+        let t = s.state.terminated.as_ref()?;
+        let c = spec_of(list, &s.name)?;
+        (!api::restart::should_restart(&pod.spec, &c, t.exit_code)).then_some(t.exit_code)
+    };
+    let init_failed = init
+        .iter()
+        .any(|s| ended_for_good(&pod.spec.init_containers, s).is_some_and(|code| code != 0));
+    if init_failed {
         return "Failed";
     }
     if !initialized {
@@ -317,10 +322,16 @@ fn phase(
     for s in apps {
         if s.state.running.is_some() {
             running += 1;
-        } else if let Some(t) = &s.state.terminated {
-            stopped += 1;
-            if t.exit_code == 0 {
-                succeeded += 1;
+        } else if s.state.terminated.is_some() {
+            match ended_for_good(&pod.spec.containers, s) {
+                // It starts again: the pod still runs.
+                None => running += 1,
+                Some(code) => {
+                    stopped += 1;
+                    if code == 0 {
+                        succeeded += 1;
+                    }
+                }
             }
         } else if s.state.waiting.is_some() {
             // A container waiting after it has run once (back-off) still counts as running
@@ -337,14 +348,10 @@ fn phase(
     } else if running > 0 {
         "Running"
     } else if stopped > 0 && stopped == apps.len() {
-        if policy == "Always" {
-            "Running"
-        } else if succeeded == stopped {
+        if succeeded == stopped {
             "Succeeded"
-        } else if policy == "Never" {
-            "Failed"
         } else {
-            "Running"
+            "Failed"
         }
     } else {
         "Pending"
