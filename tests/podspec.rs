@@ -656,3 +656,39 @@ fn container_restart_rules_decide_each_restart() {
     std::thread::sleep(std::time::Duration::from_secs(3));
     assert_eq!(restarts(&a.pod("rr-mismatch").unwrap()), 0);
 }
+
+/// A failed liveness probe's own `terminationGracePeriodSeconds` (1 s) bounds the kill of a
+/// container that ignores SIGTERM, not the pod's 600 s; and a readiness probe with a 600 s
+/// period runs as soon as the startup probe passes (the pod is Ready long before 600 s).
+#[test]
+fn probe_grace_period_and_readiness_right_after_startup() {
+    let a = Agent::start("podspec-probes", &[], &[]);
+    let mut stubborn = sh("c", "trap '' TERM; while true; do sleep 1; done");
+    stubborn["livenessProbe"] = json!({"exec": {"command": ["false"]}, "periodSeconds": 1,
+        "failureThreshold": 1, "terminationGracePeriodSeconds": 1});
+    a.add_pod(&pod(
+        "probe-grace",
+        vec![stubborn],
+        json!({"terminationGracePeriodSeconds": 600}),
+    ));
+    let mut slow = sh("c", "sleep 2; touch /tmp/started; sleep 100000");
+    slow["startupProbe"] = json!({"exec": {"command": ["test", "-f", "/tmp/started"]},
+        "periodSeconds": 1, "failureThreshold": 60});
+    slow["readinessProbe"] = json!({"exec": {"command": ["true"]}, "periodSeconds": 600});
+    a.add_pod(&pod("probe-ready", vec![slow], json!({})));
+
+    let p = a.wait_pod("probe-ready", "Ready", |p| {
+        p["status"]["containerStatuses"][0]["ready"] == true
+    });
+    assert_eq!(p["status"]["containerStatuses"][0]["started"], true, "{p}");
+    // The harness waits far less than the pod's 600 s grace: a restart seen means the kill
+    // used the probe's 1 s.
+    let p = a.wait_pod("probe-grace", "restarted after its liveness failure", |p| {
+        p["status"]["containerStatuses"][0]["restartCount"]
+            .as_i64()
+            .unwrap_or(0)
+            >= 1
+    });
+    let last = &p["status"]["containerStatuses"][0]["lastState"]["terminated"];
+    assert_eq!(last["exitCode"], 137, "killed by SIGKILL after the probe's grace: {p}");
+}

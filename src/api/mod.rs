@@ -561,6 +561,10 @@ pub struct Probe {
     pub timeout_seconds: Option<i32>,
     pub success_threshold: Option<i32>,
     pub failure_threshold: Option<i32>,
+    /// The grace period of a kill this probe's failure causes (liveness and startup), over
+    /// the pod's. Left out of the JSON when unset (the container hash stays the same).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub termination_grace_period_seconds: Option<i64>,
 }
 
 impl Probe {

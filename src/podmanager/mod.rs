@@ -347,12 +347,22 @@ impl PodManager {
     /// A probe result change.
     pub fn on_probe_event(&self, ev: &ProbeEvent) {
         if let Some(h) = self.pods.borrow().get(&ev.pod_uid) {
+            let kind = match ev.kind {
+                crate::prober::ProbeKind::Liveness => "Liveness",
+                crate::prober::ProbeKind::Readiness => "Readiness",
+                crate::prober::ProbeKind::Startup => "Startup",
+            };
+            if let Some(w) = &ev.warning {
+                self.events.record(crate::events::PodEvent::new(
+                    &h.pod,
+                    Some(&ev.container_name),
+                    crate::events::EventType::Warning,
+                    "ProbeWarning",
+                    format!("{kind} probe warning: {w}"),
+                ));
+                return;
+            }
             if !ev.success {
-                let kind = match ev.kind {
-                    crate::prober::ProbeKind::Liveness => "Liveness",
-                    crate::prober::ProbeKind::Readiness => "Readiness",
-                    crate::prober::ProbeKind::Startup => "Startup",
-                };
                 self.events.record(crate::events::PodEvent::new(
                     &h.pod,
                     Some(&ev.container_name),

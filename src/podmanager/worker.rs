@@ -497,7 +497,19 @@ async fn run_containers(
                                 c.name
                             )
                         };
-                        kill_container(pm, pod, c, l, grace(pod), Some(message)).await;
+                        // A failed probe's own terminationGracePeriodSeconds bounds the kill.
+                        let probe = if liveness_failed {
+                            c.liveness_probe.as_ref()
+                        } else if spec_changed {
+                            None
+                        } else {
+                            c.startup_probe.as_ref()
+                        };
+                        let grace = probe
+                            .and_then(|p| p.termination_grace_period_seconds)
+                            .map(|s| Duration::from_secs(s.max(0) as u64))
+                            .unwrap_or_else(|| grace(pod));
+                        kill_container(pm, pod, c, l, grace, Some(message)).await;
                         pm.prober.remove(&l.id);
                         st.probed.remove(&l.id);
                         *changed = true;

@@ -14,6 +14,9 @@ use std::time::Duration;
 #[derive(Clone, Debug, PartialEq)]
 pub enum Outcome {
     Success,
+    /// Success, with something the user should know (the kubelet's `probe.Warning`: a
+    /// redirect to another host); recorded as a ProbeWarning event.
+    Warning(String),
     Failure(String),
 }
 
@@ -111,8 +114,124 @@ pub async fn tcp(
 trait ReadWrite: Read + Write {}
 impl<T: Read + Write> ReadWrite for T {}
 
+/// The most of an answer's body kept for a message (the kubelet's `maxRespBodyLength`).
+const MAX_BODY: usize = 10 << 10;
+/// The most of an answer's head read.
+const MAX_HEAD: usize = 16 << 10;
+/// Redirects followed before the probe fails (Go's client stops after 10).
+const MAX_REDIRECTS: usize = 10;
+
+/// One HTTP answer as the probe needs it.
+#[derive(Debug, PartialEq)]
+struct Answer {
+    code: u16,
+    location: Option<String>,
+    body: String,
+}
+
+/// Reads a status line, headers and up to [`MAX_BODY`] of the body from `s`.
+fn read_answer(s: &mut dyn Read) -> io::Result<Answer> {
+    let mut data = Vec::new();
+    let mut buf = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i;
+        }
+        if data.len() > MAX_HEAD {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the answer's head is too long",
+            ));
+        }
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            if data.is_empty() {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "EOF"));
+            }
+            break data.len();
+        }
+        data.extend_from_slice(&buf[..n]);
+    };
+    let head = String::from_utf8_lossy(&data[..head_end]).to_string();
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap_or("");
+    let code = status
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse::<u16>().ok())
+        .filter(|_| status.starts_with("HTTP/"))
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "the answer is not HTTP"))?;
+    let mut location = None;
+    let mut length: Option<usize> = None;
+    for l in lines {
+        if let Some((k, v)) = l.split_once(':') {
+            if k.trim().eq_ignore_ascii_case("location") {
+                location = Some(v.trim().to_string());
+            } else if k.trim().eq_ignore_ascii_case("content-length") {
+                length = v.trim().parse().ok();
+            }
+        }
+    }
+    let mut body: Vec<u8> = data.get(head_end + 4..).unwrap_or_default().to_vec();
+    let want = length.unwrap_or(MAX_BODY).min(MAX_BODY);
+    while body.len() < want {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => body.extend_from_slice(&buf[..n]),
+        }
+    }
+    body.truncate(want);
+    Ok(Answer {
+        code,
+        location,
+        body: String::from_utf8_lossy(&body).to_string(),
+    })
+}
+
+/// Where a redirect leads from `(scheme, host, port)`: an absolute URL, or a path on the same
+/// server. `None` when the location is not one the probe can read.
+fn redirect_target(
+    location: &str,
+    https: bool,
+    host: &str,
+    port: u16,
+) -> Option<(bool, String, u16, String)> {
+    if location.starts_with('/') {
+        return Some((https, host.to_string(), port, location.to_string()));
+    }
+    let (tls, rest) = if let Some(r) = location.strip_prefix("http://") {
+        (false, r)
+    } else if let Some(r) = location.strip_prefix("https://") {
+        (true, r)
+    } else {
+        // A relative path: beside the current one is rare for health checks; from the root.
+        return Some((https, host.to_string(), port, format!("/{location}")));
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], rest[i..].to_string()),
+        None => (rest, "/".to_string()),
+    };
+    let default = if tls { 443 } else { 80 };
+    let (h, p) = if let Some(inner) = authority.strip_prefix('[') {
+        let (h, after) = inner.split_once(']')?;
+        let p = match after.strip_prefix(':') {
+            Some(p) => p.parse().ok()?,
+            None => default,
+        };
+        (h.to_string(), p)
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h.to_string(), p.parse().ok()?),
+            None => (authority.to_string(), default),
+        }
+    };
+    Some((tls, h, p, path))
+}
+
 /// httpGet: success for a status of 200-399 within `timeout`; HTTPS without verifying the
-/// certificate, as the kubelet probes.
+/// certificate, as the kubelet probes. Redirects to the same host are followed (up to 10);
+/// one to another host ends the probe as a [`Outcome::Warning`] (success, with the kubelet's
+/// ProbeWarning), as the kubelet's redirect checker does.
 pub async fn http(
     action: &HttpGetAction,
     ports: &[ContainerPort],
@@ -132,13 +251,70 @@ pub async fn http(
     if !path.starts_with('/') {
         path.insert(0, '/');
     }
-    let url = format!(
+    let headers = action.http_headers.clone();
+    let first_url = format!(
         "{}://{host}:{port}{path}",
         if https { "https" } else { "http" }
     );
+    let result = in_netns(netns, move || -> io::Result<(Answer, String)> {
+        let (mut https, mut host, mut port, mut path) = (https, host, port, path);
+        let origin = host.clone();
+        let mut redirects = 0;
+        loop {
+            let url = format!(
+                "{}://{host}:{port}{path}",
+                if https { "https" } else { "http" }
+            );
+            let answer = get_once(https, &host, port, &path, &headers, timeout)?;
+            let next = (300..400)
+                .contains(&answer.code)
+                .then(|| {
+                    answer
+                        .location
+                        .as_deref()
+                        .and_then(|l| redirect_target(l, https, &host, port))
+                })
+                .flatten();
+            match next {
+                Some(n) if n.1 == origin => {
+                    redirects += 1;
+                    if redirects > MAX_REDIRECTS {
+                        return Err(io::Error::other("stopped after 10 redirects"));
+                    }
+                    (https, host, port, path) = n;
+                }
+                // Another host (or no usable Location): this answer ends the probe.
+                _ => return Ok((answer, url)),
+            }
+        }
+    })
+    .await;
+    match result {
+        Ok((a, _)) if (300..400).contains(&a.code) => Outcome::Warning(format!(
+            "Probe terminated redirects, Response body: {}",
+            a.body
+        )),
+        Ok((a, _)) if (200..300).contains(&a.code) => Outcome::Success,
+        Ok((a, url)) => Outcome::Failure(format!(
+            "HTTP probe failed with statuscode: {} ({url})",
+            a.code
+        )),
+        Err(e) => Outcome::Failure(format!("Get \"{first_url}\": {e}")),
+    }
+}
+
+/// One GET on a fresh connection.
+fn get_once(
+    https: bool,
+    host: &str,
+    port: u16,
+    path: &str,
+    headers: &[crate::api::HttpHeader],
+    timeout: Duration,
+) -> io::Result<Answer> {
     let mut req = format!("GET {path} HTTP/1.1\r\n");
     let mut has_host = false;
-    for h in &action.http_headers {
+    for h in headers {
         has_host |= h.name.eq_ignore_ascii_case("host");
         req.push_str(&format!("{}: {}\r\n", h.name, h.value));
     }
@@ -146,43 +322,21 @@ pub async fn http(
         req.push_str(&format!("Host: {host}:{port}\r\n"));
     }
     req.push_str("User-Agent: kube-probe/edged\r\nAccept: */*\r\nConnection: close\r\n\r\n");
-    let result = in_netns(netns, move || -> io::Result<u16> {
-        let tcp = TcpStream::connect_timeout(&addr(&host, port)?, timeout)?;
-        tcp.set_read_timeout(Some(timeout))?;
-        tcp.set_write_timeout(Some(timeout))?;
-        let mut s: Box<dyn ReadWrite> = if https {
-            // As the kubelet: the probe does not verify the pod's certificate.
-            let cfg = crate::cloudlink::tls::unverified().map_err(io::Error::other)?;
-            let name = rustls::pki_types::ServerName::try_from(host.clone())
-                .map_err(|_| io::Error::other(format!("`{host}` is not a host name or address")))?;
-            let conn = rustls::ClientConnection::new(cfg, name).map_err(io::Error::other)?;
-            Box::new(rustls::StreamOwned::new(conn, tcp))
-        } else {
-            Box::new(tcp)
-        };
-        s.write_all(req.as_bytes())?;
-        let mut buf = [0u8; 64];
-        let mut got = 0;
-        while got < 12 {
-            let n = s.read(&mut buf[got..])?;
-            if n == 0 {
-                break;
-            }
-            got += n;
-        }
-        let line = String::from_utf8_lossy(&buf[..got]).to_string();
-        line.split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse::<u16>().ok())
-            .filter(|_| line.starts_with("HTTP/"))
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "the answer is not HTTP"))
-    })
-    .await;
-    match result {
-        Ok(code) if (200..400).contains(&code) => Outcome::Success,
-        Ok(code) => Outcome::Failure(format!("HTTP probe failed with statuscode: {code} ({url})")),
-        Err(e) => Outcome::Failure(format!("Get \"{url}\": {e}")),
-    }
+    let tcp = TcpStream::connect_timeout(&addr(host, port)?, timeout)?;
+    tcp.set_read_timeout(Some(timeout))?;
+    tcp.set_write_timeout(Some(timeout))?;
+    let mut s: Box<dyn ReadWrite> = if https {
+        // As the kubelet: the probe does not verify the pod's certificate.
+        let cfg = crate::cloudlink::tls::unverified().map_err(io::Error::other)?;
+        let name = rustls::pki_types::ServerName::try_from(host.to_string())
+            .map_err(|_| io::Error::other(format!("`{host}` is not a host name or address")))?;
+        let conn = rustls::ClientConnection::new(cfg, name).map_err(io::Error::other)?;
+        Box::new(rustls::StreamOwned::new(conn, tcp))
+    } else {
+        Box::new(tcp)
+    };
+    s.write_all(req.as_bytes())?;
+    read_answer(&mut s)
 }
 
 /// exec: success when the command exits 0 within `timeout`.
@@ -313,6 +467,111 @@ mod tests {
         };
         let r = smol::block_on(http(&get, &[], None, Duration::from_secs(5)));
         assert_eq!(r, Outcome::Success);
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn redirect_targets() {
+        assert_eq!(
+            redirect_target("/healthz", false, "10.0.0.5", 8080),
+            Some((false, "10.0.0.5".into(), 8080, "/healthz".into()))
+        );
+        assert_eq!(
+            redirect_target("http://0.0.0.0/", false, "127.0.0.1", 8080),
+            Some((false, "0.0.0.0".into(), 80, "/".into()))
+        );
+        assert_eq!(
+            redirect_target("https://127.0.0.1:9443/x?y=1", false, "127.0.0.1", 8080),
+            Some((true, "127.0.0.1".into(), 9443, "/x?y=1".into()))
+        );
+        assert_eq!(
+            redirect_target("http://[::1]:81", false, "::1", 80),
+            Some((false, "::1".into(), 81, "/".into()))
+        );
+        assert_eq!(redirect_target("http://h:notaport/", false, "h", 80), None);
+    }
+
+    #[test]
+    fn answers_are_read_bounded() {
+        let a = read_answer(
+            &mut &b"HTTP/1.1 302 Found\r\nLocation: /ok\r\nContent-Length: 3\r\n\r\nabcdef"[..],
+        )
+        .unwrap();
+        assert_eq!(
+            a,
+            Answer {
+                code: 302,
+                location: Some("/ok".into()),
+                body: "abc".into()
+            }
+        );
+        assert!(read_answer(&mut &b"SSH-2.0-OpenSSH\r\n\r\n"[..]).is_err());
+        assert!(read_answer(&mut &b""[..]).is_err());
+        let long = vec![b'a'; MAX_HEAD + 10];
+        assert!(read_answer(&mut &long[..]).is_err());
+    }
+
+    /// A server answering each request by its path: `/go` redirects to `/healthz` (local),
+    /// `/away` to another host, `/loop` to itself, `/healthz` with `code`.
+    fn redirect_server(code: &'static str, n: usize) -> (u16, std::thread::JoinHandle<()>) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let t = std::thread::spawn(move || {
+            for s in l.incoming().take(n) {
+                let mut s = s.unwrap();
+                let mut buf = [0u8; 1024];
+                let n = s.read(&mut buf).unwrap_or(0);
+                let req = String::from_utf8_lossy(&buf[..n]).to_string();
+                let path = req.split_whitespace().nth(1).unwrap_or("").to_string();
+                let answer = match path.as_str() {
+                    "/go" => "HTTP/1.1 302 Found\r\nLocation: /healthz\r\nContent-Length: 0\r\n\r\n".to_string(),
+                    "/away" => "HTTP/1.1 301 Moved\r\nLocation: http://0.0.0.0/\r\nContent-Length: 5\r\n\r\nmoved".to_string(),
+                    "/loop" => "HTTP/1.1 302 Found\r\nLocation: /loop\r\nContent-Length: 0\r\n\r\n".to_string(),
+                    _ => format!("HTTP/1.1 {code}\r\nContent-Length: 0\r\n\r\n"),
+                };
+                let _ = s.write_all(answer.as_bytes());
+            }
+        });
+        (port, t)
+    }
+
+    #[test]
+    fn local_redirects_are_followed_and_others_end_with_a_warning() {
+        let t = Duration::from_secs(2);
+        let get = |port: u16, path: &str| HttpGetAction {
+            path: Some(path.into()),
+            port: serde_json::json!(port),
+            ..Default::default()
+        };
+        // A local redirect to a failing /healthz fails (the kubelet probes the target).
+        let (port, server) = redirect_server("500 Oops", 2);
+        let r = smol::block_on(http(&get(port, "/go"), &[], None, t));
+        assert!(
+            matches!(&r, Outcome::Failure(m) if m.contains("statuscode: 500")),
+            "{r:?}"
+        );
+        server.join().unwrap();
+        // ... and to a healthy one succeeds.
+        let (port, server) = redirect_server("200 OK", 2);
+        assert_eq!(
+            smol::block_on(http(&get(port, "/go"), &[], None, t)),
+            Outcome::Success
+        );
+        server.join().unwrap();
+        // A redirect to another host is not followed: success with the kubelet's warning.
+        let (port, server) = redirect_server("200 OK", 1);
+        assert_eq!(
+            smol::block_on(http(&get(port, "/away"), &[], None, t)),
+            Outcome::Warning("Probe terminated redirects, Response body: moved".into())
+        );
+        server.join().unwrap();
+        // A loop stops after 10 redirects.
+        let (port, server) = redirect_server("200 OK", 11);
+        let r = smol::block_on(http(&get(port, "/loop"), &[], None, t));
+        assert!(
+            matches!(&r, Outcome::Failure(m) if m.contains("stopped after 10 redirects")),
+            "{r:?}"
+        );
         server.join().unwrap();
     }
 }

@@ -43,6 +43,9 @@ pub struct ProbeEvent {
     pub success: bool,
     /// The failure's text (for the container's status message and logs).
     pub message: Option<String>,
+    /// A success with a warning (a redirect to another host): recorded as a ProbeWarning
+    /// event; sent each time, not only on a change.
+    pub warning: Option<String>,
 }
 
 /// A running container to probe.
@@ -92,6 +95,8 @@ impl ProbeManager {
         }
         let mut tasks = Vec::new();
         let has_startup = spec.startup_probe.is_some();
+        let (wake, woken) = async_channel::bounded(1);
+        let wake_readiness = Rc::new(wake);
         for (kind, probe) in [
             (ProbeKind::Startup, &spec.startup_probe),
             (ProbeKind::Liveness, &spec.liveness_probe),
@@ -106,6 +111,8 @@ impl ProbeManager {
                 probe,
                 target: target.clone(),
                 has_startup,
+                wake_readiness: wake_readiness.clone(),
+                woken: woken.clone(),
                 runtime: self.runtime.clone(),
                 results: self.results.clone(),
                 events: self.events.clone(),
@@ -142,6 +149,10 @@ struct Worker {
     probe: Probe,
     target: Target,
     has_startup: bool,
+    /// Wakes the readiness worker of the same container (sent by the startup worker).
+    wake_readiness: Rc<async_channel::Sender<()>>,
+    /// The readiness worker's wake-up.
+    woken: async_channel::Receiver<()>,
     runtime: Arc<dyn Runtime>,
     results: Rc<RefCell<HashMap<Key, bool>>>,
     events: async_channel::Sender<ProbeEvent>,
@@ -168,7 +179,21 @@ impl Worker {
                 && self.results.borrow().get(&(id.clone(), ProbeKind::Startup)) != Some(&true);
             if !startup_pending {
                 let outcome = self.probe_once(timeout).await;
-                let ok = outcome == Outcome::Success;
+                let ok = !matches!(outcome, Outcome::Failure(_));
+                if let Outcome::Warning(w) = &outcome {
+                    let _ = self
+                        .events
+                        .send(ProbeEvent {
+                            pod_uid: self.target.pod_uid.clone(),
+                            container_id: id.clone(),
+                            container_name: self.target.container_name.clone(),
+                            kind: self.kind,
+                            success: true,
+                            message: None,
+                            warning: Some(w.clone()),
+                        })
+                        .await;
+                }
                 streak = if streak.0 == ok {
                     (ok, streak.1 + 1)
                 } else {
@@ -195,7 +220,7 @@ impl Worker {
                         .insert((id.clone(), self.kind), ok);
                     let message = match &outcome {
                         Outcome::Failure(m) => Some(m.clone()),
-                        Outcome::Success => None,
+                        Outcome::Success | Outcome::Warning(_) => None,
                     };
                     tracing::info!(
                         pod = %self.target.pod,
@@ -214,15 +239,30 @@ impl Worker {
                             kind: self.kind,
                             success: ok,
                             message,
+                            warning: None,
                         })
                         .await;
                 }
-                // A passed startup probe is not run again.
+                // A passed startup probe is not run again; readiness is probed at once.
                 if self.kind == ProbeKind::Startup && last {
+                    let _ = self.wake_readiness.try_send(());
                     return;
                 }
             }
-            smol::Timer::after(period).await;
+            if self.kind == ProbeKind::Readiness {
+                let woken = self.woken.clone();
+                smol::future::or(
+                    async {
+                        smol::Timer::after(period).await;
+                    },
+                    async {
+                        let _ = woken.recv().await;
+                    },
+                )
+                .await;
+            } else {
+                smol::Timer::after(period).await;
+            }
         }
     }
 
