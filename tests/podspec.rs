@@ -690,5 +690,56 @@ fn probe_grace_period_and_readiness_right_after_startup() {
             >= 1
     });
     let last = &p["status"]["containerStatuses"][0]["lastState"]["terminated"];
-    assert_eq!(last["exitCode"], 137, "killed by SIGKILL after the probe's grace: {p}");
+    assert_eq!(
+        last["exitCode"], 137,
+        "killed by SIGKILL after the probe's grace: {p}"
+    );
+}
+
+/// Readiness gates: the pod is Ready only once every gate's condition, set through the API
+/// (here: the pod's `status.conditions` as the manifest carries them, as a pod from the cloud
+/// carries them), is True; the condition itself stays in the status the node reports.
+#[test]
+fn readiness_gates_hold_the_pod_unready_until_their_condition_is_true() {
+    let a = Agent::start("podspec-gates", &[], &[]);
+    let with = |status: &str| {
+        let mut p = pod(
+            "gated",
+            vec![sh("c", "sleep 100000")],
+            json!({"readinessGates": [{"conditionType": "example.com/feature-1"}]}),
+        );
+        p["status"] = json!({"conditions": [{"type": "example.com/feature-1", "status": status}]});
+        p
+    };
+    write_manifests(&a, "gated.yaml", &[with("False")]);
+    let ready = |p: &Value| -> Option<Value> {
+        p["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .find(|c| c["type"] == "Ready")
+            .cloned()
+    };
+    let p = a.wait_pod("gated", "running, held unready by its gate", |p| {
+        p["status"]["containerStatuses"][0]["ready"] == true
+            && ready(p).is_some_and(|r| r["reason"] == "ReadinessGatesNotReady")
+    });
+    let r = ready(&p).unwrap();
+    assert_eq!(r["status"], "False");
+    assert_eq!(
+        r["message"],
+        "the status of pod readiness gate \"example.com/feature-1\" is not \"True\", but False."
+    );
+    write_manifests(&a, "gated.yaml", &[with("True")]);
+    let p = a.wait_pod("gated", "Ready once the gate is True", |p| {
+        ready(p).is_some_and(|r| r["status"] == "True")
+    });
+    let gate = p["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "example.com/feature-1")
+        .cloned()
+        .unwrap();
+    assert_eq!(gate["status"], "True");
+    assert_eq!(p["status"]["containerStatuses"][0]["restartCount"], 0, "{p}");
 }

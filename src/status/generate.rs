@@ -242,17 +242,38 @@ pub fn pod_status(pod: &Pod, inputs: &StatusInputs<'_>) -> PodStatus {
         reason: if ok { None } else { reason.map(str::to_string) },
         ..Default::default()
     };
+    // Conditions others own (set through the API, as they came with the pod) are kept; the
+    // readiness gates read them.
+    let external: Vec<PodCondition> = pod
+        .status
+        .as_ref()
+        .map(|s| {
+            s.conditions
+                .iter()
+                .filter(|c| !KUBELET_CONDITIONS.contains(&c.kind.as_str()))
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    let gates = readiness_gates(pod, &external);
+    let mut ready = cond(
+        "Ready",
+        all_ready && !terminal,
+        Some(if terminal {
+            "PodCompleted"
+        } else {
+            "ContainersNotReady"
+        }),
+    );
+    if ready.status == "True" {
+        if let Err(message) = gates {
+            ready = cond("Ready", false, Some("ReadinessGatesNotReady"));
+            ready.message = Some(message);
+        }
+    }
     let mut conditions = vec![
         cond("Initialized", initialized, Some("ContainersNotInitialized")),
-        cond(
-            "Ready",
-            all_ready && !terminal,
-            Some(if terminal {
-                "PodCompleted"
-            } else {
-                "ContainersNotReady"
-            }),
-        ),
+        ready,
         cond(
             "ContainersReady",
             all_ready && !terminal,
@@ -264,6 +285,7 @@ pub fn pod_status(pod: &Pod, inputs: &StatusInputs<'_>) -> PodStatus {
         ),
         cond("PodScheduled", true, None),
     ];
+    conditions.extend(external);
     let now = api::rfc3339(SystemTime::now());
     for c in &mut conditions {
         let before = inputs
@@ -289,6 +311,40 @@ pub fn pod_status(pod: &Pod, inputs: &StatusInputs<'_>) -> PodStatus {
         init_container_statuses: init,
         container_statuses: apps,
         qos_class: Some(qos_class(pod).into()),
+    }
+}
+
+/// The pod conditions the node sets; others (readiness gates' conditions) belong to whoever
+/// set them through the API.
+const KUBELET_CONDITIONS: &[&str] = &[
+    "Initialized",
+    "Ready",
+    "ContainersReady",
+    "PodScheduled",
+    "PodReadyToStartContainers",
+];
+
+/// Whether every `spec.readinessGates` condition is `True` among `conditions`; else the
+/// kubelet's message naming each gate that is not.
+fn readiness_gates(pod: &Pod, conditions: &[PodCondition]) -> Result<(), String> {
+    let mut unready = Vec::new();
+    for g in &pod.spec.readiness_gates {
+        match conditions.iter().find(|c| c.kind == g.condition_type) {
+            None => unready.push(format!(
+                "corresponding condition of pod readiness gate \"{}\" does not exist.",
+                g.condition_type
+            )),
+            Some(c) if c.status != "True" => unready.push(format!(
+                "the status of pod readiness gate \"{}\" is not \"True\", but {}.",
+                g.condition_type, c.status
+            )),
+            Some(_) => {}
+        }
+    }
+    if unready.is_empty() {
+        Ok(())
+    } else {
+        Err(unready.join(", "))
     }
 }
 
@@ -593,5 +649,57 @@ mod tests {
             (t.exit_code, t.reason.as_deref()),
             (137, Some(STATUS_UNKNOWN))
         );
+    }
+
+    #[test]
+    fn readiness_gates_hold_ready_until_their_conditions_are_true() {
+        let cs = [
+            inst("init", "i1", 0, ContainerState::Exited, Some(0)),
+            inst("app", "a1", 0, ContainerState::Running, None),
+        ];
+        let with = |conditions: serde_json::Value| -> Pod {
+            let mut p = pod("Always");
+            p.spec.readiness_gates = vec![
+                api::PodReadinessGate {
+                    condition_type: "example.com/a".into(),
+                },
+                api::PodReadinessGate {
+                    condition_type: "example.com/b".into(),
+                },
+            ];
+            p.status = Some(
+                serde_json::from_value(serde_json::json!({"conditions": conditions})).unwrap(),
+            );
+            p
+        };
+        // (conditions the API holds, Ready, message)
+        let cases = [
+            (serde_json::json!([]), "False", Some("corresponding condition of pod readiness gate \"example.com/a\" does not exist., corresponding condition of pod readiness gate \"example.com/b\" does not exist.")),
+            (serde_json::json!([{"type": "example.com/a", "status": "True"}, {"type": "example.com/b", "status": "False"}]), "False", Some("the status of pod readiness gate \"example.com/b\" is not \"True\", but False.")),
+            (serde_json::json!([{"type": "example.com/a", "status": "True"}, {"type": "example.com/b", "status": "True"},
+                                {"type": "Ready", "status": "False"}]), "True", None),
+        ];
+        for (conds, want, message) in cases {
+            let p = with(conds.clone());
+            let s = status(&p, &cs, &[("a1", true)], &[]);
+            let ready = s.conditions.iter().find(|c| c.kind == "Ready").unwrap();
+            assert_eq!(ready.status, want, "{conds}");
+            assert_eq!(ready.message.as_deref(), message, "{conds}");
+            if want == "False" {
+                assert_eq!(ready.reason.as_deref(), Some("ReadinessGatesNotReady"));
+            }
+            assert_eq!(cond(&s, "ContainersReady"), "True");
+            // The gates' own conditions are kept (the node never drops what others set);
+            // the node's own Ready is not taken from the API's copy.
+            for c in conds.as_array().unwrap() {
+                if c["type"] != "Ready" {
+                    assert_eq!(
+                        cond(&s, c["type"].as_str().unwrap()),
+                        c["status"].as_str().unwrap()
+                    );
+                }
+            }
+            assert_eq!(s.conditions.iter().filter(|c| c.kind == "Ready").count(), 1);
+        }
     }
 }
