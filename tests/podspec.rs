@@ -741,5 +741,82 @@ fn readiness_gates_hold_the_pod_unready_until_their_condition_is_true() {
         .cloned()
         .unwrap();
     assert_eq!(gate["status"], "True");
-    assert_eq!(p["status"]["containerStatuses"][0]["restartCount"], 0, "{p}");
+    assert_eq!(
+        p["status"]["containerStatuses"][0]["restartCount"], 0,
+        "{p}"
+    );
+}
+
+/// Sidecars (init containers with `restartPolicy: Always`): the app container starts only
+/// once the sidecar has started (its startup probe passed), the sidecar keeps running beside
+/// it, reads started and ready in `initContainerStatuses`, the pod is Initialized and Ready;
+/// when a `restartPolicy: Never` pod's app container
+/// ends, the sidecar is stopped and the pod Succeeded.
+#[test]
+fn sidecars_start_before_the_app_run_beside_it_and_stop_with_the_pod() {
+    let a = Agent::start("podspec-sidecar", &[], &[]);
+    let mut side = sh(
+        "side",
+        "sleep 1; echo up > /e/sidecar; while true; do echo beat >> /e/beats; sleep 1; done",
+    );
+    side["restartPolicy"] = json!("Always");
+    side["volumeMounts"] = json!([{"name": "e", "mountPath": "/e"}]);
+    side["startupProbe"] =
+        json!({"exec": {"command": ["test", "-f", "/e/sidecar"]}, "periodSeconds": 1});
+    side["readinessProbe"] = json!({"exec": {"command": ["true"]}, "periodSeconds": 1});
+    let mut init = sh("init", "echo done > /e/init");
+    init["volumeMounts"] = json!([{"name": "e", "mountPath": "/e"}]);
+    let mut app = sh("app", "cat /e/sidecar > /e/app-saw 2>&1; sleep 100000");
+    app["volumeMounts"] = json!([{"name": "e", "mountPath": "/e"}]);
+    a.add_pod(&pod(
+        "with-sidecar",
+        vec![app],
+        json!({"initContainers": [side.clone(), init.clone()],
+               "volumes": [{"name": "e", "emptyDir": {}}]}),
+    ));
+    let cond = |p: &Value, kind: &str| -> Value {
+        p["status"]["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == kind).cloned())
+            .map(|c| c["status"].clone())
+            .unwrap_or(Value::Null)
+    };
+    let p = a.wait_pod("with-sidecar", "Ready with its sidecar", |p| {
+        cond(p, "Ready") == "True"
+    });
+    let side_status = &p["status"]["initContainerStatuses"][0];
+    assert_eq!(side_status["name"], "side");
+    assert!(side_status["state"]["running"].is_object(), "{p}");
+    assert_eq!(side_status["started"], true);
+    assert_eq!(side_status["ready"], true);
+    assert_eq!(cond(&p, "Initialized"), "True");
+    assert_eq!(p["status"]["phase"], "Running");
+    let e = volume_dir(&a, &p, "empty-dir", "e");
+    assert_eq!(
+        wait_file(&a, &e, "app-saw"),
+        "up\n",
+        "the app started after the sidecar"
+    );
+
+    // A sidecar in a Never pod: stopped once the app container has ended; the pod Succeeded.
+    let mut once = sh("app", "sleep 2; exit 0");
+    once["volumeMounts"] = json!([{"name": "e", "mountPath": "/e"}]);
+    a.add_pod(&pod(
+        "job-with-sidecar",
+        vec![once],
+        json!({"restartPolicy": "Never", "initContainers": [side],
+               "volumes": [{"name": "e", "emptyDir": {}}]}),
+    ));
+    let p = a.wait_pod(
+        "job-with-sidecar",
+        "Succeeded with its sidecar stopped",
+        |p| {
+            p["status"]["phase"] == "Succeeded"
+                && p["status"]["initContainerStatuses"][0]["state"]["terminated"].is_object()
+        },
+    );
+    assert_eq!(
+        p["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"], 0,
+        "{p}"
+    );
 }

@@ -415,7 +415,19 @@ async fn run_containers(
         })
     });
     if all_terminal || init_failed {
-        // Succeeded or Failed: nothing runs again, not even in a new sandbox after a reboot.
+        // Succeeded or Failed: nothing runs again, not even in a new sandbox after a reboot;
+        // sidecars still running are stopped (the kubelet ends them with the pod's work).
+        for c in pod
+            .spec
+            .init_containers
+            .iter()
+            .filter(|c| api::restart::is_sidecar(c))
+        {
+            if let Some(l) = latest(all, &c.name).filter(|l| l.state == ContainerState::Running) {
+                tracing::info!(pod = %pod_name(pod), container = %c.name, "stopping sidecar: the pod's containers have ended");
+                kill_container(pm, pod, c, l, grace(pod), None).await;
+            }
+        }
         return next;
     }
     // Init containers: in order, each to success, in the current sandbox (a new sandbox, as
@@ -429,8 +441,32 @@ async fn run_containers(
         None => all.to_vec(),
     };
     for c in &pod.spec.init_containers {
+        let sidecar = api::restart::is_sidecar(c);
         match latest(&current, &c.name) {
-            Some(l) if l.state == ContainerState::Exited && l.exit_code == Some(0) => continue,
+            // A sidecar runs on beside the app containers: the next one starts once it has
+            // started (its startup probe passed, if it has one).
+            Some(l) if sidecar && l.state == ContainerState::Running => {
+                if pm.prober.result(&l.id, ProbeKind::Liveness) == Some(false) {
+                    let message = format!(
+                        "Container {} failed liveness probe, will be restarted",
+                        c.name
+                    );
+                    kill_container(pm, pod, c, l, grace(pod), Some(message)).await;
+                    pm.prober.remove(&l.id);
+                    st.probed.remove(&l.id);
+                    *changed = true;
+                    return next.min(Duration::from_millis(100));
+                }
+                let started = c.startup_probe.is_none()
+                    || pm.prober.result(&l.id, ProbeKind::Startup) == Some(true);
+                if started {
+                    continue;
+                }
+                return next.min(Duration::from_millis(500));
+            }
+            Some(l) if !sidecar && l.state == ContainerState::Exited && l.exit_code == Some(0) => {
+                continue
+            }
             Some(l) if l.state == ContainerState::Running => return next,
             Some(l) if l.state == ContainerState::Created => {
                 start_created(pm, pod, st, c, l).await;
@@ -991,7 +1027,12 @@ fn update_probes(pm: &PodManager, pod: &Pod, st: &mut State, all: &[ContainerSta
     } else {
         st.sandbox.as_ref().and_then(|s| s.netns.clone())
     };
-    for spec in &pod.spec.containers {
+    let sidecars = pod
+        .spec
+        .init_containers
+        .iter()
+        .filter(|c| api::restart::is_sidecar(c));
+    for spec in pod.spec.containers.iter().chain(sidecars) {
         let has = spec.liveness_probe.is_some()
             || spec.readiness_probe.is_some()
             || spec.startup_probe.is_some();

@@ -199,7 +199,9 @@ pub fn pod_status(pod: &Pod, inputs: &StatusInputs<'_>) -> PodStatus {
         .init_containers
         .iter()
         .map(|c| {
-            let mut s = container_status(c, &of(&c.name), inputs, false, default_waiting);
+            // A sidecar (restartable init container) is probed and ready as an app container.
+            let probed = api::restart::is_sidecar(c) && c.readiness_probe.is_some();
+            let mut s = container_status(c, &of(&c.name), inputs, probed, default_waiting);
             // A finished init container is ready (the kubelet reports it so).
             if s.state
                 .terminated
@@ -232,9 +234,29 @@ pub fn pod_status(pod: &Pod, inputs: &StatusInputs<'_>) -> PodStatus {
             .map(|t| t.exit_code == 0)
             .unwrap_or(false)
     };
-    let initialized = init.iter().all(succeeded);
+    // Init containers are done: each regular one succeeded, each sidecar started (or the
+    // app containers ran already: a sidecar restarting, or stopped at the end, undoes nothing).
+    let apps_ran = apps.iter().any(|s| {
+        s.state.running.is_some()
+            || s.state.terminated.is_some()
+            || s.last_state.terminated.is_some()
+    });
+    let initialized = pod.spec.init_containers.iter().zip(&init).all(|(c, s)| {
+        if api::restart::is_sidecar(c) {
+            s.started == Some(true) || apps_ran
+        } else {
+            succeeded(s)
+        }
+    });
+    let sidecars_ready = pod
+        .spec
+        .init_containers
+        .iter()
+        .zip(&init)
+        .all(|(c, s)| !api::restart::is_sidecar(c) || s.ready);
     let phase = phase(pod, &init, &apps, initialized);
-    let all_ready = initialized && !apps.is_empty() && apps.iter().all(|s| s.ready);
+    let all_ready =
+        initialized && sidecars_ready && !apps.is_empty() && apps.iter().all(|s| s.ready);
     let terminal = phase == "Succeeded" || phase == "Failed";
     let cond = |kind: &str, ok: bool, reason: Option<&str>| PodCondition {
         kind: kind.into(),
