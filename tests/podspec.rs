@@ -820,3 +820,39 @@ fn sidecars_start_before_the_app_run_beside_it_and_stop_with_the_pod() {
         "{p}"
     );
 }
+
+/// A delete with a shorter grace period sent while the pod is already stopping (as the API
+/// server sends `kubectl delete --grace-period=1` after a first delete) cuts the running
+/// preStop `sleep` and the stop short: the pod is gone well before its first grace period
+/// (300 s) or its hook (200 s) would end. The deletes come as the cloud sends them: the pod
+/// written again with `deletionTimestamp` and `deletionGracePeriodSeconds`.
+#[test]
+fn a_shorter_grace_period_cuts_a_running_stop_short() {
+    let a = Agent::start("podspec-shorter-grace", &[], &[]);
+    let mut c = sh("c", "trap '' TERM; while true; do sleep 1; done");
+    c["lifecycle"] = json!({"preStop": {"sleep": {"seconds": 200}}});
+    let base = pod(
+        "slow-stop",
+        vec![c],
+        json!({"terminationGracePeriodSeconds": 300}),
+    );
+    write_manifests(&a, "slow.yaml", std::slice::from_ref(&base));
+    a.wait_running("slow-stop");
+    assert!(!a.host.runc().is_empty());
+    let deleting = |grace: i64| {
+        let mut p = base.clone();
+        p["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+        p["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
+        p
+    };
+    write_manifests(&a, "slow.yaml", &[deleting(300)]);
+    a.wait_for("the stop to begin", || {
+        a.agent_log().contains("stopping pod").then_some(())
+    });
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert!(!a.host.runc().is_empty(), "still in its preStop sleep");
+    write_manifests(&a, "slow.yaml", &[deleting(1)]);
+    // The harness waits 60 s: far less than the hook's 200 s.
+    a.wait_for("the container gone", || a.host.runc().is_empty().then_some(()));
+    assert!(a.agent_log().contains("a shorter grace period"));
+}

@@ -103,7 +103,33 @@ pub(super) async fn run(pm: Rc<PodManager>, mut pod: Pod, rx: async_channel::Rec
             }
         }
         if deleted || pod.metadata.deletion_timestamp.is_some() {
-            terminate(&pm, &pod, &mut st).await;
+            // A shorter grace period sent while the pod stops (a second delete) cuts the stop
+            // short, a running preStop hook too, as the kubelet's pod worker does.
+            loop {
+                let shorter = std::cell::RefCell::new(None);
+                let readd = std::cell::RefCell::new(None);
+                let done = smol::future::or(
+                    async {
+                        terminate(&pm, &pod, &mut st).await;
+                        true
+                    },
+                    async {
+                        watch_shorter(&rx, &pod, &shorter, &readd).await;
+                        false
+                    },
+                )
+                .await;
+                if let Some(p) = readd.into_inner() {
+                    again = Some(p);
+                }
+                match shorter.into_inner() {
+                    Some(p) if !done => {
+                        tracing::info!(pod = %pod_name(&p), grace_seconds = grace(&p).as_secs(), "a shorter grace period: stopping the pod again with it");
+                        pod = p;
+                    }
+                    _ => break,
+                }
+            }
             if pod.metadata.deletion_timestamp.is_some() && !deleted {
                 // A graceful delete from the cloud ends here: forget the pod and tell the cloud.
                 if let Err(e) = pm
@@ -155,6 +181,31 @@ pub(super) async fn run(pm: Rc<PodManager>, mut pod: Pod, rx: async_channel::Rec
         next = sync(&pm, &pod, &mut st).await;
         if let Err(Some(left)) = deadline {
             next = next.min(left);
+        }
+    }
+}
+
+/// Waits, while the pod stops, for a delete with a shorter grace period than `pod`'s (into
+/// `shorter`, then returns); a pod written again meanwhile goes to `readd` (a delete clears
+/// it), everything else is dropped as the stop makes it moot.
+async fn watch_shorter(
+    rx: &async_channel::Receiver<Work>,
+    pod: &Pod,
+    shorter: &std::cell::RefCell<Option<Pod>>,
+    readd: &std::cell::RefCell<Option<Pod>>,
+) {
+    loop {
+        match rx.recv().await {
+            Ok(Work::Update(p)) if p.metadata.deletion_timestamp.is_some() => {
+                if grace(&p) < grace(pod) {
+                    *shorter.borrow_mut() = Some(*p);
+                    return;
+                }
+            }
+            Ok(Work::Update(p)) => *readd.borrow_mut() = Some(*p),
+            Ok(Work::Delete) => *readd.borrow_mut() = None,
+            Ok(_) => {}
+            Err(_) => std::future::pending::<()>().await,
         }
     }
 }
