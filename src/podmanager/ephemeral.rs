@@ -220,6 +220,28 @@ mod tests {
         ));
     }
 
+    /// The ConfigMaps and Secrets an ephemeral container's env names are fetched for it.
+    #[test]
+    fn its_env_objects_are_fetched() {
+        let v = serde_json::json!({"metadata": {"name": "p", "uid": "u"},
+            "spec": {"containers": [{"name": "app", "image": "busybox"}],
+                     "ephemeralContainers": [{"name": "dbg", "image": "busybox",
+                        "env": [{"name": "K", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}],
+                        "envFrom": [{"configMapRef": {"name": "cm"}}]}]}});
+        let pod = crate::podmanager::decode_pod(&v).unwrap();
+        let refs: Vec<(api::Kind, String)> = crate::volume::PodObjects::references(&pod)
+            .into_iter()
+            .map(|r| (r.kind, r.name))
+            .collect();
+        assert_eq!(
+            refs,
+            [
+                (api::Kind::ConfigMap, "cm".to_string()),
+                (api::Kind::Secret, "s".to_string())
+            ]
+        );
+    }
+
     #[test]
     fn a_pod_without_ephemeral_containers_starts_none() {
         let spec = PodSpec::default();
