@@ -67,7 +67,14 @@ pub struct Target {
 /// several containers needs a name.
 pub fn choose_container(pod: &Pod, name: Option<&str>) -> Result<String, LogsError> {
     let pod_name = &pod.metadata.name;
-    let all = || pod.spec.containers.iter().chain(&pod.spec.init_containers);
+    let ephemeral = || pod.spec.ephemeral_containers.iter().map(|e| &e.container);
+    let all = || {
+        pod.spec
+            .containers
+            .iter()
+            .chain(&pod.spec.init_containers)
+            .chain(ephemeral())
+    };
     match name {
         Some(n) if all().any(|c| c.name == n) => Ok(n.to_string()),
         Some(n) => Err(fail(
@@ -90,6 +97,13 @@ pub fn choose_container(pod: &Pod, name: Option<&str>) -> Result<String, LogsErr
                 m.push_str(&format!(
                     " or one of the init containers: [{}]",
                     names(&pod.spec.init_containers)
+                ));
+            }
+            if !pod.spec.ephemeral_containers.is_empty() {
+                let e: Vec<&str> = ephemeral().map(|c| c.name.as_str()).collect();
+                m.push_str(&format!(
+                    " or one of the ephemeral containers: [{}]",
+                    e.join(" ")
                 ));
             }
             Err(fail(ErrorKind::BadRequest, m))
@@ -197,6 +211,7 @@ fn container_status<'a>(
     s.container_statuses
         .iter()
         .chain(&s.init_container_statuses)
+        .chain(&s.ephemeral_container_statuses)
         .find(|c| c.name == name)
 }
 
@@ -392,6 +407,17 @@ mod tests {
         let e = choose_container(&pod(&["a"], &[]), Some("x")).unwrap_err();
         assert_eq!(e.kind, ErrorKind::NotFound);
         assert_eq!(e.message, "container \"x\" not found in pod \"web\"");
+        // Ephemeral containers are read by name too, and listed when none is named.
+        let mut p = pod(&["a", "b"], &[]);
+        p.spec.ephemeral_containers =
+            serde_json::from_value(json!([{"name": "dbg", "image": "i"}])).unwrap();
+        assert_eq!(choose_container(&p, Some("dbg")).unwrap(), "dbg");
+        let e = choose_container(&p, None).unwrap_err();
+        assert!(
+            e.message
+                .ends_with("[a b] or one of the ephemeral containers: [dbg]"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -49,7 +49,8 @@ pub struct PodEvent {
     pub namespace: String,
     pub pod: String,
     pub uid: String,
-    /// `spec.containers{app}`, `spec.initContainers{setup}`, or empty for the pod.
+    /// `spec.containers{app}`, `spec.initContainers{setup}`, `spec.ephemeralContainers{dbg}`,
+    /// or empty for the pod.
     pub field_path: String,
     pub kind: EventType,
     pub reason: String,
@@ -68,6 +69,15 @@ impl PodEvent {
         let field_path = match container {
             Some(c) if pod.spec.init_containers.iter().any(|x| x.name == c) => {
                 format!("spec.initContainers{{{c}}}")
+            }
+            Some(c)
+                if pod
+                    .spec
+                    .ephemeral_containers
+                    .iter()
+                    .any(|x| x.container.name == c) =>
+            {
+                format!("spec.ephemeralContainers{{{c}}}")
             }
             Some(c) => format!("spec.containers{{{c}}}"),
             None => String::new(),
@@ -329,6 +339,19 @@ mod tests {
             panic!()
         };
         assert!(ev["involvedObject"]["fieldPath"].is_null());
+        // So has an ephemeral container.
+        let mut p = pod();
+        p.spec
+            .ephemeral_containers
+            .push(crate::api::EphemeralContainer {
+                container: crate::api::Container {
+                    name: "dbg".into(),
+                    ..Default::default()
+                },
+                target_container_name: None,
+            });
+        let dbg = PodEvent::new(&p, Some("dbg"), EventType::Normal, "Started", "x");
+        assert_eq!(dbg.field_path, "spec.ephemeralContainers{dbg}");
         c.forget_pod("u1");
         assert!(matches!(c.observe(&e, t0), Action::Create(_)));
     }

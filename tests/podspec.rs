@@ -853,6 +853,8 @@ fn a_shorter_grace_period_cuts_a_running_stop_short() {
     assert!(!a.host.runc().is_empty(), "still in its preStop sleep");
     write_manifests(&a, "slow.yaml", &[deleting(1)]);
     // The harness waits 60 s: far less than the hook's 200 s.
-    a.wait_for("the container gone", || a.host.runc().is_empty().then_some(()));
+    a.wait_for("the container gone", || {
+        a.host.runc().is_empty().then_some(())
+    });
     assert!(a.agent_log().contains("a shorter grace period"));
 }

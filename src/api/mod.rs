@@ -162,6 +162,7 @@ pub fn decode_pod(v: &serde_json::Value) -> Result<Pod, ObjectError> {
         ));
     }
     validate::pod_paths(&pod).map_err(|(field, reason)| fail(&field, reason))?;
+    validate::ephemeral_containers(&pod).map_err(|(field, reason)| fail(&field, reason))?;
     Ok(pod)
 }
 
@@ -205,6 +206,10 @@ pub struct Pod {
 pub struct PodSpec {
     pub init_containers: Vec<Container>,
     pub containers: Vec<Container>,
+    /// Containers added to the running pod for debugging (`kubectl debug`, the API server's
+    /// `ephemeralcontainers` subresource): started once each, never restarted.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ephemeral_containers: Vec<EphemeralContainer>,
     pub volumes: Vec<Volume>,
     /// `Always` (default), `OnFailure`, `Never`.
     pub restart_policy: Option<String>,
@@ -411,6 +416,19 @@ pub struct Container {
     /// Rules on the exit code that decide a restart before the policy ([`restart`]).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub restart_policy_rules: Vec<restart::ContainerRestartRule>,
+}
+
+/// An ephemeral container: the fields of a [`Container`] (those the API server allows for one:
+/// see [`validate::ephemeral_containers`]) and the container whose PID namespace it joins.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EphemeralContainer {
+    #[serde(flatten)]
+    pub container: Container,
+    /// A container of `spec.containers` (or `initContainers`) whose PID namespace this one
+    /// joins: it sees that container's processes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_container_name: Option<String>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -876,6 +894,9 @@ pub struct PodStatus {
     pub init_container_statuses: Vec<ContainerStatus>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub container_statuses: Vec<ContainerStatus>,
+    /// One for each of `spec.ephemeralContainers`; never ready.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ephemeral_container_statuses: Vec<ContainerStatus>,
     #[serde(rename = "qosClass", skip_serializing_if = "Option::is_none")]
     pub qos_class: Option<String>,
 }

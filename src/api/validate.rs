@@ -99,10 +99,86 @@ pub fn pod_paths(pod: &crate::api::Pod) -> Result<(), (String, String)> {
             dns1123_label(&c.name).map_err(|e| (format!("{list}[{i}].name"), e))?;
         }
     }
+    for (i, c) in spec.ephemeral_containers.iter().enumerate() {
+        dns1123_label(&c.container.name)
+            .map_err(|e| (format!("spec.ephemeralContainers[{i}].name"), e))?;
+    }
     for (i, v) in spec.volumes.iter().enumerate() {
         dns1123_label(&v.name).map_err(|e| (format!("spec.volumes[{i}].name"), e))?;
         if let Some(hp) = &v.host_path {
             host_path(&hp.path).map_err(|e| (format!("spec.volumes[{i}].hostPath.path"), e))?;
+        }
+    }
+    Ok(())
+}
+
+/// What the API server refuses in an ephemeral container, as its validation words it.
+const NOT_FOR_EPHEMERAL: &str = "cannot be set for an Ephemeral Container";
+
+/// The API server's rules for `spec.ephemeralContainers`: a name no other container of the pod
+/// has; a `targetContainerName` naming a container or init container; none of the fields an
+/// ephemeral container may not have (`ports`, `resources`, the probes, `lifecycle`, and a
+/// volume mount's `subPath` or `subPathExpr`). `Err((field, reason))` names the first wrong
+/// field.
+pub fn ephemeral_containers(pod: &crate::api::Pod) -> Result<(), (String, String)> {
+    let spec = &pod.spec;
+    let others: Vec<&str> = spec
+        .containers
+        .iter()
+        .chain(&spec.init_containers)
+        .map(|c| c.name.as_str())
+        .collect();
+    let mut seen: Vec<&str> = others.clone();
+    for (i, ec) in spec.ephemeral_containers.iter().enumerate() {
+        let at = format!("spec.ephemeralContainers[{i}]");
+        let c = &ec.container;
+        if seen.contains(&c.name.as_str()) {
+            return Err((
+                format!("{at}.name"),
+                format!(
+                    "duplicate container name `{}`: it must differ from every container, init container and ephemeral container of the pod",
+                    c.name
+                ),
+            ));
+        }
+        seen.push(&c.name);
+        if c.image.trim().is_empty() {
+            return Err((format!("{at}.image"), "required".into()));
+        }
+        if let Some(t) = ec
+            .target_container_name
+            .as_deref()
+            .filter(|t| !t.is_empty())
+        {
+            if !others.contains(&t) {
+                return Err((
+                    format!("{at}.targetContainerName"),
+                    format!("no container or init container `{t}` in the pod"),
+                ));
+            }
+        }
+        let forbidden = [
+            ("ports", !c.ports.is_empty()),
+            ("resources", c.resources != Default::default()),
+            ("livenessProbe", c.liveness_probe.is_some()),
+            ("readinessProbe", c.readiness_probe.is_some()),
+            ("startupProbe", c.startup_probe.is_some()),
+            ("lifecycle", c.lifecycle.is_some()),
+        ];
+        if let Some((field, _)) = forbidden.iter().find(|(_, set)| *set) {
+            return Err((format!("{at}.{field}"), NOT_FOR_EPHEMERAL.into()));
+        }
+        for (j, m) in c.volume_mounts.iter().enumerate() {
+            let sub = [("subPath", &m.sub_path), ("subPathExpr", &m.sub_path_expr)];
+            if let Some((field, _)) = sub
+                .iter()
+                .find(|(_, v)| v.as_deref().is_some_and(|v| !v.is_empty()))
+            {
+                return Err((
+                    format!("{at}.volumeMounts[{j}].{field}"),
+                    NOT_FOR_EPHEMERAL.into(),
+                ));
+            }
         }
     }
     Ok(())
@@ -202,6 +278,140 @@ mod tests {
             .contains("must not contain '..'"));
         assert!(host_path("/var/..").is_err());
         assert!(host_path("").is_err());
+    }
+
+    /// A pod with one ephemeral container `dbg` whose fields are `ec` (beside name and image).
+    fn with_ephemeral(ec: serde_json::Value) -> serde_json::Value {
+        let mut c = serde_json::json!({"name": "dbg", "image": "busybox"});
+        for (k, v) in ec.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        serde_json::json!({"metadata": {"name": "web", "uid": "u-1"},
+            "spec": {"containers": [{"name": "app", "image": "busybox"}],
+                     "initContainers": [{"name": "setup", "image": "busybox"}],
+                     "ephemeralContainers": [c]}})
+    }
+
+    #[test]
+    fn ephemeral_containers_decode_with_their_target() {
+        let v = with_ephemeral(serde_json::json!({
+            "targetContainerName": "app", "stdin": true, "tty": true,
+            "command": ["sh"], "env": [{"name": "A", "value": "1"}],
+            "securityContext": {"privileged": true},
+            "volumeMounts": [{"name": "v", "mountPath": "/v"}],
+            "terminationMessagePolicy": "File", "imagePullPolicy": "IfNotPresent"}));
+        let pod = crate::api::decode_pod(&v).unwrap();
+        let ec = &pod.spec.ephemeral_containers[0];
+        assert_eq!(ec.target_container_name.as_deref(), Some("app"));
+        assert_eq!(ec.container.name, "dbg");
+        assert_eq!(ec.container.command, ["sh"]);
+        assert!(ec.container.stdin && ec.container.tty);
+        assert_eq!(ec.container.env[0].name, "A");
+        // It writes back as it came (flat, the target beside the container's fields).
+        let back = serde_json::to_value(ec).unwrap();
+        assert_eq!(back["targetContainerName"], "app");
+        assert_eq!(back["name"], "dbg");
+        // A wrong type is named by its path.
+        let bad = with_ephemeral(serde_json::json!({"stdin": "yes"}));
+        let e = crate::api::decode_pod(&bad).unwrap_err();
+        assert!(e.to_string().contains("Pod default/web"), "{e}");
+        assert!(e.field.starts_with("spec.ephemeralContainers[0]"), "{e}");
+        // Without any, the spec writes none (container hashes and stored pods unchanged).
+        let plain = crate::api::PodSpec::default();
+        assert!(serde_json::to_value(&plain)
+            .unwrap()
+            .get("ephemeralContainers")
+            .is_none());
+    }
+
+    #[test]
+    fn forbidden_ephemeral_fields_are_refused_by_name() {
+        let probe = serde_json::json!({"exec": {"command": ["true"]}});
+        let cases = [
+            (
+                serde_json::json!({"ports": [{"containerPort": 80}]}),
+                "spec.ephemeralContainers[0].ports",
+            ),
+            (
+                serde_json::json!({"resources": {"limits": {"cpu": "1"}}}),
+                "spec.ephemeralContainers[0].resources",
+            ),
+            (
+                serde_json::json!({"resources": {"requests": {"memory": "1Mi"}}}),
+                "spec.ephemeralContainers[0].resources",
+            ),
+            (
+                serde_json::json!({"livenessProbe": probe}),
+                "spec.ephemeralContainers[0].livenessProbe",
+            ),
+            (
+                serde_json::json!({"readinessProbe": probe}),
+                "spec.ephemeralContainers[0].readinessProbe",
+            ),
+            (
+                serde_json::json!({"startupProbe": probe}),
+                "spec.ephemeralContainers[0].startupProbe",
+            ),
+            (
+                serde_json::json!({"lifecycle": {"preStop": probe}}),
+                "spec.ephemeralContainers[0].lifecycle",
+            ),
+            (
+                serde_json::json!({"volumeMounts": [{"name": "v", "mountPath": "/v", "subPath": "x"}]}),
+                "spec.ephemeralContainers[0].volumeMounts[0].subPath",
+            ),
+            (
+                serde_json::json!({"volumeMounts": [{"name": "v", "mountPath": "/v", "subPathExpr": "$(A)"}]}),
+                "spec.ephemeralContainers[0].volumeMounts[0].subPathExpr",
+            ),
+        ];
+        for (fields, field) in cases {
+            let e = crate::api::decode_pod(&with_ephemeral(fields.clone())).unwrap_err();
+            assert_eq!(e.field, field, "{fields}");
+            assert_eq!(e.reason, "cannot be set for an Ephemeral Container");
+            assert!(e.to_string().contains(field), "{e}");
+        }
+        // Empty ones are no setting (the API server compares with the zero value).
+        let empty = serde_json::json!({"ports": [], "resources": {}});
+        assert!(crate::api::decode_pod(&with_ephemeral(empty)).is_ok());
+    }
+
+    #[test]
+    fn ephemeral_names_and_targets() {
+        let field = |ec: serde_json::Value| {
+            let e = crate::api::decode_pod(&with_ephemeral(ec)).unwrap_err();
+            (e.field, e.reason)
+        };
+        let (f, why) = field(serde_json::json!({"name": "app"}));
+        assert_eq!(f, "spec.ephemeralContainers[0].name");
+        assert!(why.contains("duplicate container name `app`"), "{why}");
+        assert_eq!(
+            field(serde_json::json!({"name": "setup"})).0,
+            "spec.ephemeralContainers[0].name"
+        );
+        assert_eq!(
+            field(serde_json::json!({"name": "../x"})).0,
+            "spec.ephemeralContainers[0].name"
+        );
+        assert_eq!(
+            field(serde_json::json!({"image": " "})).0,
+            "spec.ephemeralContainers[0].image"
+        );
+        let (f, why) = field(serde_json::json!({"targetContainerName": "nope"}));
+        assert_eq!(f, "spec.ephemeralContainers[0].targetContainerName");
+        assert!(why.contains("`nope`"), "{why}");
+        // Two ephemeral containers of one name.
+        let mut v = with_ephemeral(serde_json::json!({}));
+        let again = v["spec"]["ephemeralContainers"][0].clone();
+        v["spec"]["ephemeralContainers"]
+            .as_array_mut()
+            .unwrap()
+            .push(again);
+        let e = crate::api::decode_pod(&v).unwrap_err();
+        assert_eq!(e.field, "spec.ephemeralContainers[1].name");
+        // An init container is a valid target.
+        let ok = with_ephemeral(serde_json::json!({"targetContainerName": "setup"}));
+        assert!(crate::api::decode_pod(&ok).is_ok());
     }
 
     #[test]

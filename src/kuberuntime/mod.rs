@@ -338,6 +338,7 @@ pub fn container_config(
         stdin: container.stdin,
         stdin_once: container.stdin && container.stdin_once,
         tty: container.tty,
+        pid_target: None,
     })
 }
 

@@ -233,7 +233,8 @@ fn check_pod(pod: &Pod) -> Result<(), FieldError> {
         }
     }
     // The uid and hostPath paths, with the rule every source uses.
-    crate::api::validate::pod_paths(pod)
+    crate::api::validate::pod_paths(pod)?;
+    crate::api::validate::ephemeral_containers(pod)
 }
 
 /// Checks the key maps of a ConfigMap or Secret: valid keys, base64 where it must be, no key

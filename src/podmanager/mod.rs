@@ -4,6 +4,7 @@
 //! workers of the pods they concern. Housekeeping removes what belongs to no stored pod.
 
 pub mod admission;
+pub mod ephemeral;
 pub mod pull;
 pub mod unknown;
 mod worker;

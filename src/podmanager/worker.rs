@@ -481,6 +481,9 @@ async fn run_containers(
         }
         return next;
     }
+    // Ephemeral containers first, as the kubelet: a debugger can join a pod whose init
+    // containers fail.
+    *changed |= start_ephemeral(pm, pod, st, objects, all).await;
     // Init containers: in order, each to success, in the current sandbox (a new sandbox, as
     // after a reboot, runs them again: their work may be gone with it).
     let current: Vec<ContainerStatus> = match &st.sandbox {
@@ -731,6 +734,36 @@ fn grace(pod: &Pod) -> Duration {
     Duration::from_secs(s.max(0) as u64)
 }
 
+/// Starts the ephemeral containers that never ran ([`super::ephemeral::to_start`]). Returns
+/// whether the runtime changed.
+async fn start_ephemeral(
+    pm: &PodManager,
+    pod: &Pod,
+    st: &mut State,
+    objects: &PodObjects,
+    all: &[ContainerStatus],
+) -> bool {
+    let reported = pm.status.get(&pod.metadata.uid);
+    let mut changed = false;
+    for (ec, plan) in super::ephemeral::to_start(&pod.spec, all, reported.as_ref()) {
+        let c = &ec.container;
+        match plan {
+            super::ephemeral::Plan::Start { pid_target } => {
+                changed |= start_in(pm, pod, st, objects, c, 0, pid_target).await;
+            }
+            super::ephemeral::Plan::Wait(message) => {
+                let reason = "CreateContainerConfigError".to_string();
+                let w = Waiting {
+                    reason,
+                    message: Some(message),
+                };
+                st.waiting.insert(c.name.clone(), w);
+            }
+        }
+    }
+    changed
+}
+
 /// Creates and starts one instance. Returns whether the runtime changed.
 async fn start(
     pm: &PodManager,
@@ -739,6 +772,20 @@ async fn start(
     objects: &PodObjects,
     c: &Container,
     attempt: u32,
+) -> bool {
+    start_in(pm, pod, st, objects, c, attempt, None).await
+}
+
+/// [`start`], the new instance in the PID namespace of container `pid_target` (an id) when
+/// given.
+async fn start_in(
+    pm: &PodManager,
+    pod: &Pod,
+    st: &mut State,
+    objects: &PodObjects,
+    c: &Container,
+    attempt: u32,
+    pid_target: Option<String>,
 ) -> bool {
     let name = pod_name(pod);
     let wait = |st: &mut State, reason: &str, message: String| {
@@ -897,6 +944,7 @@ async fn start(
             kuberuntime::sandbox_stamp(sb),
         );
     }
+    config.pid_target = pid_target;
     config.labels.insert(
         kuberuntime::termination::LABEL.to_string(),
         message_file.display().to_string(),
@@ -1231,12 +1279,7 @@ async fn evict_pod(pm: &PodManager, pod: &Pod, st: &mut State, e: crate::evictio
 /// parallel, and stops probing them.
 async fn kill_all(pm: &PodManager, pod: &Pod, st: &mut State, grace: Duration) {
     let all = pod_containers(pm, &pod.metadata.uid).await;
-    let specs: Vec<&Container> = pod
-        .spec
-        .init_containers
-        .iter()
-        .chain(pod.spec.containers.iter())
-        .collect();
+    let specs = all_specs(pod);
     let kills = all
         .iter()
         .filter(|c| c.state == ContainerState::Running)
@@ -1291,12 +1334,7 @@ async fn terminate(pm: &PodManager, pod: &Pod, st: &mut State) {
     let grace = grace(pod);
     tracing::info!(pod = %name, grace_seconds = grace.as_secs(), "stopping pod");
     let all = pod_containers(pm, &pod.metadata.uid).await;
-    let specs: Vec<&Container> = pod
-        .spec
-        .init_containers
-        .iter()
-        .chain(pod.spec.containers.iter())
-        .collect();
+    let specs = all_specs(pod);
     let running: Vec<&ContainerStatus> = all
         .iter()
         .filter(|c| c.state == ContainerState::Running)
@@ -1340,6 +1378,17 @@ async fn terminate(pm: &PodManager, pod: &Pod, st: &mut State) {
         tracing::error!(pod = %name, dir = %log_dir, error = %e, "pod log directory not removed");
     }
     tracing::info!(pod = %name, "pod stopped and removed");
+}
+
+/// Every container of the pod: init, regular and ephemeral ones.
+fn all_specs(pod: &Pod) -> Vec<&Container> {
+    let spec = &pod.spec;
+    let ephemeral = spec.ephemeral_containers.iter().map(|e| &e.container);
+    spec.init_containers
+        .iter()
+        .chain(&spec.containers)
+        .chain(ephemeral)
+        .collect()
 }
 
 /// Runs futures side by side until all are done (smol has no `join_all`).

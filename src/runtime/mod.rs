@@ -193,6 +193,9 @@ pub struct ContainerConfig {
     pub stdin: bool,
     pub stdin_once: bool,
     pub tty: bool,
+    /// The id of a running container of the same pod whose PID namespace this one joins
+    /// instead of the pod's (an ephemeral container's `targetContainerName`).
+    pub pid_target: Option<String>,
 }
 
 /// The state of a container.

@@ -332,6 +332,7 @@ pub fn pod_status(pod: &Pod, inputs: &StatusInputs<'_>) -> PodStatus {
         start_time: Some(api::rfc3339(inputs.start_time)),
         init_container_statuses: init,
         container_statuses: apps,
+        ephemeral_container_statuses: ephemeral_statuses(pod, inputs),
         qos_class: Some(qos_class(pod).into()),
     }
 }
@@ -368,6 +369,28 @@ fn readiness_gates(pod: &Pod, conditions: &[PodCondition]) -> Result<(), String>
     } else {
         Err(unready.join(", "))
     }
+}
+
+/// The status of each of `spec.ephemeralContainers`: the shape of a container's, never ready
+/// and without `started` (the kubelet's prober leaves them alone). One that never ran waits
+/// (ContainerCreating, or why it cannot start).
+fn ephemeral_statuses(pod: &Pod, inputs: &StatusInputs<'_>) -> Vec<api::ContainerStatus> {
+    pod.spec
+        .ephemeral_containers
+        .iter()
+        .map(|ec| {
+            let c = &ec.container;
+            let instances: Vec<&ContainerStatus> = inputs
+                .containers
+                .iter()
+                .filter(|i| i.name == c.name)
+                .collect();
+            let mut s = container_status(c, &instances, inputs, false, "ContainerCreating");
+            s.ready = false;
+            s.started = None;
+            s
+        })
+        .collect()
 }
 
 /// The pod phase, by the kubelet's rules.
@@ -723,5 +746,47 @@ mod tests {
             }
             assert_eq!(s.conditions.iter().filter(|c| c.kind == "Ready").count(), 1);
         }
+    }
+
+    #[test]
+    fn ephemeral_containers_have_statuses_of_their_own_never_ready() {
+        let mut p = pod("Always");
+        p.spec.ephemeral_containers = serde_json::from_value(serde_json::json!([
+            {"name": "dbg", "image": "busybox"}, {"name": "later", "image": "busybox"}]))
+        .unwrap();
+        let init = inst("init", "i1", 0, ContainerState::Exited, Some(0));
+        let app = inst("app", "a1", 0, ContainerState::Running, None);
+        let dbg = inst("dbg", "d1", 0, ContainerState::Running, None);
+        let s = status(&p, &[init.clone(), app.clone(), dbg], &[("a1", true)], &[]);
+        // Only the regular containers make the phase and readiness.
+        assert_eq!((s.phase.as_str(), cond(&s, "Ready")), ("Running", "True"));
+        assert_eq!(s.container_statuses.len(), 1);
+        let e = &s.ephemeral_container_statuses;
+        assert_eq!(e.len(), 2);
+        assert_eq!(e[0].name, "dbg");
+        assert!(e[0].state.running.is_some());
+        assert_eq!(e[0].container_id.as_deref(), Some("containerd://d1"));
+        assert_eq!(
+            (e[0].ready, e[0].restart_count, e[0].started),
+            (false, 0, None)
+        );
+        assert_eq!(e[0].image_id, "sha256:1");
+        let w = e[1].state.waiting.as_ref().unwrap();
+        assert_eq!(w.reason.as_deref(), Some("ContainerCreating"));
+        // Ended: terminated with its exit code; the pod goes on running.
+        let dbg = inst("dbg", "d1", 0, ContainerState::Exited, Some(3));
+        let s = status(&p, &[init, app, dbg], &[("a1", true)], &[]);
+        let t = s.ephemeral_container_statuses[0]
+            .state
+            .terminated
+            .as_ref()
+            .unwrap();
+        assert_eq!((t.exit_code, t.reason.as_deref()), (3, Some("Error")));
+        assert_eq!(s.phase, "Running");
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["ephemeralContainerStatuses"][0]["name"], "dbg");
+        assert!(json["ephemeralContainerStatuses"][0]
+            .get("started")
+            .is_none());
     }
 }

@@ -76,7 +76,7 @@ pub struct ObjectRef {
 
 impl PodObjects {
     /// The ConfigMaps and Secrets a pod refers to (volumes, env `valueFrom`, `envFrom`, of
-    /// init and app containers), each once, sorted by kind and name.
+    /// init, app and ephemeral containers), each once, sorted by kind and name.
     pub fn references(pod: &api::Pod) -> Vec<ObjectRef> {
         let mut refs: BTreeMap<(Kind, String), bool> = BTreeMap::new();
         let mut add = |kind: Kind, name: &str, optional: Option<bool>| {
@@ -104,7 +104,9 @@ impl PodObjects {
                 }
             }
         }
-        for c in pod.spec.init_containers.iter().chain(&pod.spec.containers) {
+        let ephemeral = pod.spec.ephemeral_containers.iter().map(|e| &e.container);
+        let containers = pod.spec.init_containers.iter().chain(&pod.spec.containers);
+        for c in containers.chain(ephemeral) {
             for e in &c.env {
                 let Some(from) = &e.value_from else { continue };
                 if let Some(r) = &from.config_map_key_ref {

@@ -620,6 +620,31 @@ impl ShimRuntime {
         }
     }
 
+    /// The PID namespace file of `target`, a running container of pod `pod_uid` (checked to be
+    /// that container's process, not one that took its pid).
+    fn target_pidns(&self, pod_uid: &str, target: &str) -> Result<PathBuf> {
+        let t = self.read_meta(target)?;
+        let refuse = |why: &str| {
+            err(
+                target,
+                "join PID namespace",
+                ErrorKind::InvalidConfig,
+                format!("target container {:?}: {why}", t.name),
+            )
+        };
+        if t.pod_uid != pod_uid {
+            return Err(refuse("not of this pod"));
+        }
+        let running = t.finished_ns.is_none() && !t.task_deleted;
+        let proc = t
+            .pid
+            .filter(|_| running)
+            .and_then(watch::Proc::of)
+            .filter(|p| p.in_cgroup(target))
+            .ok_or_else(|| refuse("not running"))?;
+        Ok(PathBuf::from(format!("/proc/{}/ns/pid", proc.pid())))
+    }
+
     fn sandbox_of(&self, sb: &SandboxMeta) -> Sandbox {
         Sandbox {
             uid: sb.uid.clone(),
@@ -945,6 +970,11 @@ impl Runtime for ShimRuntime {
             stdin_once: config.stdin_once,
             tty: config.tty,
         };
+        let mut pod_ctx = self.pod_context(&sb);
+        if let Some(target) = &config.pid_target {
+            pod_ctx.pidns = Some(self.target_pidns(pod_uid, target)?);
+            pod_ctx.host_pid = false;
+        }
         let result = (|| -> Result<()> {
             self.write_meta(&meta)?;
             let mounts = self.rootfs.prepare_rootfs(&config.image, &id)?;
@@ -953,7 +983,7 @@ impl Runtime for ShimRuntime {
                 container_id: &id,
                 config,
                 image: &image,
-                pod: &self.pod_context(&sb),
+                pod: &pod_ctx,
                 cgroups_path: &cgroup,
                 layers: &layers,
             })?;

@@ -173,6 +173,11 @@ impl Proc {
         })
     }
 
+    /// Its pid.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
     /// Whether this same process is still there and not exiting.
     pub fn alive(&self) -> bool {
         stat(self.pid).is_some_and(|st| st.start == self.start && !st.exiting())
