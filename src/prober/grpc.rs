@@ -899,6 +899,25 @@ mod tests {
     }
 
     #[test]
+    fn the_probe_json_has_grpc_only_when_set() {
+        // Left out when unset, so the version-1 container hash of existing probes stays.
+        let p = crate::api::Probe {
+            period_seconds: Some(1),
+            ..Default::default()
+        };
+        assert!(serde_json::to_value(&p).unwrap().get("grpc").is_none());
+        let p: crate::api::Probe = serde_json::from_value(serde_json::json!(
+            {"grpc": {"port": 9000, "service": "db"}, "periodSeconds": 1}
+        ))
+        .unwrap();
+        let want = GrpcAction {
+            port: 9000,
+            service: Some("db".into()),
+        };
+        assert_eq!(p.grpc, Some(want));
+    }
+
+    #[test]
     fn ports_are_checked() {
         for (p, ok) in [
             (1, true),
