@@ -502,8 +502,8 @@ fn timed_out(e: &io::Error) -> bool {
     )
 }
 
-/// Runs the exchange on a connected stream: sends the request, reads until stream 1 ends.
-/// `set_deadline` is called before each read and write with the time left.
+/// Runs the exchange on a connected stream: sends the request, reads until stream 1 ends, all
+/// within `timeout`. `set_deadline` is called before each read and write with the time left.
 pub fn exchange<S: Read + Write>(
     s: &mut S,
     authority: &str,
@@ -604,9 +604,12 @@ pub async fn probe(action: &GrpcAction, netns: Option<PathBuf>, timeout: Duratio
     let authority = addr.to_string();
     let result = in_netns(netns, move || {
         let run = || -> Result<Answer, Failure> {
+            // One deadline for the whole probe: connecting takes from the exchange's time.
+            let start = Instant::now();
             let mut tcp = TcpStream::connect_timeout(&addr, timeout).map_err(Failure::Connect)?;
             let _ = tcp.set_nodelay(true);
-            exchange(&mut tcp, &authority, &service, timeout, |s, t| {
+            let left = timeout.saturating_sub(start.elapsed());
+            exchange(&mut tcp, &authority, &service, left, |s, t| {
                 s.set_read_timeout(Some(t))?;
                 s.set_write_timeout(Some(t))
             })
