@@ -16,6 +16,7 @@ command -v strace >/dev/null || need+=(strace)
 command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
 command -v losetup >/dev/null || need+=(mount)
 command -v zstd >/dev/null || need+=(zstd)
+command -v python3 >/dev/null || need+=(python3)
 command -v file >/dev/null || need+=(file)
 # Pod networking tests (tests/network.rs): Debian's CNI plugins (bridge, host-local, portmap
 # in /usr/lib/cni) and iptables for portmap.
@@ -29,5 +30,15 @@ if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+# The grpc probe test (tests/probes_grpc.rs): a real gRPC health server, grpcio's, from PyPI
+# (into the system python; on a Debian python that refuses pip, past its guard).
+if ! python3 -c "import grpc, grpc_health.v1.health" 2>/dev/null; then
+  python3 -m pip --version >/dev/null 2>&1 || {
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip >/dev/null
+  }
+  python3 -m pip install --quiet grpcio grpcio-health-checking 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages grpcio grpcio-health-checking
 fi
 command -v cargo >/dev/null || { echo "setup: cargo is missing (this machine kind ships a Rust toolchain)" >&2; exit 1; }

@@ -574,6 +574,10 @@ pub struct Probe {
     pub exec: Option<ExecAction>,
     pub http_get: Option<HttpGetAction>,
     pub tcp_socket: Option<TcpSocketAction>,
+    /// A gRPC health check. Left out of the JSON when unset (the version-1 container hash
+    /// stays the same).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc: Option<GrpcAction>,
     pub initial_delay_seconds: Option<i32>,
     pub period_seconds: Option<i32>,
     pub timeout_seconds: Option<i32>,
@@ -637,6 +641,15 @@ pub struct HttpHeader {
 pub struct TcpSocketAction {
     pub port: serde_json::Value,
     pub host: Option<String>,
+}
+
+/// A grpc probe: `grpc.health.v1.Health/Check` on the pod's `port`, for `service` (the
+/// server's overall health when unset or empty).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct GrpcAction {
+    pub port: i32,
+    pub service: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -7,7 +7,9 @@
 //! do not run. A change is sent to the pod's worker, which restarts on liveness or startup
 //! failure and rebuilds the status on readiness changes.
 
+pub mod grpc;
 pub mod handlers;
+pub mod hpack;
 
 use crate::api::{Container, ContainerPort, Probe};
 use crate::runtime::Runtime;
@@ -275,8 +277,10 @@ impl Worker {
             handlers::http(h, &t.ports, t.netns.clone(), timeout).await
         } else if let Some(s) = &p.tcp_socket {
             handlers::tcp(s, &t.ports, t.netns.clone(), timeout).await
+        } else if let Some(g) = &p.grpc {
+            grpc::probe(g, t.netns.clone(), timeout).await
         } else {
-            Outcome::Failure("the probe names no handler (exec, httpGet or tcpSocket)".into())
+            Outcome::Failure("the probe names no handler (exec, httpGet, tcpSocket or grpc)".into())
         }
     }
 }
