@@ -640,3 +640,63 @@ fn a_deeply_nested_file_is_refused_at_once_and_holds_no_other() {
         assert!(e.contains("nesting deeper than 64 at line 1"), "{e}");
     }
 }
+
+/// The directory is watched with inotify (as the kubelet's file source): with a rescan period
+/// of an hour, a file written after the agent started is taken, and its removal seen, within
+/// the test's bounded wait (20 s), not at the next rescan.
+#[test]
+fn a_new_file_is_taken_at_once_without_waiting_for_a_rescan() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let dir = tmp.path().join("manifests");
+    fs::create_dir_all(&dir).unwrap();
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_edged"))
+        .arg("--root-dir")
+        .arg(&root)
+        .arg("--pod-manifest-path")
+        .arg(&dir)
+        .arg("--pod-log-dir")
+        .arg(tmp.path().join("logs"))
+        .args(["--file-check-frequency", "1h", "--node-name", NODE])
+        .args(["--port", "0"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pods = |root: &Path| -> usize {
+        let (code, out, _) = edged(root, &["get", "pods", "-o", "json"]);
+        if code != 0 {
+            return usize::MAX;
+        }
+        let v: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
+        v["items"].as_array().map(|i| i.len()).unwrap_or(usize::MAX)
+    };
+    let wait = |what: &str, want: usize| {
+        for _ in 0..400 {
+            if pods(&root) == want {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("{what} not seen within 20 s with a 1 h rescan period");
+    };
+    // The first pass (at start) has run once the store answers with no pods.
+    wait("the agent's first pass", 0);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    fs::write(dir.join("late.yaml"), pod("late", "busybox")).unwrap();
+    wait("the new file's pod", 1);
+    fs::remove_file(dir.join("late.yaml")).unwrap();
+    wait("the removed file's pod gone", 0);
+    let sandboxes = root.join("runtime/sandboxes");
+    for _ in 0..600 {
+        if fs::read_dir(&sandboxes).map(|d| d.count()).unwrap_or(0) == 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(agent.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    agent.wait().unwrap();
+}

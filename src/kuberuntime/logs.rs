@@ -514,8 +514,12 @@ pub struct Watch {
 impl Watch {
     /// Watches the directory of `live`.
     pub fn new(live: &Path) -> std::io::Result<Watch> {
+        Watch::dir(live.parent().unwrap_or(Path::new(".")))
+    }
+
+    /// Watches directory `dir` (files written, made, renamed in or out, removed).
+    pub fn dir(dir: &Path) -> std::io::Result<Watch> {
         use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
-        let dir = live.parent().unwrap_or(Path::new("."));
         let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)?;
         inotify.add_watch(
             dir,
@@ -523,7 +527,8 @@ impl Watch {
                 | AddWatchFlags::IN_CREATE
                 | AddWatchFlags::IN_MOVED_FROM
                 | AddWatchFlags::IN_MOVED_TO
-                | AddWatchFlags::IN_DELETE,
+                | AddWatchFlags::IN_DELETE
+                | AddWatchFlags::IN_CLOSE_WRITE,
         )?;
         Ok(Watch { inotify })
     }

@@ -316,12 +316,34 @@ pub async fn start(dir: PathBuf, node_name: String, meta: &MetaManager) -> Sourc
     source
 }
 
-/// Reads the directory of a started source every `period` for ever.
+/// Reads the directory of a started source again when inotify says something in it changed
+/// (as the kubelet's file source watches), and every `period` in any case (what inotify
+/// cannot see: a directory replaced, files changed under a bind mount).
 pub async fn keep_reading(mut source: Source, period: Duration, meta: Arc<MetaManager>) {
     // `--file-check-frequency 0` would spin: read at most ten times a second.
     let period = period.max(Duration::from_millis(100));
+    let watch = crate::kuberuntime::logs::Watch::dir(&source.dir)
+        .and_then(smol::Async::new)
+        .map_err(|e| {
+            tracing::warn!(dir = %source.dir.display(), error = %e, "manifest: no inotify watch; reading every --file-check-frequency only");
+        })
+        .ok();
     loop {
-        smol::Timer::after(period).await;
+        let changed = async {
+            match &watch {
+                Some(w) => {
+                    let _ = w.readable().await;
+                    // Let a writer finish what it writes in several steps.
+                    smol::Timer::after(Duration::from_millis(50)).await;
+                    w.get_ref().clear();
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        smol::future::or(changed, async {
+            smol::Timer::after(period).await;
+        })
+        .await;
         source.sync(&meta).await;
     }
 }
