@@ -858,3 +858,45 @@ fn a_shorter_grace_period_cuts_a_running_stop_short() {
     });
     assert!(a.agent_log().contains("a shorter grace period"));
 }
+
+/// A pod being stopped keeps its readiness probe: when the container's TERM handler makes it
+/// unready, the pod's status says so during the grace period (the e2e test "should mark
+/// readiness on pods to false while pod is in progress of terminating"). The delete comes as
+/// the cloud sends it (the pod written again with `deletionTimestamp`).
+#[test]
+fn readiness_falls_while_the_pod_stops() {
+    let a = Agent::start("podspec-unready-stopping", &[], &[]);
+    let mut c = sh(
+        "c",
+        "trap 'rm -f /tmp/ready; sleep 30; exit 0' TERM; touch /tmp/ready; \
+         while true; do sleep 1; done",
+    );
+    c["readinessProbe"] = json!({"exec": {"command": ["cat", "/tmp/ready"]},
+        "periodSeconds": 1, "failureThreshold": 1});
+    let base = pod(
+        "unready-stopping",
+        vec![c],
+        json!({"terminationGracePeriodSeconds": 30}),
+    );
+    write_manifests(&a, "p.yaml", std::slice::from_ref(&base));
+    a.wait_pod("unready-stopping", "Ready", |p| {
+        p["status"]["containerStatuses"][0]["ready"] == true
+    });
+    let mut deleting = base.clone();
+    deleting["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+    deleting["metadata"]["deletionGracePeriodSeconds"] = json!(30);
+    write_manifests(&a, "p.yaml", &[deleting]);
+    let p = a.wait_pod("unready-stopping", "unready while it stops", |p| {
+        p["status"]["containerStatuses"][0]["ready"] == false
+    });
+    let ready = p["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .cloned()
+        .unwrap();
+    assert_eq!(ready["status"], "False", "{p}");
+    // Still stopping (its TERM handler sleeps 30 s): the status came during the stop.
+    assert!(!a.host.runc().is_empty());
+}

@@ -363,6 +363,21 @@ impl PodManager {
                 ));
                 return;
             }
+            // A pod being stopped: its worker is busy with the stop, so a readiness that
+            // falls is put in the status at once (endpoints must stop sending it traffic).
+            let stopping =
+                h.pod.metadata.deletion_timestamp.is_some() || self.is_deleted(&ev.pod_uid);
+            if stopping && !ev.success && ev.kind == crate::prober::ProbeKind::Readiness {
+                if let Some(mut status) = self.status.get(&ev.pod_uid) {
+                    if crate::status::generate::mark_unready(&mut status, &ev.container_id) {
+                        tracing::info!(pod = %pod_name(&h.pod), container = %ev.container_name, "not ready while stopping");
+                        let (sm, pod) = (self.status.clone(), h.pod.clone());
+                        self.ex
+                            .spawn(async move { sm.set(&pod, status).await })
+                            .detach();
+                    }
+                }
+            }
             if !ev.success {
                 self.events.record(crate::events::PodEvent::new(
                     &h.pod,

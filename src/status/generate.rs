@@ -337,6 +337,37 @@ pub fn pod_status(pod: &Pod, inputs: &StatusInputs<'_>) -> PodStatus {
     }
 }
 
+/// Marks container `id` not ready in a status already built (for a pod whose worker is busy
+/// stopping it, where readiness must still fall, as the kubelet's status manager does): the
+/// container's `ready`, and the pod's Ready and ContainersReady conditions. Whether anything
+/// changed.
+pub fn mark_unready(status: &mut PodStatus, id: &str) -> bool {
+    let cid = container_id(id);
+    let mut changed = false;
+    for c in status
+        .container_statuses
+        .iter_mut()
+        .chain(status.init_container_statuses.iter_mut())
+        .filter(|c| c.container_id.as_deref() == Some(cid.as_str()) && c.ready)
+    {
+        c.ready = false;
+        changed = true;
+    }
+    if changed {
+        let now = api::rfc3339(SystemTime::now());
+        for c in status
+            .conditions
+            .iter_mut()
+            .filter(|c| (c.kind == "Ready" || c.kind == "ContainersReady") && c.status == "True")
+        {
+            c.status = "False".into();
+            c.reason = Some("ContainersNotReady".into());
+            c.last_transition_time = Some(now.clone());
+        }
+    }
+    changed
+}
+
 /// The pod conditions the node sets; others (readiness gates' conditions) belong to whoever
 /// set them through the API.
 const KUBELET_CONDITIONS: &[&str] = &[
@@ -788,5 +819,23 @@ mod tests {
         assert!(json["ephemeralContainerStatuses"][0]
             .get("started")
             .is_none());
+    }
+
+    #[test]
+    fn a_container_marked_unready_takes_the_pod_ready_condition_down() {
+        let p = pod("Always");
+        let cs = [
+            inst("init", "i1", 0, ContainerState::Exited, Some(0)),
+            inst("app", "a1", 0, ContainerState::Running, None),
+        ];
+        let mut s = status(&p, &cs, &[("a1", true)], &[]);
+        assert_eq!(cond(&s, "Ready"), "True");
+        assert!(!mark_unready(&mut s, "other"));
+        assert_eq!(cond(&s, "Ready"), "True");
+        assert!(mark_unready(&mut s, "a1"));
+        assert!(!s.container_statuses[0].ready);
+        assert_eq!(cond(&s, "Ready"), "False");
+        assert_eq!(cond(&s, "ContainersReady"), "False");
+        assert!(!mark_unready(&mut s, "a1"), "nothing more to change");
     }
 }
