@@ -32,7 +32,10 @@ fn dechunk(input: &[u8], step: usize) -> (Vec<u8>, usize, bool, bool) {
 fuzz_target!(|data: &[u8]| {
     let whole = dechunk(data, data.len());
     let bytewise = dechunk(data, 1);
-    assert_eq!(whole.2, bytewise.2, "the same bytes fail or not, however split");
+    assert_eq!(
+        whole.2, bytewise.2,
+        "the same bytes fail or not, however split"
+    );
     if whole.2 {
         assert_eq!(whole, bytewise);
         assert!(whole.1 <= data.len());

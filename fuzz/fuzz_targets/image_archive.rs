@@ -106,5 +106,6 @@ fuzz_target!(|data: &[u8]| {
             }
         }
     }
+    assert_eq!(scratch::listing(), ["archive"], "reading wrote beside the archive");
     let _ = std::fs::remove_dir_all(&dir);
 });

@@ -29,6 +29,10 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(u.blob_size, blob.len() as u64);
         assert_eq!(u.digest, edged::images::digest::of_bytes(blob));
     }
-    assert_eq!(scratch::listing(), ["layer"], "an entry escaped the layer dir");
+    assert_eq!(
+        scratch::listing(),
+        ["layer"],
+        "an entry escaped the layer dir"
+    );
     let _ = std::fs::remove_dir_all(&dest);
 });

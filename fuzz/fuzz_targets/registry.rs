@@ -49,9 +49,12 @@ fuzz_target!(|data: &[u8]| {
     let _ = serde_json::from_slice::<oci::ImageConfig>(data);
     let _ = auth::parse_token(data);
     let _ = client::registry_message(401, data);
-    for keyring in [Keyring::from_config_json(data), Keyring::from_dockercfg(data)]
-        .into_iter()
-        .flatten()
+    for keyring in [
+        Keyring::from_config_json(data),
+        Keyring::from_dockercfg(data),
+    ]
+    .into_iter()
+    .flatten()
     {
         let _ = keyring.lookup("docker.io");
         let _ = keyring.lookup("localhost:5000");

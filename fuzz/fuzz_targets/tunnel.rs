@@ -14,7 +14,10 @@ fuzz_target!(|data: &[u8]| {
         if let Ok(r) = ConnectRequest::parse(&m.data) {
             let clean = |s: &str| !s.bytes().any(|b| b == b'\r' || b == b'\n');
             assert!(clean(&r.target) && !r.target.contains(' '));
-            assert!(r.headers.iter().all(|(k, v)| clean(k) && clean(v) && !k.contains(':')));
+            assert!(r
+                .headers
+                .iter()
+                .all(|(k, v)| clean(k) && clean(v) && !k.contains(':')));
             assert!(clean(&r.method));
             assert!(r.upgrade.as_deref().is_none_or(clean));
         }

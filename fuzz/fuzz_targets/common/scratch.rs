@@ -62,7 +62,12 @@ pub fn fresh(name: &str) -> PathBuf {
 pub fn listing() -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(root())
         .expect("read the scratch root")
-        .map(|e| e.expect("a dir entry").file_name().to_string_lossy().into_owned())
+        .map(|e| {
+            e.expect("a dir entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
         .collect();
     v.sort();
     v
