@@ -7,7 +7,9 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     if let Ok(docs) = edged::manifest::read::documents(text) {
         for doc in &docs {
             let _ = edged::manifest::check::check(doc, "fuzz.yaml", "node");

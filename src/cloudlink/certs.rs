@@ -385,6 +385,14 @@ fn time(b: &[u8]) -> Result<(SystemTime, &[u8]), String> {
     let tag = *b.first().ok_or("certificate validity is cut short")?;
     let (v, rest) = tlv(b, tag)?;
     let s = std::str::from_utf8(v).map_err(|_| "certificate time is not text")?;
+    // Digits then `Z`: what DER allows, and what the slicing below needs (ASCII only).
+    let digits = s.strip_suffix('Z').unwrap_or("");
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!(
+            "unsupported certificate time `{}`",
+            s.escape_debug()
+        ));
+    }
     let full = match (tag, s.len()) {
         (0x17, 13) => {
             let yy: u32 = s[..2].parse().map_err(|_| "bad UTCTime")?;
@@ -409,6 +417,32 @@ fn time(b: &[u8]) -> Result<(SystemTime, &[u8]), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn certificate_times_must_be_digits() {
+        // Found by fuzzing: a 13-byte UTCTime with a two-byte character at byte 1 made the
+        // year slice panic. Validity SEQUENCE of two UTCTimes, wrapped as tbs and cert.
+        let t = |v: &[u8]| [&[0x17, v.len() as u8][..], v].concat();
+        let cert = |nb: &[u8]| {
+            let validity = [t(nb), t(b"300101000000Z")].concat();
+            let tbs = [
+                &[0x02, 1, 1][..],
+                &[0x30, 0],
+                &[0x30, 0],
+                &[0x30, validity.len() as u8],
+                &validity,
+            ]
+            .concat();
+            let c = [&[0x30, tbs.len() as u8][..], &tbs].concat();
+            [&[0x30, c.len() as u8][..], &c].concat()
+        };
+        let (nb, na) = validity(&cert(b"240101000000Z")).unwrap();
+        assert!(nb < na);
+        for bad in ["2\u{e9}010100000Z", "24010100000xZ", "2401010000000"] {
+            assert_eq!(bad.len(), 13);
+            assert!(validity(&cert(bad.as_bytes())).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn token_shape() {

@@ -177,15 +177,16 @@ impl ConnectRequest {
             .as_str()
             .filter(|p| p.starts_with('/'))
             .ok_or_else(|| StreamError("the connect request has no url.Path".into()))?;
-        // The path is replayed as it came: it must be a plain path.
-        if path.bytes().any(|b| b.is_ascii_control() || b == b' ') {
-            return Err(StreamError("url.Path holds spaces or control bytes".into()));
+        // The path is replayed as it came (RawPath when set): it must be a plain path.
+        let raw = url["RawPath"].as_str().filter(|p| !p.is_empty());
+        for (field, p) in [("url.Path", Some(path)), ("url.RawPath", raw)] {
+            if p.is_some_and(|p| p.bytes().any(|b| b.is_ascii_control() || b == b' ')) {
+                return Err(StreamError(format!(
+                    "{field} holds spaces or control bytes"
+                )));
+            }
         }
-        let mut target = url["RawPath"]
-            .as_str()
-            .filter(|p| !p.is_empty())
-            .unwrap_or(path)
-            .to_string();
+        let mut target = raw.unwrap_or(path).to_string();
         if let Some(q) = url["RawQuery"].as_str().filter(|q| !q.is_empty()) {
             if q.bytes().any(|b| b.is_ascii_control() || b == b' ') {
                 return Err(StreamError(
@@ -850,5 +851,13 @@ mod tests {
         assert!(ConnectRequest::parse(br#"{"url":{"Path":"x"}}"#).is_err());
         assert!(ConnectRequest::parse(br#"{"url":{"Path":"/a b"}}"#).is_err());
         assert!(ConnectRequest::parse(br#"{"url":{"Path":"/a","RawQuery":"x\r\ny"}}"#).is_err());
+        // Found by fuzzing: RawPath, replayed in place of Path, is checked as Path is.
+        for raw in [" ", "/a b", "/a\r\nX: y"] {
+            let req = serde_json::json!({"url": {"Path": "/a", "RawPath": raw}});
+            assert!(
+                ConnectRequest::parse(req.to_string().as_bytes()).is_err(),
+                "{raw:?}"
+            );
+        }
     }
 }

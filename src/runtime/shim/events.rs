@@ -64,12 +64,49 @@ const TYPE_RESPONSE: u8 = 2;
 const FORWARD: (&str, &str) = ("containerd.services.events.ttrpc.v1.Events", "Forward");
 
 /// What the server hands on: exits on the backend's channel, OOMs into its set.
-struct Sink {
+pub struct Sink {
     tx: async_channel::Sender<crate::runtime::ExitEvent>,
     oom: Arc<Mutex<HashSet<String>>>,
 }
 
 impl Sink {
+    /// A sink handing exits to `tx` and OOMs to `oom`.
+    pub fn new(
+        tx: async_channel::Sender<crate::runtime::ExitEvent>,
+        oom: Arc<Mutex<HashSet<String>>>,
+    ) -> Sink {
+        Sink { tx, oom }
+    }
+
+    /// Answers every complete ttrpc frame at the start of `buf` (a shim's bytes so far; the
+    /// frames read are drained, a partial one stays): the response frames to write back, or
+    /// `None` when a frame claims more than 4 MiB (the connection is then dropped). Frames
+    /// other than requests are skipped.
+    pub fn answer(&self, buf: &mut Vec<u8>) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        while buf.len() >= HEADER {
+            let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+            if len > MAX_MESSAGE {
+                return None;
+            }
+            if buf.len() < HEADER + len {
+                break;
+            }
+            let stream_id = [buf[4], buf[5], buf[6], buf[7]];
+            let kind = buf[8];
+            let frame: Vec<u8> = buf.drain(..HEADER + len).skip(HEADER).collect();
+            if kind != TYPE_REQUEST {
+                continue;
+            }
+            let body = self.handle(&frame);
+            out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+            out.extend_from_slice(&stream_id);
+            out.extend_from_slice(&[TYPE_RESPONSE, 0]);
+            out.extend_from_slice(&body);
+        }
+        Some(out)
+    }
+
     /// Handles one ttrpc request frame; returns the response payload.
     fn handle(&self, payload: &[u8]) -> Vec<u8> {
         let mut res = ttrpc::Response::new();
@@ -129,32 +166,10 @@ impl Conn {
             Err(_) => return false,
         };
         self.buf.extend_from_slice(&chunk[..n]);
-        while self.buf.len() >= HEADER {
-            let len =
-                u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize;
-            if len > MAX_MESSAGE {
-                return false;
-            }
-            if self.buf.len() < HEADER + len {
-                break;
-            }
-            let stream_id = [self.buf[4], self.buf[5], self.buf[6], self.buf[7]];
-            let kind = self.buf[8];
-            let frame: Vec<u8> = self.buf.drain(..HEADER + len).skip(HEADER).collect();
-            if kind != TYPE_REQUEST {
-                continue;
-            }
-            let body = sink.handle(&frame);
-            let mut out = Vec::with_capacity(HEADER + body.len());
-            out.extend_from_slice(&(body.len() as u32).to_be_bytes());
-            out.extend_from_slice(&stream_id);
-            out.extend_from_slice(&[TYPE_RESPONSE, 0]);
-            out.extend_from_slice(&body);
-            if self.stream.write_all(&out).is_err() {
-                return false;
-            }
+        match sink.answer(&mut self.buf) {
+            None => false,
+            Some(out) => out.is_empty() || self.stream.write_all(&out).is_ok(),
         }
-        true
     }
 }
 
@@ -186,7 +201,7 @@ impl EventServer {
             .set_nonblocking(true)
             .map_err(|e| format!("{}: {e}", socket.display()))?;
         let quit = Arc::new(AtomicBool::new(false));
-        let sink = Sink { tx, oom };
+        let sink = Sink::new(tx, oom);
         let q = quit.clone();
         let thread = std::thread::Builder::new()
             .name("shim-events".into())
@@ -346,5 +361,40 @@ mod tests {
         }
         drop(server);
         assert!(!d.path().join("ev.sock").exists());
+    }
+
+    #[test]
+    fn answers_whole_request_frames_and_keeps_a_partial_one() {
+        let (tx, _rx) = async_channel::unbounded();
+        let sink = Sink::new(tx, Arc::new(Mutex::new(HashSet::new())));
+        let mut req = ttrpc::Request::new();
+        req.service = "x.Y".into();
+        req.method = "Z".into();
+        let body = req.write_to_bytes().unwrap();
+        let frame = |id: u8, kind: u8, body: &[u8]| {
+            let mut f = (body.len() as u32).to_be_bytes().to_vec();
+            f.extend_from_slice(&[0, 0, 0, id, kind, 0]);
+            f.extend_from_slice(body);
+            f
+        };
+        // A request, a response (skipped), then half of a request.
+        let mut buf = frame(1, TYPE_REQUEST, &body);
+        buf.extend(frame(3, TYPE_RESPONSE, b"xyz"));
+        let second = frame(5, TYPE_REQUEST, &body);
+        buf.extend_from_slice(&second[..12]);
+        let out = sink.answer(&mut buf).unwrap();
+        assert_eq!(buf, second[..12]);
+        assert_eq!(&out[4..10], &[0, 0, 0, 1, TYPE_RESPONSE, 0]);
+        let len = u32::from_be_bytes([out[0], out[1], out[2], out[3]]) as usize;
+        assert_eq!(out.len(), HEADER + len, "one response");
+        let res = ttrpc::Response::parse_from_bytes(&out[HEADER..]).unwrap();
+        assert_eq!(res.status.code(), ttrpc::Code::UNIMPLEMENTED);
+        // The rest arrives: its answer; a frame over the limit ends the connection.
+        buf.extend_from_slice(&second[12..]);
+        assert_eq!(&sink.answer(&mut buf).unwrap()[4..8], &[0, 0, 0, 5]);
+        assert!(buf.is_empty());
+        let mut huge = ((MAX_MESSAGE + 1) as u32).to_be_bytes().to_vec();
+        huge.extend_from_slice(&[0; 6]);
+        assert_eq!(sink.answer(&mut huge), None);
     }
 }

@@ -39,6 +39,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+pub use self::events::Sink as EventSink;
 pub use self::process::NAMESPACE;
 
 /// Timeout of quick RPCs (State, Kill, Connect).
