@@ -1,17 +1,15 @@
 //! A ttrpc client of one shim's task service. The service name is picked at run time:
-//! `containerd.task.v2.Task` (1.6/1.7 shims), falling back to `containerd.task.v3.Task` (2.x
-//! shims, same messages) when the shim answers UNIMPLEMENTED. The framing is ttrpc's (the
-//! `ttrpc` crate gives the message types); tests run it against the `ttrpc` crate's server.
+//! [`TASK_V2`] (1.6/1.7 shims), falling back to [`TASK_V3`] (2.x shims, same messages) when
+//! the shim answers UNIMPLEMENTED. The framing is ttrpc's (the `ttrpc` crate gives the message
+//! types); tests run it against the `ttrpc` crate's server.
 
+use super::calls::{TaskRpc, TASK_V2, TASK_V3};
 use protobuf::Message;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
-
-const TASK_V2: &str = "containerd.task.v2.Task";
-const TASK_V3: &str = "containerd.task.v3.Task";
 
 /// Why an RPC failed, as the backend acts on it.
 #[derive(Debug)]
@@ -211,32 +209,27 @@ impl TaskClient {
         s.1.is_some_and(|first| unresponsive(s.0, first.elapsed()))
     }
 
-    /// Calls `method` of the task service with a timeout (waiting for a call slot included).
-    /// A `Wait` neither takes a slot nor counts as a strike when it times out: it waits for
-    /// a process to exit and times out by design.
-    pub fn call<Req: Message, Resp: Message>(
-        &self,
-        method: &str,
-        req: &Req,
-        timeout: Duration,
-    ) -> Result<Resp, RpcError> {
+    /// Calls the task service's method of `req` with a timeout (waiting for a call slot
+    /// included). A [long poll](TaskRpc::LONG_POLL) neither takes a slot nor counts as a
+    /// strike when it times out: it waits for a process to exit and times out by design.
+    pub fn call<R: TaskRpc>(&self, req: &R, timeout: Duration) -> Result<R::Response, RpcError> {
         let began = Instant::now();
-        if method == "Wait" {
-            return self.call_unlimited(method, req, timeout);
+        if R::LONG_POLL {
+            return self.call_unlimited(req, timeout);
         }
         let slot = self.slot(began + timeout)?;
-        let r = self.call_unlimited(method, req, timeout.saturating_sub(began.elapsed()));
+        let r = self.call_unlimited(req, timeout.saturating_sub(began.elapsed()));
         drop(slot);
         self.note(&r, began);
         r
     }
 
-    fn call_unlimited<Req: Message, Resp: Message>(
+    fn call_unlimited<R: TaskRpc>(
         &self,
-        method: &str,
-        req: &Req,
+        req: &R,
         timeout: Duration,
-    ) -> Result<Resp, RpcError> {
+    ) -> Result<R::Response, RpcError> {
+        let method = R::METHOD;
         let payload = req
             .write_to_bytes()
             .map_err(|e| RpcError::Other(format!("encode {method}: {e}")))?;
@@ -257,7 +250,7 @@ impl TaskClient {
             r => r,
         }
         .and_then(|bytes| {
-            Resp::parse_from_bytes(&bytes)
+            R::Response::parse_from_bytes(&bytes)
                 .map_err(|e| RpcError::Other(format!("decode {method} answer: {e}")))
         })
     }
@@ -393,9 +386,8 @@ mod tests {
             let (server, addr) = serve(d.path(), name, go_style);
             let c = TaskClient::connect(&addr, Duration::from_secs(5)).unwrap();
             for _ in 0..2 {
-                let r: StateResponse = c
+                let r = c
                     .call(
-                        "State",
                         &StateRequest {
                             id: "c1".into(),
                             ..Default::default()
@@ -407,7 +399,7 @@ mod tests {
             }
             assert!(c.v3.load(Ordering::Relaxed), "{name}: v3 learned");
             let e = c
-                .call::<_, StateResponse>("Nope", &StateRequest::default(), Duration::from_secs(5))
+                .raw(TASK_V3, "Nope", &[], Duration::from_secs(5))
                 .unwrap_err();
             assert!(matches!(e, RpcError::Status(..)), "{e}");
             server.shutdown();
@@ -459,11 +451,7 @@ mod tests {
         }
         let t = Instant::now();
         let e = c
-            .call::<_, crate::runtime::shim::proto::shim::StateResponse>(
-                "State",
-                &crate::runtime::shim::proto::shim::StateRequest::default(),
-                Duration::from_millis(300),
-            )
+            .call(&StateRequest::default(), Duration::from_millis(300))
             .unwrap_err();
         assert!(matches!(e, RpcError::Timeout), "{e}");
         assert!(t.elapsed() < Duration::from_secs(20), "bounded");

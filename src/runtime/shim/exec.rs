@@ -96,12 +96,10 @@ impl ShimRuntime {
                 }),
                 ..Default::default()
             };
-            let _: protobuf::well_known_types::empty::Empty = self
-                .rpc(id, "Exec", &req, RPC_SLOW)
+            self.rpc(id, &req, RPC_SLOW)
                 .map_err(|e| rpc_err(id, "exec", e))?;
-            let started: std::result::Result<pb::StartResponse, _> = self.rpc(
+            let started = self.rpc(
                 id,
-                "Start",
                 &pb::StartRequest {
                     id: id.into(),
                     exec_id: exec_id.clone(),
@@ -110,9 +108,8 @@ impl ShimRuntime {
                 RPC_SLOW,
             );
             let delete = || {
-                let _: std::result::Result<pb::DeleteResponse, _> = self.rpc(
+                let _ = self.rpc(
                     id,
-                    "Delete",
                     &pb::DeleteRequest {
                         id: id.into(),
                         exec_id: exec_id.clone(),
@@ -239,15 +236,13 @@ impl ShimRuntime {
             }),
             ..Default::default()
         };
-        let r: std::result::Result<protobuf::well_known_types::empty::Empty, _> =
-            self.rpc(id, "Exec", &req, RPC_SLOW);
+        let r = self.rpc(id, &req, RPC_SLOW);
         if let Err(e) = r {
             cleanup();
             return Err(rpc_err(id, "exec", e));
         }
-        let started: std::result::Result<pb::StartResponse, _> = self.rpc(
+        let started = self.rpc(
             id,
-            "Start",
             &pb::StartRequest {
                 id: id.into(),
                 exec_id: exec_id.clone(),
@@ -281,9 +276,8 @@ impl ShimRuntime {
 
     /// Sets a process's terminal size.
     pub(super) fn exec_resize(&self, id: &str, exec_id: &str, w: u16, h: u16) -> Result<()> {
-        let r: std::result::Result<protobuf::well_known_types::empty::Empty, _> = self.rpc(
+        let r = self.rpc(
             id,
-            "ResizePty",
             &pb::ResizePtyRequest {
                 id: id.into(),
                 exec_id: exec_id.into(),
@@ -298,9 +292,8 @@ impl ShimRuntime {
 
     /// Closes the shim's side of a process's stdin (CloseIO), its end of input.
     pub(super) fn exec_close_stdin(&self, id: &str, exec_id: &str) -> Result<()> {
-        let r: std::result::Result<protobuf::well_known_types::empty::Empty, _> = self.rpc(
+        let r = self.rpc(
             id,
-            "CloseIO",
             &pb::CloseIORequest {
                 id: id.into(),
                 exec_id: exec_id.into(),
@@ -333,9 +326,8 @@ impl ShimRuntime {
         let _ = self.kill(id, exec_id, libc::SIGKILL as u32);
         let _ = self.wait(id, exec_id, KILL_WAIT);
         // Delete waits (2 s at most) for the shim's copy of the output to finish.
-        let r: std::result::Result<pb::DeleteResponse, _> = self.rpc(
+        let r = self.rpc(
             id,
-            "Delete",
             &pb::DeleteRequest {
                 id: id.into(),
                 exec_id: exec_id.into(),

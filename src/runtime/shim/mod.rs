@@ -14,6 +14,7 @@
 //! through; a running task is watched ([`watch`]: pidfds, or /proc) so a listing asks no shim until
 //! something changed.
 
+mod calls;
 mod client;
 mod events;
 mod exec;
@@ -1044,10 +1045,9 @@ impl Runtime for ShimRuntime {
                 "the container has no task to start (create it again)",
             ));
         }
-        let r: pb::StartResponse = self
+        let r = self
             .rpc(
                 id,
-                "Start",
                 &pb::StartRequest {
                     id: id.into(),
                     ..Default::default()

@@ -1,6 +1,7 @@
 //! Talking to shims about tasks: the RPCs with their timeouts, starting a pod's shim and
 //! letting it go, and turning what a shim says (or its death) into a container's state.
 
+use super::calls::TaskRpc;
 use super::client::{RpcError, TaskClient};
 use super::proto::{options, shim as pb, task as pbtask};
 use super::store::{to_ns, ContainerMeta};
@@ -45,27 +46,27 @@ impl ShimRuntime {
             .remove(address);
     }
 
-    /// Calls a task RPC on container `id`'s shim; a broken cached connection is retried once
-    /// on a fresh one. A shim that has become [unresponsive](TaskClient::unresponsive) is
-    /// killed here and the call answers `Disconnected`, so the caller cleans up as for any
-    /// dead shim (`shim delete`, the container reported exited, the pod worker restarts it).
-    pub(super) fn rpc<Req: Message, Resp: Message>(
+    /// Calls the task RPC of `req` on container `id`'s shim; a broken cached connection is
+    /// retried once on a fresh one. A shim that has become
+    /// [unresponsive](TaskClient::unresponsive) is killed here and the call answers
+    /// `Disconnected`, so the caller cleans up as for any dead shim (`shim delete`, the
+    /// container reported exited, the pod worker restarts it).
+    pub(super) fn rpc<R: TaskRpc>(
         &self,
         id: &str,
-        method: &str,
-        req: &Req,
+        req: &R,
         timeout: Duration,
-    ) -> std::result::Result<Resp, RpcError> {
+    ) -> std::result::Result<R::Response, RpcError> {
         let address = self
             .address(id)
             .ok_or_else(|| RpcError::Disconnected("no shim address in the bundle".into()))?;
         let began = Instant::now();
         let (c, r) = match self.client(&address) {
             Ok(c) => {
-                let r = match c.call(method, req, timeout) {
+                let r = match c.call(req, timeout) {
                     Err(RpcError::Disconnected(_)) => {
                         self.forget_client(&address);
-                        self.client(&address)?.call(method, req, timeout)
+                        self.client(&address)?.call(req, timeout)
                     }
                     r => r,
                 };
@@ -149,9 +150,8 @@ impl ShimRuntime {
     }
 
     pub(super) fn state(&self, id: &str) -> std::result::Result<TaskState, RpcError> {
-        let r: pb::StateResponse = self.rpc(
+        let r = self.rpc(
             id,
-            "State",
             &pb::StateRequest {
                 id: id.into(),
                 ..Default::default()
@@ -167,9 +167,8 @@ impl ShimRuntime {
 
     /// Kills a process (`exec_id` empty: the container's init); NOT_FOUND (gone) is success.
     pub(super) fn kill(&self, id: &str, exec_id: &str, signal: u32) -> Result<()> {
-        let r: std::result::Result<protobuf::well_known_types::empty::Empty, _> = self.rpc(
+        let r = self.rpc(
             id,
-            "Kill",
             &pb::KillRequest {
                 id: id.into(),
                 exec_id: exec_id.into(),
@@ -196,7 +195,6 @@ impl ShimRuntime {
     ) -> std::result::Result<pb::WaitResponse, RpcError> {
         self.rpc(
             id,
-            "Wait",
             &pb::WaitRequest {
                 id: id.into(),
                 exec_id: exec_id.into(),
@@ -212,9 +210,8 @@ impl ShimRuntime {
         if !m.task_created || m.task_deleted {
             return Ok(m.clone());
         }
-        let r: std::result::Result<pb::DeleteResponse, _> = self.rpc(
+        let r = self.rpc(
             &m.id,
-            "Delete",
             &pb::DeleteRequest {
                 id: m.id.clone(),
                 ..Default::default()
@@ -257,9 +254,8 @@ impl ShimRuntime {
                     )
         });
         if !others {
-            let r: std::result::Result<protobuf::well_known_types::empty::Empty, _> = self.rpc(
+            let r = self.rpc(
                 &m.id,
-                "Shutdown",
                 &pb::ShutdownRequest {
                     id: m.id.clone(),
                     now: false,
@@ -328,8 +324,8 @@ impl ShimRuntime {
             options: protobuf::MessageField::some(any),
             ..Default::default()
         };
-        let r: pb::CreateTaskResponse = self
-            .rpc(id, "Create", &req, RPC_SLOW)
+        let r = self
+            .rpc(id, &req, RPC_SLOW)
             .map_err(|e| rpc_err(id, "create", e))?;
         tracing::debug!(container = %id, ?shim_start, create = ?(t0.elapsed() - shim_start), "task created");
         Ok(r.pid)
@@ -339,7 +335,6 @@ impl ShimRuntime {
     fn connect(&self, id: &str) -> std::result::Result<pb::ConnectResponse, RpcError> {
         self.rpc(
             id,
-            "Connect",
             &pb::ConnectRequest {
                 id: id.into(),
                 ..Default::default()
