@@ -4,6 +4,7 @@
 //! types); tests run it against the `ttrpc` crate's server.
 
 use super::calls::{TaskRpc, TASK_V2, TASK_V3};
+use super::frame::{self, Header, MessageType, HEADER_LEN};
 use protobuf::Message;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -93,6 +94,9 @@ fn unresponsive(strikes: u32, silent_for: Duration) -> bool {
     strikes >= STRIKES && silent_for >= UNRESPONSIVE_FOR
 }
 
+/// The stream of a connection's one call (a client's streams are odd).
+const STREAM: u32 = 1;
+
 /// A slot among a shim's [`MAX_CALLS`], given back on drop.
 struct Slot<'a>(&'a TaskClient);
 
@@ -103,11 +107,6 @@ impl Drop for Slot<'_> {
         self.0.freed.notify_one();
     }
 }
-
-const HEADER: usize = 10;
-const MAX_MESSAGE: usize = 4 << 20;
-const TYPE_REQUEST: u8 = 1;
-const TYPE_RESPONSE: u8 = 2;
 
 impl TaskClient {
     /// Checks that a shim listens at `address` (`unix:///path` or a plain path).
@@ -255,8 +254,8 @@ impl TaskClient {
         })
     }
 
-    /// One ttrpc request on a fresh connection: a 10-byte header (length, stream id, type,
-    /// flags; big-endian) then a `ttrpc.Request`; the answer is a `ttrpc.Response` frame.
+    /// One ttrpc request on a fresh connection: a [frame](super::frame) of a `ttrpc.Request`
+    /// on stream [`STREAM`]; the answer is that stream's frame of a `ttrpc.Response`.
     fn raw(
         &self,
         service: &str,
@@ -279,34 +278,22 @@ impl TaskClient {
         let body = req
             .write_to_bytes()
             .map_err(|e| RpcError::Other(format!("encode request: {e}")))?;
-        if body.len() > MAX_MESSAGE {
-            return Err(RpcError::Other(format!(
-                "request of {} bytes is too big",
-                body.len()
-            )));
-        }
-        let mut frame = Vec::with_capacity(HEADER + body.len());
-        frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
-        frame.extend_from_slice(&1u32.to_be_bytes());
-        frame.extend_from_slice(&[TYPE_REQUEST, 0]);
-        frame.extend_from_slice(&body);
+        let request = frame::encode(MessageType::Request, STREAM, &body)
+            .map_err(|e| RpcError::Other(format!("request: {e}")))?;
 
         let mut s = self.open(deadline)?;
         s.set_write_timeout(Some(remaining()?)).map_err(io_error)?;
-        s.write_all(&frame).map_err(io_error)?;
+        s.write_all(&request).map_err(io_error)?;
         loop {
-            let mut header = [0u8; HEADER];
+            let mut header = [0u8; HEADER_LEN];
             s.set_read_timeout(Some(remaining()?)).map_err(io_error)?;
             s.read_exact(&mut header).map_err(io_error)?;
-            let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
-            if len > MAX_MESSAGE {
-                return Err(RpcError::Other(format!("answer of {len} bytes is too big")));
-            }
-            let mut data = vec![0u8; len];
+            let h = Header::decode(&header)
+                .map_err(|e| RpcError::Other(format!("the shim's answer: {e}")))?;
+            let mut data = vec![0u8; h.data_len];
             s.set_read_timeout(Some(remaining()?)).map_err(io_error)?;
             s.read_exact(&mut data).map_err(io_error)?;
-            let stream_id = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
-            if stream_id != 1 || header[8] != TYPE_RESPONSE {
+            if h.stream_id != STREAM || h.kind != MessageType::Response {
                 continue;
             }
             let res = ttrpc::Response::parse_from_bytes(&data)

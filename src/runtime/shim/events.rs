@@ -2,6 +2,7 @@
 //! `containerd.services.events.ttrpc.v1.Events/Forward` itself and turns TaskExit and TaskOOM
 //! into hints for the backend. Wait/State stay the truth.
 
+use super::frame::{self, MessageType};
 use super::proto::{events, task_events};
 use protobuf::Message;
 use std::collections::HashSet;
@@ -57,10 +58,6 @@ pub fn decode(env: &events::Envelope, oom: &Mutex<HashSet<String>>) -> Option<Sh
     }
 }
 
-const HEADER: usize = 10;
-const MAX_MESSAGE: usize = 4 << 20;
-const TYPE_REQUEST: u8 = 1;
-const TYPE_RESPONSE: u8 = 2;
 const FORWARD: (&str, &str) = ("containerd.services.events.ttrpc.v1.Events", "Forward");
 
 /// What the server hands on: exits on the backend's channel, OOMs into its set.
@@ -80,29 +77,17 @@ impl Sink {
 
     /// Answers every complete ttrpc frame at the start of `buf` (a shim's bytes so far; the
     /// frames read are drained, a partial one stays): the response frames to write back, or
-    /// `None` when a frame claims more than 4 MiB (the connection is then dropped). Frames
-    /// other than requests are skipped.
+    /// `None` when a frame is not ttrpc's (it claims more than 4 MiB, or names no message
+    /// type): the connection is then dropped. Frames other than requests are skipped.
     pub fn answer(&self, buf: &mut Vec<u8>) -> Option<Vec<u8>> {
         let mut out = Vec::new();
-        while buf.len() >= HEADER {
-            let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-            if len > MAX_MESSAGE {
-                return None;
+        while let Some((h, data)) = frame::decode(buf).ok()? {
+            let answer = (h.kind == MessageType::Request).then(|| self.handle(data));
+            buf.drain(..frame::HEADER_LEN + h.data_len);
+            if let Some(body) = answer {
+                // Only a response echoing names of nearly 4 MiB could be too long.
+                out.extend(frame::encode(MessageType::Response, h.stream_id, &body).ok()?);
             }
-            if buf.len() < HEADER + len {
-                break;
-            }
-            let stream_id = [buf[4], buf[5], buf[6], buf[7]];
-            let kind = buf[8];
-            let frame: Vec<u8> = buf.drain(..HEADER + len).skip(HEADER).collect();
-            if kind != TYPE_REQUEST {
-                continue;
-            }
-            let body = self.handle(&frame);
-            out.extend_from_slice(&(body.len() as u32).to_be_bytes());
-            out.extend_from_slice(&stream_id);
-            out.extend_from_slice(&[TYPE_RESPONSE, 0]);
-            out.extend_from_slice(&body);
         }
         Some(out)
     }
@@ -371,30 +356,30 @@ mod tests {
         req.service = "x.Y".into();
         req.method = "Z".into();
         let body = req.write_to_bytes().unwrap();
-        let frame = |id: u8, kind: u8, body: &[u8]| {
-            let mut f = (body.len() as u32).to_be_bytes().to_vec();
-            f.extend_from_slice(&[0, 0, 0, id, kind, 0]);
-            f.extend_from_slice(body);
-            f
-        };
+        let frame = |id, kind, body: &[u8]| frame::encode(kind, id, body).unwrap();
         // A request, a response (skipped), then half of a request.
-        let mut buf = frame(1, TYPE_REQUEST, &body);
-        buf.extend(frame(3, TYPE_RESPONSE, b"xyz"));
-        let second = frame(5, TYPE_REQUEST, &body);
+        let mut buf = frame(1, MessageType::Request, &body);
+        buf.extend(frame(3, MessageType::Response, b"xyz"));
+        let second = frame(5, MessageType::Request, &body);
         buf.extend_from_slice(&second[..12]);
         let out = sink.answer(&mut buf).unwrap();
         assert_eq!(buf, second[..12]);
-        assert_eq!(&out[4..10], &[0, 0, 0, 1, TYPE_RESPONSE, 0]);
-        let len = u32::from_be_bytes([out[0], out[1], out[2], out[3]]) as usize;
-        assert_eq!(out.len(), HEADER + len, "one response");
-        let res = ttrpc::Response::parse_from_bytes(&out[HEADER..]).unwrap();
+        let (h, data) = frame::decode(&out).unwrap().unwrap();
+        assert_eq!((h.stream_id, h.kind), (1, MessageType::Response));
+        assert_eq!(out.len(), frame::HEADER_LEN + h.data_len, "one response");
+        let res = ttrpc::Response::parse_from_bytes(data).unwrap();
         assert_eq!(res.status.code(), ttrpc::Code::UNIMPLEMENTED);
-        // The rest arrives: its answer; a frame over the limit ends the connection.
+        // The rest arrives: its answer; a frame over the limit, or of no known type, ends the
+        // connection.
         buf.extend_from_slice(&second[12..]);
-        assert_eq!(&sink.answer(&mut buf).unwrap()[4..8], &[0, 0, 0, 5]);
+        let out = sink.answer(&mut buf).unwrap();
+        assert_eq!(frame::decode(&out).unwrap().unwrap().0.stream_id, 5);
         assert!(buf.is_empty());
-        let mut huge = ((MAX_MESSAGE + 1) as u32).to_be_bytes().to_vec();
+        let mut huge = ((frame::MAX_DATA_LEN + 1) as u32).to_be_bytes().to_vec();
         huge.extend_from_slice(&[0; 6]);
         assert_eq!(sink.answer(&mut huge), None);
+        let mut odd = frame(7, MessageType::Request, &body);
+        odd[8] = 9;
+        assert_eq!(sink.answer(&mut odd), None);
     }
 }

@@ -18,6 +18,7 @@ mod calls;
 mod client;
 mod events;
 mod exec;
+mod frame;
 mod network;
 mod process;
 pub mod proto;
