@@ -8,7 +8,7 @@ use edged::runtime::cgroups::Layout;
 use edged::runtime::shim::{ShimConfig, ShimRuntime};
 use edged::runtime::{
     ContainerConfig, ContainerState, ContainerStatus, ErrorKind, Mount, PodSandboxConfig,
-    Resources, Runtime,
+    Resources, Runtime, Stage,
 };
 use edged::server::streaming::{exec, Outcome, StreamOptions, Streams, TermSize};
 use rootfs::{BusyboxRootfs, BUSYBOX};
@@ -835,15 +835,16 @@ fn unknown_image_and_pod_are_refused() {
     let e = env();
     let pod = e.pod("refuse");
     let mut c = e.config(&pod, "c", "true");
+    let refused = |pod: &str, c: &ContainerConfig| {
+        let err = e.rt().create_container(pod, c).unwrap_err();
+        (err.kind, err.stage)
+    };
     assert_eq!(
-        e.rt().create_container("no-such-pod", &c).unwrap_err().kind,
-        ErrorKind::NotFound
+        refused("no-such-pod", &c),
+        (ErrorKind::NotFound, Stage::Create)
     );
     c.log_path = PathBuf::new();
-    assert_eq!(
-        e.rt().create_container(&pod, &c).unwrap_err().kind,
-        ErrorKind::InvalidConfig
-    );
+    assert_eq!(refused(&pod, &c), (ErrorKind::InvalidConfig, Stage::Config));
     c.log_path = e.log_path(&pod, "c");
     assert_eq!(
         e.rt().create_container("../x", &c).unwrap_err().kind,
@@ -854,10 +855,7 @@ fn unknown_image_and_pod_are_refused() {
         ErrorKind::InvalidConfig
     );
     c.image = "nope:1".into();
-    assert_eq!(
-        e.rt().create_container(&pod, &c).unwrap_err().kind,
-        ErrorKind::NotFound
-    );
+    assert_eq!(refused(&pod, &c), (ErrorKind::NotFound, Stage::Create));
     assert!(e.rt().list_containers().unwrap().is_empty());
 }
 
@@ -975,6 +973,9 @@ fn failed_create_leaves_nothing() {
         err.message.contains("no such file") || err.message.contains("not found"),
         "{err}"
     );
+    // The task's Create in the shim failed: the kubelet's CreateContainerError.
+    assert_eq!(err.stage, Stage::Create, "{err}");
+    assert_eq!(err.stage.waiting_reason(), "CreateContainerError");
     assert!(e.rt().list_containers().unwrap().is_empty());
     let left = std::fs::read_dir(e.dir.path().join("runtime/containers"))
         .unwrap()
@@ -1212,6 +1213,8 @@ fn created_never_started_is_removed() {
         e.rt().container_status(&id).unwrap().state,
         ContainerState::Exited
     );
+    // Its task is gone: a start fails as the kubelet's RunContainerError.
+    assert_eq!(e.rt().start_container(&id).unwrap_err().stage, Stage::Start);
     e.rt().remove_pod_sandbox(&pod).unwrap();
     assert_eq!(
         e.rt().container_status(&id).unwrap_err().kind,

@@ -991,11 +991,7 @@ async fn start_in(
             if attempt == 0 {
                 note_restart(st, &c.name);
             }
-            let reason = if e.op == "create" {
-                "CreateContainerError"
-            } else {
-                "RunContainerError"
-            };
+            let reason = e.stage.waiting_reason();
             wait(st, reason, e.to_string());
             true
         }

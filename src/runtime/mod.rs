@@ -36,10 +36,44 @@ pub mod labels {
 pub struct RuntimeError {
     /// Container or sandbox id (or pod namespace/name).
     pub object: String,
-    /// The step that failed, such as `create`, `start`, `shim start`.
+    /// The step that failed, such as `create`, `start`, `shim start`: words for the message;
+    /// callers act on [`kind`](Self::kind) and [`stage`](Self::stage).
     pub op: String,
+    /// Where in a container's creation and start it failed.
+    pub stage: Stage,
     pub kind: ErrorKind,
     pub message: String,
+}
+
+/// The stage of a container's creation and start a failure belongs to, as the kubelet tells
+/// them apart in a waiting container's reason ([`Stage::waiting_reason`]). A backend sets it
+/// by the call that failed, never by the failing step's words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Stage {
+    /// The container's configuration is refused before anything is made of it (the kubelet's
+    /// generateContainerConfig: no log path, an ephemeral container's target not running).
+    Config,
+    /// Creating the container (the CRI's CreateContainer): the image's spec, the rootfs, the
+    /// bundle and OCI spec, FIFOs and log copier, the pod's shim and the task in it.
+    Create,
+    /// Starting the created task (the CRI's StartContainer).
+    Start,
+    /// Not a step of a container's creation or start (stop, status, exec, sandboxes...).
+    #[default]
+    Other,
+}
+
+impl Stage {
+    /// The kubelet's waiting reason for a container whose start failed at this stage
+    /// (pkg/kubelet/kuberuntime's `ErrCreateContainerConfig` and `ErrCreateContainer`,
+    /// pkg/kubelet/container's `ErrRunContainer`, which also stands for any other failure).
+    pub fn waiting_reason(self) -> &'static str {
+        match self {
+            Stage::Config => "CreateContainerConfigError",
+            Stage::Create => "CreateContainerError",
+            Stage::Start | Stage::Other => "RunContainerError",
+        }
+    }
 }
 
 /// What kind of failure, for callers that act on it.
@@ -60,7 +94,7 @@ pub enum ErrorKind {
 }
 
 impl RuntimeError {
-    /// A new error.
+    /// A new error, of no stage yet ([`Stage::Other`]; see [`RuntimeError::during`]).
     pub fn new(
         object: impl Into<String>,
         op: impl Into<String>,
@@ -70,9 +104,18 @@ impl RuntimeError {
         RuntimeError {
             object: object.into(),
             op: op.into(),
+            stage: Stage::Other,
             kind,
             message: message.into(),
         }
+    }
+
+    /// The error placed at `stage`, unless a step inside placed it already.
+    pub fn during(mut self, stage: Stage) -> Self {
+        if self.stage == Stage::Other {
+            self.stage = stage;
+        }
+        self
     }
 }
 
@@ -297,9 +340,10 @@ pub trait Runtime: Send + Sync {
     /// Every sandbox the runtime holds (including ones of pods the agent no longer knows).
     fn list_pod_sandboxes(&self) -> Result<Vec<Sandbox>>;
 
-    /// Creates a container in the pod's sandbox; returns its id.
+    /// Creates a container in the pod's sandbox; returns its id. Its errors are of
+    /// [`Stage::Create`], or [`Stage::Config`] for a configuration refused as it is.
     fn create_container(&self, pod_uid: &str, config: &ContainerConfig) -> Result<String>;
-    /// Starts a created container.
+    /// Starts a created container. Its errors are of [`Stage::Start`].
     fn start_container(&self, id: &str) -> Result<()>;
     /// SIGTERM, then SIGKILL after `grace`; returns when the process is gone.
     fn stop_container(&self, id: &str, grace: Duration) -> Result<()>;
@@ -367,4 +411,32 @@ pub trait RootfsProvider: Send + Sync {
     fn prepare_rootfs(&self, reference: &str, container_id: &str) -> Result<Vec<RootfsMount>>;
     /// Removes the container's writable layer. Idempotent.
     fn release_rootfs(&self, container_id: &str) -> Result<()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waiting_reasons() {
+        for (stage, reason) in [
+            (Stage::Config, "CreateContainerConfigError"),
+            (Stage::Create, "CreateContainerError"),
+            (Stage::Start, "RunContainerError"),
+            (Stage::Other, "RunContainerError"),
+        ] {
+            assert_eq!(stage.waiting_reason(), reason, "{stage:?}");
+        }
+    }
+
+    /// The innermost stage stands: a config refusal inside a create stays a config error.
+    #[test]
+    fn the_first_stage_given_stands() {
+        let e = RuntimeError::new("c1", "mkfifo", ErrorKind::Other, "EEXIST");
+        assert_eq!(e.stage, Stage::Other);
+        assert_eq!(e.clone().during(Stage::Create).stage, Stage::Create);
+        let e = e.during(Stage::Config).during(Stage::Create);
+        assert_eq!(e.stage.waiting_reason(), "CreateContainerConfigError");
+        assert_eq!(e.to_string(), "mkfifo c1: EEXIST");
+    }
 }

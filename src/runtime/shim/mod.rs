@@ -35,6 +35,7 @@ use super::{oci, sandbox};
 use super::{
     AttachIo, ContainerConfig, ContainerState, ContainerStatus, ErrorKind, ExecIo, ExecResult,
     ExecSpec, ExitEvent, PodSandboxConfig, Result, RootfsProvider, Runtime, RuntimeError, Sandbox,
+    Stage,
 };
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -662,6 +663,143 @@ impl ShimRuntime {
         }
     }
 
+    /// Creates a container ([`Runtime::create_container`]); a configuration it refuses is of
+    /// [`Stage::Config`].
+    fn create(&self, pod_uid: &str, config: &ContainerConfig) -> Result<String> {
+        let sb = self.read_sandbox(pod_uid)?;
+        let pod = format!("{}/{}", sb.namespace, sb.name);
+        if config.log_path.as_os_str().is_empty() {
+            return Err(err(
+                &pod,
+                "create container",
+                ErrorKind::InvalidConfig,
+                format!("container {:?}: no log path given", config.name),
+            )
+            .during(Stage::Config));
+        }
+        let image = self.rootfs.image_spec(&config.image)?;
+        let id = new_id();
+        let b = self.bundle(&id);
+        std::fs::create_dir_all(b.join("rootfs")).map_err(|e| io_err(&id, "create bundle", e))?;
+        let cgroup = Layout::container_path(pod_uid, &id);
+        let meta = ContainerMeta {
+            id: id.clone(),
+            pod_uid: pod_uid.into(),
+            name: config.name.clone(),
+            attempt: config.attempt,
+            image: config.image.clone(),
+            image_id: image.id.clone(),
+            labels: config.labels.clone(),
+            log_path: config.log_path.clone(),
+            cgroup: cgroup.clone(),
+            created_ns: to_ns(SystemTime::now()),
+            task_created: false,
+            pid: None,
+            started_ns: None,
+            finished_ns: None,
+            exit_code: None,
+            reason: None,
+            message: None,
+            task_deleted: false,
+            stdin: config.stdin,
+            stdin_once: config.stdin_once,
+            tty: config.tty,
+        };
+        let mut pod_ctx = self.pod_context(&sb);
+        if let Some(target) = &config.pid_target {
+            pod_ctx.pidns = Some(
+                self.target_pidns(pod_uid, target)
+                    .map_err(|e| e.during(Stage::Config))?,
+            );
+            pod_ctx.host_pid = false;
+        }
+        let result = (|| -> Result<()> {
+            self.write_meta(&meta)?;
+            let mounts = self.rootfs.prepare_rootfs(&config.image, &id)?;
+            let layers = oci::rootfs_layers(&mounts);
+            let spec = oci::container_spec(&oci::SpecInput {
+                container_id: &id,
+                config,
+                image: &image,
+                pod: &pod_ctx,
+                cgroups_path: &cgroup,
+                layers: &layers,
+            })?;
+            let bytes =
+                serde_json::to_vec_pretty(&spec).map_err(|e| io_err(&id, "write spec", e))?;
+            // The spec carries env values from Secrets: root only.
+            crate::paths::write_private(&b.join("config.json"), &bytes)
+                .map_err(|e| io_err(&id, "write spec", e))?;
+            let fifos: &[&str] = if config.stdin {
+                &["stdin", "stdout", "stderr"]
+            } else {
+                &["stdout", "stderr"]
+            };
+            for f in fifos {
+                nix::unistd::mkfifo(&b.join(f), nix::sys::stat::Mode::from_bits_truncate(0o600))
+                    .map_err(|e| io_err(&id, "mkfifo", e))?;
+            }
+            // The reader must exist before Create: the shim's open for writing waits for it.
+            self.start_copier(&meta, false).map_err(|e| {
+                io_err(
+                    &id,
+                    "log copier",
+                    format!("{}: {e}", meta.log_path.display()),
+                )
+            })?;
+            let lock = self.pod_lock(pod_uid);
+            {
+                let _g = lock.lock().unwrap_or_else(|p| p.into_inner());
+                let pid = self.create_task(&meta, &mounts)?;
+                self.update_meta(&id, |m| {
+                    m.task_created = true;
+                    m.pid = Some(pid);
+                })?;
+            }
+            Ok(())
+        })();
+        match result {
+            Ok(()) => {
+                tracing::info!(pod = %pod, container = %config.name, id = %id, "container created");
+                Ok(id)
+            }
+            Err(e) => {
+                tracing::warn!(pod = %pod, container = %config.name, error = %e, "create failed");
+                self.abandon(&id);
+                Err(e)
+            }
+        }
+    }
+
+    /// Starts a created container ([`Runtime::start_container`]).
+    fn start(&self, id: &str) -> Result<()> {
+        let m = self.read_meta(id)?;
+        if !m.task_created || m.task_deleted {
+            return Err(err(
+                id,
+                "start",
+                ErrorKind::InvalidConfig,
+                "the container has no task to start (create it again)",
+            ));
+        }
+        let r = self
+            .rpc(
+                id,
+                &pb::StartRequest {
+                    id: id.into(),
+                    ..Default::default()
+                },
+                RPC_SLOW,
+            )
+            .map_err(|e| rpc_err(id, "start", e))?;
+        self.update_meta(id, |m| {
+            m.started_ns = Some(to_ns(SystemTime::now()));
+            m.pid = Some(r.pid);
+        })?;
+        tracing::info!(container = %id, pod = %m.pod_uid, name = %m.name, pid = r.pid, "container started");
+        Ok(())
+    }
+
     /// Undoes a failed create: the task, the rootfs layer and the bundle.
     fn abandon(&self, id: &str) {
         if let Ok(m) = self.read_meta(id) {
@@ -935,133 +1073,12 @@ impl Runtime for ShimRuntime {
     }
 
     fn create_container(&self, pod_uid: &str, config: &ContainerConfig) -> Result<String> {
-        let sb = self.read_sandbox(pod_uid)?;
-        let pod = format!("{}/{}", sb.namespace, sb.name);
-        if config.log_path.as_os_str().is_empty() {
-            return Err(err(
-                &pod,
-                "create container",
-                ErrorKind::InvalidConfig,
-                format!("container {:?}: no log path given", config.name),
-            ));
-        }
-        let image = self.rootfs.image_spec(&config.image)?;
-        let id = new_id();
-        let b = self.bundle(&id);
-        std::fs::create_dir_all(b.join("rootfs")).map_err(|e| io_err(&id, "create bundle", e))?;
-        let cgroup = Layout::container_path(pod_uid, &id);
-        let meta = ContainerMeta {
-            id: id.clone(),
-            pod_uid: pod_uid.into(),
-            name: config.name.clone(),
-            attempt: config.attempt,
-            image: config.image.clone(),
-            image_id: image.id.clone(),
-            labels: config.labels.clone(),
-            log_path: config.log_path.clone(),
-            cgroup: cgroup.clone(),
-            created_ns: to_ns(SystemTime::now()),
-            task_created: false,
-            pid: None,
-            started_ns: None,
-            finished_ns: None,
-            exit_code: None,
-            reason: None,
-            message: None,
-            task_deleted: false,
-            stdin: config.stdin,
-            stdin_once: config.stdin_once,
-            tty: config.tty,
-        };
-        let mut pod_ctx = self.pod_context(&sb);
-        if let Some(target) = &config.pid_target {
-            pod_ctx.pidns = Some(self.target_pidns(pod_uid, target)?);
-            pod_ctx.host_pid = false;
-        }
-        let result = (|| -> Result<()> {
-            self.write_meta(&meta)?;
-            let mounts = self.rootfs.prepare_rootfs(&config.image, &id)?;
-            let layers = oci::rootfs_layers(&mounts);
-            let spec = oci::container_spec(&oci::SpecInput {
-                container_id: &id,
-                config,
-                image: &image,
-                pod: &pod_ctx,
-                cgroups_path: &cgroup,
-                layers: &layers,
-            })?;
-            let bytes =
-                serde_json::to_vec_pretty(&spec).map_err(|e| io_err(&id, "write spec", e))?;
-            // The spec carries env values from Secrets: root only.
-            crate::paths::write_private(&b.join("config.json"), &bytes)
-                .map_err(|e| io_err(&id, "write spec", e))?;
-            let fifos: &[&str] = if config.stdin {
-                &["stdin", "stdout", "stderr"]
-            } else {
-                &["stdout", "stderr"]
-            };
-            for f in fifos {
-                nix::unistd::mkfifo(&b.join(f), nix::sys::stat::Mode::from_bits_truncate(0o600))
-                    .map_err(|e| io_err(&id, "mkfifo", e))?;
-            }
-            // The reader must exist before Create: the shim's open for writing waits for it.
-            self.start_copier(&meta, false).map_err(|e| {
-                io_err(
-                    &id,
-                    "log copier",
-                    format!("{}: {e}", meta.log_path.display()),
-                )
-            })?;
-            let lock = self.pod_lock(pod_uid);
-            {
-                let _g = lock.lock().unwrap_or_else(|p| p.into_inner());
-                let pid = self.create_task(&meta, &mounts)?;
-                self.update_meta(&id, |m| {
-                    m.task_created = true;
-                    m.pid = Some(pid);
-                })?;
-            }
-            Ok(())
-        })();
-        match result {
-            Ok(()) => {
-                tracing::info!(pod = %pod, container = %config.name, id = %id, "container created");
-                Ok(id)
-            }
-            Err(e) => {
-                tracing::warn!(pod = %pod, container = %config.name, error = %e, "create failed");
-                self.abandon(&id);
-                Err(e)
-            }
-        }
+        self.create(pod_uid, config)
+            .map_err(|e| e.during(Stage::Create))
     }
 
     fn start_container(&self, id: &str) -> Result<()> {
-        let m = self.read_meta(id)?;
-        if !m.task_created || m.task_deleted {
-            return Err(err(
-                id,
-                "start",
-                ErrorKind::InvalidConfig,
-                "the container has no task to start (create it again)",
-            ));
-        }
-        let r = self
-            .rpc(
-                id,
-                &pb::StartRequest {
-                    id: id.into(),
-                    ..Default::default()
-                },
-                RPC_SLOW,
-            )
-            .map_err(|e| rpc_err(id, "start", e))?;
-        self.update_meta(id, |m| {
-            m.started_ns = Some(to_ns(SystemTime::now()));
-            m.pid = Some(r.pid);
-        })?;
-        tracing::info!(container = %id, pod = %m.pod_uid, name = %m.name, pid = r.pid, "container started");
-        Ok(())
+        self.start(id).map_err(|e| e.during(Stage::Start))
     }
 
     fn stop_container(&self, id: &str, grace: Duration) -> Result<()> {
