@@ -98,11 +98,8 @@ impl Pressure {
     /// Writes the marker whole (through a rename: a reader never sees half of it).
     fn write(&self, images: &ImageStore) {
         let path = pressure_marker(images);
-        let tmp = path.with_extension("tmp");
         let data = serde_json::to_vec(self).unwrap_or_default();
-        let res = std::fs::write(&tmp, data).and_then(|()| std::fs::rename(&tmp, &path));
-        if let Err(e) = res {
-            let _ = std::fs::remove_file(&tmp);
+        if let Err(e) = crate::paths::write_atomic(&path, &data, 0o644) {
             tracing::warn!(path = %path.display(), error = %e, "cannot write the disk pressure marker");
         }
     }

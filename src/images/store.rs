@@ -26,12 +26,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use super::archive::{self, mismatch, Candidate};
 use super::digest;
 use super::error::{ErrorKind, ImageError, IoContext, Result};
-use super::index::{sync_dir, ArchiveStamp, Image, Index, LayerRecord};
+use super::index::{ArchiveStamp, Image, Index, LayerRecord};
 use super::oci::{media, Descriptor, ImageConfig, Manifest};
 use super::reference;
 use super::source::Source;
 use super::sys;
 use super::unpack::{self, Compression, UnpackError};
+use crate::paths::sync_dir;
 
 /// The image store rooted at `<root-dir>/images`.
 #[derive(Clone, Debug)]

@@ -395,7 +395,7 @@ fn mark_used(dir: &Path) -> std::io::Result<()> {
     }
     let f = std::fs::File::create(&path)?;
     f.sync_all()?;
-    std::fs::File::open(dir)?.sync_all()
+    crate::paths::sync_dir(dir)
 }
 
 /// The row key of a namespaced object.
