@@ -11,6 +11,7 @@
 //! creation. Unlike the kubelet, the last MaxContainers step removes by creation time across
 //! all containers (the kubelet compares restart counts of different containers there).
 
+use crate::kuberuntime::instances::newest_first;
 use crate::runtime::{ContainerState, ContainerStatus, Runtime};
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
@@ -50,7 +51,7 @@ pub fn select(
     let mut kept: Units = BTreeMap::new();
     for (key, mut instances) in units {
         // Newest first: by restart count, then creation (the kubelet's byAttempt).
-        instances.sort_by_key(|c| std::cmp::Reverse((c.attempt, c.created_at)));
+        instances.sort_by(|a, b| newest_first(a, b));
         let live = live_pods.contains(&key.0);
         let mut evictable: Vec<&ContainerStatus> = instances
             .iter()

@@ -7,6 +7,7 @@ pub mod dns;
 pub mod env;
 pub mod hash;
 pub mod hosts;
+pub mod instances;
 pub mod lifecycle;
 pub mod logs;
 pub mod subpath_expr;

@@ -48,11 +48,7 @@ fn plan(ec: &EphemeralContainer, instances: &[ContainerStatus]) -> Plan {
     else {
         return Plan::Start { pid_target: None };
     };
-    let latest = instances
-        .iter()
-        .filter(|c| c.name == target)
-        .max_by_key(|c| (c.attempt, c.created_at));
-    match latest {
+    match crate::kuberuntime::instances::latest(instances, target) {
         Some(c) if c.state == ContainerState::Running => Plan::Start {
             pid_target: Some(c.id.clone()),
         },

@@ -2,6 +2,7 @@
 //! pod worker knows (waiting reasons), as the kubelet's `generateAPIPodStatus` does.
 
 use crate::api::{self, Pod, PodCondition, PodStatus};
+use crate::kuberuntime::instances::newest_first;
 use crate::runtime::{ContainerState, ContainerStatus};
 use std::collections::BTreeMap;
 use std::time::SystemTime;
@@ -88,14 +89,10 @@ fn container_status(
     has_readiness: bool,
     default_waiting: &str,
 ) -> api::ContainerStatus {
-    let mut sorted: Vec<&&ContainerStatus> = instances.iter().collect();
-    sorted.sort_by_key(|c| (c.attempt, c.created_at));
-    let latest = sorted.last().map(|c| **c);
-    let previous = if sorted.len() >= 2 {
-        Some(*sorted[sorted.len() - 2])
-    } else {
-        None
-    };
+    let mut sorted: Vec<&ContainerStatus> = instances.to_vec();
+    sorted.sort_by(|a, b| newest_first(a, b));
+    let latest = sorted.first().copied();
+    let previous = sorted.get(1).copied();
     let mut s = api::ContainerStatus {
         name: spec.name.clone(),
         image: spec.image.clone(),
