@@ -307,8 +307,9 @@ pub fn run(flags: Flags) -> Result<(), AgentError> {
                 ex.spawn(image_gc(
                     images,
                     runtime.clone(),
-                    MetaClient::new(meta.clone()),
-                    node.clone(),
+                    // With a cloud link the node status task writes the node's record.
+                    link.is_none()
+                        .then(|| (MetaClient::new(meta.clone()), node.clone())),
                     image_policy,
                     flags.image_gc_period.0,
                 )),
@@ -396,11 +397,12 @@ async fn container_gc(
     }
 }
 
+/// Runs image GC every `period`; with `record` (the store and the node's name), records its
+/// part of DiskPressure in the node's record when it changes.
 async fn image_gc(
     images: Arc<ImageStore>,
     runtime: Arc<dyn Runtime>,
-    meta: MetaClient,
-    node: String,
+    record: Option<(MetaClient, String)>,
     policy: gc::image::Policy,
     period: Duration,
 ) {
@@ -411,7 +413,10 @@ async fn image_gc(
         let report = smol::unblock(move || gc::image::collect(&imgs, rt.as_ref(), &policy)).await;
         if pressure != Some(report.pressure) {
             pressure = Some(report.pressure);
-            gc::image::record_disk_pressure(&meta, &node, &report).await;
+            if let Some((meta, node)) = &record {
+                let state = crate::eviction::pressure::DiskPressure::of_image_gc(images.dir());
+                crate::eviction::pressure::record(meta, node, &state).await;
+            }
         }
     }
 }

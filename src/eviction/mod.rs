@@ -15,6 +15,7 @@
 
 pub mod decide;
 pub mod measure;
+pub mod pressure;
 pub mod reserve;
 pub mod threshold;
 
