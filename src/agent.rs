@@ -8,7 +8,7 @@
 //! ```
 //! Blocking work (shim RPCs, LMDB writes, file copies) runs through `smol::unblock`.
 
-use crate::cloudlink::{CloudLink, LinkConfig};
+use crate::cloudlink::CloudLink;
 use crate::flags::Flags;
 use crate::gc;
 use crate::images::ImageStore;
@@ -131,10 +131,11 @@ pub fn run(flags: Flags) -> Result<(), AgentError> {
         }
     }
     // Space kept for the writes a delete needs when the filesystem is full.
-    crate::eviction::reserve::install(&root, crate::eviction::reserve::DEFAULT_SIZE);
+    crate::reserve::install(&root, crate::reserve::DEFAULT_SIZE);
     let (to_edged, from_meta) = async_channel::unbounded();
     // With --cloudhub-server the cloud link is MetaManager's way upstream; else none.
-    let link = LinkConfig::from_flags(&flags)
+    let link = flags
+        .link_config()
         .map_err(fail("cloud link"))?
         .map(CloudLink::new);
     let upstream: Arc<dyn Upstream> = match &link {

@@ -80,6 +80,33 @@ pub fn under(base: &Path, components: &[&str]) -> Result<PathBuf, PathError> {
     Ok(p)
 }
 
+/// A relative path inside a volume: not absolute, no `..`, `.` or empty segment, not starting
+/// with `..` (reserved for the writer), at most 4096 bytes with segments of at most 255.
+pub fn check_relative(p: &str) -> Result<(), String> {
+    if p.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if p.starts_with('/') {
+        return Err("must be a relative path inside the volume, not an absolute one".into());
+    }
+    if p.len() > 4096 {
+        return Err("must be at most 4096 bytes".into());
+    }
+    if p.starts_with("..") {
+        return Err("must not start with `..`".into());
+    }
+    for seg in p.split('/') {
+        match seg {
+            ".." => return Err("must not contain `..`: it would escape the volume".into()),
+            "" | "." => return Err("must not contain empty or `.` segments".into()),
+            s if s.len() > 255 => return Err("each segment must be at most 255 bytes".into()),
+            s if s.contains('\0') => return Err("must not contain NUL".into()),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Removes `base/name` and everything under it, where `name` must be one plain component.
 /// Nothing there: `Ok`. A symlink there is removed itself, never followed; anything else that
 /// is not a directory is refused. The contents are removed without following symlinks
@@ -301,5 +328,16 @@ mod tests {
         assert_eq!(e.to_string(), "no");
         assert_eq!(std::fs::read(&f).unwrap(), b"three");
         assert!(!d.path().join("result.tmp").exists());
+    }
+
+    #[test]
+    fn relative_paths() {
+        assert!(check_relative("a/b.conf").is_ok());
+        assert!(check_relative("..data").is_err());
+        assert!(check_relative("../x").is_err());
+        assert!(check_relative("a/../../x").is_err());
+        assert!(check_relative("/etc/passwd").is_err());
+        assert!(check_relative("a//b").is_err());
+        assert!(check_relative("").is_err());
     }
 }

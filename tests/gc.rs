@@ -3,8 +3,8 @@
 //! scripts/make-test-image.sh, a tmpfs of a few tens of MiB as the image filesystem, and the
 //! real agent binary. Tests share runc state and cgroups, so they run one at a time.
 
-use edged::eviction::pressure::Marker;
 use edged::gc;
+use edged::images::pressure::Marker;
 use edged::images::{ErrorKind, Image, ImageStore};
 use edged::runtime::shim::{ShimConfig, ShimRuntime};
 use edged::runtime::{ContainerConfig, ContainerState, PodSandboxConfig, Runtime};

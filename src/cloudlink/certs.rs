@@ -5,7 +5,7 @@
 //! `hex(sha256(CA))` is the token's part before the `.`, then `GET /edge.crt` with the CSR as
 //! the body, trusting only that CA and sending only the JWT.
 
-use super::{https, tls, CloudError};
+use super::{https, CloudError};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::ClientConfig;
@@ -62,13 +62,13 @@ impl Identity {
 
     /// The mTLS client configuration for the link.
     pub fn tls(&self) -> Result<Arc<ClientConfig>, CloudError> {
-        tls::verified(
+        Ok(crate::tls::verified(
             &self.ca,
             Some((
                 self.cert.clone(),
                 PrivateKeyDer::Pkcs8(self.key.clone_key()),
             )),
-        )
+        )?)
     }
 }
 

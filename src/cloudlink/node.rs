@@ -1,7 +1,8 @@
 //! The v1 Node the edge registers and the status it patches: built by a pure function from
 //! [`NodeFacts`], which [`NodeFacts::gather`] reads from /proc, statvfs and /etc.
 
-use crate::eviction::pressure::{DiskPressure, Marker, DISK_AVAILABLE_MIN_PERCENT};
+use crate::eviction::pressure::{DiskPressure, DISK_AVAILABLE_MIN_PERCENT};
+use crate::images::pressure::Marker;
 use serde_json::{json, Map, Value};
 use std::net::{IpAddr, Ipv4Addr, UdpSocket};
 use std::path::Path;

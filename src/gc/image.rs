@@ -8,10 +8,10 @@
 //! measured again (shared layers free nothing, so image sizes are not summed).
 //!
 //! When GC cannot get under the high threshold the node is under disk pressure: GC leaves
-//! the [`Marker`] of [`crate::eviction::pressure`] (which owns DiskPressure), so image imports
+//! the [`Marker`] (DiskPressure itself is [`crate::eviction::pressure`]'s), so image imports
 //! (also `edged image import`, another process) refuse and the node's condition says so.
 
-use crate::eviction::pressure::Marker;
+use crate::images::pressure::Marker;
 use crate::images::ImageStore;
 use crate::runtime::Runtime;
 use std::collections::HashSet;

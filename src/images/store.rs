@@ -582,7 +582,7 @@ impl ImageStore {
     /// Refuses imports while image GC reports disk pressure (its marker file) and the disk
     /// is still at or above the GC high threshold.
     pub(crate) fn refuse_under_disk_pressure(&self, path: &Path) -> Result<()> {
-        let Some(p) = crate::eviction::pressure::Marker::read(&self.dir) else {
+        let Some(p) = super::pressure::Marker::read(&self.dir) else {
             return Ok(());
         };
         let used = self.usage().map_or(p.used_percent, |u| u.used_percent);

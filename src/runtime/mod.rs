@@ -207,6 +207,21 @@ pub enum ContainerState {
     Unknown,
 }
 
+/// Where a pod's own name points in its hosts file until it has an IP.
+pub const LOOPBACK_NAME_IP: &str = "127.0.1.1";
+
+/// The hosts file of a pod given its IP: the loopback line of its name points at the IP.
+pub fn hosts_with_ip(hosts: &str, ip: &str) -> String {
+    let prefix = format!("{LOOPBACK_NAME_IP}\t");
+    hosts
+        .lines()
+        .map(|l| match l.strip_prefix(&prefix) {
+            Some(rest) => format!("{ip}\t{rest}\n"),
+            None => format!("{l}\n"),
+        })
+        .collect()
+}
+
 /// A container as the runtime reports it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ContainerStatus {
