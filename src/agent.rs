@@ -86,27 +86,17 @@ fn open_store(root: &std::path::Path, recover: bool) -> Result<Store, AgentError
 /// six (its log FIFOs, log file, the copier's eventfd, pidfds of its init and shim), past the
 /// usual soft limit of 1024 at some 150 containers. Returns the limit now in force.
 fn raise_open_files_limit() -> u64 {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return 0;
     };
-    // SAFETY: getrlimit writes the live `lim`; setrlimit only reads it.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return 0;
-        }
-        if lim.rlim_cur < lim.rlim_max {
-            let want = libc::rlimit {
-                rlim_cur: lim.rlim_max,
-                rlim_max: lim.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
-                lim.rlim_cur = lim.rlim_max;
-            }
-        }
-    }
+    let soft = if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        hard
+    } else {
+        soft
+    };
     #[allow(clippy::unnecessary_cast)] // rlim_t is 32 bits on some targets
-    let limit = lim.rlim_cur as u64;
+    let limit = soft as u64;
     limit
 }
 

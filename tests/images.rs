@@ -427,6 +427,8 @@ fn xattr(p: &Path, name: &str) -> Option<Vec<u8>> {
     let path = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
     let n = std::ffi::CString::new(name).unwrap();
     let mut buf = [0u8; 64];
+    // SAFETY: both names are NUL-terminated strings that outlive the call, and `buf` is a
+    // live, writable buffer of the length passed (nix has no xattr calls).
     let r = unsafe {
         libc::lgetxattr(
             path.as_ptr(),
