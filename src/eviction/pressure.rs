@@ -198,20 +198,18 @@ mod tests {
             .unwrap()
             .push(json!({"type": "Ready", "status": "True"}));
         let v3 = with_condition(Some(v2), "edge-1", &on, "2026-01-01T00:05:00Z");
-        let cs = v3["status"]["conditions"].as_array().unwrap();
+        let conditions = |v: &Value| v["status"]["conditions"].as_array().cloned();
+        let cs = conditions(&v3).unwrap_or_default();
         assert_eq!(cs.len(), 2);
-        let dp = cs.iter().find(|c| c["type"] == "DiskPressure").unwrap();
+        assert_eq!(cs[0]["type"], "Ready");
+        let dp = &cs[1];
         assert_eq!(dp["lastTransitionTime"], "2026-01-01T00:00:00Z");
         assert_eq!(dp["lastHeartbeatTime"], "2026-01-01T00:05:00Z");
         let off = DiskPressure::default();
         let v4 = with_condition(Some(v3), "edge-1", &off, "2026-01-01T00:10:00Z");
-        let dp = v4["status"]["conditions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["type"] == "DiskPressure")
-            .unwrap()
-            .clone();
+        let cs = conditions(&v4).unwrap_or_default();
+        let dp = &cs[1];
+        assert_eq!(dp["type"], "DiskPressure");
         assert_eq!(dp["status"], "False");
         assert_eq!(dp["reason"], "KubeletHasNoDiskPressure");
         assert_eq!(dp["lastTransitionTime"], "2026-01-01T00:10:00Z");

@@ -192,27 +192,14 @@ pub fn remove_logs(log: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
     use std::time::UNIX_EPOCH;
 
     fn dead(pod: &str, name: &str, attempt: u32, age_s: u64, now: SystemTime) -> ContainerStatus {
+        let id = format!("{pod}-{name}-{attempt}");
+        let created = now - Duration::from_secs(age_s);
         ContainerStatus {
-            id: format!("{pod}-{name}-{attempt}"),
-            pod_uid: pod.into(),
-            name: name.into(),
-            attempt,
-            image: String::new(),
-            image_id: String::new(),
-            state: ContainerState::Exited,
-            pid: None,
-            created_at: now - Duration::from_secs(age_s),
-            started_at: None,
-            finished_at: None,
             exit_code: Some(1),
-            reason: None,
-            message: None,
-            log_path: PathBuf::new(),
-            labels: Default::default(),
+            ..ContainerStatus::for_test(&id, pod, name, attempt, ContainerState::Exited, created)
         }
     }
 

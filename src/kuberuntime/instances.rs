@@ -31,23 +31,17 @@ mod tests {
     use std::time::{Duration, UNIX_EPOCH};
 
     fn inst(id: &str, name: &str, attempt: u32, created_s: u64, started_s: u64) -> ContainerStatus {
+        let at = |s: u64| UNIX_EPOCH + Duration::from_secs(s);
         ContainerStatus {
-            id: id.into(),
-            pod_uid: "uid".into(),
-            name: name.into(),
-            attempt,
-            image: String::new(),
-            image_id: String::new(),
-            state: ContainerState::Exited,
-            pid: None,
-            created_at: UNIX_EPOCH + Duration::from_secs(created_s),
-            started_at: Some(UNIX_EPOCH + Duration::from_secs(started_s)),
-            finished_at: None,
-            exit_code: None,
-            reason: None,
-            message: None,
-            log_path: Default::default(),
-            labels: Default::default(),
+            started_at: Some(at(started_s)),
+            ..ContainerStatus::for_test(
+                id,
+                "uid",
+                name,
+                attempt,
+                ContainerState::Exited,
+                at(created_s),
+            )
         }
     }
 

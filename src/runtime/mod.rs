@@ -245,6 +245,39 @@ pub struct ContainerStatus {
     pub labels: BTreeMap<String, String>,
 }
 
+#[cfg(test)]
+impl ContainerStatus {
+    /// A container for unit tests: container `name` of pod `pod_uid`, `attempt`, `state`,
+    /// made at `created_at`; nothing else set (change fields with struct update syntax).
+    pub(crate) fn for_test(
+        id: &str,
+        pod_uid: &str,
+        name: &str,
+        attempt: u32,
+        state: ContainerState,
+        created_at: SystemTime,
+    ) -> ContainerStatus {
+        ContainerStatus {
+            id: id.into(),
+            pod_uid: pod_uid.into(),
+            name: name.into(),
+            attempt,
+            image: String::new(),
+            image_id: String::new(),
+            state,
+            pid: None,
+            created_at,
+            started_at: None,
+            finished_at: None,
+            exit_code: None,
+            reason: None,
+            message: None,
+            log_path: PathBuf::new(),
+            labels: BTreeMap::new(),
+        }
+    }
+}
+
 /// Output of a command run in a container.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ExecResult {

@@ -522,7 +522,6 @@ pub fn qos_class(pod: &Pod) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
     use std::time::{Duration, UNIX_EPOCH};
 
     fn pod(policy: &str) -> Pod {
@@ -542,23 +541,14 @@ mod tests {
         state: ContainerState,
         exit: Option<i32>,
     ) -> ContainerStatus {
+        let created = UNIX_EPOCH + Duration::from_secs(attempt as u64);
         ContainerStatus {
-            id: id.into(),
-            pod_uid: "u".into(),
-            name: name.into(),
-            attempt,
             image: "i".into(),
             image_id: "sha256:1".into(),
-            state,
-            pid: None,
-            created_at: UNIX_EPOCH + Duration::from_secs(attempt as u64),
             started_at: Some(UNIX_EPOCH),
             finished_at: exit.map(|_| UNIX_EPOCH),
             exit_code: exit,
-            reason: None,
-            message: None,
-            log_path: PathBuf::new(),
-            labels: Default::default(),
+            ..ContainerStatus::for_test(id, "u", name, attempt, state, created)
         }
     }
 
