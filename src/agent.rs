@@ -8,7 +8,7 @@
 //! ```
 //! Blocking work (shim RPCs, LMDB writes, file copies) runs through `smol::unblock`.
 
-use crate::cloudlink::{CloudLink, LinkConfig};
+use crate::cloudlink::CloudLink;
 use crate::flags::Flags;
 use crate::gc;
 use crate::images::ImageStore;
@@ -86,27 +86,17 @@ fn open_store(root: &std::path::Path, recover: bool) -> Result<Store, AgentError
 /// six (its log FIFOs, log file, the copier's eventfd, pidfds of its init and shim), past the
 /// usual soft limit of 1024 at some 150 containers. Returns the limit now in force.
 fn raise_open_files_limit() -> u64 {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return 0;
     };
-    // SAFETY: getrlimit writes the live `lim`; setrlimit only reads it.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return 0;
-        }
-        if lim.rlim_cur < lim.rlim_max {
-            let want = libc::rlimit {
-                rlim_cur: lim.rlim_max,
-                rlim_max: lim.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
-                lim.rlim_cur = lim.rlim_max;
-            }
-        }
-    }
+    let soft = if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        hard
+    } else {
+        soft
+    };
     #[allow(clippy::unnecessary_cast)] // rlim_t is 32 bits on some targets
-    let limit = lim.rlim_cur as u64;
+    let limit = soft as u64;
     limit
 }
 
@@ -131,10 +121,11 @@ pub fn run(flags: Flags) -> Result<(), AgentError> {
         }
     }
     // Space kept for the writes a delete needs when the filesystem is full.
-    crate::eviction::reserve::install(&root, crate::eviction::reserve::DEFAULT_SIZE);
+    crate::reserve::install(&root, crate::reserve::DEFAULT_SIZE);
     let (to_edged, from_meta) = async_channel::unbounded();
     // With --cloudhub-server the cloud link is MetaManager's way upstream; else none.
-    let link = LinkConfig::from_flags(&flags)
+    let link = flags
+        .link_config()
         .map_err(fail("cloud link"))?
         .map(CloudLink::new);
     let upstream: Arc<dyn Upstream> = match &link {
@@ -307,8 +298,9 @@ pub fn run(flags: Flags) -> Result<(), AgentError> {
                 ex.spawn(image_gc(
                     images,
                     runtime.clone(),
-                    MetaClient::new(meta.clone()),
-                    node.clone(),
+                    // With a cloud link the node status task writes the node's record.
+                    link.is_none()
+                        .then(|| (MetaClient::new(meta.clone()), node.clone())),
                     image_policy,
                     flags.image_gc_period.0,
                 )),
@@ -396,11 +388,12 @@ async fn container_gc(
     }
 }
 
+/// Runs image GC every `period`; with `record` (the store and the node's name), records its
+/// part of DiskPressure in the node's record when it changes.
 async fn image_gc(
     images: Arc<ImageStore>,
     runtime: Arc<dyn Runtime>,
-    meta: MetaClient,
-    node: String,
+    record: Option<(MetaClient, String)>,
     policy: gc::image::Policy,
     period: Duration,
 ) {
@@ -411,7 +404,10 @@ async fn image_gc(
         let report = smol::unblock(move || gc::image::collect(&imgs, rt.as_ref(), &policy)).await;
         if pressure != Some(report.pressure) {
             pressure = Some(report.pressure);
-            gc::image::record_disk_pressure(&meta, &node, &report).await;
+            if let Some((meta, node)) = &record {
+                let state = crate::eviction::pressure::DiskPressure::of_image_gc(images.dir());
+                crate::eviction::pressure::record(meta, node, &state).await;
+            }
         }
     }
 }

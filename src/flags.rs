@@ -1,6 +1,7 @@
 //! Command-line flags (argh): the agent is configured by flags only. Names follow the
 //! kubelet's where one exists.
 
+use crate::cloudlink::{CloudError, LinkConfig};
 use crate::eviction::Thresholds;
 use argh::FromArgs;
 use std::fmt;
@@ -456,7 +457,7 @@ pub enum Command {
     Attach(AttachCmd),
     Exec(ExecCmd),
     Get(GetCmd),
-    Image(ImageCmd),
+    Image(crate::images::cli::ImageCmd),
     Logs(LogsCmd),
 }
 
@@ -559,60 +560,6 @@ pub struct LogsCmd {
     pub limit_bytes: Option<u64>,
 }
 
-/// manage the node's images
-#[derive(FromArgs, Debug)]
-#[argh(subcommand, name = "image")]
-pub struct ImageCmd {
-    #[argh(subcommand)]
-    pub action: ImageAction,
-}
-
-/// What `edged image` does.
-#[derive(FromArgs, Debug)]
-#[argh(subcommand)]
-pub enum ImageAction {
-    Import(ImageImport),
-    Ls(ImageLs),
-    Rm(ImageRm),
-    Pull(ImagePull),
-}
-
-/// pull an image from its registry (the registry flags apply: mirrors, CAs, deadlines)
-#[derive(FromArgs, Debug)]
-#[argh(subcommand, name = "pull")]
-pub struct ImagePull {
-    /// the image reference (nginx, registry.example:5000/team/app:v1, ...@sha256:...)
-    #[argh(positional)]
-    pub reference: String,
-    /// USER:PASS for the image's registry (else <root-dir>/config.json and
-    /// $HOME/.docker/config.json)
-    #[argh(option)]
-    pub creds: Option<String>,
-}
-
-/// import an OCI layout or docker-save archive (a .tar, or a directory)
-#[derive(FromArgs, Debug)]
-#[argh(subcommand, name = "import")]
-pub struct ImageImport {
-    /// the archive
-    #[argh(positional)]
-    pub file: PathBuf,
-}
-
-/// list images
-#[derive(FromArgs, Debug)]
-#[argh(subcommand, name = "ls")]
-pub struct ImageLs {}
-
-/// remove an image
-#[derive(FromArgs, Debug)]
-#[argh(subcommand, name = "rm")]
-pub struct ImageRm {
-    /// the image reference or id
-    #[argh(positional)]
-    pub reference: String,
-}
-
 impl Flags {
     /// Parses `args` (without the program name). `Err((text, code))`: print `text`, exit with
     /// `code` (0 for `--help`, 2 for a bad flag).
@@ -680,6 +627,48 @@ impl Flags {
         }
         self.sysctl_allowlist()?;
         Ok(())
+    }
+
+    /// The cloud link's settings (`None` when `--cloudhub-server` is unset).
+    pub fn link_config(&self) -> Result<Option<LinkConfig>, CloudError> {
+        let f = self;
+        let Some(server) = f.cloudhub_server.clone() else {
+            return Ok(None);
+        };
+        let (host, _) = crate::cloudlink::https::split_host_port(&server)?;
+        let https_server = match &f.cloudhub_https_server {
+            Some(s) => s.clone(),
+            None if host.contains(':') => format!("[{host}]:10002"),
+            None => format!("{host}:10002"),
+        };
+        let token = match (&f.token, &f.token_file) {
+            (Some(t), _) => Some(t.trim().to_string()),
+            (None, Some(p)) => Some(
+                std::fs::read_to_string(p)
+                    .map_err(|e| {
+                        CloudError::io(format!("reading --token-file {}", p.display()), e)
+                    })?
+                    .trim()
+                    .to_string(),
+            ),
+            (None, None) => None,
+        };
+        Ok(Some(LinkConfig {
+            server,
+            https_server,
+            node: f.node_name(),
+            project_id: f.project_id.clone(),
+            cert_dir: f.cert_dir(),
+            token,
+            heartbeat: f.heartbeat.0,
+            backoff_initial: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(60),
+            node_labels: f.node_labels.0.clone(),
+            node_ip: f.node_ip,
+            root_dir: f.root_dir.clone(),
+            max_pods: f.max_pods,
+            kubelet_port: f.port,
+        }))
     }
 
     /// The registry options of the flags.
@@ -1099,5 +1088,42 @@ mod tests {
         let (msg, _) =
             Flags::parse(&["--container-log-max-size", "99999999999999999999Ei"]).unwrap_err();
         assert!(msg.contains("--container-log-max-size"), "{msg}");
+    }
+
+    #[test]
+    fn config_from_flags() {
+        let f = Flags::parse(&[]).unwrap();
+        assert!(f.link_config().unwrap().is_none());
+        let f = Flags::parse(&[
+            "--cloudhub-server",
+            "10.0.0.1:10000",
+            "--token",
+            " h.j ",
+            "--node-name",
+            "n1",
+        ])
+        .unwrap();
+        let c = f.link_config().unwrap().unwrap();
+        assert_eq!(c.https_server, "10.0.0.1:10002");
+        assert_eq!(c.token.as_deref(), Some("h.j"));
+        assert_eq!(c.node, "n1");
+        let f = Flags::parse(&["--cloudhub-server", "[::1]:10000"]).unwrap();
+        assert_eq!(
+            f.link_config().unwrap().unwrap().https_server,
+            "[::1]:10002"
+        );
+        let f = Flags::parse(&["--cloudhub-server", "cloud"]).unwrap();
+        assert!(f
+            .link_config()
+            .unwrap_err()
+            .to_string()
+            .contains("HOST:PORT"));
+        let f =
+            Flags::parse(&["--cloudhub-server", "c:1", "--token-file", "/nonexistent/t"]).unwrap();
+        assert!(f
+            .link_config()
+            .unwrap_err()
+            .to_string()
+            .contains("--token-file"));
     }
 }

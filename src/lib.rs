@@ -20,6 +20,8 @@
 //! - [`stats`]: resource usage of the node, pods and containers (summary, resource metrics).
 //! - [`wsframe`]: WebSocket framing (RFC 6455), both sides: the cloud tunnel's client, the
 //!   kubelet API's streaming server, `edged exec`'s client.
+//! - [`reserve`]: disk space kept so that deletes work on a full disk.
+//! - [`tls`]: rustls on ring, the TLS configurations the agent shares.
 //! - [`cli`]: `edged exec` and `edged attach`, clients of the kubelet API.
 //! - [`agent`]: wires the subsystems as tasks on one smol executor.
 
@@ -46,10 +48,12 @@ pub mod paths;
 pub mod pleg;
 pub mod podmanager;
 pub mod prober;
+pub mod reserve;
 pub mod runtime;
 pub mod server;
 pub mod stats;
 pub mod status;
+pub mod tls;
 pub mod token;
 pub mod volume;
 pub mod wsframe;

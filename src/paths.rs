@@ -80,6 +80,33 @@ pub fn under(base: &Path, components: &[&str]) -> Result<PathBuf, PathError> {
     Ok(p)
 }
 
+/// A relative path inside a volume: not absolute, no `..`, `.` or empty segment, not starting
+/// with `..` (reserved for the writer), at most 4096 bytes with segments of at most 255.
+pub fn check_relative(p: &str) -> Result<(), String> {
+    if p.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if p.starts_with('/') {
+        return Err("must be a relative path inside the volume, not an absolute one".into());
+    }
+    if p.len() > 4096 {
+        return Err("must be at most 4096 bytes".into());
+    }
+    if p.starts_with("..") {
+        return Err("must not start with `..`".into());
+    }
+    for seg in p.split('/') {
+        match seg {
+            ".." => return Err("must not contain `..`: it would escape the volume".into()),
+            "" | "." => return Err("must not contain empty or `.` segments".into()),
+            s if s.len() > 255 => return Err("each segment must be at most 255 bytes".into()),
+            s if s.contains('\0') => return Err("must not contain NUL".into()),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Removes `base/name` and everything under it, where `name` must be one plain component.
 /// Nothing there: `Ok`. A symlink there is removed itself, never followed; anything else that
 /// is not a directory is refused. The contents are removed without following symlinks
@@ -134,22 +161,27 @@ pub fn private_dir(dir: &Path) -> io::Result<()> {
 /// wider mode: for files holding secrets (a container's `config.json` carries its env).
 pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
     use std::io::Write;
+    create_with_mode(path, 0o600)?.write_all(bytes)
+}
+
+/// Opens `path` for writing, truncated, with exactly `mode` (also when it existed with another
+/// mode); a symlink there is refused, not written through.
+fn create_with_mode(path: &Path, mode: u32) -> io::Result<std::fs::File> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let mut f = std::fs::OpenOptions::new()
+    let f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
-        .mode(0o600)
+        .mode(mode)
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)?;
-    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-    f.write_all(bytes)
+    f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+    Ok(f)
 }
 
-/// Replaces `path` with `bytes` atomically, mode 0600: a temporary file beside it
-/// (`<name>.tmp`), fsync, rename, then an fsync of the directory so the rename itself
-/// survives a power cut. A reader sees the old content or the new one, never a part.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+/// The temporary file an atomic replacement of `path` is written to: `<name>.tmp` beside it
+/// (same directory, so the rename stays on one filesystem).
+pub fn atomic_tmp(path: &Path) -> io::Result<PathBuf> {
     let mut name = path
         .file_name()
         .ok_or_else(|| {
@@ -160,14 +192,46 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
         })?
         .to_os_string();
     name.push(".tmp");
-    let tmp = path.with_file_name(name);
-    write_private(&tmp, bytes)?;
-    std::fs::File::open(&tmp)?.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::File::open(dir)?.sync_all()?;
+    Ok(path.with_file_name(name))
+}
+
+/// Replaces `path` with `bytes` atomically, the file getting `mode` (0600 for secrets and
+/// keys): see [`replace_atomic`].
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    use std::io::Write;
+    replace_atomic(path, mode, |f| f.write_all(bytes))
+}
+
+/// Replaces `path` atomically with what `fill` writes: the temporary file [`atomic_tmp`] is
+/// made with `mode`, filled, fsynced and renamed over `path`, then the directory is fsynced so
+/// the rename itself survives a power cut. A reader sees the old content or the new one, never
+/// a part; on failure the temporary file is removed and `path` is left as it was.
+pub fn replace_atomic(
+    path: &Path,
+    mode: u32,
+    fill: impl FnOnce(&mut std::fs::File) -> io::Result<()>,
+) -> io::Result<()> {
+    let tmp = atomic_tmp(path)?;
+    let res = (|| {
+        let mut f = create_with_mode(&tmp, mode)?;
+        fill(&mut f)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        sync_dir(
+            path.parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new(".")),
+        )
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
     }
-    Ok(())
+    res
+}
+
+/// fsyncs a directory, so the entries just made or renamed in it last.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]
@@ -249,14 +313,31 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let d = tempfile::tempdir().unwrap();
         let f = d.path().join("result");
-        write_atomic(&f, b"one").unwrap();
-        write_atomic(&f, b"two").unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        write_atomic(&f, b"one", 0o600).unwrap();
+        write_atomic(&f, b"two", 0o600).unwrap();
         assert_eq!(std::fs::read(&f).unwrap(), b"two");
-        assert_eq!(
-            std::fs::metadata(&f).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
+        assert_eq!(mode(&f), 0o600);
         assert!(!d.path().join("result.tmp").exists());
-        assert!(write_atomic(Path::new("/"), b"x").is_err());
+        assert!(write_atomic(Path::new("/"), b"x", 0o600).is_err());
+        // The mode asked for, whatever the umask or the old file's mode.
+        write_atomic(&f, b"three", 0o644).unwrap();
+        assert_eq!(mode(&f), 0o644);
+        // A failed fill leaves the old file and no temporary one.
+        let e = replace_atomic(&f, 0o600, |_| Err(io::Error::other("no"))).unwrap_err();
+        assert_eq!(e.to_string(), "no");
+        assert_eq!(std::fs::read(&f).unwrap(), b"three");
+        assert!(!d.path().join("result.tmp").exists());
+    }
+
+    #[test]
+    fn relative_paths() {
+        assert!(check_relative("a/b.conf").is_ok());
+        assert!(check_relative("..data").is_err());
+        assert!(check_relative("../x").is_err());
+        assert!(check_relative("a/../../x").is_err());
+        assert!(check_relative("/etc/passwd").is_err());
+        assert!(check_relative("a//b").is_err());
+        assert!(check_relative("").is_err());
     }
 }

@@ -150,28 +150,10 @@ pub fn diff(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
     use std::time::UNIX_EPOCH;
 
     fn c(id: &str, state: ContainerState) -> ContainerStatus {
-        ContainerStatus {
-            id: id.into(),
-            pod_uid: "u".into(),
-            name: "c".into(),
-            attempt: 0,
-            image: String::new(),
-            image_id: String::new(),
-            state,
-            pid: None,
-            created_at: UNIX_EPOCH,
-            started_at: None,
-            finished_at: None,
-            exit_code: None,
-            reason: None,
-            message: None,
-            log_path: PathBuf::new(),
-            labels: Default::default(),
-        }
+        ContainerStatus::for_test(id, "u", "c", 0, state, UNIX_EPOCH)
     }
 
     #[test]

@@ -51,7 +51,7 @@ pub struct TokenSpec {
 /// Checks a `serviceAccountToken` source as the API server validates it: a relative `path`,
 /// `expirationSeconds` between 600 and 2^32.
 pub fn check_source(src: &api::ServiceAccountTokenProjection) -> Result<(), String> {
-    crate::volume::payload::check_relative(&src.path)
+    crate::paths::check_relative(&src.path)
         .map_err(|r| format!("serviceAccountToken path `{}`: {r}", src.path))?;
     let exp = src.expiration_seconds();
     if !(MIN_EXPIRATION_SECONDS..=MAX_EXPIRATION_SECONDS).contains(&exp) {

@@ -496,8 +496,8 @@ fn disk_pressure_evicts_the_pod_using_the_most_disk_first() {
 /// succeeds. (The only test of this binary that installs the process's reserve.)
 #[test]
 fn a_store_delete_on_a_full_filesystem_takes_the_reserved_space() {
-    use edged::eviction::reserve;
     use edged::metamanager::{Store, Table, Write};
+    use edged::reserve;
     let dir = tempfile::Builder::new()
         .prefix("edged-ev-store-")
         .tempdir_in("/tmp")

@@ -4,6 +4,7 @@
 //! real agent binary. Tests share runc state and cgroups, so they run one at a time.
 
 use edged::gc;
+use edged::images::pressure::Marker;
 use edged::images::{ErrorKind, Image, ImageStore};
 use edged::runtime::shim::{ShimConfig, ShimRuntime};
 use edged::runtime::{ContainerConfig, ContainerState, PodSandboxConfig, Runtime};
@@ -438,7 +439,7 @@ fn image_gc_frees_lru_first_to_the_low_threshold_then_reports_pressure() {
         names(&store),
         ["d:1", "e:1", "used:1", "young:1"].map(String::from).into()
     );
-    assert!(!gc::image::pressure_marker(&store).exists());
+    assert!(!Marker::path(store.dir()).exists());
     // Their own layers and blobs are gone; the shared busybox layer stays.
     for i in &ids[..3] {
         assert!(
@@ -474,18 +475,18 @@ fn image_gc_frees_lru_first_to_the_low_threshold_then_reports_pressure() {
         names(&store),
         ["used:1", "young:1"].map(String::from).into()
     );
-    let p = gc::image::Pressure::read(&store).expect("the pressure marker");
+    let p = Marker::read(store.dir()).expect("the pressure marker");
     assert_eq!(
         (p.used_percent, p.high_percent, p.low_percent),
         (r.used_after, 1, 1)
     );
     // Nothing more to remove: still pressure, nothing removed, the marker not rewritten.
     let inode = |p: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
-    let marker = gc::image::pressure_marker(&store);
+    let marker = Marker::path(store.dir());
     let ino = inode(&marker);
     let again = gc::image::collect(&store, &rt, &tight);
     assert!(again.pressure && again.removed.is_empty());
-    assert_eq!(gc::image::Pressure::read(&store).unwrap(), p);
+    assert_eq!(Marker::read(store.dir()).unwrap(), p);
     assert_eq!(inode(&marker), ino);
 
     // Imports are refused, in this process, through --image-dir's import_dir, and by the
@@ -529,7 +530,7 @@ fn image_gc_frees_lru_first_to_the_low_threshold_then_reports_pressure() {
     };
     let r = gc::image::collect(&store, &rt, &relaxed);
     assert!(!r.pressure && r.removed.is_empty(), "{r:?}");
-    assert!(!gc::image::pressure_marker(&store).exists());
+    assert!(!Marker::path(store.dir()).exists());
     let (ok, out, err) = cli(root, &["image", "import", extra.to_str().unwrap()]);
     assert!(ok, "{err}");
     assert!(out.contains("example.com/extra:1"), "{out}");

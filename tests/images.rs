@@ -427,6 +427,8 @@ fn xattr(p: &Path, name: &str) -> Option<Vec<u8>> {
     let path = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
     let n = std::ffi::CString::new(name).unwrap();
     let mut buf = [0u8; 64];
+    // SAFETY: both names are NUL-terminated strings that outlive the call, and `buf` is a
+    // live, writable buffer of the length passed (nix has no xattr calls).
     let r = unsafe {
         libc::lgetxattr(
             path.as_ptr(),
@@ -1111,7 +1113,7 @@ fn a_failed_index_write_undoes_the_commit() {
     tiny_image(&work.path().join("tiny"), "example.com/tiny:1", b"tiny");
     let before = state(&store);
     // A directory where the index's temp file goes makes the last step of the commit fail.
-    let blocker = store.dir().join(format!("index.tmp{}", std::process::id()));
+    let blocker = store.dir().join("index.json.tmp");
     fs::create_dir(&blocker).unwrap();
     let e = store.import(&work.path().join("tiny")).unwrap_err();
     assert!(e.to_string().contains("index"), "{e}");

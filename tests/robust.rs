@@ -303,16 +303,9 @@ fn fill_accept_queue(address: &str) -> Vec<std::os::fd::OwnedFd> {
     use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
     use std::os::fd::AsRawFd;
     // Room for them: the soft limit of open files up to the hard one.
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes the live `lim`; setrlimit only reads it.
-    unsafe {
-        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
-        lim.rlim_cur = lim.rlim_max;
-        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
-    }
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    setrlimit(Resource::RLIMIT_NOFILE, hard, hard).unwrap();
     let path = address.trim_start_matches("unix://");
     let addr = match path.strip_prefix('@') {
         Some(name) => UnixAddr::new_abstract(name.as_bytes()).unwrap(),

@@ -5,12 +5,10 @@
 //! `hex(sha256(CA))` is the token's part before the `.`, then `GET /edge.crt` with the CSR as
 //! the body, trusting only that CA and sending only the JWT.
 
-use super::{https, tls, CloudError};
+use super::{https, CloudError};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::ClientConfig;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -64,13 +62,13 @@ impl Identity {
 
     /// The mTLS client configuration for the link.
     pub fn tls(&self) -> Result<Arc<ClientConfig>, CloudError> {
-        tls::verified(
+        Ok(crate::tls::verified(
             &self.ca,
             Some((
                 self.cert.clone(),
                 PrivateKeyDer::Pkcs8(self.key.clone_key()),
             )),
-        )
+        )?)
     }
 }
 
@@ -291,25 +289,10 @@ pub fn csr(node: &str) -> Result<(Vec<u8>, PrivatePkcs8KeyDer<'static>), CloudEr
     ))
 }
 
-/// Writes `bytes` to `path` with mode 0600: a temporary file, fsync, rename.
+/// Replaces `path` with `bytes` atomically, mode 0600 (keys and certificates).
 fn write_secret(path: &Path, bytes: &[u8]) -> Result<(), CloudError> {
-    let tmp = path.with_extension("tmp");
-    let ctx = || format!("writing {}", path.display());
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| CloudError::io(ctx(), e))?;
-    f.write_all(bytes)
-        .and_then(|_| f.sync_all())
-        .map_err(|e| CloudError::io(ctx(), e))?;
-    std::fs::rename(&tmp, path).map_err(|e| CloudError::io(ctx(), e))?;
-    if let Some(d) = path.parent() {
-        let _ = std::fs::File::open(d).and_then(|d| d.sync_all());
-    }
-    Ok(())
+    crate::paths::write_atomic(path, bytes, 0o600)
+        .map_err(|e| CloudError::io(format!("writing {}", path.display()), e))
 }
 
 /// PEM armour around DER.

@@ -5,7 +5,7 @@
 //! that hands them to MetaManager and sends its ACK up; answers to our requests resolve them.
 
 use super::certs::{self, CertDir};
-use super::{https, tls, with_timeout, CloudError, CloudLink};
+use super::{https, with_timeout, CloudError, CloudLink};
 use crate::message::{module, op, Message};
 use crate::metamanager::{MetaManager, Upstream};
 use async_tungstenite::tungstenite::client::IntoClientRequest;
@@ -139,7 +139,7 @@ async fn connect(link: &CloudLink, dir: &CertDir) -> Result<Ws, CloudError> {
             .await
             .map_err(|e| CloudError::io(format!("connecting to {}", cfg.server), e))?;
         let stream = TlsConnector::from(tls_config)
-            .connect(tls::server_name(&host)?, tcp)
+            .connect(super::server_name(&host)?, tcp)
             .await
             .map_err(|e| CloudError::io(format!("TLS handshake with {}", cfg.server), e))?;
         let mut req = url

@@ -17,7 +17,6 @@ pub mod link;
 pub mod node;
 pub mod outbox;
 pub mod stream;
-pub mod tls;
 
 use crate::message::{module, op, Message};
 use crate::metamanager::{MetaManager, Upstream, UpstreamError};
@@ -73,6 +72,23 @@ pub enum CloudError {
     Cert { context: String, reason: String },
     /// No answer in time.
     Timeout { what: String, after: Duration },
+}
+
+impl From<crate::tls::TlsError> for CloudError {
+    fn from(e: crate::tls::TlsError) -> Self {
+        CloudError::tls(e.context, e.source)
+    }
+}
+
+/// The cloud server's name in `host` (an IP address or a DNS name), to check its
+/// certificate against.
+pub(crate) fn server_name(
+    host: &str,
+) -> Result<rustls::pki_types::ServerName<'static>, CloudError> {
+    crate::tls::server_name(host).ok_or_else(|| CloudError::Config {
+        what: "cloud server address".into(),
+        reason: format!("`{host}` is neither an IP address nor a DNS name"),
+    })
 }
 
 impl CloudError {
@@ -181,49 +197,6 @@ pub struct LinkConfig {
     pub max_pods: u32,
     /// `--port`, reported as the node's kubelet endpoint.
     pub kubelet_port: u16,
-}
-
-impl LinkConfig {
-    /// The link's settings from the agent's flags (`None` when `--cloudhub-server` is unset).
-    pub fn from_flags(f: &crate::flags::Flags) -> Result<Option<LinkConfig>, CloudError> {
-        let Some(server) = f.cloudhub_server.clone() else {
-            return Ok(None);
-        };
-        let (host, _) = https::split_host_port(&server)?;
-        let https_server = match &f.cloudhub_https_server {
-            Some(s) => s.clone(),
-            None if host.contains(':') => format!("[{host}]:10002"),
-            None => format!("{host}:10002"),
-        };
-        let token = match (&f.token, &f.token_file) {
-            (Some(t), _) => Some(t.trim().to_string()),
-            (None, Some(p)) => Some(
-                std::fs::read_to_string(p)
-                    .map_err(|e| {
-                        CloudError::io(format!("reading --token-file {}", p.display()), e)
-                    })?
-                    .trim()
-                    .to_string(),
-            ),
-            (None, None) => None,
-        };
-        Ok(Some(LinkConfig {
-            server,
-            https_server,
-            node: f.node_name(),
-            project_id: f.project_id.clone(),
-            cert_dir: f.cert_dir(),
-            token,
-            heartbeat: f.heartbeat.0,
-            backoff_initial: Duration::from_secs(1),
-            backoff_max: Duration::from_secs(60),
-            node_labels: f.node_labels.0.clone(),
-            node_ip: f.node_ip,
-            root_dir: f.root_dir.clone(),
-            max_pods: f.max_pods,
-            kubelet_port: f.port,
-        }))
-    }
 }
 
 /// The handle to the cloud link: cheap to clone, usable whether the link is up or not.
@@ -766,45 +739,5 @@ mod tests {
         );
         let e = answer_error(&json!({"ErrStatus": {"code": 404, "reason": "NotFound"}})).unwrap();
         assert!(e.to_string().contains("404 NotFound"), "{e}");
-    }
-
-    #[test]
-    fn config_from_flags() {
-        let f = crate::flags::Flags::parse(&[]).unwrap();
-        assert!(LinkConfig::from_flags(&f).unwrap().is_none());
-        let f = crate::flags::Flags::parse(&[
-            "--cloudhub-server",
-            "10.0.0.1:10000",
-            "--token",
-            " h.j ",
-            "--node-name",
-            "n1",
-        ])
-        .unwrap();
-        let c = LinkConfig::from_flags(&f).unwrap().unwrap();
-        assert_eq!(c.https_server, "10.0.0.1:10002");
-        assert_eq!(c.token.as_deref(), Some("h.j"));
-        assert_eq!(c.node, "n1");
-        let f = crate::flags::Flags::parse(&["--cloudhub-server", "[::1]:10000"]).unwrap();
-        assert_eq!(
-            LinkConfig::from_flags(&f).unwrap().unwrap().https_server,
-            "[::1]:10002"
-        );
-        let f = crate::flags::Flags::parse(&["--cloudhub-server", "cloud"]).unwrap();
-        assert!(LinkConfig::from_flags(&f)
-            .unwrap_err()
-            .to_string()
-            .contains("HOST:PORT"));
-        let f = crate::flags::Flags::parse(&[
-            "--cloudhub-server",
-            "c:1",
-            "--token-file",
-            "/nonexistent/t",
-        ])
-        .unwrap();
-        assert!(LinkConfig::from_flags(&f)
-            .unwrap_err()
-            .to_string()
-            .contains("--token-file"));
     }
 }

@@ -1,14 +1,14 @@
 //! The v1 Node the edge registers and the status it patches: built by a pure function from
 //! [`NodeFacts`], which [`NodeFacts::gather`] reads from /proc, statvfs and /etc.
 
+use crate::eviction::pressure::{DiskPressure, DISK_AVAILABLE_MIN_PERCENT};
+use crate::images::pressure::Marker;
 use serde_json::{json, Map, Value};
 use std::net::{IpAddr, Ipv4Addr, UdpSocket};
 use std::path::Path;
 
 /// Memory available below this is MemoryPressure (the kubelet's default hard eviction).
 pub const MEMORY_AVAILABLE_MIN: u64 = 100 << 20;
-/// Disk available below this percent of the root dir's filesystem is DiskPressure.
-pub const DISK_AVAILABLE_MIN_PERCENT: u64 = 10;
 /// Free PIDs below this percent of pid_max is PIDPressure.
 pub const PID_AVAILABLE_MIN_PERCENT: u64 = 10;
 
@@ -35,8 +35,8 @@ pub struct NodeFacts {
     pub runtime_version: String,
     pub kubelet_version: String,
     pub runtime_ready: bool,
-    /// Image GC could not get under its high threshold (see `gc::image`).
-    pub image_disk_pressure: bool,
+    /// Image GC's disk pressure marker, when it could not get under its high threshold.
+    pub image_gc_pressure: Option<Marker>,
     /// The kubelet API's port (`--port`): `status.daemonEndpoints.kubeletEndpoint.Port`, which
     /// CloudCore moves to its tunnel port and the API server dials through the tunnel.
     pub kubelet_port: u16,
@@ -47,8 +47,8 @@ pub struct NodeFacts {
 pub fn node_status(facts: &NodeFacts, now: &str, previous: Option<&Value>) -> Value {
     let f = facts;
     let mem_pressure = f.memory_available < MEMORY_AVAILABLE_MIN;
-    let disk_pressure = f.image_disk_pressure
-        || (f.disk_bytes > 0 && f.disk_available * 100 < f.disk_bytes * DISK_AVAILABLE_MIN_PERCENT);
+    let disk_pressure =
+        DiskPressure::new(f.image_gc_pressure.clone(), f.disk_bytes, f.disk_available);
     let pid_pressure = f.pid_max > 0
         && f.pid_max.saturating_sub(f.pids) * 100 < f.pid_max * PID_AVAILABLE_MIN_PERCENT;
     let cond = |kind: &str, status: bool, reason: &str, message: &str| {
@@ -88,21 +88,7 @@ pub fn node_status(facts: &NodeFacts, now: &str, previous: Option<&Value>) -> Va
                 "kubelet has sufficient memory available",
             )
         },
-        if disk_pressure {
-            cond(
-                "DiskPressure",
-                true,
-                "KubeletHasDiskPressure",
-                "kubelet has disk pressure",
-            )
-        } else {
-            cond(
-                "DiskPressure",
-                false,
-                "KubeletHasNoDiskPressure",
-                "kubelet has no disk pressure",
-            )
-        },
+        disk_pressure.condition(now, previous.map(|p| &p["conditions"])),
         if pid_pressure {
             cond(
                 "PIDPressure",
@@ -247,8 +233,8 @@ impl NodeFacts {
             runtime_version: "containerd-shim-v2://1".to_string(),
             kubelet_version: format!("edged/v{}", env!("CARGO_PKG_VERSION")),
             runtime_ready: true,
-            // Written by image GC (`gc::image::pressure_marker`) while it cannot free enough.
-            image_disk_pressure: root_dir.join("images").join("disk-pressure").exists(),
+            // Written by image GC while it cannot free enough.
+            image_gc_pressure: Marker::read(&root_dir.join("images")),
             kubelet_port,
         }
     }
@@ -319,7 +305,7 @@ mod tests {
             runtime_version: "containerd-shim-v2://1".into(),
             kubelet_version: "edged/v0.1.0".into(),
             runtime_ready: true,
-            image_disk_pressure: false,
+            image_gc_pressure: None,
             kubelet_port: 10250,
         }
     }

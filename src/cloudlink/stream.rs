@@ -14,7 +14,7 @@
 //! queue to the socket, so a session whose source is slow holds only itself.
 
 use super::certs::CertDir;
-use super::{chunked::ChunkedDecoder, https, tls, with_timeout, CloudError};
+use super::{chunked::ChunkedDecoder, https, with_timeout, CloudError};
 use crate::wsframe::{self, opcode, Decoder};
 use futures_rustls::TlsConnector;
 use serde_json::Value;
@@ -304,7 +304,7 @@ async fn dial(cfg: &StreamConfig, dir: &CertDir) -> Result<(Conn, Vec<u8>), Clou
             .await
             .map_err(|e| CloudError::io(format!("connecting to {}", cfg.server), e))?;
         let mut s = TlsConnector::from(tls_config)
-            .connect(tls::server_name(&host)?, tcp)
+            .connect(super::server_name(&host)?, tcp)
             .await
             .map_err(|e| CloudError::io(format!("TLS handshake with {}", cfg.server), e))?;
         let key = crate::api::base64::encode(&fastrand::u128(..).to_le_bytes());

@@ -7,15 +7,16 @@
 //! is deleted and added anew.
 //!
 //! Layers: [`threshold`] (signals and the flag), [`decide`] (the pure decision), [`measure`]
-//! (statvfs, meminfo, cgroups, disk usage), [`reserve`] (space kept for deletes on a full
-//! disk); this module runs the cycle and hands evictions to the pod manager.
+//! (statvfs, meminfo, cgroups, disk usage), [`pressure`] (DiskPressure); this module runs the
+//! cycle, hands evictions to the pod manager and makes [`crate::reserve`] (space kept for
+//! deletes on a full disk) again when there is room.
 //!
 //! Unlike the kubelet, static pods (the manifest directory's) are evicted too: on an edge node
 //! they are most of the workload. Pods of priority 2000000000 and above are never evicted.
 
 pub mod decide;
 pub mod measure;
-pub mod reserve;
+pub mod pressure;
 pub mod threshold;
 
 pub use decide::{Eviction, PodUsage};
@@ -71,7 +72,7 @@ pub async fn cycle(cfg: &Config, pm: &Rc<PodManager>) -> Vec<Eviction> {
         (obs, usage)
     })
     .await;
-    if let Some(r) = reserve::installed() {
+    if let Some(r) = crate::reserve::installed() {
         let room = obs
             .get(&threshold::Signal::NodeFsAvailable)
             .is_some_and(|o| o.available > 4 * r.size());

@@ -11,6 +11,7 @@
 //! creation. Unlike the kubelet, the last MaxContainers step removes by creation time across
 //! all containers (the kubelet compares restart counts of different containers there).
 
+use crate::kuberuntime::instances::newest_first;
 use crate::runtime::{ContainerState, ContainerStatus, Runtime};
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
@@ -50,7 +51,7 @@ pub fn select(
     let mut kept: Units = BTreeMap::new();
     for (key, mut instances) in units {
         // Newest first: by restart count, then creation (the kubelet's byAttempt).
-        instances.sort_by_key(|c| std::cmp::Reverse((c.attempt, c.created_at)));
+        instances.sort_by(|a, b| newest_first(a, b));
         let live = live_pods.contains(&key.0);
         let mut evictable: Vec<&ContainerStatus> = instances
             .iter()
@@ -191,27 +192,14 @@ pub fn remove_logs(log: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
     use std::time::UNIX_EPOCH;
 
     fn dead(pod: &str, name: &str, attempt: u32, age_s: u64, now: SystemTime) -> ContainerStatus {
+        let id = format!("{pod}-{name}-{attempt}");
+        let created = now - Duration::from_secs(age_s);
         ContainerStatus {
-            id: format!("{pod}-{name}-{attempt}"),
-            pod_uid: pod.into(),
-            name: name.into(),
-            attempt,
-            image: String::new(),
-            image_id: String::new(),
-            state: ContainerState::Exited,
-            pid: None,
-            created_at: now - Duration::from_secs(age_s),
-            started_at: None,
-            finished_at: None,
             exit_code: Some(1),
-            reason: None,
-            message: None,
-            log_path: PathBuf::new(),
-            labels: Default::default(),
+            ..ContainerStatus::for_test(&id, pod, name, attempt, ContainerState::Exited, created)
         }
     }
 

@@ -7,16 +7,14 @@
 //! layers and blobs no image or container snapshot references any more, and usage is
 //! measured again (shared layers free nothing, so image sizes are not summed).
 //!
-//! When GC cannot get under the high threshold the node is under disk pressure: the
-//! [`Pressure`] marker file tells image imports (also `edged image import`, another process)
-//! to refuse, and the node's stored record carries a `DiskPressure` condition.
+//! When GC cannot get under the high threshold the node is under disk pressure: GC leaves
+//! the [`Marker`] (DiskPressure itself is [`crate::eviction::pressure`]'s), so image imports
+//! (also `edged image import`, another process) refuse and the node's condition says so.
 
+use crate::images::pressure::Marker;
 use crate::images::ImageStore;
-use crate::metaclient::MetaClient;
 use crate::runtime::Runtime;
-use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
-use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
 /// The collection policy.
@@ -68,65 +66,6 @@ pub fn used_percent(total: u64, available: u64) -> u8 {
     100 - avail as u8
 }
 
-/// The disk pressure marker: written when image GC cannot get under the high threshold,
-/// removed when it can; image imports refuse while it is there and the disk is still at or
-/// above `high_percent` (a marker left by a stopped agent does not block for ever).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Pressure {
-    /// Percent used after the last collection.
-    pub used_percent: u8,
-    pub high_percent: u8,
-    pub low_percent: u8,
-    /// When pressure began (RFC 3339).
-    pub since: String,
-}
-
-/// The marker file that tells image imports the disk is under pressure (the CLI imports in
-/// its own process, so the agent's state must be on disk).
-pub fn pressure_marker(images: &ImageStore) -> PathBuf {
-    images.dir().join("disk-pressure")
-}
-
-impl Pressure {
-    /// The marker, when there is one that reads.
-    pub fn read(images: &ImageStore) -> Option<Pressure> {
-        let data = std::fs::read(pressure_marker(images)).ok()?;
-        serde_json::from_slice(&data).ok()
-    }
-
-    /// Writes the marker whole (through a rename: a reader never sees half of it).
-    fn write(&self, images: &ImageStore) {
-        let path = pressure_marker(images);
-        let tmp = path.with_extension("tmp");
-        let data = serde_json::to_vec(self).unwrap_or_default();
-        let res = std::fs::write(&tmp, data).and_then(|()| std::fs::rename(&tmp, &path));
-        if let Err(e) = res {
-            let _ = std::fs::remove_file(&tmp);
-            tracing::warn!(path = %path.display(), error = %e, "cannot write the disk pressure marker");
-        }
-    }
-
-    fn clear(images: &ImageStore) {
-        let path = pressure_marker(images);
-        match std::fs::remove_file(&path) {
-            Ok(()) => tracing::info!("disk pressure over: image imports allowed again"),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "cannot remove the disk pressure marker")
-            }
-        }
-    }
-
-    /// The refusal an import gives under pressure (`used_now`: the disk's percent used now).
-    pub fn refusal(&self, used_now: u8) -> String {
-        format!(
-            "disk pressure: the image filesystem is {used_now}% used, at or above the image GC high threshold of {}% (GC frees down to {}%), and image GC found no unused image to remove since {}: remove images (edged image rm) or pods, or give the store more disk, then import again",
-            self.high_percent, self.low_percent, self.since
-        )
-    }
-}
-
 /// What one collection did.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Report {
@@ -144,7 +83,7 @@ pub struct Report {
     pub took: Duration,
 }
 
-/// One collection (see the module doc). Writes or clears the [`Pressure`] marker.
+/// One collection (see the module doc). Writes or clears the [`Marker`].
 pub fn collect(images: &ImageStore, runtime: &dyn Runtime, policy: &Policy) -> Report {
     let start = Instant::now();
     let usage = |images: &ImageStore| images.usage().map(|u| used_percent(u.total, u.available));
@@ -158,19 +97,19 @@ pub fn collect(images: &ImageStore, runtime: &dyn Runtime, policy: &Policy) -> R
         Err(e) => {
             // Nothing known: keep whatever pressure state there was.
             tracing::warn!(error = %e, "image GC: cannot read disk usage");
-            report.pressure = Pressure::read(images).is_some();
+            report.pressure = Marker::read(images.dir()).is_some();
             return report;
         }
     };
     report.used_before = used;
     report.used_after = used;
     if used < policy.high_percent {
-        Pressure::clear(images);
+        Marker::clear(images.dir());
         report.took = start.elapsed();
         return report;
     }
     // Under lasting pressure every pass finds the same: say it once, then at debug level.
-    let was_pressure = Pressure::read(images).is_some();
+    let was_pressure = Marker::read(images.dir()).is_some();
     if !was_pressure {
         tracing::info!(
             used_percent = used,
@@ -192,8 +131,8 @@ pub fn collect(images: &ImageStore, runtime: &dyn Runtime, policy: &Policy) -> R
                 "image GC cannot get under the high threshold: disk pressure, image imports refused"
             );
         }
-        let old = Pressure::read(images);
-        let new = Pressure {
+        let old = Marker::read(images.dir());
+        let new = Marker {
             used_percent: used,
             high_percent: policy.high_percent,
             low_percent: policy.low_percent,
@@ -204,7 +143,7 @@ pub fn collect(images: &ImageStore, runtime: &dyn Runtime, policy: &Policy) -> R
         };
         // Unchanged: no write (edge devices run on flash).
         if old.as_ref() != Some(&new) {
-            new.write(images);
+            new.write(images.dir());
         }
     } else {
         if used > policy.low_percent {
@@ -214,7 +153,7 @@ pub fn collect(images: &ImageStore, runtime: &dyn Runtime, policy: &Policy) -> R
                 "image GC could not free down to the low threshold"
             );
         }
-        Pressure::clear(images);
+        Marker::clear(images.dir());
     }
     report.took = start.elapsed();
     if report.removed.is_empty() {
@@ -372,80 +311,6 @@ fn in_use(runtime: &dyn Runtime) -> Result<HashSet<String>, String> {
         .map_err(|e| format!("cannot list containers: {e}"))
 }
 
-/// Records the `DiskPressure` condition (a v1 NodeCondition) in the node's stored record,
-/// `status.conditions`, making a bare v1 Node when there is none yet.
-pub async fn record_disk_pressure(client: &MetaClient, node: &str, report: &Report) {
-    let record = client.node(node).await.ok().flatten();
-    let now = crate::api::rfc3339(SystemTime::now());
-    let record = with_disk_pressure(record, node, report, &now);
-    if let Err(e) = client.put_node(node, record).await {
-        tracing::warn!(node, error = %e, "cannot record disk pressure");
-    }
-    if report.pressure {
-        tracing::warn!(
-            node,
-            used_percent = report.used_after,
-            "DiskPressure: image imports are refused until image GC frees space"
-        );
-    } else {
-        tracing::info!(node, used_percent = report.used_after, "no disk pressure");
-    }
-}
-
-/// `record` (a v1 Node, or none) with its DiskPressure condition set from `report`; the
-/// transition time is kept when the status is unchanged.
-pub fn with_disk_pressure(
-    record: Option<serde_json::Value>,
-    node: &str,
-    report: &Report,
-    now: &str,
-) -> serde_json::Value {
-    use serde_json::{json, Value};
-    let mut record = record
-        .filter(Value::is_object)
-        .unwrap_or_else(|| json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": node}}));
-    if !record["status"].is_object() {
-        record["status"] = json!({});
-    }
-    if !record["status"]["conditions"].is_array() {
-        record["status"]["conditions"] = json!([]);
-    }
-    let (status, reason, message) = if report.pressure {
-        (
-            "True",
-            "KubeletHasDiskPressure",
-            format!(
-                "image filesystem {}% used, at or above the image GC high threshold of {}%, and no unused image left to remove: image imports are refused",
-                report.used_after, report.high_percent
-            ),
-        )
-    } else {
-        (
-            "False",
-            "KubeletHasNoDiskPressure",
-            "kubelet has no disk pressure".to_string(),
-        )
-    };
-    if let Some(conditions) = record["status"]["conditions"].as_array_mut() {
-        let since = conditions
-            .iter()
-            .find(|c| c["type"] == "DiskPressure" && c["status"] == status)
-            .and_then(|c| c["lastTransitionTime"].as_str())
-            .unwrap_or(now)
-            .to_string();
-        conditions.retain(|c| c["type"] != "DiskPressure");
-        conditions.push(json!({
-            "type": "DiskPressure",
-            "status": status,
-            "reason": reason,
-            "message": message,
-            "lastHeartbeatTime": now,
-            "lastTransitionTime": since,
-        }));
-    }
-    record
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -527,49 +392,5 @@ mod tests {
         assert_eq!(used_percent(1000, 0), 100);
         assert_eq!(used_percent(1000, 2000), 0);
         assert_eq!(used_percent(0, 0), 0);
-    }
-
-    #[test]
-    fn node_record_gets_a_disk_pressure_condition() {
-        let report = Report {
-            used_after: 93,
-            pressure: true,
-            high_percent: 85,
-            low_percent: 80,
-            ..Report::default()
-        };
-        let v = with_disk_pressure(None, "edge-1", &report, "2026-01-01T00:00:00Z");
-        assert_eq!(v["kind"], "Node");
-        assert_eq!(v["metadata"]["name"], "edge-1");
-        let c = &v["status"]["conditions"][0];
-        assert_eq!(c["type"], "DiskPressure");
-        assert_eq!(c["status"], "True");
-        assert!(c["message"].as_str().unwrap().contains("93%"), "{c}");
-        // Same status later: transition time kept; other conditions left alone.
-        let mut v2 = v.clone();
-        v2["status"]["conditions"]
-            .as_array_mut()
-            .unwrap()
-            .push(serde_json::json!({"type": "Ready", "status": "True"}));
-        let v3 = with_disk_pressure(Some(v2), "edge-1", &report, "2026-01-01T00:05:00Z");
-        let cs = v3["status"]["conditions"].as_array().unwrap();
-        assert_eq!(cs.len(), 2);
-        let dp = cs.iter().find(|c| c["type"] == "DiskPressure").unwrap();
-        assert_eq!(dp["lastTransitionTime"], "2026-01-01T00:00:00Z");
-        assert_eq!(dp["lastHeartbeatTime"], "2026-01-01T00:05:00Z");
-        let off = Report {
-            pressure: false,
-            ..report
-        };
-        let v4 = with_disk_pressure(Some(v3), "edge-1", &off, "2026-01-01T00:10:00Z");
-        let dp = v4["status"]["conditions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["type"] == "DiskPressure")
-            .unwrap()
-            .clone();
-        assert_eq!(dp["status"], "False");
-        assert_eq!(dp["lastTransitionTime"], "2026-01-01T00:10:00Z");
     }
 }

@@ -2,8 +2,7 @@
 //! file, fsync, rename, fsync the directory): a crash leaves the old or the new one.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -93,28 +92,12 @@ impl Index {
         let data = serde_json::to_vec_pretty(self).map_err(|e| {
             ImageError::invalid(path.display().to_string(), "write index", e.to_string())
         })?;
-        write_atomic(path, &data)
+        save_file(path, &data)
     }
 }
 
-/// Writes `data` to `path` through a temp file, fsynced, renamed, and the directory fsynced.
-pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
-    let show = path.display().to_string();
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let res = (|| {
-        let mut f = File::create(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        sync_dir(path.parent().unwrap_or(Path::new(".")))
-    })();
-    if res.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    res.ctx(show, "write")
-}
-
-/// fsyncs a directory, so renames into it last.
-pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    File::open(dir)?.sync_all()
+/// Replaces `path` with `data` atomically (see [`crate::paths::write_atomic`]), readable by
+/// all as the store's other files.
+pub fn save_file(path: &Path, data: &[u8]) -> Result<()> {
+    crate::paths::write_atomic(path, data, 0o644).ctx(path.display(), "write")
 }

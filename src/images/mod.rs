@@ -16,6 +16,7 @@ pub mod digest;
 pub mod error;
 pub mod index;
 pub mod oci;
+pub mod pressure;
 pub mod reference;
 pub mod registry;
 pub mod snapshot;

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::error::{ErrorKind, ImageError, IoContext, Result};
-use super::index::write_atomic;
+use super::index::save_file;
 use super::store::{find, now_secs, ImageStore};
 use crate::runtime::{self, ImageSpec, RootfsMount, RootfsProvider};
 
@@ -163,7 +163,7 @@ impl ImageStore {
             ));
         }
         let data = serde_json::to_vec(&meta).unwrap_or_default();
-        write_atomic(&meta_path, &data)?;
+        save_file(&meta_path, &data)?;
         if let Some(i) = index.images.iter_mut().find(|i| i.id == img.id) {
             i.last_used = Some(now_secs());
         }

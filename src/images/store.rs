@@ -26,12 +26,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use super::archive::{self, mismatch, Candidate};
 use super::digest;
 use super::error::{ErrorKind, ImageError, IoContext, Result};
-use super::index::{sync_dir, ArchiveStamp, Image, Index, LayerRecord};
+use super::index::{ArchiveStamp, Image, Index, LayerRecord};
 use super::oci::{media, Descriptor, ImageConfig, Manifest};
 use super::reference;
 use super::source::Source;
 use super::sys;
 use super::unpack::{self, Compression, UnpackError};
+use crate::paths::sync_dir;
 
 /// The image store rooted at `<root-dir>/images`.
 #[derive(Clone, Debug)]
@@ -581,7 +582,7 @@ impl ImageStore {
     /// Refuses imports while image GC reports disk pressure (its marker file) and the disk
     /// is still at or above the GC high threshold.
     pub(crate) fn refuse_under_disk_pressure(&self, path: &Path) -> Result<()> {
-        let Some(p) = crate::gc::image::Pressure::read(self) else {
+        let Some(p) = super::pressure::Marker::read(&self.dir) else {
             return Ok(());
         };
         let used = self.usage().map_or(p.used_percent, |u| u.used_percent);

@@ -1,6 +1,9 @@
 //! Thin wrappers over the `*at` system calls the unpacker uses: every path is one name
 //! relative to an open directory, so nothing in a layer can make a write follow a link.
 
+use nix::fcntl::{AtFlags, OFlag};
+use nix::sys::stat::{FchmodatFlags, Mode, SFlag, UtimensatFlags};
+use nix::unistd::{Gid, Uid, UnlinkatFlags};
 use std::ffi::{CStr, CString, OsStr};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -27,15 +30,9 @@ pub fn openat(
     flags: libc::c_int,
     mode: libc::mode_t,
 ) -> io::Result<OwnedFd> {
-    let fd = cvt(unsafe {
-        libc::openat(
-            dir,
-            name.as_ptr(),
-            flags | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-            mode as libc::c_uint,
-        )
-    })?;
-    // SAFETY: openat returned a new descriptor we own.
+    let flags = OFlag::from_bits_retain(flags) | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let fd = nix::fcntl::openat(Some(dir), name, flags, Mode::from_bits_truncate(mode))?;
+    // SAFETY: openat returned a new descriptor that nothing else owns or closes.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
@@ -45,76 +42,119 @@ pub fn open_dir(path: &std::path::Path) -> io::Result<OwnedFd> {
     openat(libc::AT_FDCWD, &c, libc::O_RDONLY | libc::O_DIRECTORY, 0)
 }
 
+/// Makes the directory `dir/name` with `mode`.
 pub fn mkdirat(dir: RawFd, name: &CStr, mode: libc::mode_t) -> io::Result<()> {
-    cvt(unsafe { libc::mkdirat(dir, name.as_ptr(), mode) }).map(drop)
+    Ok(nix::sys::stat::mkdirat(
+        Some(dir),
+        name,
+        Mode::from_bits_truncate(mode),
+    )?)
 }
 
+/// Makes the node `dir/name`: `mode` holds its type (`S_IFCHR`, ...) and permissions.
 pub fn mknodat(dir: RawFd, name: &CStr, mode: libc::mode_t, dev: libc::dev_t) -> io::Result<()> {
-    cvt(unsafe { libc::mknodat(dir, name.as_ptr(), mode, dev) }).map(drop)
+    Ok(nix::sys::stat::mknodat(
+        Some(dir),
+        name,
+        SFlag::from_bits_truncate(mode & libc::S_IFMT),
+        Mode::from_bits_truncate(mode & !libc::S_IFMT),
+        dev,
+    )?)
 }
 
+/// Makes the symlink `dir/name` pointing at `target`.
 pub fn symlinkat(target: &CStr, dir: RawFd, name: &CStr) -> io::Result<()> {
-    cvt(unsafe { libc::symlinkat(target.as_ptr(), dir, name.as_ptr()) }).map(drop)
+    Ok(nix::unistd::symlinkat(target, Some(dir), name)?)
 }
 
 /// A hard link `newdir/newname` to `olddir/oldname` (not following a symlink source).
 pub fn linkat(olddir: RawFd, oldname: &CStr, newdir: RawFd, newname: &CStr) -> io::Result<()> {
-    cvt(unsafe { libc::linkat(olddir, oldname.as_ptr(), newdir, newname.as_ptr(), 0) }).map(drop)
+    Ok(nix::unistd::linkat(
+        Some(olddir),
+        oldname,
+        Some(newdir),
+        newname,
+        AtFlags::empty(),
+    )?)
 }
 
+/// Removes `dir/name`, a directory when `is_dir`.
 pub fn unlinkat(dir: RawFd, name: &CStr, is_dir: bool) -> io::Result<()> {
-    let flags = if is_dir { libc::AT_REMOVEDIR } else { 0 };
-    cvt(unsafe { libc::unlinkat(dir, name.as_ptr(), flags) }).map(drop)
+    let flags = if is_dir {
+        UnlinkatFlags::RemoveDir
+    } else {
+        UnlinkatFlags::NoRemoveDir
+    };
+    Ok(nix::unistd::unlinkat(Some(dir), name, flags)?)
 }
 
 /// `lchown` relative to `dir`.
 pub fn lchownat(dir: RawFd, name: &CStr, uid: u32, gid: u32) -> io::Result<()> {
-    cvt(unsafe { libc::fchownat(dir, name.as_ptr(), uid, gid, libc::AT_SYMLINK_NOFOLLOW) })
-        .map(drop)
+    Ok(nix::unistd::fchownat(
+        Some(dir),
+        name,
+        Some(Uid::from_raw(uid)),
+        Some(Gid::from_raw(gid)),
+        AtFlags::AT_SYMLINK_NOFOLLOW,
+    )?)
 }
 
+/// Sets the owner of the open `fd`.
 pub fn fchown(fd: &OwnedFd, uid: u32, gid: u32) -> io::Result<()> {
-    cvt(unsafe { libc::fchown(fd.as_raw_fd(), uid, gid) }).map(drop)
+    Ok(nix::unistd::fchown(
+        fd.as_raw_fd(),
+        Some(Uid::from_raw(uid)),
+        Some(Gid::from_raw(gid)),
+    )?)
 }
 
+/// Sets the mode (permissions and set-id bits) of the open `fd`.
 pub fn fchmod(fd: &OwnedFd, mode: libc::mode_t) -> io::Result<()> {
-    cvt(unsafe { libc::fchmod(fd.as_raw_fd(), mode) }).map(drop)
+    Ok(nix::sys::stat::fchmod(
+        fd.as_raw_fd(),
+        Mode::from_bits_truncate(mode),
+    )?)
 }
 
+/// Sets the mode of `dir/name` (following a final symlink, as fchmodat without flags).
 pub fn fchmodat(dir: RawFd, name: &CStr, mode: libc::mode_t) -> io::Result<()> {
-    cvt(unsafe { libc::fchmodat(dir, name.as_ptr(), mode, 0) }).map(drop)
+    Ok(nix::sys::stat::fchmodat(
+        Some(dir),
+        name,
+        Mode::from_bits_truncate(mode),
+        FchmodatFlags::FollowSymlink,
+    )?)
 }
 
 /// Sets atime and mtime (seconds) of `dir/name` without following a symlink.
 pub fn lutimesat(dir: RawFd, name: &CStr, mtime: i64) -> io::Result<()> {
     // nix builds the timespec, so a 64-bit time_t on 32-bit musl needs no change here.
     use nix::sys::time::TimeValLike;
-    let t = *nix::sys::time::TimeSpec::seconds(mtime).as_ref();
-    let times = [t, t];
-    cvt(unsafe {
-        libc::utimensat(
-            dir,
-            name.as_ptr(),
-            times.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    })
-    .map(drop)
+    let t = nix::sys::time::TimeSpec::seconds(mtime);
+    Ok(nix::sys::stat::utimensat(
+        Some(dir),
+        name,
+        &t,
+        &t,
+        UtimensatFlags::NoFollowSymlink,
+    )?)
 }
 
 /// The file type bits (`S_IFMT`) of `dir/name`, `None` when it does not exist.
 pub fn lstat_kind(dir: RawFd, name: &CStr) -> io::Result<Option<libc::mode_t>> {
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    match cvt(unsafe { libc::fstatat(dir, name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) }) {
-        Ok(_) => Ok(Some(st.st_mode & libc::S_IFMT)),
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
-        Err(e) => Err(e),
+    match nix::sys::stat::fstatat(Some(dir), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) => Ok(Some(st.st_mode & libc::S_IFMT)),
+        Err(nix::errno::Errno::ENOENT) => Ok(None),
+        Err(e) => Err(e.into()),
     }
 }
 
+/// Sets the extended attribute `name` of the open `fd` (nix has no xattr calls).
 pub fn fsetxattr(fd: &OwnedFd, name: &OsStr, value: &[u8]) -> io::Result<()> {
     let n = cstr(name.as_bytes())?;
-    cvt(unsafe {
+    // SAFETY: `fd` is an open descriptor for the call's duration, `n` a NUL-terminated
+    // string that outlives it, and `value` a live slice whose pointer and length go together.
+    let r = unsafe {
         libc::fsetxattr(
             fd.as_raw_fd(),
             n.as_ptr(),
@@ -122,18 +162,22 @@ pub fn fsetxattr(fd: &OwnedFd, name: &OsStr, value: &[u8]) -> io::Result<()> {
             value.len(),
             0,
         )
-    })
-    .map(drop)
+    };
+    cvt(r).map(drop)
 }
 
 /// Flushes the whole filesystem holding `fd` (one call instead of an fsync per file).
 pub fn syncfs(fd: &OwnedFd) -> io::Result<()> {
-    cvt(unsafe { libc::syncfs(fd.as_raw_fd()) }).map(drop)
+    Ok(nix::unistd::syncfs(fd.as_raw_fd())?)
 }
 
-/// Takes an exclusive `flock` on `fd`; `block` waits for it, else `Ok(false)` when held.
+/// Takes an exclusive `flock` on `fd`; `block` waits for it, else `Ok(false)` when held. The
+/// lock goes with the last descriptor of the open file (nix's `Flock` guard instead unlocks
+/// in its drop and panics when that fails; its plain `flock` is deprecated).
 pub fn flock(fd: RawFd, block: bool) -> io::Result<bool> {
     let op = libc::LOCK_EX | if block { 0 } else { libc::LOCK_NB };
+    // SAFETY: flock takes a descriptor number and flags only: no memory is passed, and a
+    // descriptor that is not open gives EBADF.
     match cvt(unsafe { libc::flock(fd, op) }) {
         Ok(_) => Ok(true),
         Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => Ok(false),
@@ -143,13 +187,14 @@ pub fn flock(fd: RawFd, block: bool) -> io::Result<bool> {
 
 /// statvfs: (total, free for unprivileged users, free) in bytes.
 pub fn statvfs(path: &std::path::Path) -> io::Result<(u64, u64, u64)> {
-    let c = cstr(path.as_os_str().as_bytes())?;
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    cvt(unsafe { libc::statvfs(c.as_ptr(), &mut st) })?;
-    let f = st.f_frsize as u64;
-    Ok((
-        st.f_blocks as u64 * f,
-        st.f_bavail as u64 * f,
-        st.f_bfree as u64 * f,
-    ))
+    let st = nix::sys::statvfs::statvfs(path)?;
+    // The field types are 32 bits wide on some 32-bit targets.
+    #[allow(clippy::unnecessary_cast)]
+    let (f, blocks, avail, free) = (
+        st.fragment_size() as u64,
+        st.blocks() as u64,
+        st.blocks_available() as u64,
+        st.blocks_free() as u64,
+    );
+    Ok((blocks * f, avail * f, free * f))
 }

@@ -7,6 +7,7 @@ pub mod dns;
 pub mod env;
 pub mod hash;
 pub mod hosts;
+pub mod instances;
 pub mod lifecycle;
 pub mod logs;
 pub mod subpath_expr;
@@ -120,7 +121,12 @@ pub fn sandbox_config(
         hosts::host_network(&node, &pod.spec.host_aliases)
     } else {
         // Loopback until the pod network gives the pod an IP (the runtime puts it here).
-        hosts::managed(LOOPBACK_NAME_IP, &name, &domain, &pod.spec.host_aliases)
+        hosts::managed(
+            crate::runtime::LOOPBACK_NAME_IP,
+            &name,
+            &domain,
+            &pod.spec.host_aliases,
+        )
     };
     let host_resolv = std::fs::read_to_string(&dns_settings.resolv_conf).unwrap_or_else(|e| {
         tracing::warn!(file = %dns_settings.resolv_conf.display(), error = %e, "--resolv-conf not read: pods get no host DNS");
@@ -148,21 +154,6 @@ pub fn sandbox_config(
         labels: l,
         network: network_capabilities(pod, pod_dns),
     })
-}
-
-/// Where a pod's own name points in its hosts file until it has an IP.
-pub const LOOPBACK_NAME_IP: &str = "127.0.1.1";
-
-/// The hosts file of a pod given its IP: the loopback line of its name points at the IP.
-pub fn hosts_with_ip(hosts: &str, ip: &str) -> String {
-    let prefix = format!("{LOOPBACK_NAME_IP}\t");
-    hosts
-        .lines()
-        .map(|l| match l.strip_prefix(&prefix) {
-            Some(rest) => format!("{ip}\t{rest}\n"),
-            None => format!("{l}\n"),
-        })
-        .collect()
 }
 
 /// What CNI plugins get of a pod: its containers' hostPorts, the bandwidth annotations and
@@ -628,7 +619,7 @@ mod tests {
             "search lan\nnameserver 8.8.8.8\nnameserver 1.1.1.1\noptions ndots:2\n"
         );
         assert_eq!(
-            hosts_with_ip(&s.hosts, "10.22.0.5"),
+            crate::runtime::hosts_with_ip(&s.hosts, "10.22.0.5"),
             s.hosts.replace("127.0.1.1\tweb", "10.22.0.5\tweb")
         );
     }

@@ -93,7 +93,7 @@ impl fmt::Display for StoreError {
 impl StoreError {
     /// Whether the store failed for want of disk space.
     pub fn is_no_space(&self) -> bool {
-        crate::eviction::reserve::is_no_space(self.source.as_ref())
+        crate::reserve::is_no_space(self.source.as_ref())
     }
 
     /// Whether the store's file is damaged (truncated, overwritten, emptied): the agent then
@@ -316,10 +316,7 @@ impl Store {
     /// Deletes one row; `true` when it was there. On a full filesystem the reserved space is
     /// released for it (a delete frees space; it must not need any).
     pub fn delete(&self, t: Table, key: &str) -> Result<bool, StoreError> {
-        crate::eviction::reserve::retry_when_full(
-            || self.delete_once(t, key),
-            StoreError::is_no_space,
-        )
+        crate::reserve::retry_when_full(|| self.delete_once(t, key), StoreError::is_no_space)
     }
 
     fn delete_once(&self, t: Table, key: &str) -> Result<bool, StoreError> {
@@ -340,10 +337,7 @@ impl Store {
         if !deletes {
             return self.apply_once(writes);
         }
-        crate::eviction::reserve::retry_when_full(
-            || self.apply_once(writes),
-            StoreError::is_no_space,
-        )
+        crate::reserve::retry_when_full(|| self.apply_once(writes), StoreError::is_no_space)
     }
 
     fn apply_once(&self, writes: &[Write]) -> Result<(), StoreError> {
@@ -395,7 +389,7 @@ fn mark_used(dir: &Path) -> std::io::Result<()> {
     }
     let f = std::fs::File::create(&path)?;
     f.sync_all()?;
-    std::fs::File::open(dir)?.sync_all()
+    crate::paths::sync_dir(dir)
 }
 
 /// The row key of a namespaced object.

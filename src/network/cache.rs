@@ -57,7 +57,7 @@ pub fn write(dir: &Path, entry: &Entry) -> Result<(), String> {
     let results = dir.join("results");
     crate::paths::private_dir(&results).map_err(|e| format!("mkdir {}: {e}", results.display()))?;
     let bytes = serde_json::to_vec(entry).map_err(|e| e.to_string())?;
-    crate::paths::write_atomic(&p, &bytes).map_err(|e| format!("write {}: {e}", p.display()))
+    crate::paths::write_atomic(&p, &bytes, 0o600).map_err(|e| format!("write {}: {e}", p.display()))
 }
 
 /// Parses an entry's bytes (`None`: not one of ours, or unreadable).

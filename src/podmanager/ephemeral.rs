@@ -48,11 +48,7 @@ fn plan(ec: &EphemeralContainer, instances: &[ContainerStatus]) -> Plan {
     else {
         return Plan::Start { pid_target: None };
     };
-    let latest = instances
-        .iter()
-        .filter(|c| c.name == target)
-        .max_by_key(|c| (c.attempt, c.created_at));
-    match latest {
+    match crate::kuberuntime::instances::latest(instances, target) {
         Some(c) if c.state == ContainerState::Running => Plan::Start {
             pid_target: Some(c.id.clone()),
         },
@@ -81,23 +77,10 @@ mod tests {
     }
 
     fn instance(id: &str, name: &str, attempt: u32, state: ContainerState) -> ContainerStatus {
+        let created = UNIX_EPOCH + Duration::from_secs(attempt as u64);
         ContainerStatus {
-            id: id.into(),
-            pod_uid: "u".into(),
-            name: name.into(),
-            attempt,
             image: "busybox".into(),
-            image_id: String::new(),
-            state,
-            pid: None,
-            created_at: UNIX_EPOCH + Duration::from_secs(attempt as u64),
-            started_at: None,
-            finished_at: None,
-            exit_code: None,
-            reason: None,
-            message: None,
-            log_path: Default::default(),
-            labels: Default::default(),
+            ..ContainerStatus::for_test(id, "u", name, attempt, state, created)
         }
     }
 

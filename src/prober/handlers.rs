@@ -327,9 +327,9 @@ fn get_once(
     tcp.set_write_timeout(Some(timeout))?;
     let mut s: Box<dyn ReadWrite> = if https {
         // As the kubelet: the probe does not verify the pod's certificate.
-        let cfg = crate::cloudlink::tls::unverified().map_err(io::Error::other)?;
-        let name = rustls::pki_types::ServerName::try_from(host.to_string())
-            .map_err(|_| io::Error::other(format!("`{host}` is not a host name or address")))?;
+        let cfg = crate::tls::unverified().map_err(io::Error::other)?;
+        let name = crate::tls::server_name(host)
+            .ok_or_else(|| io::Error::other(format!("`{host}` is not a host name or address")))?;
         let conn = rustls::ClientConnection::new(cfg, name).map_err(io::Error::other)?;
         Box::new(rustls::StreamOwned::new(conn, tcp))
     } else {
@@ -436,7 +436,7 @@ mod tests {
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
         let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
         let cert = params.self_signed(&key).unwrap();
-        let cfg = rustls::ServerConfig::builder_with_provider(crate::cloudlink::tls::provider())
+        let cfg = rustls::ServerConfig::builder_with_provider(crate::tls::provider())
             .with_safe_default_protocol_versions()
             .unwrap()
             .with_no_client_auth()

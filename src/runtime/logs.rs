@@ -2,6 +2,7 @@
 //! `<RFC3339Nano> <stream> <F|P> <text>` lines to its log file, rotating it as the kubelet does
 //! (`<n>.log` renamed to `<n>.log.<YYYYMMDD-HHMMSS>`, oldest rotated files removed).
 
+use nix::sys::eventfd::{EfdFlags, EventFd};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -206,11 +207,11 @@ fn copy_streams(
     mut streams: Vec<Stream>,
     log: &Mutex<LogFile>,
     stop: &AtomicBool,
-    wake: &std::os::fd::OwnedFd,
+    wake: &EventFd,
     taps: &Taps,
 ) -> std::io::Result<()> {
     use nix::poll::{PollFd, PollFlags, PollTimeout};
-    use std::os::fd::{AsFd, AsRawFd};
+    use std::os::fd::AsFd;
     let mut buf = vec![0u8; 64 * 1024];
     // A FIFO opened with no writer reports no POLLHUP until a writer comes: an adopted
     // container's writer may be gone for good already, so its streams are read once first.
@@ -242,8 +243,7 @@ fn copy_streams(
         };
         if ready.last() == Some(&true) {
             // Clear the eventfd, or poll would return at once from now on.
-            let mut count = [0u8; 8];
-            let _ = nix::unistd::read(wake.as_fd().as_raw_fd(), &mut count);
+            let _ = wake.read();
         }
         let stopping = stop.load(Ordering::Relaxed);
         for (i, r) in live.into_iter().zip(ready) {
@@ -258,15 +258,11 @@ fn copy_streams(
 }
 
 /// An eventfd: [`Copier::stop`] writes it to wake the copier's poll.
-fn eventfd() -> std::io::Result<std::os::fd::OwnedFd> {
-    use std::os::fd::FromRawFd;
-    // SAFETY: eventfd takes no pointers; a non-negative result is a new fd that we own.
-    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: `fd` was just returned by eventfd and is owned by nothing else.
-    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+fn eventfd() -> std::io::Result<EventFd> {
+    Ok(EventFd::from_value_and_flags(
+        0,
+        EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK,
+    )?)
 }
 
 fn write_line(log: &Mutex<LogFile>, stream: &str, partial: bool, text: &[u8]) {
@@ -310,7 +306,7 @@ impl Taps {
 pub struct Copier {
     threads: Vec<std::thread::JoinHandle<()>>,
     stop: Arc<AtomicBool>,
-    wake: Arc<std::os::fd::OwnedFd>,
+    wake: Arc<EventFd>,
     taps: Arc<Taps>,
     ended: Arc<AtomicBool>,
 }
@@ -384,12 +380,9 @@ impl Copier {
 
     /// Tells the copier to end at the next EOF even if no writer ever came.
     pub fn stop(&self) {
-        use std::os::fd::AsRawFd;
         self.stop.store(true, Ordering::Relaxed);
-        let one = 1u64.to_ne_bytes();
-        // SAFETY: writes 8 bytes from a live buffer to an eventfd this copier owns. A full
-        // counter (EAGAIN) means the copier is woken already.
-        let _ = unsafe { libc::write(self.wake.as_raw_fd(), one.as_ptr().cast(), one.len()) };
+        // A full counter (EAGAIN) means the copier is woken already.
+        let _ = self.wake.write(1);
     }
 
     /// Whether both streams reached EOF.

@@ -250,6 +250,21 @@ pub enum ContainerState {
     Unknown,
 }
 
+/// Where a pod's own name points in its hosts file until it has an IP.
+pub const LOOPBACK_NAME_IP: &str = "127.0.1.1";
+
+/// The hosts file of a pod given its IP: the loopback line of its name points at the IP.
+pub fn hosts_with_ip(hosts: &str, ip: &str) -> String {
+    let prefix = format!("{LOOPBACK_NAME_IP}\t");
+    hosts
+        .lines()
+        .map(|l| match l.strip_prefix(&prefix) {
+            Some(rest) => format!("{ip}\t{rest}\n"),
+            None => format!("{l}\n"),
+        })
+        .collect()
+}
+
 /// A container as the runtime reports it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ContainerStatus {
@@ -271,6 +286,39 @@ pub struct ContainerStatus {
     pub message: Option<String>,
     pub log_path: PathBuf,
     pub labels: BTreeMap<String, String>,
+}
+
+#[cfg(test)]
+impl ContainerStatus {
+    /// A container for unit tests: container `name` of pod `pod_uid`, `attempt`, `state`,
+    /// made at `created_at`; nothing else set (change fields with struct update syntax).
+    pub(crate) fn for_test(
+        id: &str,
+        pod_uid: &str,
+        name: &str,
+        attempt: u32,
+        state: ContainerState,
+        created_at: SystemTime,
+    ) -> ContainerStatus {
+        ContainerStatus {
+            id: id.into(),
+            pod_uid: pod_uid.into(),
+            name: name.into(),
+            attempt,
+            image: String::new(),
+            image_id: String::new(),
+            state,
+            pid: None,
+            created_at,
+            started_at: None,
+            finished_at: None,
+            exit_code: None,
+            reason: None,
+            message: None,
+            log_path: PathBuf::new(),
+            labels: BTreeMap::new(),
+        }
+    }
 }
 
 /// Output of a command run in a container.

@@ -22,7 +22,7 @@ pub fn server_config(cert_dir: &Path) -> Result<Arc<ServerConfig>, String> {
             dir.key().display()
         )
     })?;
-    let provider = crate::cloudlink::tls::provider();
+    let provider = crate::tls::provider();
     let mut roots = RootCertStore::empty();
     roots
         .add(id.ca.clone())

@@ -2,6 +2,7 @@
 //! pod worker knows (waiting reasons), as the kubelet's `generateAPIPodStatus` does.
 
 use crate::api::{self, Pod, PodCondition, PodStatus};
+use crate::kuberuntime::instances::newest_first;
 use crate::runtime::{ContainerState, ContainerStatus};
 use std::collections::BTreeMap;
 use std::time::SystemTime;
@@ -88,14 +89,10 @@ fn container_status(
     has_readiness: bool,
     default_waiting: &str,
 ) -> api::ContainerStatus {
-    let mut sorted: Vec<&&ContainerStatus> = instances.iter().collect();
-    sorted.sort_by_key(|c| (c.attempt, c.created_at));
-    let latest = sorted.last().map(|c| **c);
-    let previous = if sorted.len() >= 2 {
-        Some(*sorted[sorted.len() - 2])
-    } else {
-        None
-    };
+    let mut sorted: Vec<&ContainerStatus> = instances.to_vec();
+    sorted.sort_by(|a, b| newest_first(a, b));
+    let latest = sorted.first().copied();
+    let previous = sorted.get(1).copied();
     let mut s = api::ContainerStatus {
         name: spec.name.clone(),
         image: spec.image.clone(),
@@ -525,7 +522,6 @@ pub fn qos_class(pod: &Pod) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
     use std::time::{Duration, UNIX_EPOCH};
 
     fn pod(policy: &str) -> Pod {
@@ -545,23 +541,14 @@ mod tests {
         state: ContainerState,
         exit: Option<i32>,
     ) -> ContainerStatus {
+        let created = UNIX_EPOCH + Duration::from_secs(attempt as u64);
         ContainerStatus {
-            id: id.into(),
-            pod_uid: "u".into(),
-            name: name.into(),
-            attempt,
             image: "i".into(),
             image_id: "sha256:1".into(),
-            state,
-            pid: None,
-            created_at: UNIX_EPOCH + Duration::from_secs(attempt as u64),
             started_at: Some(UNIX_EPOCH),
             finished_at: exit.map(|_| UNIX_EPOCH),
             exit_code: exit,
-            reason: None,
-            message: None,
-            log_path: PathBuf::new(),
-            labels: Default::default(),
+            ..ContainerStatus::for_test(id, "u", name, attempt, state, created)
         }
     }
 

@@ -1,12 +1,71 @@
 //! `edged image import|ls|rm|pull`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::error::Result;
 use super::ImageStore;
-use crate::flags::{ImageAction, ImageCmd};
+use argh::FromArgs;
 
 mod progress;
+
+/// manage the node's images
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "image")]
+pub struct ImageCmd {
+    /// what to do
+    #[argh(subcommand)]
+    pub action: ImageAction,
+}
+
+/// What `edged image` does.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+pub enum ImageAction {
+    /// `edged image import`.
+    Import(ImageImport),
+    /// `edged image ls`.
+    Ls(ImageLs),
+    /// `edged image rm`.
+    Rm(ImageRm),
+    /// `edged image pull`.
+    Pull(ImagePull),
+}
+
+/// pull an image from its registry (the registry flags apply: mirrors, CAs, deadlines)
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "pull")]
+pub struct ImagePull {
+    /// the image reference (nginx, registry.example:5000/team/app:v1, ...@sha256:...)
+    #[argh(positional)]
+    pub reference: String,
+    /// USER:PASS for the image's registry (else <root-dir>/config.json and
+    /// $HOME/.docker/config.json)
+    #[argh(option)]
+    pub creds: Option<String>,
+}
+
+/// import an OCI layout or docker-save archive (a .tar, or a directory)
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "import")]
+pub struct ImageImport {
+    /// the archive
+    #[argh(positional)]
+    pub file: PathBuf,
+}
+
+/// list images
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "ls")]
+pub struct ImageLs {}
+
+/// remove an image
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "rm")]
+pub struct ImageRm {
+    /// the image reference or id
+    #[argh(positional)]
+    pub reference: String,
+}
 
 /// Runs one `edged image` command against the store under `root_dir`; pulls use `registry`.
 pub fn run(root_dir: &Path, registry: &super::registry::Options, cmd: &ImageCmd) -> Result<()> {

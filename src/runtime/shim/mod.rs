@@ -415,12 +415,12 @@ impl ShimRuntime {
         let mut m = self.read_meta(id)?;
         f(&mut m);
         let path = self.bundle(&m.id).join("meta.json");
-        match crate::eviction::reserve::retry_when_full(
+        match crate::reserve::retry_when_full(
             || store::write_json(&path, &m),
-            |e| crate::eviction::reserve::is_no_space(e),
+            |e| crate::reserve::is_no_space(e),
         ) {
             Ok(()) => {}
-            Err(e) if crate::eviction::reserve::is_no_space(&e) => {
+            Err(e) if crate::reserve::is_no_space(&e) => {
                 tracing::warn!(container = %m.id, pod = %m.pod_uid, error = %e, "container record kept in memory only: no space left");
             }
             Err(e) => return Err(io_err(&m.id, "save metadata", e)),
@@ -1022,13 +1022,13 @@ impl Runtime for ShimRuntime {
         let path = self.sandbox_dir(pod_uid).join("meta.json");
         if let Ok(mut sb) = store::read_json::<SandboxMeta>(&path) {
             sb.ready = false;
-            match crate::eviction::reserve::retry_when_full(
+            match crate::reserve::retry_when_full(
                 || store::write_json(&path, &sb),
-                |e| crate::eviction::reserve::is_no_space(e),
+                |e| crate::reserve::is_no_space(e),
             ) {
                 Ok(()) => {}
                 // The pod is stopped all the same; the record only says it was ready.
-                Err(e) if crate::eviction::reserve::is_no_space(&e) => {
+                Err(e) if crate::reserve::is_no_space(&e) => {
                     tracing::warn!(pod = pod_uid, error = %e, "sandbox record not updated: no space left");
                 }
                 Err(e) => return Err(io_err(pod_uid, "save sandbox", e)),

@@ -76,7 +76,7 @@ impl ShimRuntime {
     ) -> Result<SandboxMeta> {
         let meta = self.attach(config, meta, namespaces_new)?;
         if let Some(ip) = meta.ips.first() {
-            let hosts = crate::kuberuntime::hosts_with_ip(&config.hosts, ip);
+            let hosts = crate::runtime::hosts_with_ip(&config.hosts, ip);
             std::fs::write(self.sandbox_dir(&meta.uid).join("hosts"), hosts)
                 .map_err(|e| io_err(&meta.uid, "write sandbox files", e))?;
         }

@@ -91,7 +91,7 @@ pub fn from_ns(ns: u64) -> SystemTime {
 /// Writes `value` as JSON to `path` atomically.
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
     let bytes = serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?;
-    crate::paths::write_atomic(path, &bytes)
+    crate::paths::write_atomic(path, &bytes, 0o600)
 }
 
 /// Reads a JSON file written by [`write_json`].

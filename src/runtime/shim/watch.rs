@@ -4,8 +4,9 @@
 //! them). A relist then asks no shim while nothing changed; any doubt (a process gone or
 //! exiting, another start time) sends the caller back to the shim, which stays the truth.
 
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use std::collections::HashMap;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -16,7 +17,7 @@ pub struct Watcher {
 
 struct Inner {
     /// The epoll set of every task's pidfds (`None`: epoll unavailable, /proc only).
-    epoll: Option<OwnedFd>,
+    epoll: Option<Epoll>,
     tasks: HashMap<String, Task>,
     /// epoll data → container id.
     tokens: HashMap<u64, String>,
@@ -33,10 +34,7 @@ struct Task {
 
 impl Default for Watcher {
     fn default() -> Self {
-        // SAFETY: epoll_create1 takes no pointers; a non-negative result is a new fd we own.
-        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        // SAFETY: `fd` was just returned by epoll_create1 and is owned by nothing else.
-        let epoll = (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) });
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).ok();
         Watcher {
             inner: Mutex::new(Inner {
                 epoll,
@@ -66,7 +64,10 @@ impl Watcher {
             let registered = fds
                 .filter(|_| init.alive() && shim.alive())
                 .is_some_and(|fds| {
-                    let ok = fds.iter().all(|fd| epoll_add(epoll, fd, token));
+                    let ok = fds.iter().all(|fd| {
+                        let ev = EpollEvent::new(EpollFlags::EPOLLIN, token);
+                        epoll.add(fd, ev).is_ok()
+                    });
                     pidfds = fds;
                     ok
                 });
@@ -114,45 +115,27 @@ impl Inner {
 
     /// Drops every task whose init or shim exited since the last look (one `epoll_wait`).
     fn reap(&mut self) {
-        let Some(epoll) = self.epoll.as_ref().map(|e| e.as_raw_fd()) else {
-            return;
-        };
-        let mut events = [libc::epoll_event { events: 0, u64: 0 }; 64];
+        let mut events = [EpollEvent::empty(); 64];
         loop {
-            // SAFETY: `events` is a live, writable array of `events.len()` epoll_events.
-            let n = unsafe { libc::epoll_wait(epoll, events.as_mut_ptr(), events.len() as i32, 0) };
-            if n <= 0 {
+            let Some(epoll) = &self.epoll else {
                 return;
-            }
-            let exited: Vec<String> = events[..n as usize]
+            };
+            let n = match epoll.wait(&mut events, EpollTimeout::ZERO) {
+                Ok(n) if n > 0 => n,
+                _ => return,
+            };
+            let exited: Vec<String> = events[..n]
                 .iter()
-                .filter_map(|e| self.tokens.get(&{ e.u64 }).cloned())
+                .filter_map(|e| self.tokens.get(&e.data()).cloned())
                 .collect();
             // Removing a task closes its pidfds, which takes them out of the set.
             for id in exited {
                 self.remove(&id);
             }
-            if (n as usize) < events.len() {
+            if n < events.len() {
                 return;
             }
         }
-    }
-}
-
-/// Adds `fd` to `epoll`, readable (its process exited) reported with `token`.
-fn epoll_add(epoll: &OwnedFd, fd: &OwnedFd, token: u64) -> bool {
-    let mut ev = libc::epoll_event {
-        events: libc::EPOLLIN as u32,
-        u64: token,
-    };
-    // SAFETY: both fds are open; `ev` is a live epoll_event the kernel only reads.
-    unsafe {
-        libc::epoll_ctl(
-            epoll.as_raw_fd(),
-            libc::EPOLL_CTL_ADD,
-            fd.as_raw_fd(),
-            &mut ev,
-        ) == 0
     }
 }
 

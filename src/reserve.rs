@@ -65,9 +65,7 @@ impl Reserve {
         if self.is_held() {
             return Ok(false);
         }
-        let tmp = self.path.with_extension("tmp");
-        let made = (|| {
-            let mut f = std::fs::File::create(&tmp)?;
+        crate::paths::replace_atomic(&self.path, 0o600, |f| {
             let chunk = vec![0u8; 1 << 20];
             let mut left = self.size;
             while left > 0 {
@@ -75,20 +73,17 @@ impl Reserve {
                 f.write_all(&chunk[..n])?;
                 left -= n as u64;
             }
-            f.sync_all()?;
-            std::fs::rename(&tmp, &self.path)
-        })();
-        if let Err(e) = made {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e);
-        }
+            Ok(())
+        })?;
         Ok(true)
     }
 
     /// Removes the file: `true` when it was there (space was freed).
     pub fn release(&self) -> bool {
         let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
-        let _ = std::fs::remove_file(self.path.with_extension("tmp"));
+        if let Ok(tmp) = crate::paths::atomic_tmp(&self.path) {
+            let _ = std::fs::remove_file(tmp);
+        }
         match std::fs::remove_file(&self.path) {
             Ok(()) => {
                 tracing::warn!(file = %self.path.display(), bytes = self.size, "filesystem full: reserved space released for a write that must not fail");
