@@ -3,6 +3,7 @@
 //! a time, pods in parallel). PLEG and prober events and ConfigMap/Secret changes wake the
 //! workers of the pods they concern. Housekeeping removes what belongs to no stored pod.
 
+pub mod actions;
 pub mod admission;
 pub mod ephemeral;
 pub mod pull;

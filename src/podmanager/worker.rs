@@ -2,22 +2,19 @@
 //! container or probe event, a ConfigMap change) or for its next timer (a back-off ending, the
 //! periodic resync), then makes the runtime match the spec.
 
+use super::actions::{self, grace, Action, Disposition};
 use super::{pod_name, unknown, PodManager, Work};
 use crate::api::{self, Container, Pod};
 use crate::events::{EventType, PodEvent};
-use crate::kuberuntime::{self, PodContext};
+use crate::kuberuntime::{self, instances::latest, PodContext};
 use crate::prober::{ProbeKind, Target};
-use crate::runtime::{labels, ContainerState, ContainerStatus, ErrorKind, Sandbox};
+use crate::runtime::{ContainerState, ContainerStatus, ErrorKind, Sandbox};
 use crate::status::generate::{self, StatusInputs, Waiting};
 use crate::volume::{PodObjects, PodVolumes, TokenKey};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime};
 
-/// The kubelet's crash-loop back-off: 10 s doubling to 5 min, forgotten after 10 min quiet.
-const BACKOFF_INITIAL: Duration = Duration::from_secs(10);
-const BACKOFF_MAX: Duration = Duration::from_secs(300);
-const BACKOFF_RESET: Duration = Duration::from_secs(600);
 /// Retry of a pod that cannot start yet (missing object, volume error, sandbox error).
 const RETRY: Duration = Duration::from_secs(5);
 
@@ -102,85 +99,99 @@ pub(super) async fn run(pm: Rc<PodManager>, mut pod: Pod, rx: async_channel::Rec
                 Work::Sync => {}
             }
         }
-        if deleted || pod.metadata.deletion_timestamp.is_some() {
-            // A shorter grace period sent while the pod stops (a second delete) cuts the stop
-            // short, a running preStop hook too, as the kubelet's pod worker does.
-            loop {
-                let shorter = std::cell::RefCell::new(None);
-                let readd = std::cell::RefCell::new(None);
-                let done = smol::future::or(
-                    async {
-                        terminate(&pm, &pod, &mut st).await;
-                        true
-                    },
-                    async {
-                        watch_shorter(&rx, &pod, &shorter, &readd).await;
-                        false
-                    },
-                )
-                .await;
-                if let Some(p) = readd.into_inner() {
-                    again = Some(p);
-                }
-                match shorter.into_inner() {
-                    Some(p) if !done => {
-                        tracing::info!(pod = %pod_name(&p), grace_seconds = grace(&p).as_secs(), "a shorter grace period: stopping the pod again with it");
-                        pod = p;
-                    }
-                    _ => break,
-                }
-            }
-            if pod.metadata.deletion_timestamp.is_some() && !deleted {
-                // A graceful delete from the cloud ends here: forget the pod and tell the cloud.
-                if let Err(e) = pm
-                    .meta
-                    .remove_pod(&pod.metadata.namespace, &pod.metadata.name)
-                    .await
-                {
-                    tracing::error!(pod = %pod_name(&pod), error = %e, "cannot remove the deleted pod from the store");
-                }
-            }
-            // What came while the pod stopped: the manager still sent it here.
-            take_readds(&rx, &mut again);
-            if again.is_none() {
-                pm.status.remove(&pod).await;
-                take_readds(&rx, &mut again);
-            }
-            match again.take() {
-                Some(p) if p.metadata.deletion_timestamp.is_none() => {
-                    tracing::info!(pod = %pod_name(&p), "pod added again while it stopped; starting it again");
-                    pm.clear_deleted(&p.metadata.uid);
-                    pod = p;
-                    st = State {
-                        start_time: Some(SystemTime::now()),
-                        ..State::default()
-                    };
-                    next = Duration::ZERO;
-                    continue;
-                }
-                _ => {}
-            }
-            pm.forget(&pod.metadata.uid);
-            return;
-        }
-        if let Some(e) = evict.filter(|_| st.evicted.is_none()) {
-            evict_pod(&pm, &pod, &mut st, e).await;
-        }
-        // activeDeadlineSeconds (the kubelet's activeDeadlineHandler): past it, the pod is
-        // stopped and Failed with reason DeadlineExceeded, as an eviction is.
         let started = st.start_time.unwrap_or_else(SystemTime::now);
-        let deadline = crate::eviction::past_deadline(&pod, started, SystemTime::now());
-        if let (Ok(Some(e)), None) = (&deadline, &st.evicted) {
-            evict_pod(&pm, &pod, &mut st, e.clone()).await;
+        let now = SystemTime::now();
+        match actions::disposition(&pod, deleted, st.evicted.is_some(), evict, started, now) {
+            Disposition::Sync { deadline_in } => {
+                next = sync(&pm, &pod, &mut st).await;
+                if let Some(left) = deadline_in {
+                    next = next.min(left);
+                }
+            }
+            Disposition::Evict(e) => {
+                evict_pod(&pm, &pod, &mut st, e).await;
+                // Nothing runs again; the worker waits for the delete.
+                next = Duration::from_secs(3600);
+            }
+            Disposition::Idle => next = Duration::from_secs(3600),
+            Disposition::Terminate => {
+                match stop_deleted(&pm, pod, &mut st, &rx, deleted, again).await {
+                    Some(p) => {
+                        tracing::info!(pod = %pod_name(&p), "pod added again while it stopped; starting it again");
+                        pm.clear_deleted(&p.metadata.uid);
+                        pod = p;
+                        st = State {
+                            start_time: Some(SystemTime::now()),
+                            ..State::default()
+                        };
+                        next = Duration::ZERO;
+                    }
+                    None => return,
+                }
+            }
         }
-        if st.evicted.is_some() {
-            // Nothing runs again; the worker waits for the delete.
-            next = Duration::from_secs(3600);
-            continue;
+    }
+}
+
+/// Stops a deleted pod and releases it: a shorter grace period sent while the pod stops (a
+/// second delete) cuts the stop short, a running preStop hook too, as the kubelet's pod
+/// worker does. `deleted`: the source removed it (else the cloud deleted it gracefully and
+/// the store forgets it here). Returns the pod written again meanwhile (to run again), or
+/// `None` once the pod is forgotten.
+async fn stop_deleted(
+    pm: &Rc<PodManager>,
+    mut pod: Pod,
+    st: &mut State,
+    rx: &async_channel::Receiver<Work>,
+    deleted: bool,
+    mut again: Option<Pod>,
+) -> Option<Pod> {
+    loop {
+        let shorter = std::cell::RefCell::new(None);
+        let readd = std::cell::RefCell::new(None);
+        let done = smol::future::or(
+            async {
+                terminate(pm, &pod, st).await;
+                true
+            },
+            async {
+                watch_shorter(rx, &pod, &shorter, &readd).await;
+                false
+            },
+        )
+        .await;
+        if let Some(p) = readd.into_inner() {
+            again = Some(p);
         }
-        next = sync(&pm, &pod, &mut st).await;
-        if let Err(Some(left)) = deadline {
-            next = next.min(left);
+        match shorter.into_inner() {
+            Some(p) if !done => {
+                tracing::info!(pod = %pod_name(&p), grace_seconds = grace(&p).as_secs(), "a shorter grace period: stopping the pod again with it");
+                pod = p;
+            }
+            _ => break,
+        }
+    }
+    if pod.metadata.deletion_timestamp.is_some() && !deleted {
+        // A graceful delete from the cloud ends here: forget the pod and tell the cloud.
+        if let Err(e) = pm
+            .meta
+            .remove_pod(&pod.metadata.namespace, &pod.metadata.name)
+            .await
+        {
+            tracing::error!(pod = %pod_name(&pod), error = %e, "cannot remove the deleted pod from the store");
+        }
+    }
+    // What came while the pod stopped: the manager still sent it here.
+    take_readds(rx, &mut again);
+    if again.is_none() {
+        pm.status.remove(&pod).await;
+        take_readds(rx, &mut again);
+    }
+    match again.take() {
+        Some(p) if p.metadata.deletion_timestamp.is_none() => Some(p),
+        _ => {
+            pm.forget(&pod.metadata.uid);
+            None
         }
     }
 }
@@ -306,12 +317,6 @@ async fn pod_containers(pm: &PodManager, uid: &str) -> Vec<ContainerStatus> {
             Vec::new()
         }
     }
-}
-
-fn latest<'a>(all: &'a [ContainerStatus], name: &str) -> Option<&'a ContainerStatus> {
-    all.iter()
-        .filter(|c| c.name == name)
-        .max_by_key(|c| (c.attempt, c.created_at))
 }
 
 async fn sync(pm: &PodManager, pod: &Pod, st: &mut State) -> Duration {
@@ -442,7 +447,8 @@ async fn sync(pm: &PodManager, pod: &Pod, st: &mut State) -> Duration {
     next
 }
 
-/// Starts, restarts and replaces containers as the spec says. Returns when to sync next.
+/// Starts, restarts and replaces containers as the spec says: decides
+/// ([`actions::compute_pod_actions`]), then [`execute`]s. Returns when to sync next.
 async fn run_containers(
     pm: &PodManager,
     pod: &Pod,
@@ -451,333 +457,143 @@ async fn run_containers(
     all: &[ContainerStatus],
     changed: &mut bool,
 ) -> Duration {
-    let mut next = pm.cfg.resync;
-    let all_terminal = !pod.spec.containers.is_empty()
-        && pod.spec.containers.iter().all(|c| {
-            latest(all, &c.name)
-                .map(|l| l.state == ContainerState::Exited && !restarts(pod, c, l.exit_code))
-                .unwrap_or(false)
-        });
-    let init_failed = pod.spec.init_containers.iter().any(|c| {
-        latest(all, &c.name).is_some_and(|l| {
-            l.state == ContainerState::Exited
-                && l.exit_code != Some(0)
-                && !restarts(pod, c, l.exit_code)
-        })
-    });
-    if all_terminal || init_failed {
-        // Succeeded or Failed: nothing runs again, not even in a new sandbox after a reboot;
-        // sidecars still running are stopped (the kubelet ends them with the pod's work).
-        for c in pod
-            .spec
-            .init_containers
-            .iter()
-            .filter(|c| api::restart::is_sidecar(c))
-        {
-            if let Some(l) = latest(all, &c.name).filter(|l| l.state == ContainerState::Running) {
-                tracing::info!(pod = %pod_name(pod), container = %c.name, "stopping sidecar: the pod's containers have ended");
-                kill_container(pm, pod, c, l, grace(pod), None).await;
-            }
-        }
-        return next;
-    }
-    // Ephemeral containers first, as the kubelet: a debugger can join a pod whose init
-    // containers fail.
-    *changed |= start_ephemeral(pm, pod, st, objects, all).await;
-    // Init containers: in order, each to success, in the current sandbox (a new sandbox, as
-    // after a reboot, runs them again: their work may be gone with it).
-    let current: Vec<ContainerStatus> = match &st.sandbox {
-        Some(sb) => all
-            .iter()
-            .filter(|c| kuberuntime::in_sandbox(c, sb))
-            .cloned()
-            .collect(),
-        None => all.to_vec(),
-    };
-    for c in &pod.spec.init_containers {
-        let sidecar = api::restart::is_sidecar(c);
-        match latest(&current, &c.name) {
-            // A sidecar runs on beside the app containers: the next one starts once it has
-            // started (its startup probe passed, if it has one).
-            Some(l) if sidecar && l.state == ContainerState::Running => {
-                if pm.prober.result(&l.id, ProbeKind::Liveness) == Some(false) {
-                    let message = format!(
-                        "Container {} failed liveness probe, will be restarted",
-                        c.name
-                    );
-                    kill_container(pm, pod, c, l, grace(pod), Some(message)).await;
-                    pm.prober.remove(&l.id);
-                    st.probed.remove(&l.id);
-                    *changed = true;
-                    return next.min(Duration::from_millis(100));
-                }
-                let started = c.startup_probe.is_none()
-                    || pm.prober.result(&l.id, ProbeKind::Startup) == Some(true);
-                if started {
-                    continue;
-                }
-                return next.min(Duration::from_millis(500));
-            }
-            Some(l) if !sidecar && l.state == ContainerState::Exited && l.exit_code == Some(0) => {
-                continue
-            }
-            Some(l) if l.state == ContainerState::Running => return next,
-            Some(l) if l.state == ContainerState::Created => {
-                start_created(pm, pod, st, c, l).await;
-                *changed = true;
-                return next;
-            }
-            Some(l) if l.state == ContainerState::Unknown => {
-                kill_unknown(pm, pod, c, l).await;
-                *changed = true;
-                return next.min(unknown::RECHECK);
-            }
-            Some(l) => {
-                if !restarts(pod, c, l.exit_code) {
-                    return next; // the pod has failed
-                }
-                if let Some(wait) = in_backoff(st, pod, c, l) {
-                    backoff_event(pm, pod, c);
-                    return wait;
-                }
-                *changed |= start(pm, pod, st, objects, c, l.attempt + 1).await;
-                return next;
-            }
-            None => {
-                // The restart count goes on from the instances of earlier sandboxes.
-                let attempt = latest(all, &c.name).map(|l| l.attempt + 1).unwrap_or(0);
-                *changed |= start(pm, pod, st, objects, c, attempt).await;
-                return next;
-            }
-        }
-    }
-    for c in &pod.spec.containers {
-        match latest(all, &c.name) {
-            None => *changed |= start(pm, pod, st, objects, c, 0).await,
-            Some(l) => match l.state {
-                ContainerState::Running => {
-                    let spec_changed = l
-                        .labels
-                        .get(labels::CONTAINER_HASH)
-                        .is_some_and(|h| !kuberuntime::hash_matches(h, c));
-                    let liveness_failed =
-                        pm.prober.result(&l.id, ProbeKind::Liveness) == Some(false);
-                    let startup_failed = c.startup_probe.is_some()
-                        && pm.prober.result(&l.id, ProbeKind::Startup) == Some(false)
-                        && startup_expired(c, l);
-                    if spec_changed || liveness_failed || startup_failed {
-                        let why = if spec_changed {
-                            "its spec changed"
-                        } else if liveness_failed {
-                            "it failed its liveness probe"
-                        } else {
-                            "it failed its startup probe"
-                        };
-                        tracing::info!(pod = %pod_name(pod), container = %c.name, "restarting container: {why}");
-                        let message = if liveness_failed {
-                            format!(
-                                "Container {} failed liveness probe, will be restarted",
-                                c.name
-                            )
-                        } else if spec_changed {
-                            format!("Container {} definition changed, will be restarted", c.name)
-                        } else {
-                            format!(
-                                "Container {} failed startup probe, will be restarted",
-                                c.name
-                            )
-                        };
-                        // A failed probe's own terminationGracePeriodSeconds bounds the kill.
-                        let probe = if liveness_failed {
-                            c.liveness_probe.as_ref()
-                        } else if spec_changed {
-                            None
-                        } else {
-                            c.startup_probe.as_ref()
-                        };
-                        let grace = probe
-                            .and_then(|p| p.termination_grace_period_seconds)
-                            .map(|s| Duration::from_secs(s.max(0) as u64))
-                            .unwrap_or_else(|| grace(pod));
-                        kill_container(pm, pod, c, l, grace, Some(message)).await;
-                        pm.prober.remove(&l.id);
-                        st.probed.remove(&l.id);
-                        *changed = true;
-                        if spec_changed {
-                            // A changed spec starts again at once, without back-off.
-                            *changed |= start(pm, pod, st, objects, c, l.attempt + 1).await;
-                        } else if restarts(pod, c, Some(1)) {
-                            next = next.min(Duration::from_millis(100));
-                        }
-                    }
-                }
-                ContainerState::Created => {
-                    start_created(pm, pod, st, c, l).await;
-                    *changed = true;
-                }
-                ContainerState::Exited | ContainerState::Unknown => {
-                    let hash_changed = l
-                        .labels
-                        .get(labels::CONTAINER_HASH)
-                        .is_some_and(|h| !kuberuntime::hash_matches(h, c));
-                    let restart = restarts(pod, c, l.exit_code);
-                    match unknown::not_running(l.state, restart, hash_changed) {
-                        unknown::Action::Leave => continue,
-                        unknown::Action::KillFirst => {
-                            kill_unknown(pm, pod, c, l).await;
-                            *changed = true;
-                            next = next.min(unknown::RECHECK);
-                            continue;
-                        }
-                        unknown::Action::Start => {}
-                    }
-                    if !hash_changed {
-                        if let Some(wait) = in_backoff(st, pod, c, l) {
-                            backoff_event(pm, pod, c);
-                            next = next.min(wait);
-                            continue;
-                        }
-                    }
-                    *changed |= start(pm, pod, st, objects, c, l.attempt + 1).await;
-                }
-            },
-        }
-    }
-    next
-}
-
-/// The next wait before a failed sandbox is tried again: [`RETRY`] doubling up to
-/// [`BACKOFF_MAX`].
-fn sandbox_backoff(previous: Option<Duration>) -> Duration {
-    previous.map_or(RETRY, |d| (d * 2).min(BACKOFF_MAX))
-}
-
-/// Whether container `c`, ended with `exit_code`, starts again ([`api::restart`]); an exit
-/// code never learnt counts as 137, as the kubelet reports such a container.
-fn restarts(pod: &Pod, c: &Container, exit_code: Option<i32>) -> bool {
-    api::restart::should_restart(&pod.spec, c, exit_code.unwrap_or(137))
-}
-
-/// A startup probe that failed past its budget (failureThreshold × period after the delay).
-fn startup_expired(c: &Container, l: &ContainerStatus) -> bool {
-    let Some(p) = &c.startup_probe else {
-        return false;
-    };
-    let budget =
-        Duration::from_secs((p.initial_delay() + p.failure_threshold() * p.period()) as u64);
-    l.started_at
-        .and_then(|s| SystemTime::now().duration_since(s).ok())
-        .map(|d| d >= budget)
-        .unwrap_or(false)
-}
-
-/// The kubelet's BackOff event (repeats are counted and rate-limited by the recorder).
-fn backoff_event(pm: &PodManager, pod: &Pod, c: &Container) {
-    pm.events.record(PodEvent::new(
+    let probe = |id: &str, kind: ProbeKind| pm.prober.result(id, kind);
+    let reported = pm.status.get(&pod.metadata.uid);
+    let plan = actions::compute_pod_actions(
         pod,
-        Some(&c.name),
-        EventType::Warning,
-        "BackOff",
-        format!(
-            "Back-off restarting failed container {} in pod {}_{}({})",
-            c.name, pod.metadata.name, pod.metadata.namespace, pod.metadata.uid
-        ),
-    ));
-}
-
-/// `Some(wait)` when the container must wait before it restarts (CrashLoopBackOff).
-fn in_backoff(st: &mut State, pod: &Pod, c: &Container, l: &ContainerStatus) -> Option<Duration> {
-    if let Some((_, at)) = st.backoff.get(&c.name) {
-        if at.elapsed() > BACKOFF_RESET {
-            st.backoff.remove(&c.name);
-        }
-    }
-    let (delay, _) = *st.backoff.get(&c.name)?;
-    let finished = l.finished_at.unwrap_or_else(SystemTime::now);
-    let since = SystemTime::now()
-        .duration_since(finished)
-        .unwrap_or_default();
-    if since >= delay {
-        return None;
-    }
-    let wait = delay - since;
-    st.waiting.insert(
-        c.name.clone(),
-        Waiting {
-            reason: "CrashLoopBackOff".into(),
-            message: Some(format!(
-                "back-off {}s restarting failed container={} pod={}_{}({})",
-                delay.as_secs(),
-                c.name,
-                pod.metadata.name,
-                pod.metadata.namespace,
-                pod.metadata.uid
-            )),
+        &actions::SyncView {
+            instances: all,
+            sandbox: st.sandbox.as_ref(),
+            probe: &probe,
+            backoff: &st.backoff,
+            reported: reported.as_ref(),
+            now: actions::Clock::now(),
+            resync: pm.cfg.resync,
         },
     );
-    Some(wait)
+    execute(pm, pod, st, objects, all, plan.actions, changed).await;
+    plan.wake
 }
 
-fn note_restart(st: &mut State, name: &str) {
-    let delay = match st.backoff.get(name) {
-        Some((d, _)) => (*d * 2).min(BACKOFF_MAX),
-        None => BACKOFF_INITIAL,
-    };
-    st.backoff.insert(name.to_string(), (delay, Instant::now()));
-}
-
-fn grace(pod: &Pod) -> Duration {
-    let s = pod
-        .metadata
-        .deletion_grace_period_seconds
-        .unwrap_or_else(|| pod.spec.grace_period_seconds());
-    Duration::from_secs(s.max(0) as u64)
-}
-
-/// Starts the ephemeral containers that never ran ([`super::ephemeral::to_start`]). Returns
-/// whether the runtime changed.
-async fn start_ephemeral(
+/// Carries out a sync's actions in order (the kubelet's `SyncPod`); `changed` is set when the
+/// runtime changed.
+async fn execute(
     pm: &PodManager,
     pod: &Pod,
     st: &mut State,
     objects: &PodObjects,
     all: &[ContainerStatus],
-) -> bool {
-    let reported = pm.status.get(&pod.metadata.uid);
-    let mut changed = false;
-    for (ec, plan) in super::ephemeral::to_start(&pod.spec, all, reported.as_ref()) {
-        let c = &ec.container;
-        match plan {
-            super::ephemeral::Plan::Start { pid_target } => {
-                changed |= start_in(pm, pod, st, objects, c, 0, pid_target).await;
+    todo: Vec<Action>,
+    changed: &mut bool,
+) {
+    let specs = all_specs(pod);
+    let spec = |name: &str| specs.iter().copied().find(|c| c.name == name);
+    let instance = |id: &str| all.iter().find(|l| l.id == id);
+    for action in todo {
+        match action {
+            Action::Kill {
+                container,
+                id,
+                grace,
+                message,
+                why,
+            } => {
+                let (Some(c), Some(l)) = (spec(&container), instance(&id)) else {
+                    continue;
+                };
+                let verb = if why.restarts() {
+                    "restarting"
+                } else {
+                    "stopping"
+                };
+                tracing::info!(pod = %pod_name(pod), container = %c.name, "{verb} container: {}", why.as_str());
+                kill_container(pm, pod, c, l, grace, message).await;
+                if why.restarts() {
+                    pm.prober.remove(&id);
+                    st.probed.remove(&id);
+                }
+                *changed = true;
             }
-            super::ephemeral::Plan::Wait(message) => {
-                let reason = "CreateContainerConfigError".to_string();
+            Action::KillUnknown { container, id } => {
+                if let (Some(c), Some(l)) = (spec(&container), instance(&id)) {
+                    kill_unknown(pm, pod, c, l).await;
+                    *changed = true;
+                }
+            }
+            Action::StartCreated { container, id } => {
+                if let (Some(c), Some(l)) = (spec(&container), instance(&id)) {
+                    start_created(pm, pod, st, c, l).await;
+                    *changed = true;
+                }
+            }
+            Action::Start {
+                container,
+                attempt,
+                pid_target,
+            } => {
+                if let Some(c) = spec(&container) {
+                    *changed |= start_in(pm, pod, st, objects, c, attempt, pid_target).await;
+                }
+            }
+            Action::BackOff { container, delay } => {
+                let message = format!(
+                    "back-off {}s restarting failed container={container} pod={}_{}({})",
+                    delay.as_secs(),
+                    pod.metadata.name,
+                    pod.metadata.namespace,
+                    pod.metadata.uid
+                );
+                backoff_event(pm, pod, &container);
                 let w = Waiting {
-                    reason,
+                    reason: "CrashLoopBackOff".into(),
                     message: Some(message),
                 };
-                st.waiting.insert(c.name.clone(), w);
+                st.waiting.insert(container, w);
+            }
+            Action::Wait {
+                container,
+                reason,
+                message,
+            } => {
+                let w = Waiting {
+                    reason: reason.into(),
+                    message: Some(message),
+                };
+                st.waiting.insert(container, w);
             }
         }
     }
-    changed
 }
 
-/// Creates and starts one instance. Returns whether the runtime changed.
-async fn start(
-    pm: &PodManager,
-    pod: &Pod,
-    st: &mut State,
-    objects: &PodObjects,
-    c: &Container,
-    attempt: u32,
-) -> bool {
-    start_in(pm, pod, st, objects, c, attempt, None).await
+/// The next wait before a failed sandbox is tried again: [`RETRY`] doubling up to
+/// [`actions::BACKOFF_MAX`].
+fn sandbox_backoff(previous: Option<Duration>) -> Duration {
+    previous.map_or(RETRY, |d| (d * 2).min(actions::BACKOFF_MAX))
 }
 
-/// [`start`], the new instance in the PID namespace of container `pid_target` (an id) when
-/// given.
+/// The kubelet's BackOff event (repeats are counted and rate-limited by the recorder).
+fn backoff_event(pm: &PodManager, pod: &Pod, container: &str) {
+    pm.events.record(PodEvent::new(
+        pod,
+        Some(container),
+        EventType::Warning,
+        "BackOff",
+        format!(
+            "Back-off restarting failed container {container} in pod {}_{}({})",
+            pod.metadata.name, pod.metadata.namespace, pod.metadata.uid
+        ),
+    ));
+}
+
+/// Moves container `name`'s crash-loop back-off on: it has just restarted.
+fn note_restart(st: &mut State, name: &str) {
+    let now = Instant::now();
+    let delay = actions::next_backoff(&st.backoff, name, now);
+    st.backoff.insert(name.to_string(), (delay, now));
+}
+
+/// Creates and starts one instance of `c` with restart count `attempt`, in the PID namespace
+/// of container `pid_target` (an id) when given. Returns whether the runtime changed.
 async fn start_in(
     pm: &PodManager,
     pod: &Pod,
