@@ -161,6 +161,25 @@ struct Worker {
 }
 
 impl Worker {
+    /// An event of this worker's probe on instance `id`.
+    fn event(
+        &self,
+        id: &str,
+        success: bool,
+        message: Option<String>,
+        warning: Option<String>,
+    ) -> ProbeEvent {
+        ProbeEvent {
+            pod_uid: self.target.pod_uid.clone(),
+            container_id: id.to_string(),
+            container_name: self.target.container_name.clone(),
+            kind: self.kind,
+            success,
+            message,
+            warning,
+        }
+    }
+
     async fn run(self) {
         let period = Duration::from_secs(self.probe.period() as u64);
         let timeout = Duration::from_secs(self.probe.timeout() as u64);
@@ -185,15 +204,7 @@ impl Worker {
                 if let Outcome::Warning(w) = &outcome {
                     let _ = self
                         .events
-                        .send(ProbeEvent {
-                            pod_uid: self.target.pod_uid.clone(),
-                            container_id: id.clone(),
-                            container_name: self.target.container_name.clone(),
-                            kind: self.kind,
-                            success: true,
-                            message: None,
-                            warning: Some(w.clone()),
-                        })
+                        .send(self.event(&id, true, None, Some(w.clone())))
                         .await;
                 }
                 streak = if streak.0 == ok {
@@ -232,18 +243,7 @@ impl Worker {
                         message = message.as_deref().unwrap_or(""),
                         "probe result changed"
                     );
-                    let _ = self
-                        .events
-                        .send(ProbeEvent {
-                            pod_uid: self.target.pod_uid.clone(),
-                            container_id: id.clone(),
-                            container_name: self.target.container_name.clone(),
-                            kind: self.kind,
-                            success: ok,
-                            message,
-                            warning: None,
-                        })
-                        .await;
+                    let _ = self.events.send(self.event(&id, ok, message, None)).await;
                 }
                 // A passed startup probe is not run again; readiness is probed at once.
                 if self.kind == ProbeKind::Startup && last {
