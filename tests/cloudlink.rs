@@ -9,7 +9,7 @@ use cloudhub::{bounded, CloudHub, Event, Lifetime};
 use edged::cloudlink::certs::{self, CertDir};
 use edged::cloudlink::{CloudError, CloudLink, LinkConfig};
 use edged::message::{op, Message, Resource};
-use edged::metamanager::{MetaManager, Store, Table, Upstream};
+use edged::metamanager::{Change, MetaManager, Store, Table, Upstream};
 use serde_json::json;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::atomic::Ordering;
@@ -109,7 +109,7 @@ fn a_certificate_due_for_renewal_is_renewed_with_itself() {
 struct Edge {
     link: CloudLink,
     meta: Arc<MetaManager>,
-    from_meta: async_channel::Receiver<Message>,
+    from_meta: async_channel::Receiver<Change>,
     _task: smol::Task<()>,
     _dir: tempfile::TempDir,
 }
@@ -254,8 +254,8 @@ fn a_downstream_configmap_is_stored_acked_and_a_resend_is_harmless() {
             .unwrap();
         assert_eq!(stored.unwrap()["data"]["k"], "v1");
         assert_eq!(
-            edge.from_meta.recv().await.unwrap().route.resource,
-            "default/configmap/app"
+            edge.from_meta.recv().await.unwrap().to_string(),
+            "change default/configmap/app"
         );
         // The cloud resends (same msg_id) when an ACK is slow: ACKed again, nothing changes.
         hub.send(&m);

@@ -605,7 +605,7 @@ fn a_delete_the_store_cannot_take_at_start_is_named() {
             ["ev-start/pod/late"]
         );
         let handed = rx.try_recv().expect("the delete did not reach edged");
-        assert_eq!(handed.route.resource, "ev-start/pod/late");
+        assert_eq!(handed.to_string(), "delete ev-start/pod/late");
     });
 }
 

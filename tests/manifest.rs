@@ -2,8 +2,7 @@
 //! MetaManager; and `edged get` run as the real binary against a store written here.
 
 use edged::manifest::{self, Source, ANNOTATION_FILE, ANNOTATION_SOURCE};
-use edged::message::Message;
-use edged::metamanager::{MetaManager, Offline, Store, Table};
+use edged::metamanager::{Change, MetaManager, Offline, Store, Table};
 use serde_json::{json, Value};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -17,7 +16,7 @@ struct Rig {
     root: PathBuf,
     dir: PathBuf,
     meta: Arc<MetaManager>,
-    rx: async_channel::Receiver<Message>,
+    rx: async_channel::Receiver<Change>,
 }
 
 impl Rig {
@@ -64,11 +63,12 @@ impl Rig {
         smol::block_on(source.sync(&self.meta))
     }
 
-    /// `operation resource` of every message handed on to edged since the last call.
+    /// Every change handed on to edged since the last call (`insert ns/pod/name`, `change
+    /// ns/configmap/name`).
     fn handed(&self) -> Vec<String> {
         let mut out = Vec::new();
-        while let Ok(m) = self.rx.try_recv() {
-            out.push(format!("{} {}", m.route.operation, m.route.resource));
+        while let Ok(c) = self.rx.try_recv() {
+            out.push(c.to_string());
         }
         out
     }
@@ -78,7 +78,7 @@ impl Rig {
     }
 }
 
-fn open_meta(root: &Path) -> (Arc<MetaManager>, async_channel::Receiver<Message>) {
+fn open_meta(root: &Path) -> (Arc<MetaManager>, async_channel::Receiver<Change>) {
     let store = Arc::new(Store::open(&root.join("meta")).unwrap());
     let (tx, rx) = async_channel::unbounded();
     (Arc::new(MetaManager::new(store, tx, Arc::new(Offline))), rx)
@@ -115,7 +115,10 @@ fn insert_update_delete_through_the_directory() {
         ops(&r),
         ["insert apps/configmap/cfg", "insert default/pod/web"]
     );
-    assert_eq!(rig.handed(), ops(&r));
+    assert_eq!(
+        rig.handed(),
+        ["change apps/configmap/cfg", "insert default/pod/web"]
+    );
     let m = &r.applied[1];
     assert_eq!(
         (m.route.source.as_str(), m.route.group.as_str()),

@@ -372,9 +372,11 @@ fn del_with_the_netns_gone_releases_the_address() {
         cache_dir: net.cache_dir(),
         timeout: Duration::from_secs(30),
     });
-    let pod = PodNetwork {
+    let netns = sandbox::ns_file(&ns_dir, "net");
+    let mut pod = PodNetwork {
         id: "edgedtestdelnetns".into(),
-        netns: sandbox::ns_file(&ns_dir, "net"),
+        netns_pinned: sandbox::is_pinned(&netns),
+        netns,
         namespace: "default".into(),
         name: "gone".into(),
         uid: "u-gone".into(),
@@ -385,6 +387,8 @@ fn del_with_the_netns_gone_releases_the_address() {
     cni.check(&pod).unwrap();
     // A power cut: the namespace is gone, the cache and the reservation stay.
     sandbox::remove(&ns_dir).unwrap();
+    pod.netns_pinned = sandbox::is_pinned(&pod.netns);
+    assert!(!pod.netns_pinned);
     cni.del(&pod).unwrap();
     assert!(net.reservations().is_empty());
     // Again: nothing left to do, still fine.

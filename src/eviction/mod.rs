@@ -23,13 +23,13 @@ pub use decide::{Eviction, PodUsage};
 pub use threshold::{Threshold, Thresholds};
 
 use crate::api::{self, Pod};
-use crate::podmanager::{pod_name, PodManager};
 use crate::runtime::cgroups::Layout;
 use crate::runtime::Runtime;
 use crate::volume::VolumeManager;
 use decide::{ContainerUsage, VolumeUsage};
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The kubelet's eviction monitoring period.
@@ -48,8 +48,23 @@ pub struct Config {
     pub period: Duration,
 }
 
+/// What the eviction manager needs of the pod manager (the kubelet hands its eviction manager
+/// an `ActivePodsFunc` and a `KillPodFunc` the same way): the pods that may still run, where to
+/// measure them, and a way to evict one. The pod manager implements it; this module does not
+/// know the pod manager.
+pub trait Pods {
+    /// The pods that may still run (neither Failed nor Succeeded).
+    fn active_pods(&self) -> Vec<Pod>;
+    /// The runtime their containers run in.
+    fn runtime(&self) -> Arc<dyn Runtime>;
+    /// Their volumes (emptyDir usage).
+    fn volumes(&self) -> Arc<VolumeManager>;
+    /// Stops the pod named by `e` and reports it Failed.
+    fn evict(&self, e: Eviction);
+}
+
 /// Runs the eviction manager for ever.
-pub async fn run(cfg: Config, pm: Rc<PodManager>) {
+pub async fn run<P: Pods>(cfg: Config, pm: Rc<P>) {
     tracing::info!(thresholds = %Thresholds(cfg.thresholds.clone()), every = ?cfg.period, "eviction manager started");
     loop {
         smol::Timer::after(cfg.period).await;
@@ -58,9 +73,9 @@ pub async fn run(cfg: Config, pm: Rc<PodManager>) {
 }
 
 /// One cycle: observe, decide, evict; and make the reserved space again when there is room.
-pub async fn cycle(cfg: &Config, pm: &Rc<PodManager>) -> Vec<Eviction> {
+pub async fn cycle<P: Pods>(cfg: &Config, pm: &Rc<P>) -> Vec<Eviction> {
     let pods = pm.active_pods();
-    let (rt, vols) = (pm.runtime.clone(), pm.volumes.clone());
+    let (rt, vols) = (pm.runtime(), pm.volumes());
     let c = cfg.clone();
     let (obs, usage) = smol::unblock(move || {
         let layout = Layout::detect();
@@ -187,7 +202,7 @@ fn pod_usage(
         containers,
         volumes,
     };
-    tracing::trace!(pod = %pod_name(pod), ?usage, "pod usage");
+    tracing::trace!(pod = %format!("{}/{}", pod.metadata.namespace, pod.metadata.name), ?usage, "pod usage");
     usage
 }
 

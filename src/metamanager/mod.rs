@@ -6,10 +6,14 @@
 //! never lost; handling is idempotent because the cloud resends unacked messages. A query is
 //! answered from the store; a ConfigMap or Secret missing there is asked of the cloud through
 //! [`Upstream`], stored, handed on and ACKed before it is returned.
+//!
+//! What is handed on is a typed [`Change`], one channel, in the order the store took them.
 
+pub mod change;
 pub mod check;
 pub mod store;
 
+pub use change::{Change, PodRef};
 pub use store::{key, Store, StoreError, Table, Write, EXIT_STORE_DAMAGED};
 
 use crate::message::{module, op, Message, Resource};
@@ -133,7 +137,7 @@ impl Upstream for Offline {
 /// The MetaManager: store, hand to edged, acknowledge.
 pub struct MetaManager {
     store: Arc<Store>,
-    to_edged: async_channel::Sender<Message>,
+    to_edged: async_channel::Sender<Change>,
     upstream: Arc<dyn Upstream>,
 }
 
@@ -141,7 +145,7 @@ impl MetaManager {
     /// A MetaManager over `store` that hands object changes to `to_edged`.
     pub fn new(
         store: Arc<Store>,
-        to_edged: async_channel::Sender<Message>,
+        to_edged: async_channel::Sender<Change>,
         upstream: Arc<dyn Upstream>,
     ) -> Self {
         MetaManager {
@@ -353,12 +357,19 @@ impl MetaManager {
         Ok(content)
     }
 
+    /// Hands a stored change on to the pod manager, as a typed [`Change`] (only pods,
+    /// ConfigMaps and Secrets concern it).
     async fn hand_on(&self, msg: Message) {
-        // Only pods, ConfigMaps and Secrets concern edged's workers.
-        let concerns_edged = Resource::parse(&msg.route.resource)
-            .map(|r| matches!(r.kind.as_str(), "pod" | "configmap" | "secret"))
-            .unwrap_or(false);
-        if concerns_edged && self.to_edged.send(msg).await.is_err() {
+        let change = match Change::from_message(&msg) {
+            Ok(Some(c)) => c,
+            Ok(None) => return,
+            Err(e) => {
+                // Pods are checked before they are stored; this is a stored row gone bad.
+                tracing::error!(error = %e, "stored change not handed on");
+                return;
+            }
+        };
+        if self.to_edged.send(change).await.is_err() {
             tracing::debug!("edged is gone; change kept in the store only");
         }
     }
@@ -384,7 +395,7 @@ mod tests {
     fn setup() -> (
         tempfile::TempDir,
         MetaManager,
-        async_channel::Receiver<Message>,
+        async_channel::Receiver<Change>,
     ) {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open(dir.path()).unwrap());
@@ -406,7 +417,10 @@ mod tests {
             let ack = mm.handle(m.clone()).await.unwrap();
             assert_eq!(ack.header.parent_id, m.header.id);
             assert_eq!(ack.content, json!("OK"));
-            assert_eq!(rx.try_recv().unwrap().route.resource, "default/configmap/c");
+            assert_eq!(
+                rx.try_recv().unwrap().to_string(),
+                "change default/configmap/c"
+            );
             // The resend (same msg_id) is ACKed again and changes nothing.
             mm.handle(m).await.unwrap();
             assert!(rx.try_recv().is_err());
@@ -434,7 +448,7 @@ mod tests {
                 "a delete that was not stored was acked"
             );
             let handed = rx.try_recv().expect("the delete did not reach edged");
-            assert_eq!(handed.route.operation, op::DELETE);
+            assert_eq!(handed.to_string(), "delete default/pod/web");
         });
     }
 

@@ -25,6 +25,9 @@ pub struct PodNetwork {
     pub id: String,
     /// The pod's pinned network namespace.
     pub netns: std::path::PathBuf,
+    /// Whether `netns` is still a pinned namespace (the runtime, which pins it, says so): a DEL
+    /// of a pod whose namespace is gone passes an empty CNI_NETNS, as the CNI spec asks.
+    pub netns_pinned: bool,
     /// The pod's namespace, name and uid (CNI_ARGS).
     pub namespace: String,
     /// The pod's name.
@@ -221,7 +224,7 @@ impl Cni {
     pub fn del(&self, pod: &PodNetwork) -> Result<(), String> {
         let lock = self.lock(&pod.id);
         let _g = lock.lock().unwrap_or_else(|p| p.into_inner());
-        let netns = del_netns(&pod.netns, crate::runtime::sandbox::is_pinned(&pod.netns));
+        let netns = del_netns(&pod.netns, pod.netns_pinned);
         let cached = cache::find(&self.cfg.cache_dir, &pod.id, IFNAME);
         if cached.is_empty() {
             if let Some(list) = self.config() {
@@ -417,6 +420,7 @@ fi
         let pod = PodNetwork {
             id: "sb1".into(),
             netns: d.path().join("netns-file"),
+            netns_pinned: false,
             namespace: "default".into(),
             name: "web".into(),
             uid: "u1".into(),

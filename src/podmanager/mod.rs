@@ -6,13 +6,14 @@
 pub mod actions;
 pub mod admission;
 pub mod ephemeral;
+pub mod order;
 pub mod pull;
 pub mod unknown;
 mod worker;
 
 use crate::api::{self, Kind, Pod};
-use crate::message::{op, Message, Resource};
 use crate::metaclient::MetaClient;
+use crate::metamanager::{Change, PodRef};
 use crate::objects::ObjectManager;
 use crate::pleg::PodLifecycleEvent;
 use crate::prober::{ProbeEvent, ProbeManager};
@@ -20,6 +21,7 @@ use crate::runtime::{RootfsProvider, Runtime};
 use crate::status::StatusManager;
 use crate::token::TokenManager;
 use crate::volume::{PodObjects, VolumeManager};
+use order::Seq;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -101,6 +103,21 @@ pub struct Parts {
     pub puller: Option<Rc<pull::Puller>>,
 }
 
+impl crate::eviction::Pods for PodManager {
+    fn active_pods(&self) -> Vec<Pod> {
+        PodManager::active_pods(self)
+    }
+    fn runtime(&self) -> Arc<dyn Runtime> {
+        self.runtime.clone()
+    }
+    fn volumes(&self) -> Arc<VolumeManager> {
+        self.volumes.clone()
+    }
+    fn evict(&self, e: crate::eviction::Eviction) {
+        PodManager::evict(self, e)
+    }
+}
+
 /// `ns/name` of a pod, for logs.
 pub fn pod_name(pod: &Pod) -> String {
     format!("{}/{}", pod.metadata.namespace, pod.metadata.name)
@@ -175,47 +192,69 @@ impl PodManager {
         }
     }
 
-    /// Splits MetaManager's messages into the add, update and delete queues, and runs a task
-    /// for each queue. Returns when `from_meta` closes.
-    pub async fn run(self: Rc<Self>, from_meta: async_channel::Receiver<Message>) {
-        let (add_tx, add_rx) = async_channel::unbounded::<Pod>();
-        let (upd_tx, upd_rx) = async_channel::unbounded::<Pod>();
-        let (del_tx, del_rx) = async_channel::unbounded::<Pod>();
-        let queue = |rx: async_channel::Receiver<Pod>, f: fn(&Rc<PodManager>, Pod)| {
-            let pm = self.clone();
+    /// Splits MetaManager's changes into the add, update and delete queues, and runs a task
+    /// for each queue; ConfigMap and Secret changes are applied as they come. A pod's changes
+    /// take effect in the order MetaManager handed them on, whichever queue task runs first
+    /// (see [`order`]). Returns when `from_meta` closes.
+    pub async fn run(self: Rc<Self>, from_meta: async_channel::Receiver<Change>) {
+        let order = Rc::new(RefCell::new(order::Order::default()));
+        let (add_tx, add_rx) = async_channel::unbounded::<(Seq, Pod)>();
+        let (upd_tx, upd_rx) = async_channel::unbounded::<(Seq, Pod)>();
+        let (del_tx, del_rx) = async_channel::unbounded::<(Seq, PodRef)>();
+        let drained = {
+            let (a, u, d) = (add_tx.clone(), upd_tx.clone(), del_tx.clone());
+            Rc::new(move || a.is_empty() && u.is_empty() && d.is_empty())
+        };
+        let queue = |rx: async_channel::Receiver<(Seq, Pod)>, f: fn(&Rc<PodManager>, Pod)| {
+            let (pm, order, drained) = (self.clone(), order.clone(), drained.clone());
             self.ex.spawn(async move {
-                while let Ok(pod) = rx.recv().await {
-                    f(&pm, pod);
+                while let Ok((seq, pod)) = rx.recv().await {
+                    if order.borrow_mut().admit(&pod_name(&pod), seq) {
+                        f(&pm, pod);
+                    } else {
+                        tracing::debug!(pod = %pod_name(&pod), "change superseded by a newer one");
+                    }
+                    if drained() {
+                        order.borrow_mut().drained();
+                    }
                 }
             })
         };
         let _add = queue(add_rx, |pm, pod| pm.add(pod));
         let _upd = queue(upd_rx, |pm, pod| pm.update(pod));
-        let _del = queue(del_rx, |pm, pod| pm.delete(&pod));
-        while let Ok(msg) = from_meta.recv().await {
-            let Some(res) = Resource::parse(&msg.route.resource) else {
-                continue;
-            };
-            match res.kind.as_str() {
-                "pod" => {
-                    let pod = match decode_pod(&msg.content) {
-                        Ok(p) => p,
-                        Err(e) => {
-                            tracing::error!(error = %e, resource = %msg.route.resource, "pod message refused");
-                            continue;
-                        }
-                    };
-                    let q = match msg.route.operation.as_str() {
-                        op::INSERT => &add_tx,
-                        op::UPDATE => &upd_tx,
-                        op::DELETE => &del_tx,
-                        _ => continue,
-                    };
-                    let _ = q.send(pod).await;
+        let _del = {
+            let (pm, order, drained) = (self.clone(), order.clone(), drained.clone());
+            self.ex.spawn(async move {
+                while let Ok((seq, pod)) = del_rx.recv().await {
+                    if order.borrow_mut().admit(&pod.key(), seq) {
+                        pm.delete(&pod);
+                    } else {
+                        tracing::debug!(pod = %pod.key(), "delete superseded by a newer change");
+                    }
+                    if drained() {
+                        order.borrow_mut().drained();
+                    }
                 }
-                "configmap" => self.object_changed(Kind::ConfigMap, &res.namespace, &res.name),
-                "secret" => self.object_changed(Kind::Secret, &res.namespace, &res.name),
-                _ => {}
+            })
+        };
+        let mut seq: Seq = 0;
+        while let Ok(change) = from_meta.recv().await {
+            seq += 1;
+            match change {
+                Change::PodAdded(pod) => {
+                    let _ = add_tx.send((seq, *pod)).await;
+                }
+                Change::PodUpdated(pod) => {
+                    let _ = upd_tx.send((seq, *pod)).await;
+                }
+                Change::PodDeleted(pod) => {
+                    let _ = del_tx.send((seq, pod)).await;
+                }
+                Change::ObjectChanged {
+                    kind,
+                    namespace,
+                    name,
+                } => self.object_changed(kind, &namespace, &name),
             }
         }
     }
@@ -227,6 +266,22 @@ impl PodManager {
             h.pod = pod.clone();
             let _ = h.tx.try_send(Work::Update(Box::new(pod)));
             return;
+        }
+        // A pod replaced under the same name has a new uid: the old one goes (also when the
+        // old one's delete was superseded by this add, see [`order`]).
+        let replaced: Vec<PodRef> = self
+            .pods
+            .borrow()
+            .iter()
+            .filter(|(u, h)| {
+                h.pod.metadata.namespace == pod.metadata.namespace
+                    && h.pod.metadata.name == pod.metadata.name
+                    && !self.deleting.borrow().contains(*u)
+            })
+            .map(|(_, h)| PodRef::from(&h.pod))
+            .collect();
+        for old in replaced {
+            self.delete(&old);
         }
         // The kubelet's admission: a pod the node cannot run as asked fails here.
         let node = admission::Node {
@@ -264,46 +319,31 @@ impl PodManager {
 
     /// A changed pod: hand the new spec to its worker.
     pub fn update(self: &Rc<Self>, pod: Pod) {
-        let known = self.pods.borrow().contains_key(&pod.metadata.uid);
-        if !known {
-            // A pod replaced under the same name gets a new uid: the old one goes.
-            let old: Vec<Pod> = self
-                .pods
-                .borrow()
-                .values()
-                .filter(|h| {
-                    h.pod.metadata.namespace == pod.metadata.namespace
-                        && h.pod.metadata.name == pod.metadata.name
-                })
-                .map(|h| h.pod.clone())
-                .collect();
-            for o in old {
-                self.delete(&o);
-            }
-            return self.add(pod);
+        if self.pods.borrow().contains_key(&pod.metadata.uid) {
+            tracing::info!(pod = %pod_name(&pod), "pod updated");
         }
-        tracing::info!(pod = %pod_name(&pod), "pod updated");
         self.add(pod);
     }
 
-    /// A deleted pod: its worker stops it and then ends.
-    pub fn delete(&self, pod: &Pod) {
-        let uid = &pod.metadata.uid;
-        let found = self.pods.borrow().get(uid).map(|h| h.tx.clone());
+    /// A deleted pod (by uid, else by namespace/name): its worker stops it and then ends.
+    pub fn delete(&self, pod: &PodRef) {
+        let found = pod
+            .uid
+            .as_ref()
+            .and_then(|uid| self.pods.borrow().get(uid).map(|h| h.tx.clone()));
         let found = found.or_else(|| {
             // A delete may name the pod only: find it by namespace/name.
             self.pods
                 .borrow()
                 .values()
                 .find(|h| {
-                    h.pod.metadata.namespace == pod.metadata.namespace
-                        && h.pod.metadata.name == pod.metadata.name
+                    h.pod.metadata.namespace == pod.namespace && h.pod.metadata.name == pod.name
                 })
                 .map(|h| h.tx.clone())
         });
         match found {
             Some(tx) => {
-                tracing::info!(pod = %pod_name(pod), "pod deleted");
+                tracing::info!(pod = %pod.key(), "pod deleted");
                 let uid = self
                     .pods
                     .borrow()
@@ -315,7 +355,7 @@ impl PodManager {
                 }
                 let _ = tx.try_send(Work::Delete);
             }
-            None => tracing::debug!(pod = %pod_name(pod), "delete of a pod not running here"),
+            None => tracing::debug!(pod = %pod.key(), "delete of a pod not running here"),
         }
     }
 

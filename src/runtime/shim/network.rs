@@ -49,9 +49,11 @@ pub(super) fn net_action(
 
 impl ShimRuntime {
     fn pod_network(&self, sb: &SandboxMeta, config: Option<&PodSandboxConfig>) -> PodNetwork {
+        let netns = sandbox::ns_file(&self.sandbox_dir(&sb.uid).join("ns"), "net");
         PodNetwork {
             id: sb.uid.clone(),
-            netns: sandbox::ns_file(&self.sandbox_dir(&sb.uid).join("ns"), "net"),
+            netns_pinned: sandbox::is_pinned(&netns),
+            netns,
             namespace: sb.namespace.clone(),
             name: sb.name.clone(),
             uid: sb.uid.clone(),
