@@ -50,14 +50,21 @@ impl MetaClient {
         name: &str,
     ) -> Result<Option<T>, MetaError> {
         let resource = Resource::new(namespace, table.resource_type(), name);
+        // The store first, read in place on the caller's thread: the row is decoded straight
+        // from the memory map, with no thread hop and no JSON tree in between.
+        let stored = self
+            .meta
+            .store()
+            .read(table, &key(namespace, name), |bytes| {
+                decode_row::<T>(&resource, bytes)
+            })?;
+        if let Some(object) = stored {
+            return object.map(Some);
+        }
+        // Not stored: MetaManager asks the cloud (and stores the answer).
         match self.meta.query(table, &resource).await? {
             None => Ok(None),
-            Some(v) => api::decode(&resource.to_string(), &v)
-                .map(Some)
-                .map_err(|e| MetaError::BadMessage {
-                    resource: resource.to_string(),
-                    reason: e.to_string(),
-                }),
+            Some(v) => decode_value(&resource, &v).map(Some),
         }
     }
 
@@ -207,5 +214,81 @@ impl MetaClient {
         })
         .await?;
         Ok(n)
+    }
+}
+
+/// Decodes a stored row: straight from its bytes when it is plain, else (a `null` field, or an
+/// error to name) through [`api::decode`], which reads `null` as absent and names the field.
+fn decode_row<T: serde::de::DeserializeOwned>(
+    resource: &Resource,
+    bytes: &[u8],
+) -> Result<T, MetaError> {
+    if let Ok(object) = serde_json::from_slice::<T>(bytes) {
+        return Ok(object);
+    }
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| MetaError::BadMessage {
+            resource: resource.to_string(),
+            reason: format!("stored row is not JSON: {e}"),
+        })?;
+    decode_value(resource, &value)
+}
+
+fn decode_value<T: serde::de::DeserializeOwned>(
+    resource: &Resource,
+    value: &serde_json::Value,
+) -> Result<T, MetaError> {
+    api::decode(&resource.to_string(), value).map_err(|e| MetaError::BadMessage {
+        resource: resource.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metamanager::{Offline, Store};
+    use serde_json::json;
+
+    fn client() -> (tempfile::TempDir, MetaClient) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let (tx, _rx) = async_channel::unbounded();
+        let meta = Arc::new(MetaManager::new(store, tx, Arc::new(Offline)));
+        (dir, MetaClient::new(meta))
+    }
+
+    #[test]
+    fn stored_objects_are_read_in_place_nulls_as_absent_and_bad_rows_named() {
+        let (_d, c) = client();
+        let store = c.meta.store();
+        store
+            .put(
+                Table::ConfigMap,
+                "ns/plain",
+                &json!({"metadata": {"name": "plain"}, "data": {"k": "v"}}),
+            )
+            .unwrap();
+        // Kubernetes clients send `null` for empty fields: read as absent, as Go does.
+        store
+            .put(
+                Table::ConfigMap,
+                "ns/nulls",
+                &json!({"metadata": {"name": "nulls"}, "data": null, "binaryData": {"b": "eA=="}}),
+            )
+            .unwrap();
+        store
+            .put(Table::Secret, "ns/bad", &json!({"data": {"k": 7}}))
+            .unwrap();
+        smol::block_on(async {
+            let cm = c.config_map("ns", "plain").await.unwrap().unwrap();
+            assert_eq!(cm.data["k"], "v");
+            let cm = c.config_map("ns", "nulls").await.unwrap().unwrap();
+            assert!(cm.data.is_empty());
+            assert_eq!(cm.binary_data["b"], "eA==");
+            assert!(c.config_map("ns", "missing").await.unwrap().is_none());
+            let e = c.secret("ns", "bad").await.unwrap_err().to_string();
+            assert!(e.contains("ns/secret/bad") && e.contains("data.k"), "{e}");
+        });
     }
 }

@@ -308,6 +308,26 @@ impl Store {
         }
     }
 
+    /// Reads one row in place: `f` gets the row's bytes as they lie in the store's memory map
+    /// (heed's zero-copy read: no copy, no JSON tree) inside a read transaction, and what it
+    /// returns is the answer. `None`: no such row. A read takes microseconds and never waits
+    /// for a writer (LMDB readers see the last committed state), so callers may read on the
+    /// executor instead of a blocking thread.
+    pub fn read<R>(
+        &self,
+        t: Table,
+        key: &str,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<Option<R>, StoreError> {
+        let rtxn = self.env.read_txn().map_err(err("begin"))?;
+        let row = self.db(t).get(&rtxn, key).map_err(err(format!(
+            "read {}/{}",
+            t.resource_type(),
+            key
+        )))?;
+        Ok(row.map(f))
+    }
+
     /// Writes one row (durable when it returns).
     pub fn put(&self, t: Table, key: &str, value: &serde_json::Value) -> Result<(), StoreError> {
         self.apply(&[Write::Put(t, key.to_string(), value.clone())])
