@@ -30,7 +30,12 @@ pub enum MetaError {
     /// The store failed.
     Store(StoreError),
     /// A message that cannot be acted on (names the resource and the field).
-    BadMessage { resource: String, reason: String },
+    BadMessage {
+        /// The message's `route.resource`, as it came.
+        resource: String,
+        /// What is wrong with it, naming the field.
+        reason: String,
+    },
     /// The cloud did not answer or answered an error.
     Upstream(UpstreamError),
 }
@@ -64,8 +69,11 @@ pub enum UpstreamError {
     Timeout(Duration),
     /// The cloud answered with an error (`ErrStatus` reason and message).
     Status {
+        /// The HTTP status code (`ErrStatus.code`), 0 when absent.
         code: i64,
+        /// `ErrStatus.reason` (`NotFound`, `Forbidden`, ...).
         reason: String,
+        /// `ErrStatus.message`.
         message: String,
     },
     /// The link broke.

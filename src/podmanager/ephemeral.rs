@@ -11,7 +11,10 @@ use crate::runtime::{ContainerState, ContainerStatus};
 #[derive(Clone, Debug, PartialEq)]
 pub enum Plan {
     /// Start it; in the PID namespace of this container (its id) when it has a target.
-    Start { pid_target: Option<String> },
+    Start {
+        /// The id of the target container whose PID namespace it joins (`None`: the pod's).
+        pid_target: Option<String>,
+    },
     /// Not yet: its target container does not run. The waiting message says so.
     Wait(String),
 }
