@@ -212,7 +212,8 @@ pub struct LinkConfig {
     pub server: String,
     /// CloudHub's certificate server, `HOST:PORT` (KubeEdge: 10002).
     pub https_server: String,
-    /// `--node-name` (else the hostname): the Node registered, sent as the `node_id` header and in the websocket path.
+    /// `--node-name` (else the hostname): the Node registered, sent as the `node_id` header
+    /// and in the websocket path.
     pub node: String,
     /// `--project-id`: KubeEdge's project, sent as the `project_id` header and in the websocket
     /// path ([`DEFAULT_PROJECT_ID`] by default).
