@@ -280,8 +280,8 @@ pub struct PodSpec {
     pub service_account_name: Option<String>,
     /// The deprecated alias of `serviceAccountName`, still written by the API server.
     pub service_account: Option<String>,
-    /// `spec.automountServiceAccountToken`: whether the service account token is mounted (None: as
-    /// the service account says).
+    /// `spec.automountServiceAccountToken`: whether the API server's admission adds the token's
+    /// projected volume (None: as the service account says); edged mounts the volumes it finds.
     pub automount_service_account_token: Option<bool>,
     /// `os.name`: `linux` or `windows`; a Linux node refuses `windows` pods.
     pub os: Option<PodOs>,
