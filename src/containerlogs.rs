@@ -19,7 +19,9 @@ use std::time::SystemTime;
 /// Why logs cannot be shown, and what kind of failure it is (the HTTP API's status code).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogsError {
+    /// What kind of failure (the HTTP status to answer).
     pub kind: ErrorKind,
+    /// What is wrong, for people.
     pub message: String,
 }
 
@@ -53,9 +55,13 @@ fn fail(kind: ErrorKind, message: impl Into<String>) -> LogsError {
 /// One container instance's log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
+    /// The pod's namespace.
     pub namespace: String,
+    /// The pod's name.
     pub pod: String,
+    /// The pod's uid (part of its log directory's name).
     pub uid: String,
+    /// The container's name.
     pub container: String,
     /// The instance (its restart count).
     pub attempt: u32,

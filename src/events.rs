@@ -23,7 +23,9 @@ use std::time::{Duration, SystemTime};
 /// Normal or Warning.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum EventType {
+    /// Something expected happened (`Normal`), such as `Pulled` or `Started`.
     Normal,
+    /// Something went wrong (`Warning`), such as `BackOff` or `Unhealthy`.
     Warning,
 }
 
@@ -46,14 +48,20 @@ const MAX_KEYS: usize = 4096;
 /// What the recorder is asked to record about a pod.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PodEvent {
+    /// The pod's namespace (`involvedObject.namespace`).
     pub namespace: String,
+    /// The pod's name (`involvedObject.name`).
     pub pod: String,
+    /// The pod's uid (`involvedObject.uid`).
     pub uid: String,
     /// `spec.containers{app}`, `spec.initContainers{setup}`, `spec.ephemeralContainers{dbg}`,
     /// or empty for the pod.
     pub field_path: String,
+    /// `type`: Normal or Warning.
     pub kind: EventType,
+    /// `reason`: a CamelCase word, such as `Pulling` or `Killing`.
     pub reason: String,
+    /// `message`: what happened, for people.
     pub message: String,
 }
 

@@ -10,29 +10,44 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Operations a message carries (`route.operation`).
 pub mod op {
+    /// Create an object (the cloud sends a new pod, ConfigMap, Secret).
     pub const INSERT: &str = "insert";
+    /// Replace an object with the content.
     pub const UPDATE: &str = "update";
+    /// Change part of an object (edged's pod status and node status patches go up as this).
     pub const PATCH: &str = "patch";
+    /// Delete the object the resource names.
     pub const DELETE: &str = "delete";
+    /// Ask for an object (edged asks the cloud through MetaManager); answered with `response`.
     pub const QUERY: &str = "query";
+    /// The answer to a `query` or a sync message (`parent_msg_id` names it).
     pub const RESPONSE: &str = "response";
+    /// A failed `query` or sync message; the content says why.
     pub const ERROR: &str = "error";
+    /// The cloud link's ping (content `ping`) and its answer.
     pub const KEEPALIVE: &str = "keepalive";
 }
 
 /// Module names used as `route.source` / `route.group`.
 pub mod module {
+    /// edged itself, the source of what it sends up.
     pub const EDGED: &str = "edged";
+    /// The `meta` group: object changes routed through MetaManager.
     pub const META: &str = "meta";
+    /// MetaManager, the source of what it hands on.
     pub const METAMANAGER: &str = "metaManager";
+    /// EdgeHub, KubeEdge's cloud link module.
     pub const EDGEHUB: &str = "edgehub";
+    /// A static pod manifest, the source of what the manifest directory makes.
     pub const MANIFEST: &str = "manifest";
+    /// The `resource` group: edge resources (static pods, the link's keepalive).
     pub const RESOURCE: &str = "resource";
 }
 
 /// Message header: identity, causality and time.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Header {
+    /// `msg_id`: the message's id, a random UUID.
     #[serde(rename = "msg_id", default)]
     pub id: String,
     #[serde(
@@ -40,6 +55,7 @@ pub struct Header {
         default,
         skip_serializing_if = "String::is_empty"
     )]
+    /// `parent_msg_id`: the id of the message this one answers (empty: not an answer).
     pub parent_id: String,
     /// Milliseconds since the Unix epoch.
     #[serde(default)]
@@ -49,9 +65,13 @@ pub struct Header {
         default,
         skip_serializing_if = "String::is_empty"
     )]
+    /// `resourceversion`: the object's `metadata.resourceVersion` the message carries (empty:
+    /// none).
     pub resource_version: String,
+    /// `sync`: the sender waits for a `response` (omitted when false).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub sync: bool,
+    /// `type`: the beehive message type (empty: none).
     #[serde(rename = "type", default, skip_serializing_if = "String::is_empty")]
     pub kind: String,
 }
@@ -59,14 +79,19 @@ pub struct Header {
 /// Where a message goes and what it does.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Route {
+    /// `source`: the module that sent the message, such as `edged` or `edgecontroller`.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub source: String,
+    /// `destination`: the module it is for (empty: by group).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub destination: String,
+    /// `group`: the group of modules it is routed to, such as `meta` or `resource`.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub group: String,
+    /// `operation`: what it does, one of [`op`].
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub operation: String,
+    /// `resource`: the object, `<namespace>/<type>[/<name>]` (see [`Resource`]).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub resource: String,
 }
@@ -74,8 +99,11 @@ pub struct Route {
 /// A beehive message.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Message {
+    /// Identity, causality and time.
     pub header: Header,
+    /// Where it goes and what it does.
     pub route: Route,
+    /// The payload: an object, a status patch, a list, or `null`.
     #[serde(default)]
     pub content: serde_json::Value,
 }
@@ -176,6 +204,7 @@ impl Message {
 pub struct MessageError {
     /// JSON path of the field that is wrong (`.` when the whole document is).
     pub path: String,
+    /// The decoder's message.
     pub reason: String,
 }
 
@@ -257,8 +286,11 @@ mod tests {
 /// `null`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Resource {
+    /// The namespace (`null` for node objects).
     pub namespace: String,
+    /// The resource type, such as `pod`, `configmap`, `podstatus`, `nodestatus`.
     pub kind: String,
+    /// The object's name (empty when the resource names a whole type).
     pub name: String,
 }
 

@@ -1,6 +1,6 @@
 //! Paths built from identifiers (pod uids, namespaces, names, container and volume names).
 //!
-//! Identifiers are checked where objects enter ([`crate::api::validate::pod_identifiers`]);
+//! Identifiers are checked where objects enter ([`crate::api::validate::pod_paths`]);
 //! this module is the second line: [`under`] builds a path from plain components and refuses
 //! anything that would not stay under its base, and [`remove_dir_all_under`] removes a
 //! directory only when it is a real directory directly under the one being cleaned (a symlink

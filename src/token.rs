@@ -39,12 +39,17 @@ const OFFLINE_RETRY: Duration = Duration::from_secs(5);
 /// pod it is bound to.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TokenSpec {
+    /// The pod's namespace (the service account's too).
     pub namespace: String,
+    /// The service account the token is for (`spec.serviceAccountName`).
     pub service_account: String,
+    /// The pod the token is bound to: its name.
     pub pod_name: String,
+    /// The pod the token is bound to: its uid.
     pub pod_uid: String,
     /// Empty: the API server's own audience.
     pub audience: String,
+    /// The requested lifetime, seconds (`expirationSeconds`, 3600 unless the source says).
     pub expiration_seconds: i64,
 }
 

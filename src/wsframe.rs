@@ -17,11 +17,17 @@ use std::fmt;
 
 /// Frame opcodes.
 pub mod opcode {
+    /// A later fragment of a data message.
     pub const CONTINUATION: u8 = 0x0;
+    /// A UTF-8 text message.
     pub const TEXT: u8 = 0x1;
+    /// A binary message.
     pub const BINARY: u8 = 0x2;
+    /// A close frame (payload: status code and reason).
     pub const CLOSE: u8 = 0x8;
+    /// A ping; the peer answers with a pong of the same payload.
     pub const PING: u8 = 0x9;
+    /// A pong: the answer to a ping.
     pub const PONG: u8 = 0xA;
 }
 
@@ -45,6 +51,7 @@ impl std::error::Error for FrameError {}
 pub struct WsMessage {
     /// TEXT or BINARY for data; CLOSE, PING or PONG for control frames.
     pub opcode: u8,
+    /// The message's bytes, fragments joined (a control frame's payload for control frames).
     pub payload: Vec<u8>,
 }
 

@@ -9,13 +9,17 @@ use serde_json::Value;
 pub struct Plan {
     /// `exec` or `attach`.
     pub verb: &'static str,
+    /// The pod's namespace (`-n`, else `default`).
     pub namespace: String,
+    /// The pod's name.
     pub pod: String,
     /// `None`: found through `GET /pods`.
     pub container: Option<String>,
     /// The command and its arguments (exec only).
     pub command: Vec<String>,
+    /// Send this terminal's input to the process (`-i`).
     pub stdin: bool,
+    /// Give the process a terminal (`-t`); its stderr then comes on stdout.
     pub tty: bool,
 }
 

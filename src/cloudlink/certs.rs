@@ -25,7 +25,9 @@ pub struct Identity {
     pub cert: CertificateDer<'static>,
     /// Its EC P-256 key (PKCS #8).
     pub key: PrivatePkcs8KeyDer<'static>,
+    /// The certificate's `notBefore`.
     pub not_before: SystemTime,
+    /// The certificate's `notAfter`: the link needs a new one by then.
     pub not_after: SystemTime,
     /// Where in the lifetime renewal is due, drawn in 0.7..0.9 so nodes do not renew at once.
     pub renew_fraction: f64,

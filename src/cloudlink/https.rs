@@ -13,7 +13,9 @@ const MAX_ANSWER: u64 = 1 << 20;
 /// An HTTP answer: status and body.
 #[derive(Debug)]
 pub struct Answer {
+    /// The HTTP status.
     pub status: u16,
+    /// The body (at most 1 MiB read).
     pub body: Vec<u8>,
 }
 

@@ -37,41 +37,73 @@ pub const DEFAULT_PROJECT_ID: &str = "e632aba927ea4ac2b575ec1603d56f10";
 #[derive(Debug)]
 pub enum CloudError {
     /// A flag value that cannot work.
-    Config { what: String, reason: String },
+    Config {
+        /// The flag or value, such as `cloud server address`.
+        what: String,
+        /// Why it cannot work.
+        reason: String,
+    },
     /// No node certificate and no join token to get one.
     NoToken,
     /// The join token is not `<ca-hash>.<jwt>`.
     BadToken(String),
     /// The CA the server sent is not the one the token names.
     CaHashMismatch {
+        /// The certificate server, `HOST:PORT`.
         server: String,
+        /// The CA hash the token names (hex sha256).
         token: String,
+        /// The sha256 of the CA the server sent (hex).
         server_ca: String,
     },
     /// The certificate server refused the token (or the current certificate).
     TokenRejected {
+        /// The certificate server, `HOST:PORT`.
         server: String,
+        /// The HTTP status it answered.
         status: u16,
+        /// Its answer's body.
         body: String,
     },
     /// An unexpected HTTP answer.
     Http {
+        /// The server, `HOST:PORT`.
         server: String,
+        /// The request path.
         path: String,
+        /// The HTTP status answered.
         status: u16,
+        /// The answer's body, trimmed, its first 200 characters.
         body: String,
     },
     /// Talking to the cloud broke the protocol.
-    Protocol { what: String, reason: String },
+    Protocol {
+        /// What was being done, such as the websocket handshake with a URL.
+        what: String,
+        /// What the cloud did wrong.
+        reason: String,
+    },
     /// Network, TLS or file failure.
     Io {
+        /// What was being done, such as `connecting to HOST:PORT`.
         context: String,
+        /// The failure.
         source: std::io::Error,
     },
     /// A certificate or key that cannot be read or made.
-    Cert { context: String, reason: String },
+    Cert {
+        /// What was being done with the certificate or key.
+        context: String,
+        /// The failure.
+        reason: String,
+    },
     /// No answer in time.
-    Timeout { what: String, after: Duration },
+    Timeout {
+        /// What was being waited for.
+        what: String,
+        /// How long it was waited for.
+        after: Duration,
+    },
 }
 
 impl From<crate::tls::TlsError> for CloudError {
@@ -180,20 +212,30 @@ pub struct LinkConfig {
     pub server: String,
     /// CloudHub's certificate server, `HOST:PORT` (KubeEdge: 10002).
     pub https_server: String,
+    /// `--node-name` (else the hostname): the Node registered, sent as the `node_id` header
+    /// and in the websocket path.
     pub node: String,
+    /// `--project-id`: KubeEdge's project, sent as the `project_id` header and in the websocket
+    /// path ([`DEFAULT_PROJECT_ID`] by default).
     pub project_id: String,
+    /// Where the node certificate, its key and the cloud's CA are kept.
     pub cert_dir: PathBuf,
     /// The join token, needed until the node has a certificate.
     pub token: Option<String>,
+    /// `--heartbeat`: the keepalive period; a link silent for three of them is taken as broken.
     pub heartbeat: Duration,
     /// First reconnect delay; doubles (with jitter) up to `backoff_max`.
     pub backoff_initial: Duration,
+    /// The longest reconnect delay.
     pub backoff_max: Duration,
     /// Extra labels for the registered Node.
     pub node_labels: Vec<(String, String)>,
+    /// `--node-ip`: the node's `InternalIP` address (None: the source address of the default
+    /// route).
     pub node_ip: Option<IpAddr>,
     /// Whose filesystem the node status reports as ephemeral storage.
     pub root_dir: PathBuf,
+    /// `--max-pods`: the node's `pods` capacity and allocatable.
     pub max_pods: u32,
     /// `--port`, reported as the node's kubelet endpoint.
     pub kubelet_port: u16,

@@ -15,25 +15,41 @@ pub const PID_AVAILABLE_MIN_PERCENT: u64 = 10;
 /// What the node status says, as read from the machine.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct NodeFacts {
+    /// The node's name: the `Hostname` address.
     pub hostname: String,
+    /// The `InternalIP` address (None: none reported).
     pub internal_ip: Option<IpAddr>,
+    /// CPUs available to edged: `capacity.cpu`.
     pub cpus: u32,
+    /// `MemTotal`, bytes: `capacity.memory`.
     pub memory_bytes: u64,
+    /// `MemAvailable`, bytes; below [`MEMORY_AVAILABLE_MIN`] is MemoryPressure.
     pub memory_available: u64,
     /// The filesystem holding the root dir.
     pub disk_bytes: u64,
+    /// Bytes available to unprivileged users on that filesystem.
     pub disk_available: u64,
+    /// `/proc/sys/kernel/pid_max` (0: not readable, no PIDPressure).
     pub pid_max: u64,
+    /// Processes running (entries of /proc).
     pub pids: u64,
+    /// `--max-pods`: `capacity.pods`.
     pub max_pods: u32,
+    /// The kernel release (`uname -r`): `nodeInfo.kernelVersion`.
     pub kernel_version: String,
+    /// `PRETTY_NAME` of /etc/os-release: `nodeInfo.osImage`.
     pub os_image: String,
     /// GOARCH spelling: amd64, arm64, arm.
     pub architecture: String,
+    /// /etc/machine-id: `nodeInfo.machineID` and `systemUUID`.
     pub machine_id: String,
+    /// /proc/sys/kernel/random/boot_id: `nodeInfo.bootID`.
     pub boot_id: String,
+    /// `nodeInfo.containerRuntimeVersion`.
     pub runtime_version: String,
+    /// `nodeInfo.kubeletVersion` (`edged/v<version>`).
     pub kubelet_version: String,
+    /// The node is Ready (its runtime is up).
     pub runtime_ready: bool,
     /// Image GC's disk pressure marker, when it could not get under its high threshold.
     pub image_gc_pressure: Option<Marker>,

@@ -46,12 +46,19 @@ const DATA_CHUNK: usize = 32 * 1024;
 /// Tunnel message types (`pkg/stream/constants.go`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
+    /// `LOGS_CONNECT` (0): a `kubectl logs` request to replay against the kubelet API.
     LogsConnect,
+    /// `EXEC_CONNECT` (1): a `kubectl exec` request (upgraded to a stream).
     ExecConnect,
+    /// `METRIC_CONNECT` (2): a stats or metrics request.
     MetricConnect,
+    /// `DATA` (3): bytes of a session, either way.
     Data,
+    /// `REMOVE` (4): the session ends (either way).
     Remove,
+    /// `CLOSE` (5): the cloud closes the tunnel; the data says why.
     Close,
+    /// `ATTACH_CONNECT` (6): a `kubectl attach` request (upgraded to a stream).
     AttachConnect,
 }
 
@@ -87,8 +94,11 @@ impl Kind {
 /// One tunnel message.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TunnelMessage {
+    /// The session (`ConnectID`) the message belongs to.
     pub id: u64,
+    /// What the message is.
     pub kind: Kind,
+    /// The payload: the request for a `*_CONNECT`, the bytes for `DATA`, the reason for `CLOSE`.
     pub data: Vec<u8>,
 }
 
@@ -253,8 +263,11 @@ impl ConnectRequest {
 pub struct StreamConfig {
     /// CloudStream's tunnel server, `HOST:PORT` (KubeEdge: 10004).
     pub server: String,
+    /// The node's name, sent as `SessionHostNameOverride`.
     pub node: String,
+    /// The node's address, sent as `SessionInternalIP` (None: empty).
     pub node_ip: Option<IpAddr>,
+    /// Where the node certificate and the cloud's CA are kept.
     pub cert_dir: PathBuf,
     /// The node's kubelet API the requests are replayed against, `HOST:PORT`.
     pub kubelet_api: String,

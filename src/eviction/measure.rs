@@ -10,9 +10,13 @@ use std::path::Path;
 /// A filesystem's size and free space, in bytes and inodes, as a root user may use it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FsStats {
+    /// The filesystem's size, bytes.
     pub bytes: u64,
+    /// Free bytes, the root-reserved ones included (what the agent, as root, can still write).
     pub bytes_available: u64,
+    /// The filesystem's inode count.
     pub inodes: u64,
+    /// Free inodes.
     pub inodes_free: u64,
 }
 

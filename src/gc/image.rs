@@ -31,9 +31,13 @@ pub struct Policy {
 /// What GC needs to know of an image.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ImageInfo {
+    /// The image's id (`sha256:...`), as the runtime's containers name it.
     pub id: String,
+    /// Its size on disk, bytes.
     pub size: u64,
+    /// When a container last started from it (None: never, so it goes first).
     pub last_used: Option<SystemTime>,
+    /// When it was imported (pulled or loaded).
     pub imported_at: SystemTime,
 }
 
@@ -71,6 +75,7 @@ pub fn used_percent(total: u64, available: u64) -> u8 {
 pub struct Report {
     /// Percent used before and after.
     pub used_before: u8,
+    /// Percent used after the collection.
     pub used_after: u8,
     /// Image ids removed, in order.
     pub removed: Vec<String>,
@@ -78,6 +83,7 @@ pub struct Report {
     pub pressure: bool,
     /// The policy's thresholds, for messages.
     pub high_percent: u8,
+    /// The low threshold: percent used GC frees down to.
     pub low_percent: u8,
     /// How long the pass took (for logs and figures).
     pub took: Duration,

@@ -6,7 +6,7 @@
 //! - [`snapshot`]: per-container rootfs (the [`crate::runtime::RootfsProvider`] side).
 //! - [`archive`] and [`source`]: reading OCI layouts and docker archives.
 //! - [`unpack`]: layer tars to directories, with overlayfs whiteouts.
-//! - [`reference`]: Docker's name normalization.
+//! - [`reference`](mod@reference): Docker's name normalization.
 //! - [`cli`]: `edged image`.
 
 #![warn(missing_docs)]

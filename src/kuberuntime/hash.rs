@@ -12,7 +12,7 @@
 //!
 //! Version 1 (before this) hashed the whole typed JSON with FNV-1a 64 and wrote 16 hex
 //! digits; this version writes 8. A container started by version 1 is compared with the
-//! version-1 hash ([`matches`]), so the switch restarts nothing.
+//! version-1 hash ([`matches()`]), so the switch restarts nothing.
 
 use crate::api::Container;
 use serde_json::Value;

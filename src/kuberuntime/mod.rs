@@ -28,7 +28,9 @@ use std::path::{Path, PathBuf};
 pub struct ConfigError {
     /// `Pod ns/name container c`.
     pub object: String,
+    /// The field path, such as `env[0].valueFrom.configMapKeyRef`.
     pub field: String,
+    /// Why the config cannot be made.
     pub reason: String,
 }
 
@@ -46,13 +48,19 @@ impl std::error::Error for ConfigError {}
 
 /// What a pod's configs are made from beside the pod itself.
 pub struct PodContext<'a> {
+    /// The pod.
     pub pod: &'a Pod,
+    /// The node's name (`spec.nodeName` for the downward API).
     pub node_name: &'a str,
+    /// The node's IP (`status.hostIP` for the downward API).
     pub host_ip: &'a str,
+    /// The pod's first IP (`status.podIP`; None: host network or none yet).
     pub pod_ip: Option<&'a str>,
     /// Every IP of the pod, IPv4 first (`status.podIPs`).
     pub pod_ips: &'a [String],
+    /// The pod's ConfigMaps known locally, by name (for env and volumes).
     pub config_maps: &'a BTreeMap<String, api::ConfigMap>,
+    /// The pod's Secrets known locally, by name.
     pub secrets: &'a BTreeMap<String, api::Secret>,
     /// `--pod-log-dir`.
     pub log_dir: &'a Path,

@@ -19,12 +19,15 @@ pub const DEFAULT_PATH: &str = "/dev/termination-log";
 pub const MAX_BYTES: u64 = 4096;
 /// The log tail used by `FallbackToLogsOnError`: lines and bytes.
 pub const FALLBACK_LINES: usize = 80;
+/// The most bytes of that tail.
 pub const FALLBACK_BYTES: usize = 2048;
 
 /// The policy of a container (`File` unless `FallbackToLogsOnError`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Policy {
+    /// `File`: the message is the file at `terminationMessagePath` only.
     File,
+    /// `FallbackToLogsOnError`: the log tail when the file is empty and the container failed.
     FallbackToLogsOnError,
 }
 

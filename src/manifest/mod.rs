@@ -7,7 +7,7 @@
 //! at start the source finds what it made before (deleting what lost its file).
 //!
 //! Layers: [`read`] (files and documents, after [`depth`] bounds their nesting), [`check`] (one object, as the API server checks it),
-//! [`diff`] (the pure scan/compare core), and [`Source`] (applies changes through MetaManager).
+//! [`diff`](mod@diff) (the pure scan/compare core), and [`Source`] (applies changes through MetaManager).
 
 pub mod check;
 pub mod depth;

@@ -34,10 +34,15 @@ const MAP_SIZE: usize = if cfg!(target_pointer_width = "64") {
 /// The store's tables.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Table {
+    /// Pods (v1 Pod JSON), keyed `<namespace>/<name>`.
     Pod,
+    /// ConfigMaps, keyed `<namespace>/<name>`.
     ConfigMap,
+    /// Secrets, keyed `<namespace>/<name>`.
     Secret,
+    /// The last pod status sent (v1 PodStatus JSON), keyed `<namespace>/<name>`.
     PodStatus,
+    /// The node's own record, keyed `null/<node name>`.
     Node,
     /// Service-account tokens the cloud issued for pods (the TokenRequest answers), keyed by
     /// [`crate::token::row_key`]: `<namespace>/<pod uid>/...`, removed with the pod.
@@ -80,7 +85,9 @@ impl Table {
 /// A store failure, with the operation and the row it concerned.
 #[derive(Debug)]
 pub struct StoreError {
+    /// What was being done, such as `read pod/ns/name`, `commit` or `open <dir>`.
     pub context: String,
+    /// The failure (LMDB, JSON or the filesystem).
     pub source: Box<dyn std::error::Error + Send + Sync>,
 }
 
@@ -140,7 +147,9 @@ fn err<E: std::error::Error + Send + Sync + 'static>(
 /// One write of a batch applied by [`Store::apply`].
 #[derive(Clone, Debug)]
 pub enum Write {
+    /// Writes a row: table, key, value.
     Put(Table, String, serde_json::Value),
+    /// Deletes a row: table, key.
     Delete(Table, String),
 }
 

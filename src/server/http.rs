@@ -12,6 +12,7 @@ const MAX_HEADERS: usize = 64;
 /// A request head.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
+    /// The method, such as `GET` or `POST`, as sent.
     pub method: String,
     /// The path's segments, percent-decoded (`/a/b%20c` is `["a", "b c"]`).
     pub segments: Vec<String>,
@@ -51,7 +52,9 @@ impl Request {
 /// connection closed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpError {
+    /// The HTTP status answered, 400 or 431.
     pub status: u16,
+    /// Why, sent as the body.
     pub message: String,
 }
 

@@ -15,24 +15,38 @@ pub enum Route {
     Pods,
     /// `GET /containerLogs/{namespace}/{pod}/{container}`.
     ContainerLogs {
+        /// The pod's namespace.
         namespace: String,
+        /// The pod's name.
         pod: String,
+        /// The container's name.
         container: String,
     },
     /// `/exec/{namespace}/{pod}[/{uid}]/{container}` (GET or POST, upgraded to a stream).
     Exec {
+        /// The pod's namespace.
         namespace: String,
+        /// The pod's name.
         pod: String,
+        /// The container's name.
         container: String,
     },
     /// `/attach/{namespace}/{pod}[/{uid}]/{container}` (GET or POST, upgraded).
     Attach {
+        /// The pod's namespace.
         namespace: String,
+        /// The pod's name.
         pod: String,
+        /// The container's name.
         container: String,
     },
     /// `/portForward/{namespace}/{pod}[/{uid}]` (GET or POST, upgraded).
-    PortForward { namespace: String, pod: String },
+    PortForward {
+        /// The pod's namespace.
+        namespace: String,
+        /// The pod's name.
+        pod: String,
+    },
     /// `GET /stats/summary`: the kubelet's stats Summary.
     StatsSummary,
     /// `GET /metrics/resource`: CPU and memory as Prometheus text (for metrics-server).
@@ -99,14 +113,18 @@ pub fn route(method: &str, segments: &[String]) -> Route {
 /// The options of a `/containerLogs` request, and whether it asks for the previous instance.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogsQuery {
+    /// `follow`, `tailLines`, `sinceSeconds`, `limitBytes`, `timestamps` and the like.
     pub options: LogOptions,
+    /// `previous`: the logs of the container's last terminated instance.
     pub previous: bool,
 }
 
 /// What an exec or attach asks for: its streams and (exec) its command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamQuery {
+    /// The streams asked for (`stdin`, `stdout`, `stderr`, `tty`).
     pub options: StreamOptions,
+    /// `command`, once per argument (exec only; empty for attach).
     pub command: Vec<String>,
 }
 

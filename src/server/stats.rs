@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 /// What the stats handlers read from, and the CPU samples kept between summaries.
 pub struct StatsCtx {
+    /// Where the figures are read from.
     pub sources: Sources,
+    /// The last CPU sample of each cgroup, for `usageNanoCores`.
     pub rates: RateCache,
 }
 

@@ -15,10 +15,15 @@ use std::path::{Path, PathBuf};
 /// A cgroup's memory figures, in bytes (faults in counts).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Memory {
+    /// `memory.usage_in_bytes` (v1) or `memory.current` (v2): usage, page cache included.
     pub usage: u64,
+    /// Usage less inactive file pages (`total_inactive_file` on v1, `inactive_file` on v2).
     pub working_set: u64,
+    /// Anonymous memory: `total_rss` (v1) or `anon` (v2).
     pub rss: u64,
+    /// `pgfault` of `memory.stat`, a count.
     pub page_faults: u64,
+    /// `pgmajfault` of `memory.stat`, a count.
     pub major_page_faults: u64,
     /// `None`: no limit.
     pub limit: Option<u64>,
@@ -35,7 +40,9 @@ impl Memory {
 /// Which cgroup version's files a directory holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Version {
+    /// cgroup v1: one hierarchy per controller (`memory.usage_in_bytes`, `cpuacct.usage`).
     V1,
+    /// cgroup v2: the unified hierarchy (`memory.current`, `cpu.stat`).
     V2,
 }
 

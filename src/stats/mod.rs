@@ -38,7 +38,9 @@ use summary::*;
 /// Where the stats are read from.
 #[derive(Debug, Clone)]
 pub struct Sources {
+    /// The node's name, written as `node.nodeName`.
     pub node_name: String,
+    /// The cgroup version and mount the runtime makes its cgroups under.
     pub layout: Layout,
     /// `--root-dir`: nodefs, and `images/` under it (imagefs, writable layers), `pods/`
     /// (volumes).
@@ -50,7 +52,9 @@ pub struct Sources {
 /// A pod of the store with its stored status.
 #[derive(Debug, Clone)]
 pub struct PodInfo {
+    /// The pod as stored.
     pub pod: Pod,
+    /// Its status as stored beside it (None: none stored yet).
     pub status: Option<PodStatus>,
 }
 
@@ -82,15 +86,20 @@ pub fn pods_from_store(store: &Store) -> Result<Vec<PodInfo>, String> {
 /// (`/metrics/resource`, the kubelet's `GetCPUAndMemoryStats`, which keeps no rate sample).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
+    /// Everything (`/stats/summary`): CPU, memory, network, filesystems, processes.
     Full,
+    /// CPU and memory only (`/metrics/resource`); no rate sample is kept.
     CpuAndMemory,
 }
 
 /// A running container of a pod: name, runtime id, start time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunningContainer {
+    /// The container's name in the pod spec.
     pub name: String,
+    /// The runtime's container id (without the `containerd://` prefix).
     pub id: String,
+    /// `state.running.startedAt` of the stored status (the epoch when unknown).
     pub started: SystemTime,
 }
 
@@ -126,6 +135,7 @@ pub fn running_containers(status: Option<&PodStatus>) -> Vec<RunningContainer> {
 /// What could not be read in one pass (left out of the figures; logged at debug level).
 #[derive(Debug, Default)]
 pub struct Problems {
+    /// One message per figure that could not be read.
     pub errors: Vec<String>,
 }
 

@@ -13,6 +13,7 @@ pub struct ParseError {
     pub file: String,
     /// The line (1-based; 0: the file as a whole).
     pub line: usize,
+    /// What is wrong.
     pub message: String,
 }
 
@@ -87,10 +88,15 @@ pub fn cpu_stat_usage_ns(file: &str, text: &str) -> Result<u64, ParseError> {
 /// One interface's counters of `/proc/net/dev`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Interface {
+    /// The interface's name, such as `eth0`.
     pub name: String,
+    /// Bytes received (first counter).
     pub rx_bytes: u64,
+    /// Receive errors (third counter).
     pub rx_errors: u64,
+    /// Bytes sent (ninth counter).
     pub tx_bytes: u64,
+    /// Send errors (eleventh counter).
     pub tx_errors: u64,
 }
 
@@ -128,6 +134,7 @@ pub fn net_dev(file: &str, text: &str) -> Result<Vec<Interface>, ParseError> {
 /// iowait, and not guest time, which user time already counts), and the boot time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProcStat {
+    /// CPU time of all CPUs but idle and iowait (guest left out), clock ticks (`USER_HZ`).
     pub busy_ticks: u64,
     /// Seconds since the epoch.
     pub boot_time: u64,

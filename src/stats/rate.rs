@@ -9,7 +9,9 @@ use std::time::SystemTime;
 /// A cumulative CPU usage read at a time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CpuSample {
+    /// When the usage was read.
     pub time: SystemTime,
+    /// The cgroup's cumulative CPU usage, nanoseconds.
     pub usage_ns: u64,
 }
 

@@ -13,46 +13,71 @@ pub enum VolumeError {
     /// A ConfigMap or Secret the pod needs is not known locally (the worker retries once the
     /// object arrives).
     MissingObject {
+        /// The pod, `namespace/name`.
         pod: String,
+        /// The volume's name.
         volume: String,
+        /// ConfigMap or Secret.
         kind: crate::api::Kind,
+        /// The object's name, in the pod's namespace.
         name: String,
     },
     /// `items` names a key the object does not hold (and the volume is not optional).
     MissingKey {
+        /// The pod, `namespace/name`.
         pod: String,
+        /// The volume's name.
         volume: String,
+        /// The object, such as ``ConfigMap `name` ``.
         object: String,
+        /// The key `items[].key` names.
         key: String,
     },
     /// A path from the pod spec (`items[].path`, `subPath`, a key) is not acceptable.
     InvalidPath {
+        /// The pod, `namespace/name`.
         pod: String,
+        /// The volume's name.
         volume: String,
+        /// The path as the spec gives it.
         path: String,
+        /// Why it is refused (absolute, `..`, ...).
         reason: String,
     },
     /// A hostPath is not what its `type` asks for.
     HostPathType {
+        /// The pod, `namespace/name`.
         pod: String,
+        /// The volume's name.
         volume: String,
+        /// The hostPath on the node.
         path: PathBuf,
+        /// The `type` asked for, such as `Directory` or `Socket`.
         expected: String,
+        /// What is there: `missing`, `a directory`, `a regular file`, `a socket`, ...
         found: String,
     },
     /// The volume's spec is wrong or unsupported (no source, a bad `sizeLimit`, bad base64, a
     /// volumeMount naming no volume...).
     InvalidSpec {
+        /// The pod, `namespace/name`.
         pod: String,
+        /// The volume's name (empty for the pod as a whole).
         volume: String,
+        /// What is wrong.
         reason: String,
     },
     /// A filesystem or mount call failed.
     Io {
+        /// The pod, `namespace/name` (its uid in a teardown).
         pod: String,
+        /// The volume's name (empty for the pod as a whole).
         volume: String,
+        /// The call, such as `mount`, `chmod` or `create directory`.
         op: &'static str,
+        /// The path it was made on.
         path: PathBuf,
+        /// The failure.
         source: io::Error,
     },
 }

@@ -21,7 +21,10 @@ const WAIT_SLICE: Duration = Duration::from_secs(60);
 /// Why a container cannot take an exec: HTTP status and message, as the kubelet answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TargetError {
+    /// The HTTP status answered: 404 (no such pod or container), 400 (not running), 500 (the
+    /// runtime failed).
     pub status: u16,
+    /// Why, sent as the body.
     pub message: String,
 }
 

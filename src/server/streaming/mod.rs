@@ -25,16 +25,22 @@ pub const MAX_CHUNK: usize = 32 * 1024;
 /// query; `input`/`output`/`error` in older clients).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct StreamOptions {
+    /// The client sends input.
     pub stdin: bool,
+    /// The client wants the process's output.
     pub stdout: bool,
+    /// The client wants the process's error output (none with a terminal: it goes to stdout).
     pub stderr: bool,
+    /// The process gets a terminal.
     pub tty: bool,
 }
 
 /// A terminal size from the resize stream (JSON `{"Width":80,"Height":24}`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TermSize {
+    /// Columns.
     pub width: u16,
+    /// Rows.
     pub height: u16,
 }
 
@@ -42,9 +48,13 @@ pub struct TermSize {
 /// input; the runtime drops `stdout`/`stderr` when the process's output ends.
 #[derive(Debug, Default)]
 pub struct Streams {
+    /// The client's input (None: not asked for).
     pub stdin: Option<async_channel::Receiver<Vec<u8>>>,
+    /// The process's output to the client (None: not asked for).
     pub stdout: Option<async_channel::Sender<Vec<u8>>>,
+    /// The process's error output to the client (None: not asked for, or a terminal).
     pub stderr: Option<async_channel::Sender<Vec<u8>>>,
+    /// Terminal sizes from the client (None: no terminal or no resize stream).
     pub resize: Option<async_channel::Receiver<TermSize>>,
 }
 

@@ -15,7 +15,9 @@ use std::collections::{HashMap, HashSet};
 /// A stream the client opened.
 #[derive(Debug)]
 pub struct NewStream {
+    /// The stream's id (odd: the client's).
     pub id: u32,
+    /// The SYN_STREAM's headers, such as `streamtype` (`stdin`, `stdout`, `error`, `resize`).
     pub headers: Headers,
     /// The stream's data; closed by its FIN, a reset or the connection's end.
     pub data: async_channel::Receiver<Vec<u8>>,

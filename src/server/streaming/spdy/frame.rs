@@ -31,45 +31,75 @@ pub type Headers = Vec<(String, String)>;
 /// pieces of at most [`crate::server::streaming::MAX_CHUNK`] bytes, `fin` on the last).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
+    /// SYN_STREAM: the peer opens a stream.
     SynStream {
+        /// The new stream's id.
         id: u32,
+        /// The stream it is associated with (0: none).
         associated: u32,
+        /// 0 (highest) to 7.
         priority: u8,
+        /// The sender sends nothing more on it (half-closed).
         fin: bool,
+        /// The stream's headers.
         headers: Headers,
     },
+    /// SYN_REPLY: the answer to a SYN_STREAM.
     SynReply {
+        /// The stream answered.
         id: u32,
+        /// The sender sends nothing more on it.
         fin: bool,
+        /// The reply's headers.
         headers: Headers,
     },
+    /// RST_STREAM: a stream ends abnormally.
     RstStream {
+        /// The stream ended.
         id: u32,
+        /// Why ([`RST_PROTOCOL_ERROR`], [`RST_REFUSED_STREAM`], [`RST_CANCEL`], ...).
         status: u32,
     },
+    /// SETTINGS: the peer's settings.
     Settings {
         /// (flags, id, value) of each entry.
         entries: Vec<(u8, u32, u32)>,
     },
+    /// PING: answered with the same id.
     Ping {
+        /// The ping's id.
         id: u32,
     },
+    /// GOAWAY: the peer takes no new streams.
     GoAway {
+        /// The last stream id the sender handled.
         last_good: u32,
+        /// Why (0: OK).
         status: u32,
     },
+    /// HEADERS: more headers for a stream.
     Headers {
+        /// The stream.
         id: u32,
+        /// The sender sends nothing more on it.
         fin: bool,
+        /// The added headers.
         headers: Headers,
     },
+    /// WINDOW_UPDATE: the sender may take more data.
     WindowUpdate {
+        /// The stream (0: the whole connection).
         id: u32,
+        /// Bytes added to the send window.
         delta: u32,
     },
+    /// DATA: (a piece of) a stream's data.
     Data {
+        /// The stream.
         id: u32,
+        /// The sender sends nothing more on it (on the last piece).
         fin: bool,
+        /// The bytes.
         data: Vec<u8>,
     },
 }

@@ -62,8 +62,12 @@ pub fn is_upgrade(req: &Request) -> bool {
 /// A refused upgrade: the status, extra headers and the message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
+    /// The HTTP status answered.
     pub status: u16,
+    /// Headers added to the answer (`X-Accepted-Stream-Protocol-Versions` when no protocol
+    /// matched).
     pub headers: Vec<(&'static str, String)>,
+    /// Why, sent as the body.
     pub message: String,
 }
 

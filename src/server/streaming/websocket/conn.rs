@@ -30,7 +30,12 @@ pub enum Out {
     Frame(Vec<u8>),
     /// A CLOSE frame: the writer's last. `reply`: an answer to the client's CLOSE (the
     /// connection ends once it is written); else ours (the client's answer is awaited).
-    Close { frame: Vec<u8>, reply: bool },
+    Close {
+        /// The whole CLOSE frame, as written.
+        frame: Vec<u8>,
+        /// Whether it answers the client's CLOSE.
+        reply: bool,
+    },
 }
 
 /// The writer's side of a connection, as the application sees it.

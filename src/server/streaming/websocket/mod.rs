@@ -39,7 +39,9 @@ pub fn is_upgrade(req: &Request) -> bool {
 /// A refused upgrade: the whole HTTP answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
+    /// The HTTP status answered.
     pub status: u16,
+    /// Why, sent as the body.
     pub message: String,
 }
 
