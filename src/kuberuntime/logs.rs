@@ -538,6 +538,22 @@ impl Watch {
         while matches!(self.inotify.read_events(), Ok(ev) if !ev.is_empty()) {}
     }
 
+    /// Drops the events that came, telling whether one of them ends a change: a file closed
+    /// after writing, renamed in or out, or removed. `false` when they only begin one (a file
+    /// made or written to, its writer maybe still writing).
+    pub fn drain(&self) -> bool {
+        use nix::sys::inotify::AddWatchFlags as F;
+        let ends = F::IN_CLOSE_WRITE | F::IN_MOVED_TO | F::IN_MOVED_FROM | F::IN_DELETE;
+        let mut ended = false;
+        while let Ok(events) = self.inotify.read_events() {
+            if events.is_empty() {
+                break;
+            }
+            ended |= events.iter().any(|e| e.mask.intersects(ends));
+        }
+        ended
+    }
+
     /// Waits until something changed or `timeout` passed (blocking).
     pub fn wait(&self, timeout: std::time::Duration) {
         use nix::poll::{PollFd, PollFlags, PollTimeout};
@@ -591,6 +607,26 @@ pub fn copy(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_watch_tells_a_finished_change_from_a_begun_one() {
+        use std::io::Write;
+        let d = tempfile::tempdir().unwrap();
+        let w = Watch::dir(d.path()).unwrap();
+        assert!(!w.drain(), "no event yet");
+        let mut f = std::fs::File::create(d.path().join("pod.yaml")).unwrap();
+        f.write_all(b"kind: Pod\n").unwrap();
+        assert!(!w.drain(), "made and written, still open: begun only");
+        drop(f);
+        assert!(w.drain(), "closed after writing");
+        let other = tempfile::tempdir().unwrap();
+        std::fs::write(other.path().join("b.yaml"), "x").unwrap();
+        std::fs::rename(other.path().join("b.yaml"), d.path().join("b.yaml")).unwrap();
+        assert!(w.drain(), "renamed into place");
+        std::fs::remove_file(d.path().join("b.yaml")).unwrap();
+        assert!(w.drain(), "removed");
+        assert!(!w.drain(), "nothing after");
+    }
     use crate::runtime::logs::cri_line;
     use std::io::Write;
     use std::time::Duration;

@@ -333,9 +333,13 @@ pub async fn keep_reading(mut source: Source, period: Duration, meta: Arc<MetaMa
             match &watch {
                 Some(w) => {
                     let _ = w.readable().await;
-                    // Let a writer finish what it writes in several steps.
-                    smol::Timer::after(Duration::from_millis(50)).await;
-                    w.get_ref().clear();
+                    // A file closed after writing, or renamed into place, is read at once
+                    // (the kubelet reads on every event); one only made or written to yet
+                    // gets 50 ms for its writer to finish what it writes in several steps.
+                    if !w.get_ref().drain() {
+                        smol::Timer::after(Duration::from_millis(50)).await;
+                        w.get_ref().clear();
+                    }
                 }
                 None => std::future::pending::<()>().await,
             }
