@@ -406,6 +406,7 @@ pub struct Flags {
     #[argh(option)]
     pub registry_ca: Vec<Mirror>,
 
+    /// a command to run instead of the agent (get, logs, exec, attach, image)
     #[argh(subcommand)]
     pub command: Option<Command>,
 }
@@ -454,10 +455,15 @@ impl FromStr for ByteRate {
 #[derive(FromArgs, Debug)]
 #[argh(subcommand)]
 pub enum Command {
+    /// `edged attach`: a terminal on a container's own process.
     Attach(AttachCmd),
+    /// `edged exec`: a command in a running container.
     Exec(ExecCmd),
+    /// `edged get`: pods, ConfigMaps, Secrets, the node, from the store.
     Get(GetCmd),
+    /// `edged image`: import, list, pull and remove images.
     Image(crate::images::cli::ImageCmd),
+    /// `edged logs`: a container's log, as `kubectl logs` prints it.
     Logs(LogsCmd),
 }
 

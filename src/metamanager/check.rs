@@ -78,7 +78,10 @@ pub enum Health {
     /// No data yet and never used: LMDB makes a new store.
     New,
     /// A sound file, as of the transaction `txnid`.
-    Sound { txnid: u64 },
+    Sound {
+        /// The id of the last committed transaction (the newer meta page's).
+        txnid: u64,
+    },
 }
 
 /// Checks `dir`'s `data.mdb` before it is mapped. For `edged get` beside a writing agent a

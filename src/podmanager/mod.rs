@@ -32,7 +32,9 @@ use std::time::Duration;
 /// Settings of the pod manager.
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// The node's name (`--node-name`): `spec.nodeName` and the events' host.
     pub node_name: String,
+    /// The node's IP (`status.hostIP`, the downward API's `status.hostIP`).
     pub host_ip: String,
     /// `--pod-log-dir`.
     pub log_dir: PathBuf,
@@ -93,11 +95,17 @@ pub struct PodManager {
 
 /// The parts a pod manager is built from.
 pub struct Parts {
+    /// The container runtime pods run in.
     pub runtime: Arc<dyn Runtime>,
+    /// Where containers' root filesystems come from (the image store).
     pub images: Arc<dyn RootfsProvider>,
+    /// Mounts and refreshes the pods' volumes.
     pub volumes: Arc<VolumeManager>,
+    /// The door to MetaManager (ConfigMaps, Secrets, statuses).
     pub meta: MetaClient,
+    /// Keeps and sends the pods' statuses.
     pub status: Rc<StatusManager>,
+    /// Runs the pods' probes.
     pub prober: Rc<ProbeManager>,
     /// Pulls missing images (`None`: images come only from archives).
     pub puller: Option<Rc<pull::Puller>>,
