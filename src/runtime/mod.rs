@@ -21,9 +21,13 @@ use std::time::{Duration, SystemTime};
 
 /// Labels every container carries, so a relist can tell which pod and container it is.
 pub mod labels {
+    /// The pod's `metadata.uid`.
     pub const POD_UID: &str = "io.kubernetes.pod.uid";
+    /// The pod's `metadata.name`.
     pub const POD_NAME: &str = "io.kubernetes.pod.name";
+    /// The pod's `metadata.namespace`.
     pub const POD_NAMESPACE: &str = "io.kubernetes.pod.namespace";
+    /// The container's name in the pod spec.
     pub const CONTAINER_NAME: &str = "io.kubernetes.container.name";
     /// Hash of the container's spec, to see an update that changes it.
     pub const CONTAINER_HASH: &str = "io.kubernetes.container.hash";
@@ -41,7 +45,9 @@ pub struct RuntimeError {
     pub op: String,
     /// Where in a container's creation and start it failed.
     pub stage: Stage,
+    /// What kind of failure it is (what a caller may do about it).
     pub kind: ErrorKind,
+    /// Why, as the backend or the OS said it.
     pub message: String,
 }
 
@@ -133,20 +139,28 @@ pub type Result<T> = std::result::Result<T, RuntimeError>;
 /// What a pod's sandbox (its shared namespaces and cgroup parent) is made from.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct PodSandboxConfig {
+    /// The pod's uid (the sandbox's id).
     pub uid: String,
+    /// The pod's namespace.
     pub namespace: String,
+    /// The pod's name.
     pub name: String,
     /// Hostname inside the pod (the pod name unless `spec.hostname`).
     pub hostname: String,
+    /// `spec.hostNetwork`: the pod uses the node's network (and UTS) namespace.
     pub host_network: bool,
+    /// `spec.hostPID`: the pod's containers see the node's processes.
     pub host_pid: bool,
+    /// `spec.hostIPC`: the pod uses the node's IPC namespace.
     pub host_ipc: bool,
     /// One PID namespace for all the pod's containers (`shareProcessNamespace`).
     pub share_process_namespace: bool,
     /// Lines of the pod's /etc/hosts and /etc/resolv.conf, written by the runtime into the
     /// sandbox directory and bind-mounted into every container.
     pub hosts: String,
+    /// The pod's resolv.conf (see `hosts`).
     pub resolv_conf: String,
+    /// The pod's labels.
     pub labels: BTreeMap<String, String>,
     /// What CNI plugins get as capability arguments (hostPorts, bandwidth, DNS).
     pub network: crate::network::Capabilities,
@@ -155,8 +169,11 @@ pub struct PodSandboxConfig {
 /// A pod's sandbox as the runtime holds it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Sandbox {
+    /// The pod's uid.
     pub uid: String,
+    /// The pod's namespace.
     pub namespace: String,
+    /// The pod's name.
     pub name: String,
     /// The pod's network namespace (`None` for hostNetwork pods): probes enter it.
     pub netns: Option<PathBuf>,
@@ -164,15 +181,20 @@ pub struct Sandbox {
     pub ip: Option<String>,
     /// All the pod's IPs (IPv4 first; `ip` is the first).
     pub ips: Vec<String>,
+    /// Its namespaces are pinned and its network attached: containers can join it.
     pub ready: bool,
+    /// When it was made.
     pub created_at: SystemTime,
 }
 
 /// A bind mount into a container.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Mount {
+    /// The file or directory on the node.
     pub host_path: PathBuf,
+    /// Where it appears in the container (`volumeMounts[].mountPath`, with any subPath).
     pub container_path: String,
+    /// Mounted read-only.
     pub read_only: bool,
 }
 
@@ -183,13 +205,16 @@ pub struct Resources {
     pub cpu_limit_millis: Option<i64>,
     /// CPU request in millicores (shares).
     pub cpu_request_millis: Option<i64>,
+    /// Memory limit in bytes (`memory.max`).
     pub memory_limit_bytes: Option<i64>,
 }
 
 /// Security settings of a container (pod-level ones already merged in).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Security {
+    /// `runAsUser` (`None`: the image's user).
     pub run_as_user: Option<u32>,
+    /// `runAsGroup` (`None`: the user's primary group).
     pub run_as_group: Option<u32>,
     /// supplementalGroups and fsGroup.
     pub supplemental_groups: Vec<u32>,
@@ -202,11 +227,15 @@ pub struct Security {
     /// `appArmorProfile` (the container's, else the pod's, else the runtime default where
     /// the host has AppArmor).
     pub apparmor: apparmor::AppArmor,
+    /// `privileged`: every capability, every device, no seccomp, writable /sys.
     pub privileged: bool,
+    /// `readOnlyRootFilesystem`.
     pub read_only_rootfs: bool,
     /// Capability names as Kubernetes writes them (`NET_ADMIN`, `ALL`).
     pub capabilities_add: Vec<String>,
+    /// Capability names to drop (`ALL` drops every one, then `add` applies).
     pub capabilities_drop: Vec<String>,
+    /// `allowPrivilegeEscalation: false`.
     pub no_new_privileges: bool,
 }
 
@@ -222,19 +251,28 @@ pub struct ContainerConfig {
     /// `command`/`args` as the pod gives them (after `$(VAR)` expansion); the runtime merges
     /// them with the image's Entrypoint/Cmd as Kubernetes does.
     pub command: Vec<String>,
+    /// `args` (see `command`).
     pub args: Vec<String>,
+    /// `workingDir` (`None`: the image's).
     pub working_dir: Option<String>,
+    /// The environment, resolved (ConfigMaps, Secrets, the downward API), in order.
     pub env: Vec<(String, String)>,
+    /// Volume mounts and the pod's own files (hosts, resolv.conf, termination log).
     pub mounts: Vec<Mount>,
     /// Where the CRI-format log of this instance goes.
     pub log_path: PathBuf,
+    /// Its cgroup limits.
     pub resources: Resources,
+    /// Its security settings.
     pub security: Security,
+    /// The labels of [`labels`] the runtime keeps with it.
     pub labels: BTreeMap<String, String>,
     /// The process keeps a stdin open for attach (`stdin`); closed after the first attach
     /// session (`stdin_once`); a terminal (`tty`).
     pub stdin: bool,
+    /// See `stdin`.
     pub stdin_once: bool,
+    /// See `stdin`.
     pub tty: bool,
     /// The id of a running container of the same pod whose PID namespace this one joins
     /// instead of the pod's (an ephemeral container's `targetContainerName`).
@@ -244,9 +282,13 @@ pub struct ContainerConfig {
 /// The state of a container.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ContainerState {
+    /// Made, its process not started.
     Created,
+    /// Its process runs.
     Running,
+    /// Its process ended (see the exit code).
     Exited,
+    /// The runtime cannot tell (its shim is gone or does not answer).
     Unknown,
 }
 
@@ -268,23 +310,37 @@ pub fn hosts_with_ip(hosts: &str, ip: &str) -> String {
 /// A container as the runtime reports it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ContainerStatus {
+    /// The container's id (32 hex characters).
     pub id: String,
+    /// The uid of the pod it belongs to.
     pub pod_uid: String,
+    /// Its name in the pod spec.
     pub name: String,
+    /// Its restart count (0 for the first instance).
     pub attempt: u32,
+    /// The image reference it was created from.
     pub image: String,
     /// The image's digest (`sha256:...`).
     pub image_id: String,
+    /// Its state now.
     pub state: ContainerState,
+    /// Its process's pid on the node, while it runs.
     pub pid: Option<u32>,
+    /// When it was created.
     pub created_at: SystemTime,
+    /// When its process started.
     pub started_at: Option<SystemTime>,
+    /// When its process ended.
     pub finished_at: Option<SystemTime>,
+    /// How its process ended (128 + n for signal n).
     pub exit_code: Option<i32>,
     /// `Completed`, `Error`, `OOMKilled`, or a runtime error's text.
     pub reason: Option<String>,
+    /// The termination message, or more of a runtime error.
     pub message: Option<String>,
+    /// Its CRI-format log file.
     pub log_path: PathBuf,
+    /// The labels it was created with ([`labels`]).
     pub labels: BTreeMap<String, String>,
 }
 
@@ -324,19 +380,26 @@ impl ContainerStatus {
 /// Output of a command run in a container.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ExecResult {
+    /// The command's exit code.
     pub exit_code: i32,
+    /// What it wrote to stdout.
     pub stdout: Vec<u8>,
+    /// What it wrote to stderr.
     pub stderr: Vec<u8>,
 }
 
 /// What an interactive exec runs and which of its streams the caller wants.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ExecSpec {
+    /// The command and its arguments.
     pub cmd: Vec<String>,
     /// A terminal: stdout and stderr are one stream (stdout), resizes apply.
     pub tty: bool,
+    /// The caller writes the process's stdin.
     pub stdin: bool,
+    /// The caller reads its stdout.
     pub stdout: bool,
+    /// The caller reads its stderr (not with a terminal).
     pub stderr: bool,
 }
 
@@ -344,11 +407,14 @@ pub struct ExecSpec {
 /// FIFOs, opened before the process started, so nothing it writes is lost).
 #[derive(Debug)]
 pub struct ExecIo {
+    /// The exec's id in its shim.
     pub exec_id: String,
     /// Writing end of the process's stdin; its end of input is this dropped, then
     /// [`Runtime::exec_close_stdin`].
     pub stdin: Option<std::fs::File>,
+    /// Reading end of its stdout (with a terminal: all its output).
     pub stdout: Option<std::fs::File>,
+    /// Reading end of its stderr.
     pub stderr: Option<std::fs::File>,
 }
 
@@ -369,8 +435,11 @@ pub struct AttachIo {
 /// A container exit the runtime saw (a hint: [`Runtime::container_status`] is the truth).
 #[derive(Clone, Debug, PartialEq)]
 pub struct ExitEvent {
+    /// The container whose process exited.
     pub container_id: String,
+    /// Its exit code.
     pub exit_code: i32,
+    /// When it exited.
     pub at: SystemTime,
 }
 
@@ -429,10 +498,13 @@ pub trait Runtime: Send + Sync {
 pub struct ImageSpec {
     /// The image id: its config digest, `sha256:...`.
     pub id: String,
+    /// `config.Entrypoint`.
     pub entrypoint: Vec<String>,
+    /// `config.Cmd`.
     pub cmd: Vec<String>,
     /// `KEY=value` entries.
     pub env: Vec<String>,
+    /// `config.WorkingDir` (empty: `/`).
     pub working_dir: String,
     /// `uid`, `uid:gid`, or a name (resolved by the runtime from the rootfs /etc/passwd).
     pub user: String,
@@ -444,7 +516,9 @@ pub struct ImageSpec {
 pub struct RootfsMount {
     /// `overlay`, `bind`, ...
     pub kind: String,
+    /// What is mounted (a directory, or the overlay's `overlay`).
     pub source: String,
+    /// Mount options (`lowerdir=...`, `rbind`, `ro`).
     pub options: Vec<String>,
 }
 

@@ -106,7 +106,9 @@ pub struct PodContext {
     pub hostname: Option<String>,
     /// Namespace files to join; `None` means the host's namespace.
     pub netns: Option<PathBuf>,
+    /// The pod's IPC namespace file (`None`: the host's).
     pub ipcns: Option<PathBuf>,
+    /// The pod's UTS namespace file (`None`: the host's).
     pub utsns: Option<PathBuf>,
     /// A PID namespace of the container's own unless the pod is hostPID...
     pub host_pid: bool,
@@ -114,7 +116,9 @@ pub struct PodContext {
     pub pidns: Option<PathBuf>,
     /// The pod's files bind-mounted at /etc/hosts, /etc/resolv.conf and /etc/hostname.
     pub hosts_file: Option<PathBuf>,
+    /// Mounted at /etc/resolv.conf.
     pub resolv_file: Option<PathBuf>,
+    /// Mounted at /etc/hostname.
     pub hostname_file: Option<PathBuf>,
 }
 
