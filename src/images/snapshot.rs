@@ -164,10 +164,17 @@ impl ImageStore {
         }
         let data = serde_json::to_vec(&meta).unwrap_or_default();
         save_file(&meta_path, &data)?;
-        if let Some(i) = index.images.iter_mut().find(|i| i.id == img.id) {
+        // Image GC's LRU time is set here on an image's first use only: an image in use is
+        // never collected, and `release` sets the time when a container lets it go. Not
+        // rewriting the index (two fsyncs) on every container start keeps it off the path.
+        if let Some(i) = index
+            .images
+            .iter_mut()
+            .find(|i| i.id == img.id && i.last_used.is_none())
+        {
             i.last_used = Some(now_secs());
+            index.save(&self.index_path())?;
         }
-        index.save(&self.index_path())?;
         Ok(RootfsMount {
             kind: "overlay".into(),
             source: "overlay".into(),
