@@ -12,6 +12,7 @@ pub mod handlers;
 pub mod hpack;
 
 use crate::api::{Container, ContainerPort, Probe};
+use crate::clock::{SharedClock, SystemClock};
 use crate::runtime::Runtime;
 use handlers::Outcome;
 use std::cell::RefCell;
@@ -69,6 +70,8 @@ type Key = (String, ProbeKind);
 pub struct ProbeManager {
     ex: Rc<smol::LocalExecutor<'static>>,
     runtime: Arc<dyn Runtime>,
+    /// What probe periods and initial delays are read and waited on.
+    clock: SharedClock,
     events: async_channel::Sender<ProbeEvent>,
     results: Rc<RefCell<HashMap<Key, bool>>>,
     workers: RefCell<HashMap<String, Vec<smol::Task<()>>>>,
@@ -81,9 +84,20 @@ impl ProbeManager {
         runtime: Arc<dyn Runtime>,
         events: async_channel::Sender<ProbeEvent>,
     ) -> Rc<Self> {
+        Self::with_clock(ex, runtime, events, SystemClock::shared())
+    }
+
+    /// A manager as [`ProbeManager::new`] whose probes keep time on `clock`.
+    pub fn with_clock(
+        ex: Rc<smol::LocalExecutor<'static>>,
+        runtime: Arc<dyn Runtime>,
+        events: async_channel::Sender<ProbeEvent>,
+        clock: SharedClock,
+    ) -> Rc<Self> {
         Rc::new(ProbeManager {
             ex,
             runtime,
+            clock,
             events,
             results: Rc::new(RefCell::new(HashMap::new())),
             workers: RefCell::new(HashMap::new()),
@@ -116,6 +130,7 @@ impl ProbeManager {
                 wake_readiness: wake_readiness.clone(),
                 woken: woken.clone(),
                 runtime: self.runtime.clone(),
+                clock: self.clock.clone(),
                 results: self.results.clone(),
                 events: self.events.clone(),
             };
@@ -156,6 +171,7 @@ struct Worker {
     /// The readiness worker's wake-up.
     woken: async_channel::Receiver<()>,
     runtime: Arc<dyn Runtime>,
+    clock: SharedClock,
     results: Rc<RefCell<HashMap<Key, bool>>>,
     events: async_channel::Sender<ProbeEvent>,
 }
@@ -188,11 +204,13 @@ impl Worker {
         let mut last = self.kind.initial();
         let mut streak: (bool, i32) = (last, 0);
         loop {
-            let since_start = SystemTime::now()
+            let since_start = self
+                .clock
+                .now_wall()
                 .duration_since(self.target.started_at)
                 .unwrap_or_default();
             if since_start < delay {
-                smol::Timer::after(delay - since_start).await;
+                self.clock.sleep(delay - since_start).await;
                 continue;
             }
             let startup_pending = self.kind != ProbeKind::Startup
@@ -253,17 +271,12 @@ impl Worker {
             }
             if self.kind == ProbeKind::Readiness {
                 let woken = self.woken.clone();
-                smol::future::or(
-                    async {
-                        smol::Timer::after(period).await;
-                    },
-                    async {
-                        let _ = woken.recv().await;
-                    },
-                )
+                smol::future::or(self.clock.sleep(period), async {
+                    let _ = woken.recv().await;
+                })
                 .await;
             } else {
-                smol::Timer::after(period).await;
+                self.clock.sleep(period).await;
             }
         }
     }

@@ -6,6 +6,7 @@
 pub mod generate;
 
 use crate::api::{Pod, PodStatus};
+use crate::clock::{SharedClock, SystemClock};
 use crate::metaclient::MetaClient;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -23,14 +24,22 @@ struct Entry {
 /// The status manager (lives on the agent's local executor).
 pub struct StatusManager {
     meta: MetaClient,
+    /// What the send period is waited on.
+    clock: SharedClock,
     pods: RefCell<HashMap<String, Entry>>,
 }
 
 impl StatusManager {
     /// A status manager writing through `meta`.
     pub fn new(meta: MetaClient) -> Rc<Self> {
+        Self::with_clock(meta, SystemClock::shared())
+    }
+
+    /// A status manager writing through `meta`, its send period waited on `clock`.
+    pub fn with_clock(meta: MetaClient, clock: SharedClock) -> Rc<Self> {
         Rc::new(StatusManager {
             meta,
+            clock,
             pods: RefCell::new(HashMap::new()),
         })
     }
@@ -134,7 +143,7 @@ impl StatusManager {
     /// The upstream loop: every `period`, send what changed.
     pub async fn run(self: Rc<Self>, period: Duration) {
         loop {
-            smol::Timer::after(period).await;
+            self.clock.sleep(period).await;
             self.flush().await;
         }
     }
