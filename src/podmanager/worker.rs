@@ -1223,18 +1223,4 @@ async fn join_all<F: std::future::Future<Output = ()> + Unpin>(mut futs: Vec<F>)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_failing_sandbox_backs_off() {
-        let mut d = None;
-        let mut seen = Vec::new();
-        for _ in 0..8 {
-            let n = sandbox_backoff(d);
-            seen.push(n.as_secs());
-            d = Some(n);
-        }
-        assert_eq!(seen, [5, 10, 20, 40, 80, 160, 300, 300]);
-    }
-}
+mod tests;
