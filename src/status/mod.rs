@@ -170,6 +170,84 @@ mod tests {
         }
     }
 
+    /// A cloud that takes everything sent to it.
+    #[derive(Default)]
+    struct Cloud(std::sync::Mutex<Vec<crate::message::Message>>);
+
+    impl crate::metamanager::Upstream for Cloud {
+        fn is_online(&self) -> bool {
+            true
+        }
+        fn request(
+            &self,
+            _: crate::message::Message,
+            _: Duration,
+        ) -> smol::future::Boxed<Result<crate::message::Message, crate::metamanager::UpstreamError>>
+        {
+            Box::pin(async { Err(crate::metamanager::UpstreamError::Offline) })
+        }
+        fn send(
+            &self,
+            msg: crate::message::Message,
+        ) -> smol::future::Boxed<Result<(), crate::metamanager::UpstreamError>> {
+            self.0.lock().unwrap_or_else(|p| p.into_inner()).push(msg);
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    /// Changed statuses go up once per period, the newest of them; an unchanged one not again.
+    #[test]
+    fn statuses_are_sent_once_per_period() {
+        use crate::clock::ManualClock;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("meta")).unwrap());
+        let (tx, _rx) = async_channel::unbounded();
+        let cloud = Arc::new(Cloud::default());
+        let client = MetaClient::new(Arc::new(MetaManager::new(store, tx, cloud.clone())));
+        let clock = ManualClock::new();
+        let sm = StatusManager::with_clock(client, clock.shared());
+        let ex = smol::LocalExecutor::new();
+        let _task = ex.spawn(sm.clone().run(Duration::from_secs(10)));
+        let sent = || -> Vec<String> {
+            let msgs = cloud.0.lock().unwrap();
+            msgs.iter()
+                .map(|m| {
+                    let patch: serde_json::Value =
+                        serde_json::from_str(m.content.as_str().unwrap_or("")).unwrap_or_default();
+                    patch["status"]["phase"].as_str().unwrap_or("").to_string()
+                })
+                .collect()
+        };
+        let settle = || {
+            for _ in 0..2 {
+                while ex.try_tick() {}
+                assert_eq!(clock.sleepers(), 1, "the loop waits for its period");
+            }
+        };
+        smol::block_on(ex.run(sm.set(&pod("u1"), status("Pending"))));
+        settle();
+        clock.advance(Duration::from_secs(9));
+        settle();
+        assert!(sent().is_empty(), "sent before the period");
+        clock.advance(Duration::from_secs(1));
+        settle();
+        assert_eq!(sent(), ["Pending"]);
+        clock.advance(Duration::from_secs(10));
+        settle();
+        assert_eq!(sent(), ["Pending"], "an unchanged status is not sent again");
+        smol::block_on(ex.run(async {
+            sm.set(&pod("u1"), status("Running")).await;
+            sm.set(&pod("u1"), status("Succeeded")).await;
+        }));
+        clock.advance(Duration::from_secs(10));
+        settle();
+        assert_eq!(
+            sent(),
+            ["Pending", "Succeeded"],
+            "the newest of a period's changes"
+        );
+    }
+
     #[test]
     fn removing_an_old_pod_keeps_the_status_of_its_successor() {
         let dir = tempfile::tempdir().unwrap();
