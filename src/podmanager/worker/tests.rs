@@ -27,7 +27,7 @@ struct Node {
     pm: Rc<PodManager>,
     pleg: Pleg,
     _to_pods: async_channel::Receiver<crate::message::Message>,
-    _probes: async_channel::Receiver<crate::prober::ProbeEvent>,
+    probes: async_channel::Receiver<crate::prober::ProbeEvent>,
     _dir: tempfile::TempDir,
 }
 
@@ -78,34 +78,39 @@ impl Node {
             pm,
             pleg,
             _to_pods: to_pods,
-            _probes: probes,
+            probes,
             _dir: dir,
         }
     }
 
-    /// Runs the tasks until each pod worker is parked on its timer (one sleep on the clock
-    /// per pod) and nothing else is left to run.
+    /// Runs the tasks until each pod worker and each probed container's probe is parked on
+    /// its timer (one sleep on the clock each: the tests give a container one probe at
+    /// most) and nothing else is left to run.
     fn settle(&self) {
-        self.settle_with(self.pm.pod_uids().len());
+        self.settle_with(|n| n.pm.pod_uids().len() + n.pm.prober.probed().len());
     }
 
-    /// Runs the tasks until `sleepers` sleeps wait on the clock and nothing is left to run
-    /// (twice in a row, a little apart: blocking calls end on other threads).
-    fn settle_with(&self, sleepers: usize) {
+    /// Runs the tasks until as many sleeps as `sleepers` says (as things are now) wait on
+    /// the clock and nothing is left to run (twice in a row, a little apart: blocking calls
+    /// end on other threads).
+    fn settle_with(&self, sleepers: impl Fn(&Node) -> usize) {
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut quiet = 0;
         while quiet < 2 {
             if self.ex.try_tick() {
                 while self.ex.try_tick() {}
                 quiet = 0;
-            } else if self.clock.sleepers() >= sleepers {
+            } else if self.clock.sleepers() >= sleepers(self) {
                 quiet += 1;
             }
             std::thread::sleep(Duration::from_micros(500));
             assert!(
                 Instant::now() < deadline,
-                "the tasks never all went to sleep ({} of {sleepers} asleep)",
-                self.clock.sleepers()
+                "the tasks never all went to sleep ({} of {} asleep); probed {:?}; calls {:#?}",
+                self.clock.sleepers(),
+                sleepers(self),
+                self.pm.prober.probed(),
+                self.rt.calls()
             );
         }
     }
@@ -132,6 +137,14 @@ impl Node {
         let events = smol::block_on(self.ex.run(self.pleg.relist()));
         for e in &events {
             self.pm.on_lifecycle_event(e);
+        }
+        self.settle();
+    }
+
+    /// Hands the probe results that changed to the workers, as the agent does.
+    fn forward_probes(&self) {
+        while let Ok(e) = self.probes.try_recv() {
+            self.pm.on_probe_event(&e);
         }
         self.settle();
     }
@@ -511,7 +524,7 @@ fn pleg_relists_at_its_period_and_on_exits() {
     let pleg = Rc::new(Pleg::with_clock(n.rt.clone(), n.clock.shared()));
     let (tx, rx) = async_channel::unbounded();
     let _task = n.ex.spawn(pleg.run(Duration::from_secs(1), tx));
-    n.settle_with(1);
+    n.settle_with(|_| 1);
     n.rt.run_pod_sandbox(&crate::runtime::PodSandboxConfig {
         uid: "u1".into(),
         ..Default::default()
@@ -523,10 +536,10 @@ fn pleg_relists_at_its_period_and_on_exits() {
     };
     let a = n.rt.create_container("u1", &cfg).expect("create");
     n.rt.start_container(&a).expect("start");
-    n.settle_with(1);
+    n.settle_with(|_| 1);
     assert!(rx.try_recv().is_err(), "relisted before its period");
     n.clock.advance(Duration::from_secs(1));
-    n.settle_with(1);
+    n.settle_with(|_| 1);
     let e = rx.try_recv().expect("an event after the period");
     assert_eq!(
         (e.container_id.as_str(), e.kind),
@@ -550,4 +563,79 @@ fn a_failing_sandbox_backs_off() {
         d = Some(n);
     }
     assert_eq!(seen, [5, 10, 20, 40, 80, 160, 300, 300]);
+}
+
+/// A liveness probe failing failureThreshold times kills the container, which then restarts
+/// (restartPolicy Always) as a new instance, probed again.
+#[test]
+fn a_failed_liveness_probe_restarts_the_container() {
+    let n = Node::new();
+    let mut app = container("app");
+    app["livenessProbe"] = json!({
+        "exec": {"command": ["healthy"]},
+        "periodSeconds": 10,
+        "failureThreshold": 3,
+    });
+    n.pm.add(pod(
+        "u1",
+        json!({"containers": [app], "terminationGracePeriodSeconds": 7}),
+    ));
+    n.until("app probed", |n| n.pm.prober.probed().len() == 1);
+    n.settle();
+    let first = n.rt.instances("app")[0].id.clone();
+    n.rt.set_exec(
+        "app",
+        Ok(crate::runtime::ExecResult {
+            exit_code: 1,
+            stdout: b"sick".to_vec(),
+            stderr: Vec::new(),
+        }),
+    );
+    n.rt.clear_calls();
+    for _ in 0..2 {
+        n.advance(Duration::from_secs(10));
+        n.forward_probes();
+    }
+    assert!(
+        !n.rt
+            .calls()
+            .iter()
+            .any(|c| matches!(c, Call::StopContainer { .. })),
+        "killed before failureThreshold: {:?}",
+        n.rt.calls()
+    );
+    n.advance(Duration::from_secs(10));
+    n.forward_probes();
+    n.until("app killed", |n| {
+        n.rt.calls()
+            .iter()
+            .any(|c| matches!(c, Call::StopContainer { .. }))
+    });
+    n.settle();
+    assert!(n.rt.calls().contains(&Call::StopContainer {
+        id: first.clone(),
+        name: "app".into(),
+        grace: Duration::from_secs(7),
+    }));
+    assert!(
+        !n.pm.prober.probed().contains(&first),
+        "the killed instance is still probed"
+    );
+    // Its exit is seen at the next look and it starts again at once (no back-off yet).
+    n.rt.set_exec(
+        "app",
+        Ok(crate::runtime::ExecResult {
+            exit_code: 0,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+        }),
+    );
+    n.relist();
+    n.advance(Duration::from_secs(1));
+    n.until("app started again", |n| n.creates().len() == 1);
+    n.relist();
+    assert_eq!(n.creates(), [("app".to_string(), 1)]);
+    let second = n.rt.instances("app")[1].clone();
+    assert_eq!(second.state, ContainerState::Running);
+    assert_eq!(n.pm.prober.probed(), [second.id]);
 }
