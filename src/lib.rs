@@ -23,11 +23,13 @@
 //! - [`reserve`]: disk space kept so that deletes work on a full disk.
 //! - [`tls`]: rustls on ring, the TLS configurations the agent shares.
 //! - [`cli`]: `edged exec` and `edged attach`, clients of the kubelet API.
+//! - [`clock`]: the clock seam (the real clock; a manual one for tests).
 //! - [`agent`]: wires the subsystems as tasks on one smol executor.
 
 pub mod agent;
 pub mod api;
 pub mod cli;
+pub mod clock;
 pub mod cloudlink;
 pub mod containerlogs;
 pub mod events;

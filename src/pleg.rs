@@ -3,6 +3,7 @@
 //! events to the pods' workers. Exit events from the runtime wake it early; the relist stays
 //! the truth.
 
+use crate::clock::{SharedClock, SystemClock};
 use crate::runtime::{labels, ContainerState, ContainerStatus, Runtime};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -31,6 +32,8 @@ pub struct PodLifecycleEvent {
 /// The generic PLEG.
 pub struct Pleg {
     runtime: Arc<dyn Runtime>,
+    /// What the relist period is waited on.
+    clock: SharedClock,
     last: RefCell<HashMap<String, (String, ContainerState)>>,
     relist_time: Cell<Duration>,
     relisted_at: Cell<Option<Instant>>,
@@ -39,8 +42,14 @@ pub struct Pleg {
 impl Pleg {
     /// A PLEG over `runtime`.
     pub fn new(runtime: Arc<dyn Runtime>) -> Self {
+        Self::with_clock(runtime, SystemClock::shared())
+    }
+
+    /// A PLEG over `runtime` waiting out its relist period on `clock`.
+    pub fn with_clock(runtime: Arc<dyn Runtime>, clock: SharedClock) -> Self {
         Pleg {
             runtime,
+            clock,
             last: RefCell::new(HashMap::new()),
             relist_time: Cell::new(Duration::ZERO),
             relisted_at: Cell::new(None),
@@ -91,9 +100,7 @@ impl Pleg {
                 }
             }
             // Wake at the period, or early when an exit arrives.
-            let timer = async {
-                smol::Timer::after(period).await;
-            };
+            let timer = self.clock.sleep(period);
             let exit = async {
                 let _ = exits.recv().await;
             };

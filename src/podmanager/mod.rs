@@ -87,6 +87,8 @@ pub struct PodManager {
     pub(crate) events: crate::events::Recorder,
     /// Pulls missing images from registries (`None`: images come only from archives).
     pub(crate) puller: Option<Rc<pull::Puller>>,
+    /// What the workers read the time from and wait on (back-offs, resyncs, grace periods).
+    pub(crate) clock: crate::clock::SharedClock,
     pods: RefCell<HashMap<String, Handle>>,
     /// Pods whose delete was sent to their worker and not yet finished (a long step such as
     /// an image pull gives itself up when its pod is here).
@@ -134,6 +136,16 @@ pub fn pod_name(pod: &Pod) -> String {
 impl PodManager {
     /// A pod manager spawning its workers on `ex`.
     pub fn new(cfg: Config, ex: Rc<smol::LocalExecutor<'static>>, parts: Parts) -> Rc<Self> {
+        Self::with_clock(cfg, ex, parts, crate::clock::SystemClock::shared())
+    }
+
+    /// A pod manager as [`PodManager::new`] whose workers keep time on `clock`.
+    pub fn with_clock(
+        cfg: Config,
+        ex: Rc<smol::LocalExecutor<'static>>,
+        parts: Parts,
+        clock: crate::clock::SharedClock,
+    ) -> Rc<Self> {
         let events = crate::events::Recorder::new(&cfg.node_name, parts.meta.upstream());
         Rc::new(PodManager {
             cfg,
@@ -148,6 +160,7 @@ impl PodManager {
             status: parts.status,
             prober: parts.prober,
             puller: parts.puller,
+            clock,
             pods: RefCell::new(HashMap::new()),
             deleting: RefCell::new(std::collections::HashSet::new()),
         })

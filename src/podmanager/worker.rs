@@ -8,7 +8,7 @@ use crate::api::{self, Container, Pod};
 use crate::events::{EventType, PodEvent};
 use crate::kuberuntime::{self, instances::latest, PodContext};
 use crate::prober::{ProbeKind, Target};
-use crate::runtime::{ContainerState, ContainerStatus, ErrorKind, Sandbox};
+use crate::runtime::{ContainerState, ContainerStatus, ErrorKind, Sandbox, Stage};
 use crate::status::generate::{self, StatusInputs, Waiting};
 use crate::volume::{PodObjects, PodVolumes, TokenKey};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -42,7 +42,7 @@ struct State {
 
 pub(super) async fn run(pm: Rc<PodManager>, mut pod: Pod, rx: async_channel::Receiver<Work>) {
     let mut st = State {
-        start_time: Some(SystemTime::now()),
+        start_time: Some(pm.clock.now_wall()),
         ..State::default()
     };
     let prev = match pm.status.get(&pod.metadata.uid) {
@@ -70,8 +70,9 @@ pub(super) async fn run(pm: Rc<PodManager>, mut pod: Pod, rx: async_channel::Rec
     }
     let mut next = Duration::ZERO;
     loop {
+        let timer = pm.clock.sleep(next);
         let work = smol::future::or(async { rx.recv().await.ok() }, async {
-            smol::Timer::after(next).await;
+            timer.await;
             Some(Work::Sync)
         })
         .await;
@@ -99,8 +100,8 @@ pub(super) async fn run(pm: Rc<PodManager>, mut pod: Pod, rx: async_channel::Rec
                 Work::Sync => {}
             }
         }
-        let started = st.start_time.unwrap_or_else(SystemTime::now);
-        let now = SystemTime::now();
+        let now = pm.clock.now_wall();
+        let started = st.start_time.unwrap_or(now);
         match actions::disposition(&pod, deleted, st.evicted.is_some(), evict, started, now) {
             Disposition::Sync { deadline_in } => {
                 next = sync(&pm, &pod, &mut st).await;
@@ -121,7 +122,7 @@ pub(super) async fn run(pm: Rc<PodManager>, mut pod: Pod, rx: async_channel::Rec
                         pm.clear_deleted(&p.metadata.uid);
                         pod = p;
                         st = State {
-                            start_time: Some(SystemTime::now()),
+                            start_time: Some(pm.clock.now_wall()),
                             ..State::default()
                         };
                         next = Duration::ZERO;
@@ -293,7 +294,7 @@ async fn fetch_tokens(
             match pm.tokens.get(&spec).await {
                 Ok(t) => {
                     let due = crate::token::refresh_at(&t)
-                        .duration_since(SystemTime::now())
+                        .duration_since(pm.clock.now_wall())
                         .unwrap_or(RETRY)
                         .max(Duration::from_secs(1));
                     wake = Some(wake.map_or(due, |w| w.min(due)));
@@ -385,10 +386,12 @@ async fn sync(pm: &PodManager, pod: &Pod, st: &mut State) -> Duration {
             st.refresh = false;
         }
     }
-    let waiting_out = st
-        .sandbox_retry
-        .as_ref()
-        .and_then(|(delay, at, msg)| delay.checked_sub(at.elapsed()).map(|w| (w, msg.clone())));
+    let now = pm.clock.now_mono();
+    let waiting_out = st.sandbox_retry.as_ref().and_then(|(delay, at, msg)| {
+        delay
+            .checked_sub(now.saturating_duration_since(*at))
+            .map(|w| (w, msg.clone()))
+    });
     if ready_to_run && st.sandbox.is_none() {
         if let Some((wait, msg)) = waiting_out {
             // A sandbox (or its network) that failed is tried again after its back-off.
@@ -411,7 +414,7 @@ async fn sync(pm: &PodManager, pod: &Pod, st: &mut State) -> Duration {
                 Err(e) => {
                     tracing::error!(pod = %name, error = %e, "cannot make the pod sandbox");
                     let delay = sandbox_backoff(st.sandbox_retry.as_ref().map(|r| r.0));
-                    st.sandbox_retry = Some((delay, Instant::now(), e.to_string()));
+                    st.sandbox_retry = Some((delay, pm.clock.now_mono(), e.to_string()));
                     st.pod_message = Some(e.to_string());
                     ready_to_run = false;
                     next = next.min(delay);
@@ -467,7 +470,10 @@ async fn run_containers(
             probe: &probe,
             backoff: &st.backoff,
             reported: reported.as_ref(),
-            now: actions::Clock::now(),
+            now: actions::Clock {
+                mono: pm.clock.now_mono(),
+                wall: pm.clock.now_wall(),
+            },
             resync: pm.cfg.resync,
         },
     );
@@ -586,8 +592,7 @@ fn backoff_event(pm: &PodManager, pod: &Pod, container: &str) {
 }
 
 /// Moves container `name`'s crash-loop back-off on: it has just restarted.
-fn note_restart(st: &mut State, name: &str) {
-    let now = Instant::now();
+fn note_restart(st: &mut State, name: &str, now: Instant) {
     let delay = actions::next_backoff(&st.backoff, name, now);
     st.backoff.insert(name.to_string(), (delay, now));
 }
@@ -714,7 +719,7 @@ async fn start_in(
     let expanded = match kuberuntime::subpath_expr::resolve(&ctx, c) {
         Ok(x) => x,
         Err(e) => {
-            wait(st, "CreateContainerConfigError", e.to_string());
+            wait(st, Stage::Config.waiting_reason(), e.to_string());
             return false;
         }
     };
@@ -742,7 +747,7 @@ async fn start_in(
         match made.await {
             Ok(m) => m,
             Err(e) => {
-                wait(st, "CreateContainerConfigError", e);
+                wait(st, Stage::Config.waiting_reason(), e);
                 return false;
             }
         }
@@ -750,7 +755,7 @@ async fn start_in(
     let mut config = match kuberuntime::container_config(&ctx, c, attempt, mounts) {
         Ok(cfg) => cfg,
         Err(e) => {
-            wait(st, "CreateContainerConfigError", e.to_string());
+            wait(st, Stage::Config.waiting_reason(), e.to_string());
             return false;
         }
     };
@@ -779,7 +784,7 @@ async fn start_in(
     })
     .await;
     if attempt > 0 {
-        note_restart(st, &c.name);
+        note_restart(st, &c.name, pm.clock.now_mono());
     }
     match result {
         Ok(id) => {
@@ -805,7 +810,7 @@ async fn start_in(
         }
         Err(e) => {
             if attempt == 0 {
-                note_restart(st, &c.name);
+                note_restart(st, &c.name, pm.clock.now_mono());
             }
             let reason = e.stage.waiting_reason();
             wait(st, reason, e.to_string());
@@ -830,10 +835,11 @@ async fn start_created(
             post_start(pm, pod, c, &l.id).await;
         }
         Err(e) => {
+            let e = e.during(Stage::Start);
             st.waiting.insert(
                 c.name.clone(),
                 Waiting {
-                    reason: "RunContainerError".into(),
+                    reason: e.stage.waiting_reason().into(),
                     message: Some(e.to_string()),
                 },
             );
@@ -846,7 +852,7 @@ async fn post_start(pm: &PodManager, pod: &Pod, c: &Container, id: &str) {
     let cmd = match kuberuntime::lifecycle::action(handler, Duration::MAX) {
         kuberuntime::lifecycle::HookAction::Exec(cmd) => cmd,
         kuberuntime::lifecycle::HookAction::Sleep(d) => {
-            smol::Timer::after(d).await;
+            pm.clock.sleep(d).await;
             return;
         }
         kuberuntime::lifecycle::HookAction::Nothing => return,
@@ -869,12 +875,12 @@ async fn kill_container(
     grace: Duration,
     why: Option<String>,
 ) {
-    let started = Instant::now();
+    let started = pm.clock.now_mono();
     let handler = c.lifecycle.as_ref().and_then(|x| x.pre_stop.as_ref());
     let running = l.state == ContainerState::Running;
     match kuberuntime::lifecycle::action(handler, grace) {
         kuberuntime::lifecycle::HookAction::Sleep(d) if running => {
-            smol::Timer::after(d).await;
+            pm.clock.sleep(d).await;
         }
         kuberuntime::lifecycle::HookAction::Exec(cmd) => {
             let (rt, id) = (pm.runtime.clone(), l.id.clone());
@@ -901,7 +907,7 @@ async fn kill_container(
             why.unwrap_or_else(|| format!("Stopping container {}", c.name)),
         ));
     }
-    let left = grace.saturating_sub(started.elapsed());
+    let left = grace.saturating_sub(pm.clock.now_mono().saturating_duration_since(started));
     let (rt, id) = (pm.runtime.clone(), l.id.clone());
     if let Err(e) = smol::unblock(move || rt.stop_container(&id, left)).await {
         tracing::warn!(pod = %pod_name(pod), container = %c.name, error = %e, "cannot stop container");
@@ -959,7 +965,7 @@ fn update_probes(pm: &PodManager, pod: &Pod, st: &mut State, all: &[ContainerSta
                 pod_uid: pod.metadata.uid.clone(),
                 container_id: l.id.clone(),
                 container_name: spec.name.clone(),
-                started_at: l.started_at.unwrap_or_else(SystemTime::now),
+                started_at: l.started_at.unwrap_or_else(|| pm.clock.now_wall()),
                 netns: netns.clone(),
                 ports: spec.ports.clone(),
             },
@@ -1037,12 +1043,12 @@ async fn set_status(pm: &PodManager, pod: &Pod, st: &mut State, all: &[Container
             pod_message: st.pod_message.as_deref(),
             host_ip: &pm.cfg.host_ip,
             pod_ips: &pod_ips,
-            start_time: st.start_time.unwrap_or_else(SystemTime::now),
+            start_time: st.start_time.unwrap_or_else(|| pm.clock.now_wall()),
             previous: previous.as_ref(),
         },
     );
     if let Some(e) = &st.evicted {
-        let now = api::rfc3339(SystemTime::now());
+        let now = api::rfc3339(pm.clock.now_wall());
         crate::eviction::mark_evicted(&mut status, e, &now);
     }
     pm.status.set(pod, status).await;
@@ -1217,18 +1223,4 @@ async fn join_all<F: std::future::Future<Output = ()> + Unpin>(mut futs: Vec<F>)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_failing_sandbox_backs_off() {
-        let mut d = None;
-        let mut seen = Vec::new();
-        for _ in 0..8 {
-            let n = sandbox_backoff(d);
-            seen.push(n.as_secs());
-            d = Some(n);
-        }
-        assert_eq!(seen, [5, 10, 20, 40, 80, 160, 300, 300]);
-    }
-}
+mod tests;

@@ -12,6 +12,7 @@ pub mod handlers;
 pub mod hpack;
 
 use crate::api::{Container, ContainerPort, Probe};
+use crate::clock::{SharedClock, SystemClock};
 use crate::runtime::Runtime;
 use handlers::Outcome;
 use std::cell::RefCell;
@@ -69,6 +70,8 @@ type Key = (String, ProbeKind);
 pub struct ProbeManager {
     ex: Rc<smol::LocalExecutor<'static>>,
     runtime: Arc<dyn Runtime>,
+    /// What probe periods and initial delays are read and waited on.
+    clock: SharedClock,
     events: async_channel::Sender<ProbeEvent>,
     results: Rc<RefCell<HashMap<Key, bool>>>,
     workers: RefCell<HashMap<String, Vec<smol::Task<()>>>>,
@@ -81,9 +84,20 @@ impl ProbeManager {
         runtime: Arc<dyn Runtime>,
         events: async_channel::Sender<ProbeEvent>,
     ) -> Rc<Self> {
+        Self::with_clock(ex, runtime, events, SystemClock::shared())
+    }
+
+    /// A manager as [`ProbeManager::new`] whose probes keep time on `clock`.
+    pub fn with_clock(
+        ex: Rc<smol::LocalExecutor<'static>>,
+        runtime: Arc<dyn Runtime>,
+        events: async_channel::Sender<ProbeEvent>,
+        clock: SharedClock,
+    ) -> Rc<Self> {
         Rc::new(ProbeManager {
             ex,
             runtime,
+            clock,
             events,
             results: Rc::new(RefCell::new(HashMap::new())),
             workers: RefCell::new(HashMap::new()),
@@ -116,6 +130,7 @@ impl ProbeManager {
                 wake_readiness: wake_readiness.clone(),
                 woken: woken.clone(),
                 runtime: self.runtime.clone(),
+                clock: self.clock.clone(),
                 results: self.results.clone(),
                 events: self.events.clone(),
             };
@@ -156,6 +171,7 @@ struct Worker {
     /// The readiness worker's wake-up.
     woken: async_channel::Receiver<()>,
     runtime: Arc<dyn Runtime>,
+    clock: SharedClock,
     results: Rc<RefCell<HashMap<Key, bool>>>,
     events: async_channel::Sender<ProbeEvent>,
 }
@@ -188,11 +204,13 @@ impl Worker {
         let mut last = self.kind.initial();
         let mut streak: (bool, i32) = (last, 0);
         loop {
-            let since_start = SystemTime::now()
+            let since_start = self
+                .clock
+                .now_wall()
                 .duration_since(self.target.started_at)
                 .unwrap_or_default();
             if since_start < delay {
-                smol::Timer::after(delay - since_start).await;
+                self.clock.sleep(delay - since_start).await;
                 continue;
             }
             let startup_pending = self.kind != ProbeKind::Startup
@@ -253,17 +271,12 @@ impl Worker {
             }
             if self.kind == ProbeKind::Readiness {
                 let woken = self.woken.clone();
-                smol::future::or(
-                    async {
-                        smol::Timer::after(period).await;
-                    },
-                    async {
-                        let _ = woken.recv().await;
-                    },
-                )
+                smol::future::or(self.clock.sleep(period), async {
+                    let _ = woken.recv().await;
+                })
                 .await;
             } else {
-                smol::Timer::after(period).await;
+                self.clock.sleep(period).await;
             }
         }
     }
@@ -282,5 +295,127 @@ impl Worker {
         } else {
             Outcome::Failure("the probe names no handler (exec, httpGet, tcpSocket or grpc)".into())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::{Clock, ManualClock};
+    use crate::runtime::fake::{Call, FakeRuntime};
+    use crate::runtime::{ContainerConfig, ExecResult, PodSandboxConfig};
+    use serde_json::json;
+
+    /// Runs the probe tasks until `sleepers` of them wait on the clock and nothing else runs
+    /// (twice in a row: the exec ends on a blocking thread).
+    fn settle(ex: &smol::LocalExecutor<'static>, clock: &ManualClock, sleepers: usize) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut quiet = 0;
+        while quiet < 2 {
+            if ex.try_tick() {
+                while ex.try_tick() {}
+                quiet = 0;
+            } else if clock.sleepers() >= sleepers {
+                quiet += 1;
+            }
+            std::thread::sleep(Duration::from_micros(500));
+            assert!(std::time::Instant::now() < deadline, "probes never slept");
+        }
+    }
+
+    fn exec_result(code: i32, out: &str) -> crate::runtime::Result<ExecResult> {
+        Ok(ExecResult {
+            exit_code: code,
+            stdout: out.as_bytes().to_vec(),
+            stderr: Vec::new(),
+        })
+    }
+
+    /// A liveness probe fails only after failureThreshold failures in a row, one period
+    /// apart on the probe's clock, and one success brings it back.
+    #[test]
+    fn liveness_fails_after_its_failure_threshold() {
+        let clock = ManualClock::new();
+        let rt = Arc::new(FakeRuntime::with_clock(clock.shared()));
+        let sandbox = PodSandboxConfig {
+            uid: "u1".into(),
+            ..Default::default()
+        };
+        rt.run_pod_sandbox(&sandbox).expect("sandbox");
+        let config = ContainerConfig {
+            name: "app".into(),
+            ..Default::default()
+        };
+        let id = rt.create_container("u1", &config).expect("create");
+        rt.start_container(&id).expect("start");
+        rt.set_exec("app", exec_result(1, "down"));
+        let ex = Rc::new(smol::LocalExecutor::new());
+        let (tx, rx) = async_channel::unbounded();
+        let pm = ProbeManager::with_clock(ex.clone(), rt.clone(), tx, clock.shared());
+        let spec: Container = serde_json::from_value(json!({
+            "name": "app",
+            "image": "busybox:1.36",
+            "livenessProbe": {
+                "exec": {"command": ["check"]},
+                "initialDelaySeconds": 5,
+                "periodSeconds": 10,
+                "failureThreshold": 3,
+            },
+        }))
+        .expect("spec");
+        pm.add(
+            Target {
+                pod: "default/p".into(),
+                pod_uid: "u1".into(),
+                container_id: id.clone(),
+                container_name: "app".into(),
+                started_at: clock.now_wall(),
+                netns: None,
+                ports: Vec::new(),
+            },
+            &spec,
+        );
+        let execs = || {
+            rt.calls()
+                .iter()
+                .filter(|c| matches!(c, Call::ExecSync { cmd, .. } if cmd == &["check"]))
+                .count()
+        };
+        settle(&ex, &clock, 1);
+        assert_eq!(execs(), 0, "probed within its initial delay");
+        clock.advance(Duration::from_secs(5));
+        settle(&ex, &clock, 1);
+        assert_eq!(execs(), 1);
+        clock.advance(Duration::from_secs(10));
+        settle(&ex, &clock, 1);
+        assert_eq!(execs(), 2);
+        assert!(rx.try_recv().is_err(), "failed before its threshold");
+        assert_eq!(pm.result(&id, ProbeKind::Liveness), Some(true));
+        clock.advance(Duration::from_secs(10));
+        settle(&ex, &clock, 1);
+        assert_eq!(execs(), 3);
+        let e = rx.try_recv().expect("a failure after 3 failed probes");
+        assert_eq!(
+            (e.kind, e.success, e.container_id.as_str()),
+            (ProbeKind::Liveness, false, id.as_str())
+        );
+        assert!(
+            e.message
+                .as_deref()
+                .unwrap_or("")
+                .contains("exited with 1: down"),
+            "{e:?}"
+        );
+        assert_eq!(pm.result(&id, ProbeKind::Liveness), Some(false));
+        rt.set_exec("app", exec_result(0, ""));
+        clock.advance(Duration::from_secs(10));
+        settle(&ex, &clock, 1);
+        let e = rx.try_recv().expect("one success brings liveness back");
+        assert!(e.success);
+        pm.remove(&id);
+        settle(&ex, &clock, 0);
+        clock.advance(Duration::from_secs(60));
+        settle(&ex, &clock, 0);
+        assert_eq!(execs(), 4, "a removed container is probed no more");
     }
 }

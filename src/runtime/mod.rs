@@ -7,6 +7,8 @@
 
 pub mod apparmor;
 pub mod cgroups;
+#[cfg(test)]
+pub mod fake;
 pub mod logs;
 pub mod oci;
 pub mod pidns;

@@ -152,10 +152,18 @@ fn container_status(
                     }
                 }
                 ContainerState::Created => {
+                    // Created, never started: why its start failed (the kubelet's reason
+                    // cache, RunContainerError), else still being made.
                     s.started = Some(false);
-                    s.state.waiting = Some(api::StateWaiting {
-                        reason: Some("ContainerCreating".into()),
-                        message: None,
+                    s.state.waiting = Some(match waiting {
+                        Some(w) => api::StateWaiting {
+                            reason: Some(w.reason.clone()),
+                            message: w.message.clone(),
+                        },
+                        None => api::StateWaiting {
+                            reason: Some("ContainerCreating".into()),
+                            message: None,
+                        },
                     });
                 }
             }
@@ -625,6 +633,26 @@ mod tests {
         assert_eq!(cond(&s, "Ready"), "True");
         assert_eq!(cond(&s, "ContainersReady"), "True");
         assert!(s.container_statuses[0].ready);
+    }
+
+    /// A created instance whose start failed waits with the start's reason (the kubelet's
+    /// reason cache), else with ContainerCreating.
+    #[test]
+    fn a_created_instance_waits_with_the_reason_its_start_failed() {
+        let p = pod("Always");
+        let cs = [
+            inst("init", "i1", 0, ContainerState::Exited, Some(0)),
+            inst("app", "a1", 0, ContainerState::Created, None),
+        ];
+        let reason = |s: &PodStatus| {
+            let w = s.container_statuses[0].state.waiting.as_ref();
+            w.and_then(|w| w.reason.clone())
+        };
+        let s = status(&p, &cs, &[], &[]);
+        assert_eq!(reason(&s).as_deref(), Some("ContainerCreating"));
+        let s = status(&p, &cs, &[], &[("app", "RunContainerError")]);
+        assert_eq!(reason(&s).as_deref(), Some("RunContainerError"));
+        assert_eq!(s.phase, "Pending");
     }
 
     #[test]

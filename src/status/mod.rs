@@ -6,6 +6,7 @@
 pub mod generate;
 
 use crate::api::{Pod, PodStatus};
+use crate::clock::{SharedClock, SystemClock};
 use crate::metaclient::MetaClient;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -23,14 +24,22 @@ struct Entry {
 /// The status manager (lives on the agent's local executor).
 pub struct StatusManager {
     meta: MetaClient,
+    /// What the send period is waited on.
+    clock: SharedClock,
     pods: RefCell<HashMap<String, Entry>>,
 }
 
 impl StatusManager {
     /// A status manager writing through `meta`.
     pub fn new(meta: MetaClient) -> Rc<Self> {
+        Self::with_clock(meta, SystemClock::shared())
+    }
+
+    /// A status manager writing through `meta`, its send period waited on `clock`.
+    pub fn with_clock(meta: MetaClient, clock: SharedClock) -> Rc<Self> {
         Rc::new(StatusManager {
             meta,
+            clock,
             pods: RefCell::new(HashMap::new()),
         })
     }
@@ -134,7 +143,7 @@ impl StatusManager {
     /// The upstream loop: every `period`, send what changed.
     pub async fn run(self: Rc<Self>, period: Duration) {
         loop {
-            smol::Timer::after(period).await;
+            self.clock.sleep(period).await;
             self.flush().await;
         }
     }
@@ -159,6 +168,84 @@ mod tests {
             phase: phase.into(),
             ..PodStatus::default()
         }
+    }
+
+    /// A cloud that takes everything sent to it.
+    #[derive(Default)]
+    struct Cloud(std::sync::Mutex<Vec<crate::message::Message>>);
+
+    impl crate::metamanager::Upstream for Cloud {
+        fn is_online(&self) -> bool {
+            true
+        }
+        fn request(
+            &self,
+            _: crate::message::Message,
+            _: Duration,
+        ) -> smol::future::Boxed<Result<crate::message::Message, crate::metamanager::UpstreamError>>
+        {
+            Box::pin(async { Err(crate::metamanager::UpstreamError::Offline) })
+        }
+        fn send(
+            &self,
+            msg: crate::message::Message,
+        ) -> smol::future::Boxed<Result<(), crate::metamanager::UpstreamError>> {
+            self.0.lock().unwrap_or_else(|p| p.into_inner()).push(msg);
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    /// Changed statuses go up once per period, the newest of them; an unchanged one not again.
+    #[test]
+    fn statuses_are_sent_once_per_period() {
+        use crate::clock::ManualClock;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("meta")).unwrap());
+        let (tx, _rx) = async_channel::unbounded();
+        let cloud = Arc::new(Cloud::default());
+        let client = MetaClient::new(Arc::new(MetaManager::new(store, tx, cloud.clone())));
+        let clock = ManualClock::new();
+        let sm = StatusManager::with_clock(client, clock.shared());
+        let ex = smol::LocalExecutor::new();
+        let _task = ex.spawn(sm.clone().run(Duration::from_secs(10)));
+        let sent = || -> Vec<String> {
+            let msgs = cloud.0.lock().unwrap();
+            msgs.iter()
+                .map(|m| {
+                    let patch: serde_json::Value =
+                        serde_json::from_str(m.content.as_str().unwrap_or("")).unwrap_or_default();
+                    patch["status"]["phase"].as_str().unwrap_or("").to_string()
+                })
+                .collect()
+        };
+        let settle = || {
+            for _ in 0..2 {
+                while ex.try_tick() {}
+                assert_eq!(clock.sleepers(), 1, "the loop waits for its period");
+            }
+        };
+        smol::block_on(ex.run(sm.set(&pod("u1"), status("Pending"))));
+        settle();
+        clock.advance(Duration::from_secs(9));
+        settle();
+        assert!(sent().is_empty(), "sent before the period");
+        clock.advance(Duration::from_secs(1));
+        settle();
+        assert_eq!(sent(), ["Pending"]);
+        clock.advance(Duration::from_secs(10));
+        settle();
+        assert_eq!(sent(), ["Pending"], "an unchanged status is not sent again");
+        smol::block_on(ex.run(async {
+            sm.set(&pod("u1"), status("Running")).await;
+            sm.set(&pod("u1"), status("Succeeded")).await;
+        }));
+        clock.advance(Duration::from_secs(10));
+        settle();
+        assert_eq!(
+            sent(),
+            ["Pending", "Succeeded"],
+            "the newest of a period's changes"
+        );
     }
 
     #[test]
