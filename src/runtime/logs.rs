@@ -271,6 +271,9 @@ enum Request {
     Stop(u64),
 }
 
+/// Reads of one stream in a drain before the others get their turn.
+const DRAIN_READS: usize = 16;
+
 /// epoll data of the hub's eventfd; a stream's is `key << 1 | stream index`.
 const WAKE_TOKEN: u64 = u64::MAX;
 
@@ -332,8 +335,16 @@ impl Hub {
         let mut entries: HashMap<u64, Entry> = HashMap::new();
         let mut buf = vec![0u8; 64 * 1024];
         let mut events = [EpollEvent::empty(); 64];
+        // Drains cut short, to go on with after a look at the others: a stream whose writers
+        // are gone reports nothing more once empty, so its EOF must be read, not awaited.
+        let mut again: Vec<(u64, usize)> = Vec::new();
         loop {
-            let n = match self.epoll.wait(&mut events, EpollTimeout::NONE) {
+            let timeout = if again.is_empty() {
+                EpollTimeout::NONE
+            } else {
+                EpollTimeout::ZERO
+            };
+            let n = match self.epoll.wait(&mut events, timeout) {
                 Ok(n) => n,
                 Err(nix::errno::Errno::EINTR) => 0,
                 Err(e) => {
@@ -343,6 +354,14 @@ impl Hub {
                 }
             };
             let mut touched = Vec::new();
+            for (key, i) in std::mem::take(&mut again) {
+                if let Some(e) = entries.get_mut(&key) {
+                    if self.pump(e, i, &mut buf, true) {
+                        again.push((key, i));
+                    }
+                    touched.push(key);
+                }
+            }
             for ev in &events[..n] {
                 let data = ev.data();
                 if data == WAKE_TOKEN {
@@ -379,8 +398,8 @@ impl Hub {
                         // an adopted container's writer may be gone for good already, so its
                         // streams are read first.
                         for i in 0..2 {
-                            if e.streams[i].armed {
-                                self.pump(&mut e, i, &mut buf, true);
+                            if e.streams[i].armed && self.pump(&mut e, i, &mut buf, true) {
+                                again.push((key, i));
                             }
                         }
                         entries.insert(key, e);
@@ -390,7 +409,9 @@ impl Hub {
                         if let Some(e) = entries.get_mut(&key) {
                             for i in 0..2 {
                                 e.streams[i].armed = true;
-                                self.pump(e, i, &mut buf, true);
+                                if self.pump(e, i, &mut buf, true) {
+                                    again.push((key, i));
+                                }
                             }
                             touched.push(key);
                         }
@@ -410,18 +431,23 @@ impl Hub {
         }
     }
 
-    /// Reads stream `i` of `e` once (`drain`: until it has nothing more); a stream at EOF
-    /// leaves the epoll set (its hang-up would report ready forever), a failed one ends the
-    /// container's copy.
-    fn pump(&self, e: &mut Entry, i: usize, buf: &mut [u8], drain: bool) {
+    /// Reads stream `i` of `e` once, or with `drain` until it has nothing more but at most
+    /// [`DRAIN_READS`] times (a writer faster than the copy must not hold up the others);
+    /// whether a drain stopped short. A stream at EOF leaves the epoll set (its hang-up would
+    /// report ready forever); a failed one ends the container's copy.
+    fn pump(&self, e: &mut Entry, i: usize, buf: &mut [u8], drain: bool) -> bool {
         if e.streams[i].done {
-            return;
+            return false;
         }
-        loop {
+        let mut short = false;
+        for n in 1.. {
             let s = &mut e.streams[i];
             match s.pump(&mut e.log, buf, &e.shared) {
-                Ok(true) if drain => continue,
-                Ok(_) => break,
+                Ok(true) if drain && n < DRAIN_READS => continue,
+                Ok(more) => {
+                    short = drain && more;
+                    break;
+                }
                 Err(err) => {
                     tracing::warn!(container = %e.tag, stream = s.name, error = %err, "log copy stopped");
                     for s in e.streams.iter_mut() {
@@ -434,6 +460,7 @@ impl Hub {
         if e.streams[i].done {
             let _ = self.epoll.delete(&e.streams[i].file);
         }
+        short
     }
 
     /// Ends a container's copy: out of the epoll set, taps closed, waiters woken.
