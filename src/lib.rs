@@ -49,6 +49,7 @@ pub mod objects;
 pub mod paths;
 pub mod pleg;
 pub mod podmanager;
+pub mod pool;
 pub mod prober;
 pub mod reserve;
 pub mod runtime;

@@ -21,6 +21,8 @@ fn main() {
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .init();
+    // Before the blocking pool's first use: its bound (src/pool.rs).
+    edged::pool::init();
     let result: Result<(), Box<dyn std::error::Error>> = match &flags.command {
         None => {
             if let Err(e) = edged::agent::run(flags) {

@@ -264,6 +264,83 @@ fn sigkill_after_grace() {
     assert_eq!(s.exit_code, Some(137), "SIGKILL: {s:?}");
 }
 
+/// Containers that ignore SIGTERM, each in its own pod, stopped at once with a grace period
+/// while the blocking pool's bound for short work is 2: each stop holds a pool thread for its
+/// grace, yet all run at once (a Wait is a `pool::LongWait`, outside the bound). Queued behind
+/// the bound they would be killed in 3 rounds, a grace apart; the exit times the shims
+/// recorded tell which.
+#[test]
+fn long_stops_are_not_queued_behind_the_pool_bound() {
+    const N: usize = 6;
+    let grace = Duration::from_secs(3);
+    let e = env();
+    let mut ids = Vec::new();
+    for n in 0..N {
+        let pod = e.pod(&format!("grace{n}"));
+        let id = e.run(
+            &pod,
+            &e.config(
+                &pod,
+                "c",
+                "trap '' TERM; echo up; while true; do sleep 0.1; done",
+            ),
+        );
+        wait_log(&e.log_path(&pod, "c"), "stdout F up");
+        ids.push(id);
+    }
+    struct Restore;
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            edged::pool::set_base(edged::pool::REST_THREADS);
+        }
+    }
+    let _restore = Restore;
+    edged::pool::set_base(2);
+    let rt = e.shared();
+    let peak = smol::block_on(async {
+        let stops: Vec<_> = ids
+            .iter()
+            .map(|id| {
+                let (rt, id) = (rt.clone(), id.clone());
+                smol::unblock(move || rt.stop_container(&id, grace))
+            })
+            .collect();
+        // The bound the pool had while the stops waited.
+        let mut peak = 0;
+        let mut timer = smol::Timer::interval(Duration::from_millis(100));
+        let watch = async {
+            loop {
+                smol::stream::StreamExt::next(&mut timer).await;
+                peak = peak.max(edged::pool::bound());
+            }
+        };
+        let all = async {
+            for s in stops {
+                s.await.unwrap();
+            }
+        };
+        smol::future::or(all, watch).await;
+        peak
+    });
+    let exits: Vec<std::time::SystemTime> = ids
+        .iter()
+        .map(|id| {
+            let s = e.rt().container_status(id).unwrap();
+            assert_eq!(s.state, ContainerState::Exited, "{s:?}");
+            assert_eq!(s.exit_code, Some(137), "killed after the grace: {s:?}");
+            s.finished_at.unwrap()
+        })
+        .collect();
+    let first = *exits.iter().min().unwrap();
+    let last = *exits.iter().max().unwrap();
+    let spread = last.duration_since(first).unwrap();
+    assert!(
+        spread < grace,
+        "the stops were queued: exits {spread:?} apart with a grace of {grace:?}"
+    );
+    assert!(peak >= 2 + N, "bound during the stops: {peak}");
+}
+
 #[test]
 fn limits_in_cgroup() {
     let e = env();

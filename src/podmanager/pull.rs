@@ -150,6 +150,8 @@ impl Puller {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stop2 = stop.clone();
         let pulling = smol::unblock(move || {
+            // Minutes on a weak link: outside the blocking pool's bound (src/pool.rs).
+            let _long = crate::pool::LongWait::begin();
             registry::pull(&store, &client, &image, &|_| {}, &|need| room(need), &stop2)
         });
         let given_up = async {

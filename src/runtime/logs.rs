@@ -1,15 +1,22 @@
 //! The CRI log copier: reads a container's stdout and stderr FIFOs and writes
 //! `<RFC3339Nano> <stream> <F|P> <text>` lines to its log file, rotating it as the kubelet does
 //! (`<n>.log` renamed to `<n>.log.<YYYYMMDD-HHMMSS>`, oldest rotated files removed).
+//!
+//! One thread (`log-copier`) copies for every container of the agent: the FIFOs of all of them
+//! sit in one epoll set, and the thread sleeps in `epoll_wait` with no timeout until a FIFO has
+//! data or hangs up, or a [`Copier`] is added or told to stop (an eventfd). An idle container
+//! costs no thread and no wake-up; a container's copy ends at EOF on both its streams, and
+//! whoever waits for that end ([`Copier::join`], [`Copier::wait`]) is woken then.
 
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::{Duration, SystemTime};
 
 /// A line longer than this is cut into partial (`P`) lines, as containerd does.
 const MAX_LINE: usize = 16 * 1024;
@@ -23,7 +30,7 @@ pub struct Rotation {
     pub max_files: u32,
 }
 
-/// The live log file of a container, shared by its two stream copiers.
+/// The live log file of a container, written by the copier thread only.
 struct LogFile {
     path: PathBuf,
     file: File,
@@ -135,10 +142,10 @@ pub fn cri_line(at: SystemTime, stream: &str, partial: bool, text: &[u8]) -> Vec
 /// One of a container's two streams.
 ///
 /// The FIFO is opened non-blocking before the shim's Create (the shim's own open for writing
-/// blocks until a reader exists) and read through poll(). A FIFO reads as EOF also before its
-/// first writer came, so EOF counts only once `armed`: a writer was seen, the copier was
-/// started on an adopted container (its writer is open or gone for good), or it was told to
-/// stop.
+/// blocks until a reader exists) and read when epoll says so. A FIFO reads as EOF also before
+/// its first writer came, so EOF counts only once `armed`: a writer was seen (epoll reported
+/// the FIFO), the copier was started on an adopted container (its writer is open or gone for
+/// good), or it was told to stop.
 struct Stream {
     file: File,
     name: &'static str,
@@ -149,7 +156,7 @@ struct Stream {
 
 impl Stream {
     /// Reads what the FIFO holds and writes the complete lines; whether it read anything.
-    fn pump(&mut self, log: &Mutex<LogFile>, buf: &mut [u8], taps: &Taps) -> std::io::Result<bool> {
+    fn pump(&mut self, log: &mut LogFile, buf: &mut [u8], taps: &Shared) -> std::io::Result<bool> {
         use std::io::Read;
         let n = match self.file.read(buf) {
             Ok(n) => n,
@@ -166,6 +173,7 @@ impl Stream {
                 // The last bytes before EOF count as a full line.
                 if !self.pending.is_empty() {
                     write_line(log, self.name, false, &self.pending);
+                    self.pending.clear();
                 }
                 self.done = true;
             }
@@ -197,79 +205,10 @@ impl Stream {
     }
 }
 
-/// How often a stopping copier reads its streams (ms).
-const STOPPING_READ: u16 = 200;
-
-/// Copies both streams until EOF on each (every writer gone: the container exited and the
-/// shim closed its ends), in one thread. It sleeps in poll() until a stream has data or hangs
-/// up, or `wake` says the copier is told to stop: an idle container costs no wake-ups.
-fn copy_streams(
-    mut streams: Vec<Stream>,
-    log: &Mutex<LogFile>,
-    stop: &AtomicBool,
-    wake: &EventFd,
-    taps: &Taps,
-) -> std::io::Result<()> {
-    use nix::poll::{PollFd, PollFlags, PollTimeout};
-    use std::os::fd::AsFd;
-    let mut buf = vec![0u8; 64 * 1024];
-    // A FIFO opened with no writer reports no POLLHUP until a writer comes: an adopted
-    // container's writer may be gone for good already, so its streams are read once first.
-    for s in streams.iter_mut().filter(|s| s.armed) {
-        while s.pump(log, &mut buf, taps)? {}
-    }
-    while streams.iter().any(|s| !s.done) {
-        // Done streams stay out of poll: their hang-up would report ready forever.
-        let live: Vec<usize> = (0..streams.len()).filter(|i| !streams[*i].done).collect();
-        let timeout = if stop.load(Ordering::Relaxed) {
-            // Told to stop: read until EOF, also from a writer that never hangs up.
-            PollTimeout::from(STOPPING_READ)
-        } else {
-            PollTimeout::NONE
-        };
-        let ready: Vec<bool> = {
-            let mut fds: Vec<PollFd> = live
-                .iter()
-                .map(|i| PollFd::new(streams[*i].file.as_fd(), PollFlags::POLLIN))
-                .collect();
-            fds.push(PollFd::new(wake.as_fd(), PollFlags::POLLIN));
-            match nix::poll::poll(&mut fds, timeout) {
-                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-                Err(e) => return Err(e.into()),
-            }
-            fds.iter()
-                .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
-                .collect()
-        };
-        if ready.last() == Some(&true) {
-            // Clear the eventfd, or poll would return at once from now on.
-            let _ = wake.read();
-        }
-        let stopping = stop.load(Ordering::Relaxed);
-        for (i, r) in live.into_iter().zip(ready) {
-            let s = &mut streams[i];
-            s.armed |= r || stopping;
-            if r || stopping {
-                s.pump(log, &mut buf, taps)?;
-            }
-        }
-    }
-    Ok(())
-}
-
-/// An eventfd: [`Copier::stop`] writes it to wake the copier's poll.
-fn eventfd() -> std::io::Result<EventFd> {
-    Ok(EventFd::from_value_and_flags(
-        0,
-        EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK,
-    )?)
-}
-
-fn write_line(log: &Mutex<LogFile>, stream: &str, partial: bool, text: &[u8]) {
+fn write_line(log: &mut LogFile, stream: &str, partial: bool, text: &[u8]) {
     let line = cri_line(SystemTime::now(), stream, partial, text);
-    let mut l = log.lock().unwrap_or_else(|p| p.into_inner());
-    if let Err(e) = l.write_line(&line) {
-        tracing::warn!(path = %l.path.display(), error = %e, "log write failed");
+    if let Err(e) = log.write_line(&line) {
+        tracing::warn!(path = %log.path.display(), error = %e, "log write failed");
     }
 }
 
@@ -279,14 +218,19 @@ pub type Chunk = (&'static str, Vec<u8>);
 /// How many chunks a tap holds before it misses some.
 const TAP_BUFFER: usize = 64;
 
-/// The copier's listeners besides the log (attach sessions). A tap that does not keep up
-/// misses chunks: the log is never held up by a slow client.
+/// What a [`Copier`] handle and the copier thread share: the taps (attach sessions; a tap
+/// that does not keep up misses chunks, the log is never held up by a slow client) and
+/// whether the copy ended.
 #[derive(Default)]
-struct Taps(Mutex<Vec<async_channel::Sender<Chunk>>>);
+struct Shared {
+    taps: Mutex<Vec<async_channel::Sender<Chunk>>>,
+    ended: Mutex<bool>,
+    ended_cv: Condvar,
+}
 
-impl Taps {
+impl Shared {
     fn send(&self, name: &'static str, bytes: &[u8]) {
-        let mut taps = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut taps = self.taps.lock().unwrap_or_else(|p| p.into_inner());
         if taps.is_empty() {
             return;
         }
@@ -296,19 +240,244 @@ impl Taps {
         });
     }
 
-    /// Ends every tap (their receivers see the end of output).
-    fn close(&self) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    /// Marks the copy ended: every tap ends (their receivers see the end of output) and every
+    /// waiter wakes.
+    fn end(&self) {
+        let mut taps = self.taps.lock().unwrap_or_else(|p| p.into_inner());
+        *self.ended.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        taps.clear();
+        drop(taps);
+        self.ended_cv.notify_all();
+    }
+
+    fn ended(&self) -> bool {
+        *self.ended.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
-/// A running copier of one container.
+/// A container's copy, as the copier thread holds it.
+struct Entry {
+    tag: String,
+    streams: [Stream; 2],
+    log: LogFile,
+    shared: Arc<Shared>,
+}
+
+/// What the copier thread is asked to do.
+enum Request {
+    /// Copy a new container's streams (key, entry).
+    Add(u64, Box<Entry>),
+    /// End the copy at the next EOF even if no writer ever came.
+    Stop(u64),
+}
+
+/// Reads of one stream in a drain before the others get their turn.
+const DRAIN_READS: usize = 16;
+
+/// epoll data of the hub's eventfd; a stream's is `key << 1 | stream index`.
+const WAKE_TOKEN: u64 = u64::MAX;
+
+/// The copier thread's epoll set and mailbox, one for the process.
+struct Hub {
+    epoll: Epoll,
+    wake: EventFd,
+    requests: Mutex<Vec<Request>>,
+    next_key: Mutex<u64>,
+}
+
+impl Hub {
+    /// The process's hub; its thread starts at the first call.
+    fn get() -> std::io::Result<&'static Hub> {
+        static HUB: OnceLock<&'static Hub> = OnceLock::new();
+        static INIT: Mutex<()> = Mutex::new(());
+        if let Some(h) = HUB.get() {
+            return Ok(h);
+        }
+        let _once = INIT.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(h) = HUB.get() {
+            return Ok(h);
+        }
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+        let wake =
+            EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?;
+        epoll.add(&wake, EpollEvent::new(EpollFlags::EPOLLIN, WAKE_TOKEN))?;
+        let hub: &'static Hub = Box::leak(Box::new(Hub {
+            epoll,
+            wake,
+            requests: Mutex::new(Vec::new()),
+            next_key: Mutex::new(0),
+        }));
+        std::thread::Builder::new()
+            .name("log-copier".into())
+            .stack_size(256 * 1024)
+            .spawn(move || hub.run())?;
+        let _ = HUB.set(hub);
+        Ok(hub)
+    }
+
+    fn key(&self) -> u64 {
+        let mut k = self.next_key.lock().unwrap_or_else(|p| p.into_inner());
+        *k += 1;
+        *k
+    }
+
+    fn ask(&self, r: Request) {
+        self.requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(r);
+        // A full counter (EAGAIN) means the thread is woken already.
+        let _ = self.wake.write(1);
+    }
+
+    /// The copier thread: waits for FIFOs and requests, never on a timer.
+    fn run(&self) {
+        let mut entries: HashMap<u64, Entry> = HashMap::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut events = [EpollEvent::empty(); 64];
+        // Drains cut short, to go on with after a look at the others: a stream whose writers
+        // are gone reports nothing more once empty, so its EOF must be read, not awaited.
+        let mut again: Vec<(u64, usize)> = Vec::new();
+        loop {
+            let timeout = if again.is_empty() {
+                EpollTimeout::NONE
+            } else {
+                EpollTimeout::ZERO
+            };
+            let n = match self.epoll.wait(&mut events, timeout) {
+                Ok(n) => n,
+                Err(nix::errno::Errno::EINTR) => 0,
+                Err(e) => {
+                    tracing::warn!(error = %e, "log copier: epoll_wait failed");
+                    std::thread::sleep(Duration::from_millis(100));
+                    0
+                }
+            };
+            let mut touched = Vec::new();
+            for (key, i) in std::mem::take(&mut again) {
+                if let Some(e) = entries.get_mut(&key) {
+                    if self.pump(e, i, &mut buf, true) {
+                        again.push((key, i));
+                    }
+                    touched.push(key);
+                }
+            }
+            for ev in &events[..n] {
+                let data = ev.data();
+                if data == WAKE_TOKEN {
+                    let _ = self.wake.read();
+                    continue;
+                }
+                let (key, i) = (data >> 1, (data & 1) as usize);
+                if let Some(e) = entries.get_mut(&key) {
+                    // Reported ready: a writer came (or hung up), so EOF is final now.
+                    e.streams[i].armed = true;
+                    self.pump(e, i, &mut buf, false);
+                    touched.push(key);
+                }
+            }
+            let requests =
+                std::mem::take(&mut *self.requests.lock().unwrap_or_else(|p| p.into_inner()));
+            for r in requests {
+                match r {
+                    Request::Add(key, e) => {
+                        let mut e = *e;
+                        let mut ok = true;
+                        for (i, s) in e.streams.iter().enumerate() {
+                            let ev = EpollEvent::new(EpollFlags::EPOLLIN, key << 1 | i as u64);
+                            if let Err(err) = self.epoll.add(&s.file, ev) {
+                                tracing::warn!(container = %e.tag, error = %err, "log copier: cannot watch the FIFO");
+                                ok = false;
+                            }
+                        }
+                        if !ok {
+                            self.close(&mut e);
+                            continue;
+                        }
+                        // A FIFO opened with no writer reports nothing until a writer comes:
+                        // an adopted container's writer may be gone for good already, so its
+                        // streams are read first.
+                        for i in 0..2 {
+                            if e.streams[i].armed && self.pump(&mut e, i, &mut buf, true) {
+                                again.push((key, i));
+                            }
+                        }
+                        entries.insert(key, e);
+                        touched.push(key);
+                    }
+                    Request::Stop(key) => {
+                        if let Some(e) = entries.get_mut(&key) {
+                            for i in 0..2 {
+                                e.streams[i].armed = true;
+                                if self.pump(e, i, &mut buf, true) {
+                                    again.push((key, i));
+                                }
+                            }
+                            touched.push(key);
+                        }
+                    }
+                }
+            }
+            for key in touched {
+                let over = entries
+                    .get(&key)
+                    .is_some_and(|e| e.streams.iter().all(|s| s.done));
+                if over {
+                    if let Some(mut e) = entries.remove(&key) {
+                        self.close(&mut e);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads stream `i` of `e` once, or with `drain` until it has nothing more but at most
+    /// [`DRAIN_READS`] times (a writer faster than the copy must not hold up the others);
+    /// whether a drain stopped short. A stream at EOF leaves the epoll set (its hang-up would
+    /// report ready forever); a failed one ends the container's copy.
+    fn pump(&self, e: &mut Entry, i: usize, buf: &mut [u8], drain: bool) -> bool {
+        if e.streams[i].done {
+            return false;
+        }
+        let mut short = false;
+        for n in 1.. {
+            let s = &mut e.streams[i];
+            match s.pump(&mut e.log, buf, &e.shared) {
+                Ok(true) if drain && n < DRAIN_READS => continue,
+                Ok(more) => {
+                    short = drain && more;
+                    break;
+                }
+                Err(err) => {
+                    tracing::warn!(container = %e.tag, stream = s.name, error = %err, "log copy stopped");
+                    for s in e.streams.iter_mut() {
+                        s.done = true;
+                    }
+                    break;
+                }
+            }
+        }
+        if e.streams[i].done {
+            let _ = self.epoll.delete(&e.streams[i].file);
+        }
+        short
+    }
+
+    /// Ends a container's copy: out of the epoll set, taps closed, waiters woken.
+    fn close(&self, e: &mut Entry) {
+        for s in e.streams.iter_mut() {
+            let _ = self.epoll.delete(&s.file);
+            s.done = true;
+        }
+        e.shared.end();
+    }
+}
+
+/// A container's copy on the copier thread. Dropping the handle does not end the copy: it
+/// ends at EOF, when the container's writers are gone.
 pub struct Copier {
-    threads: Vec<std::thread::JoinHandle<()>>,
-    stop: Arc<AtomicBool>,
-    wake: Arc<EventFd>,
-    taps: Arc<Taps>,
-    ended: Arc<AtomicBool>,
+    key: u64,
+    shared: Arc<Shared>,
 }
 
 impl Copier {
@@ -322,57 +491,44 @@ impl Copier {
         rotation: Rotation,
         adopted: bool,
     ) -> std::io::Result<Copier> {
-        let log = Arc::new(Mutex::new(LogFile::open(log_path, rotation)?));
-        let stop = Arc::new(AtomicBool::new(false));
-        // Open here, not in the thread: the shim's Create needs the readers to exist.
-        let mut streams = Vec::new();
-        for (fifo, name) in [(stdout, "stdout"), (stderr, "stderr")] {
+        let hub = Hub::get()?;
+        let log = LogFile::open(log_path, rotation)?;
+        // Open here, not on the copier thread: the shim's Create needs the readers to exist.
+        let open = |fifo: &Path, name: &'static str| -> std::io::Result<Stream> {
             let file = OpenOptions::new()
                 .read(true)
                 .custom_flags(libc::O_NONBLOCK)
                 .open(fifo)?;
-            streams.push(Stream {
+            Ok(Stream {
                 file,
                 name,
                 pending: Vec::new(),
                 armed: adopted,
                 done: false,
-            });
-        }
-        let wake = Arc::new(eventfd()?);
-        let (tag, stop2, wake2) = (tag.to_string(), stop.clone(), wake.clone());
-        let taps = Arc::new(Taps::default());
-        let ended = Arc::new(AtomicBool::new(false));
-        let (taps2, ended2) = (taps.clone(), ended.clone());
-        // One small-stacked thread per container: edge devices run many.
-        let t = std::thread::Builder::new()
-            .name("log-copier".into())
-            .stack_size(128 * 1024)
-            .spawn(move || {
-                let r = copy_streams(streams, &log, &stop2, &wake2, &taps2);
-                ended2.store(true, Ordering::Relaxed);
-                taps2.close();
-                if let Err(e) = r {
-                    tracing::warn!(container = %tag, error = %e, "log copy stopped");
-                }
-            })?;
-        let threads = vec![t];
-        Ok(Copier {
-            threads,
-            stop,
-            wake,
-            taps,
-            ended,
-        })
+            })
+        };
+        let streams = [open(stdout, "stdout")?, open(stderr, "stderr")?];
+        let shared = Arc::new(Shared::default());
+        let key = hub.key();
+        hub.ask(Request::Add(
+            key,
+            Box::new(Entry {
+                tag: tag.to_string(),
+                streams,
+                log,
+                shared: shared.clone(),
+            }),
+        ));
+        Ok(Copier { key, shared })
     }
 
     /// A copy of everything read from now on, until the container's output ends (the
     /// receiver then closes). Chunks a slow receiver has no room for are dropped.
     pub fn tap(&self) -> async_channel::Receiver<Chunk> {
         let (tx, rx) = async_channel::bounded(TAP_BUFFER);
-        let mut taps = self.taps.0.lock().unwrap_or_else(|p| p.into_inner());
-        // Checked under the lock the copier's end takes: no tap outlives the output.
-        if !self.ended.load(Ordering::Relaxed) {
+        let mut taps = self.shared.taps.lock().unwrap_or_else(|p| p.into_inner());
+        // Checked under the lock the copy's end takes: no tap outlives the output.
+        if !self.shared.ended() {
             taps.push(tx);
         }
         rx
@@ -380,20 +536,36 @@ impl Copier {
 
     /// Tells the copier to end at the next EOF even if no writer ever came.
     pub fn stop(&self) {
-        self.stop.store(true, Ordering::Relaxed);
-        // A full counter (EAGAIN) means the copier is woken already.
-        let _ = self.wake.write(1);
+        if let Ok(hub) = Hub::get() {
+            hub.ask(Request::Stop(self.key));
+        }
     }
 
     /// Whether both streams reached EOF.
     pub fn finished(&self) -> bool {
-        self.threads.iter().all(|t| t.is_finished())
+        self.shared.ended()
+    }
+
+    /// Waits up to `timeout` for both streams to reach EOF; whether they did.
+    pub fn wait(&self, timeout: Duration) -> bool {
+        let ended = self.shared.ended.lock().unwrap_or_else(|p| p.into_inner());
+        let (ended, _) = self
+            .shared
+            .ended_cv
+            .wait_timeout_while(ended, timeout, |e| !*e)
+            .unwrap_or_else(|p| p.into_inner());
+        *ended
     }
 
     /// Waits for both streams to drain (after the process exited).
     pub fn join(self) {
-        for t in self.threads {
-            let _ = t.join();
+        let mut ended = self.shared.ended.lock().unwrap_or_else(|p| p.into_inner());
+        while !*ended {
+            ended = self
+                .shared
+                .ended_cv
+                .wait(ended)
+                .unwrap_or_else(|p| p.into_inner());
         }
     }
 }
@@ -570,5 +742,120 @@ mod tests {
                 ("F", 5)
             ]
         );
+    }
+
+    /// The agent's threads named `name`.
+    fn threads_named(name: &str) -> usize {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .flatten()
+            .filter(|t| {
+                std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == name)
+            })
+            .count()
+    }
+
+    #[test]
+    fn many_copiers_share_one_thread() {
+        // 40 containers, each its own FIFOs and log file, all copied by one thread; each
+        // container's copy ends on its own when its writers close, and not before.
+        let d = tempfile::tempdir().unwrap();
+        let rot = Rotation {
+            max_size: 1 << 20,
+            max_files: 2,
+        };
+        let mut running = Vec::new();
+        for n in 0..40 {
+            let dir = d.path().join(format!("c{n}"));
+            std::fs::create_dir(&dir).unwrap();
+            let (out, err) = fifos(&dir);
+            let log = dir.join("0.log");
+            let c = Copier::start(&format!("c{n}"), &out, &err, &log, rot, false).unwrap();
+            let w_out = OpenOptions::new().write(true).open(&out).unwrap();
+            let w_err = OpenOptions::new().write(true).open(&err).unwrap();
+            running.push((n, c, log, w_out, w_err));
+        }
+        assert_eq!(threads_named("log-copier"), 1, "one copier thread for all");
+        for (n, _, _, w_out, w_err) in running.iter_mut() {
+            writeln!(w_out, "out of {n}").unwrap();
+            write!(w_err, "err of {n}, no newline").unwrap();
+        }
+        // The even ones exit: their copies end, the odd ones' go on.
+        let (even, odd): (Vec<_>, Vec<_>) = running.into_iter().partition(|r| r.0 % 2 == 0);
+        let mut odd_copiers = Vec::new();
+        for (n, c, log, w_out, w_err) in even {
+            drop((w_out, w_err));
+            assert!(
+                c.wait(std::time::Duration::from_secs(10)),
+                "copy {n} did not end"
+            );
+            let text = std::fs::read_to_string(&log).unwrap();
+            assert!(text.contains(&format!(" stdout F out of {n}\n")), "{text}");
+            assert!(
+                text.contains(&format!(" stderr F err of {n}, no newline\n")),
+                "{text}"
+            );
+        }
+        for (n, c, log, w_out, w_err) in odd {
+            assert!(!c.finished(), "copy {n} ended with its writers open");
+            odd_copiers.push((n, c, log, w_out, w_err));
+        }
+        for (n, c, log, mut w_out, w_err) in odd_copiers {
+            writeln!(w_out, "last of {n}").unwrap();
+            drop((w_out, w_err));
+            c.join();
+            let text = std::fs::read_to_string(&log).unwrap();
+            assert!(text.contains(&format!(" stdout F last of {n}\n")), "{text}");
+        }
+        assert_eq!(threads_named("log-copier"), 1);
+    }
+
+    #[test]
+    fn one_writer_closing_leaves_the_other_stream_copied() {
+        // stdout's writer goes first (a process that closed it); stderr goes on, and the copy
+        // ends only with it.
+        let d = tempfile::tempdir().unwrap();
+        let (out, err) = fifos(d.path());
+        let log = d.path().join("0.log");
+        let rot = Rotation {
+            max_size: 1 << 20,
+            max_files: 2,
+        };
+        let c = Copier::start("t", &out, &err, &log, rot, false).unwrap();
+        let tap = c.tap();
+        let mut w_out = OpenOptions::new().write(true).open(&out).unwrap();
+        let mut w_err = OpenOptions::new().write(true).open(&err).unwrap();
+        write!(w_out, "half").unwrap();
+        drop(w_out);
+        let read = |pat: &str| {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            loop {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                if text.contains(pat) || std::time::Instant::now() > deadline {
+                    return text;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        };
+        let text = read(" stdout F half\n");
+        assert!(text.contains(" stdout F half\n"), "{text}");
+        assert!(!c.finished(), "stderr is still open");
+        writeln!(w_err, "still here").unwrap();
+        let text = read(" stderr F still here\n");
+        assert!(text.contains(" stderr F still here\n"), "{text}");
+        drop(w_err);
+        assert!(c.wait(std::time::Duration::from_secs(10)));
+        // The tap saw both streams and then its end.
+        let mut got = Vec::new();
+        while let Ok((name, bytes)) = tap.try_recv() {
+            got.push((name, bytes));
+        }
+        assert!(tap.is_closed(), "the tap outlived the output");
+        assert!(got.contains(&("stdout", b"half".to_vec())), "{got:?}");
+        assert!(
+            got.contains(&("stderr", b"still here\n".to_vec())),
+            "{got:?}"
+        );
+        assert!(c.tap().is_closed(), "a tap taken after the end is closed");
     }
 }

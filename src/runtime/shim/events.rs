@@ -4,6 +4,7 @@
 
 use super::frame::{self, MessageType};
 use super::proto::{events, task_events};
+use nix::sys::eventfd::{EfdFlags, EventFd};
 use protobuf::Message;
 use std::collections::HashSet;
 use std::io::{Read, Write};
@@ -162,6 +163,8 @@ impl Conn {
 /// traffic is a few small messages per container life, so no pool per connection).
 pub struct EventServer {
     quit: Arc<AtomicBool>,
+    /// Wakes the thread's poll to see `quit` (the thread sleeps with no timeout).
+    wake: Arc<EventFd>,
     thread: Option<std::thread::JoinHandle<()>>,
     socket: PathBuf,
     /// `unix://<socket>`, for the shims' `TTRPC_ADDRESS`.
@@ -186,15 +189,20 @@ impl EventServer {
             .set_nonblocking(true)
             .map_err(|e| format!("{}: {e}", socket.display()))?;
         let quit = Arc::new(AtomicBool::new(false));
+        let wake = Arc::new(
+            EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
+                .map_err(|e| format!("events eventfd: {e}"))?,
+        );
         let sink = Sink::new(tx, oom);
-        let q = quit.clone();
+        let (q, w) = (quit.clone(), wake.clone());
         let thread = std::thread::Builder::new()
             .name("shim-events".into())
             .stack_size(256 * 1024)
-            .spawn(move || serve(listener, sink, &q))
+            .spawn(move || serve(listener, sink, &q, &w))
             .map_err(|e| format!("events thread: {e}"))?;
         Ok(EventServer {
             quit,
+            wake,
             thread: Some(thread),
             socket: socket.to_path_buf(),
             address: format!("unix://{}", socket.display()),
@@ -202,18 +210,23 @@ impl EventServer {
     }
 }
 
-fn serve(listener: UnixListener, sink: Sink, quit: &AtomicBool) {
+/// Serves until `quit`, sleeping in poll() with no timeout: a shim's message, a new
+/// connection or `wake` (the server's drop) wakes it, nothing else.
+fn serve(listener: UnixListener, sink: Sink, quit: &AtomicBool, wake: &EventFd) {
     use nix::poll::{PollFd, PollFlags, PollTimeout};
     let mut conns: Vec<Conn> = Vec::new();
     while !quit.load(Ordering::Relaxed) {
         let ready: Vec<bool> = {
-            let mut fds = vec![PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
+            let mut fds = vec![
+                PollFd::new(listener.as_fd(), PollFlags::POLLIN),
+                PollFd::new(wake.as_fd(), PollFlags::POLLIN),
+            ];
             fds.extend(
                 conns
                     .iter()
                     .map(|c| PollFd::new(c.stream.as_fd(), PollFlags::POLLIN)),
             );
-            if let Err(e) = nix::poll::poll(&mut fds, PollTimeout::from(200u16)) {
+            if let Err(e) = nix::poll::poll(&mut fds, PollTimeout::NONE) {
                 if e != nix::errno::Errno::EINTR {
                     tracing::warn!(error = %e, "events poll failed");
                     std::thread::sleep(Duration::from_millis(200));
@@ -225,7 +238,10 @@ fn serve(listener: UnixListener, sink: Sink, quit: &AtomicBool) {
                 .collect()
         };
         let mut keep = Vec::with_capacity(conns.len());
-        for (c, r) in conns.drain(..).zip(ready.iter().skip(1)) {
+        if ready[1] {
+            let _ = wake.read();
+        }
+        for (c, r) in conns.drain(..).zip(ready.iter().skip(2)) {
             let mut c = c;
             if !*r || c.serve(&sink) {
                 keep.push(c);
@@ -248,6 +264,7 @@ fn serve(listener: UnixListener, sink: Sink, quit: &AtomicBool) {
 impl Drop for EventServer {
     fn drop(&mut self) {
         self.quit.store(true, Ordering::Relaxed);
+        let _ = self.wake.write(1);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

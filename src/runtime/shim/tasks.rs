@@ -193,6 +193,9 @@ impl ShimRuntime {
         exec_id: &str,
         timeout: Duration,
     ) -> std::result::Result<pb::WaitResponse, RpcError> {
+        // A Wait lasts up to a grace period or an exec's timeout: outside the pool's bound,
+        // so waits queue neither short work nor each other (src/pool.rs).
+        let _long = crate::pool::LongWait::begin();
         self.rpc(
             id,
             &pb::WaitRequest {
