@@ -175,6 +175,7 @@ pub fn run(flags: Flags) -> Result<(), AgentError> {
                 root: root.clone(),
                 shim_binary: flags.runtime_shim.clone(),
                 runtime_binary: flags.runtime_binary.clone(),
+                grouping: flags.shim_grouping,
                 log_max_size: flags.container_log_max_size.0,
                 log_max_files: flags.container_log_max_files,
                 pod_max_pids: flags.pod_max_pids,

@@ -199,6 +199,11 @@ pub struct Flags {
     #[argh(option, default = "String::from(\"containerd-shim-runc-v2\")")]
     pub runtime_shim: String,
 
+    /// which containers share a shim process: pod (one shim per pod) or node (one shim for
+    /// every pod: less memory, but a shim crash restarts every pod) (default pod)
+    #[argh(option, default = "crate::runtime::shim::ShimGrouping::Pod")]
+    pub shim_grouping: crate::runtime::shim::ShimGrouping,
+
     /// the OCI runtime the shim runs: runc, crun or a path (default runc)
     #[argh(option, default = "String::from(\"runc\")")]
     pub runtime_binary: String,
@@ -901,6 +906,19 @@ mod tests {
         );
         let (msg, code) = Flags::parse(&["--port", "70000"]).unwrap_err();
         assert!(code == 2 && msg.contains("--port"), "{msg}");
+        use crate::runtime::shim::ShimGrouping;
+        assert_eq!(f.shim_grouping, ShimGrouping::Pod);
+        assert_eq!(
+            Flags::parse(&["--shim-grouping", "node"])
+                .unwrap()
+                .shim_grouping,
+            ShimGrouping::Node
+        );
+        let (msg, code) = Flags::parse(&["--shim-grouping", "container"]).unwrap_err();
+        assert!(
+            code == 2 && msg.contains("--shim-grouping") && msg.contains("pod or node"),
+            "{msg}"
+        );
     }
 
     #[test]

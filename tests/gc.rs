@@ -123,6 +123,7 @@ fn runtime(root: &Path, store: &Arc<ImageStore>) -> ShimRuntime {
             log_max_files: 3,
             pod_max_pids: -1,
             network: None,
+            ..Default::default()
         },
         store.clone(),
     )

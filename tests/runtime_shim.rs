@@ -59,6 +59,7 @@ impl Env {
                 log_max_files: 3,
                 pod_max_pids: -1,
                 network: None,
+                ..Default::default()
             },
             self.provider.clone(),
         )

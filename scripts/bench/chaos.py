@@ -16,7 +16,8 @@ every invariant is checked until it holds or a deadline passes:
 what a reboot empties (runc state and shim sockets in /run, the pods' cgroups).
 
 Prints a summary line; exits 1 on a violation, naming what was found.
-Environment: EDGED_BIN, IMAGE_TAR.
+Environment: EDGED_BIN, IMAGE_TAR, CHAOS_AGENT_FLAGS (more agent flags, e.g.
+`--shim-grouping node`).
 """
 
 import argparse
@@ -49,7 +50,8 @@ class Chaos:
         self.manifests = os.path.join(work, "manifests")
         self.logs = os.path.join(work, "logs")
         self.agent = Agent(os.environ["EDGED_BIN"], self.root, self.manifests, self.logs, work,
-                           freq="200ms", extra=["--container-gc-period", "5s"])
+                           freq="200ms", extra=["--container-gc-period", "5s"] +
+                           os.environ.get("CHAOS_AGENT_FLAGS", "").split())
         self.names = [f"p{i}" for i in range(args.pods)]
         # name → (uid, env version); absent: no file. Pods p0..p(with_volume-1) have the
         # configMap volume and the exec probe.

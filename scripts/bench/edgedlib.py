@@ -283,9 +283,9 @@ def fd_count(pid):
 
 
 def container_pod_uid(c):
-    """The pod uid of a runc container of edged (its group annotation, or the bundle's
-    meta.json)."""
-    uid = (c.get("annotations") or {}).get("io.containerd.runc.v2.group")
+    """The pod uid of a runc container of edged (its sandbox-id annotation, or the bundle's
+    meta.json; the group annotation is the node's with `--shim-grouping node`)."""
+    uid = (c.get("annotations") or {}).get("io.kubernetes.cri.sandbox-id")
     if uid:
         return uid
     try:

@@ -26,7 +26,7 @@ struct Node {
     rt: Arc<FakeRuntime>,
     pm: Rc<PodManager>,
     pleg: Pleg,
-    _to_pods: async_channel::Receiver<crate::message::Message>,
+    _to_pods: async_channel::Receiver<crate::metamanager::Change>,
     probes: async_channel::Receiver<crate::prober::ProbeEvent>,
     _dir: tempfile::TempDir,
 }
@@ -351,7 +351,7 @@ fn a_delete_stops_and_removes_everything() {
     });
     n.settle();
     n.rt.clear_calls();
-    n.pm.delete(&p);
+    n.pm.delete(&crate::metamanager::PodRef::from(&p));
     n.until("the pod forgotten", |n| n.pm.pod_uids().is_empty());
     let calls = n.rt.calls();
     let stops: Vec<_> = calls

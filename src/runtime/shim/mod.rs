@@ -1,8 +1,18 @@
 //! The containerd shim v2 backend of [`Runtime`]: edged drives `containerd-shim-runc-v2` (or any
-//! shim v2) over ttrpc itself, with no containerd daemon. One shim per pod (the runc shim
-//! groups containers by the `io.containerd.runc.v2.group` annotation); the agent makes the
-//! pod's namespaces, bundles, log copiers and keeps their state on disk so a restarted agent
-//! adopts running containers.
+//! shim v2) over ttrpc itself, with no containerd daemon. The agent makes the pod's namespaces,
+//! bundles, log copiers and keeps their state on disk so a restarted agent adopts running
+//! containers.
+//!
+//! Shims and grouping ([`ShimGrouping`], `--shim-grouping`): the runc shim's `start` reads the
+//! bundle's `io.containerd.runc.v2.group` annotation and, when a live shim of that group (same
+//! events address and namespace) listens, answers its address instead of starting another.
+//! Each container records its group; `pod` (the default) gives one shim per pod, `node` one
+//! shim for every pod. Either way a container's start and Create hold its group's lock shared
+//! and the "last task of this shim gone: shut it down" decision holds it exclusive, so a
+//! shutdown never takes a shim a Create has just joined (the shim itself also refuses a
+//! Shutdown while it holds a task). A shim's death is every one of its containers' death:
+//! each is cleaned with `shim delete` (its processes killed) and reported exited, and the pod
+//! workers start them again; with `node` that is every pod of the node at once.
 //!
 //! Layout under `<root>/runtime/`:
 //! - `events.sock`: the events service shims publish to.
@@ -39,7 +49,7 @@ use super::{
 };
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
 pub use self::events::Sink as EventSink;
@@ -51,6 +61,53 @@ const RPC_QUICK: Duration = Duration::from_secs(5);
 const RPC_SLOW: Duration = Duration::from_secs(30);
 /// How long a SIGKILLed process may take to be reaped.
 const KILL_WAIT: Duration = Duration::from_secs(10);
+
+/// How pods' containers are spread over shim processes (`--shim-grouping`): the value of the
+/// `io.containerd.runc.v2.group` annotation the runc shim groups by.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ShimGrouping {
+    /// One shim per pod, as containerd's CRI plugin runs them: a shim's crash takes one pod's
+    /// containers.
+    #[default]
+    Pod,
+    /// One shim for every pod of the node: one process's memory instead of one per pod, but
+    /// its crash (or a hang that gets it killed) takes every pod's containers.
+    Node,
+}
+
+/// The group of every container under [`ShimGrouping::Node`]: not a valid pod uid (`:`), so
+/// no pod's own group can be it.
+pub const NODE_GROUP: &str = "edged:node";
+
+impl std::str::FromStr for ShimGrouping {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "pod" => Ok(ShimGrouping::Pod),
+            "node" => Ok(ShimGrouping::Node),
+            _ => Err(format!("`{s}` is not a shim grouping: pod or node")),
+        }
+    }
+}
+
+impl std::fmt::Display for ShimGrouping {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ShimGrouping::Pod => "pod",
+            ShimGrouping::Node => "node",
+        })
+    }
+}
+
+impl ShimGrouping {
+    /// The shim group of a new container of pod `pod_uid`.
+    pub fn group_of(self, pod_uid: &str) -> String {
+        match self {
+            ShimGrouping::Pod => pod_uid.to_string(),
+            ShimGrouping::Node => NODE_GROUP.to_string(),
+        }
+    }
+}
 
 /// How the backend is set up.
 #[derive(Clone, Debug)]
@@ -70,6 +127,9 @@ pub struct ShimConfig {
     pub pod_max_pids: i64,
     /// CNI (`--cni-*`): pods get their network from its plugins. `None`: loopback only.
     pub network: Option<crate::network::NetworkConfig>,
+    /// Which containers share a shim (`--shim-grouping`); containers keep the group they were
+    /// created with when the agent restarts with another value.
+    pub grouping: ShimGrouping,
 }
 
 impl Default for ShimConfig {
@@ -82,6 +142,7 @@ impl Default for ShimConfig {
             log_max_files: 5,
             pod_max_pids: -1,
             network: None,
+            grouping: ShimGrouping::Pod,
         }
     }
 }
@@ -104,9 +165,10 @@ pub struct ShimRuntime {
     copiers: Mutex<HashMap<String, Copier>>,
     /// Serializes read-modify-write of metadata files and sandbox setup.
     meta_lock: Mutex<()>,
-    /// Per pod: a shim start + Create and a "last task gone, shut the shim down" decision
-    /// never interleave (the shutdown would take the new container's shim away).
-    pod_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// Per shim group: shim starts + Creates (shared) and a "last task gone, shut the shim
+    /// down" decision (exclusive) never interleave (the shutdown would take the new container's
+    /// shim away).
+    group_locks: Mutex<HashMap<String, Arc<RwLock<()>>>>,
     /// The pod network's plugins (see [`network`]).
     cni: Option<crate::network::Cni>,
     /// Sandboxes whose network this agent made or checked (others are CHECKed once).
@@ -240,7 +302,7 @@ impl ShimRuntime {
             watched: watch::Watcher::default(),
             copiers: Mutex::new(HashMap::new()),
             meta_lock: Mutex::new(()),
-            pod_locks: Mutex::new(HashMap::new()),
+            group_locks: Mutex::new(HashMap::new()),
             _lock: lock,
         };
         rt.load_metas();
@@ -347,11 +409,12 @@ impl ShimRuntime {
         self.dir.join("containers").join(id)
     }
 
-    fn pod_lock(&self, pod_uid: &str) -> Arc<Mutex<()>> {
-        self.pod_locks
+    /// The lock of shim group `group` (see [`ShimRuntime::group_locks`]).
+    fn group_lock(&self, group: &str) -> Arc<RwLock<()>> {
+        self.group_locks
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .entry(pod_uid.to_string())
+            .entry(group.to_string())
             .or_default()
             .clone()
     }
@@ -699,6 +762,7 @@ impl ShimRuntime {
             stdin: config.stdin,
             stdin_once: config.stdin_once,
             tty: config.tty,
+            group: Some(self.cfg.grouping.group_of(pod_uid)),
         };
         let mut pod_ctx = self.pod_context(&sb);
         if let Some(target) = &config.pid_target {
@@ -712,7 +776,7 @@ impl ShimRuntime {
             self.write_meta(&meta)?;
             let mounts = self.rootfs.prepare_rootfs(&config.image, &id)?;
             let layers = oci::rootfs_layers(&mounts);
-            let spec = oci::container_spec(&oci::SpecInput {
+            let mut spec = oci::container_spec(&oci::SpecInput {
                 container_id: &id,
                 config,
                 image: &image,
@@ -720,6 +784,8 @@ impl ShimRuntime {
                 cgroups_path: &cgroup,
                 layers: &layers,
             })?;
+            // The shim this container joins (the spec names the pod; `node` puts all in one).
+            spec["annotations"][oci::GROUP_ANNOTATION] = serde_json::json!(meta.group());
             let bytes =
                 serde_json::to_vec_pretty(&spec).map_err(|e| io_err(&id, "write spec", e))?;
             // The spec carries env values from Secrets: root only.
@@ -742,9 +808,9 @@ impl ShimRuntime {
                     format!("{}: {e}", meta.log_path.display()),
                 )
             })?;
-            let lock = self.pod_lock(pod_uid);
+            let lock = self.group_lock(meta.group());
             {
-                let _g = lock.lock().unwrap_or_else(|p| p.into_inner());
+                let _g = lock.read().unwrap_or_else(|p| p.into_inner());
                 let pid = self.create_task(&meta, &mounts)?;
                 self.update_meta(&id, |m| {
                     m.task_created = true;
@@ -1042,10 +1108,12 @@ impl Runtime for ShimRuntime {
         {
             self.remove_container(&m.id)?;
         }
-        self.pod_locks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(pod_uid);
+        if self.cfg.grouping == ShimGrouping::Pod {
+            self.group_locks
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(pod_uid);
+        }
         self.detach_network(pod_uid)?;
         let dir = self.sandbox_dir(pod_uid);
         sandbox::remove(&dir.join("ns"))

@@ -74,6 +74,17 @@ pub struct ContainerMeta {
     pub stdin_once: bool,
     #[serde(default)]
     pub tty: bool,
+    /// The shim group it was created in (the `io.containerd.runc.v2.group` annotation);
+    /// `None` (records of older agents): its pod's uid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+}
+
+impl ContainerMeta {
+    /// The shim group the container's task lives in: containers of one group share a shim.
+    pub fn group(&self) -> &str {
+        self.group.as_deref().unwrap_or(&self.pod_uid)
+    }
 }
 
 /// Unix nanoseconds of a time.

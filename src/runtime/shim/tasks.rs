@@ -240,12 +240,13 @@ impl ShimRuntime {
         Ok(m)
     }
 
-    /// Shuts the shim of `m` down when no other container of its pod has a task in it.
+    /// Shuts the shim of `m` down when no other container of its shim group (its pod, or
+    /// the node) has a task in it.
     pub(super) fn shutdown_idle_shim(&self, m: &ContainerMeta) {
-        let lock = self.pod_lock(&m.pod_uid);
-        let _g = lock.lock().unwrap_or_else(|p| p.into_inner());
+        let lock = self.group_lock(m.group());
+        let _g = lock.write().unwrap_or_else(|p| p.into_inner());
         let others = self.container_metas().into_iter().any(|o| {
-            o.pod_uid == m.pod_uid
+            o.group() == m.group()
                     && o.id != m.id
                     && o.task_created
                     && !o.task_deleted
@@ -346,10 +347,17 @@ impl ShimRuntime {
         )
     }
 
-    /// Moves the shim serving `id` into the shims' cgroup (see [`Layout::SHIMS`]).
+    /// Moves the shim serving `id` into the shims' cgroup (see [`Layout::SHIMS`]) and writes
+    /// its pid to the bundle's `shim.pid` (the runc v2 shim writes none; a shim shared by
+    /// several containers must be found by [`Self::kill_unresponsive_shim`] after the bundle
+    /// it started in is gone).
     pub(super) fn move_shim(&self, id: &str) {
         match self.connect(id) {
             Ok(c) if c.shim_pid > 0 => {
+                let pid_file = self.bundle(id).join("shim.pid");
+                if let Err(e) = std::fs::write(&pid_file, c.shim_pid.to_string()) {
+                    tracing::warn!(container = %id, shim_pid = c.shim_pid, error = %e, "shim.pid not written");
+                }
                 if let Err(e) = self.cgroups.move_process(Layout::SHIMS, c.shim_pid) {
                     tracing::warn!(container = %id, shim_pid = c.shim_pid, error = %e, "shim left in the agent's cgroup");
                 }
