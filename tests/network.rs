@@ -437,7 +437,18 @@ fn fifty_create_delete_cycles_with_a_host_port_leave_nothing_behind() {
             ip.starts_with(&format!("{}.", net.prefix)),
             "cycle {i}: {ip}"
         );
-        assert_eq!(net.veth_names().len(), 1, "cycle {i}: one veth");
+        assert_eq!(
+            net.veth_names().len(),
+            1,
+            "cycle {i}: one veth; pod {}; log:\n{}",
+            a.pod("cycle").unwrap_or_default(),
+            a.agent_log()
+                .lines()
+                .rev()
+                .take(40)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
         assert_eq!(net.reservations(), vec![ip.clone()], "cycle {i}");
         assert!(!rules_naming(&ip).is_empty(), "cycle {i}: portmap's rules");
         assert_eq!(net.cached(), 1, "cycle {i}: one cached result");

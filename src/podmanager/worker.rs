@@ -125,6 +125,10 @@ pub(super) async fn run(pm: Rc<PodManager>, mut pod: Pod, rx: async_channel::Rec
                             start_time: Some(pm.clock.now_wall()),
                             ..State::default()
                         };
+                        // The stopped incarnation's status (running containers, its
+                        // address) goes now: until the new sandbox is up it would say the
+                        // pod runs.
+                        set_status(&pm, &pod, &mut st, &[]).await;
                         next = Duration::ZERO;
                     }
                     None => return,
@@ -1171,6 +1175,12 @@ async fn terminate(pm: &PodManager, pod: &Pod, st: &mut State) {
     for id in st.probed.drain() {
         pm.prober.remove(&id);
     }
+    // The status says so before the teardown: containers terminated, no address (it is
+    // released next). A static pod written again meanwhile keeps its uid and must not show
+    // this incarnation running (nor, in `edged get`, while the new one starts).
+    let stopped = pod_containers(pm, &pod.metadata.uid).await;
+    st.sandbox = None;
+    set_status(pm, pod, st, &stopped).await;
     let rt = pm.runtime.clone();
     let uid = pod.metadata.uid.clone();
     let ids: Vec<String> = all.iter().map(|c| c.id.clone()).collect();

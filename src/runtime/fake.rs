@@ -68,6 +68,15 @@ impl Call {
     }
 }
 
+/// A call [`FakeRuntime::hold`] can stop half way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Held {
+    /// `run_pod_sandbox`: the sandbox and its network being made.
+    RunPodSandbox,
+    /// `remove_pod_sandbox`: the sandbox and its network being torn down.
+    RemovePodSandbox,
+}
+
 #[derive(Default)]
 struct State {
     next_id: u64,
@@ -90,6 +99,8 @@ pub struct FakeRuntime {
     state: Mutex<State>,
     exits_tx: async_channel::Sender<ExitEvent>,
     exits_rx: async_channel::Receiver<ExitEvent>,
+    /// The sandbox calls held: each waits (after logging its call) while it is in the set.
+    held: (Mutex<Vec<Held>>, std::sync::Condvar),
 }
 
 impl Default for FakeRuntime {
@@ -113,6 +124,35 @@ impl FakeRuntime {
             state: Mutex::new(State::default()),
             exits_tx,
             exits_rx,
+            held: (Mutex::new(Vec::new()), std::sync::Condvar::new()),
+        }
+    }
+
+    /// `call`s from now on wait (logged) until [`release`](Self::release): what a pod shows
+    /// while its sandbox and network are being made, or torn down.
+    pub fn hold(&self, call: Held) {
+        self.held
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(call);
+    }
+
+    /// Lets held and later `call`s go on.
+    pub fn release(&self, call: Held) {
+        self.held
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|c| *c != call);
+        self.held.1.notify_all();
+    }
+
+    /// Waits while `call` is held.
+    fn wait_held(&self, call: Held) {
+        let mut held = self.held.0.lock().unwrap_or_else(|p| p.into_inner());
+        while held.contains(&call) {
+            held = self.held.1.wait(held).unwrap_or_else(|p| p.into_inner());
         }
     }
 
@@ -246,13 +286,17 @@ impl Runtime for FakeRuntime {
     }
 
     fn run_pod_sandbox(&self, config: &PodSandboxConfig) -> Result<Sandbox> {
+        {
+            let mut st = self.lock();
+            self.log(
+                &mut st,
+                Call::RunPodSandbox {
+                    pod_uid: config.uid.clone(),
+                },
+            );
+        }
+        self.wait_held(Held::RunPodSandbox);
         let mut st = self.lock();
-        self.log(
-            &mut st,
-            Call::RunPodSandbox {
-                pod_uid: config.uid.clone(),
-            },
-        );
         if let Some(e) = st.fail_sandbox.pop_front() {
             return Err(e);
         }
@@ -296,13 +340,17 @@ impl Runtime for FakeRuntime {
     }
 
     fn remove_pod_sandbox(&self, pod_uid: &str) -> Result<()> {
+        {
+            let mut st = self.lock();
+            self.log(
+                &mut st,
+                Call::RemovePodSandbox {
+                    pod_uid: pod_uid.into(),
+                },
+            );
+        }
+        self.wait_held(Held::RemovePodSandbox);
         let mut st = self.lock();
-        self.log(
-            &mut st,
-            Call::RemovePodSandbox {
-                pod_uid: pod_uid.into(),
-            },
-        );
         st.containers.retain(|_, (_, c)| c.pod_uid != pod_uid);
         st.sandboxes.remove(pod_uid);
         Ok(())

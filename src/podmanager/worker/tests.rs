@@ -10,7 +10,7 @@ use crate::metaclient::MetaClient;
 use crate::metamanager::{MetaManager, Offline, Store};
 use crate::pleg::Pleg;
 use crate::prober::ProbeManager;
-use crate::runtime::fake::{Call, FakeImages, FakeRuntime};
+use crate::runtime::fake::{Call, FakeImages, FakeRuntime, Held};
 use crate::runtime::{ContainerState, ErrorKind, Runtime, RuntimeError, Stage};
 use crate::status::StatusManager;
 use crate::volume::VolumeManager;
@@ -638,4 +638,56 @@ fn a_failed_liveness_probe_restarts_the_container() {
     let second = n.rt.instances("app")[1].clone();
     assert_eq!(second.state, ContainerState::Running);
     assert_eq!(n.pm.prober.probed(), [second.id]);
+}
+
+/// Whether a status shows a running container or an address.
+fn shows_running(s: &api::PodStatus) -> bool {
+    s.pod_ip.is_some()
+        || !s.pod_ips.is_empty()
+        || s.container_statuses
+            .iter()
+            .any(|c| c.state.running.is_some())
+}
+
+/// A static pod keeps its uid: written again while its delete stops it, it runs again. From
+/// its containers' kill until its new sandbox is up its status (kept, and stored: what
+/// `edged get` shows) shows no running container and no address of the stopped incarnation.
+#[test]
+fn a_pod_added_again_while_it_stops_shows_no_stale_status() {
+    let n = Node::new();
+    let p = pod("u1", json!({"containers": [container("a")]}));
+    let stored = |n: &Node| {
+        smol::block_on(n.pm.meta.pod_status("default", "p-u1"))
+            .expect("the store answers")
+            .expect("a stored status")
+    };
+    n.pm.add(p.clone());
+    n.until("running with an IP", |n| {
+        n.pm.status.get("u1").is_some_and(|s| shows_running(&s))
+    });
+    n.settle();
+    n.rt.hold(Held::RemovePodSandbox);
+    n.rt.hold(Held::RunPodSandbox);
+    n.pm.delete(&crate::metamanager::PodRef::from(&p));
+    n.pm.add(p.clone());
+    // The old sandbox being torn down, then the new one being made.
+    for (call, count) in [(Held::RemovePodSandbox, 1), (Held::RunPodSandbox, 2)] {
+        n.until(&format!("{call:?} number {count}"), |n| {
+            n.rt.calls()
+                .iter()
+                .filter(|c| match call {
+                    Held::RemovePodSandbox => matches!(c, Call::RemovePodSandbox { .. }),
+                    Held::RunPodSandbox => matches!(c, Call::RunPodSandbox { .. }),
+                })
+                .count()
+                == count
+        });
+        for s in [n.status("u1"), stored(&n)] {
+            assert!(!shows_running(&s), "during {call:?}: {s:?}");
+        }
+        n.rt.release(call);
+    }
+    n.until("running with an IP again", |n| {
+        n.pm.status.get("u1").is_some_and(|s| shows_running(&s))
+    });
 }
