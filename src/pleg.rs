@@ -13,8 +13,11 @@ use std::time::{Duration, Instant};
 /// What happened to a container between two relists.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventKind {
+    /// Now running (and was not, or was not there, at the last relist).
     ContainerStarted,
+    /// Exited since the last relist.
     ContainerDied,
+    /// Gone from the runtime since the last relist.
     ContainerRemoved,
     /// Seen for the first time in a state other than running (created, or exited before the
     /// first relist saw it).
@@ -24,8 +27,11 @@ pub enum EventKind {
 /// A lifecycle event of one container of one pod.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PodLifecycleEvent {
+    /// The pod the container belongs to.
     pub pod_uid: String,
+    /// The runtime's id of the container.
     pub container_id: String,
+    /// What happened.
     pub kind: EventKind,
 }
 

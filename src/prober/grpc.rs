@@ -54,9 +54,13 @@ const PRIORITY: u8 = 0x20;
 /// One HTTP/2 frame.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Frame {
+    /// The frame type (DATA 0, HEADERS 1, SETTINGS 4, ...).
     pub kind: u8,
+    /// The type's flags (END_STREAM, END_HEADERS, ...).
     pub flags: u8,
+    /// The stream id (0: the connection).
     pub stream: u32,
+    /// The frame's payload, padding included.
     pub payload: Vec<u8>,
 }
 

@@ -13,10 +13,12 @@ use std::time::Duration;
 /// A probe's outcome, with what to tell the user when it failed.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Outcome {
+    /// The probe passed.
     Success,
     /// Success, with something the user should know (the kubelet's `probe.Warning`: a
     /// redirect to another host); recorded as a ProbeWarning event.
     Warning(String),
+    /// The probe failed, and why (the container status message and Unhealthy event).
     Failure(String),
 }
 

@@ -25,8 +25,11 @@ use std::time::{Duration, SystemTime};
 /// The three kinds of probe.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ProbeKind {
+    /// Failing: the container is killed and restarted as its restart policy says.
     Liveness,
+    /// Failing: the container (and the pod) is not Ready.
     Readiness,
+    /// Until it passes, liveness and readiness are not probed; failing: as liveness.
     Startup,
 }
 
@@ -39,10 +42,15 @@ impl ProbeKind {
 /// A result change, for the pod's worker.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ProbeEvent {
+    /// The probed container's pod.
     pub pod_uid: String,
+    /// The probed container instance.
     pub container_id: String,
+    /// The container's name in the pod spec.
     pub container_name: String,
+    /// Which probe changed.
     pub kind: ProbeKind,
+    /// The probe's result now.
     pub success: bool,
     /// The failure's text (for the container's status message and logs).
     pub message: Option<String>,
@@ -54,13 +62,19 @@ pub struct ProbeEvent {
 /// A running container to probe.
 #[derive(Clone, Debug)]
 pub struct Target {
+    /// `namespace/name`, for logs and events.
     pub pod: String,
+    /// The pod's uid.
     pub pod_uid: String,
+    /// The container instance probed.
     pub container_id: String,
+    /// The container's name in the pod spec.
     pub container_name: String,
+    /// When the instance started: `initialDelaySeconds` counts from here.
     pub started_at: SystemTime,
     /// The pod's network namespace (`None`: the host's).
     pub netns: Option<PathBuf>,
+    /// The container's ports (a probe may name its port).
     pub ports: Vec<ContainerPort>,
 }
 

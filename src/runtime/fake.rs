@@ -24,32 +24,60 @@ use std::time::{Duration, Instant};
 /// Reads (lists, statuses, version) are not logged.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Call {
-    /// `run_pod_sandbox` of pod `pod_uid`.
-    RunPodSandbox { pod_uid: String },
-    /// `stop_pod_sandbox`.
-    StopPodSandbox { pod_uid: String },
-    /// `remove_pod_sandbox`.
-    RemovePodSandbox { pod_uid: String },
-    /// `create_container` of container `name` (restart count `attempt`) in pod `pod_uid`.
-    CreateContainer {
+    /// `run_pod_sandbox`.
+    RunPodSandbox {
+        /// The pod's uid.
         pod_uid: String,
+    },
+    /// `stop_pod_sandbox`.
+    StopPodSandbox {
+        /// The pod's uid.
+        pod_uid: String,
+    },
+    /// `remove_pod_sandbox`.
+    RemovePodSandbox {
+        /// The pod's uid.
+        pod_uid: String,
+    },
+    /// `create_container`.
+    CreateContainer {
+        /// The pod's uid.
+        pod_uid: String,
+        /// The container's name in the pod spec.
         name: String,
+        /// The restart count the instance is made with.
         attempt: u32,
     },
-    /// `start_container` of instance `id` of container `name`.
-    StartContainer { id: String, name: String },
-    /// `stop_container` with `grace`.
-    StopContainer {
+    /// `start_container`.
+    StartContainer {
+        /// The instance.
         id: String,
+        /// The container's name in the pod spec.
         name: String,
+    },
+    /// `stop_container`.
+    StopContainer {
+        /// The instance.
+        id: String,
+        /// The container's name in the pod spec.
+        name: String,
+        /// The grace period given.
         grace: Duration,
     },
     /// `remove_container`.
-    RemoveContainer { id: String, name: String },
-    /// `exec_sync` of `cmd` in instance `id` of container `name`.
-    ExecSync {
+    RemoveContainer {
+        /// The instance.
         id: String,
+        /// The container's name in the pod spec.
         name: String,
+    },
+    /// `exec_sync`.
+    ExecSync {
+        /// The instance.
+        id: String,
+        /// The container's name in the pod spec.
+        name: String,
+        /// The command run.
         cmd: Vec<String>,
     },
 }

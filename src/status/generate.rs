@@ -12,6 +12,7 @@ use std::time::SystemTime;
 pub struct Waiting {
     /// `ContainerCreating`, `CrashLoopBackOff`, `ErrImageNeverPull`, `CreateContainerConfigError`...
     pub reason: String,
+    /// What went wrong, for the user (absent for plain ContainerCreating).
     pub message: Option<String>,
 }
 
@@ -27,6 +28,7 @@ pub struct StatusInputs<'a> {
     pub waiting: &'a BTreeMap<String, Waiting>,
     /// A reason for the whole pod (such as a volume that cannot be set up).
     pub pod_message: Option<&'a str>,
+    /// The node's address (`status.hostIP`).
     pub host_ip: &'a str,
     /// The pod's IPs, IPv4 first (hostNetwork: the host's).
     pub pod_ips: &'a [String],
