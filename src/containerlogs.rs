@@ -8,6 +8,7 @@
 //! agent, and also while the agent is down (then `-f` cannot know the container ended and
 //! follows until interrupted).
 
+use crate::api::reason::Reason;
 use crate::api::{self, Pod};
 use crate::flags::LogsCmd;
 use crate::kuberuntime::logs::{self, LogOptions, LogReader};
@@ -141,7 +142,7 @@ pub fn choose_attempt(
         let reason = status
             .and_then(|s| s.state.waiting.as_ref())
             .and_then(|w| w.reason.clone())
-            .unwrap_or_else(|| "ContainerCreating".into());
+            .unwrap_or_else(|| Reason::ContainerCreating.to_string());
         format!("container \"{container}\" in pod \"{pod}\" is waiting to start: {reason}")
     })
 }
@@ -161,7 +162,7 @@ pub fn instance_ended(attempt: u32, status: Option<&api::ContainerStatus>) -> bo
         || s.state
             .waiting
             .as_ref()
-            .is_some_and(|w| w.reason.as_deref() != Some("ContainerCreating"))
+            .is_some_and(|w| w.reason.as_deref() != Some(Reason::ContainerCreating.as_str()))
 }
 
 /// The attempts whose live log file is in `dir` (`<n>.log`).

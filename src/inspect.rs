@@ -1,6 +1,7 @@
 //! `edged get pods|configmaps|secrets|node [NAME] [-n NS] [-o table|json|yaml]`: what the store
 //! holds, read-only beside a running agent, printed as kubectl prints it.
 
+use crate::api::reason::Reason;
 use crate::api::{parse_rfc3339, PodStatus};
 use crate::flags::GetCmd;
 use crate::metamanager::{Store, Table};
@@ -381,7 +382,7 @@ fn pod_row(v: &Value, age: String) -> Vec<String> {
             .waiting
             .as_ref()
             .and_then(|w| w.reason.as_ref())
-            .filter(|r| !r.is_empty() && r.as_str() != "PodInitializing")
+            .filter(|r| !r.is_empty() && r.as_str() != Reason::PodInitializing.as_str())
         {
             reason = format!("Init:{r}");
         } else {

@@ -1053,7 +1053,7 @@ fn failed_create_leaves_nothing() {
     );
     // The task's Create in the shim failed: the kubelet's CreateContainerError.
     assert_eq!(err.stage, Stage::Create, "{err}");
-    assert_eq!(err.stage.waiting_reason(), "CreateContainerError");
+    assert_eq!(err.stage.waiting_reason().as_str(), "CreateContainerError");
     assert!(e.rt().list_containers().unwrap().is_empty());
     let left = std::fs::read_dir(e.dir.path().join("runtime/containers"))
         .unwrap()

@@ -7,6 +7,7 @@
 
 pub mod base64;
 pub mod quantity;
+pub mod reason;
 pub mod restart;
 pub mod validate;
 

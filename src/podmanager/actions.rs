@@ -9,6 +9,7 @@
 //! synced.
 
 use super::{ephemeral, unknown};
+use crate::api::reason::Reason;
 use crate::api::{self, Container, Pod};
 use crate::eviction::Eviction;
 use crate::kuberuntime::{self, instances::latest};
@@ -124,7 +125,7 @@ pub enum Action {
         /// The container's name.
         container: String,
         /// The kubelet's waiting reason.
-        reason: &'static str,
+        reason: Reason,
         /// What to do about it.
         message: String,
     },
@@ -313,7 +314,7 @@ pub fn compute_pod_actions(pod: &Pod, view: &SyncView<'_>) -> PodActions {
             },
             ephemeral::Plan::Wait(message) => Action::Wait {
                 container,
-                reason: "CreateContainerConfigError",
+                reason: Reason::CreateContainerConfigError,
                 message,
             },
         });

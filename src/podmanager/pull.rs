@@ -4,6 +4,7 @@
 //! (`--serialize-image-pulls`, `--max-parallel-image-pulls`), and the kubelet's events. The
 //! pull itself runs on a blocking thread.
 
+use crate::api::reason::Reason;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -57,7 +58,7 @@ struct Failed {
 }
 
 /// Why an image is not ready: the waiting reason and message.
-pub type NotReady = (&'static str, String);
+pub type NotReady = (Reason, String);
 
 /// Pulls images for pods.
 pub struct Puller {
@@ -124,7 +125,7 @@ impl Puller {
             let msg = format!("Back-off pulling image \"{}\"", c.image);
             event(EventType::Normal, "BackOff", msg.clone());
             return Err((
-                "ImagePullBackOff",
+                Reason::ImagePullBackOff,
                 format!("{msg}: ErrImagePull: {}", f.error),
             ));
         }
@@ -171,7 +172,7 @@ impl Puller {
             Some(r) => r,
             None => {
                 return Err((
-                    "ErrImagePull",
+                    Reason::ErrImagePull,
                     format!("pull of \"{}\" given up: the pod was deleted", c.image),
                 ))
             }
@@ -211,7 +212,7 @@ impl Puller {
                     "Failed",
                     format!("Failed to pull image \"{}\": {error}", c.image),
                 );
-                Err(("ErrImagePull", error))
+                Err((Reason::ErrImagePull, error))
             }
         }
     }

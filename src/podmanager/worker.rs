@@ -4,6 +4,7 @@
 
 use super::actions::{self, grace, Action, Disposition};
 use super::{pod_name, unknown, PodManager, Work};
+use crate::api::reason::Reason;
 use crate::api::{self, Container, Pod};
 use crate::events::{EventType, PodEvent};
 use crate::kuberuntime::{self, instances::latest, PodContext};
@@ -444,7 +445,7 @@ async fn sync(pm: &PodManager, pod: &Pod, st: &mut State) -> Duration {
             .chain(pod.spec.containers.iter())
         {
             st.waiting.entry(c.name.clone()).or_insert(Waiting {
-                reason: "ContainerCreating".into(),
+                reason: Reason::ContainerCreating,
                 message: st.pod_message.clone(),
             });
         }
@@ -555,7 +556,7 @@ async fn execute(
                 );
                 backoff_event(pm, pod, &container);
                 let w = Waiting {
-                    reason: "CrashLoopBackOff".into(),
+                    reason: Reason::CrashLoopBackOff,
                     message: Some(message),
                 };
                 st.waiting.insert(container, w);
@@ -566,7 +567,7 @@ async fn execute(
                 message,
             } => {
                 let w = Waiting {
-                    reason: reason.into(),
+                    reason,
                     message: Some(message),
                 };
                 st.waiting.insert(container, w);
@@ -613,13 +614,15 @@ async fn start_in(
     pid_target: Option<String>,
 ) -> bool {
     let name = pod_name(pod);
-    let wait = |st: &mut State, reason: &str, message: String| {
-        tracing::warn!(pod = %name, container = %c.name, reason, "{message}");
+    let wait = |st: &mut State, reason: Reason, message: String| {
+        tracing::warn!(pod = %name, container = %c.name, reason = reason.as_str(), "{message}");
         // The kubelet's events: the image reasons as they are, the rest as Failed.
         let (event_reason, text) = match reason {
-            "ErrImageNeverPull" => (reason, message.clone()),
+            Reason::ErrImageNeverPull => (reason.as_str(), message.clone()),
             // After the puller's own Failed / BackOff event, as the kubelet's runtime does.
-            "ErrImagePull" | "ImagePullBackOff" => ("Failed", format!("Error: {reason}")),
+            Reason::ErrImagePull | Reason::ImagePullBackOff => {
+                ("Failed", format!("Error: {reason}"))
+            }
             _ => ("Failed", format!("Error: {message}")),
         };
         pm.events.record(PodEvent::new(
@@ -632,7 +635,7 @@ async fn start_in(
         st.waiting.insert(
             c.name.clone(),
             Waiting {
-                reason: reason.into(),
+                reason,
                 message: Some(message),
             },
         );
@@ -646,7 +649,7 @@ async fn start_in(
             Ok(_) => true,
             Err(e) if e.kind == ErrorKind::NotFound => false,
             Err(e) => {
-                wait(st, "ErrImageInspect", e.to_string());
+                wait(st, Reason::ErrImageInspect, e.to_string());
                 return false;
             }
         }
@@ -669,7 +672,7 @@ async fn start_in(
         (super::pull::Decision::Pull, None) => {
             wait(
                 st,
-                "ErrImagePull",
+                Reason::ErrImagePull,
                 format!(
                     "image \"{}\" is not on this node and this agent pulls no images: import it with `edged image import`",
                     c.image
@@ -680,7 +683,7 @@ async fn start_in(
         (super::pull::Decision::NeverPull, _) => {
             wait(
                 st,
-                "ErrImageNeverPull",
+                Reason::ErrImageNeverPull,
                 format!(
                     "Container image \"{}\" is not present with pull policy of {policy}",
                     c.image
@@ -843,7 +846,7 @@ async fn start_created(
             st.waiting.insert(
                 c.name.clone(),
                 Waiting {
-                    reason: e.stage.waiting_reason().into(),
+                    reason: e.stage.waiting_reason(),
                     message: Some(e.to_string()),
                 },
             );

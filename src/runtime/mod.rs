@@ -75,11 +75,12 @@ impl Stage {
     /// The kubelet's waiting reason for a container whose start failed at this stage
     /// (pkg/kubelet/kuberuntime's `ErrCreateContainerConfig` and `ErrCreateContainer`,
     /// pkg/kubelet/container's `ErrRunContainer`, which also stands for any other failure).
-    pub fn waiting_reason(self) -> &'static str {
+    pub fn waiting_reason(self) -> crate::api::reason::Reason {
+        use crate::api::reason::Reason;
         match self {
-            Stage::Config => "CreateContainerConfigError",
-            Stage::Create => "CreateContainerError",
-            Stage::Start | Stage::Other => "RunContainerError",
+            Stage::Config => Reason::CreateContainerConfigError,
+            Stage::Create => Reason::CreateContainerError,
+            Stage::Start | Stage::Other => Reason::RunContainerError,
         }
     }
 }
@@ -549,7 +550,7 @@ mod tests {
             (Stage::Start, "RunContainerError"),
             (Stage::Other, "RunContainerError"),
         ] {
-            assert_eq!(stage.waiting_reason(), reason, "{stage:?}");
+            assert_eq!(stage.waiting_reason().as_str(), reason, "{stage:?}");
         }
     }
 
@@ -560,7 +561,10 @@ mod tests {
         assert_eq!(e.stage, Stage::Other);
         assert_eq!(e.clone().during(Stage::Create).stage, Stage::Create);
         let e = e.during(Stage::Config).during(Stage::Create);
-        assert_eq!(e.stage.waiting_reason(), "CreateContainerConfigError");
+        assert_eq!(
+            e.stage.waiting_reason().as_str(),
+            "CreateContainerConfigError"
+        );
         assert_eq!(e.to_string(), "mkfifo c1: EEXIST");
     }
 }

@@ -1,6 +1,7 @@
 //! Builds the v1 PodStatus from what the runtime reports, what the prober found, and what the
 //! pod worker knows (waiting reasons), as the kubelet's `generateAPIPodStatus` does.
 
+use crate::api::reason::Reason;
 use crate::api::{self, Pod, PodCondition, PodStatus};
 use crate::kuberuntime::instances::newest_first;
 use crate::runtime::{ContainerState, ContainerStatus};
@@ -11,7 +12,7 @@ use std::time::SystemTime;
 #[derive(Clone, Debug, PartialEq)]
 pub struct Waiting {
     /// `ContainerCreating`, `CrashLoopBackOff`, `ErrImageNeverPull`, `CreateContainerConfigError`...
-    pub reason: String,
+    pub reason: Reason,
     /// What went wrong, for the user (absent for plain ContainerCreating).
     pub message: Option<String>,
 }
@@ -89,7 +90,7 @@ fn container_status(
     instances: &[&ContainerStatus],
     inputs: &StatusInputs<'_>,
     has_readiness: bool,
-    default_waiting: &str,
+    default_waiting: Reason,
 ) -> api::ContainerStatus {
     let mut sorted: Vec<&ContainerStatus> = instances.to_vec();
     sorted.sort_by(|a, b| newest_first(a, b));
@@ -146,7 +147,7 @@ fn container_status(
                         // Waiting to restart: the exited instance becomes lastState.
                         s.last_state.terminated = Some(terminated(c));
                         s.state.waiting = Some(api::StateWaiting {
-                            reason: Some(w.reason.clone()),
+                            reason: Some(w.reason.to_string()),
                             message: w.message.clone(),
                         });
                     } else {
@@ -159,11 +160,11 @@ fn container_status(
                     s.started = Some(false);
                     s.state.waiting = Some(match waiting {
                         Some(w) => api::StateWaiting {
-                            reason: Some(w.reason.clone()),
+                            reason: Some(w.reason.to_string()),
                             message: w.message.clone(),
                         },
                         None => api::StateWaiting {
-                            reason: Some("ContainerCreating".into()),
+                            reason: Some(Reason::ContainerCreating.to_string()),
                             message: None,
                         },
                     });
@@ -173,11 +174,11 @@ fn container_status(
         None => {
             s.started = Some(false);
             let w = waiting.cloned().unwrap_or(Waiting {
-                reason: default_waiting.into(),
+                reason: default_waiting,
                 message: None,
             });
             s.state.waiting = Some(api::StateWaiting {
-                reason: Some(w.reason),
+                reason: Some(w.reason.to_string()),
                 message: w.message,
             });
         }
@@ -197,9 +198,9 @@ pub fn pod_status(pod: &Pod, inputs: &StatusInputs<'_>) -> PodStatus {
     // A container not made yet waits for PodInitializing in a pod with init containers (the
     // kubelet's default waiting state), else ContainerCreating.
     let default_waiting = if pod.spec.init_containers.is_empty() {
-        "ContainerCreating"
+        Reason::ContainerCreating
     } else {
-        "PodInitializing"
+        Reason::PodInitializing
     };
     let init: Vec<api::ContainerStatus> = pod
         .spec
@@ -423,7 +424,7 @@ fn ephemeral_statuses(pod: &Pod, inputs: &StatusInputs<'_>) -> Vec<api::Containe
                 .iter()
                 .filter(|i| i.name == c.name)
                 .collect();
-            let mut s = container_status(c, &instances, inputs, false, "ContainerCreating");
+            let mut s = container_status(c, &instances, inputs, false, Reason::ContainerCreating);
             s.ready = false;
             s.started = None;
             s
@@ -566,7 +567,7 @@ mod tests {
         pod: &Pod,
         cs: &[ContainerStatus],
         ready: &[(&str, bool)],
-        waiting: &[(&str, &str)],
+        waiting: &[(&str, Reason)],
     ) -> PodStatus {
         let ready: BTreeMap<String, bool> =
             ready.iter().map(|(k, v)| (k.to_string(), *v)).collect();
@@ -576,7 +577,7 @@ mod tests {
                 (
                     k.to_string(),
                     Waiting {
-                        reason: r.to_string(),
+                        reason: *r,
                         message: None,
                     },
                 )
@@ -652,7 +653,7 @@ mod tests {
         };
         let s = status(&p, &cs, &[], &[]);
         assert_eq!(reason(&s).as_deref(), Some("ContainerCreating"));
-        let s = status(&p, &cs, &[], &[("app", "RunContainerError")]);
+        let s = status(&p, &cs, &[], &[("app", Reason::RunContainerError)]);
         assert_eq!(reason(&s).as_deref(), Some("RunContainerError"));
         assert_eq!(s.phase, "Pending");
     }
@@ -665,7 +666,7 @@ mod tests {
             inst("app", "a1", 0, ContainerState::Exited, Some(1)),
             inst("app", "a2", 1, ContainerState::Exited, Some(1)),
         ];
-        let s = status(&p, &cs, &[], &[("app", "CrashLoopBackOff")]);
+        let s = status(&p, &cs, &[], &[("app", Reason::CrashLoopBackOff)]);
         let c = &s.container_statuses[0];
         assert_eq!(c.restart_count, 1);
         assert_eq!(
