@@ -1380,3 +1380,148 @@ fn kubectl_exec_and_attach_through_the_stream_tunnel() {
         .await;
     });
 }
+
+// ---- Kubernetes Events from the node (issue 23) ----
+
+/// The kubelet's events reach the API server through CloudCore's `processEvent`: Created and
+/// Started, BackOff of a crash loop (a repeat patched with its count, not sent anew), Unhealthy
+/// and Killing for a liveness probe whose local redirect leads to a missing page (followed, as
+/// the kubelet does), ProbeWarning for a redirect to another host (a success), Failed for a
+/// container refused for running as root under `runAsNonRoot`. Each names the pod by uid and
+/// the container by field path, from the kubelet on this node.
+#[test]
+fn the_kubelets_events_reach_the_cloud() {
+    const PORT: u16 = 18431;
+    bounded(240, async {
+        let hub = CloudHub::start(Lifetime::Long).await;
+        let a = Agent::start("events", &hub, &hub.token());
+        accept_registration(&a, &hub).await;
+        // httpd's CGI answers that begin with a status line go out as they are.
+        let web = format!(
+            "mkdir -p /tmp/www/cgi-bin; cd /tmp/www/cgi-bin; \
+             printf '#!/bin/sh\\nprintf \"HTTP/1.1 302 Found\\\\r\\\\nLocation: /missing\\\\r\\\\nContent-Length: 0\\\\r\\\\n\\\\r\\\\n\"\\n' > local; \
+             printf '#!/bin/sh\\nprintf \"HTTP/1.1 302 Found\\\\r\\\\nLocation: http://192.0.2.1:81/\\\\r\\\\nContent-Length: 0\\\\r\\\\n\\\\r\\\\n\"\\n' > away; \
+             chmod +x local away; exec httpd -f -vv -p {PORT} -h /tmp/www"
+        );
+        let mut p = user_pod("ev", "exit 1");
+        p["spec"]["automountServiceAccountToken"] = json!(false);
+        p["spec"]["terminationGracePeriodSeconds"] = json!(1);
+        p["spec"]["containers"][0]["name"] = json!("crash");
+        p["spec"]["containers"].as_array_mut().unwrap().extend([
+            json!({"name": "web", "image": IMAGE, "command": ["sh", "-c", web],
+                       "readinessProbe": {"httpGet": {"path": "/cgi-bin/away", "port": PORT},
+                                          "periodSeconds": 1}}),
+            json!({"name": "live", "image": IMAGE, "command": ["sleep", "3600"],
+                       "livenessProbe": {"httpGet": {"path": "/cgi-bin/local", "port": PORT},
+                                         "initialDelaySeconds": 2, "periodSeconds": 1,
+                                         "failureThreshold": 1}}),
+        ]);
+        let ev = hub.create_pod(&p, &a.node);
+        let mut root = user_pod("rootless", "sleep 3600");
+        root["spec"]["automountServiceAccountToken"] = json!(false);
+        root["spec"]["securityContext"] = json!({"runAsNonRoot": true});
+        let root = hub.create_pod(&root, &a.node);
+
+        let has = |pod: &str, reason: &str, container: &str, min: u64, text: &str| {
+            hub.api
+                .lock()
+                .unwrap()
+                .events_of("default", pod)
+                .iter()
+                .any(|(r, f, n, m)| {
+                    r == reason
+                        && *f == format!("spec.containers{{{container}}}")
+                        && *n >= min
+                        && m.contains(text)
+                })
+        };
+        let want: [(&str, &str, &str, u64, &str); 8] = [
+            ("ev", "Created", "crash", 1, "Created container: crash"),
+            ("ev", "Started", "crash", 1, "Started container crash"),
+            (
+                "ev",
+                "BackOff",
+                "crash",
+                2,
+                "Back-off restarting failed container crash",
+            ),
+            ("ev", "ProbeWarning", "web", 1, "Probe terminated redirects"),
+            ("ev", "Unhealthy", "live", 1, "Liveness probe failed"),
+            ("ev", "Killing", "live", 1, "liveness probe"),
+            ("ev", "Started", "live", 2, "Started container live"),
+            ("rootless", "Failed", "app", 1, "runAsNonRoot"),
+        ];
+        let missing = || -> Vec<String> {
+            want.iter()
+                .filter(|(p, r, c, n, t)| !has(p, r, c, *n, t))
+                .map(|(p, r, c, n, t)| format!("{p} {r} {c} count>={n} {t:?}"))
+                .collect()
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(150);
+        while !missing().is_empty() && std::time::Instant::now() < deadline {
+            smol::Timer::after(Duration::from_millis(500)).await;
+        }
+        let not_seen = missing();
+        let api = hub.api.lock().unwrap();
+        assert!(
+            not_seen.is_empty(),
+            "events not seen: {:?}\nseen: {:#?}\nrefused: {:?}\nagent log: {}",
+            not_seen,
+            api.events_of("default", "ev"),
+            api.event_refusals,
+            tail(&a.log(), 40)
+        );
+        assert!(api.event_refusals.is_empty(), "{:?}", api.event_refusals);
+        // Every event comes from this node's kubelet and names its pod by uid.
+        for e in api.events.values() {
+            let pod = match e["involvedObject"]["name"].as_str() {
+                Some("ev") => &ev,
+                Some("rootless") => &root,
+                other => panic!("an event about {other:?}: {e}"),
+            };
+            assert_eq!(e["involvedObject"]["uid"], pod["metadata"]["uid"], "{e}");
+            assert_eq!(e["involvedObject"]["kind"], "Pod", "{e}");
+            assert_eq!(
+                e["source"],
+                json!({"component": "kubelet", "host": a.node}),
+                "{e}"
+            );
+            assert_eq!(e["reportingComponent"], "kubelet", "{e}");
+            assert_eq!(e["reportingInstance"], a.node.as_str(), "{e}");
+            let warning = ["BackOff", "Unhealthy", "ProbeWarning", "Failed"]
+                .contains(&e["reason"].as_str().unwrap_or_default());
+            assert_eq!(e["type"], if warning { "Warning" } else { "Normal" }, "{e}");
+            assert!(
+                e["firstTimestamp"].is_string() && e["lastTimestamp"].is_string(),
+                "{e}"
+            );
+        }
+        // The refused container waits with the kubelet's reason, in the status the cloud has.
+        let waiting =
+            &api.pods["default/rootless"]["status"]["containerStatuses"][0]["state"]["waiting"];
+        assert_eq!(waiting["reason"], "CreateContainerConfigError", "{waiting}");
+        assert!(
+            waiting["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("image will run as root")),
+            "{waiting}"
+        );
+        // A repeat is a patch of the event first created, not a new one.
+        let backoffs = api
+            .events_of("default", "ev")
+            .into_iter()
+            .filter(|(r, f, _, _)| r == "BackOff" && f == "spec.containers{crash}")
+            .count();
+        assert_eq!(backoffs, 1, "{:#?}", api.events_of("default", "ev"));
+        drop(api);
+        let patches = hub.sent(|m| {
+            m.route.operation == op::PATCH && m.route.resource.starts_with("default/event/ev.")
+        });
+        assert!(!patches.is_empty());
+        for m in &patches {
+            assert!(m.content["Event"]["metadata"]["name"].is_string(), "{m:?}");
+            let data: Value = serde_json::from_str(m.content["Data"].as_str().unwrap()).unwrap();
+            assert!(data["count"].as_u64().unwrap() >= 2, "{m:?}");
+        }
+    });
+}

@@ -1370,8 +1370,8 @@ fn bench_footprint() {
     }
     let shim_rss: u64 = shims.iter().map(|p| status(&p.to_string(), "VmRSS:")).sum();
     eprintln!(
-        "10 pods: agent +{} threads, +{} KiB RSS; shims {} KiB RSS in all ({} KiB each)",
-        status("self", "Threads:") - threads0,
+        "10 pods: agent {:+} threads (other tests run beside), +{} KiB RSS; shims {} KiB RSS in all ({} KiB each)",
+        status("self", "Threads:") as i64 - threads0 as i64,
         status("self", "VmRSS:").saturating_sub(rss0),
         shim_rss,
         shim_rss / 10

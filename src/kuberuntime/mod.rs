@@ -286,6 +286,50 @@ pub fn hash_matches(label: &str, c: &Container) -> bool {
     hash::matches(label, c)
 }
 
+/// The kubelet's `verifyRunAsNonRoot`: with `runAsNonRoot` in effect (the container's, else
+/// the pod's), a container whose user would be root is refused before it is made. With no
+/// `runAsUser` the image's user decides (`image_user`, the image config's `User`: empty is
+/// root, a name cannot be checked). The error text is the kubelet's.
+pub fn verify_run_as_non_root(pod: &Pod, c: &Container, image_user: &str) -> Result<(), String> {
+    let psc = pod.spec.security_context.as_ref();
+    let csc = c.security_context.as_ref();
+    let non_root = csc
+        .and_then(|s| s.run_as_non_root)
+        .or(psc.and_then(|s| s.run_as_non_root));
+    if non_root != Some(true) {
+        return Ok(());
+    }
+    let who = format!(
+        "pod: \"{}_{}({})\", container: {}",
+        pod.metadata.name, pod.metadata.namespace, pod.metadata.uid, c.name
+    );
+    match csc
+        .and_then(|s| s.run_as_user)
+        .or(psc.and_then(|s| s.run_as_user))
+    {
+        Some(0) => {
+            return Err(format!(
+                "container's runAsUser breaks non-root policy ({who})"
+            ))
+        }
+        Some(_) => return Ok(()),
+        None => {}
+    }
+    let user = image_user.split(':').next().unwrap_or_default();
+    match user.parse::<u32>() {
+        _ if user.is_empty() => Err(format!(
+            "container has runAsNonRoot and image will run as root ({who})"
+        )),
+        Ok(0) => Err(format!(
+            "container has runAsNonRoot and image will run as root ({who})"
+        )),
+        Ok(_) => Ok(()),
+        Err(_) => Err(format!(
+            "container has runAsNonRoot and image has non-numeric user ({user}), cannot verify user is non-root ({who})"
+        )),
+    }
+}
+
 /// The config of one container instance.
 pub fn container_config(
     ctx: &PodContext<'_>,
@@ -476,6 +520,46 @@ fn security(pod: &Pod, c: &Container, ctx: &PodContext<'_>) -> Result<Security, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `verifyRunAsNonRoot`'s cases: who asks (pod or container), runAsUser, the image user.
+    #[test]
+    fn run_as_non_root_is_checked_against_the_image_user() {
+        use serde_json::json;
+        let pod_with = |psc: serde_json::Value, csc: serde_json::Value| -> Pod {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "p", "namespace": "ns", "uid": "u"},
+                "spec": {"securityContext": psc,
+                         "containers": [{"name": "c", "image": "i", "securityContext": csc}]}
+            }))
+            .expect("test pod")
+        };
+        let root = "container has runAsNonRoot and image will run as root (pod: \"p_ns(u)\", container: c)";
+        for (psc, csc, image_user, want) in [
+            (json!({}), json!({}), "", Ok(())),
+            (json!({"runAsNonRoot": false}), json!({}), "0", Ok(())),
+            (json!({"runAsNonRoot": true}), json!({}), "", Err(root.to_string())),
+            (json!({"runAsNonRoot": true}), json!({}), "0:0", Err(root.to_string())),
+            (json!({"runAsNonRoot": true}), json!({}), "1000", Ok(())),
+            (json!({"runAsNonRoot": true}), json!({}), "1000:1000", Ok(())),
+            (json!({}), json!({"runAsNonRoot": true}), "", Err(root.to_string())),
+            // The container's own setting wins over the pod's.
+            (json!({"runAsNonRoot": true}), json!({"runAsNonRoot": false}), "", Ok(())),
+            // An explicit runAsUser decides, not the image.
+            (json!({"runAsNonRoot": true, "runAsUser": 1000}), json!({}), "", Ok(())),
+            (json!({"runAsNonRoot": true}), json!({"runAsUser": 0}), "1000", Err(
+                "container's runAsUser breaks non-root policy (pod: \"p_ns(u)\", container: c)".to_string())),
+            (json!({"runAsNonRoot": true}), json!({}), "nobody", Err(
+                "container has runAsNonRoot and image has non-numeric user (nobody), cannot verify user is non-root (pod: \"p_ns(u)\", container: c)".to_string())),
+        ] {
+            let pod = pod_with(psc.clone(), csc.clone());
+            let c = &pod.spec.containers[0];
+            assert_eq!(
+                verify_run_as_non_root(&pod, c, image_user),
+                want,
+                "{psc} {csc} {image_user:?}"
+            );
+        }
+    }
 
     fn pod() -> Pod {
         serde_json::from_value(serde_json::json!({

@@ -646,15 +646,15 @@ async fn start_in(
         let images = pm.images.clone();
         let image = c.image.clone();
         match smol::unblock(move || images.image_spec(&image)).await {
-            Ok(_) => true,
-            Err(e) if e.kind == ErrorKind::NotFound => false,
+            Ok(spec) => Some(spec),
+            Err(e) if e.kind == ErrorKind::NotFound => None,
             Err(e) => {
                 wait(st, Reason::ErrImageInspect, e.to_string());
                 return false;
             }
         }
     };
-    let pulled_text = match (super::pull::decide(&policy, present), &pm.puller) {
+    let pulled_text = match (super::pull::decide(&policy, present.is_some()), &pm.puller) {
         (super::pull::Decision::UseLocal, _) => {
             format!("Container image \"{}\" already present on machine", c.image)
         }
@@ -692,6 +692,28 @@ async fn start_in(
             return false;
         }
     };
+    // runAsNonRoot against the image's user (the kubelet checks it before making anything).
+    let image_user = match present {
+        Some(spec) => Ok(spec.user),
+        None => {
+            let (images, image) = (pm.images.clone(), c.image.clone());
+            smol::unblock(move || images.image_spec(&image))
+                .await
+                .map(|s| s.user)
+        }
+    };
+    match image_user {
+        Ok(user) => {
+            if let Err(e) = kuberuntime::verify_run_as_non_root(pod, c, &user) {
+                wait(st, Stage::Config.waiting_reason(), e);
+                return false;
+            }
+        }
+        Err(e) => {
+            wait(st, Reason::ErrImageInspect, e.to_string());
+            return false;
+        }
+    }
     let Some(vols) = &st.volumes else {
         return false;
     };

@@ -65,6 +65,11 @@ pub struct ApiServer {
     pub max_token_seconds: Option<i64>,
     /// Every answer to a `serviceaccounttoken` query, in order.
     pub token_answers: Vec<Value>,
+    /// Events by `namespace/name`, as the API server holds them after CloudCore's
+    /// `processEvent` (insert: create; patch: the strategic merge patch in `Data` applied).
+    pub events: HashMap<String, Value>,
+    /// Event writes the API server refused, and why.
+    pub event_refusals: Vec<String>,
     /// The last sign of life of each node.
     probe: HashMap<String, Instant>,
     version: u64,
@@ -85,6 +90,8 @@ impl Default for ApiServer {
             root_ca_pem: ROOT_CA.to_string(),
             max_token_seconds: None,
             token_answers: Vec::new(),
+            events: HashMap::new(),
+            event_refusals: Vec::new(),
             probe: HashMap::new(),
             version: 100,
         }
@@ -129,6 +136,11 @@ impl ApiServer {
         let [ns, kind, name] = parts[..] else {
             return None;
         };
+        if kind == "event" {
+            // No answer goes back for events (CloudCore's processEvent).
+            self.event(ns, name, &m.route.operation, &m.content);
+            return None;
+        }
         let content = match (kind, m.route.operation.as_str()) {
             ("lease", o) => self.lease(ns, name, o, &m.content),
             ("node", op::INSERT) if self.answer_registrations => {
@@ -372,6 +384,107 @@ impl ApiServer {
         }
         pod["status"] = patch["status"].clone();
         json!("OK")
+    }
+
+    /// An event from the edge: `insert` creates it (`CreateWithEventNamespace`), `patch`
+    /// carries `{"Event": .., "Data": "<patch>"}` and patches the named event
+    /// (`PatchWithEventNamespace`). Checked as kube-apiserver's legacy event validation does:
+    /// the event's namespace is its involved object's, its name a DNS subdomain.
+    fn event(&mut self, ns: &str, name: &str, operation: &str, content: &Value) {
+        let (event, patch) = match operation {
+            op::INSERT => (content.clone(), None),
+            op::PATCH => {
+                let data = content["Data"]
+                    .as_str()
+                    .and_then(|d| serde_json::from_str::<Value>(d).ok());
+                (content["Event"].clone(), data)
+            }
+            other => {
+                self.event_refusals
+                    .push(format!("{other} {ns}/{name}: no such operation"));
+                return;
+            }
+        };
+        let meta_ns = event["metadata"]["namespace"].as_str().unwrap_or_default();
+        let meta_name = event["metadata"]["name"].as_str().unwrap_or_default();
+        let involved_ns = event["involvedObject"]["namespace"]
+            .as_str()
+            .unwrap_or_default();
+        let dns = |n: &str| {
+            !n.is_empty()
+                && n.len() <= 253
+                && n.split('.').all(|l| {
+                    !l.is_empty()
+                        && !l.starts_with('-')
+                        && !l.ends_with('-')
+                        && l.chars()
+                            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                })
+        };
+        let refused = if meta_ns != ns || meta_name != name {
+            Some("the route does not name the event".to_string())
+        } else if involved_ns != meta_ns {
+            Some("involvedObject.namespace: does not match event.namespace".to_string())
+        } else if !dns(meta_name) {
+            Some(format!(
+                "metadata.name: {meta_name:?} is not a DNS subdomain"
+            ))
+        } else if operation == op::PATCH && patch.is_none() {
+            Some("Data is not a JSON patch".to_string())
+        } else {
+            None
+        };
+        if let Some(why) = refused {
+            self.event_refusals
+                .push(format!("{operation} {ns}/{name}: {why}"));
+            return;
+        }
+        let key = format!("{ns}/{name}");
+        match patch {
+            None => {
+                if self.events.contains_key(&key) {
+                    self.event_refusals
+                        .push(format!("insert {key}: AlreadyExists"));
+                    return;
+                }
+                self.events.insert(key, event);
+            }
+            Some(patch) => {
+                let Some(stored) = self.events.get_mut(&key) else {
+                    self.event_refusals.push(format!("patch {key}: NotFound"));
+                    return;
+                };
+                if let (Some(o), Some(p)) = (stored.as_object_mut(), patch.as_object()) {
+                    for (k, v) in p {
+                        o.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+    }
+
+    /// The events about pod `ns/pod` the API server holds: (reason, fieldPath, count, message).
+    pub fn events_of(&self, ns: &str, pod: &str) -> Vec<(String, String, u64, String)> {
+        let mut out: Vec<_> = self
+            .events
+            .values()
+            .filter(|e| {
+                e["involvedObject"]["namespace"] == ns && e["involvedObject"]["name"] == pod
+            })
+            .map(|e| {
+                (
+                    e["reason"].as_str().unwrap_or_default().to_string(),
+                    e["involvedObject"]["fieldPath"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                    e["count"].as_u64().unwrap_or(0),
+                    e["message"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect();
+        out.sort();
+        out
     }
 
     /// A delete from the edge, read as CloudCore's `deletePod` reads it.
