@@ -313,11 +313,7 @@ impl ShimRuntime {
     /// Reattaches to what a previous agent left: log copiers for live tasks, and a State for
     /// each so dead shims are found and cleaned now.
     fn adopt(&self) {
-        let metas: Vec<ContainerMeta> = self
-            .container_metas()
-            .into_iter()
-            .filter(|m| !m.task_deleted)
-            .collect();
+        let metas = self.metas_where(|m| !m.task_deleted);
         // In parallel: a hung shim costs one RPC timeout, not one per container.
         std::thread::scope(|s| {
             for m in &metas {
@@ -496,10 +492,17 @@ impl ShimRuntime {
     }
 
     fn container_metas(&self) -> Vec<ContainerMeta> {
+        self.metas_where(|_| true)
+    }
+
+    /// The records `keep` accepts, chosen under the lock so only those are copied (a pod
+    /// worker's listing copies its own pod's records, not the node's).
+    fn metas_where(&self, keep: impl Fn(&ContainerMeta) -> bool) -> Vec<ContainerMeta> {
         self.metas
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .values()
+            .filter(|m| keep(m))
             .cloned()
             .collect()
     }
@@ -887,10 +890,7 @@ impl ShimRuntime {
         let mut out = Vec::new();
         // A hung shim costs one timeout per listing, not one per container.
         let mut slow: HashSet<String> = HashSet::new();
-        let metas = self
-            .container_metas()
-            .into_iter()
-            .filter(|m| pod_uid.is_none_or(|u| m.pod_uid == u));
+        let metas = self.metas_where(|m| pod_uid.is_none_or(|u| m.pod_uid == u));
         for m in metas {
             if let Some(state) = self.known_state(&m) {
                 out.push(self.status_of(m, state));
@@ -920,11 +920,7 @@ impl ShimRuntime {
     }
 
     fn stop_pod_containers(&self, pod_uid: &str, grace: Duration) -> Result<()> {
-        let metas: Vec<ContainerMeta> = self
-            .container_metas()
-            .into_iter()
-            .filter(|m| m.pod_uid == pod_uid)
-            .collect();
+        let metas = self.metas_where(|m| m.pod_uid == pod_uid);
         // In parallel: each gets the whole grace period, as the kubelet gives it.
         let results: Vec<Result<()>> = std::thread::scope(|s| {
             let hs: Vec<_> = metas
@@ -1101,11 +1097,7 @@ impl Runtime for ShimRuntime {
     fn remove_pod_sandbox(&self, pod_uid: &str) -> Result<()> {
         check_name(pod_uid, "pod uid")?;
         self.stop_pod_containers(pod_uid, Duration::ZERO)?;
-        for m in self
-            .container_metas()
-            .into_iter()
-            .filter(|m| m.pod_uid == pod_uid)
-        {
+        for m in self.metas_where(|m| m.pod_uid == pod_uid) {
             self.remove_container(&m.id)?;
         }
         if self.cfg.grouping == ShimGrouping::Pod {
