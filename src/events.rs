@@ -2,8 +2,9 @@
 //! them and KubeEdge's edge sends them (`edge/pkg/metamanager/client/event.go`): a new event
 //! is `insert <ns>/event/<name>` with the v1.Event; a repeat of the same event (same object,
 //! field path, type, reason and message) is `patch` with content
-//! `{"Event": <event>, "Data": "<merge patch of count, lastTimestamp, message>"}`, which
-//! CloudCore applies with `PatchWithEventNamespace`. No answer comes back.
+//! `{"event": <event>, "patchData": "<merge patch of count, lastTimestamp, message>"}` (the
+//! JSON names of KubeEdge's `types.EventPatchInfo`), which CloudCore applies with
+//! `PatchWithEventNamespace`. No answer comes back.
 //!
 //! [`Correlator`] decides (pure, tested below): create, patch a repeat, or drop one over the
 //! spam limit (a token bucket per event key: 25 at once, then one per 5 minutes, the
@@ -257,7 +258,7 @@ impl Recorder {
             }
             Action::Patch(ev, patch) => {
                 Message::new(module::EDGED, module::META, op::PATCH, resource(&ev))
-                    .with_content(json!({"Event": ev, "Data": patch.to_string()}))
+                    .with_content(json!({"event": ev, "patchData": patch.to_string()}))
             }
         };
         // Fire and forget: CloudCore sends no answer to events.

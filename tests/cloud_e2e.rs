@@ -1519,8 +1519,9 @@ fn the_kubelets_events_reach_the_cloud() {
         });
         assert!(!patches.is_empty());
         for m in &patches {
-            assert!(m.content["Event"]["metadata"]["name"].is_string(), "{m:?}");
-            let data: Value = serde_json::from_str(m.content["Data"].as_str().unwrap()).unwrap();
+            assert!(m.content["event"]["metadata"]["name"].is_string(), "{m:?}");
+            let data: Value =
+                serde_json::from_str(m.content["patchData"].as_str().unwrap()).unwrap();
             assert!(data["count"].as_u64().unwrap() >= 2, "{m:?}");
         }
     });

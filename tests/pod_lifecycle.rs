@@ -561,6 +561,96 @@ fn http_and_tcp_probes_reach_the_pod_network_namespace() {
     assert_eq!(restart_count(&p, "web"), 0, "{p}");
 }
 
+/// One HTTP server on the node for hooks that name a host: answers every request with a 500
+/// (a hook takes any answer as success) and keeps each request line.
+fn node_http_server() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = seen.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let mut r = BufReader::new(&conn);
+            let mut line = String::new();
+            if r.read_line(&mut line).is_err() {
+                continue;
+            }
+            let mut h = String::new();
+            while r.read_line(&mut h).map(|n| n > 2).unwrap_or(false) {
+                h.clear();
+            }
+            kept.lock().unwrap().push(line.trim_end().to_string());
+            let _ = (&conn).write_all(
+                b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+        }
+    });
+    (port, seen)
+}
+
+#[test]
+fn http_lifecycle_hooks_reach_a_named_host_and_the_pod_itself() {
+    const PORT: u16 = 18421;
+    let (node_port, seen) = node_http_server();
+    let a = Agent::started("hookhttp");
+    let ns = "lc-hookhttp";
+    let mut web = sh(
+        "web",
+        &format!("mkdir -p /tmp/www; exec httpd -f -vv -p {PORT} -h /tmp/www"),
+    );
+    // postStart to a host the hook names: sent from the node (the test's server); preStop
+    // without a host: to the pod itself, from inside its network namespace.
+    web["lifecycle"] = json!({
+        "postStart": {"httpGet": {"host": "127.0.0.1", "port": node_port, "path": "/echo?msg=poststart"}},
+        "preStop": {"httpGet": {"port": PORT, "path": "/prestop?msg=bye"}},
+    });
+    // tcpSocket is not a hook the kubelet can run: the postStart fails, the container is
+    // killed and restarted, and a FailedPostStartHook event is recorded.
+    let mut tcp = sh("tcp", "echo up; sleep 1000");
+    tcp["lifecycle"] = json!({"postStart": {"tcpSocket": {"port": PORT}}});
+    a.write("pod.json", &[pod(ns, "hooks", vec![web, tcp], json!({}))]);
+    let p = a.wait_pod(ns, "hooks", "web running, tcp restarted", |p| {
+        running(p, "web") && restart_count(p, "tcp") >= 1
+    });
+    a.wait_for("the postStart GET on the node", || {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .any(|l| l == "GET /echo?msg=poststart HTTP/1.1")
+            .then_some(())
+    });
+    assert_eq!(
+        restart_count(&p, "web"),
+        0,
+        "a 500 answer is a hook that ran, not a failure: {p}"
+    );
+    let agent = a.agent_log(1);
+    assert!(
+        agent.contains("FailedPostStartHook") && agent.contains("container=tcp"),
+        "no FailedPostStartHook for the tcpSocket hook:\n{}",
+        tail(&agent, 30)
+    );
+    assert!(
+        !agent.contains("container=web error"),
+        "{}",
+        tail(&agent, 30)
+    );
+    // Keep web's log open: the pod's log dir goes with the pod.
+    let file = a.wait_for("web's log file", || a.log_file(ns, "hooks", "web", 0));
+    let mut log = std::fs::File::open(file).unwrap();
+    a.remove("pod.json");
+    a.wait_for("the containers removed", || {
+        (a.host.bundle_ids().is_empty() && a.host.runc().is_empty()).then_some(())
+    });
+    let mut text = String::new();
+    log.read_to_string(&mut text).unwrap();
+    assert!(
+        text.contains("url:/prestop"),
+        "httpd never saw the preStop GET:\n{text}"
+    );
+}
+
 #[test]
 fn delete_honours_the_grace_period_of_a_term_trap() {
     let a = Agent::started("grace");

@@ -878,21 +878,71 @@ async fn start_created(
 
 async fn post_start(pm: &PodManager, pod: &Pod, c: &Container, id: &str) {
     let handler = c.lifecycle.as_ref().and_then(|l| l.post_start.as_ref());
-    let cmd = match kuberuntime::lifecycle::action(handler, Duration::MAX) {
-        kuberuntime::lifecycle::HookAction::Exec(cmd) => cmd,
-        kuberuntime::lifecycle::HookAction::Sleep(d) => {
-            pm.clock.sleep(d).await;
-            return;
-        }
-        kuberuntime::lifecycle::HookAction::Nothing => return,
-    };
-    let (rt, id2) = (pm.runtime.clone(), id.to_string());
-    let r = smol::unblock(move || rt.exec_sync(&id2, &cmd, Duration::from_secs(30))).await;
-    if !matches!(r, Ok(ref x) if x.exit_code == 0) {
-        tracing::warn!(pod = %pod_name(pod), container = %c.name, "postStart hook failed; killing the container");
+    let action = kuberuntime::lifecycle::action(handler, Duration::MAX);
+    if let Err(e) = run_hook(pm, pod, c, id, action, POST_START_TIMEOUT).await {
+        tracing::warn!(pod = %pod_name(pod), container = %c.name, error = %e, "postStart hook failed; killing the container");
+        // As the kubelet: the hook's output stays out of the event (it may hold secrets).
+        pm.events.record(PodEvent::new(
+            pod,
+            Some(&c.name),
+            EventType::Warning,
+            "FailedPostStartHook",
+            "PostStartHook failed",
+        ));
         let (rt, id2) = (pm.runtime.clone(), id.to_string());
         let _ = smol::unblock(move || rt.stop_container(&id2, Duration::ZERO)).await;
     }
+}
+
+/// How long a postStart `exec` or `httpGet` may take before it counts as failed.
+const POST_START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs one hook action for container `id`, within `limit`: `Err` says why it failed.
+async fn run_hook(
+    pm: &PodManager,
+    pod: &Pod,
+    c: &Container,
+    id: &str,
+    action: kuberuntime::lifecycle::HookAction,
+    limit: Duration,
+) -> Result<(), String> {
+    use kuberuntime::lifecycle::HookAction;
+    match action {
+        HookAction::Nothing => Ok(()),
+        HookAction::Sleep(d) => {
+            pm.clock.sleep(d).await;
+            Ok(())
+        }
+        HookAction::Invalid(why) => Err(why),
+        HookAction::Exec(cmd) => {
+            let (rt, id) = (pm.runtime.clone(), id.to_string());
+            let shown = cmd.join(" ");
+            match smol::unblock(move || rt.exec_sync(&id, &cmd, limit)).await {
+                Ok(r) if r.exit_code == 0 => Ok(()),
+                Ok(r) => Err(format!(
+                    "command '{shown}' exited with {}: {}",
+                    r.exit_code,
+                    String::from_utf8_lossy(&r.stderr).trim()
+                )),
+                Err(e) => Err(format!("command '{shown}': {e}")),
+            }
+        }
+        HookAction::Http(get) => {
+            let netns = pod_netns(pm, pod).await;
+            crate::prober::handlers::hook_get(&get, &c.ports, netns, limit).await
+        }
+    }
+}
+
+/// The pod's network namespace as its sandbox has it (`None`: the host's, for a hostNetwork
+/// pod or one whose sandbox is not found).
+async fn pod_netns(pm: &PodManager, pod: &Pod) -> Option<std::path::PathBuf> {
+    if pod.spec.host_network {
+        return None;
+    }
+    let (rt, uid) = (pm.runtime.clone(), pod.metadata.uid.clone());
+    let sandboxes = smol::unblock(move || rt.list_pod_sandboxes()).await.ok()?;
+    sandboxes.into_iter().find(|s| s.uid == uid)?.netns
 }
 
 /// preStop hook, then SIGTERM, then SIGKILL when `grace` runs out.
@@ -907,25 +957,19 @@ async fn kill_container(
     let started = pm.clock.now_mono();
     let handler = c.lifecycle.as_ref().and_then(|x| x.pre_stop.as_ref());
     let running = l.state == ContainerState::Running;
-    match kuberuntime::lifecycle::action(handler, grace) {
-        kuberuntime::lifecycle::HookAction::Sleep(d) if running => {
-            pm.clock.sleep(d).await;
+    // As the kubelet: no hook for a kill without grace (a forced delete).
+    if running && !grace.is_zero() {
+        let action = kuberuntime::lifecycle::action(handler, grace);
+        if let Err(e) = run_hook(pm, pod, c, &l.id, action, grace).await {
+            tracing::warn!(pod = %pod_name(pod), container = %c.name, error = %e, "preStop hook failed");
+            pm.events.record(PodEvent::new(
+                pod,
+                Some(&c.name),
+                EventType::Warning,
+                "FailedPreStopHook",
+                "PreStopHook failed",
+            ));
         }
-        kuberuntime::lifecycle::HookAction::Exec(cmd) => {
-            let (rt, id) = (pm.runtime.clone(), l.id.clone());
-            let r = smol::unblock(move || rt.exec_sync(&id, &cmd, grace)).await;
-            if let Err(e) = r {
-                tracing::warn!(pod = %pod_name(pod), container = %c.name, error = %e, "preStop hook failed");
-                pm.events.record(PodEvent::new(
-                    pod,
-                    Some(&c.name),
-                    EventType::Warning,
-                    "FailedPreStopHook",
-                    format!("PreStopHook failed: {e}"),
-                ));
-            }
-        }
-        _ => {}
     }
     if running {
         pm.events.record(PodEvent::new(

@@ -267,7 +267,7 @@ pub async fn http(
                 "{}://{host}:{port}{path}",
                 if https { "https" } else { "http" }
             );
-            let answer = get_once(https, &host, port, &path, &headers, timeout)?;
+            let answer = get_once(https, &host, port, &path, &headers, timeout, PROBE_AGENT)?;
             let next = (300..400)
                 .contains(&answer.code)
                 .then(|| {
@@ -305,6 +305,45 @@ pub async fn http(
     }
 }
 
+/// A lifecycle hook's httpGet, as the kubelet's hook runner does it: to `host` from the node
+/// when the action names one, else to the pod itself (its loopback, from inside `pod_netns`);
+/// any answer is a success (the kubelet reads no status code from a hook), no answer within
+/// `timeout` is the error returned.
+pub async fn hook_get(
+    action: &HttpGetAction,
+    ports: &[ContainerPort],
+    pod_netns: Option<PathBuf>,
+    timeout: Duration,
+) -> Result<(), String> {
+    let (host, port) = target(&action.host, &action.port, ports)?;
+    let named_host = action.host.as_deref().is_some_and(|h| !h.is_empty());
+    let netns = if named_host { None } else { pod_netns };
+    let https = action
+        .scheme
+        .as_deref()
+        .is_some_and(|s| s.eq_ignore_ascii_case("HTTPS"));
+    let mut path = action.path.clone().unwrap_or_default();
+    if !path.starts_with('/') {
+        path.insert(0, '/');
+    }
+    let url = format!(
+        "{}://{host}:{port}{path}",
+        if https { "https" } else { "http" }
+    );
+    let headers = action.http_headers.clone();
+    in_netns(netns, move || {
+        get_once(https, &host, port, &path, &headers, timeout, HOOK_AGENT)
+    })
+    .await
+    .map(drop)
+    .map_err(|e| format!("Get \"{url}\": {e}"))
+}
+
+/// The User-Agent of probes and of hooks, as the kubelet names them.
+const PROBE_AGENT: &str = "kube-probe/edged";
+/// See [`PROBE_AGENT`].
+const HOOK_AGENT: &str = "kube-lifecycle/edged";
+
 /// One GET on a fresh connection.
 fn get_once(
     https: bool,
@@ -313,6 +352,7 @@ fn get_once(
     path: &str,
     headers: &[crate::api::HttpHeader],
     timeout: Duration,
+    agent: &str,
 ) -> io::Result<Answer> {
     let mut req = format!("GET {path} HTTP/1.1\r\n");
     let mut has_host = false;
@@ -323,7 +363,9 @@ fn get_once(
     if !has_host {
         req.push_str(&format!("Host: {host}:{port}\r\n"));
     }
-    req.push_str("User-Agent: kube-probe/edged\r\nAccept: */*\r\nConnection: close\r\n\r\n");
+    req.push_str(&format!(
+        "User-Agent: {agent}\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+    ));
     let tcp = TcpStream::connect_timeout(&addr(host, port)?, timeout)?;
     tcp.set_read_timeout(Some(timeout))?;
     tcp.set_write_timeout(Some(timeout))?;

@@ -66,7 +66,7 @@ pub struct ApiServer {
     /// Every answer to a `serviceaccounttoken` query, in order.
     pub token_answers: Vec<Value>,
     /// Events by `namespace/name`, as the API server holds them after CloudCore's
-    /// `processEvent` (insert: create; patch: the strategic merge patch in `Data` applied).
+    /// `processEvent` (insert: create; patch: the strategic merge patch in `patchData` applied).
     pub events: HashMap<String, Value>,
     /// Event writes the API server refused, and why.
     pub event_refusals: Vec<String>,
@@ -387,17 +387,25 @@ impl ApiServer {
     }
 
     /// An event from the edge: `insert` creates it (`CreateWithEventNamespace`), `patch`
-    /// carries `{"Event": .., "Data": "<patch>"}` and patches the named event
+    /// carries KubeEdge's `EventPatchInfo`, `{"event": .., "patchData": "<patch>"}` (read as
+    /// Go's encoding/json does: keys matched without regard to case), and patches the named event
     /// (`PatchWithEventNamespace`). Checked as kube-apiserver's legacy event validation does:
     /// the event's namespace is its involved object's, its name a DNS subdomain.
     fn event(&mut self, ns: &str, name: &str, operation: &str, content: &Value) {
         let (event, patch) = match operation {
             op::INSERT => (content.clone(), None),
             op::PATCH => {
-                let data = content["Data"]
+                let field = |tag: &str| {
+                    content
+                        .as_object()
+                        .and_then(|o| o.iter().find(|(k, _)| k.eq_ignore_ascii_case(tag)))
+                        .map(|(_, v)| v.clone())
+                        .unwrap_or(Value::Null)
+                };
+                let data = field("patchData")
                     .as_str()
                     .and_then(|d| serde_json::from_str::<Value>(d).ok());
-                (content["Event"].clone(), data)
+                (field("event"), data)
             }
             other => {
                 self.event_refusals
@@ -430,7 +438,7 @@ impl ApiServer {
                 "metadata.name: {meta_name:?} is not a DNS subdomain"
             ))
         } else if operation == op::PATCH && patch.is_none() {
-            Some("Data is not a JSON patch".to_string())
+            Some("patchData is not a JSON patch".to_string())
         } else {
             None
         };
