@@ -288,6 +288,33 @@ fn hostname_subdomain_fqdn_and_host_aliases() {
         "{hosts}"
     );
 
+    // hostnameOverride wins over hostname and subdomain; it is the FQDN too (no domain).
+    let mut o = sh(
+        "c",
+        "echo \"$(hostname);$(hostname -f)\" > /e/names.tmp && mv /e/names.tmp /e/names; \
+         cat /etc/hosts > /e/hosts.tmp && mv /e/hosts.tmp /e/hosts; sleep 100000",
+    );
+    o["volumeMounts"] = json!([{"name": "e", "mountPath": "/e"}]);
+    a.add_pod(&pod(
+        "hosts-override",
+        vec![o],
+        json!({"hostname": "custom-host", "subdomain": "sub",
+               "hostnameOverride": "override.example.host",
+               "volumes": [{"name": "e", "emptyDir": {}}]}),
+    ));
+    let over = a.wait_running("hosts-override");
+    let e = volume_dir(&a, &over, "empty-dir", "e");
+    assert_eq!(
+        wait_file(&a, &e, "names"),
+        "override.example.host;override.example.host\n"
+    );
+    let hosts = wait_file(&a, &e, "hosts");
+    let ip = over["status"]["podIP"].as_str().unwrap_or("127.0.1.1");
+    assert!(
+        hosts.ends_with(&format!("{ip}\toverride.example.host\n")),
+        "{hosts}"
+    );
+
     let p = a.wait_pod("hosts-too-long", "the FQDN refused", |p| {
         p["status"]["containerStatuses"][0]["state"]["waiting"]["message"]
             .as_str()
@@ -300,6 +327,57 @@ fn hostname_subdomain_fqdn_and_host_aliases() {
     assert!(
         msg.contains("hosts-too-long") && msg.contains("too long"),
         "{msg}"
+    );
+}
+
+/// A downwardAPI volume follows the pod's labels and annotations: an update of either
+/// rewrites the files the running container reads, without a restart (as the e2e "should
+/// update labels/annotations on modification" tests read them).
+#[test]
+fn downward_api_files_follow_label_and_annotation_updates() {
+    let a = Agent::start("podspec-downward", &[], &[]);
+    let mut c = sh(
+        "c",
+        "while true; do cat /d/labels > /e/labels.tmp && mv /e/labels.tmp /e/labels; \
+         cat /d/annotations > /e/ann.tmp && mv /e/ann.tmp /e/ann; sleep 0.2; done",
+    );
+    c["volumeMounts"] = json!([{"name": "d", "mountPath": "/d"}, {"name": "e", "mountPath": "/e"}]);
+    let mut p = pod(
+        "labelled",
+        vec![c],
+        json!({"volumes": [
+            {"name": "e", "emptyDir": {}},
+            {"name": "d", "downwardAPI": {"items": [
+                {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}},
+                {"path": "annotations", "fieldRef": {"fieldPath": "metadata.annotations"}}]}}]}),
+    );
+    p["metadata"]["labels"] = json!({"key1": "value1"});
+    p["metadata"]["annotations"] = json!({"builder": "bar"});
+    a.add_pod(&p);
+    let status = a.wait_running("labelled");
+    let e = volume_dir(&a, &status, "empty-dir", "e");
+    assert_eq!(wait_file(&a, &e, "labels"), "key1=\"value1\"");
+    // A static pod's annotations include the kubelet's config.* ones.
+    let ann = wait_file(&a, &e, "ann");
+    assert!(ann.starts_with("builder=\"bar\"\n"), "{ann}");
+    p["metadata"]["labels"] = json!({"key1": "value1", "key3": "value3"});
+    p["metadata"]["annotations"] = json!({"builder": "foo"});
+    a.add_pod(&p);
+    let read = |f: &str| std::fs::read_to_string(e.join(f)).unwrap_or_default();
+    a.wait_for("the new labels in the container", || {
+        (read("labels") == "key1=\"value1\"\nkey3=\"value3\"").then_some(())
+    });
+    a.wait_for("the new annotation in the container", || {
+        read("ann").starts_with("builder=\"foo\"\n").then_some(())
+    });
+    let now = a.pod("labelled").unwrap();
+    assert_eq!(
+        now["status"]["containerStatuses"][0]["restartCount"], 0,
+        "a label change restarts nothing: {now}"
+    );
+    assert_eq!(
+        now["status"]["containerStatuses"][0]["containerID"],
+        status["status"]["containerStatuses"][0]["containerID"]
     );
 }
 

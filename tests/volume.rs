@@ -165,6 +165,8 @@ fn empty_dir_on_disk_and_as_sized_tmpfs() {
     assert_eq!(m.len(), 1, "{m:?}");
     assert_eq!(m[0].fstype, "tmpfs");
     assert!(m[0].super_opts.contains("size=16384k"), "{m:?}");
+    // drwxrwxrwt, as the e2e "volume on tmpfs should have the correct mode" test reads it.
+    assert_eq!(mode(&mem), 0o1777);
     let st = nix::sys::statvfs::statvfs(&mem).unwrap();
     assert_eq!(
         st.blocks() as u64 * st.fragment_size() as u64,

@@ -261,6 +261,10 @@ pub struct PodSpec {
     /// `spec.subdomain`: with `hostname`, makes the pod's FQDN
     /// `<hostname>.<subdomain>.<ns>.svc.<domain>` (None: no FQDN).
     pub subdomain: Option<String>,
+    /// `spec.hostnameOverride`: the pod's hostname and FQDN, exactly (a DNS subdomain), over
+    /// `hostname` and `subdomain` (which still name it in the cluster's DNS).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hostname_override: Option<String>,
     /// The kernel hostname is the pod's FQDN (`<hostname>.<subdomain>.<ns>.svc.<domain>`).
     #[serde(rename = "setHostnameAsFQDN")]
     pub set_hostname_as_fqdn: Option<bool>,

@@ -7,26 +7,24 @@ use crate::api::{validate, HostAlias, Pod};
 /// The longest FQDN the kernel's nodename field holds.
 const FQDN_MAX: usize = 64;
 
-/// The pod's hostname and domain: `spec.hostname` (a DNS label) or the pod's name cut to 63
-/// characters (trailing `-` and `.` trimmed); the domain `<subdomain>.<ns>.svc.<cluster
-/// domain>` when `spec.subdomain` is set, else empty.
+/// The pod's hostname and domain: `spec.hostnameOverride` (a DNS subdomain) with no domain;
+/// else `spec.hostname` (a DNS label) or the pod's name, and the domain `<subdomain>.<ns>.svc.
+/// <cluster domain>` when `spec.subdomain` is set, else empty. A name over 63 characters is cut
+/// there (trailing `-` and `.` trimmed).
 pub fn name_and_domain(pod: &Pod, cluster_domain: &str) -> Result<(String, String), String> {
-    let mut name = pod.metadata.name.clone();
+    if let Some(o) = pod.spec.hostname_override.as_deref() {
+        validate::dns1123_subdomain(o).map_err(|e| {
+            format!("spec.hostnameOverride `{o}` is not a valid DNS subdomain: {e}")
+        })?;
+        return Ok((cut_hostname(o)?, String::new()));
+    }
+    let mut name = pod.metadata.name.as_str();
     if let Some(h) = pod.spec.hostname.as_deref().filter(|h| !h.is_empty()) {
         validate::dns1123_label(h)
             .map_err(|e| format!("spec.hostname `{h}` is not a valid DNS label: {e}"))?;
-        name = h.to_string();
+        name = h;
     }
-    if name.len() > 63 {
-        let mut cut = 63;
-        while !name.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        name = name[..cut].trim_end_matches(['-', '.']).to_string();
-        if name.is_empty() {
-            return Err("the pod's hostname is empty once cut to 63 characters".into());
-        }
-    }
+    let name = cut_hostname(name)?;
     let mut domain = String::new();
     if let Some(s) = pod.spec.subdomain.as_deref().filter(|s| !s.is_empty()) {
         validate::dns1123_label(s)
@@ -34,6 +32,23 @@ pub fn name_and_domain(pod: &Pod, cluster_domain: &str) -> Result<(String, Strin
         domain = format!("{s}.{}.svc.{cluster_domain}", pod.metadata.namespace);
     }
     Ok((name, domain))
+}
+
+/// `name` cut to 63 characters, trailing `-` and `.` trimmed (the kubelet's
+/// `truncatePodHostnameIfNeeded`).
+fn cut_hostname(name: &str) -> Result<String, String> {
+    if name.len() <= 63 {
+        return Ok(name.to_string());
+    }
+    let mut cut = 63;
+    while !name.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let name = name[..cut].trim_end_matches(['-', '.']);
+    if name.is_empty() {
+        return Err("the pod's hostname is empty once cut to 63 characters".into());
+    }
+    Ok(name.to_string())
 }
 
 /// The hostname the kernel gets: the FQDN `<name>.<domain>` under `setHostnameAsFQDN` (when
@@ -108,6 +123,11 @@ mod tests {
         p
     }
 
+    fn overridden(mut p: Pod, name: &str) -> Pod {
+        p.spec.hostname_override = Some(name.into());
+        p
+    }
+
     #[test]
     fn names_and_domains() {
         let long = format!("{}-{}", "a".repeat(62), "b".repeat(10));
@@ -127,6 +147,21 @@ mod tests {
                 Err("spec.hostname `Bad_Name`"),
             ),
             (pod("web", None, Some("a.b")), Err("spec.subdomain `a.b`")),
+            (
+                overridden(
+                    pod("web", Some("custom-host"), Some("sub")),
+                    "override.example.host",
+                ),
+                Ok(("override.example.host", "")),
+            ),
+            (
+                overridden(pod("web", None, None), "Not_A_Name"),
+                Err("spec.hostnameOverride `Not_A_Name`"),
+            ),
+            (
+                overridden(pod("web", None, None), ""),
+                Err("spec.hostnameOverride ``"),
+            ),
         ];
         for (p, want) in table {
             let got = name_and_domain(&p, "cluster.local");

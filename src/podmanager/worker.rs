@@ -239,8 +239,13 @@ fn take_readds(rx: &async_channel::Receiver<Work>, again: &mut Option<Pod>) {
     }
 }
 
+/// Whether an update from `a` to `b` changes what the pod's volumes hold: their sources, or
+/// the labels and annotations a downwardAPI file may show (the kubelet rewrites those files
+/// on such an update, without a restart).
 fn volumes_changed(a: &Pod, b: &Pod) -> bool {
     a.spec.volumes != b.spec.volumes
+        || a.metadata.labels != b.metadata.labels
+        || a.metadata.annotations != b.metadata.annotations
 }
 
 /// The ConfigMaps and Secrets the pod needs; `Err` names a required one that is missing.

@@ -720,7 +720,9 @@ fn backing(
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     };
-    Ok(Backing::Tmpfs { mode: 0o777, size })
+    // A tmpfs's own default, as the kubelet mounts it (no mode option): world-writable and
+    // sticky, as /tmp is.
+    Ok(Backing::Tmpfs { mode: 0o1777, size })
 }
 
 /// The files of a configMap, secret or downwardAPI volume (`None` for other kinds). A required

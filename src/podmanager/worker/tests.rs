@@ -691,3 +691,46 @@ fn a_pod_added_again_while_it_stops_shows_no_stale_status() {
         n.pm.status.get("u1").is_some_and(|s| shows_running(&s))
     });
 }
+
+#[test]
+fn volumes_change_with_their_sources_labels_and_annotations() {
+    let base = pod("u-1", json!({"containers": [container("app")]}));
+    let with = |f: &dyn Fn(&mut Pod)| {
+        let mut p = base.clone();
+        f(&mut p);
+        p
+    };
+    let table: [(&str, Pod, bool); 5] = [
+        ("the same pod", base.clone(), false),
+        (
+            "an image change",
+            with(&|p| p.spec.containers[0].image = "other".into()),
+            false,
+        ),
+        (
+            "a label",
+            with(&|p| {
+                p.metadata.labels.insert("tier".into(), "back".into());
+            }),
+            true,
+        ),
+        (
+            "an annotation",
+            with(&|p| {
+                p.metadata.annotations.insert("note".into(), "x".into());
+            }),
+            true,
+        ),
+        (
+            "a volume",
+            with(&|p| {
+                p.spec.volumes =
+                    serde_json::from_value(json!([{"name": "e", "emptyDir": {}}])).unwrap()
+            }),
+            true,
+        ),
+    ];
+    for (what, b, want) in table {
+        assert_eq!(super::volumes_changed(&base, &b), want, "{what}");
+    }
+}
