@@ -985,6 +985,60 @@ fn the_node_stays_ready_in_the_cluster() {
     });
 }
 
+/// A pod a finalizer keeps (as the e2e lifecycle-hook tests make them): the cloud has its
+/// containers terminated before the edge confirms the delete; the pod that comes down again
+/// (grace period 0) starts nothing and brings no Pending status over the terminated one;
+/// once the finalizer goes, so does the pod.
+#[test]
+fn a_pod_kept_by_a_finalizer_shows_its_containers_terminated() {
+    bounded(200, async {
+        let hub = CloudHub::start(Lifetime::Long).await;
+        let a = Agent::start("finalizer", &hub, &hub.token());
+        accept_registration(&a, &hub).await;
+        let mut p = user_pod("held", "trap 'exit 0' TERM; while true; do sleep 0.2; done");
+        p["metadata"]["finalizers"] = json!(["e2e.example.com/hold"]);
+        p["spec"]["automountServiceAccountToken"] = json!(false);
+        hub.create_pod(&p, &a.node);
+        a.within(
+            "held Running",
+            podpatch(&hub, "held", |p| phase(p) == "Running"),
+        )
+        .await;
+        hub.delete_pod("default", "held", None).unwrap();
+        let finalizing = (
+            "default/held".to_string(),
+            cloudhub::apiserver::DeleteOutcome::Finalizing,
+        );
+        a.within("the delete confirmed", async {
+            while !hub.api.lock().unwrap().deletes.contains(&finalizing) {
+                smol::Timer::after(Duration::from_millis(100)).await;
+            }
+        })
+        .await;
+        let terminated = |status: &Value| {
+            let state = &status["containerStatuses"][0]["state"];
+            state["terminated"]["exitCode"] == 0 && state["waiting"].is_null()
+        };
+        let stored = || hub.api.lock().unwrap().pods["default/held"]["status"].clone();
+        assert!(terminated(&stored()), "{:#}", stored());
+        // The pod came down again with grace period 0: nothing of it runs, and the
+        // status in the cloud stays what it was (statuses go up every second here).
+        std::thread::sleep(Duration::from_secs(4));
+        let now = stored();
+        assert!(terminated(&now), "{now:#}");
+        assert_ne!(phase(&json!({"status": now})), "Pending", "{now:#}");
+        assert!(a.host.sandbox_uids().is_empty());
+        hub.remove_finalizers("default", "held");
+        a.within("held gone from the cloud", async {
+            while hub.has_pod("default", "held") {
+                smol::Timer::after(Duration::from_millis(100)).await;
+            }
+        })
+        .await;
+        assert!(!a.log().contains("panicked"), "{}", tail(&a.log(), 30));
+    });
+}
+
 /// A pod deleted in the cloud is gone from the cloud within its grace period + 5 s: the edge's
 /// confirmation carries the uid precondition CloudCore needs. Also when the delete was made
 /// while the node was offline (it goes down on the reconnect).

@@ -1254,7 +1254,12 @@ async fn terminate(pm: &PodManager, pod: &Pod, st: &mut State) {
     // this incarnation running (nor, in `edged get`, while the new one starts).
     let stopped = pod_containers(pm, &pod.metadata.uid).await;
     st.sandbox = None;
-    set_status(pm, pod, st, &stopped).await;
+    // A pod that never ran here (sent down again after its delete was confirmed, as the cloud
+    // does for one a finalizer keeps) gets no status: one made now would say Pending over
+    // the terminated one the cloud has.
+    if !all.is_empty() || pm.status.get(&pod.metadata.uid).is_some() {
+        set_status(pm, pod, st, &stopped).await;
+    }
     let rt = pm.runtime.clone();
     let uid = pod.metadata.uid.clone();
     let ids: Vec<String> = all.iter().map(|c| c.id.clone()).collect();

@@ -79,12 +79,30 @@ impl StatusManager {
         tracing::debug!(pod = %format!("{ns}/{name}"), phase = %status.phase, "pod status changed");
     }
 
-    /// Forgets a deleted pod: its stored status goes and the cloud is told. Statuses are
-    /// stored by namespace/name: when a newer pod of the same name (another uid) runs already,
-    /// its status is stored again rather than left deleted.
+    /// Forgets a deleted pod: its last status goes up if the cloud has not had it (the
+    /// containers terminated: a pod a finalizer keeps in the cloud shows them so, as the
+    /// kubelet's status manager sends the terminal status before it deletes), then its stored
+    /// status goes and the cloud is told. Statuses are stored by namespace/name: when a newer
+    /// pod of the same name (another uid) runs already, its status is stored again rather than
+    /// left deleted.
     pub async fn remove(&self, pod: &Pod) {
-        self.pods.borrow_mut().remove(&pod.metadata.uid);
+        let last = self.pods.borrow_mut().remove(&pod.metadata.uid);
         let (ns, name) = (&pod.metadata.namespace, &pod.metadata.name);
+        if let Some(e) = last.filter(|e| e.dirty) {
+            match self
+                .meta
+                .send_pod_status(ns, name, &pod.metadata.uid, &e.status)
+                .await
+            {
+                Ok(())
+                | Err(crate::metamanager::MetaError::Upstream(
+                    crate::metamanager::UpstreamError::Offline,
+                )) => {}
+                Err(err) => {
+                    tracing::warn!(pod = %format!("{ns}/{name}"), error = %err, "last pod status not sent before the delete");
+                }
+            }
+        }
         if let Err(e) = self.meta.pod_deleted(ns, name, &pod.metadata.uid).await {
             tracing::warn!(pod = %format!("{ns}/{name}"), error = %e, "cannot remove pod status");
         }

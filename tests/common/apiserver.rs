@@ -35,6 +35,9 @@ pub enum DeleteOutcome {
     PreconditionFailed { sent: String, actual: String },
     /// No such pod.
     NotFound,
+    /// The pod has finalizers: kube-apiserver keeps it, with `deletionGracePeriodSeconds: 0`,
+    /// until they are removed.
+    Finalizing,
 }
 
 /// The cloud's objects and controllers.
@@ -49,6 +52,9 @@ pub struct ApiServer {
     pub config_maps: HashMap<String, Value>,
     /// Every delete the edge sent: `namespace/name` and what came of it.
     pub deletes: Vec<(String, DeleteOutcome)>,
+    /// Pods the edge's own writes changed in metadata or spec: CloudCore's pod watch sends
+    /// each down as an `update` (it leaves status-only changes out).
+    pub down: Vec<Value>,
     /// Every lease write the API server accepted: node and when.
     pub renewals: Vec<(String, Instant)>,
     /// Lease writes refused: the code (409, 422).
@@ -83,6 +89,7 @@ impl Default for ApiServer {
             pods: HashMap::new(),
             config_maps: HashMap::new(),
             deletes: Vec::new(),
+            down: Vec::new(),
             renewals: Vec::new(),
             lease_refusals: Vec::new(),
             grace: Duration::from_secs(40),
@@ -536,12 +543,48 @@ impl ApiServer {
                     e
                 }
             }
+            _ if pod["metadata"]["finalizers"]
+                .as_array()
+                .is_some_and(|f| !f.is_empty()) =>
+            {
+                // As kube-apiserver's graceful delete of an object with finalizers: it stays,
+                // its grace period now 0, and the change goes to the watchers.
+                let rv = self.next_version();
+                let p = self.pods.get_mut(&key).expect("checked above");
+                if p["metadata"]["deletionTimestamp"].is_null() {
+                    p["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
+                }
+                let changed = p["metadata"]["deletionGracePeriodSeconds"] != json!(0);
+                p["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+                if changed {
+                    p["metadata"]["resourceVersion"] = json!(rv);
+                    let p = p.clone();
+                    self.down.push(p);
+                }
+                self.deletes.push((key, DeleteOutcome::Finalizing));
+                json!("OK")
+            }
             _ => {
                 self.pods.remove(&key);
                 self.deletes.push((key, DeleteOutcome::Deleted));
                 json!("OK")
             }
         }
+    }
+
+    /// Removes a pod's finalizers (`kubectl patch` as the e2e framework's `RemoveFinalizer`):
+    /// a pod already deleted with grace period 0 is gone then; returns it (for the `delete` that
+    /// goes down).
+    pub fn remove_finalizers(&mut self, ns: &str, name: &str) -> Option<Value> {
+        let key = format!("{ns}/{name}");
+        let p = self.pods.get_mut(&key)?;
+        p["metadata"]
+            .as_object_mut()
+            .map(|m| m.remove("finalizers"));
+        if p["metadata"]["deletionGracePeriodSeconds"] == json!(0) {
+            return self.pods.remove(&key);
+        }
+        None
     }
 
     /// The node lifecycle controller's look at every node: those silent for the grace period

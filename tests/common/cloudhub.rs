@@ -302,6 +302,15 @@ impl CloudHub {
         Some(m)
     }
 
+    /// Removes a pod's finalizers; a pod whose delete waited on them goes, and its `delete`
+    /// goes down.
+    pub fn remove_finalizers(&self, ns: &str, name: &str) {
+        let gone = self.api.lock().unwrap().remove_finalizers(ns, name);
+        if let Some(p) = gone {
+            self.send(&pod_message(op::DELETE, &p));
+        }
+    }
+
     /// Whether the cloud still has the pod.
     pub fn has_pod(&self, ns: &str, name: &str) -> bool {
         self.api
@@ -595,9 +604,14 @@ async fn serve_conn(
             Err(Some(Ok(Frame::Text(t)))) => match Message::from_json(t.as_bytes()) {
                 Ok(m) => {
                     log.lock().unwrap().push(m.clone());
-                    let answer = api.lock().unwrap().answer(&m);
+                    let (answer, down) = {
+                        let mut api = api.lock().unwrap();
+                        let answer = api.answer(&m);
+                        (answer, std::mem::take(&mut api.down))
+                    };
                     let _ = events.send(Event::Frame(m)).await;
-                    if let Some(a) = answer {
+                    let down = down.iter().map(|p| pod_message(op::UPDATE, p));
+                    for a in answer.into_iter().chain(down) {
                         let text = String::from_utf8(a.to_json()).unwrap() + "\n";
                         if tx.send(Frame::text(text)).await.is_err() {
                             return;
