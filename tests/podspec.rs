@@ -899,6 +899,40 @@ fn sidecars_start_before_the_app_run_beside_it_and_stop_with_the_pod() {
     );
 }
 
+/// A sidecar whose startup probe never passes is restarted once the probe's budget is spent
+/// (failureThreshold × periodSeconds), as the kubelet restarts it; the app waits behind it.
+#[test]
+fn a_sidecar_failing_its_startup_probe_is_restarted() {
+    let a = Agent::start("podspec-sidecar-startup", &[], &[]);
+    let mut side = sh("side", "sleep 100000");
+    side["restartPolicy"] = json!("Always");
+    side["startupProbe"] =
+        json!({"exec": {"command": ["false"]}, "periodSeconds": 1, "failureThreshold": 2});
+    a.add_pod(&pod(
+        "sidecar-never-starts",
+        vec![sh("app", "sleep 100000")],
+        json!({"initContainers": [side]}),
+    ));
+    let p = a.wait_pod("sidecar-never-starts", "the sidecar restarted", |p| {
+        p["status"]["initContainerStatuses"][0]["restartCount"]
+            .as_i64()
+            .is_some_and(|n| n >= 1)
+    });
+    let side = &p["status"]["initContainerStatuses"][0];
+    assert_eq!(side["started"], false, "{p}");
+    let app = &p["status"]["containerStatuses"][0];
+    assert!(
+        app["state"]["waiting"].is_object(),
+        "the app must wait behind the sidecar: {p}"
+    );
+    assert!(
+        a.agent_log()
+            .contains("restarting container: it failed its startup probe"),
+        "{}",
+        a.agent_log()
+    );
+}
+
 /// A delete with a shorter grace period sent while the pod is already stopping (as the API
 /// server sends `kubectl delete --grace-period=1` after a first delete) cuts the running
 /// preStop `sleep` and the stop short: the pod is gone well before its first grace period

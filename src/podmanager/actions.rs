@@ -202,6 +202,41 @@ pub fn restarts(pod: &Pod, c: &Container, exit_code: Option<i32>) -> bool {
     api::restart::should_restart(&pod.spec, c, exit_code.unwrap_or(137))
 }
 
+/// Why running container `c` (instance `l`, an app container or a sidecar) is killed for its
+/// probes, if it is: liveness failed, or the startup probe failed past its budget. With the
+/// kill's message and grace period (the failed probe's own terminationGracePeriodSeconds
+/// over the pod's).
+fn probe_failure(
+    pod: &Pod,
+    view: &SyncView<'_>,
+    c: &Container,
+    l: &ContainerStatus,
+    probe: &dyn Fn(&str, ProbeKind) -> Option<bool>,
+) -> Option<(KillReason, String, Duration)> {
+    let (why, what, spec) = if probe(&l.id, ProbeKind::Liveness) == Some(false) {
+        (
+            KillReason::Liveness,
+            "failed liveness probe",
+            c.liveness_probe.as_ref(),
+        )
+    } else if c.startup_probe.is_some()
+        && probe(&l.id, ProbeKind::Startup) == Some(false)
+        && startup_expired(c, l, view.now.wall)
+    {
+        (
+            KillReason::Startup,
+            "failed startup probe",
+            c.startup_probe.as_ref(),
+        )
+    } else {
+        return None;
+    };
+    let kill_grace = spec
+        .and_then(|p| p.termination_grace_period_seconds)
+        .map_or_else(|| grace(pod), |s| Duration::from_secs(s.max(0) as u64));
+    Some((why, restart_message(c, what), kill_grace))
+}
+
 /// A startup probe that failed past its budget (failureThreshold × period after the delay).
 fn startup_expired(c: &Container, l: &ContainerStatus, now: SystemTime) -> bool {
     let Some(p) = &c.startup_probe else {
@@ -349,13 +384,14 @@ fn init_actions(pod: &Pod, view: &SyncView<'_>, out: &mut PodActions) -> bool {
         };
         match latest(&current, &c.name) {
             Some(l) if sidecar && l.state == ContainerState::Running => {
-                if (view.probe)(&l.id, ProbeKind::Liveness) == Some(false) {
+                if let Some((why, message, kill_grace)) = probe_failure(pod, view, c, l, view.probe)
+                {
                     out.push(Action::Kill {
                         container: c.name.clone(),
                         id: l.id.clone(),
-                        grace: grace(pod),
-                        message: Some(restart_message(c, "failed liveness probe")),
-                        why: KillReason::Liveness,
+                        grace: kill_grace,
+                        message: Some(message),
+                        why,
                     });
                     out.wake_within(RESTART_RECHECK);
                     return false;
@@ -435,36 +471,18 @@ fn app_actions(
     match l.state {
         ContainerState::Running => {
             let changed = spec_changed(l, c);
-            let liveness_failed = probe(&l.id, ProbeKind::Liveness) == Some(false);
-            let startup_failed = c.startup_probe.is_some()
-                && probe(&l.id, ProbeKind::Startup) == Some(false)
-                && startup_expired(c, l, view.now.wall);
-            // The first reason wins; a failed probe's own terminationGracePeriodSeconds
-            // bounds the kill.
-            let (why, message, probe_spec) = if changed {
+            // The first reason wins.
+            let (why, message, kill_grace) = if changed {
                 (
                     KillReason::SpecChanged,
                     restart_message(c, "definition changed"),
-                    None,
+                    grace(pod),
                 )
-            } else if liveness_failed {
-                (
-                    KillReason::Liveness,
-                    restart_message(c, "failed liveness probe"),
-                    c.liveness_probe.as_ref(),
-                )
-            } else if startup_failed {
-                (
-                    KillReason::Startup,
-                    restart_message(c, "failed startup probe"),
-                    c.startup_probe.as_ref(),
-                )
+            } else if let Some(failed) = probe_failure(pod, view, c, l, probe) {
+                failed
             } else {
                 return;
             };
-            let kill_grace = probe_spec
-                .and_then(|p| p.termination_grace_period_seconds)
-                .map_or_else(|| grace(pod), |s| Duration::from_secs(s.max(0) as u64));
             out.push(Action::Kill {
                 container: c.name.clone(),
                 id: l.id.clone(),

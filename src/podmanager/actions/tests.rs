@@ -370,6 +370,31 @@ fn sidecars_start_before_the_app_and_stop_after_it() {
         )])
         .wake(RESTART_RECHECK),
         case(
+            "a sidecar whose startup probe failed past its budget (30 s) is killed to restart",
+            spec.clone(),
+            vec![side()],
+        )
+        .probe("side-0", ProbeKind::Startup, false)
+        .want(vec![kill(
+            "side",
+            "side-0",
+            30,
+            Some("Container side failed startup probe, will be restarted"),
+            KillReason::Startup,
+        )])
+        .wake(RESTART_RECHECK),
+        case(
+            "a sidecar failing its startup probe inside its budget is waited for",
+            spec.clone(),
+            vec![{
+                let mut young = side();
+                young.started_at = Some(clock().wall - Duration::from_secs(5));
+                young
+            }],
+        )
+        .probe("side-0", ProbeKind::Startup, false)
+        .wake(SIDECAR_RECHECK),
+        case(
             "the app ended for good: the sidecar is stopped",
             spec,
             vec![side(), inst("app", 0, Exited, Some(0), 1)],
