@@ -366,7 +366,7 @@ fn init_container_runs_to_success_before_the_app() {
     let ns = "lc-init";
     let mut init = sh(
         "prepare",
-        "sleep 1; echo prepared > /work/ready; echo init done",
+        "sleep 2; echo prepared > /work/ready; echo init done",
     );
     init["volumeMounts"] = json!([{"name": "work", "mountPath": "/work"}]);
     let mut app = sh(
@@ -383,6 +383,21 @@ fn init_container_runs_to_success_before_the_app() {
             json!({"initContainers": [init], "volumes": [{"name": "work", "emptyDir": {}}]}),
         )],
     );
+    // While the init container runs, the conditions say what they wait for, as the
+    // kubelet's do.
+    let p = a.wait_pod(ns, "web", "the init container running", |p| {
+        container_in(p, "initContainerStatuses", "prepare")["state"]["running"].is_object()
+    });
+    let initialized = p["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Initialized"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        initialized["message"], "containers with incomplete status: [prepare]",
+        "{p}"
+    );
+    assert_eq!(waiting_reason(&p, "app"), "PodInitializing", "{p}");
     let p = a.wait_pod(ns, "web", "Running", |p| running(p, "app"));
     assert_eq!(condition(&p, "Initialized"), "True");
     let init = container_in(&p, "initContainerStatuses", "prepare");

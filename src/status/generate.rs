@@ -249,28 +249,54 @@ pub fn pod_status(pod: &Pod, inputs: &StatusInputs<'_>) -> PodStatus {
             || s.state.terminated.is_some()
             || s.last_state.terminated.is_some()
     });
-    let initialized = pod.spec.init_containers.iter().zip(&init).all(|(c, s)| {
-        if api::restart::is_sidecar(c) {
-            s.started == Some(true) || apps_ran
-        } else {
-            succeeded(s)
-        }
-    });
-    let sidecars_ready = pod
+    // As the kubelet's GeneratePodInitializedCondition: once an app container ran, the pod
+    // was initialized (a restarting sidecar undoes nothing).
+    let incomplete: Vec<&str> = if apps_ran {
+        Vec::new()
+    } else {
+        pod.spec
+            .init_containers
+            .iter()
+            .zip(&init)
+            .filter(|(c, s)| {
+                if api::restart::is_sidecar(c) {
+                    s.started != Some(true)
+                } else {
+                    !succeeded(s)
+                }
+            })
+            .map(|(c, _)| c.name.as_str())
+            .collect()
+    };
+    let initialized = incomplete.is_empty();
+    // Sidecars, then app containers, not ready (GenerateContainersReadyCondition).
+    let unready: Vec<&str> = pod
         .spec
         .init_containers
         .iter()
         .zip(&init)
-        .all(|(c, s)| !api::restart::is_sidecar(c) || s.ready);
+        .filter(|(c, s)| api::restart::is_sidecar(c) && !s.ready)
+        .chain(
+            pod.spec
+                .containers
+                .iter()
+                .zip(&apps)
+                .filter(|(_, s)| !s.ready),
+        )
+        .map(|(c, _)| c.name.as_str())
+        .collect();
     let phase = phase(pod, &init, &apps, initialized);
-    let all_ready =
-        initialized && sidecars_ready && !apps.is_empty() && apps.iter().all(|s| s.ready);
-    let terminal = phase == "Succeeded" || phase == "Failed";
-    let cond = |kind: &str, ok: bool, reason: Option<&str>| PodCondition {
+    let all_ready = initialized && unready.is_empty() && !apps.is_empty();
+    let cond = |kind: &str, ok: bool, reason: Option<&str>, message: Option<String>| PodCondition {
         kind: kind.into(),
         status: if ok { "True" } else { "False" }.into(),
         reason: if ok { None } else { reason.map(str::to_string) },
+        message: if ok { None } else { message },
         ..Default::default()
+    };
+    // Go prints a []string as `[a b]`: the kubelet's messages read so.
+    let listed = |what: &str, names: &[&str]| {
+        (!names.is_empty()).then(|| format!("containers with {what} status: [{}]", names.join(" ")))
     };
     // Conditions others own (set through the API, as they came with the pod) are kept; the
     // readiness gates read them.
@@ -286,34 +312,41 @@ pub fn pod_status(pod: &Pod, inputs: &StatusInputs<'_>) -> PodStatus {
         })
         .unwrap_or_default();
     let gates = readiness_gates(pod, &external);
-    let mut ready = cond(
-        "Ready",
-        all_ready && !terminal,
-        Some(if terminal {
-            "PodCompleted"
-        } else {
-            "ContainersNotReady"
-        }),
-    );
+    let containers_ready = match phase {
+        "Succeeded" => cond("ContainersReady", false, Some("PodCompleted"), None),
+        "Failed" => cond("ContainersReady", false, Some("PodFailed"), None),
+        _ => cond(
+            "ContainersReady",
+            all_ready,
+            Some("ContainersNotReady"),
+            listed("unready", &unready),
+        ),
+    };
+    // Ready says what ContainersReady says, until the readiness gates have their say.
+    let mut ready = PodCondition {
+        kind: "Ready".into(),
+        ..containers_ready.clone()
+    };
     if ready.status == "True" {
         if let Err(message) = gates {
-            ready = cond("Ready", false, Some("ReadinessGatesNotReady"));
-            ready.message = Some(message);
+            ready = cond(
+                "Ready",
+                false,
+                Some("ReadinessGatesNotReady"),
+                Some(message),
+            );
         }
     }
     let mut conditions = vec![
-        cond("Initialized", initialized, Some("ContainersNotInitialized")),
-        ready,
         cond(
-            "ContainersReady",
-            all_ready && !terminal,
-            Some(if terminal {
-                "PodCompleted"
-            } else {
-                "ContainersNotReady"
-            }),
+            "Initialized",
+            initialized,
+            Some("ContainersNotInitialized"),
+            listed("incomplete", &incomplete),
         ),
-        cond("PodScheduled", true, None),
+        ready,
+        containers_ready,
+        cond("PodScheduled", true, None, None),
     ];
     conditions.extend(external);
     let now = api::rfc3339(SystemTime::now());
@@ -602,6 +635,64 @@ mod tests {
 
     fn cond<'a>(s: &'a PodStatus, kind: &str) -> &'a str {
         &s.conditions.iter().find(|c| c.kind == kind).unwrap().status
+    }
+
+    /// (reason, message) of condition `kind`.
+    fn why<'a>(s: &'a PodStatus, kind: &str) -> (Option<&'a str>, Option<&'a str>) {
+        let c = s.conditions.iter().find(|c| c.kind == kind).unwrap();
+        (c.reason.as_deref(), c.message.as_deref())
+    }
+
+    #[test]
+    fn conditions_name_the_containers_they_wait_for_as_the_kubelet() {
+        let p: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "ns", "uid": "u"},
+            "spec": {"restartPolicy": "Never",
+                "initContainers": [{"name": "init1", "image": "i"}, {"name": "init2", "image": "i"}],
+                "containers": [{"name": "run1", "image": "i"}, {"name": "run2", "image": "i"}]}
+        }))
+        .unwrap();
+        let s = status(&p, &[], &[], &[]);
+        assert_eq!(
+            why(&s, "Initialized"),
+            (
+                Some("ContainersNotInitialized"),
+                Some("containers with incomplete status: [init1 init2]")
+            )
+        );
+        let unready = (
+            Some("ContainersNotReady"),
+            Some("containers with unready status: [run1 run2]"),
+        );
+        assert_eq!(why(&s, "ContainersReady"), unready);
+        assert_eq!(why(&s, "Ready"), unready);
+        let cs = [
+            inst("init1", "i1", 0, ContainerState::Exited, Some(0)),
+            inst("init2", "i2", 0, ContainerState::Exited, Some(0)),
+            inst("run1", "r1", 0, ContainerState::Running, None),
+            inst("run2", "r2", 0, ContainerState::Running, None),
+        ];
+        // run2 not started yet (no readiness probes here: a running one is ready).
+        let s = status(&p, &cs[..3], &[], &[]);
+        assert_eq!(why(&s, "Initialized"), (None, None));
+        assert_eq!(
+            why(&s, "Ready"),
+            (
+                Some("ContainersNotReady"),
+                Some("containers with unready status: [run2]")
+            )
+        );
+        // Ended: PodCompleted or PodFailed, with no list.
+        let mut done = cs.clone();
+        done[2] = inst("run1", "r1", 0, ContainerState::Exited, Some(0));
+        done[3] = inst("run2", "r2", 0, ContainerState::Exited, Some(0));
+        let s = status(&p, &done, &[], &[]);
+        assert_eq!(s.phase, "Succeeded");
+        assert_eq!(why(&s, "Ready"), (Some("PodCompleted"), None));
+        done[3] = inst("run2", "r2", 0, ContainerState::Exited, Some(1));
+        let s = status(&p, &done, &[], &[]);
+        assert_eq!(s.phase, "Failed");
+        assert_eq!(why(&s, "ContainersReady"), (Some("PodFailed"), None));
     }
 
     #[test]
