@@ -3,6 +3,7 @@
 use edged::flags::{Command, Flags};
 
 fn main() {
+    edged::memory::limit_arenas();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let flags = match Flags::parse(&args) {

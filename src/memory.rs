@@ -6,7 +6,30 @@
 //! its peak for good. `malloc_trim` returns every free page (the same run: 28 MB). musl's
 //! malloc (the device builds) returns freed memory by itself and has no `malloc_trim`.
 
+//!
+//! glibc also gives each thread that allocates under contention its own arena (up to 8 per
+//! core), each a heap of its own whose free pages stay: at 100 pods the agent's RSS was 16.5
+//! MiB, 13.3 MiB with one arena (5.2 MiB of arena heaps gone, the main heap 1.9 MiB bigger).
+//! [`limit_arenas`] sets that at start; each thread's tcache still serves small allocations
+//! without the arena's lock.
+
 use std::time::Duration;
+
+/// The malloc arenas the agent allows (see the module's docs).
+pub const ARENAS: i32 = 1;
+
+/// Caps glibc's malloc arenas at [`ARENAS`]; call before other threads start. Nothing to do
+/// elsewhere (musl has one heap).
+pub fn limit_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallopt only sets an allocator parameter under the allocator's lock; called
+        // at start, before any other thread allocates.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, ARENAS);
+        }
+    }
+}
 
 /// How often [`run`] trims.
 pub const TRIM_PERIOD: Duration = Duration::from_secs(30);
