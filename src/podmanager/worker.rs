@@ -39,6 +39,8 @@ struct State {
     sandbox_retry: Option<(Duration, Instant, String)>,
     /// Set once the pod is evicted: nothing of it runs again until it is deleted.
     evicted: Option<crate::eviction::Eviction>,
+    /// Set once the deleted pod's containers are stopped: its phase is final.
+    terminal: bool,
 }
 
 pub(super) async fn run(pm: Rc<PodManager>, mut pod: Pod, rx: async_channel::Receiver<Work>) {
@@ -1123,6 +1125,7 @@ async fn set_status(pm: &PodManager, pod: &Pod, st: &mut State, all: &[Container
             pod_ips: &pod_ips,
             start_time: st.start_time.unwrap_or_else(|| pm.clock.now_wall()),
             previous: previous.as_ref(),
+            terminal: st.terminal,
         },
     );
     if let Some(e) = &st.evicted {
@@ -1258,6 +1261,7 @@ async fn terminate(pm: &PodManager, pod: &Pod, st: &mut State) {
     // does for one a finalizer keeps) gets no status: one made now would say Pending over
     // the terminated one the cloud has.
     if !all.is_empty() || pm.status.get(&pod.metadata.uid).is_some() {
+        st.terminal = true;
         set_status(pm, pod, st, &stopped).await;
     }
     let rt = pm.runtime.clone();

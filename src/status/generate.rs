@@ -37,6 +37,9 @@ pub struct StatusInputs<'a> {
     pub start_time: SystemTime,
     /// The previous status, to keep transition times of unchanged conditions.
     pub previous: Option<&'a PodStatus>,
+    /// The pod was stopped for good (deleted): no container starts again, so the phase is
+    /// Succeeded or Failed, as the kubelet's `podIsTerminal`.
+    pub terminal: bool,
 }
 
 fn time(t: Option<SystemTime>) -> Option<String> {
@@ -285,7 +288,7 @@ pub fn pod_status(pod: &Pod, inputs: &StatusInputs<'_>) -> PodStatus {
         )
         .map(|(c, _)| c.name.as_str())
         .collect();
-    let phase = phase(pod, &init, &apps, initialized);
+    let phase = phase(pod, &init, &apps, initialized, inputs.terminal);
     let all_ready = initialized && unready.is_empty() && !apps.is_empty();
     let cond = |kind: &str, ok: bool, reason: Option<&str>, message: Option<String>| PodCondition {
         kind: kind.into(),
@@ -471,6 +474,7 @@ fn phase(
     init: &[api::ContainerStatus],
     apps: &[api::ContainerStatus],
     initialized: bool,
+    terminal: bool,
 ) -> &'static str {
     let spec_of = |list: &'_ [api::Container], name: &str| -> Option<api::Container> {
         list.iter().find(|c| c.name == name).cloned()
@@ -480,7 +484,8 @@ fn phase(
     let ended_for_good = |list: &[api::Container], s: &api::ContainerStatus| -> Option<i32> {
         let t = s.state.terminated.as_ref()?;
         let c = spec_of(list, &s.name)?;
-        (!api::restart::should_restart(&pod.spec, &c, t.exit_code)).then_some(t.exit_code)
+        (terminal || !api::restart::should_restart(&pod.spec, &c, t.exit_code))
+            .then_some(t.exit_code)
     };
     let init_failed = init
         .iter()
@@ -629,12 +634,46 @@ mod tests {
                 pod_ips: &[],
                 start_time: UNIX_EPOCH,
                 previous: None,
+                terminal: false,
             },
         )
     }
 
     fn cond<'a>(s: &'a PodStatus, kind: &str) -> &'a str {
         &s.conditions.iter().find(|c| c.kind == kind).unwrap().status
+    }
+
+    #[test]
+    fn a_stopped_deleted_pod_is_succeeded_or_failed_whatever_its_restart_policy() {
+        let p = pod("Always");
+        let phase_of = |app_exit: i32, terminal: bool| {
+            let cs = [
+                inst("init", "i1", 0, ContainerState::Exited, Some(0)),
+                inst("app", "a1", 0, ContainerState::Exited, Some(app_exit)),
+            ];
+            let none = BTreeMap::new();
+            let waiting = BTreeMap::new();
+            pod_status(
+                &p,
+                &StatusInputs {
+                    containers: &cs,
+                    ready: &none,
+                    started: &none,
+                    waiting: &waiting,
+                    pod_message: None,
+                    host_ip: "10.0.0.1",
+                    pod_ips: &[],
+                    start_time: UNIX_EPOCH,
+                    previous: None,
+                    terminal,
+                },
+            )
+            .phase
+        };
+        // Alive, an ended container of an Always pod starts again: still Running.
+        assert_eq!(phase_of(0, false), "Running");
+        assert_eq!(phase_of(0, true), "Succeeded");
+        assert_eq!(phase_of(137, true), "Failed");
     }
 
     /// (reason, message) of condition `kind`.
