@@ -81,6 +81,22 @@ impl Stamp {
         })
     }
 
+    /// The stamp of `name` in the open directory `dir` (symlinks followed, as [`Stamp::of`]):
+    /// one path component to look up, not the whole path (the rescan of an unchanged
+    /// directory makes one of these per file, ten times a second at the shortest period).
+    fn at(dir: &std::fs::File, name: &str) -> Option<Stamp> {
+        use std::os::fd::AsRawFd;
+        let st = nix::sys::stat::fstatat(Some(dir.as_raw_fd()), name, nix::fcntl::AtFlags::empty())
+            .ok()?;
+        Some(Stamp {
+            dev: st.st_dev,
+            ino: st.st_ino,
+            len: u64::try_from(st.st_size).unwrap_or(0),
+            mtime: (st.st_mtime, st.st_mtime_nsec),
+            ctime: (st.st_ctime, st.st_ctime_nsec),
+        })
+    }
+
     /// Whether the file's last change is far enough behind `now` that a write within the
     /// same timestamp tick (coarse on some filesystems) cannot follow unseen.
     fn settled(&self, now: SystemTime) -> bool {
@@ -96,12 +112,12 @@ impl ScanCache {
     /// Whether `dir` holds just the files of the last scan, each with the stamp it had when
     /// it was read, settled: a scan would read nothing and find what the last one found.
     pub fn unchanged(&self, dir: &Path) -> bool {
-        let Ok(names) = manifest_files(dir) else {
+        let (Ok(open), Ok(names)) = (std::fs::File::open(dir), manifest_files(dir)) else {
             return false;
         };
         names.len() == self.files.len()
             && names.iter().all(|name| {
-                let stamp = Stamp::of(&dir.join(name));
+                let stamp = Stamp::at(&open, name);
                 self.files
                     .get(name)
                     .is_some_and(|c| c.trusted && stamp == Some(c.stamp))
