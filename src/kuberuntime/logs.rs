@@ -506,6 +506,17 @@ impl LogReader {
     }
 }
 
+/// What a watch's events said of the files asked about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activity {
+    /// No event of them.
+    Nothing,
+    /// A change begun: a file made or written to, its writer maybe still writing.
+    Begun,
+    /// A change ended: a file closed after writing, renamed in or out, or removed.
+    Ended,
+}
+
 /// Wakes a follower when its log directory changes (a write, a new or renamed file).
 pub struct Watch {
     inotify: nix::sys::inotify::Inotify,
@@ -542,16 +553,36 @@ impl Watch {
     /// after writing, renamed in or out, or removed. `false` when they only begin one (a file
     /// made or written to, its writer maybe still writing).
     pub fn drain(&self) -> bool {
+        self.drain_for(|_| true) == Activity::Ended
+    }
+
+    /// As [`drain`](Self::drain), for the files whose names `relevant` picks: events of other
+    /// files (a writer's hidden temporary file) say nothing; an event without a name (of the
+    /// directory itself, or a queue overflow) counts as an ended change.
+    pub fn drain_for(&self, relevant: impl Fn(&str) -> bool) -> Activity {
         use nix::sys::inotify::AddWatchFlags as F;
         let ends = F::IN_CLOSE_WRITE | F::IN_MOVED_TO | F::IN_MOVED_FROM | F::IN_DELETE;
-        let mut ended = false;
+        let mut seen = Activity::Nothing;
         while let Ok(events) = self.inotify.read_events() {
             if events.is_empty() {
                 break;
             }
-            ended |= events.iter().any(|e| e.mask.intersects(ends));
+            for e in &events {
+                let counts = match &e.name {
+                    Some(n) => n.to_str().is_some_and(&relevant),
+                    None => true,
+                };
+                if !counts {
+                    continue;
+                }
+                if e.name.is_none() || e.mask.intersects(ends) {
+                    seen = Activity::Ended;
+                } else if seen == Activity::Nothing {
+                    seen = Activity::Begun;
+                }
+            }
         }
-        ended
+        seen
     }
 
     /// Waits until something changed or `timeout` passed (blocking).
@@ -626,6 +657,16 @@ mod tests {
         std::fs::remove_file(d.path().join("b.yaml")).unwrap();
         assert!(w.drain(), "removed");
         assert!(!w.drain(), "nothing after");
+        // A writer's hidden temporary file says nothing of the manifests; its rename does.
+        let manifest = |n: &str| crate::manifest::read::is_manifest_name(n);
+        let mut f = std::fs::File::create(d.path().join(".c.yaml.tmp")).unwrap();
+        f.write_all(b"kind: Pod\n").unwrap();
+        drop(f);
+        assert_eq!(w.drain_for(manifest), Activity::Nothing);
+        std::fs::rename(d.path().join(".c.yaml.tmp"), d.path().join("c.yaml")).unwrap();
+        assert_eq!(w.drain_for(manifest), Activity::Ended);
+        let _f = std::fs::File::create(d.path().join("d.yaml")).unwrap();
+        assert_eq!(w.drain_for(manifest), Activity::Begun);
     }
     use crate::runtime::logs::cri_line;
     use std::io::Write;

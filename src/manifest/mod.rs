@@ -332,16 +332,24 @@ pub async fn keep_reading(mut source: Source, period: Duration, meta: Arc<MetaMa
     loop {
         let changed = async {
             match &watch {
-                Some(w) => {
+                Some(w) => loop {
                     let _ = w.readable().await;
                     // A file closed after writing, or renamed into place, is read at once
                     // (the kubelet reads on every event); one only made or written to yet
                     // gets 50 ms for its writer to finish what it writes in several steps.
-                    if !w.get_ref().drain() {
-                        smol::Timer::after(Duration::from_millis(50)).await;
-                        w.get_ref().clear();
+                    // Files that are not manifests (a writer's hidden temporary file before
+                    // its rename) wake nothing.
+                    use crate::kuberuntime::logs::Activity;
+                    match w.get_ref().drain_for(read::is_manifest_name) {
+                        Activity::Nothing => continue,
+                        Activity::Ended => break,
+                        Activity::Begun => {
+                            smol::Timer::after(Duration::from_millis(50)).await;
+                            w.get_ref().clear();
+                            break;
+                        }
                     }
-                }
+                },
                 None => std::future::pending::<()>().await,
             }
         };
