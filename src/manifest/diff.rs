@@ -84,16 +84,19 @@ impl Stamp {
     /// The stamp of `name` in the open directory `dir` (symlinks followed, as [`Stamp::of`]):
     /// one path component to look up, not the whole path (the rescan of an unchanged
     /// directory makes one of these per file, ten times a second at the shortest period).
+    // `From` and not a bare field: the stat fields are narrower on 32-bit targets (time_t,
+    // ino_t), the same types on 64-bit ones (where the conversion is a no-op).
+    #[allow(clippy::useless_conversion)]
     fn at(dir: &std::fs::File, name: &str) -> Option<Stamp> {
         use std::os::fd::AsRawFd;
         let st = nix::sys::stat::fstatat(Some(dir.as_raw_fd()), name, nix::fcntl::AtFlags::empty())
             .ok()?;
         Some(Stamp {
-            dev: st.st_dev,
-            ino: st.st_ino,
+            dev: u64::from(st.st_dev),
+            ino: u64::from(st.st_ino),
             len: u64::try_from(st.st_size).unwrap_or(0),
-            mtime: (st.st_mtime, st.st_mtime_nsec),
-            ctime: (st.st_ctime, st.st_ctime_nsec),
+            mtime: (i64::from(st.st_mtime), i64::from(st.st_mtime_nsec)),
+            ctime: (i64::from(st.st_ctime), i64::from(st.st_ctime_nsec)),
         })
     }
 
