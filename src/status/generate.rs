@@ -607,6 +607,17 @@ mod tests {
         ready: &[(&str, bool)],
         waiting: &[(&str, Reason)],
     ) -> PodStatus {
+        status_of(pod, cs, ready, waiting, false)
+    }
+
+    /// [`status`], for a pod stopped for good when `terminal`.
+    fn status_of(
+        pod: &Pod,
+        cs: &[ContainerStatus],
+        ready: &[(&str, bool)],
+        waiting: &[(&str, Reason)],
+        terminal: bool,
+    ) -> PodStatus {
         let ready: BTreeMap<String, bool> =
             ready.iter().map(|(k, v)| (k.to_string(), *v)).collect();
         let waiting: BTreeMap<String, Waiting> = waiting
@@ -634,7 +645,7 @@ mod tests {
                 pod_ips: &[],
                 start_time: UNIX_EPOCH,
                 previous: None,
-                terminal: false,
+                terminal,
             },
         )
     }
@@ -651,24 +662,7 @@ mod tests {
                 inst("init", "i1", 0, ContainerState::Exited, Some(0)),
                 inst("app", "a1", 0, ContainerState::Exited, Some(app_exit)),
             ];
-            let none = BTreeMap::new();
-            let waiting = BTreeMap::new();
-            pod_status(
-                &p,
-                &StatusInputs {
-                    containers: &cs,
-                    ready: &none,
-                    started: &none,
-                    waiting: &waiting,
-                    pod_message: None,
-                    host_ip: "10.0.0.1",
-                    pod_ips: &[],
-                    start_time: UNIX_EPOCH,
-                    previous: None,
-                    terminal,
-                },
-            )
-            .phase
+            status_of(&p, &cs, &[], &[], terminal).phase
         };
         // Alive, an ended container of an Always pod starts again: still Running.
         assert_eq!(phase_of(0, false), "Running");
