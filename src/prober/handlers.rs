@@ -244,29 +244,15 @@ pub async fn http(
         Ok(t) => t,
         Err(e) => return Outcome::Failure(e),
     };
-    let https = action
-        .scheme
-        .as_deref()
-        .map(|s| s.eq_ignore_ascii_case("HTTPS"))
-        .unwrap_or(false);
-    let mut path = action.path.clone().unwrap_or_else(|| "/".into());
-    if !path.starts_with('/') {
-        path.insert(0, '/');
-    }
+    let (https, path) = scheme_and_path(action);
     let headers = action.http_headers.clone();
-    let first_url = format!(
-        "{}://{host}:{port}{path}",
-        if https { "https" } else { "http" }
-    );
+    let first_url = url(https, &host, port, &path);
     let result = in_netns(netns, move || -> io::Result<(Answer, String)> {
         let (mut https, mut host, mut port, mut path) = (https, host, port, path);
         let origin = host.clone();
         let mut redirects = 0;
         loop {
-            let url = format!(
-                "{}://{host}:{port}{path}",
-                if https { "https" } else { "http" }
-            );
+            let url = url(https, &host, port, &path);
             let answer = get_once(https, &host, port, &path, &headers, timeout, PROBE_AGENT)?;
             let next = (300..400)
                 .contains(&answer.code)
@@ -318,6 +304,19 @@ pub async fn hook_get(
     let (host, port) = target(&action.host, &action.port, ports)?;
     let named_host = action.host.as_deref().is_some_and(|h| !h.is_empty());
     let netns = if named_host { None } else { pod_netns };
+    let (https, path) = scheme_and_path(action);
+    let url = url(https, &host, port, &path);
+    let headers = action.http_headers.clone();
+    in_netns(netns, move || {
+        get_once(https, &host, port, &path, &headers, timeout, HOOK_AGENT)
+    })
+    .await
+    .map(drop)
+    .map_err(|e| format!("Get \"{url}\": {e}"))
+}
+
+/// Whether `action` asks for HTTPS, and its path (`/` when unset, a leading `/` added).
+fn scheme_and_path(action: &HttpGetAction) -> (bool, String) {
     let https = action
         .scheme
         .as_deref()
@@ -326,17 +325,13 @@ pub async fn hook_get(
     if !path.starts_with('/') {
         path.insert(0, '/');
     }
-    let url = format!(
-        "{}://{host}:{port}{path}",
-        if https { "https" } else { "http" }
-    );
-    let headers = action.http_headers.clone();
-    in_netns(netns, move || {
-        get_once(https, &host, port, &path, &headers, timeout, HOOK_AGENT)
-    })
-    .await
-    .map(drop)
-    .map_err(|e| format!("Get \"{url}\": {e}"))
+    (https, path)
+}
+
+/// The URL a GET goes to, as errors name it.
+fn url(https: bool, host: &str, port: u16, path: &str) -> String {
+    let scheme = if https { "https" } else { "http" };
+    format!("{scheme}://{host}:{port}{path}")
 }
 
 /// The User-Agent of probes and of hooks, as the kubelet names them.
