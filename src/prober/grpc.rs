@@ -1077,6 +1077,13 @@ mod tests {
             Outcome::Failure("timeout: health rpc did not complete within 1s".into())
         );
         drop(l);
+        // A port held bound without listening: a freed port could be taken by a test beside
+        // (it was, once in CI, and answered with a reset).
+        let (_closed, port) = crate::prober::closed_port();
+        let action = GrpcAction {
+            port: port as i32,
+            service: None,
+        };
         let r = smol::block_on(probe(&action, None, Duration::from_secs(1)));
         assert!(
             matches!(&r, Outcome::Failure(m) if m.starts_with("error: failed to connect service at")),

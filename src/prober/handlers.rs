@@ -455,9 +455,7 @@ mod tests {
             assert_eq!(tcp(&tcp_ok, &[], None, t).await, Outcome::Success);
         });
         server.join().unwrap();
-        let closed = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = closed.local_addr().unwrap().port();
-        drop(closed);
+        let (_closed, port) = crate::prober::closed_port();
         let tcp_bad = TcpSocketAction {
             port: serde_json::json!(port),
             host: None,

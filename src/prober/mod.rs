@@ -312,6 +312,31 @@ impl Worker {
     }
 }
 
+/// A local TCP port nothing listens on, for tests of refused connections. The port stays
+/// bound (without `listen`) while the returned socket lives, so no other test running beside
+/// can take it: a connection to it is refused, never answered by a stranger.
+#[cfg(test)]
+pub(crate) fn closed_port() -> (std::os::fd::OwnedFd, u16) {
+    use nix::sys::socket::{
+        bind, getsockname, socket, AddressFamily, SockFlag, SockType, SockaddrIn,
+    };
+    let fd = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .expect("a TCP socket");
+    bind(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        &SockaddrIn::new(127, 0, 0, 1, 0),
+    )
+    .expect("bind 127.0.0.1:0");
+    let addr: SockaddrIn =
+        getsockname(std::os::fd::AsRawFd::as_raw_fd(&fd)).expect("the bound address");
+    (fd, addr.port())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
