@@ -327,7 +327,9 @@ impl PodManager {
         }
         tracing::info!(pod = %pod_name(&pod), uid = %uid, "pod added");
         let (tx, rx) = async_channel::unbounded();
-        let task = self.ex.spawn(worker::run(self.clone(), pod.clone(), rx));
+        let task = self
+            .ex
+            .spawn(worker::run(self.clone(), Box::new(pod.clone()), rx));
         self.pods.borrow_mut().insert(
             uid,
             Handle {

@@ -43,11 +43,103 @@ struct State {
     terminal: bool,
 }
 
-pub(super) async fn run(pm: Rc<PodManager>, mut pod: Pod, rx: async_channel::Receiver<Work>) {
-    let mut st = State {
+/// A pod's worker: takes the pod's work from `rx` and does it until the pod is forgotten.
+///
+/// The future lives as long as the pod and is allocated at its full size, so every long step
+/// is boxed while it runs: a resting pod holds the worker's loop state only (issue 19).
+pub(super) async fn run(pm: Rc<PodManager>, mut pod: Box<Pod>, rx: async_channel::Receiver<Work>) {
+    // Both on the heap: an async fn's arguments and locals each take room in its future.
+    let mut st = Box::new(State {
         start_time: Some(pm.clock.now_wall()),
         ..State::default()
-    };
+    });
+    Box::pin(restore(&pm, &pod, &mut st)).await;
+    let mut next = Duration::ZERO;
+    loop {
+        let timer = pm.clock.sleep(next);
+        let work = smol::future::or(async { rx.recv().await.ok() }, async {
+            timer.await;
+            Some(Work::Sync)
+        })
+        .await;
+        let Some(first) = work else { return };
+        match Box::pin(step(&pm, &mut pod, &mut st, first, &rx)).await {
+            Some(n) => next = n,
+            None => return,
+        }
+    }
+}
+
+/// One round of a pod's work: `first` and whatever else waits in `rx`, folded, then done.
+/// Returns when to look again, or `None` once the pod is forgotten.
+async fn step(
+    pm: &Rc<PodManager>,
+    pod: &mut Pod,
+    st: &mut State,
+    first: Work,
+    rx: &async_channel::Receiver<Work>,
+) -> Option<Duration> {
+    let mut deleted = false;
+    // A pod written again after its delete (a static pod keeps its uid) runs again once
+    // the old one is stopped.
+    let mut again: Option<Pod> = None;
+    let mut evict: Option<crate::eviction::Eviction> = None;
+    for w in std::iter::once(first).chain(std::iter::from_fn(|| rx.try_recv().ok())) {
+        match w {
+            Work::Update(p) if deleted => again = Some(*p),
+            Work::Update(p) => {
+                if volumes_changed(pod, &p) {
+                    st.refresh = true;
+                }
+                *pod = *p;
+            }
+            Work::Delete => {
+                deleted = true;
+                again = None;
+            }
+            Work::ObjectsChanged => st.refresh = true,
+            Work::Evict(e) => evict = Some(*e),
+            Work::Sync => {}
+        }
+    }
+    let now = pm.clock.now_wall();
+    let started = st.start_time.unwrap_or(now);
+    match actions::disposition(pod, deleted, st.evicted.is_some(), evict, started, now) {
+        Disposition::Sync { deadline_in } => {
+            let next = Box::pin(sync(pm, pod, st)).await;
+            Some(deadline_in.map_or(next, |left| next.min(left)))
+        }
+        Disposition::Evict(e) => {
+            evict_pod(pm, pod, st, e).await;
+            // Nothing runs again; the worker waits for the delete.
+            Some(Duration::from_secs(3600))
+        }
+        Disposition::Idle => Some(Duration::from_secs(3600)),
+        Disposition::Terminate => {
+            match stop_deleted(pm, std::mem::take(pod), st, rx, deleted, again).await {
+                Some(p) => {
+                    tracing::info!(pod = %pod_name(&p), "pod added again while it stopped; starting it again");
+                    pm.clear_deleted(&p.metadata.uid);
+                    *pod = p;
+                    *st = State {
+                        start_time: Some(pm.clock.now_wall()),
+                        ..State::default()
+                    };
+                    // The stopped incarnation's status (running containers, its
+                    // address) goes now: until the new sandbox is up it would say the
+                    // pod runs.
+                    set_status(pm, pod, st, &[]).await;
+                    Some(Duration::ZERO)
+                }
+                None => None,
+            }
+        }
+    }
+}
+
+/// What a pod's earlier incarnation left (the agent restarted): its start time, and an
+/// eviction it stays under.
+async fn restore(pm: &Rc<PodManager>, pod: &Pod, st: &mut State) {
     let prev = match pm.status.get(&pod.metadata.uid) {
         Some(prev) => Some(prev),
         None => pm
@@ -63,80 +155,12 @@ pub(super) async fn run(pm: Rc<PodManager>, mut pod: Pod, rx: async_channel::Rec
             .as_deref()
             .and_then(api::parse_rfc3339)
             .or(st.start_time);
-        if let Some(e) = crate::eviction::recorded(&pod, &prev) {
+        if let Some(e) = crate::eviction::recorded(pod, &prev) {
             // Evicted before the agent restarted: it stays evicted (and stopped).
-            tracing::info!(pod = %pod_name(&pod), "pod was evicted; not started again");
+            tracing::info!(pod = %pod_name(pod), "pod was evicted; not started again");
             st.evicted = Some(e);
-            pm.status.set(&pod, prev).await;
-            stop_and_release(&pm, &pod, &mut st, Duration::ZERO).await;
-        }
-    }
-    let mut next = Duration::ZERO;
-    loop {
-        let timer = pm.clock.sleep(next);
-        let work = smol::future::or(async { rx.recv().await.ok() }, async {
-            timer.await;
-            Some(Work::Sync)
-        })
-        .await;
-        let Some(first) = work else { return };
-        let mut deleted = false;
-        // A pod written again after its delete (a static pod keeps its uid) runs again once
-        // the old one is stopped.
-        let mut again: Option<Pod> = None;
-        let mut evict: Option<crate::eviction::Eviction> = None;
-        for w in std::iter::once(first).chain(std::iter::from_fn(|| rx.try_recv().ok())) {
-            match w {
-                Work::Update(p) if deleted => again = Some(*p),
-                Work::Update(p) => {
-                    if volumes_changed(&pod, &p) {
-                        st.refresh = true;
-                    }
-                    pod = *p;
-                }
-                Work::Delete => {
-                    deleted = true;
-                    again = None;
-                }
-                Work::ObjectsChanged => st.refresh = true,
-                Work::Evict(e) => evict = Some(*e),
-                Work::Sync => {}
-            }
-        }
-        let now = pm.clock.now_wall();
-        let started = st.start_time.unwrap_or(now);
-        match actions::disposition(&pod, deleted, st.evicted.is_some(), evict, started, now) {
-            Disposition::Sync { deadline_in } => {
-                next = sync(&pm, &pod, &mut st).await;
-                if let Some(left) = deadline_in {
-                    next = next.min(left);
-                }
-            }
-            Disposition::Evict(e) => {
-                evict_pod(&pm, &pod, &mut st, e).await;
-                // Nothing runs again; the worker waits for the delete.
-                next = Duration::from_secs(3600);
-            }
-            Disposition::Idle => next = Duration::from_secs(3600),
-            Disposition::Terminate => {
-                match stop_deleted(&pm, pod, &mut st, &rx, deleted, again).await {
-                    Some(p) => {
-                        tracing::info!(pod = %pod_name(&p), "pod added again while it stopped; starting it again");
-                        pm.clear_deleted(&p.metadata.uid);
-                        pod = p;
-                        st = State {
-                            start_time: Some(pm.clock.now_wall()),
-                            ..State::default()
-                        };
-                        // The stopped incarnation's status (running containers, its
-                        // address) goes now: until the new sandbox is up it would say the
-                        // pod runs.
-                        set_status(&pm, &pod, &mut st, &[]).await;
-                        next = Duration::ZERO;
-                    }
-                    None => return,
-                }
-            }
+            pm.status.set(pod, prev).await;
+            stop_and_release(pm, pod, st, Duration::ZERO).await;
         }
     }
 }
