@@ -7,6 +7,7 @@ use super::ManifestError;
 use crate::api::ObjectError;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
+use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -47,6 +48,19 @@ pub struct ScanCache {
     files: HashMap<String, Cached>,
     /// How many files the last scan read and parsed (the others came from the cache).
     pub parsed: usize,
+    /// The directory as [`ScanCache::unchanged`] last opened it.
+    open: Option<OpenDir>,
+}
+
+/// The manifest directory kept open between looks: opening it again each time costs glibc a
+/// 32 KiB entry buffer, whose allocation and release were most of an idle agent's CPU at a
+/// 100 ms period (`perf`, issue 19). A rewound stream reads the directory anew.
+#[derive(Debug)]
+struct OpenDir {
+    dir: nix::dir::Dir,
+    /// Device and inode of the directory opened: a directory replaced under the same path
+    /// is opened again.
+    id: (u64, u64),
 }
 
 #[derive(Debug)]
@@ -68,36 +82,24 @@ struct Stamp {
     ctime: (i64, i64),
 }
 
-impl Stamp {
-    fn of(path: &Path) -> Option<Stamp> {
-        use std::os::unix::fs::MetadataExt;
-        let m = std::fs::metadata(path).ok()?;
-        Some(Stamp {
-            dev: m.dev(),
-            ino: m.ino(),
-            len: m.len(),
-            mtime: (m.mtime(), m.mtime_nsec()),
-            ctime: (m.ctime(), m.ctime_nsec()),
-        })
-    }
-
-    /// The stamp of `name` in the open directory `dir` (symlinks followed, as [`Stamp::of`]):
-    /// one path component to look up, not the whole path (the rescan of an unchanged
-    /// directory makes one of these per file, ten times a second at the shortest period).
+impl From<&nix::sys::stat::FileStat> for Stamp {
     // `From` and not a bare field: the stat fields are narrower on 32-bit targets (time_t,
     // ino_t), the same types on 64-bit ones (where the conversion is a no-op).
     #[allow(clippy::useless_conversion)]
-    fn at(dir: &std::fs::File, name: &str) -> Option<Stamp> {
-        use std::os::fd::AsRawFd;
-        let st = nix::sys::stat::fstatat(Some(dir.as_raw_fd()), name, nix::fcntl::AtFlags::empty())
-            .ok()?;
-        Some(Stamp {
+    fn from(st: &nix::sys::stat::FileStat) -> Stamp {
+        Stamp {
             dev: u64::from(st.st_dev),
             ino: u64::from(st.st_ino),
             len: u64::try_from(st.st_size).unwrap_or(0),
             mtime: (i64::from(st.st_mtime), i64::from(st.st_mtime_nsec)),
             ctime: (i64::from(st.st_ctime), i64::from(st.st_ctime_nsec)),
-        })
+        }
+    }
+}
+
+impl Stamp {
+    fn of(path: &Path) -> Option<Stamp> {
+        nix::sys::stat::stat(path).ok().map(|st| Stamp::from(&st))
     }
 
     /// Whether the file's last change is far enough behind `now` that a write within the
@@ -114,18 +116,68 @@ impl Stamp {
 impl ScanCache {
     /// Whether `dir` holds just the files of the last scan, each with the stamp it had when
     /// it was read, settled: a scan would read nothing and find what the last one found.
-    pub fn unchanged(&self, dir: &Path) -> bool {
-        let (Ok(open), Ok(names)) = (std::fs::File::open(dir), manifest_files(dir)) else {
+    /// Allocates nothing once the directory is open: one `stat` of the directory, its
+    /// entries, one `fstatat` per manifest file.
+    pub fn unchanged(&mut self, dir: &Path) -> bool {
+        let Some(open) = open_dir(&mut self.open, dir) else {
             return false;
         };
-        names.len() == self.files.len()
-            && names.iter().all(|name| {
-                let stamp = Stamp::at(&open, name);
-                self.files
-                    .get(name)
-                    .is_some_and(|c| c.trusted && stamp == Some(c.stamp))
-            })
+        let fd = open.dir.as_raw_fd();
+        let mut seen = 0;
+        for entry in open.dir.iter() {
+            let Ok(entry) = entry else {
+                return false;
+            };
+            let Ok(name) = entry.file_name().to_str() else {
+                continue;
+            };
+            if !super::read::is_manifest_name(name) {
+                continue;
+            }
+            // As `manifest_files`: regular files and symlinks to them, nothing else.
+            use nix::dir::Type;
+            if !matches!(entry.file_type(), Some(Type::File | Type::Symlink) | None) {
+                continue;
+            }
+            let Ok(st) = nix::sys::stat::fstatat(Some(fd), name, nix::fcntl::AtFlags::empty())
+            else {
+                // Dangling symlink, or removed since the listing: not a manifest.
+                continue;
+            };
+            if nix::sys::stat::SFlag::from_bits_truncate(st.st_mode) & nix::sys::stat::SFlag::S_IFMT
+                != nix::sys::stat::SFlag::S_IFREG
+            {
+                continue;
+            }
+            let same = self
+                .files
+                .get(name)
+                .is_some_and(|c| c.trusted && c.stamp == Stamp::from(&st));
+            if !same {
+                return false;
+            }
+            seen += 1;
+        }
+        seen == self.files.len()
     }
+}
+
+/// `dir`, open: `open` kept from the last look while the path names the same directory.
+#[allow(clippy::useless_conversion)] // st_dev and st_ino are narrower on 32-bit targets
+fn open_dir<'a>(open: &'a mut Option<OpenDir>, dir: &Path) -> Option<&'a mut OpenDir> {
+    use nix::fcntl::OFlag;
+    let Ok(st) = nix::sys::stat::stat(dir) else {
+        *open = None;
+        return None;
+    };
+    let id = (u64::from(st.st_dev), u64::from(st.st_ino));
+    if open.as_ref().is_none_or(|o| o.id != id) {
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        *open = nix::dir::Dir::open(dir, flags, nix::sys::stat::Mode::empty())
+            .ok()
+            .map(|dir| OpenDir { dir, id });
+    }
+    open.as_mut()
 }
 
 /// A file changed in the last seconds is read again on every scan.
@@ -501,6 +553,50 @@ mod tests {
         assert!(!cache.unchanged(p));
         fs::remove_file(p.join("a.yaml")).unwrap();
         assert!(!cache.unchanged(p));
+    }
+
+    #[test]
+    fn unchanged_reads_the_directory_anew_and_follows_it_when_replaced() {
+        let top = tempfile::tempdir().unwrap();
+        let p = top.path().join("manifests");
+        fs::create_dir(&p).unwrap();
+        fs::write(p.join("a.yaml"), pod("a", "one")).unwrap();
+        // Not manifests: a subdirectory with a manifest's name, a dangling symlink.
+        fs::create_dir(p.join("sub.yaml")).unwrap();
+        std::os::unix::fs::symlink("gone.yaml", p.join("dangling.yaml")).unwrap();
+        let mut cache = ScanCache::default();
+        let later = SystemTime::now() + std::time::Duration::from_secs(10);
+        let scanned = scan_at(&p, "n", &mut cache, later).unwrap();
+        assert_eq!(scanned.files.len(), 1);
+        assert!(cache.unchanged(&p));
+        // The directory stays open between looks and each look sees what is there now.
+        for _ in 0..3 {
+            fs::write(p.join("b.yaml"), pod("b", "one")).unwrap();
+            assert!(!cache.unchanged(&p));
+            fs::remove_file(p.join("b.yaml")).unwrap();
+            assert!(cache.unchanged(&p));
+        }
+        // A symlink to a manifest elsewhere is one.
+        fs::write(top.path().join("c.yaml"), pod("c", "one")).unwrap();
+        std::os::unix::fs::symlink(top.path().join("c.yaml"), p.join("c.yaml")).unwrap();
+        assert!(!cache.unchanged(&p));
+        scan_at(&p, "n", &mut cache, later).unwrap();
+        assert!(cache.unchanged(&p));
+        // The directory replaced by another under the same path: the new one is looked at
+        // (the old one, still open, holds files the cache no longer knows).
+        let moved = top.path().join("old");
+        fs::rename(&p, &moved).unwrap();
+        fs::create_dir(&p).unwrap();
+        assert!(!cache.unchanged(&p));
+        assert!(scan_at(&p, "n", &mut cache, later).unwrap().files.is_empty());
+        assert!(cache.unchanged(&p), "the new, empty directory is the one looked at");
+        fs::write(p.join("d.yaml"), pod("d", "one")).unwrap();
+        assert!(!cache.unchanged(&p));
+        // No directory at all: changed (its objects go).
+        fs::remove_file(p.join("d.yaml")).unwrap();
+        fs::remove_dir(&p).unwrap();
+        let mut empty = ScanCache::default();
+        assert!(!empty.unchanged(&p));
     }
 
     #[test]
