@@ -175,7 +175,9 @@ pub struct Flags {
     #[argh(option)]
     pub pod_manifest_path: Option<PathBuf>,
 
-    /// how often the manifest directory is read again (default 20s)
+    /// how often the manifest directory is read again (default 20s); changes inotify sees are
+    /// read at once, and a watched directory whose files are settled and no symlinks is
+    /// read at least every 20s
     #[argh(option, default = "Dur(Duration::from_secs(20))")]
     pub file_check_frequency: Dur,
 

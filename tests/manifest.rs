@@ -703,3 +703,94 @@ fn a_new_file_is_taken_at_once_without_waiting_for_a_rescan() {
     .unwrap();
     agent.wait().unwrap();
 }
+
+/// What the directory's inotify watch cannot see is still read every period, not only at the
+/// watched-directory look (20 s): a manifest reached through a symlink whose target is
+/// edited, and a directory replaced under the same path (watched again).
+#[test]
+fn what_inotify_cannot_see_is_read_every_period() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let dir = tmp.path().join("manifests");
+    fs::create_dir_all(&dir).unwrap();
+    let target = tmp.path().join("elsewhere.yaml");
+    fs::write(&target, pod("linked", "one")).unwrap();
+    std::os::unix::fs::symlink(&target, dir.join("linked.yaml")).unwrap();
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_edged"))
+        .arg("--root-dir")
+        .arg(&root)
+        .arg("--pod-manifest-path")
+        .arg(&dir)
+        .arg("--pod-log-dir")
+        .arg(tmp.path().join("logs"))
+        .args(["--file-check-frequency", "200ms", "--node-name", NODE])
+        .args(["--port", "0"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // name → image of the pods the agent holds.
+    let pods = |root: &Path| -> Option<Vec<(String, String)>> {
+        let (code, out, _) = edged(root, &["get", "pods", "-o", "json"]);
+        if code != 0 {
+            return None;
+        }
+        let v: Value = serde_json::from_str(&out).ok()?;
+        let mut l: Vec<(String, String)> = v["items"]
+            .as_array()?
+            .iter()
+            .map(|p| {
+                let image = p["spec"]["containers"][0]["image"].as_str().unwrap_or("");
+                (
+                    p["metadata"]["name"].as_str().unwrap_or("").to_string(),
+                    image.to_string(),
+                )
+            })
+            .collect();
+        l.sort();
+        Some(l)
+    };
+    // Well below the 20 s watched-directory look.
+    let wait = |what: &str, want: &[(&str, &str)]| {
+        let want: Vec<(String, String)> = want
+            .iter()
+            .map(|(n, i)| (n.to_string(), i.to_string()))
+            .collect();
+        let mut last = None;
+        for _ in 0..160 {
+            last = pods(&root);
+            if last.as_ref() == Some(&want) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("{what} not seen within 8 s at a 200 ms period: {last:?}");
+    };
+    wait("the symlinked file's pod", &[("linked", "one")]);
+    // Settled (read 2 s after its write): from now on unchanged files are trusted.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let edited = tmp.path().join("edited.yaml");
+    fs::write(&edited, pod("linked", "two")).unwrap();
+    fs::rename(&edited, &target).unwrap();
+    wait("the symlink target's edit", &[("linked", "two")]);
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    // The directory replaced: the new one's files are read, the old one's objects go.
+    let new_dir = tmp.path().join("manifests.new");
+    fs::create_dir(&new_dir).unwrap();
+    fs::write(new_dir.join("fresh.yaml"), pod("fresh", "three")).unwrap();
+    fs::rename(&dir, tmp.path().join("manifests.old")).unwrap();
+    fs::rename(&new_dir, &dir).unwrap();
+    wait("the replaced directory's files", &[("fresh", "three")]);
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    // And the new directory is watched: a file written there is taken.
+    fs::write(dir.join("late.yaml"), pod("late", "four")).unwrap();
+    wait(
+        "a file in the new directory",
+        &[("fresh", "three"), ("late", "four")],
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(agent.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    agent.wait().unwrap();
+}

@@ -50,6 +50,9 @@ pub struct ScanCache {
     pub parsed: usize,
     /// The directory as [`ScanCache::unchanged`] last opened it.
     open: Option<OpenDir>,
+    /// Every file of the last scan was settled when read and is no symlink: only a change
+    /// an inotify watch of the directory reports can make a scan find something new.
+    watchable: bool,
 }
 
 /// The manifest directory kept open between looks: opening it again each time costs glibc a
@@ -69,6 +72,8 @@ struct Cached {
     /// Read when the file had been still for [`SETTLE_SECS`]: a later write cannot share
     /// the stamp, so an equal stamp means equal content.
     trusted: bool,
+    /// Reached through a symlink: the target can change with no event in the directory.
+    via_symlink: bool,
     objects: Result<Vec<Checked>, ManifestError>,
 }
 
@@ -160,17 +165,29 @@ impl ScanCache {
         }
         seen == self.files.len()
     }
+
+    /// Whether every file of the last scan was settled when read and none is a symlink:
+    /// then, while an inotify watch of the directory reports nothing, nothing changed.
+    pub fn watchable(&self) -> bool {
+        self.watchable
+    }
+}
+
+/// Device and inode of the directory at `path` (what tells a directory replaced under the
+/// same path).
+#[allow(clippy::useless_conversion)] // st_dev and st_ino are narrower on 32-bit targets
+pub fn dir_id(path: &Path) -> Option<(u64, u64)> {
+    let st = nix::sys::stat::stat(path).ok()?;
+    Some((u64::from(st.st_dev), u64::from(st.st_ino)))
 }
 
 /// `dir`, open: `open` kept from the last look while the path names the same directory.
-#[allow(clippy::useless_conversion)] // st_dev and st_ino are narrower on 32-bit targets
 fn open_dir<'a>(open: &'a mut Option<OpenDir>, dir: &Path) -> Option<&'a mut OpenDir> {
     use nix::fcntl::OFlag;
-    let Ok(st) = nix::sys::stat::stat(dir) else {
+    let Some(id) = dir_id(dir) else {
         *open = None;
         return None;
     };
-    let id = (u64::from(st.st_dev), u64::from(st.st_ino));
     if open.as_ref().is_none_or(|o| o.id != id) {
         let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
         *open = nix::dir::Dir::open(dir, flags, nix::sys::stat::Mode::empty())
@@ -214,12 +231,14 @@ fn scan_at(
             let cached = Cached {
                 stamp,
                 trusted: stamp.settled(now),
+                via_symlink: std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_symlink()),
                 objects: objects.clone(),
             };
             next.insert(name.clone(), cached);
         }
         files.push(FileScan { name, objects });
     }
+    cache.watchable = next.values().all(|c| c.trusted && !c.via_symlink);
     cache.files = next;
     Ok(Scan { files })
 }
@@ -588,8 +607,14 @@ mod tests {
         fs::rename(&p, &moved).unwrap();
         fs::create_dir(&p).unwrap();
         assert!(!cache.unchanged(&p));
-        assert!(scan_at(&p, "n", &mut cache, later).unwrap().files.is_empty());
-        assert!(cache.unchanged(&p), "the new, empty directory is the one looked at");
+        assert!(scan_at(&p, "n", &mut cache, later)
+            .unwrap()
+            .files
+            .is_empty());
+        assert!(
+            cache.unchanged(&p),
+            "the new, empty directory is the one looked at"
+        );
         fs::write(p.join("d.yaml"), pod("d", "one")).unwrap();
         assert!(!cache.unchanged(&p));
         // No directory at all: changed (its objects go).

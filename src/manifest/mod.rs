@@ -25,9 +25,9 @@ use crate::metamanager::{key, MetaManager, Store, StoreError, Table};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The kubelet's annotation naming where a pod came from; the source sets it to `file`.
 pub const ANNOTATION_SOURCE: &str = "kubernetes.io/config.source";
@@ -137,6 +137,12 @@ impl Source {
     /// What the source holds now.
     pub fn held(&self) -> &Held {
         &self.held
+    }
+
+    /// Whether only a change an inotify watch of the directory reports can give the next
+    /// pass something to do: nothing to retry, every file settled when read, none a symlink.
+    pub fn quiet_under_watch(&self) -> bool {
+        !self.retry && self.cache.watchable()
     }
 
     /// Reads the directory once and hands every change to `meta`. An object whose change
@@ -317,22 +323,30 @@ pub async fn start(dir: PathBuf, node_name: String, meta: &MetaManager) -> Sourc
     source
 }
 
+/// With an inotify watch on the directory, the timed look is skipped while nothing could have
+/// changed unseen, but made at least this often all the same (the kubelet's default
+/// `--file-check-frequency`: the bound on a change inotify cannot see, such as a file
+/// changed under a bind mount or on a network filesystem).
+pub const WATCHED_LOOK: Duration = Duration::from_secs(20);
+
 /// Reads the directory of a started source again when inotify says something in it changed
-/// (as the kubelet's file source watches), and every `period` in any case (what inotify
-/// cannot see: a directory replaced, files changed under a bind mount).
+/// (as the kubelet's file source watches), and every `period` besides, for what inotify cannot
+/// see: a directory replaced (watched again), a symlinked file's target, a file read while
+/// its writer could still be writing. While none of those can be, the timed look waits up to
+/// [`WATCHED_LOOK`]: at a 100 ms period and 100 files it was a third of the agent's CPU at
+/// rest (issue 19).
 pub async fn keep_reading(mut source: Source, period: Duration, meta: Arc<MetaManager>) {
     // `--file-check-frequency 0` would spin: read at most ten times a second.
     let period = period.max(Duration::from_millis(100));
-    let watch = crate::kuberuntime::logs::Watch::dir(&source.dir)
-        .and_then(smol::Async::new)
-        .map_err(|e| {
-            tracing::warn!(dir = %source.dir.display(), error = %e, "manifest: no inotify watch; reading every --file-check-frequency only");
-        })
-        .ok();
+    let mut warned = false;
+    let mut watch = watch_dir(&source.dir, &mut warned);
+    // What changed between the first pass and the watch.
+    source.sync(&meta).await;
+    let mut last_look = Instant::now();
     loop {
         let changed = async {
             match &watch {
-                Some(w) => loop {
+                Some((w, _)) => loop {
                     let _ = w.readable().await;
                     // A file closed after writing, or renamed into place, is read at once
                     // (the kubelet reads on every event); one only made or written to yet
@@ -353,10 +367,82 @@ pub async fn keep_reading(mut source: Source, period: Duration, meta: Arc<MetaMa
                 None => std::future::pending::<()>().await,
             }
         };
-        smol::future::or(changed, async {
-            smol::Timer::after(period).await;
-        })
+        let event = smol::future::or(
+            async {
+                changed.await;
+                true
+            },
+            async {
+                smol::Timer::after(period).await;
+                false
+            },
+        )
         .await;
+        if !event {
+            let now = diff::dir_id(&source.dir);
+            let covered = now.is_some() && watch.as_ref().map(|(_, id)| *id) == now;
+            if !covered && now.is_some() {
+                // A directory made or replaced since: watched before it is read.
+                watch = watch_dir(&source.dir, &mut warned);
+            }
+            if !look_on_timer(covered, source.quiet_under_watch(), last_look.elapsed()) {
+                continue;
+            }
+        }
+        last_look = Instant::now();
         source.sync(&meta).await;
+    }
+}
+
+/// Whether a timed wake looks at the directory (an inotify event always does): not while the
+/// watch `covers` the directory at the path, the source is quiet (see
+/// [`Source::quiet_under_watch`]) and the last look is less than [`WATCHED_LOOK`] ago.
+fn look_on_timer(covers: bool, quiet: bool, since_last_look: Duration) -> bool {
+    !(covers && quiet && since_last_look < WATCHED_LOOK)
+}
+
+/// An inotify watch of `dir` with the directory's device and inode, or `None` (a warning the
+/// first time: then the directory is read every period).
+fn watch_dir(
+    dir: &Path,
+    warned: &mut bool,
+) -> Option<(smol::Async<crate::kuberuntime::logs::Watch>, (u64, u64))> {
+    let id = diff::dir_id(dir)?;
+    match crate::kuberuntime::logs::Watch::dir(dir).and_then(smol::Async::new) {
+        Ok(w) => Some((w, id)),
+        Err(e) => {
+            if !std::mem::replace(warned, true) {
+                tracing::warn!(dir = %dir.display(), error = %e, "manifest: no inotify watch; reading every --file-check-frequency only");
+            }
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_timed_wake_looks_unless_the_watch_sees_everything() {
+        let s = Duration::from_secs;
+        for (covered, quiet, since, look) in [
+            // A watched, quiet directory is not looked at between events...
+            (true, true, s(1), false),
+            (true, true, s(19), false),
+            // ...but at least every WATCHED_LOOK.
+            (true, true, WATCHED_LOOK, true),
+            // A file still settling, a symlink, a pass to retry: every period.
+            (true, false, s(1), true),
+            // No watch, or one of a directory replaced since: every period.
+            (false, true, s(1), true),
+            (false, false, s(1), true),
+        ] {
+            assert_eq!(
+                look_on_timer(covered, quiet, since),
+                look,
+                "{covered} {quiet} {since:?}"
+            );
+        }
     }
 }
