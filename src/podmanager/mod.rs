@@ -53,8 +53,8 @@ pub struct Config {
 /// Work for a pod's worker.
 #[derive(Debug)]
 pub(crate) enum Work {
-    /// The pod's spec (new or changed).
-    Update(Box<Pod>),
+    /// The pod's spec (new or changed), shared with the manager's handle.
+    Update(Rc<Pod>),
     /// The pod is deleted: stop it and release everything.
     Delete,
     /// Something about the pod changed (a container event, a probe result).
@@ -66,7 +66,8 @@ pub(crate) enum Work {
 }
 
 struct Handle {
-    pod: Pod,
+    /// The pod as its worker has it (one copy for both).
+    pod: Rc<Pod>,
     tx: async_channel::Sender<Work>,
     _task: smol::Task<()>,
 }
@@ -183,7 +184,7 @@ impl PodManager {
                     .get(uid)
                     .is_some_and(|s| s.phase == "Failed" || s.phase == "Succeeded")
             })
-            .map(|(_, h)| h.pod.clone())
+            .map(|(_, h)| Pod::clone(&h.pod))
             .collect()
     }
 
@@ -284,8 +285,9 @@ impl PodManager {
     pub fn add(self: &Rc<Self>, pod: Pod) {
         let uid = pod.metadata.uid.clone();
         if let Some(h) = self.pods.borrow_mut().get_mut(&uid) {
+            let pod = Rc::new(pod);
             h.pod = pod.clone();
-            let _ = h.tx.try_send(Work::Update(Box::new(pod)));
+            let _ = h.tx.try_send(Work::Update(pod));
             return;
         }
         // A pod replaced under the same name has a new uid: the old one goes (also when the
@@ -299,7 +301,7 @@ impl PodManager {
                     && h.pod.metadata.name == pod.metadata.name
                     && !self.deleting.borrow().contains(*u)
             })
-            .map(|(_, h)| PodRef::from(&h.pod))
+            .map(|(_, h)| PodRef::from(&*h.pod))
             .collect();
         for old in replaced {
             self.delete(&old);
@@ -327,9 +329,8 @@ impl PodManager {
         }
         tracing::info!(pod = %pod_name(&pod), uid = %uid, "pod added");
         let (tx, rx) = async_channel::unbounded();
-        let task = self
-            .ex
-            .spawn(worker::run(self.clone(), Box::new(pod.clone()), rx));
+        let pod = Rc::new(pod);
+        let task = self.ex.spawn(worker::run(self.clone(), pod.clone(), rx));
         self.pods.borrow_mut().insert(
             uid,
             Handle {

@@ -47,8 +47,9 @@ struct State {
 ///
 /// The future lives as long as the pod and is allocated at its full size, so every long step
 /// is boxed while it runs: a resting pod holds the worker's loop state only (issue 19).
-pub(super) async fn run(pm: Rc<PodManager>, mut pod: Box<Pod>, rx: async_channel::Receiver<Work>) {
-    // Both on the heap: an async fn's arguments and locals each take room in its future.
+pub(super) async fn run(pm: Rc<PodManager>, mut pod: Rc<Pod>, rx: async_channel::Receiver<Work>) {
+    // Both on the heap (the pod shared with the manager's handle): an async fn's arguments
+    // and locals each take room in its future.
     let mut st = Box::new(State {
         start_time: Some(pm.clock.now_wall()),
         ..State::default()
@@ -74,7 +75,7 @@ pub(super) async fn run(pm: Rc<PodManager>, mut pod: Box<Pod>, rx: async_channel
 /// Returns when to look again, or `None` once the pod is forgotten.
 async fn step(
     pm: &Rc<PodManager>,
-    pod: &mut Pod,
+    pod: &mut Rc<Pod>,
     st: &mut State,
     first: Work,
     rx: &async_channel::Receiver<Work>,
@@ -86,12 +87,12 @@ async fn step(
     let mut evict: Option<crate::eviction::Eviction> = None;
     for w in std::iter::once(first).chain(std::iter::from_fn(|| rx.try_recv().ok())) {
         match w {
-            Work::Update(p) if deleted => again = Some(*p),
+            Work::Update(p) if deleted => again = Some(Rc::unwrap_or_clone(p)),
             Work::Update(p) => {
                 if volumes_changed(pod, &p) {
                     st.refresh = true;
                 }
-                *pod = *p;
+                *pod = p;
             }
             Work::Delete => {
                 deleted = true;
@@ -116,11 +117,20 @@ async fn step(
         }
         Disposition::Idle => Some(Duration::from_secs(3600)),
         Disposition::Terminate => {
-            match stop_deleted(pm, std::mem::take(pod), st, rx, deleted, again).await {
+            match stop_deleted(
+                pm,
+                Rc::unwrap_or_clone(std::mem::take(pod)),
+                st,
+                rx,
+                deleted,
+                again,
+            )
+            .await
+            {
                 Some(p) => {
                     tracing::info!(pod = %pod_name(&p), "pod added again while it stopped; starting it again");
                     pm.clear_deleted(&p.metadata.uid);
-                    *pod = p;
+                    *pod = Rc::new(p);
                     *st = State {
                         start_time: Some(pm.clock.now_wall()),
                         ..State::default()
@@ -241,11 +251,11 @@ async fn watch_shorter(
         match rx.recv().await {
             Ok(Work::Update(p)) if p.metadata.deletion_timestamp.is_some() => {
                 if grace(&p) < grace(pod) {
-                    *shorter.borrow_mut() = Some(*p);
+                    *shorter.borrow_mut() = Some(Rc::unwrap_or_clone(p));
                     return;
                 }
             }
-            Ok(Work::Update(p)) => *readd.borrow_mut() = Some(*p),
+            Ok(Work::Update(p)) => *readd.borrow_mut() = Some(Rc::unwrap_or_clone(p)),
             Ok(Work::Delete) => *readd.borrow_mut() = None,
             Ok(_) => {}
             Err(_) => std::future::pending::<()>().await,
@@ -258,7 +268,7 @@ async fn watch_shorter(
 fn take_readds(rx: &async_channel::Receiver<Work>, again: &mut Option<Pod>) {
     while let Ok(w) = rx.try_recv() {
         match w {
-            Work::Update(p) => *again = Some(*p),
+            Work::Update(p) => *again = Some(Rc::unwrap_or_clone(p)),
             Work::Delete => *again = None,
             Work::Sync | Work::ObjectsChanged | Work::Evict(_) => {}
         }

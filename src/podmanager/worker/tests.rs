@@ -744,7 +744,7 @@ fn a_resting_pod_worker_is_small() {
     let n = Node::new();
     let p = pod("u-size", json!({"containers": [container("c")]}));
     let (_tx, rx) = async_channel::unbounded();
-    let fut = super::run(n.pm.clone(), Box::new(p), rx);
+    let fut = super::run(n.pm.clone(), Rc::new(p), rx);
     let size = std::mem::size_of_val(&fut);
     assert!(size <= 512, "the pod worker's future is {size} bytes");
 }
