@@ -644,6 +644,37 @@ fn a_deeply_nested_file_is_refused_at_once_and_holds_no_other() {
     }
 }
 
+/// The agent on `<top>/root`, reading `<top>/manifests` every `freq`.
+struct Agent(std::process::Child);
+
+impl Agent {
+    fn start(top: &Path, freq: &str) -> Agent {
+        let child = Command::new(env!("CARGO_BIN_EXE_edged"))
+            .arg("--root-dir")
+            .arg(top.join("root"))
+            .arg("--pod-manifest-path")
+            .arg(top.join("manifests"))
+            .arg("--pod-log-dir")
+            .arg(top.join("logs"))
+            .args(["--file-check-frequency", freq, "--node-name", NODE])
+            .args(["--port", "0"])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        Agent(child)
+    }
+
+    /// SIGTERM, and waits for it to end.
+    fn stop(mut self) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        self.0.wait().unwrap();
+    }
+}
+
 /// The directory is watched with inotify (as the kubelet's file source): with a rescan period
 /// of an hour, a file written after the agent started is taken, and its removal seen, within
 /// the test's bounded wait (20 s), not at the next rescan.
@@ -653,18 +684,7 @@ fn a_new_file_is_taken_at_once_without_waiting_for_a_rescan() {
     let root = tmp.path().join("root");
     let dir = tmp.path().join("manifests");
     fs::create_dir_all(&dir).unwrap();
-    let mut agent = Command::new(env!("CARGO_BIN_EXE_edged"))
-        .arg("--root-dir")
-        .arg(&root)
-        .arg("--pod-manifest-path")
-        .arg(&dir)
-        .arg("--pod-log-dir")
-        .arg(tmp.path().join("logs"))
-        .args(["--file-check-frequency", "1h", "--node-name", NODE])
-        .args(["--port", "0"])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let agent = Agent::start(tmp.path(), "1h");
     let pods = |root: &Path| -> usize {
         let (code, out, _) = edged(root, &["get", "pods", "-o", "json"]);
         if code != 0 {
@@ -696,12 +716,7 @@ fn a_new_file_is_taken_at_once_without_waiting_for_a_rescan() {
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(agent.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    agent.wait().unwrap();
+    agent.stop();
 }
 
 /// What the directory's inotify watch cannot see is still read every period, not only at the
@@ -716,18 +731,7 @@ fn what_inotify_cannot_see_is_read_every_period() {
     let target = tmp.path().join("elsewhere.yaml");
     fs::write(&target, pod("linked", "one")).unwrap();
     std::os::unix::fs::symlink(&target, dir.join("linked.yaml")).unwrap();
-    let mut agent = Command::new(env!("CARGO_BIN_EXE_edged"))
-        .arg("--root-dir")
-        .arg(&root)
-        .arg("--pod-manifest-path")
-        .arg(&dir)
-        .arg("--pod-log-dir")
-        .arg(tmp.path().join("logs"))
-        .args(["--file-check-frequency", "200ms", "--node-name", NODE])
-        .args(["--port", "0"])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let agent = Agent::start(tmp.path(), "200ms");
     // name → image of the pods the agent holds.
     let pods = |root: &Path| -> Option<Vec<(String, String)>> {
         let (code, out, _) = edged(root, &["get", "pods", "-o", "json"]);
@@ -787,10 +791,5 @@ fn what_inotify_cannot_see_is_read_every_period() {
         "a file in the new directory",
         &[("fresh", "three"), ("late", "four")],
     );
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(agent.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    agent.wait().unwrap();
+    agent.stop();
 }
