@@ -50,9 +50,6 @@ pub struct ScanCache {
     pub parsed: usize,
     /// The directory as [`ScanCache::unchanged`] last opened it.
     open: Option<OpenDir>,
-    /// Every file of the last scan was settled when read and is no symlink: only a change
-    /// an inotify watch of the directory reports can make a scan find something new.
-    watchable: bool,
 }
 
 /// The manifest directory kept open between looks: opening it again each time costs glibc a
@@ -169,7 +166,7 @@ impl ScanCache {
     /// Whether every file of the last scan was settled when read and none is a symlink:
     /// then, while an inotify watch of the directory reports nothing, nothing changed.
     pub fn watchable(&self) -> bool {
-        self.watchable
+        self.files.values().all(|c| c.trusted && !c.via_symlink)
     }
 }
 
@@ -238,7 +235,6 @@ fn scan_at(
         }
         files.push(FileScan { name, objects });
     }
-    cache.watchable = next.values().all(|c| c.trusted && !c.via_symlink);
     cache.files = next;
     Ok(Scan { files })
 }
