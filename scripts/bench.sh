@@ -8,7 +8,8 @@
 #
 #   scripts/bench.sh            BENCH_QUICK=1 scripts/bench.sh
 # Knobs: BENCH_STARTS (20), BENCH_MANY (50), BENCH_IDLE (60 s), BENCH_LEAK_CYCLES (200),
-# EDGED_BIN (default target/release/edged, built here). Run as root.
+# BENCH_START_ONLY=1 (pod start latency alone), BENCH_AGENT_FLAGS (e.g. --spare-shim), EDGED_BIN (default target/release/edged, built
+# here). Run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "bench.sh: run as root (edged makes containers and mounts)" >&2; exit 1; }

@@ -8,7 +8,8 @@
 #
 # CYCLES defaults to 100. --power-cut also kills shims and containers and empties what a
 # reboot empties. Prints a summary line; exits 1 on a violation, naming it. Needs root.
-# EDGED_BIN picks the agent binary (default: target/release/edged, built here).
+# EDGED_BIN picks the agent binary (default: target/release/edged, built here);
+# CHAOS_AGENT_FLAGS adds agent flags (`--spare-shim`, `--shim-grouping node`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "chaos.sh: run as root (edged makes containers and mounts)" >&2; exit 1; }

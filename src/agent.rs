@@ -169,13 +169,14 @@ pub fn run(flags: Flags) -> Result<(), AgentError> {
             "no CNI network config (--cni-conf-dir): pods get loopback only until one is written there"
         ),
     }
-    let runtime: Arc<dyn Runtime> = Arc::new(
+    let shims = Arc::new(
         ShimRuntime::new(
             ShimConfig {
                 root: root.clone(),
                 shim_binary: flags.runtime_shim.clone(),
                 runtime_binary: flags.runtime_binary.clone(),
                 grouping: flags.shim_grouping,
+                spare_shim: flags.spare_shim,
                 log_max_size: flags.container_log_max_size.0,
                 log_max_files: flags.container_log_max_files,
                 pod_max_pids: flags.pod_max_pids,
@@ -185,6 +186,7 @@ pub fn run(flags: Flags) -> Result<(), AgentError> {
         )
         .map_err(fail("runtime"))?,
     );
+    let runtime: Arc<dyn Runtime> = shims.clone();
     match runtime.version() {
         Ok(v) => tracing::info!(runtime = %v, "runtime ready"),
         Err(e) => tracing::warn!(error = %e, "runtime version unknown"),
@@ -358,6 +360,7 @@ pub fn run(flags: Flags) -> Result<(), AgentError> {
     // backs off in ten short sleeps (50 µs to 10 ms): about 110 wake-ups a second at a 100 ms
     // rescan, most of the agent's CPU at rest on a 2-core VM.
     smol::future::block_on(ex.run(run));
+    shims.stop_spare();
     tracing::info!("edged stopped; containers left running");
     Ok(())
 }

@@ -9,10 +9,16 @@ use std::path::Path;
 use std::process::Command;
 
 fn chaos(args: &[&str]) {
+    chaos_with(args, "")
+}
+
+/// The harness with more agent flags (`CHAOS_AGENT_FLAGS`).
+fn chaos_with(args: &[&str], flags: &str) {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let out = Command::new(repo.join("scripts/chaos.sh"))
         .args(args)
         .env("EDGED_BIN", env!("CARGO_BIN_EXE_edged"))
+        .env("CHAOS_AGENT_FLAGS", flags)
         .current_dir(repo)
         .output()
         .expect("scripts/chaos.sh runs");
@@ -35,4 +41,12 @@ fn chaos(args: &[&str]) {
 fn agent_kills_and_power_cuts_leave_nothing_behind() {
     chaos(&["4"]);
     chaos(&["2", "--power-cut"]);
+}
+
+/// With a shim started ahead: at most that one spare beside the pods' shims, none left by a
+/// killed agent, and a claimed one serving its pod through kills.
+#[test]
+fn with_a_spare_shim_kills_and_power_cuts_leave_nothing_behind() {
+    chaos_with(&["4"], "--spare-shim");
+    chaos_with(&["2", "--power-cut"], "--spare-shim");
 }

@@ -9,7 +9,8 @@ run), BENCH_STARTS (single starts, default 20), BENCH_MANY (pods at once, defaul
 BENCH_IDLE (seconds of each CPU window, default 60), BENCH_LEAK_CYCLES (default 200),
 BENCH_DIST_DIR (cross-built binaries to size, default target/dist), BENCH_CNI_BIN_DIR (CNI
 plugins, default /usr/lib/cni:/opt/cni/bin; the CNI section is skipped without a bridge plugin),
-BENCH_CNI_ONLY=1 (the pod networking section alone).
+BENCH_CNI_ONLY=1 (the pod networking section alone), BENCH_START_ONLY=1 (the pod start section
+alone), BENCH_AGENT_FLAGS (more agent flags, e.g. `--spare-shim`).
 """
 
 import json
@@ -40,6 +41,8 @@ IMAGE_TAR = os.environ["IMAGE_TAR"]
 OUT_DIR = os.environ.get("BENCH_OUT_DIR", "target/bench")
 CNI_BIN_DIR = os.environ.get("BENCH_CNI_BIN_DIR", "/usr/lib/cni:/opt/cni/bin")
 CNI_ONLY = os.environ.get("BENCH_CNI_ONLY") == "1"
+START_ONLY = os.environ.get("BENCH_START_ONLY") == "1"
+AGENT_FLAGS = os.environ.get("BENCH_AGENT_FLAGS", "").split()
 CNI_BRIDGE = "edgedbench0"
 CNI_PREFIX = "10.252"
 
@@ -259,6 +262,22 @@ class Runc:
         sh("runc", "--root", self.root, "delete", "-f", cid)
         return t
 
+    def create_start_once(self, i):
+        """`runc create` then `runc start`: the two runc executions a shim v2 start makes (the
+        Create and Start calls), with nothing of a shim: the floor of any shim v2 runtime."""
+        cid = f"edged-bench-runc-cs-{os.getpid()}-{i}"
+        quiet = dict(stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                     stderr=subprocess.DEVNULL, check=True)
+        t0 = time.time()
+        subprocess.run(["runc", "--root", self.root, "create", "--bundle", self.bundle, cid],
+                       **quiet)
+        subprocess.run(["runc", "--root", self.root, "start", cid], **quiet)
+        t = time.time() - t0
+        st = json.loads(sh("runc", "--root", self.root, "state", cid))
+        assert st["status"] == "running", st
+        sh("runc", "--root", self.root, "delete", "-f", cid)
+        return t
+
     def cleanup(self):
         if os.path.isdir(self.root):
             for c in json.loads(sh("runc", "--root", self.root, "list", "-f", "json") or "[]") or []:
@@ -348,25 +367,27 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 
 def section_start(b, rc, cd):
     say(f"== pod start latency: {STARTS} single starts (edged, runc, ctr interleaved)")
-    e, r, c = [], [], []
+    e, r, cs, c = [], [], [], []
     for i in range(STARTS):
         x = b.single_start(i)
         if x:
             e.append(x)
         r.append(rc.run_once(i))
+        cs.append(rc.create_start_once(i))
         if cd:
             c.append(cd.run_once(i))
-        say(f"  {i}: edged {ms(x['file_to_started']) if x else 'fail'} ms, runc {ms(r[-1])} ms"
-            + (f", ctr {ms(c[-1])} ms" if cd else ""))
+        say(f"  {i}: edged {ms(x['file_to_started']) if x else 'fail'} ms, runc {ms(r[-1])} ms,"
+            f" runc create+start {ms(cs[-1])} ms" + (f", ctr {ms(c[-1])} ms" if cd else ""))
     f2s = [x["file_to_started"] for x in e]
     a2s = [x["added_to_started"] for x in e]
     f2a = [x["file_to_added"] for x in e]
     proc = [x["runc_process_start"] for x in e if x["runc_process_start"] is not None]
     getr = [x["file_to_get_running"] for x in e if x["file_to_get_running"] is not None]
-    res = {"edged": e, "runc": r, "ctr": c}
+    res = {"edged": e, "runc": r, "runc_create_start": cs, "ctr": c}
     results["start"] = res
+    flags = " ".join(["--file-check-frequency 100ms"] + AGENT_FLAGS)
     out(f"### Pod start latency (image local; {len(e)} single-pod starts, deleted between; "
-        f"--file-check-frequency 100ms)")
+        f"{flags})")
     out()
     rows = [
         ["edged: manifest file → `container started` log", ms(median(f2s)), ms(percentile(f2s, 95))],
@@ -375,18 +396,24 @@ def section_start(b, rc, cd):
         ["edged: file → container process start (runc state pid, /proc starttime, 10 ms res.)", ms(median(proc)), ms(percentile(proc, 95))],
         ["edged: file → Running in `edged get pods` (polled every 50 ms)", ms(median(getr)), ms(percentile(getr, 95))],
         ["raw `runc run -d` (floor)", ms(median(r)), ms(percentile(r, 95))],
+        ["raw `runc create` + `runc start` (the two runc runs of a shim v2 start)",
+         ms(median(cs)), ms(percentile(cs, 95))],
     ]
     if c:
         rows.append(["`ctr run -d` via containerd 1.6 (overlayfs)", ms(median(c)), ms(percentile(c, 95))])
     table(["path", "p50 ms", "p95 ms"], rows)
     ratios = [["edged (file → started) / runc", f"{median(f2s) / median(r):.2f}"],
-              ["edged (agent-internal) / runc", f"{median(a2s) / median(r):.2f}"]]
+              ["edged (agent-internal) / runc", f"{median(a2s) / median(r):.2f}"],
+              ["runc create + start / runc run (the shim v2 floor)",
+               f"{median(cs) / median(r):.2f}"],
+              ["edged (agent-internal) / runc create + start", f"{median(a2s) / median(cs):.2f}"]]
     if c:
         ratios += [["ctr / edged (file → started)", f"{median(c) / median(f2s):.2f}"],
                    ["ctr / edged (agent-internal)", f"{median(c) / median(a2s):.2f}"]]
     table(["ratio of medians (same run, interleaved)", "value"], ratios)
     res["summary"] = {"file_to_started_p50": median(f2s), "added_to_started_p50": median(a2s),
-                      "runc_p50": median(r), "ctr_p50": median(c) if c else None}
+                      "runc_p50": median(r), "runc_create_start_p50": median(cs),
+                      "ctr_p50": median(c) if c else None}
 
 
 def mem_row(label, w):
@@ -642,7 +669,7 @@ def main():
         f"shared with other developers' builds and tests); {m['runc']}; {m['containerd']}.")
     out()
     work = tempfile.mkdtemp(prefix="edged-bench-", dir="/var/tmp")
-    b = Bench(work)
+    b = Bench(work, AGENT_FLAGS)
     rc = cd = None
     try:
         sh(BIN, "--root-dir", b.root, "image", "import", IMAGE_TAR)
@@ -667,6 +694,7 @@ def main():
             if cd:
                 cd.stop()
                 cd = None
+        if not CNI_ONLY and not START_ONLY:
             say(f"== {MANY} pods at once")
             first = b.many(0, MANY)
             results["many"] = first
@@ -740,7 +768,7 @@ def main():
                 os.rmdir(d)
             except OSError:
                 pass
-    if not CNI_ONLY:
+    if not CNI_ONLY and not START_ONLY:
         section_store()
         section_sizes()
     if results.get("agent_errors"):

@@ -8,7 +8,8 @@ every invariant is checked until it holds or a deadline passes:
   - every pod converges: Running (ready), its running container has its file's env value, and
     it has one running container;
   - no orphan container (runc list, bundles under the root: every one belongs to a pod that
-    exists), no orphan shim (shims ≤ pods; a shim whose bundle is readable serves a live pod),
+    exists), no orphan shim (shims ≤ pods, one more with --spare-shim, and that one the only
+    spare; a shim whose bundle is readable serves a live pod),
     no orphan mount (under the root, in /proc/self/mountinfo, naming a pod or container that
     is gone), no orphan cgroup (<hierarchy>/edged/pod<uid> of a gone pod).
 
@@ -17,7 +18,7 @@ what a reboot empties (runc state and shim sockets in /run, the pods' cgroups).
 
 Prints a summary line; exits 1 on a violation, naming what was found.
 Environment: EDGED_BIN, IMAGE_TAR, CHAOS_AGENT_FLAGS (more agent flags, e.g.
-`--shim-grouping node`).
+`--shim-grouping node` or `--spare-shim`).
 """
 
 import argparse
@@ -41,6 +42,14 @@ def say(*a):
     print(*a, flush=True)
 
 
+def readlink(path):
+    """os.readlink, or "" when the link cannot be read (the process is gone)."""
+    try:
+        return os.readlink(path)
+    except OSError:
+        return ""
+
+
 class Chaos:
     def __init__(self, args, work):
         self.args = args
@@ -49,9 +58,10 @@ class Chaos:
         self.root = os.path.join(work, "root")
         self.manifests = os.path.join(work, "manifests")
         self.logs = os.path.join(work, "logs")
+        flags = os.environ.get("CHAOS_AGENT_FLAGS", "").split()
+        self.spare = "--spare-shim" in flags
         self.agent = Agent(os.environ["EDGED_BIN"], self.root, self.manifests, self.logs, work,
-                           freq="200ms", extra=["--container-gc-period", "5s"] +
-                           os.environ.get("CHAOS_AGENT_FLAGS", "").split())
+                           freq="200ms", extra=["--container-gc-period", "5s"] + flags)
         self.names = [f"p{i}" for i in range(args.pods)]
         # name → (uid, env version); absent: no file. Pods p0..p(with_volume-1) have the
         # configMap volume and the exec probe.
@@ -142,8 +152,19 @@ class Chaos:
                 if run[0]["id"] not in ids:
                     bad.append(f"pod {name}: status names {ids}, runc runs {run[0]['id']}")
         sp = shims(self.root)
-        if len(sp) > len(self.want):
-            bad.append(f"orphan shim: {len(sp)} shims for {len(self.want)} pods (pids {sp})")
+        # With --spare-shim one idle shim waits for the next pod, in <root>/runtime/spares/.
+        spare_dir = os.path.join(os.path.realpath(self.root), "runtime", "spares") + "/"
+        # A claimed spare runs in its removed directory (" (deleted)"): a pod's shim now.
+        spares = [pid for pid in sp if readlink(f"/proc/{pid}/cwd").startswith(spare_dir)
+                  and not readlink(f"/proc/{pid}/cwd").endswith(" (deleted)")]
+        allowed = len(self.want) + (1 if self.spare else 0)
+        if len(sp) > allowed:
+            bad.append(f"orphan shim: {len(sp)} shims for {len(self.want)} pods "
+                       f"({'with' if self.spare else 'no'} spare; pids {sp})")
+        if len(spares) > (1 if self.spare else 0):
+            bad.append(f"spare shims {spares}: at most one with --spare-shim, none without")
+        if self.spare and os.path.isdir(spare_dir) and len(os.listdir(spare_dir)) > 1:
+            bad.append(f"spare shim dirs left: {sorted(os.listdir(spare_dir))}")
         for pid in sp:
             try:
                 cwd = os.readlink(f"/proc/{pid}/cwd")

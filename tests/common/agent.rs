@@ -90,6 +90,15 @@ impl Agent {
         }
     }
 
+    /// SIGTERM: the agent stops as its service manager stops it, and is waited for.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let pid = nix::unistd::Pid::from_raw(c.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let _ = c.wait();
+        }
+    }
+
     /// Starts the agent again, with the same dirs and flags, after [`Agent::kill9`].
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "the agent still runs");

@@ -32,6 +32,7 @@ mod frame;
 mod network;
 mod process;
 pub mod proto;
+mod spare;
 mod store;
 mod tasks;
 mod watch;
@@ -130,6 +131,8 @@ pub struct ShimConfig {
     /// Which containers share a shim (`--shim-grouping`); containers keep the group they were
     /// created with when the agent restarts with another value.
     pub grouping: ShimGrouping,
+    /// Keep one shim started ahead for the next pod (`--spare-shim`, see [`spare`]).
+    pub spare_shim: bool,
 }
 
 impl Default for ShimConfig {
@@ -143,6 +146,7 @@ impl Default for ShimConfig {
             pod_max_pids: -1,
             network: None,
             grouping: ShimGrouping::Pod,
+            spare_shim: false,
         }
     }
 }
@@ -169,6 +173,11 @@ pub struct ShimRuntime {
     /// down" decision (exclusive) never interleave (the shutdown would take the new container's
     /// shim away).
     group_locks: Mutex<HashMap<String, Arc<RwLock<()>>>>,
+    /// Held while a new container finds its shim (its group's, or the spare it claims) and
+    /// writes that shim's address in its bundle, so a second container of the group finds it.
+    join_lock: Mutex<()>,
+    /// The shim started ahead for the next pod (`--spare-shim`).
+    spares: spare::Spares,
     /// The pod network's plugins (see [`network`]).
     cni: Option<crate::network::Cni>,
     /// Sandboxes whose network this agent made or checked (others are CHECKed once).
@@ -286,7 +295,7 @@ impl ShimRuntime {
             events::EventServer::start(&dir.join("events.sock"), exit_tx.clone(), oom.clone())
                 .map_err(|e| err("events.sock", "init", ErrorKind::Other, e))?;
         let cni = config.network.clone().map(crate::network::Cni::new);
-        let rt = ShimRuntime {
+        let mut rt = ShimRuntime {
             cni,
             net_seen: Mutex::new(HashSet::new()),
             cfg: config,
@@ -303,11 +312,28 @@ impl ShimRuntime {
             copiers: Mutex::new(HashMap::new()),
             meta_lock: Mutex::new(()),
             group_locks: Mutex::new(HashMap::new()),
+            join_lock: Mutex::new(()),
+            spares: spare::Spares::off(),
             _lock: lock,
         };
         rt.load_metas();
         rt.adopt();
+        let spares = rt.dir.join("spares");
+        spare::Spares::clean(&spares);
+        if rt.cfg.spare_shim {
+            rt.spares = spare::Spares::on(
+                spares,
+                &rt.cfg.shim_binary,
+                &rt.events.address,
+                rt.cgroups.clone(),
+            );
+        }
         Ok(rt)
+    }
+
+    /// Shuts the spare shim down (`--spare-shim`) and starts no other: the agent is stopping.
+    pub fn stop_spare(&self) {
+        self.spares.close();
     }
 
     /// Reattaches to what a previous agent left: log copiers for live tasks, and a State for
@@ -775,6 +801,8 @@ impl ShimRuntime {
             );
             pod_ctx.host_pid = false;
         }
+        // A spare shim this container claimed: its directory goes once the create is settled.
+        let mut claimed = None;
         let result = (|| -> Result<()> {
             self.write_meta(&meta)?;
             let mounts = self.rootfs.prepare_rootfs(&config.image, &id)?;
@@ -814,7 +842,7 @@ impl ShimRuntime {
             let lock = self.group_lock(meta.group());
             {
                 let _g = lock.read().unwrap_or_else(|p| p.into_inner());
-                let pid = self.create_task(&meta, &mounts)?;
+                let pid = self.create_task(&meta, &mounts, &mut claimed)?;
                 self.update_meta(&id, |m| {
                     m.task_created = true;
                     m.pid = Some(pid);
@@ -822,7 +850,7 @@ impl ShimRuntime {
             }
             Ok(())
         })();
-        match result {
+        let r = match result {
             Ok(()) => {
                 tracing::info!(pod = %pod, container = %config.name, id = %id, "container created");
                 Ok(id)
@@ -832,7 +860,14 @@ impl ShimRuntime {
                 self.abandon(&id);
                 Err(e)
             }
+        };
+        if let Some(s) = claimed {
+            self.spares.release(s);
+            if r.is_err() {
+                self.spares.refill();
+            }
         }
+        r
     }
 
     /// Starts a created container ([`Runtime::start_container`]).
@@ -1133,7 +1168,10 @@ impl Runtime for ShimRuntime {
     }
 
     fn start_container(&self, id: &str) -> Result<()> {
-        self.start(id).map_err(|e| e.during(Stage::Start))
+        let r = self.start(id).map_err(|e| e.during(Stage::Start));
+        // After a start, not during the Create a spare was claimed for (see spare::Spares::take).
+        self.spares.refill();
+        r
     }
 
     fn stop_container(&self, id: &str, grace: Duration) -> Result<()> {

@@ -4,6 +4,7 @@
 use super::calls::TaskRpc;
 use super::client::{RpcError, TaskClient};
 use super::proto::{options, shim as pb, task as pbtask};
+use super::spare::Spare;
 use super::store::{to_ns, ContainerMeta};
 use super::{
     err, io_err, is_mountpoint, is_timeout, process, rpc_err, timestamp, watch, ShimRuntime,
@@ -277,22 +278,85 @@ impl ShimRuntime {
         }
     }
 
-    /// Creates the task of a prepared bundle: starts or joins the pod's shim, then Create.
+    /// The shim a new container's task goes to, its address written in the bundle: the shim
+    /// of its group serving another container already, else a spare claimed for the group
+    /// (left in `claimed`), else the one `shim start` starts (or joins) for the group.
+    fn shim_for(
+        &self,
+        meta: &ContainerMeta,
+        claimed: &mut Option<Spare>,
+    ) -> Result<(String, &'static str)> {
+        let id = meta.id.as_str();
+        let addr_file = self.bundle(id).join("address");
+        {
+            let _j = self.join_lock.lock().unwrap_or_else(|p| p.into_inner());
+            let found = match self.group_shim(meta) {
+                Some(a) => Some((a, "group")),
+                None => self.spares.take().map(|s| {
+                    let a = s.address.clone();
+                    *claimed = Some(s);
+                    (a, "spare")
+                }),
+            };
+            if let Some((address, how)) = found {
+                std::fs::write(&addr_file, &address).map_err(|e| io_err(id, "write address", e))?;
+                return Ok((address, how));
+            }
+        }
+        let address = process::start(
+            &self.cfg.shim_binary,
+            &self.bundle(id),
+            id,
+            &self.events.address,
+        )
+        .map_err(|e| err(id, "shim start", ErrorKind::Other, e))?;
+        if self.address(id).as_deref() != Some(address.as_str()) {
+            std::fs::write(&addr_file, &address).map_err(|e| io_err(id, "write address", e))?;
+        }
+        Ok((address, "started"))
+    }
+
+    /// The address of a live shim that serves (or is about to serve) another container of
+    /// `meta`'s group: the one a second container of a pod joins without a `shim start`.
+    fn group_shim(&self, meta: &ContainerMeta) -> Option<String> {
+        let others =
+            self.metas_where(|o| o.group() == meta.group() && o.id != meta.id && !o.task_deleted);
+        let mut asked = std::collections::HashSet::new();
+        for o in others {
+            let Some(address) = self.address(&o.id) else {
+                continue;
+            };
+            if !asked.insert(address.clone()) {
+                continue;
+            }
+            let req = pb::ConnectRequest {
+                id: o.id.clone(),
+                ..Default::default()
+            };
+            if self
+                .client(&address)
+                .and_then(|c| c.call(&req, RPC_QUICK))
+                .is_ok()
+            {
+                return Some(address);
+            }
+        }
+        None
+    }
+
+    /// Creates the task of a prepared bundle: finds its shim ([`Self::shim_for`]), then
+    /// Create. A spare shim claimed on the way is left in `claimed`.
     pub(super) fn create_task(
         &self,
         meta: &ContainerMeta,
         rootfs: &[crate::runtime::RootfsMount],
+        claimed: &mut Option<Spare>,
     ) -> Result<u32> {
         let id = meta.id.as_str();
         let b = self.bundle(id);
         let t0 = Instant::now();
-        let address = process::start(&self.cfg.shim_binary, &b, id, &self.events.address)
-            .map_err(|e| err(id, "shim start", ErrorKind::Other, e))?;
+        let (_address, shim) = self.shim_for(meta, claimed)?;
         let shim_start = t0.elapsed();
-        let addr_file = b.join("address");
-        if self.address(id).as_deref() != Some(address.as_str()) {
-            std::fs::write(&addr_file, &address).map_err(|e| io_err(id, "write address", e))?;
-        }
         self.move_shim(id);
         let opts = options::Options {
             binary_name: self.cfg.runtime_binary.clone(),
@@ -331,7 +395,7 @@ impl ShimRuntime {
         let r = self
             .rpc(id, &req, RPC_SLOW)
             .map_err(|e| rpc_err(id, "create", e))?;
-        tracing::debug!(container = %id, ?shim_start, create = ?(t0.elapsed() - shim_start), "task created");
+        tracing::debug!(container = %id, shim, ?shim_start, create = ?(t0.elapsed() - shim_start), "task created");
         Ok(r.pid)
     }
 
