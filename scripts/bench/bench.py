@@ -234,54 +234,57 @@ def unpack_image_layer(tar_path, dest):
 
 
 class Runc:
-    """`runc run -d` of a bundle from `runc spec` (args sleep, no terminal)."""
+    """`runc run -d` (or crun's) of a bundle from `runc spec` (args sleep, no terminal)."""
 
-    def __init__(self, work):
-        self.root = os.path.join(work, "runc-state")
+    def __init__(self, work, binary="runc"):
+        self.binary = binary
+        self.root = os.path.join(work, f"{binary}-state")
         self.bundle = os.path.join(work, "runc-bundle")
-        os.makedirs(os.path.join(self.bundle, "rootfs"))
-        unpack_image_layer(IMAGE_TAR, os.path.join(self.bundle, "rootfs"))
-        sh("runc", "spec", "--bundle", self.bundle)
-        cfg_path = os.path.join(self.bundle, "config.json")
-        cfg = json.load(open(cfg_path))
-        cfg["process"]["args"] = ["sleep", "1000"]
-        cfg["process"]["terminal"] = False
-        json.dump(cfg, open(cfg_path, "w"))
+        if not os.path.isdir(self.bundle):
+            os.makedirs(os.path.join(self.bundle, "rootfs"))
+            unpack_image_layer(IMAGE_TAR, os.path.join(self.bundle, "rootfs"))
+            sh("runc", "spec", "--bundle", self.bundle)
+            cfg_path = os.path.join(self.bundle, "config.json")
+            cfg = json.load(open(cfg_path))
+            cfg["process"]["args"] = ["sleep", "1000"]
+            cfg["process"]["terminal"] = False
+            json.dump(cfg, open(cfg_path, "w"))
         self.ids = []
 
     def run_once(self, i):
-        cid = f"edged-bench-runc-{os.getpid()}-{i}"
+        cid = f"edged-bench-{self.binary}-{os.getpid()}-{i}"
         t0 = time.time()
         # No pipes: the container inherits runc's stdio, and a pipe would never see EOF.
-        subprocess.run(["runc", "--root", self.root, "run", "-d", "--bundle", self.bundle, cid],
-                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        subprocess.run([self.binary, "--root", self.root, "run", "-d", "--bundle", self.bundle,
+                        cid], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL, check=True)
         t = time.time() - t0
-        st = json.loads(sh("runc", "--root", self.root, "state", cid))
+        st = json.loads(sh(self.binary, "--root", self.root, "state", cid))
         assert st["status"] == "running", st
-        sh("runc", "--root", self.root, "delete", "-f", cid)
+        sh(self.binary, "--root", self.root, "delete", "-f", cid)
         return t
 
     def create_start_once(self, i):
         """`runc create` then `runc start`: the two runc executions a shim v2 start makes (the
         Create and Start calls), with nothing of a shim: the floor of any shim v2 runtime."""
-        cid = f"edged-bench-runc-cs-{os.getpid()}-{i}"
+        cid = f"edged-bench-{self.binary}-cs-{os.getpid()}-{i}"
         quiet = dict(stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                      stderr=subprocess.DEVNULL, check=True)
         t0 = time.time()
-        subprocess.run(["runc", "--root", self.root, "create", "--bundle", self.bundle, cid],
+        subprocess.run([self.binary, "--root", self.root, "create", "--bundle", self.bundle, cid],
                        **quiet)
-        subprocess.run(["runc", "--root", self.root, "start", cid], **quiet)
+        subprocess.run([self.binary, "--root", self.root, "start", cid], **quiet)
         t = time.time() - t0
-        st = json.loads(sh("runc", "--root", self.root, "state", cid))
+        st = json.loads(sh(self.binary, "--root", self.root, "state", cid))
         assert st["status"] == "running", st
-        sh("runc", "--root", self.root, "delete", "-f", cid)
+        sh(self.binary, "--root", self.root, "delete", "-f", cid)
         return t
 
     def cleanup(self):
         if os.path.isdir(self.root):
-            for c in json.loads(sh("runc", "--root", self.root, "list", "-f", "json") or "[]") or []:
-                subprocess.run(["runc", "--root", self.root, "delete", "-f", c["id"]],
+            listed = sh(self.binary, "--root", self.root, "list", "-f", "json") or "[]"
+            for c in json.loads(listed) or []:
+                subprocess.run([self.binary, "--root", self.root, "delete", "-f", c["id"]],
                                capture_output=True)
 
 
@@ -365,25 +368,28 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 
 # --- sections -------------------------------------------------------------------------
 
-def section_start(b, rc, cd):
+def section_start(b, rc, cd, crn=None):
     say(f"== pod start latency: {STARTS} single starts (edged, runc, ctr interleaved)")
-    e, r, cs, c = [], [], [], []
+    e, r, cs, c, cr = [], [], [], [], []
     for i in range(STARTS):
         x = b.single_start(i)
         if x:
             e.append(x)
         r.append(rc.run_once(i))
         cs.append(rc.create_start_once(i))
+        if crn:
+            cr.append(crn.run_once(i))
         if cd:
             c.append(cd.run_once(i))
         say(f"  {i}: edged {ms(x['file_to_started']) if x else 'fail'} ms, runc {ms(r[-1])} ms,"
-            f" runc create+start {ms(cs[-1])} ms" + (f", ctr {ms(c[-1])} ms" if cd else ""))
+            f" runc create+start {ms(cs[-1])} ms" + (f", crun {ms(cr[-1])} ms" if crn else "")
+            + (f", ctr {ms(c[-1])} ms" if cd else ""))
     f2s = [x["file_to_started"] for x in e]
     a2s = [x["added_to_started"] for x in e]
     f2a = [x["file_to_added"] for x in e]
     proc = [x["runc_process_start"] for x in e if x["runc_process_start"] is not None]
     getr = [x["file_to_get_running"] for x in e if x["file_to_get_running"] is not None]
-    res = {"edged": e, "runc": r, "runc_create_start": cs, "ctr": c}
+    res = {"edged": e, "runc": r, "runc_create_start": cs, "crun": cr, "ctr": c}
     results["start"] = res
     flags = " ".join(["--file-check-frequency 100ms"] + AGENT_FLAGS)
     out(f"### Pod start latency (image local; {len(e)} single-pod starts, deleted between; "
@@ -399,6 +405,8 @@ def section_start(b, rc, cd):
         ["raw `runc create` + `runc start` (the two runc runs of a shim v2 start)",
          ms(median(cs)), ms(percentile(cs, 95))],
     ]
+    if cr:
+        rows.append(["raw `crun run -d`", ms(median(cr)), ms(percentile(cr, 95))])
     if c:
         rows.append(["`ctr run -d` via containerd 1.6 (overlayfs)", ms(median(c)), ms(percentile(c, 95))])
     table(["path", "p50 ms", "p95 ms"], rows)
@@ -407,6 +415,8 @@ def section_start(b, rc, cd):
               ["runc create + start / runc run (the shim v2 floor)",
                f"{median(cs) / median(r):.2f}"],
               ["edged (agent-internal) / runc create + start", f"{median(a2s) / median(cs):.2f}"]]
+    if cr:
+        ratios += [["edged (agent-internal) / crun run", f"{median(a2s) / median(cr):.2f}"]]
     if c:
         ratios += [["ctr / edged (file → started)", f"{median(c) / median(f2s):.2f}"],
                    ["ctr / edged (agent-internal)", f"{median(c) / median(a2s):.2f}"]]
@@ -414,6 +424,54 @@ def section_start(b, rc, cd):
     res["summary"] = {"file_to_started_p50": median(f2s), "added_to_started_p50": median(a2s),
                       "runc_p50": median(r), "runc_create_start_p50": median(cs),
                       "ctr_p50": median(c) if c else None}
+
+
+# The agent's start with each shim and OCI runtime choice (`--spare-shim`, `--runtime-binary`).
+START_VARIANTS = [[], ["--spare-shim"], ["--runtime-binary", "crun"],
+                  ["--runtime-binary", "crun", "--spare-shim"]]
+
+
+def section_start_variants(b, rc, crn):
+    """Single starts with the agent restarted with each of START_VARIANTS (crun's only when
+    crun is installed), interleaved with raw runc and crun runs; the agent then runs with its
+    own flags again."""
+    variants = [v for v in START_VARIANTS if crn or "crun" not in v]
+    say(f"== pod start by shim and runtime choice: {STARTS} single starts each")
+    rows, res = [], []
+    for k, v in enumerate(variants):
+        b.agent.stop()
+        b.agent.extra = list(AGENT_FLAGS) + v
+        b.agent.start()
+        time.sleep(2)  # the agent up, and its spare shim started when asked for
+        a2s, r, cs, cr, ccs = [], [], [], [], []
+        for i in range(STARTS):
+            x = b.single_start(1000 * (k + 1) + i)
+            if x:
+                a2s.append(x["added_to_started"])
+            r.append(rc.run_once(i))
+            cs.append(rc.create_start_once(i))
+            if crn:
+                cr.append(crn.run_once(i))
+                ccs.append(crn.create_start_once(i))
+        flags = " ".join(v) or "(default: runc, no spare)"
+        say(f"  {flags}: agent-internal p50 {ms(median(a2s))} ms, runc run {ms(median(r))} ms")
+        rows.append([flags, ms(median(a2s)), ms(percentile(a2s, 95)),
+                     f"{median(a2s) / median(r):.2f}", f"{median(a2s) / median(cs):.2f}",
+                     f"{median(a2s) / median(cr):.2f}" if cr else "n/a",
+                     f"{median(a2s) / median(ccs):.2f}" if ccs else "n/a"])
+        res.append({"flags": v, "added_to_started": a2s, "runc": r, "runc_create_start": cs,
+                    "crun": cr, "crun_create_start": ccs})
+    b.agent.stop()
+    b.agent.extra = list(AGENT_FLAGS)
+    b.agent.start()
+    time.sleep(2)
+    results["start_variants"] = res
+    out(f"### Pod start inside the agent by shim and OCI runtime choice ({STARTS} single-pod "
+        f"starts each, interleaved with the raw runs; ratios of medians)")
+    out()
+    table(["agent flags", "`pod added` → `container started` p50 ms", "p95 ms",
+           "/ `runc run`", "/ `runc create`+`start`", "/ `crun run`",
+           "/ `crun create`+`start`"], rows)
 
 
 def mem_row(label, w):
@@ -670,7 +728,7 @@ def main():
     out()
     work = tempfile.mkdtemp(prefix="edged-bench-", dir="/var/tmp")
     b = Bench(work, AGENT_FLAGS)
-    rc = cd = None
+    rc = cd = crn = None
     try:
         sh(BIN, "--root-dir", b.root, "image", "import", IMAGE_TAR)
         b.agent.start()
@@ -683,6 +741,7 @@ def main():
             say(f"== idle agent, 0 pods ({IDLE:.0f} s)")
             windows = [("0 pods", b.idle_window(IDLE))]
             rc = Runc(work)
+            crn = Runc(work, "crun") if shutil.which("crun") else None
             try:
                 cd = Containerd(work)
             except Exception as e:
@@ -690,10 +749,11 @@ def main():
             if cd:
                 time.sleep(2)
                 results["containerd_idle"] = cd.rss()
-            section_start(b, rc, cd)
+            section_start(b, rc, cd, crn)
             if cd:
                 cd.stop()
                 cd = None
+            section_start_variants(b, rc, crn)
         if not CNI_ONLY and not START_ONLY:
             say(f"== {MANY} pods at once")
             first = b.many(0, MANY)
@@ -759,6 +819,8 @@ def main():
             cd.stop()
         if rc:
             rc.cleanup()
+        if crn:
+            crn.cleanup()
         b.agent.stop()
         errs = b.agent.errors()
         results["agent_errors"] = errs[:50]
