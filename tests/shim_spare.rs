@@ -295,6 +295,39 @@ fn a_spare_left_behind_is_let_go_but_not_if_it_serves_a_container() {
     assert_eq!(e.shims(), BTreeSet::from([claimed, fresh]));
 }
 
+#[test]
+fn a_spare_killed_while_idle_is_passed_over_and_replaced() {
+    let e = env();
+    let dead = e.wait_spare(None);
+    let dir = std::fs::read_link(format!("/proc/{dead}/cwd")).unwrap();
+    let socket = std::fs::read_to_string(dir.join("address"))
+        .unwrap()
+        .trim()
+        .trim_start_matches("unix://")
+        .to_string();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(dead),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    wait("the spare to die", || (!alive(dead)).then_some(()));
+    // The pod starts all the same, in a shim of its own started for it.
+    let p = e.pod("a");
+    let c = e.run(&p, "c");
+    assert_ne!(e.shim_of(&c), dead);
+    assert_eq!(
+        e.rt().container_status(&c).unwrap().state,
+        ContainerState::Running
+    );
+    assert!(!dir.exists(), "the dead spare's directory removed");
+    assert!(
+        !Path::new(&socket).exists(),
+        "the dead spare's socket removed"
+    );
+    let fresh = e.wait_spare(Some(dead));
+    assert_eq!(e.shims(), BTreeSet::from([e.shim_of(&c), fresh]));
+}
+
 /// Opens the backend again on `e`'s root while the lost one still holds its state dir's lock
 /// (a forgotten backend never releases it): the lock file is replaced, as a new boot of the
 /// agent's process would find it free.

@@ -27,8 +27,18 @@ use std::time::Duration;
 pub(super) struct Spare {
     /// The shim's ttrpc address.
     pub address: String,
-    /// Its working directory under `<runtime>/spares/`.
+    /// Its working directory under `<runtime>/spares/`, named by the shim's id.
     dir: PathBuf,
+}
+
+impl Spare {
+    /// The id the shim was started with (`spare-<hex>`).
+    pub fn id(&self) -> &str {
+        self.dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+    }
 }
 
 /// The spare shim of a backend: none (`--spare-shim` off), or one kept ready.
@@ -95,6 +105,11 @@ impl Spares {
     /// Create it is meant to speed up.
     pub fn take(&self) -> Option<Spare> {
         self.inner.as_ref()?.slot().ready.take()
+    }
+
+    /// A spare found dead when claimed: its socket and directory go.
+    pub fn discard(&self, spare: Spare) {
+        remove(&spare.dir);
     }
 
     /// A claimed spare's Create was answered (or failed, and its container abandoned): its

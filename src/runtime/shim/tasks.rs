@@ -292,7 +292,7 @@ impl ShimRuntime {
             let _j = self.join_lock.lock().unwrap_or_else(|p| p.into_inner());
             let found = match self.group_shim(meta) {
                 Some(a) => Some((a, "group")),
-                None => self.spares.take().map(|s| {
+                None => self.live_spare().map(|s| {
                     let a = s.address.clone();
                     *claimed = Some(s);
                     (a, "spare")
@@ -314,6 +314,31 @@ impl ShimRuntime {
             std::fs::write(&addr_file, &address).map_err(|e| io_err(id, "write address", e))?;
         }
         Ok((address, "started"))
+    }
+
+    /// The spare shim, if one waits and still answers; a dead one (killed while idle) is let
+    /// go and the container's shim started as without a spare.
+    fn live_spare(&self) -> Option<Spare> {
+        let spare = self.spares.take()?;
+        let answers = self.client(&spare.address).and_then(|c| {
+            c.call(
+                &pb::ConnectRequest {
+                    id: spare.id().to_string(),
+                    ..Default::default()
+                },
+                RPC_QUICK,
+            )
+        });
+        match answers {
+            Ok(_) => Some(spare),
+            Err(e) => {
+                tracing::warn!(shim = %spare.address, error = %e, "spare shim dead; starting a shim");
+                self.forget_client(&spare.address);
+                self.spares.discard(spare);
+                self.spares.refill();
+                None
+            }
+        }
     }
 
     /// The address of a live shim that serves (or is about to serve) another container of
