@@ -328,6 +328,32 @@ fn a_spare_killed_while_idle_is_passed_over_and_replaced() {
     assert_eq!(e.shims(), BTreeSet::from([e.shim_of(&c), fresh]));
 }
 
+#[test]
+fn a_spare_shim_nothing_names_is_killed_at_the_next_start_one_with_a_task_kept() {
+    // An agent killed while its spare's `start` ran, its next start cleaning the directory
+    // before the daemon came up, would leave a shim nothing names: made here by removing a
+    // live spare's directory. Beside it, a claimed spare whose container's bundle lost its
+    // `shim.pid`: it has a task (a child), so it is kept.
+    let mut e = env();
+    let claimed = e.wait_spare(None);
+    let p = e.pod("a");
+    let c = e.run(&p, "c");
+    assert_eq!(e.shim_of(&c), claimed);
+    std::fs::remove_file(e.bundle(&c).join("shim.pid")).unwrap();
+    let stray = e.wait_spare(Some(claimed));
+    std::fs::remove_dir_all(std::fs::read_link(format!("/proc/{stray}/cwd")).unwrap()).unwrap();
+    std::mem::forget(e.rt.take());
+    e.rt = Some(reopen(&e));
+    wait("the stray spare to be killed", || {
+        (!alive(stray)).then_some(())
+    });
+    assert!(alive(claimed), "the shim with a task was kept");
+    assert_eq!(
+        e.rt().container_status(&c).unwrap().state,
+        ContainerState::Running
+    );
+}
+
 /// Opens the backend again on `e`'s root while the lost one still holds its state dir's lock
 /// (a forgotten backend never releases it): the lock file is replaced, as a new boot of the
 /// agent's process would find it free.

@@ -292,7 +292,9 @@ def main():
                f"{len(errors)} agent ERROR lines; {time.time() - t0:.0f} s; seed {args.seed}")
     if bad:
         print("\n".join(["violations:"] + ["  " + b for b in bad]), flush=True)
-        print(f"work dir kept: {work} (agent.log)", flush=True)
+        with open(os.path.join(work, "violations.txt"), "w") as f:
+            f.write("\n".join(bad + [summary]) + "\n")
+        print(f"work dir kept: {work} (agent.log, violations.txt)", flush=True)
     elif args.keep:
         print(f"work dir kept: {work}", flush=True)
     else:

@@ -320,6 +320,13 @@ impl ShimRuntime {
         rt.adopt();
         let spares = rt.dir.join("spares");
         spare::Spares::clean(&spares);
+        let serving: HashSet<u32> = rt
+            .container_metas()
+            .iter()
+            .filter_map(|m| std::fs::read_to_string(rt.bundle(&m.id).join("shim.pid")).ok())
+            .filter_map(|s| s.trim().parse().ok())
+            .collect();
+        spare::Spares::kill_strays(&rt.events.address, &rt.cfg.shim_binary, &serving);
         if rt.cfg.spare_shim {
             rt.spares = spare::Spares::on(
                 spares,

@@ -1,6 +1,7 @@
 //! Running the shim binary: `start` (spawns or joins the pod's shim daemon and prints its
 //! address) and `delete` (cleans the runc state a dead shim left).
 
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -80,6 +81,37 @@ pub fn start(
     id: &str,
     events_address: &str,
 ) -> Result<String, String> {
+    run_start(start_command(shim_binary, bundle, id, events_address)?)
+}
+
+/// [`start`] for a spare shim: the `start` command dies with the calling thread, so an agent
+/// killed meanwhile leaves either no shim or one whose `address` is written in `bundle` (the
+/// command writes it before it spawns the daemon), never a daemon in a directory the next
+/// agent has already cleaned.
+pub fn start_spare(
+    shim_binary: &str,
+    dir: &Path,
+    id: &str,
+    events_address: &str,
+) -> Result<String, String> {
+    let mut cmd = start_command(shim_binary, dir, id, events_address)?;
+    // SAFETY: the closure runs in the forked child before exec and makes one prctl(2) call,
+    // which is async-signal-safe: no allocation, no lock.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                .map_err(std::io::Error::from)
+        });
+    }
+    run_start(cmd)
+}
+
+fn start_command(
+    shim_binary: &str,
+    bundle: &Path,
+    id: &str,
+    events_address: &str,
+) -> Result<Command, String> {
     // Without <bundle>/log the shim dies at once and leaves a stale socket.
     let log = bundle.join("log");
     if !log.exists() {
@@ -97,6 +129,10 @@ pub fn start(
             events_address,
         ])
         .args(["-publish-binary", "/bin/false", "start"]);
+    Ok(cmd)
+}
+
+fn run_start(cmd: Command) -> Result<String, String> {
     let out = run(cmd, "shim start")?;
     parse_address(&out).ok_or_else(|| {
         format!(
@@ -104,6 +140,19 @@ pub fn start(
             String::from_utf8_lossy(&out)
         )
     })
+}
+
+/// Whether the command line `args` (NUL-separated, as /proc/<pid>/cmdline) is a shim's
+/// started by [`start_spare`] for the agent whose events address is `events_address`.
+pub fn is_spare_cmdline(args: &[u8], events_address: &str) -> bool {
+    let args: Vec<&[u8]> = args.split(|b| *b == 0).collect();
+    let value = |flag: &str| {
+        args.windows(2)
+            .find(|w| w[0] == flag.as_bytes())
+            .map(|w| w[1])
+    };
+    value("-id").is_some_and(|id| id.starts_with(b"spare-"))
+        && value("-address") == Some(events_address.as_bytes())
 }
 
 /// Cleans what a dead shim left of container `id` (runc state, rootfs mount).
@@ -145,5 +194,25 @@ mod tests {
             Some("unix:///x")
         );
         assert_eq!(parse_address(b" \n"), None);
+    }
+
+    #[test]
+    fn spare_command_lines() {
+        let ev = "unix:///var/lib/edged/runtime/events.sock";
+        let daemon = b"/usr/bin/containerd-shim-runc-v2\0-namespace\0edged\0-id\0spare-ab12\0-address\0unix:///var/lib/edged/runtime/events.sock\0";
+        assert!(is_spare_cmdline(daemon, ev));
+        // Another agent's spare, a pod's shim, an address that only starts the same.
+        assert!(!is_spare_cmdline(
+            daemon,
+            "unix:///other/runtime/events.sock"
+        ));
+        let pod = b"containerd-shim-runc-v2\0-namespace\0edged\0-id\0ab12\0-address\0unix:///var/lib/edged/runtime/events.sock\0";
+        assert!(!is_spare_cmdline(pod, ev));
+        assert!(!is_spare_cmdline(
+            daemon,
+            "unix:///var/lib/edged/runtime/events"
+        ));
+        assert!(!is_spare_cmdline(b"", ev));
+        assert!(!is_spare_cmdline(b"-id", ev));
     }
 }

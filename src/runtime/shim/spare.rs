@@ -16,8 +16,9 @@
 use super::calls::TaskRpc;
 use super::client::TaskClient;
 use super::proto::shim as pb;
-use super::{process, RPC_QUICK};
+use super::{process, watch, RPC_QUICK};
 use crate::runtime::cgroups::Layout;
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -120,6 +121,43 @@ impl Spares {
         }
     }
 
+    /// Kills the spare shims of this agent (by their command line: a `spare-` id and
+    /// `events_address`) that no container's bundle names in its `shim.pid` (`serving`):
+    /// after [`Self::clean`], no spare directory names them either, so nothing can reach or
+    /// end them, and they serve no task.
+    pub fn kill_strays(events_address: &str, shim_binary: &str, serving: &HashSet<u32>) {
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            if serving.contains(&pid) {
+                continue;
+            }
+            let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else {
+                continue;
+            };
+            if !process::is_spare_cmdline(&cmdline, events_address)
+                || !watch::Proc::of(pid).is_some_and(|p| p.runs(shim_binary))
+            {
+                continue;
+            }
+            // A shim is its containers' parent: one with a child serves a task, named or not
+            // (and where the kernel does not list children, none is killed).
+            let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"));
+            if !children.is_ok_and(|c| c.trim().is_empty()) {
+                continue;
+            }
+            tracing::warn!(
+                pid,
+                "spare shim nothing names (its agent was killed while starting it): killed"
+            );
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+
     /// Starts a spare on a thread unless one is ready or being started (or spares are off).
     pub fn refill(&self) {
         let Some(inner) = &self.inner else { return };
@@ -193,7 +231,7 @@ impl Inner {
             // `start` reads the bundle's annotations for a group: none, so the shim is its id's.
             std::fs::write(dir.join("config.json"), b"{}")
                 .map_err(|e| format!("write {}/config.json: {e}", dir.display()))?;
-            let address = process::start(&self.shim_binary, &dir, &id, &self.events_address)?;
+            let address = process::start_spare(&self.shim_binary, &dir, &id, &self.events_address)?;
             let c = TaskClient::connect(&address, RPC_QUICK).map_err(|e| e.to_string())?;
             let who = call(
                 &c,
