@@ -151,6 +151,18 @@ impl Default for ShimConfig {
     }
 }
 
+/// The locks of one shim group.
+#[derive(Default)]
+struct GroupLock {
+    /// Shim starts and Creates (shared) against the "last task gone: shut the shim down"
+    /// decision (exclusive).
+    tasks: RwLock<()>,
+    /// Held while a new container of the group finds its shim (the group's, or the spare it
+    /// claims) and writes that shim's address in its bundle, so the next container of the
+    /// group finds it there.
+    join: Mutex<()>,
+}
+
 /// The shim v2 backend.
 pub struct ShimRuntime {
     cfg: ShimConfig,
@@ -172,10 +184,7 @@ pub struct ShimRuntime {
     /// Per shim group: shim starts + Creates (shared) and a "last task gone, shut the shim
     /// down" decision (exclusive) never interleave (the shutdown would take the new container's
     /// shim away).
-    group_locks: Mutex<HashMap<String, Arc<RwLock<()>>>>,
-    /// Held while a new container finds its shim (its group's, or the spare it claims) and
-    /// writes that shim's address in its bundle, so a second container of the group finds it.
-    join_lock: Mutex<()>,
+    group_locks: Mutex<HashMap<String, Arc<GroupLock>>>,
     /// The shim started ahead for the next pod (`--spare-shim`).
     spares: spare::Spares,
     /// The pod network's plugins (see [`network`]).
@@ -312,7 +321,6 @@ impl ShimRuntime {
             copiers: Mutex::new(HashMap::new()),
             meta_lock: Mutex::new(()),
             group_locks: Mutex::new(HashMap::new()),
-            join_lock: Mutex::new(()),
             spares: spare::Spares::off(),
             _lock: lock,
         };
@@ -438,8 +446,8 @@ impl ShimRuntime {
         self.dir.join("containers").join(id)
     }
 
-    /// The lock of shim group `group` (see [`ShimRuntime::group_locks`]).
-    fn group_lock(&self, group: &str) -> Arc<RwLock<()>> {
+    /// The locks of shim group `group` (see [`ShimRuntime::group_locks`]).
+    fn group_lock(&self, group: &str) -> Arc<GroupLock> {
         self.group_locks
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -848,7 +856,7 @@ impl ShimRuntime {
             })?;
             let lock = self.group_lock(meta.group());
             {
-                let _g = lock.read().unwrap_or_else(|p| p.into_inner());
+                let _g = lock.tasks.read().unwrap_or_else(|p| p.into_inner());
                 let pid = self.create_task(&meta, &mounts, &mut claimed)?;
                 self.update_meta(&id, |m| {
                     m.task_created = true;

@@ -245,7 +245,7 @@ impl ShimRuntime {
     /// the node) has a task in it.
     pub(super) fn shutdown_idle_shim(&self, m: &ContainerMeta) {
         let lock = self.group_lock(m.group());
-        let _g = lock.write().unwrap_or_else(|p| p.into_inner());
+        let _g = lock.tasks.write().unwrap_or_else(|p| p.into_inner());
         let others = self.container_metas().into_iter().any(|o| {
             o.group() == m.group()
                     && o.id != m.id
@@ -289,7 +289,8 @@ impl ShimRuntime {
         let id = meta.id.as_str();
         let addr_file = self.bundle(id).join("address");
         {
-            let _j = self.join_lock.lock().unwrap_or_else(|p| p.into_inner());
+            let lock = self.group_lock(meta.group());
+            let _j = lock.join.lock().unwrap_or_else(|p| p.into_inner());
             let found = match self.group_shim(meta) {
                 Some(a) => Some((a, "group")),
                 None => self.live_spare().map(|s| {
