@@ -7,8 +7,11 @@
 //! bundle's `io.containerd.runc.v2.group` annotation and, when a live shim of that group (same
 //! events address and namespace) listens, answers its address instead of starting another.
 //! Each container records its group; `pod` (the default) gives one shim per pod, `node` one
-//! shim for every pod. Either way a container's start and Create hold its group's lock shared
-//! and the "last task of this shim gone: shut it down" decision holds it exclusive, so a
+//! shim for every pod. A new container joins its group's running shim when another container
+//! of the group names one in its bundle (no `shim start` then), else claims the spare shim
+//! started ahead (`spare.rs`, `--spare-shim`), else runs `shim start`. Either way a
+//! container's start and Create hold its group's lock shared and the "last task of this shim
+//! gone: shut it down" decision holds it exclusive, so a
 //! shutdown never takes a shim a Create has just joined (the shim itself also refuses a
 //! Shutdown while it holds a task). A shim's death is every one of its containers' death:
 //! each is cleaned with `shim delete` (its processes killed) and reported exited, and the pod
@@ -17,6 +20,7 @@
 //! Layout under `<root>/runtime/`:
 //! - `events.sock`: the events service shims publish to.
 //! - `sandboxes/<pod uid>/`: `meta.json`, `ns/{net,ipc,uts}`, `hosts`, `resolv.conf`, `hostname`.
+//! - `spares/spare-<id>/`: the working directory of the spare shim (`--spare-shim`).
 //! - `containers/<id>/`: the bundle (`config.json`, `rootfs/`, `address`, `log`), the
 //!   `stdout`/`stderr` FIFOs and `meta.json`.
 //!
@@ -131,7 +135,7 @@ pub struct ShimConfig {
     /// Which containers share a shim (`--shim-grouping`); containers keep the group they were
     /// created with when the agent restarts with another value.
     pub grouping: ShimGrouping,
-    /// Keep one shim started ahead for the next pod (`--spare-shim`, see [`spare`]).
+    /// Keep one shim started ahead for the next pod (`--spare-shim`, see `spare.rs`).
     pub spare_shim: bool,
 }
 
