@@ -833,6 +833,54 @@ fn killed_shim_is_detected_and_cleaned() {
 }
 
 #[test]
+fn a_container_runc_made_but_no_shim_took_is_deleted_at_restart() {
+    // An agent killed while the shim ran `runc create` leaves runc's container (its state,
+    // its init waiting) while the shim's Create fails (the FIFOs' reader is gone) and the
+    // record says the task was never created. Made here from a created container: its record
+    // set back to "not created", its shim killed.
+    let mut e = env();
+    let pod = e.pod("halfmade");
+    let id = e
+        .rt()
+        .create_container(&pod, &e.config(&pod, "c", "sleep 1000"))
+        .unwrap();
+    let meta_path = e
+        .dir
+        .path()
+        .join("runtime/containers")
+        .join(&id)
+        .join("meta.json");
+    let mut meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&meta_path).unwrap()).unwrap();
+    meta["task_created"] = serde_json::json!(false);
+    std::fs::write(&meta_path, meta.to_string()).unwrap();
+    for pid in shim_pids(&id) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL).unwrap();
+    }
+    let runc_list = || {
+        let out = std::process::Command::new("runc")
+            .args(["--root", "/run/containerd/runc/edged", "list", "-q"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    assert!(
+        runc_list().contains(&id),
+        "runc's container is there to clean"
+    );
+    e.restart();
+    assert!(
+        !runc_list().contains(&id),
+        "runc's container left: {}",
+        runc_list()
+    );
+    let s = e.rt().container_status(&id).unwrap();
+    assert_eq!(s.state, ContainerState::Exited);
+    assert_eq!(s.reason.as_deref(), Some("CreateInterrupted"), "{s:?}");
+    e.rt().remove_container(&id).unwrap();
+}
+
+#[test]
 fn stop_with_no_shim_address_cleans_up() {
     // A record whose bundle names no shim (its start was cut short by a power cut): stopping
     // it must not fail on the missing shim, or the pod's deletion waits for housekeeping.

@@ -671,6 +671,16 @@ impl ShimRuntime {
                 }
             }
         }
+        // runc made the container but no shim took the task: the shim's Create was cut short
+        // (its agent, the FIFOs' reader, killed while runc ran) or the shim died. `shim
+        // delete` removes runc's container and the rootfs mount, as for a dead shim's.
+        if state.join("state.json").exists() {
+            let b = self.bundle(&m.id);
+            if let Err(e) = process::delete(&self.cfg.shim_binary, &b, &m.id, &self.events.address)
+            {
+                tracing::warn!(container = %m.id, error = %e, "runc container of a half-created container not deleted");
+            }
+        }
         for d in &dirs {
             // The killed processes leave the cgroup as they are reaped: retry briefly.
             for _ in 0..50 {

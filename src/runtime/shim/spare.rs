@@ -1,7 +1,8 @@
 //! A shim spawned ahead (`--spare-shim`): one idle shim waits, serving and in the shims'
 //! cgroup, so the next pod that needs a shim of its own claims it instead of paying for
 //! `shim start` (a Go process that starts the daemon, another Go runtime to come up before the
-//! first call). Taking the spare starts the next one on a short-lived thread.
+//! first call). The next spare is started on a short-lived thread once the claiming
+//! container has started.
 //!
 //! A spare lives in `<runtime>/spares/<id>/` (its working directory: `config.json`, `log`,
 //! `address`, `shim.pid`). A claimed spare's directory goes once the container's Create has
@@ -11,7 +12,8 @@
 //! Crash safety: a directory left by a killed agent is dealt with at the next start. Its shim
 //! is asked to shut down, which the shim refuses while it serves a task (a spare claimed just
 //! before the kill keeps its container); a spare nobody claimed exits. Then the directory
-//! goes, with the socket of a shim that died.
+//! goes, with the socket of a shim that died. A spare's `start` dies with its agent, and a
+//! spare shim nothing names (no directory, no bundle's `shim.pid`, no task) is killed.
 
 use super::calls::TaskRpc;
 use super::client::TaskClient;
@@ -82,8 +84,8 @@ impl Spares {
         }
     }
 
-    /// Keeps a spare shim ready under `dir` (`<runtime>/spares`): first cleans what a previous
-    /// agent left there, then starts one on a thread of its own.
+    /// Keeps a spare shim ready under `dir` (`<runtime>/spares`, cleaned first with
+    /// [`Self::clean`]): starts one now, on a thread of its own.
     pub fn on(dir: PathBuf, shim_binary: &str, events_address: &str, cgroups: Layout) -> Spares {
         if let Err(e) = crate::paths::private_dir(&dir) {
             tracing::warn!(dir = %dir.display(), error = %e, "spare shims off: no directory");
