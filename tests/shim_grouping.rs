@@ -17,174 +17,51 @@ mod agent;
 #[path = "common/rootfs.rs"]
 mod rootfs;
 
+#[allow(dead_code)]
+#[path = "common/backend.rs"]
+mod backend;
+
 use agent::{pod, sh, Agent};
+use backend::{wait, Backend};
 use edged::runtime::cgroups::Layout;
-use edged::runtime::shim::{ShimConfig, ShimGrouping, ShimRuntime, NODE_GROUP};
-use edged::runtime::{ContainerConfig, ContainerState, PodSandboxConfig, Runtime};
-use rootfs::{BusyboxRootfs, BUSYBOX};
+use edged::runtime::shim::{ShimConfig, ShimGrouping, NODE_GROUP};
+use edged::runtime::{ContainerState, Runtime};
 use serde_json::{json, Value};
-use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// The backend tests share runc's state dir and the shims' cgroup: one at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-/// A shim backend on a root of its own.
-struct Env {
-    _guard: MutexGuard<'static, ()>,
-    dir: tempfile::TempDir,
-    provider: Arc<BusyboxRootfs>,
-    rt: Option<ShimRuntime>,
+fn grouping(g: ShimGrouping) -> ShimConfig {
+    ShimConfig {
+        grouping: g,
+        ..Default::default()
+    }
 }
 
-fn env(grouping: ShimGrouping) -> Env {
-    let guard = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let dir = tempfile::Builder::new()
-        .prefix("edged-group-")
-        .tempdir_in("/tmp")
-        .unwrap();
-    let provider = Arc::new(BusyboxRootfs::new(&dir.path().join("images")));
-    let mut e = Env {
-        _guard: guard,
-        dir,
-        provider,
-        rt: None,
-    };
-    e.rt = Some(e.open(grouping));
-    e
+fn env(g: ShimGrouping) -> Backend {
+    Backend::new("group", grouping(g))
 }
 
-impl Env {
-    fn open(&self, grouping: ShimGrouping) -> ShimRuntime {
-        ShimRuntime::new(
-            ShimConfig {
-                root: self.dir.path().to_path_buf(),
-                grouping,
-                ..Default::default()
-            },
-            self.provider.clone(),
+/// The shim address recorded in container `id`'s bundle.
+fn address(e: &Backend, id: &str) -> String {
+    std::fs::read_to_string(e.bundle(id).join("address"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+fn state(e: &Backend, id: &str) -> ContainerState {
+    e.rt().container_status(id).unwrap().state
+}
+
+fn echo(e: &Backend, id: &str) -> Vec<u8> {
+    e.rt()
+        .exec_sync(
+            id,
+            &["echo".into(), "alive".into()],
+            Duration::from_secs(10),
         )
         .unwrap()
-    }
-
-    fn rt(&self) -> &ShimRuntime {
-        self.rt.as_ref().unwrap()
-    }
-
-    /// Drops the backend and opens a new one on the same root (what an agent restart does to
-    /// the backend), with `grouping` for the containers created from now on.
-    fn restart(&mut self, grouping: ShimGrouping) {
-        self.rt = None;
-        self.rt = Some(self.open(grouping));
-    }
-
-    fn pod(&self, name: &str) -> String {
-        let uid = format!("uid-{}", fastrand::u64(..));
-        self.rt()
-            .run_pod_sandbox(&PodSandboxConfig {
-                uid: uid.clone(),
-                namespace: "default".into(),
-                name: name.into(),
-                hostname: name.into(),
-                hosts: "127.0.0.1 localhost\n".into(),
-                resolv_conf: "nameserver 127.0.0.53\n".into(),
-                ..Default::default()
-            })
-            .unwrap();
-        uid
-    }
-
-    fn run(&self, pod: &str, name: &str) -> String {
-        let config = ContainerConfig {
-            name: name.into(),
-            image: BUSYBOX.into(),
-            command: vec!["sleep".into(), "1000".into()],
-            log_path: self
-                .dir
-                .path()
-                .join(format!("logs/default_p_{pod}/{name}/0.log")),
-            ..Default::default()
-        };
-        let id = self.rt().create_container(pod, &config).unwrap();
-        self.rt().start_container(&id).unwrap();
-        id
-    }
-
-    fn bundle(&self, id: &str) -> PathBuf {
-        self.dir.path().join("runtime/containers").join(id)
-    }
-
-    /// The shim address recorded in container `id`'s bundle.
-    fn address(&self, id: &str) -> String {
-        std::fs::read_to_string(self.bundle(id).join("address"))
-            .unwrap()
-            .trim()
-            .to_string()
-    }
-
-    /// The shim daemons of this root (their `-address` is the root's events socket).
-    fn shims(&self) -> BTreeSet<i32> {
-        shims_of(self.dir.path())
-    }
-
-    fn state(&self, id: &str) -> ContainerState {
-        self.rt().container_status(id).unwrap().state
-    }
-
-    fn echo(&self, id: &str) -> Vec<u8> {
-        self.rt()
-            .exec_sync(
-                id,
-                &["echo".into(), "alive".into()],
-                Duration::from_secs(10),
-            )
-            .unwrap()
-            .stdout
-    }
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        if let Some(rt) = self.rt.as_ref() {
-            for sb in rt.list_pod_sandboxes().unwrap_or_default() {
-                if let Err(e) = rt.remove_pod_sandbox(&sb.uid) {
-                    eprintln!("cleanup of {}: {e}", sb.uid);
-                }
-            }
-        }
-    }
-}
-
-/// Shim daemons (not `start`/`delete` invocations) whose command line names `root`.
-fn shims_of(root: &Path) -> BTreeSet<i32> {
-    let root = root.to_string_lossy().to_string();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| {
-            let pid: i32 = e.file_name().to_string_lossy().parse().ok()?;
-            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
-            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            (cmd.contains("containerd-shim")
-                && cmd.contains(&root)
-                && !cmd.contains(" start")
-                && !cmd.contains(" delete"))
-            .then_some(pid)
-        })
-        .collect()
-}
-
-fn wait<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        .stdout
 }
 
 fn kill(pid: i32) {
@@ -201,7 +78,7 @@ fn node_grouping_puts_two_pods_in_one_shim() {
     let (pa, pb) = (e.pod("a"), e.pod("b"));
     let a = e.run(&pa, "c");
     let b = e.run(&pb, "c");
-    assert_eq!(e.address(&a), e.address(&b), "one shim for both pods");
+    assert_eq!(address(&e, &a), address(&e, &b), "one shim for both pods");
     let shims = e.shims();
     assert_eq!(shims.len(), 1, "one shim daemon: {shims:?}");
     for id in [&a, &b] {
@@ -218,11 +95,11 @@ fn node_grouping_puts_two_pods_in_one_shim() {
     e.rt().stop_pod_sandbox(&pa, Duration::ZERO).unwrap();
     e.rt().remove_pod_sandbox(&pa).unwrap();
     assert!(!e.bundle(&a).exists());
-    assert_eq!(e.state(&b), ContainerState::Running);
-    assert_eq!(e.echo(&b), b"alive\n");
+    assert_eq!(state(&e, &b), ContainerState::Running);
+    assert_eq!(echo(&e, &b), b"alive\n");
     assert_eq!(e.shims(), shims, "the same shim serves b");
     // The shim goes with the last task, its socket with it.
-    let sock = e.address(&b).trim_start_matches("unix://").to_string();
+    let sock = address(&e, &b).trim_start_matches("unix://").to_string();
     e.rt().stop_pod_sandbox(&pb, Duration::ZERO).unwrap();
     e.rt().remove_pod_sandbox(&pb).unwrap();
     wait("the shim to exit", || e.shims().is_empty().then_some(()));
@@ -238,8 +115,8 @@ fn pod_grouping_gives_each_pod_its_shim() {
     let a = e.run(&pa, "c");
     let a2 = e.run(&pa, "d");
     let b = e.run(&pb, "c");
-    assert_eq!(e.address(&a), e.address(&a2), "one shim per pod");
-    assert_ne!(e.address(&a), e.address(&b), "pods do not share shims");
+    assert_eq!(address(&e, &a), address(&e, &a2), "one shim per pod");
+    assert_ne!(address(&e, &a), address(&e, &b), "pods do not share shims");
     assert_eq!(e.shims().len(), 2);
 }
 
@@ -267,7 +144,7 @@ fn node_shim_found_and_killed_after_its_first_bundle_is_gone() {
     );
     let _ = a;
     freeze(shim, true);
-    e.restart(ShimGrouping::Node);
+    e.restart(grouping(ShimGrouping::Node));
     // Thawed (a cgroup v1 freezer holds even a SIGKILLed process), a killed shim is gone at
     // once; a shim left alive would answer again.
     freeze_cleanup(shim);
@@ -292,16 +169,16 @@ fn grouping_changed_between_restarts_keeps_each_container_in_its_shim() {
     let mut e = env(ShimGrouping::Pod);
     let pa = e.pod("old");
     let a = e.run(&pa, "c");
-    let pod_shim = e.address(&a);
-    e.restart(ShimGrouping::Node);
-    assert_eq!(e.state(&a), ContainerState::Running, "adopted");
+    let pod_shim = address(&e, &a);
+    e.restart(grouping(ShimGrouping::Node));
+    assert_eq!(state(&e, &a), ContainerState::Running, "adopted");
     let pb = e.pod("new");
     let b = e.run(&pb, "c");
     let a2 = e.run(&pa, "d");
-    assert_ne!(e.address(&b), pod_shim);
+    assert_ne!(address(&e, &b), pod_shim);
     assert_eq!(
-        e.address(&a2),
-        e.address(&b),
+        address(&e, &a2),
+        address(&e, &b),
         "new containers join the node's shim"
     );
     assert_eq!(e.shims().len(), 2);
@@ -311,8 +188,8 @@ fn grouping_changed_between_restarts_keeps_each_container_in_its_shim() {
     wait("the pod's shim to exit", || {
         (e.shims().len() == 1).then_some(())
     });
-    assert_eq!(e.state(&a2), ContainerState::Running);
-    assert_eq!(e.echo(&b), b"alive\n");
+    assert_eq!(state(&e, &a2), ContainerState::Running);
+    assert_eq!(echo(&e, &b), b"alive\n");
 }
 
 /// Moves `pid` into a frozen cgroup (`frozen`) or thaws that cgroup; a stopped process would

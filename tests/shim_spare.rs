@@ -17,145 +17,47 @@ mod agent;
 #[path = "common/rootfs.rs"]
 mod rootfs;
 
+#[allow(dead_code)]
+#[path = "common/backend.rs"]
+mod backend;
+
 use agent::{pod, sh, Agent};
-use edged::runtime::shim::{ShimConfig, ShimRuntime};
-use edged::runtime::{ContainerConfig, ContainerState, PodSandboxConfig, Runtime};
-use rootfs::{BusyboxRootfs, BUSYBOX};
+use backend::{alive, wait, Backend};
+use edged::runtime::shim::ShimConfig;
+use edged::runtime::{ContainerState, Runtime};
 use serde_json::json;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
 
-/// The backend tests share runc's state dir and the shims' cgroup: one at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-/// A shim backend with a spare, on a root of its own.
-struct Env {
-    _guard: MutexGuard<'static, ()>,
-    dir: tempfile::TempDir,
-    provider: Arc<BusyboxRootfs>,
-    rt: Option<ShimRuntime>,
+fn spare(on: bool) -> ShimConfig {
+    ShimConfig {
+        spare_shim: on,
+        ..Default::default()
+    }
 }
 
-fn env() -> Env {
-    let guard = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let dir = tempfile::Builder::new()
-        .prefix("edged-spare-")
-        .tempdir_in("/tmp")
-        .unwrap();
-    let provider = Arc::new(BusyboxRootfs::new(&dir.path().join("images")));
-    let mut e = Env {
-        _guard: guard,
-        dir,
-        provider,
-        rt: None,
-    };
-    e.rt = Some(e.open());
-    e
+fn env() -> Backend {
+    Backend::new("spare", spare(true))
 }
 
-impl Env {
-    fn open(&self) -> ShimRuntime {
-        ShimRuntime::new(
-            ShimConfig {
-                root: self.dir.path().to_path_buf(),
-                spare_shim: true,
-                ..Default::default()
-            },
-            self.provider.clone(),
-        )
+/// The pid of the shim serving container `id` (its bundle's `shim.pid`).
+fn shim_of(e: &Backend, id: &str) -> i32 {
+    std::fs::read_to_string(e.bundle(id).join("shim.pid"))
         .unwrap()
-    }
-
-    fn rt(&self) -> &ShimRuntime {
-        self.rt.as_ref().unwrap()
-    }
-
-    fn pod(&self, name: &str) -> String {
-        let uid = format!("uid-{}", fastrand::u64(..));
-        self.rt()
-            .run_pod_sandbox(&PodSandboxConfig {
-                uid: uid.clone(),
-                namespace: "default".into(),
-                name: name.into(),
-                hostname: name.into(),
-                hosts: "127.0.0.1 localhost\n".into(),
-                resolv_conf: "nameserver 127.0.0.53\n".into(),
-                ..Default::default()
-            })
-            .unwrap();
-        uid
-    }
-
-    fn run(&self, pod: &str, name: &str) -> String {
-        let config = ContainerConfig {
-            name: name.into(),
-            image: BUSYBOX.into(),
-            command: vec!["sleep".into(), "1000".into()],
-            log_path: self
-                .dir
-                .path()
-                .join(format!("logs/default_p_{pod}/{name}/0.log")),
-            ..Default::default()
-        };
-        let id = self.rt().create_container(pod, &config).unwrap();
-        self.rt().start_container(&id).unwrap();
-        id
-    }
-
-    fn remove_pod(&self, pod: &str) {
-        self.rt().stop_pod_sandbox(pod, Duration::ZERO).unwrap();
-        self.rt().remove_pod_sandbox(pod).unwrap();
-    }
-
-    fn bundle(&self, id: &str) -> PathBuf {
-        self.dir.path().join("runtime/containers").join(id)
-    }
-
-    /// The pid of the shim serving container `id` (its bundle's `shim.pid`).
-    fn shim_of(&self, id: &str) -> i32 {
-        std::fs::read_to_string(self.bundle(id).join("shim.pid"))
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap()
-    }
-
-    fn spares_dir(&self) -> PathBuf {
-        self.dir.path().join("runtime/spares")
-    }
-
-    /// The shim daemons of this root.
-    fn shims(&self) -> BTreeSet<i32> {
-        shims_of(self.dir.path())
-    }
-
-    /// The spare shim once one waits: its pid, in a directory of its own under `spares/`.
-    fn wait_spare(&self, not: Option<i32>) -> i32 {
-        wait("a spare shim", || {
-            spare_of(&self.spares_dir()).filter(|p| Some(*p) != not)
-        })
-    }
+        .trim()
+        .parse()
+        .unwrap()
 }
 
-impl Drop for Env {
-    fn drop(&mut self) {
-        if let Some(rt) = self.rt.as_ref() {
-            for sb in rt.list_pod_sandboxes().unwrap_or_default() {
-                if let Err(e) = rt.remove_pod_sandbox(&sb.uid) {
-                    eprintln!("cleanup of {}: {e}", sb.uid);
-                }
-            }
-        }
-        self.rt = None;
-        for pid in shims_of(self.dir.path()) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-    }
+fn spares_dir(e: &Backend) -> PathBuf {
+    e.dir.path().join("runtime/spares")
+}
+
+/// The spare shim once one waits (and is not `not`): its pid.
+fn wait_spare(e: &Backend, not: Option<i32>) -> i32 {
+    wait("a spare shim", || {
+        spare_of(&spares_dir(e)).filter(|p| Some(*p) != not)
+    })
 }
 
 /// The pid of the shim serving from the one directory under `spares` that holds a live
@@ -177,58 +79,15 @@ fn spare_of(spares: &Path) -> Option<i32> {
     (std::fs::read_link(format!("/proc/{pid}/cwd")).ok()? == dirs[0]).then_some(pid)
 }
 
-/// Shim daemons (not `start`/`delete` invocations) whose command line names `root`.
-fn shims_of(root: &Path) -> BTreeSet<i32> {
-    let root = root.to_string_lossy().to_string();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| {
-            let pid: i32 = e.file_name().to_string_lossy().parse().ok()?;
-            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
-            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
-            let zombie = stat
-                .rsplit(')')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .starts_with('Z');
-            (cmd.contains("containerd-shim")
-                && cmd.contains(&root)
-                && !zombie
-                && !cmd.contains(" start")
-                && !cmd.contains(" delete"))
-            .then_some(pid)
-        })
-        .collect()
-}
-
-fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .is_ok_and(|s| !s.rsplit(')').next().unwrap_or("").trim().starts_with('Z'))
-}
-
-fn wait<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn a_pod_claims_the_spare_its_next_container_joins_it_and_a_new_spare_waits() {
     let mut e = env();
-    let first = e.wait_spare(None);
+    let first = wait_spare(&e, None);
     assert_eq!(e.shims(), BTreeSet::from([first]), "the spare alone");
     let p = e.pod("a");
     let c = e.run(&p, "c");
     assert_eq!(
-        e.shim_of(&c),
+        shim_of(&e, &c),
         first,
         "the pod's first container claimed the spare"
     );
@@ -237,12 +96,12 @@ fn a_pod_claims_the_spare_its_next_container_joins_it_and_a_new_spare_waits() {
         ContainerState::Running
     );
     // After the start, another spare is started; the claimed one's directory is gone.
-    let second = e.wait_spare(Some(first));
+    let second = wait_spare(&e, Some(first));
     // The pod's next container joins the claimed shim: its socket is the spare's, which no
     // `shim start` of the pod's group would find.
     let d = e.run(&p, "d");
     assert_eq!(
-        e.shim_of(&d),
+        shim_of(&e, &d),
         first,
         "the second container joined the pod's shim"
     );
@@ -254,7 +113,7 @@ fn a_pod_claims_the_spare_its_next_container_joins_it_and_a_new_spare_waits() {
     // The backend going away (the agent stopping) shuts its spare down, and its directory.
     e.rt = None;
     wait("the spare to exit", || (!alive(second)).then_some(()));
-    let left: Vec<_> = std::fs::read_dir(e.spares_dir())
+    let left: Vec<_> = std::fs::read_dir(spares_dir(&e))
         .unwrap()
         .flatten()
         .collect();
@@ -266,19 +125,17 @@ fn a_spare_left_behind_is_let_go_but_not_if_it_serves_a_container() {
     // What a killed agent leaves: its spare (nobody claimed it) and the directory of a spare
     // it had claimed, whose container was created before the kill.
     let mut e = env();
-    let claimed = e.wait_spare(None);
+    let claimed = wait_spare(&e, None);
     let p = e.pod("a");
     let c = e.run(&p, "c");
-    assert_eq!(e.shim_of(&c), claimed);
-    let idle = e.wait_spare(Some(claimed));
+    assert_eq!(shim_of(&e, &c), claimed);
+    let idle = wait_spare(&e, Some(claimed));
     let idle_dir = std::fs::read_link(format!("/proc/{idle}/cwd")).unwrap();
     // The claimed spare's directory as a kill between Create and its removal leaves it.
-    let leftover = e.spares_dir().join("spare-claimed-before-the-kill");
+    let leftover = spares_dir(&e).join("spare-claimed-before-the-kill");
     std::fs::create_dir(&leftover).unwrap();
     std::fs::copy(e.bundle(&c).join("address"), leftover.join("address")).unwrap();
-    // The backend lost without its Drop (as SIGKILL loses it), then opened again.
-    std::mem::forget(e.rt.take());
-    e.rt = Some(reopen(&e));
+    e.reopen_after_kill(spare(true));
     wait("the idle spare to be let go", || {
         (!alive(idle)).then_some(())
     });
@@ -291,14 +148,14 @@ fn a_spare_left_behind_is_let_go_but_not_if_it_serves_a_container() {
         e.rt().container_status(&c).unwrap().state,
         ContainerState::Running
     );
-    let fresh = e.wait_spare(Some(idle));
+    let fresh = wait_spare(&e, Some(idle));
     assert_eq!(e.shims(), BTreeSet::from([claimed, fresh]));
 }
 
 #[test]
 fn a_spare_killed_while_idle_is_passed_over_and_replaced() {
     let e = env();
-    let dead = e.wait_spare(None);
+    let dead = wait_spare(&e, None);
     let dir = std::fs::read_link(format!("/proc/{dead}/cwd")).unwrap();
     let socket = std::fs::read_to_string(dir.join("address"))
         .unwrap()
@@ -314,7 +171,7 @@ fn a_spare_killed_while_idle_is_passed_over_and_replaced() {
     // The pod starts all the same, in a shim of its own started for it.
     let p = e.pod("a");
     let c = e.run(&p, "c");
-    assert_ne!(e.shim_of(&c), dead);
+    assert_ne!(shim_of(&e, &c), dead);
     assert_eq!(
         e.rt().container_status(&c).unwrap().state,
         ContainerState::Running
@@ -324,8 +181,8 @@ fn a_spare_killed_while_idle_is_passed_over_and_replaced() {
         !Path::new(&socket).exists(),
         "the dead spare's socket removed"
     );
-    let fresh = e.wait_spare(Some(dead));
-    assert_eq!(e.shims(), BTreeSet::from([e.shim_of(&c), fresh]));
+    let fresh = wait_spare(&e, Some(dead));
+    assert_eq!(e.shims(), BTreeSet::from([shim_of(&e, &c), fresh]));
 }
 
 #[test]
@@ -335,15 +192,14 @@ fn a_spare_shim_nothing_names_is_killed_at_the_next_start_one_with_a_task_kept()
     // live spare's directory. Beside it, a claimed spare whose container's bundle lost its
     // `shim.pid`: it has a task (a child), so it is kept.
     let mut e = env();
-    let claimed = e.wait_spare(None);
+    let claimed = wait_spare(&e, None);
     let p = e.pod("a");
     let c = e.run(&p, "c");
-    assert_eq!(e.shim_of(&c), claimed);
+    assert_eq!(shim_of(&e, &c), claimed);
     std::fs::remove_file(e.bundle(&c).join("shim.pid")).unwrap();
-    let stray = e.wait_spare(Some(claimed));
+    let stray = wait_spare(&e, Some(claimed));
     std::fs::remove_dir_all(std::fs::read_link(format!("/proc/{stray}/cwd")).unwrap()).unwrap();
-    std::mem::forget(e.rt.take());
-    e.rt = Some(reopen(&e));
+    e.reopen_after_kill(spare(true));
     wait("the stray spare to be killed", || {
         (!alive(stray)).then_some(())
     });
@@ -352,15 +208,6 @@ fn a_spare_shim_nothing_names_is_killed_at_the_next_start_one_with_a_task_kept()
         e.rt().container_status(&c).unwrap().state,
         ContainerState::Running
     );
-}
-
-/// Opens the backend again on `e`'s root while the lost one still holds its state dir's lock
-/// (a forgotten backend never releases it): the lock file is replaced, as a new boot of the
-/// agent's process would find it free.
-fn reopen(e: &Env) -> ShimRuntime {
-    let lock = e.dir.path().join("runtime/lock");
-    std::fs::remove_file(&lock).unwrap();
-    e.open()
 }
 
 // --- the real agent -----------------------------------------------------------------------
@@ -415,22 +262,9 @@ fn a_killed_agent_with_a_spare_adopts_its_pod_and_keeps_one_spare() {
 #[test]
 fn a_backend_without_the_flag_lets_a_left_spare_go() {
     let mut e = env();
-    let spare = e.wait_spare(None);
-    std::mem::forget(e.rt.take());
-    let lock = e.dir.path().join("runtime/lock");
-    std::fs::remove_file(&lock).unwrap();
-    e.rt = Some(
-        ShimRuntime::new(
-            ShimConfig {
-                root: e.dir.path().to_path_buf(),
-                spare_shim: false,
-                ..Default::default()
-            },
-            e.provider.clone(),
-        )
-        .unwrap(),
-    );
-    wait("the left spare to exit", || (!alive(spare)).then_some(()));
-    assert!(std::fs::read_dir(e.spares_dir()).unwrap().next().is_none());
+    let left = wait_spare(&e, None);
+    e.reopen_after_kill(spare(false));
+    wait("the left spare to exit", || (!alive(left)).then_some(()));
+    assert!(std::fs::read_dir(spares_dir(&e)).unwrap().next().is_none());
     assert!(e.shims().is_empty(), "no shim: {:?}", e.shims());
 }

@@ -331,14 +331,17 @@ impl ShimRuntime {
         rt.load_metas();
         rt.adopt();
         let spares = rt.dir.join("spares");
-        spare::Spares::clean(&spares);
-        let serving: HashSet<u32> = rt
-            .container_metas()
-            .iter()
-            .filter_map(|m| std::fs::read_to_string(rt.bundle(&m.id).join("shim.pid")).ok())
-            .filter_map(|s| s.trim().parse().ok())
-            .collect();
-        spare::Spares::kill_strays(&rt.events.address, &rt.cfg.shim_binary, &serving);
+        // Spare shims nothing names can only be left where spares were used: an agent that
+        // never kept one does not read /proc and every bundle at start for them.
+        if spare::Spares::clean(&spares) || rt.cfg.spare_shim {
+            let serving: HashSet<u32> = rt
+                .container_metas()
+                .iter()
+                .filter_map(|m| std::fs::read_to_string(rt.bundle(&m.id).join("shim.pid")).ok())
+                .filter_map(|s| s.trim().parse().ok())
+                .collect();
+            spare::Spares::kill_strays(&rt.events.address, &rt.cfg.shim_binary, &serving);
+        }
         if rt.cfg.spare_shim {
             rt.spares = spare::Spares::on(
                 spares,

@@ -73,15 +73,18 @@ impl Spares {
     }
 
     /// Lets go the spares a previous agent left under `dir` (see the module's doc), whether
-    /// or not this agent keeps one.
-    pub fn clean(dir: &Path) {
+    /// or not this agent keeps one; whether there were any.
+    pub fn clean(dir: &Path) -> bool {
         let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
+            return false;
         };
+        let mut found = false;
         for e in entries.flatten() {
             tracing::info!(dir = %e.path().display(), "spare shim of a previous agent let go");
             remove(&e.path());
+            found = true;
         }
+        found
     }
 
     /// Keeps a spare shim ready under `dir` (`<runtime>/spares`, cleaned first with
