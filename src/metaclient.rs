@@ -1,7 +1,8 @@
 //! MetaClient: the one door between EdgeD and MetaManager (and through it, the cloud).
 //!
-//! EdgeD's subsystems never touch the store or the link directly: they read pods, ConfigMaps
-//! and Secrets and write statuses through this client, so offline and online behave the same.
+//! EdgeD's subsystems never touch the store or the link directly: they read pods, ConfigMaps,
+//! Secrets and Services and write statuses through this client, so offline and online behave
+//! the same.
 
 use crate::api::{self, PodStatus};
 use crate::message::{Message, Resource};
@@ -176,6 +177,12 @@ impl MetaClient {
         self.meta
             .request_token(namespace, service_account, request)
             .await
+    }
+
+    /// The cluster's Services for `node`'s pods: the cloud's list, else the stored one (see
+    /// [`MetaManager::services`]).
+    pub async fn services(&self, node: &str) -> Result<Vec<api::Service>, MetaError> {
+        self.meta.services(node).await
     }
 
     /// Stores an issued token (the cloud's TokenRequest answer) under `row`.

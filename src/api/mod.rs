@@ -1,5 +1,5 @@
-//! The Kubernetes v1 objects edged works with (Pod, ConfigMap, Secret, PodStatus), as kubectl
-//! users write them.
+//! The Kubernetes v1 objects edged works with (Pod, ConfigMap, Secret, Service, PodStatus), as
+//! kubectl users write them.
 //!
 //! Only the fields edged acts on are typed; unknown fields are ignored on decode (the store keeps
 //! the object as it came, so nothing is lost). Decoding names the object and the field path that
@@ -301,6 +301,11 @@ pub struct PodSpec {
     /// before the pod is Ready.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub readiness_gates: Vec<PodReadinessGate>,
+    /// `spec.enableServiceLinks`: whether the services of the pod's namespace become
+    /// environment variables of its containers (None: true, the API server's default); the
+    /// master service `default/kubernetes` is given either way.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enable_service_links: Option<bool>,
 }
 
 /// `spec.readinessGates[]`.
@@ -1103,6 +1108,52 @@ pub struct Secret {
     pub kind: Option<String>,
     /// `immutable`: the data can no longer change (None: false).
     pub immutable: Option<bool>,
+}
+
+/// A Service (typed view): the fields the kubelet makes a pod's service environment
+/// variables of. Every field may be missing (its zero value), as Go reads it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Service {
+    /// `metadata`: the Service's name and namespace.
+    pub metadata: ObjectMeta,
+    /// `spec`: its cluster IP and ports.
+    pub spec: ServiceSpec,
+}
+
+/// `spec` of a Service.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ServiceSpec {
+    /// `spec.clusterIP`: the service's virtual IP (empty: none, as for `ExternalName`;
+    /// `None`: headless).
+    #[serde(rename = "clusterIP")]
+    pub cluster_ip: String,
+    /// `spec.ports`: the ports the service serves (only the first may be unnamed).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<ServicePort>,
+}
+
+impl Service {
+    /// Whether the service has a cluster IP (the kubelet's `IsServiceIPSet`: set and not
+    /// `None`): only such services become environment variables.
+    pub fn has_cluster_ip(&self) -> bool {
+        !self.spec.cluster_ip.is_empty() && self.spec.cluster_ip != "None"
+    }
+}
+
+/// `spec.ports[]` of a Service.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ServicePort {
+    /// `name`: the port's name (empty: unnamed).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    /// `protocol`: `TCP` (None: TCP, the API server's default), `UDP` or `SCTP`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    /// `port`: the port the service serves on its cluster IP.
+    pub port: i32,
 }
 
 /// One of a pod's IPs (`status.podIPs[]`).

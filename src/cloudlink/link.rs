@@ -7,7 +7,7 @@
 use super::certs::{self, CertDir};
 use super::{https, with_timeout, CloudError, CloudLink};
 use crate::message::{module, op, Message};
-use crate::metamanager::{MetaManager, Upstream};
+use crate::metamanager::{services, MetaManager, Upstream};
 use async_tungstenite::tungstenite::client::IntoClientRequest;
 use async_tungstenite::tungstenite::http::HeaderValue;
 use async_tungstenite::tungstenite::Message as Frame;
@@ -315,6 +315,12 @@ async fn dispatch(link: &CloudLink, msg: Message, down_tx: &async_channel::Sende
         link.post(msg.response(serde_json::json!("OK")));
         return;
     }
+    // A DynamicController answer whose request gave up waiting (a late list of services):
+    // nothing to store or ACK.
+    if msg.route.operation == services::APPLICATION_RESPONSE {
+        tracing::debug!(resource = %msg.route.resource, "a late answer of the DynamicController dropped");
+        return;
+    }
     if matches!(msg.route.operation.as_str(), op::RESPONSE | op::ERROR) {
         match super::answer_error(&msg.content) {
             Some(e) => {
@@ -374,12 +380,13 @@ fn offline(link: &CloudLink) {
     link.pending().clear();
 }
 
-/// Keepalives, ACKs and queries are not worth resending on a later connection.
+/// Keepalives, ACKs, queries and DynamicController requests (their waiter is gone with the
+/// connection) are not worth resending on a later connection.
 fn worth_keeping(m: &Message) -> bool {
     !matches!(
         m.route.operation.as_str(),
         op::KEEPALIVE | op::RESPONSE | op::QUERY | op::ERROR
-    )
+    ) && m.route.group != services::DYNAMIC_CONTROLLER_GROUP
 }
 
 /// EdgeHub's keepalive.
@@ -401,6 +408,16 @@ mod tests {
         assert!(d[9] <= 60.0 && d[9] >= 48.0, "{d:?}");
         b.reset();
         assert!(b.next_delay() <= Duration::from_millis(1200));
+    }
+
+    #[test]
+    fn requests_are_not_kept_for_a_later_connection() {
+        let list = services::list_request("edge-1");
+        assert!(!worth_keeping(&list), "a list of services kept for later");
+        let q = Message::new("edged", "meta", op::QUERY, "ns/configmap/c");
+        assert!(!worth_keeping(&q));
+        let p = Message::new("edged", "meta", op::PATCH, "ns/podpatch/p");
+        assert!(worth_keeping(&p));
     }
 
     #[test]

@@ -8,9 +8,13 @@
 //! [`Upstream`], stored, handed on and ACKed before it is returned.
 //!
 //! What is handed on is a typed [`Change`], one channel, in the order the store took them.
+//!
+//! The cluster's Services are listed from the cloud when pods need them ([`services`]), and
+//! the last list is stored for when the cloud is away.
 
 pub mod change;
 pub mod check;
+pub mod services;
 pub mod store;
 
 pub use change::{Change, PodRef};
@@ -19,7 +23,7 @@ pub use store::{key, Store, StoreError, Table, Write, EXIT_STORE_DAMAGED};
 use crate::message::{module, op, Message, Resource};
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long a query to the cloud may take (KubeEdge's value).
 pub const REMOTE_QUERY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -147,6 +151,8 @@ pub struct MetaManager {
     store: Arc<Store>,
     to_edged: async_channel::Sender<Change>,
     upstream: Arc<dyn Upstream>,
+    /// The list of Services: one request at a time, the back-off of an unanswered one.
+    services: services::Lister,
 }
 
 impl MetaManager {
@@ -160,6 +166,7 @@ impl MetaManager {
             store,
             to_edged,
             upstream,
+            services: services::Lister::default(),
         }
     }
 
@@ -365,6 +372,123 @@ impl MetaManager {
         Ok(content)
     }
 
+    /// The cluster's Services for `node`'s pods: asked of the cloud ([`Self::list_services`]),
+    /// else (no cloud, the cloud away or not answering, a refusal) the list stored from the
+    /// last answer. What went wrong with the cloud is logged here; `Err` only when the store
+    /// cannot be read.
+    pub async fn services(&self, node: &str) -> Result<Vec<crate::api::Service>, MetaError> {
+        match self.list_services(node).await {
+            Ok(Some(list)) => return Ok(list),
+            // Another caller just asked, or the cloud is left alone for a while: the store.
+            Ok(None) => {}
+            Err(MetaError::Upstream(UpstreamError::Offline)) => {}
+            // Logged where it is noticed, once.
+            Err(MetaError::Upstream(UpstreamError::Timeout(_))) => {}
+            Err(MetaError::Upstream(e @ UpstreamError::Link(_))) => {
+                tracing::debug!(error = %e, "services not listed; using the stored list")
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "services not listed; using the stored list")
+            }
+        }
+        self.stored_services().await
+    }
+
+    /// Asks the cloud for every Service (see [`services`]): `Ok(Some)` the list, stored in one
+    /// transaction (rows no longer listed removed); `Ok(None)` not asked (another caller's
+    /// request just ended, or the cloud left alone after an unanswered one); no cloud or the
+    /// cloud away: [`UpstreamError::Offline`]; unanswered within [`services::LIST_TIMEOUT`]:
+    /// [`UpstreamError::Timeout`] (warned once); refused: [`UpstreamError::Status`].
+    pub async fn list_services(
+        &self,
+        node: &str,
+    ) -> Result<Option<Vec<crate::api::Service>>, MetaError> {
+        if !self.upstream.has_cloud() || !self.upstream.is_online() {
+            return Err(MetaError::Upstream(UpstreamError::Offline));
+        }
+        let seen = self.services.asked();
+        let _one = self.services.asking.lock().await;
+        if self.services.asked() != seen || !self.services.state().may_ask(Instant::now()) {
+            return Ok(None);
+        }
+        let answer = self
+            .upstream
+            .request(services::list_request(node), services::LIST_TIMEOUT)
+            .await;
+        self.services.note_asked();
+        let answer = match answer {
+            Ok(a) => a,
+            Err(UpstreamError::Timeout(d)) => {
+                if self.services.state().unanswered(Instant::now()) {
+                    tracing::warn!(
+                        timeout_s = d.as_secs(),
+                        retry_in_s = services::UNANSWERED_BACKOFF.as_secs(),
+                        "the cloud does not answer lists of services: enable modules.dynamicController in cloudcore.yaml for service environment variables; pods get the stored list meanwhile"
+                    );
+                } else {
+                    tracing::debug!("the list of services went unanswered again");
+                }
+                return Err(MetaError::Upstream(UpstreamError::Timeout(d)));
+            }
+            Err(e) => return Err(MetaError::Upstream(e)),
+        };
+        self.services.state().answered();
+        let list = services::parse_answer(&answer.content).map_err(|e| match e {
+            services::AnswerError::Rejected {
+                code,
+                reason,
+                message,
+            } => MetaError::Upstream(UpstreamError::Status {
+                code,
+                reason,
+                message,
+            }),
+            services::AnswerError::Malformed(reason) => MetaError::BadMessage {
+                resource: format!("list {}", services::SERVICES_KEY),
+                reason,
+            },
+        })?;
+        for why in &list.skipped {
+            tracing::warn!(item = %why, "a listed service is left out");
+        }
+        let store = self.store.clone();
+        let listed = list.services.clone();
+        let stored = smol::unblock(move || -> Result<usize, StoreError> {
+            let writes = services::replace_writes(&store.list(Table::Service)?, &listed);
+            if !writes.is_empty() {
+                store.apply(&writes)?;
+            }
+            Ok(writes.len())
+        })
+        .await;
+        match stored {
+            Ok(n) => {
+                tracing::debug!(
+                    services = list.services.len(),
+                    changed = n,
+                    "services listed"
+                )
+            }
+            // The list is good for now; the store keeps the older one.
+            Err(e) => tracing::warn!(error = %e, "the listed services are not stored"),
+        }
+        Ok(Some(list.services))
+    }
+
+    /// The Services stored from the last answer (a row that does not read is left out).
+    pub async fn stored_services(&self) -> Result<Vec<crate::api::Service>, MetaError> {
+        let store = self.store.clone();
+        let rows = smol::unblock(move || store.list(Table::Service)).await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(k, v)| {
+                crate::api::decode(&format!("stored Service {k}"), &v)
+                    .map_err(|e| tracing::warn!(error = %e, "a stored service is left out"))
+                    .ok()
+            })
+            .collect())
+    }
+
     /// Hands a stored change on to the pod manager, as a typed [`Change`] (only pods,
     /// ConfigMaps and Secrets concern it).
     async fn hand_on(&self, msg: Message) {
@@ -498,6 +622,164 @@ mod tests {
                 mm.handle(q).await.unwrap().content["ErrStatus"]["code"],
                 404
             );
+        });
+    }
+
+    /// A cloud that answers requests from a script: each request takes the next answer
+    /// (content of the DynamicController's reply, or an error), after `delay`.
+    struct Scripted {
+        answers:
+            std::sync::Mutex<std::collections::VecDeque<Result<serde_json::Value, UpstreamError>>>,
+        requests: std::sync::Mutex<Vec<Message>>,
+        delay: Duration,
+    }
+
+    impl Scripted {
+        fn new(answers: Vec<Result<serde_json::Value, UpstreamError>>) -> Arc<Scripted> {
+            Arc::new(Scripted {
+                answers: std::sync::Mutex::new(answers.into()),
+                requests: std::sync::Mutex::new(Vec::new()),
+                delay: Duration::from_millis(50),
+            })
+        }
+        fn asked(&self) -> usize {
+            self.requests.lock().unwrap().len()
+        }
+    }
+
+    impl Upstream for Scripted {
+        fn is_online(&self) -> bool {
+            true
+        }
+        fn request(
+            &self,
+            msg: Message,
+            _: Duration,
+        ) -> smol::future::Boxed<Result<Message, UpstreamError>> {
+            self.requests.lock().unwrap().push(msg.clone());
+            let next = self.answers.lock().unwrap().pop_front();
+            let delay = self.delay;
+            Box::pin(async move {
+                smol::Timer::after(delay).await;
+                let content = next.unwrap_or(Err(UpstreamError::Timeout(delay)))?;
+                let mut r = Message::new(
+                    "dynamiccontroller",
+                    "resource",
+                    services::APPLICATION_RESPONSE,
+                    "node/n/ignore/Application/ignore",
+                );
+                r.header.parent_id = msg.header.id.clone();
+                Ok(r.with_content(content))
+            })
+        }
+        fn send(&self, _: Message) -> smol::future::Boxed<Result<(), UpstreamError>> {
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    fn approved(items: serde_json::Value) -> Result<serde_json::Value, UpstreamError> {
+        let body =
+            json!({"apiVersion": "v1", "kind": "ServiceList", "metadata": {}, "items": items});
+        let mut app = services::Application::list("n", services::SERVICES_KEY).to_content();
+        app["Status"] = json!("Approved");
+        app["RespBody"] = json!(crate::api::base64::encode(body.to_string().as_bytes()));
+        Ok(app)
+    }
+
+    fn service(ns: &str, name: &str, ip: &str) -> serde_json::Value {
+        json!({"metadata": {"name": name, "namespace": ns},
+               "spec": {"clusterIP": ip, "ports": [{"port": 80}]}})
+    }
+
+    fn names(list: &[crate::api::Service]) -> Vec<String> {
+        list.iter()
+            .map(|s| format!("{}/{}", s.metadata.namespace, s.metadata.name))
+            .collect()
+    }
+
+    #[test]
+    fn services_are_listed_stored_and_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let (tx, _rx) = async_channel::unbounded();
+        let cloud = Scripted::new(vec![
+            approved(json!([
+                service("default", "kubernetes", "10.96.0.1"),
+                service("a", "web", "10.0.0.1")
+            ])),
+            approved(json!([
+                service("default", "kubernetes", "10.96.0.1"),
+                service("b", "db", "10.0.0.2")
+            ])),
+            Ok(
+                json!({"Status": "Rejected", "Error": {"ErrStatus": {"code": 403,
+                "reason": "Forbidden", "message": "services is forbidden"}}}),
+            ),
+            Ok(json!({"Status": "Approved", "RespBody": "garbage!"})),
+        ]);
+        let mm = MetaManager::new(store.clone(), tx, cloud.clone());
+        smol::block_on(async {
+            let got = mm.services("n").await.unwrap();
+            assert_eq!(names(&got), ["default/kubernetes", "a/web"]);
+            let m = cloud.requests.lock().unwrap()[0].clone();
+            assert_eq!(m.route.group, "dynamiccontroller");
+            assert_eq!(m.content["Nodename"], "n");
+            // The next list replaces the stored one: a/web goes, b/db comes.
+            let got = mm.services("n").await.unwrap();
+            assert_eq!(names(&got), ["default/kubernetes", "b/db"]);
+            let rows: Vec<String> = store
+                .list(Table::Service)
+                .unwrap()
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect();
+            assert_eq!(rows, ["b/db", "default/kubernetes"]);
+            // A refusal is an error naming the status; services() falls back to the store.
+            let e = mm.list_services("n").await.unwrap_err().to_string();
+            assert!(
+                e.contains("403 Forbidden") && e.contains("services is forbidden"),
+                "{e}"
+            );
+            let got = mm.services("n").await.unwrap();
+            assert_eq!(names(&got), ["b/db", "default/kubernetes"]);
+            assert_eq!(cloud.asked(), 4, "the garbage answer was not asked for");
+        });
+        // Offline (another MetaManager over the same store): the stored list, nothing asked.
+        let (tx, _rx) = async_channel::unbounded();
+        let away = MetaManager::new(store, tx, Arc::new(Away));
+        let got = smol::block_on(away.services("n")).unwrap();
+        assert_eq!(names(&got), ["b/db", "default/kubernetes"]);
+    }
+
+    #[test]
+    fn an_unanswered_list_is_not_asked_again_for_a_while() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        store
+            .put(
+                Table::Service,
+                "default/kubernetes",
+                &service("default", "kubernetes", "10.96.0.1"),
+            )
+            .unwrap();
+        let (tx, _rx) = async_channel::unbounded();
+        // No answer at all (a CloudCore without the DynamicController).
+        let cloud = Scripted::new(vec![]);
+        let mm = MetaManager::new(store, tx, cloud.clone());
+        smol::block_on(async {
+            // Pods starting together wait for one request, then use the store.
+            let (a, b) = smol::future::zip(mm.services("n"), mm.services("n")).await;
+            assert_eq!(names(&a.unwrap()), ["default/kubernetes"]);
+            assert_eq!(names(&b.unwrap()), ["default/kubernetes"]);
+            assert_eq!(cloud.asked(), 1);
+            // Backing off: not asked again.
+            assert!(mm.list_services("n").await.unwrap().is_none());
+            assert_eq!(
+                names(&mm.services("n").await.unwrap()),
+                ["default/kubernetes"]
+            );
+            assert_eq!(cloud.asked(), 1);
+            assert!(mm.services.state().warned);
         });
     }
 

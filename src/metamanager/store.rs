@@ -51,17 +51,22 @@ pub enum Table {
     /// Service-account tokens the cloud issued for pods (the TokenRequest answers), keyed by
     /// [`crate::token::row_key`]: `<namespace>/<pod uid>/...`, removed with the pod.
     ServiceAccountToken,
+    /// The cluster's Services as the cloud last listed them (trimmed to what the service
+    /// environment variables need), keyed `<namespace>/<name>`: the list pods get while the
+    /// cloud is away.
+    Service,
 }
 
 impl Table {
     /// Every table, in the order they are opened.
-    pub const ALL: [Table; 6] = [
+    pub const ALL: [Table; 7] = [
         Table::Pod,
         Table::ConfigMap,
         Table::Secret,
         Table::PodStatus,
         Table::Node,
         Table::ServiceAccountToken,
+        Table::Service,
     ];
 
     /// The beehive resource type the table holds (`pod`, `configmap`, ...).
@@ -73,15 +78,17 @@ impl Table {
             Table::PodStatus => "podstatus",
             Table::Node => "node",
             Table::ServiceAccountToken => "serviceaccounttoken",
+            Table::Service => "service",
         }
     }
 
     /// The table for a beehive resource type a source may insert, update, delete or query
-    /// (tokens are only asked of the cloud by the token manager, never sent down).
+    /// (tokens are only asked of the cloud by the token manager, and services listed through
+    /// its DynamicController: neither is ever sent down).
     pub fn from_resource_type(s: &str) -> Option<Table> {
         Table::ALL
             .into_iter()
-            .filter(|t| *t != Table::ServiceAccountToken)
+            .filter(|t| !matches!(t, Table::ServiceAccountToken | Table::Service))
             .find(|t| t.resource_type() == s)
     }
 }
@@ -160,7 +167,9 @@ pub enum Write {
 /// The MetaManager's LMDB store.
 pub struct Store {
     env: Env<WithoutTls>,
-    tables: Vec<Database<Str, Bytes>>,
+    /// One per [`Table::ALL`], in its order; `None`: a table the store was made without (an
+    /// older agent's store opened read-only: it reads as empty).
+    tables: Vec<Option<Database<Str, Bytes>>>,
     dir: PathBuf,
 }
 
@@ -222,10 +231,12 @@ impl Store {
         let mut wtxn = env.write_txn().map_err(err("begin"))?;
         let mut tables = Vec::new();
         for t in Table::ALL {
+            // A table added since the store was made is created here: a store of an older
+            // agent opens as it is, with the new table empty.
             let db = env
                 .create_database(&mut wtxn, Some(t.resource_type()))
                 .map_err(err(format!("create table {}", t.resource_type())))?;
-            tables.push(db);
+            tables.push(Some(db));
         }
         let meta: Database<Str, Bytes> = env
             .create_database(&mut wtxn, Some("meta"))
@@ -269,13 +280,10 @@ impl Store {
         let rtxn = env.read_txn().map_err(err("begin"))?;
         let mut tables = Vec::new();
         for t in Table::ALL {
+            // Missing: a store an older agent made and no newer one opened yet (read as empty).
             let db = env
                 .open_database(&rtxn, Some(t.resource_type()))
-                .map_err(err(format!("open table {}", t.resource_type())))?
-                .ok_or_else(|| StoreError {
-                    context: format!("open table {}", t.resource_type()),
-                    source: "missing".into(),
-                })?;
+                .map_err(err(format!("open table {}", t.resource_type())))?;
             tables.push(db);
         }
         rtxn.commit().map_err(err("end"))?;
@@ -292,7 +300,9 @@ impl Store {
         // keeps its threads: past 64 of them every read (and `edged get`) failed with
         // MDB_READERS_FULL.
         let mut opts = EnvOpenOptions::new().read_txn_without_tls();
-        opts.map_size(MAP_SIZE).max_dbs(8).max_readers(64);
+        // Named tables: those of Table::ALL and `meta`, with room for more (a runtime limit,
+        // nothing on disk depends on it).
+        opts.map_size(MAP_SIZE).max_dbs(16).max_readers(64);
         // SAFETY: the store's files are opened by this process once (Store is shared by Arc);
         // other processes open them only through LMDB's own locking.
         unsafe {
@@ -307,15 +317,30 @@ impl Store {
         &self.dir
     }
 
-    fn db(&self, t: Table) -> Database<Str, Bytes> {
-        self.tables[Table::ALL.iter().position(|x| *x == t).unwrap_or(0)]
+    /// The table's database; `None` for one the store was made without (read-only only).
+    fn db(&self, t: Table) -> Option<Database<Str, Bytes>> {
+        Table::ALL
+            .iter()
+            .position(|x| *x == t)
+            .and_then(|i| self.tables.get(i).copied().flatten())
+    }
+
+    /// The table's database for a write (every table exists in a store opened for writing).
+    fn db_for_write(&self, t: Table) -> Result<Database<Str, Bytes>, StoreError> {
+        self.db(t).ok_or_else(|| StoreError {
+            context: format!("write table {}", t.resource_type()),
+            source: "the store has no such table (opened read-only?)".into(),
+        })
     }
 
     /// Reads one row.
     pub fn get(&self, t: Table, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        let Some(db) = self.db(t) else {
+            return Ok(None);
+        };
         let rtxn = self.env.read_txn().map_err(err("begin"))?;
         let ctx = || format!("read {}/{}", t.resource_type(), key);
-        match self.db(t).get(&rtxn, key).map_err(err(ctx()))? {
+        match db.get(&rtxn, key).map_err(err(ctx()))? {
             None => Ok(None),
             Some(bytes) => serde_json::from_slice(bytes).map(Some).map_err(err(ctx())),
         }
@@ -332,12 +357,13 @@ impl Store {
         key: &str,
         f: impl FnOnce(&[u8]) -> R,
     ) -> Result<Option<R>, StoreError> {
+        let Some(db) = self.db(t) else {
+            return Ok(None);
+        };
         let rtxn = self.env.read_txn().map_err(err("begin"))?;
-        let row = self.db(t).get(&rtxn, key).map_err(err(format!(
-            "read {}/{}",
-            t.resource_type(),
-            key
-        )))?;
+        let row = db
+            .get(&rtxn, key)
+            .map_err(err(format!("read {}/{}", t.resource_type(), key)))?;
         Ok(row.map(f))
     }
 
@@ -353,8 +379,9 @@ impl Store {
     }
 
     fn delete_once(&self, t: Table, key: &str) -> Result<bool, StoreError> {
+        let db = self.db_for_write(t)?;
         let mut wtxn = self.env.write_txn().map_err(err("begin"))?;
-        let found = self.db(t).delete(&mut wtxn, key).map_err(err(format!(
+        let found = db.delete(&mut wtxn, key).map_err(err(format!(
             "delete {}/{}",
             t.resource_type(),
             key
@@ -379,16 +406,14 @@ impl Store {
             match w {
                 Write::Put(t, key, value) => {
                     let bytes = serde_json::to_vec(value).map_err(err("encode"))?;
-                    self.db(*t)
+                    self.db_for_write(*t)?
                         .put(&mut wtxn, key, &bytes)
                         .map_err(err(format!("write {}/{}", t.resource_type(), key)))?;
                 }
                 Write::Delete(t, key) => {
-                    self.db(*t).delete(&mut wtxn, key).map_err(err(format!(
-                        "delete {}/{}",
-                        t.resource_type(),
-                        key
-                    )))?;
+                    self.db_for_write(*t)?
+                        .delete(&mut wtxn, key)
+                        .map_err(err(format!("delete {}/{}", t.resource_type(), key)))?;
                 }
             }
         }
@@ -397,10 +422,13 @@ impl Store {
 
     /// Every row of a table, in key order.
     pub fn list(&self, t: Table) -> Result<Vec<(String, serde_json::Value)>, StoreError> {
-        let rtxn = self.env.read_txn().map_err(err("begin"))?;
         let mut out = Vec::new();
+        let Some(db) = self.db(t) else {
+            return Ok(out);
+        };
+        let rtxn = self.env.read_txn().map_err(err("begin"))?;
         let ctx = || format!("list {}", t.resource_type());
-        for row in self.db(t).iter(&rtxn).map_err(err(ctx()))? {
+        for row in db.iter(&rtxn).map_err(err(ctx()))? {
             let (k, v) = row.map_err(err(ctx()))?;
             let value = serde_json::from_slice(v).map_err(err(format!(
                 "read {}/{}",
@@ -471,6 +499,55 @@ mod tests {
         }
         let s = Store::open(dir.path()).unwrap();
         assert_eq!(s.get(Table::PodStatus, "a/x").unwrap(), Some(json!(2)));
+    }
+
+    /// A store an older agent made, without the tables added since (here: services): it is
+    /// read as it is beside it, and the agent's open adds the table and keeps every row.
+    #[test]
+    fn a_store_of_an_older_agent_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut opts = EnvOpenOptions::new().read_txn_without_tls();
+            opts.map_size(MAP_SIZE).max_dbs(8);
+            // SAFETY: a fresh directory no one else opens.
+            let env = unsafe { opts.open(dir.path()) }.unwrap();
+            let mut wtxn = env.write_txn().unwrap();
+            for name in [
+                "pod",
+                "configmap",
+                "secret",
+                "podstatus",
+                "node",
+                "serviceaccounttoken",
+            ] {
+                let db: Database<Str, Bytes> = env.create_database(&mut wtxn, Some(name)).unwrap();
+                if name == "pod" {
+                    db.put(&mut wtxn, "default/web", br#"{"a":1}"#).unwrap();
+                }
+            }
+            let meta: Database<Str, Bytes> = env.create_database(&mut wtxn, Some("meta")).unwrap();
+            meta.put(&mut wtxn, "version", b"1").unwrap();
+            wtxn.commit().unwrap();
+            std::fs::write(dir.path().join(USED_MARKER), b"").unwrap();
+        }
+        let r = Store::open_read_only(dir.path()).unwrap();
+        assert_eq!(r.list(Table::Service).unwrap(), vec![]);
+        assert_eq!(r.get(Table::Service, "default/kubernetes").unwrap(), None);
+        assert!(r.get(Table::Pod, "default/web").unwrap().is_some());
+        drop(r);
+        let s = Store::open(dir.path()).unwrap();
+        s.put(Table::Service, "default/kubernetes", &json!({"s": 1}))
+            .unwrap();
+        assert_eq!(
+            s.get(Table::Pod, "default/web").unwrap(),
+            Some(json!({"a": 1}))
+        );
+        drop(s);
+        let r = Store::open_read_only(dir.path()).unwrap();
+        assert_eq!(r.list(Table::Service).unwrap().len(), 1);
+        // Services are never sent down: no source may name them.
+        assert_eq!(Table::from_resource_type("service"), None);
+        assert_eq!(Table::from_resource_type("pod"), Some(Table::Pod));
     }
 
     #[test]
