@@ -1,13 +1,20 @@
 //! Container environment: `env` (with `valueFrom`) and `envFrom`, resolved as the kubelet does,
-//! and `$(VAR)` expansion.
+//! the service environment variables ([`super::svcenv`]), and `$(VAR)` expansion.
 
 use super::{ConfigError, PodContext};
 use crate::api::{self, Container};
 
 /// The container's environment, in order: `envFrom` sources first, then `env` entries (a later
-/// entry overrides an earlier one of the same name, keeping its first position).
+/// entry overrides an earlier one of the same name, keeping its first position), then the
+/// service variables no entry set (the kubelet's `makeEnvironmentVariables`: explicit
+/// variables win, and `$(VAR)` in an `env` value sees them first, then the service ones).
 pub fn resolve(ctx: &PodContext<'_>, c: &Container) -> Result<Vec<(String, String)>, ConfigError> {
     let pod = ctx.pod;
+    let service_env = super::svcenv::pod_service_env(
+        ctx.services,
+        &pod.metadata.namespace,
+        pod.spec.enable_service_links.unwrap_or(true),
+    );
     let object = format!(
         "Pod {}/{} container {}",
         pod.metadata.namespace, pod.metadata.name, c.name
@@ -146,14 +153,29 @@ pub fn resolve(ctx: &PodContext<'_>, c: &Container) -> Result<Vec<(String, Strin
                     return Err(fail(format!("{field}.valueFrom"), "names no source".into()));
                 }
             }
-            (Some(v), None) => Some(expand(v, &out)),
+            (Some(v), None) => Some(expand_with(v, |name| {
+                lookup(&out, name).or_else(|| lookup(&service_env, name))
+            })),
             (None, None) => Some(String::new()),
         };
         if let Some(v) = value {
             set(&mut out, e.name.clone(), v);
         }
     }
+    for (k, v) in service_env {
+        if lookup(&out, &k).is_none() {
+            out.push((k, v));
+        }
+    }
     Ok(out)
+}
+
+/// The value of `name` in `env` (the last entry of that name).
+fn lookup(env: &[(String, String)], name: &str) -> Option<String> {
+    env.iter()
+        .rev()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.clone())
 }
 
 /// A Secret's values as text (env values are strings; bad base64 names the key).
@@ -198,12 +220,7 @@ pub fn field_value(ctx: &PodContext<'_>, path: &str) -> Option<String> {
 /// Expands `$(VAR)` from `env` as Kubernetes does: unknown references stay as written, `$$`
 /// is a literal `$`.
 pub fn expand(s: &str, env: &[(String, String)]) -> String {
-    expand_with(s, |name| {
-        env.iter()
-            .rev()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-    })
+    expand_with(s, |name| lookup(env, name))
 }
 
 /// Expands `$(VAR)` with `lookup` (`None`: the reference stays as written), `$$` a literal `$`.
@@ -301,6 +318,7 @@ mod tests {
             pod_ips: &[],
             config_maps: &cms,
             secrets: &secrets,
+            services: &[],
             log_dir: Path::new("/l"),
             seccomp_root: Path::new("/s"),
         };
@@ -325,6 +343,77 @@ mod tests {
         let e = resolve(&ctx, &pod.spec.containers[0]).unwrap_err();
         assert_eq!(e.field, "envFrom[0].configMapRef");
         assert!(e.to_string().contains("Pod ns/p container c"), "{e}");
+    }
+
+    /// The kubelet's `makeEnvironmentVariables`: explicit variables win over service ones of
+    /// the same name, `$(VAR)` sees explicit then service variables, command-line expansion
+    /// sees them all, and `enableServiceLinks: false` leaves the master service only.
+    #[test]
+    fn service_variables_beside_explicit_ones() {
+        let services: Vec<api::Service> = serde_json::from_value(serde_json::json!([
+            {"metadata": {"name": "kubernetes", "namespace": "default"},
+             "spec": {"clusterIP": "10.96.0.1", "ports": [{"name": "https", "port": 443}]}},
+            {"metadata": {"name": "my-svc", "namespace": "ns"},
+             "spec": {"clusterIP": "10.0.0.11", "ports": [{"name": "http", "port": 8080}]}}
+        ]))
+        .unwrap();
+        let pod = |links: Option<bool>| -> api::Pod {
+            let mut p: api::Pod = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "p", "namespace": "ns", "uid": "u"},
+                "spec": {"containers": [{"name": "c", "image": "i",
+                  "command": ["echo", "$(MY_SVC_SERVICE_PORT)"],
+                  "env": [
+                    {"name": "URL", "value": "http://$(MY_SVC_SERVICE_HOST):$(PORT)"},
+                    {"name": "PORT", "value": "1"},
+                    {"name": "MY_SVC_SERVICE_HOST", "value": "mine"},
+                    {"name": "AFTER", "value": "$(MY_SVC_SERVICE_HOST)"}
+                  ]}]}
+            }))
+            .unwrap();
+            p.spec.enable_service_links = links;
+            p
+        };
+        let (cms, secrets) = (BTreeMap::new(), BTreeMap::new());
+        for links in [None, Some(true), Some(false)] {
+            let pod = pod(links);
+            let ctx = PodContext {
+                pod: &pod,
+                node_name: "n",
+                host_ip: "",
+                pod_ip: None,
+                pod_ips: &[],
+                config_maps: &cms,
+                secrets: &secrets,
+                services: &services,
+                log_dir: Path::new("/l"),
+                seccomp_root: Path::new("/s"),
+            };
+            let env = resolve(&ctx, &pod.spec.containers[0]).unwrap();
+            let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+            let names: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
+            let mut unique = names.clone();
+            unique.sort();
+            unique.dedup();
+            assert_eq!(unique.len(), names.len(), "a name twice: {names:?}");
+            assert_eq!(get("KUBERNETES_SERVICE_HOST"), Some("10.96.0.1"));
+            assert_eq!(get("KUBERNETES_PORT"), Some("tcp://10.96.0.1:443"));
+            // The explicit variable wins, whatever the links say.
+            assert_eq!(get("MY_SVC_SERVICE_HOST"), Some("mine"));
+            assert_eq!(get("AFTER"), Some("mine"));
+            if links == Some(false) {
+                assert_eq!(get("MY_SVC_SERVICE_PORT"), None, "{env:?}");
+                // Not defined yet when URL was made: the reference stays as written.
+                assert_eq!(get("URL"), Some("http://$(MY_SVC_SERVICE_HOST):$(PORT)"));
+            } else {
+                assert_eq!(get("MY_SVC_SERVICE_PORT"), Some("8080"));
+                assert_eq!(get("MY_SVC_SERVICE_PORT_HTTP"), Some("8080"));
+                // Explicit variables defined so far first (PORT is not yet), then the service.
+                assert_eq!(get("URL"), Some("http://10.0.0.11:$(PORT)"));
+                let cfg = super::super::container_config(&ctx, &pod.spec.containers[0], 0, vec![])
+                    .unwrap();
+                assert_eq!(cfg.command, ["echo", "8080"]);
+            }
+        }
     }
 
     #[test]
@@ -352,6 +441,7 @@ mod tests {
                 pod_ips: ips,
                 config_maps: &cms,
                 secrets: &secrets,
+                services: &[],
                 log_dir: Path::new("/l"),
                 seccomp_root: Path::new("/s"),
             };

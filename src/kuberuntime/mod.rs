@@ -11,6 +11,7 @@ pub mod instances;
 pub mod lifecycle;
 pub mod logs;
 pub mod subpath_expr;
+pub mod svcenv;
 pub mod sysctl;
 pub mod termination;
 
@@ -62,6 +63,9 @@ pub struct PodContext<'a> {
     pub config_maps: &'a BTreeMap<String, api::ConfigMap>,
     /// The pod's Secrets known locally, by name.
     pub secrets: &'a BTreeMap<String, api::Secret>,
+    /// The cluster's Services as last known (every namespace): the service environment
+    /// variables are made of them ([`svcenv`]); empty without a cloud.
+    pub services: &'a [api::Service],
     /// `--pod-log-dir`.
     pub log_dir: &'a Path,
     /// `--seccomp-profile-root`: where Localhost seccomp profiles are.
@@ -587,6 +591,7 @@ mod tests {
             pod_ips: &[],
             config_maps: &cms,
             secrets: &secrets,
+            services: &[],
             log_dir: Path::new("/var/log/pods"),
             seccomp_root: Path::new("/var/lib/edged/seccomp"),
         };
@@ -662,6 +667,7 @@ mod tests {
             pod_ips: &[],
             config_maps: &cms,
             secrets: &secrets,
+            services: &[],
             log_dir: Path::new("/var/log/pods"),
             seccomp_root: Path::new("/var/lib/edged/seccomp"),
         };
@@ -685,6 +691,7 @@ mod tests {
             pod_ips: &[],
             config_maps: &cms,
             secrets: &secrets,
+            services: &[],
             log_dir: Path::new("/var/log/pods"),
             seccomp_root: Path::new("/var/lib/edged/seccomp"),
         };

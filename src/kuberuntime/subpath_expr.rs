@@ -137,6 +137,7 @@ mod tests {
             pod_ips: &[],
             config_maps: &cms,
             secrets: &secrets,
+            services: &[],
             log_dir: Path::new("/var/log/pods"),
             seccomp_root: Path::new("/var/lib/edged/seccomp"),
         };

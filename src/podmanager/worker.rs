@@ -541,6 +541,17 @@ async fn execute(
     let specs = all_specs(pod);
     let spec = |name: &str| specs.iter().copied().find(|c| c.name == name);
     let instance = |id: &str| all.iter().find(|l| l.id == id);
+    // The services, once for every container this sync creates (none when it creates none).
+    let creates = todo.iter().any(|a| matches!(a, Action::Start { .. }));
+    let services = if creates {
+        fetch_services(pm, pod).await
+    } else {
+        Vec::new()
+    };
+    let inputs = Inputs {
+        objects,
+        services: &services,
+    };
     for action in todo {
         match action {
             Action::Kill {
@@ -584,7 +595,7 @@ async fn execute(
                 pid_target,
             } => {
                 if let Some(c) = spec(&container) {
-                    *changed |= start_in(pm, pod, st, objects, c, attempt, pid_target).await;
+                    *changed |= start_in(pm, pod, st, &inputs, c, attempt, pid_target).await;
                 }
             }
             Action::BackOff { container, delay } => {
@@ -643,13 +654,36 @@ fn note_restart(st: &mut State, name: &str, now: Instant) {
     st.backoff.insert(name.to_string(), (delay, now));
 }
 
+/// What a container's config is made from beside the pod and the node.
+struct Inputs<'a> {
+    /// The pod's ConfigMaps, Secrets and tokens.
+    objects: &'a PodObjects,
+    /// The cluster's Services (for the service environment variables).
+    services: &'a [api::Service],
+}
+
+/// The cluster's Services as MetaManager knows them (the cloud's answer, else the stored
+/// list); none when even the store cannot say.
+async fn fetch_services(pm: &PodManager, pod: &Pod) -> Vec<api::Service> {
+    match pm.meta.services(&pm.cfg.node_name).await {
+        Ok(services) => {
+            tracing::debug!(pod = %pod_name(pod), services = services.len(), "services for the service environment variables");
+            services
+        }
+        Err(e) => {
+            tracing::warn!(pod = %pod_name(pod), error = %e, "the stored services cannot be read: containers start without service environment variables");
+            Vec::new()
+        }
+    }
+}
+
 /// Creates and starts one instance of `c` with restart count `attempt`, in the PID namespace
 /// of container `pid_target` (an id) when given. Returns whether the runtime changed.
 async fn start_in(
     pm: &PodManager,
     pod: &Pod,
     st: &mut State,
-    objects: &PodObjects,
+    inputs: &Inputs<'_>,
     c: &Container,
     attempt: u32,
     pid_target: Option<String>,
@@ -780,8 +814,9 @@ async fn start_in(
         host_ip: &pm.cfg.host_ip,
         pod_ip: pod_ip.as_deref(),
         pod_ips: &pod_ips,
-        config_maps: &objects.config_maps,
-        secrets: &objects.secrets,
+        config_maps: &inputs.objects.config_maps,
+        secrets: &inputs.objects.secrets,
+        services: inputs.services,
         log_dir: &pm.cfg.log_dir,
         seccomp_root: &pm.cfg.seccomp_root,
     };
