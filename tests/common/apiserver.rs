@@ -18,6 +18,15 @@
 //! - A pod delete from the edge is read as CloudCore's `deletePod` reads it: a *string*
 //!   content is the pod's uid precondition, an object is DeleteOptions. A failed uid
 //!   precondition leaves the pod in place (and CloudCore still answers "OK" for a string).
+//! - Services, and CloudCore's DynamicController listing them for the edge
+//!   ([`ApiServer::answer_application`], read from `cloud/pkg/dynamiccontroller/application`
+//!   and `pkg/metaserver`): the `kubernetes` service in `default` as kube-apiserver keeps it;
+//!   an Application read as Go's encoding/json reads it (its field names, matched exactly or,
+//!   as Go does, without regard to case; `[]byte` fields as padded standard base64; unknown
+//!   fields ignored; one that does not decode is dropped without an answer, as
+//!   `Center.Process` does); a `list` answered `Approved` with the UnstructuredList in
+//!   `RespBody`, or `Rejected`. With the DynamicController off (CloudCore's default) nothing
+//!   answers at all.
 
 #![allow(dead_code)]
 
@@ -50,6 +59,17 @@ pub struct ApiServer {
     pub pods: HashMap<String, Value>,
     /// ConfigMaps by `namespace/name` (each namespace has `kube-root-ca.crt`).
     pub config_maps: HashMap<String, Value>,
+    /// Services by `namespace/name` (`default/kubernetes` from the start).
+    pub services: HashMap<String, Value>,
+    /// Whether CloudCore's DynamicController runs (`modules.dynamicController.enable`; off by
+    /// default in CloudCore, on here): off, Applications get no answer.
+    pub dynamic_controller: bool,
+    /// Every Application the edge sent that decoded, in order, as CloudCore read it.
+    pub applications: Vec<GoApplication>,
+    /// What was wrong with Applications the edge sent: one that did not decode (no answer
+    /// went), or a field name that is not exactly Go's (Go takes it; the edge should not
+    /// rely on that).
+    pub application_errors: Vec<String>,
     /// Every delete the edge sent: `namespace/name` and what came of it.
     pub deletes: Vec<(String, DeleteOutcome)>,
     /// Pods the edge's own writes changed in metadata or spec: CloudCore's pod watch sends
@@ -88,6 +108,23 @@ impl Default for ApiServer {
             leases: HashMap::new(),
             pods: HashMap::new(),
             config_maps: HashMap::new(),
+            services: HashMap::from([(
+                "default/kubernetes".to_string(),
+                json!({"apiVersion": "v1", "kind": "Service",
+                    "metadata": {"name": "kubernetes", "namespace": "default",
+                                 "uid": "svc-kubernetes", "resourceVersion": "5",
+                                 "labels": {"component": "apiserver", "provider": "kubernetes"}},
+                    "spec": {"clusterIP": "10.96.0.1", "clusterIPs": ["10.96.0.1"],
+                             "internalTrafficPolicy": "Cluster", "ipFamilies": ["IPv4"],
+                             "ipFamilyPolicy": "SingleStack",
+                             "ports": [{"name": "https", "port": 443, "protocol": "TCP",
+                                        "targetPort": 6443}],
+                             "sessionAffinity": "None", "type": "ClusterIP"},
+                    "status": {"loadBalancer": {}}}),
+            )]),
+            dynamic_controller: true,
+            applications: Vec::new(),
+            application_errors: Vec::new(),
             deletes: Vec::new(),
             down: Vec::new(),
             renewals: Vec::new(),
@@ -811,4 +848,343 @@ impl ApiServer {
         p["metadata"]["resourceVersion"] = json!(rv);
         Some(p.clone())
     }
+}
+
+// ---- Services and CloudCore's DynamicController ----
+
+/// KubeEdge's `metaserver.Application` as CloudCore's `msgToApplication` reads it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct GoApplication {
+    pub id: String,
+    pub key: String,
+    pub verb: String,
+    pub nodename: String,
+    /// `nil` is `None`.
+    pub option: Option<Vec<u8>>,
+    pub req_body: Option<Vec<u8>>,
+    pub subresource: String,
+    pub resp_body: Option<Vec<u8>>,
+    pub status: String,
+    pub reason: String,
+    /// `Error.ErrStatus` (`Null` when absent).
+    pub err_status: Value,
+    /// `Timestamp` as it came (`Null` when absent).
+    pub timestamp: Value,
+}
+
+/// The Go struct's fields: name and JSON type.
+const APPLICATION_FIELDS: [(&str, &str); 12] = [
+    ("ID", "string"),
+    ("Key", "string"),
+    ("Verb", "string"),
+    ("Nodename", "string"),
+    ("Option", "[]byte"),
+    ("ReqBody", "[]byte"),
+    ("Subresource", "string"),
+    ("RespBody", "[]byte"),
+    ("Status", "string"),
+    ("Reason", "string"),
+    ("Error", "StatusError"),
+    ("Timestamp", "time.Time"),
+];
+
+/// Decodes `[]byte` as Go's encoding/json: standard base64, padding required (`\r` and `\n`
+/// skipped).
+fn go_base64(text: &str) -> Result<Vec<u8>, String> {
+    let clean: String = text.chars().filter(|c| *c != '\r' && *c != '\n').collect();
+    if !clean.len().is_multiple_of(4) {
+        return Err(format!("illegal base64 data at input byte {}", clean.len()));
+    }
+    edged::api::base64::decode(&clean)
+}
+
+/// Reads an Application as Go's `json.Unmarshal(contentData, app)`: `Err` is the error Go
+/// returns (CloudCore then drops the message); the list beside it names fields whose names
+/// matched only without regard to case.
+pub fn decode_go_application(content: &Value) -> Result<(GoApplication, Vec<String>), String> {
+    let Some(obj) = content.as_object() else {
+        return Err(format!(
+            "json: cannot unmarshal {} into Go value of type metaserver.Application",
+            go_type(content)
+        ));
+    };
+    let mut app = GoApplication {
+        err_status: Value::Null,
+        timestamp: Value::Null,
+        ..GoApplication::default()
+    };
+    let mut inexact = Vec::new();
+    for (k, v) in obj {
+        // Go prefers an exact match, then any field equal without regard to case.
+        let Some((field, ty)) = APPLICATION_FIELDS.iter().find(|(f, _)| f == k).or_else(|| {
+            APPLICATION_FIELDS
+                .iter()
+                .find(|(f, _)| f.eq_ignore_ascii_case(k))
+        }) else {
+            continue; // unknown fields are ignored
+        };
+        if field != k {
+            inexact.push(format!("`{k}` for `{field}`"));
+        }
+        if v.is_null() {
+            continue; // null leaves the zero value
+        }
+        let wrong = || {
+            format!(
+                "json: cannot unmarshal {} into Go struct field Application.{field} of type {ty}",
+                go_type(v)
+            )
+        };
+        match *ty {
+            "string" => {
+                let s = v.as_str().ok_or_else(wrong)?.to_string();
+                match *field {
+                    "ID" => app.id = s,
+                    "Key" => app.key = s,
+                    "Verb" => app.verb = s,
+                    "Nodename" => app.nodename = s,
+                    "Subresource" => app.subresource = s,
+                    "Status" => app.status = s,
+                    _ => app.reason = s,
+                }
+            }
+            "[]byte" => {
+                let b = go_base64(v.as_str().ok_or_else(wrong)?)?;
+                match *field {
+                    "Option" => app.option = Some(b),
+                    "ReqBody" => app.req_body = Some(b),
+                    _ => app.resp_body = Some(b),
+                }
+            }
+            "StatusError" => {
+                let e = v.as_object().ok_or_else(wrong)?;
+                let st = e
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case("ErrStatus"))
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or(Value::Null);
+                if !(st.is_null() || st.is_object()) {
+                    return Err(wrong());
+                }
+                if st.get("code").is_some_and(|c| !c.is_null() && !c.is_i64()) {
+                    return Err(
+                        "json: cannot unmarshal into Go struct field Status.Error.ErrStatus.code of type int32".into(),
+                    );
+                }
+                app.err_status = st;
+            }
+            _ => {
+                // time.Time: RFC 3339.
+                let t = v.as_str().ok_or_else(wrong)?;
+                let b = t.as_bytes();
+                let shaped = b.len() >= 20
+                    && b[4] == b'-'
+                    && b[7] == b'-'
+                    && b[10] == b'T'
+                    && b[13] == b':'
+                    && b[16] == b':';
+                if !shaped {
+                    return Err(format!(
+                        "parsing time {t:?} as \"2006-01-02T15:04:05Z07:00\": cannot parse"
+                    ));
+                }
+                app.timestamp = v.clone();
+            }
+        }
+    }
+    Ok((app, inexact))
+}
+
+fn go_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "bool",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// KubeEdge's `metaserver.ParseKey`: `/<group or core>/<version>/<resource>[/<ns>[/<name>]]`
+/// to (group, version, resource, namespace, name); an index past the end reads the first
+/// (empty) part, as its `IndexCheck` does.
+pub fn parse_key(key: &str) -> (String, String, String, String, String) {
+    let trimmed = key.trim_end_matches('/');
+    let parts: Vec<&str> = trimmed.split('/').collect();
+    if trimmed.is_empty() || !parts[0].is_empty() {
+        return Default::default();
+    }
+    let at = |i: usize| parts.get(i).copied().unwrap_or(parts[0]).to_string();
+    let group = at(1);
+    let group = if group == "core" {
+        String::new()
+    } else {
+        group
+    };
+    let ns = at(4);
+    let ns = if ns == "null" { String::new() } else { ns };
+    let name = at(5);
+    let name = if name == "null" { String::new() } else { name };
+    (group, at(2), at(3), ns, name)
+}
+
+impl ApiServer {
+    /// Adds a Service as kube-apiserver stores it (uid, resourceVersion, `type: ClusterIP`,
+    /// each port's protocol TCP unless given); returns it.
+    pub fn add_service(&mut self, svc: &Value) -> Value {
+        let mut s = svc.clone();
+        s["apiVersion"] = json!("v1");
+        s["kind"] = json!("Service");
+        let ns = s["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("default")
+            .to_string();
+        let name = s["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        s["metadata"]["namespace"] = json!(ns);
+        s["metadata"]["uid"] = json!(new_uuid());
+        s["metadata"]["resourceVersion"] = json!(self.next_version());
+        if s["spec"]["type"].is_null() {
+            s["spec"]["type"] = json!("ClusterIP");
+        }
+        for p in s
+            .pointer_mut("/spec/ports")
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
+            if p["protocol"].is_null() {
+                p["protocol"] = json!("TCP");
+            }
+        }
+        s["status"] = json!({"loadBalancer": {}});
+        self.services.insert(format!("{ns}/{name}"), s.clone());
+        s
+    }
+
+    /// Answers an Application from the edge of the session `node` as CloudCore's
+    /// DynamicController does (`Center.Process`), or `None`: the DynamicController is off, or
+    /// the Application does not decode (recorded in `application_errors`).
+    pub fn answer_application(&mut self, m: &Message, node: &str) -> Option<Message> {
+        if !self.dynamic_controller {
+            return None;
+        }
+        let (mut app, inexact) = match decode_go_application(&m.content) {
+            Ok(x) => x,
+            Err(e) => {
+                self.application_errors.push(e);
+                return None;
+            }
+        };
+        for f in inexact {
+            self.application_errors
+                .push(format!("field name not exactly Go's: {f}"));
+        }
+        self.applications.push(app.clone());
+        let result = if app.nodename != node {
+            // CloudHub's authorization: an edge asks for itself only.
+            Err(Rejection::Api(json!({"metadata": {}, "status": "Failure",
+                "message": format!("node {node} may not act for node {:?}", app.nodename),
+                "reason": "Forbidden", "code": 403})))
+        } else {
+            self.process_application(&app)
+        };
+        // `Center.Response`: the Application again, its status and result.
+        match result {
+            Ok(body) => {
+                app.status = "Approved".into();
+                app.resp_body = Some(body.to_string().into_bytes());
+            }
+            Err(Rejection::Api(status)) => {
+                app.status = "Rejected".into();
+                app.err_status = status;
+            }
+            Err(Rejection::Reason(text)) => {
+                app.status = "Rejected".into();
+                app.reason = text;
+            }
+        }
+        let b64 = |b: &Option<Vec<u8>>| match b {
+            Some(b) => json!(edged::api::base64::encode(b)),
+            None => Value::Null,
+        };
+        let err_status = if app.err_status.is_null() {
+            json!({"metadata": {}})
+        } else {
+            app.err_status.clone()
+        };
+        let content = json!({"ID": app.id, "Key": app.key, "Verb": app.verb,
+            "Nodename": app.nodename, "Status": app.status, "Reason": app.reason,
+            "Option": b64(&app.option), "ReqBody": b64(&app.req_body),
+            "RespBody": b64(&app.resp_body), "Subresource": app.subresource,
+            "Error": {"ErrStatus": err_status}, "Timestamp": "0001-01-01T00:00:00Z"});
+        let mut r = Message::new(
+            "dynamiccontroller",
+            "resource",
+            "applicationResponse",
+            format!("node/{node}/ignore/Application/ignore"),
+        );
+        r.header.parent_id = m.header.id.clone();
+        r.content = content;
+        Some(r)
+    }
+
+    /// `Center.ProcessApplication` for what this model serves (lists of services).
+    fn process_application(&mut self, app: &GoApplication) -> Result<Value, Rejection> {
+        let (group, version, resource, ns, _) = parse_key(&app.key);
+        match app.verb.as_str() {
+            "list" => {
+                // `app.OptionTo(&ListOptions)`: json.Unmarshal of the Option bytes.
+                let option = app.option.as_deref().unwrap_or_default();
+                match serde_json::from_slice::<Value>(option) {
+                    Ok(Value::Object(_)) => {}
+                    Ok(_) => {
+                        return Err(Rejection::Reason(
+                            "failed to prase Option bytes, json: cannot unmarshal into Go value of type v1.ListOptions".into(),
+                        ))
+                    }
+                    Err(_) if option.is_empty() => {
+                        return Err(Rejection::Reason(
+                            "failed to prase Option bytes, unexpected end of JSON input".into(),
+                        ))
+                    }
+                    Err(e) => {
+                        return Err(Rejection::Reason(format!(
+                            "failed to prase Option bytes, {e}"
+                        )))
+                    }
+                }
+                if (group.as_str(), version.as_str(), resource.as_str()) != ("", "v1", "services") {
+                    // The dynamic client's 404, wrapped in a plain error.
+                    return Err(Rejection::Reason(
+                        "successfully to add listener but failed to get current list, the server could not find the requested resource".into(),
+                    ));
+                }
+                let mut items: Vec<(&String, &Value)> = self
+                    .services
+                    .iter()
+                    .filter(|(_, s)| ns.is_empty() || s["metadata"]["namespace"] == ns.as_str())
+                    .collect();
+                items.sort_by(|a, b| a.0.cmp(b.0));
+                let items: Vec<Value> = items.into_iter().map(|(_, s)| s.clone()).collect();
+                Ok(json!({"apiVersion": "v1", "kind": "ServiceList",
+                          "metadata": {"resourceVersion": self.version.to_string()},
+                          "items": items}))
+            }
+            other => Err(Rejection::Reason(format!(
+                "unsupported Application Verb type :{other}"
+            ))),
+        }
+    }
+}
+
+/// Why the DynamicController rejects an Application.
+pub enum Rejection {
+    /// An API error: `Error.ErrStatus` is its metav1.Status.
+    Api(Value),
+    /// Another error: its text is `Reason`.
+    Reason(String),
 }

@@ -74,9 +74,9 @@ pub struct CloudHub {
     pub refused: Arc<AtomicUsize>,
     /// Every message the edge sent, in order (also those `frame` skipped).
     pub log: Arc<Mutex<Vec<Message>>>,
-    /// The cloud behind the hub: answers leases, node status, node queries, deletes and the
-    /// ConfigMaps it holds as CloudCore and kube-apiserver do, and runs the node lifecycle
-    /// check (see `apiserver.rs`).
+    /// The cloud behind the hub: answers leases, node status, node queries, deletes, the
+    /// ConfigMaps it holds and (its DynamicController) lists of its Services as CloudCore and
+    /// kube-apiserver do, and runs the node lifecycle check (see `apiserver.rs`).
     pub api: Arc<Mutex<apiserver::ApiServer>>,
     /// The CloudStream stand-in (the EdgeStream tunnel's server), same CA.
     pub stream: cloudstream::CloudStream,
@@ -591,6 +591,11 @@ async fn serve_conn(
         return;
     };
     let connected = seen.lock().unwrap().take();
+    // The session's node: CloudHub routes what the edge sends as this node's.
+    let node = match &connected {
+        Some(Event::Connected { node_id, .. }) => node_id.clone(),
+        _ => String::new(),
+    };
     if let Some(e) = connected {
         let _ = events.send(e).await;
     }
@@ -606,7 +611,12 @@ async fn serve_conn(
                     log.lock().unwrap().push(m.clone());
                     let (answer, down) = {
                         let mut api = api.lock().unwrap();
-                        let answer = api.answer(&m);
+                        // CloudHub hands group `dynamiccontroller` to the DynamicController.
+                        let answer = if m.route.group == "dynamiccontroller" {
+                            api.answer_application(&m, &node)
+                        } else {
+                            api.answer(&m)
+                        };
                         (answer, std::mem::take(&mut api.down))
                     };
                     let _ = events.send(Event::Frame(m)).await;
