@@ -1,11 +1,14 @@
 //! Beehive messages as the cloud link receives them: decoding, the typed views MetaManager,
 //! the pod manager and the token manager take of their content (pods, ConfigMaps, Secrets, a
-//! TokenRequest answer and its times), and the answer written back must never panic; a
-//! message written and read again keeps its route (content is not compared: serde_json's
-//! default float parsing need not round-trip exactly).
+//! TokenRequest answer and its times, the DynamicController's answer to a list of services
+//! and the service environment variables made of it), and the answer written back must never
+//! panic; a message written and read again keeps its route (content is not compared:
+//! serde_json's default float parsing need not round-trip exactly), and an Application
+//! written and read again is the same (its `ErrStatus`, free JSON, aside).
 #![no_main]
 
 use edged::message::Message;
+use edged::metamanager::services;
 use libfuzzer_sys::fuzz_target;
 use std::time::UNIX_EPOCH;
 
@@ -27,6 +30,20 @@ fuzz_target!(|data: &[u8]| {
     };
     if let Ok(t) = edged::token::parse_answer(&spec, &msg.content) {
         let _ = edged::token::requires_refresh(&t, UNIX_EPOCH);
+    }
+    if let Ok(list) = services::parse_answer(&msg.content) {
+        for ns in ["default", "app"] {
+            let _ = edged::kuberuntime::svcenv::pod_service_env(&list.services, ns, true);
+        }
+        let _ = services::replace_writes(&[], &list.services);
+    }
+    if let Ok(app) = edged::api::decode::<services::Application>("fuzz", &msg.content) {
+        let mut again: services::Application = edged::api::decode("fuzz", &app.to_content())
+            .expect("a written Application reads back");
+        let mut app = app;
+        app.error.err_status = serde_json::Value::Null;
+        again.error.err_status = serde_json::Value::Null;
+        assert_eq!(again, app);
     }
     if let Some(s) = msg.content.as_str() {
         let _ = edged::api::parse_rfc3339(s);
