@@ -667,6 +667,65 @@ fn http_lifecycle_hooks_reach_a_named_host_and_the_pod_itself() {
 }
 
 #[test]
+fn sidecars_stop_after_the_app_and_its_prestop_hook_in_reverse_order() {
+    let a = Agent::started("sideorder");
+    let ns = "lc-sideorder";
+    let dir = std::env::temp_dir().join(format!("edged-sideorder-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let note = |what: &str| format!("echo {what} >> /order/log");
+    let term_trap = |name: &str| {
+        let mut c = sh(
+            name,
+            &format!(
+                "trap '{}; exit 0' TERM; while true; do sleep 1; done",
+                note(&format!("{name}-term"))
+            ),
+        );
+        c["volumeMounts"] = json!([{"name": "order", "mountPath": "/order"}]);
+        c
+    };
+    let mut s1 = term_trap("side1");
+    s1["restartPolicy"] = json!("Always");
+    let mut s2 = term_trap("side2");
+    s2["restartPolicy"] = json!("Always");
+    let mut app = term_trap("app");
+    // The hook outlasts a sidecar's TERM trap: a sidecar stopped at once would note first.
+    app["lifecycle"] = json!({"preStop": {"exec": {"command": ["sh", "-c",
+        format!("sleep 2; {}", note("app-hook"))]}}});
+    a.write(
+        "pod.json",
+        &[pod(
+            ns,
+            "order",
+            vec![app],
+            json!({"terminationGracePeriodSeconds": 20, "initContainers": [s1, s2],
+                   "volumes": [{"name": "order", "hostPath": {"path": dir, "type": "Directory"}}]}),
+        )],
+    );
+    a.wait_pod(ns, "order", "app and sidecars running", |p| {
+        running(p, "app")
+            && p["status"]["initContainerStatuses"]
+                .as_array()
+                .is_some_and(|v| {
+                    v.len() == 2 && v.iter().all(|c| c["state"]["running"].is_object())
+                })
+    });
+    a.remove("pod.json");
+    a.wait_for("the containers removed", || {
+        (a.host.bundle_ids().is_empty() && a.host.runc().is_empty()).then_some(())
+    });
+    let log = std::fs::read_to_string(dir.join("log")).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(
+        lines,
+        vec!["app-hook", "app-term", "side2-term", "side1-term"],
+        "stop order (the app's hook and TERM, then the sidecars in reverse order)"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn delete_honours_the_grace_period_of_a_term_trap() {
     let a = Agent::started("grace");
     let ns = "lc-grace";

@@ -196,6 +196,50 @@ pub fn grace(pod: &Pod) -> Duration {
     Duration::from_secs(s.max(0) as u64)
 }
 
+/// The kubelet's termination order (`newTerminationOrdering`): for each running container of
+/// a pod that has sidecars (init containers with `restartPolicy: Always`), the running
+/// containers it must see exit before its own SIGTERM. Every container's preStop hook runs at
+/// once; a sidecar is then stopped only after every app container, and after the sidecars
+/// declared after it (sidecars stop in reverse order), so a hook can still reach the sidecars
+/// it talks through. The wait is bounded by the container's grace period. A pod without
+/// sidecars has no order (everything stops in parallel); a container absent from the map
+/// waits for nothing.
+pub fn termination_order(pod: &Pod, running: &[&str]) -> HashMap<String, Vec<String>> {
+    let mut order = HashMap::new();
+    let sidecars: Vec<&str> = pod
+        .spec
+        .init_containers
+        .iter()
+        .filter(|c| api::restart::is_sidecar(c))
+        .map(|c| c.name.as_str())
+        .collect();
+    if sidecars.is_empty() {
+        return order;
+    }
+    let apps: Vec<String> = pod
+        .spec
+        .containers
+        .iter()
+        .map(|c| c.name.as_str())
+        .filter(|n| running.contains(n))
+        .map(str::to_string)
+        .collect();
+    for (i, side) in sidecars.iter().enumerate() {
+        if !running.contains(side) {
+            continue;
+        }
+        let mut after = apps.clone();
+        after.extend(
+            sidecars[i + 1..]
+                .iter()
+                .filter(|n| running.contains(n))
+                .map(|n| n.to_string()),
+        );
+        order.insert(side.to_string(), after);
+    }
+    order
+}
+
 /// Whether container `c`, ended with `exit_code`, starts again ([`api::restart`]); an exit
 /// code never learnt counts as 137, as the kubelet reports such a container.
 pub fn restarts(pod: &Pod, c: &Container, exit_code: Option<i32>) -> bool {

@@ -1030,6 +1030,26 @@ async fn kill_container(
     grace: Duration,
     why: Option<String>,
 ) {
+    kill_container_after(pm, pod, c, l, grace, why, &[]).await
+}
+
+/// The kubelet's shortest SIGTERM window once a container's turn has come, however much of
+/// its grace period its preStop hook and its wait took (`minimumGracePeriodInSeconds`).
+const MIN_TERM_WINDOW: Duration = Duration::from_secs(2);
+
+/// [`kill_container`] in a termination order: after the preStop hook, the SIGTERM waits until
+/// every channel of `after` is closed (the containers that must exit first) or the grace
+/// period is spent; then the container gets what is left of it, at least
+/// [`MIN_TERM_WINDOW`].
+async fn kill_container_after(
+    pm: &PodManager,
+    pod: &Pod,
+    c: &Container,
+    l: &ContainerStatus,
+    grace: Duration,
+    why: Option<String>,
+    after: &[async_channel::Receiver<()>],
+) {
     let started = pm.clock.now_mono();
     let handler = c.lifecycle.as_ref().and_then(|x| x.pre_stop.as_ref());
     let running = l.state == ContainerState::Running;
@@ -1056,7 +1076,21 @@ async fn kill_container(
             why.unwrap_or_else(|| format!("Stopping container {}", c.name)),
         ));
     }
-    let left = grace.saturating_sub(pm.clock.now_mono().saturating_duration_since(started));
+    let spent = |pm: &PodManager| pm.clock.now_mono().saturating_duration_since(started);
+    let mut left = grace.saturating_sub(spent(pm));
+    if !after.is_empty() && !grace.is_zero() {
+        smol::future::or(
+            async {
+                for exited in after {
+                    // Closed (an error) once that container has exited.
+                    let _ = exited.recv().await;
+                }
+            },
+            pm.clock.sleep(left),
+        )
+        .await;
+        left = grace.saturating_sub(spent(pm)).max(MIN_TERM_WINDOW);
+    }
     let (rt, id) = (pm.runtime.clone(), l.id.clone());
     if let Err(e) = smol::unblock(move || rt.stop_container(&id, left)).await {
         tracing::warn!(pod = %pod_name(pod), container = %c.name, error = %e, "cannot stop container");
@@ -1243,27 +1277,53 @@ async fn evict_pod(pm: &PodManager, pod: &Pod, st: &mut State, e: crate::evictio
     }
 }
 
-/// Kills every running container of the pod (preStop, SIGTERM, `grace`, SIGKILL), all in
-/// parallel, and stops probing them.
+/// Kills every running container of the pod (preStop, SIGTERM, `grace`, SIGKILL) and stops
+/// probing them.
 async fn kill_all(pm: &PodManager, pod: &Pod, st: &mut State, grace: Duration) {
     let all = pod_containers(pm, &pod.metadata.uid).await;
-    let specs = all_specs(pod);
-    let kills = all
-        .iter()
-        .filter(|c| c.state == ContainerState::Running)
-        .map(|l| {
-            let spec = specs
-                .iter()
-                .find(|s| s.name == l.name)
-                .map(|s| (*s).clone())
-                .unwrap_or_default();
-            let l = l.clone();
-            async move { kill_container(pm, pod, &spec, &l, grace, None).await }
-        });
-    join_all(kills.map(Box::pin).collect()).await;
+    kill_running(pm, pod, &all, grace).await;
     for id in st.probed.drain() {
         pm.prober.remove(&id);
     }
+}
+
+/// Kills the running instances of `all` with `grace`: every preStop hook at once, then each
+/// SIGTERM in the kubelet's termination order ([`actions::termination_order`]: sidecars after
+/// the app containers, in reverse order), everything else in parallel.
+async fn kill_running(pm: &PodManager, pod: &Pod, all: &[ContainerStatus], grace: Duration) {
+    let specs = all_specs(pod);
+    let running: Vec<&ContainerStatus> = all
+        .iter()
+        .filter(|c| c.state == ContainerState::Running)
+        .collect();
+    let names: Vec<&str> = running.iter().map(|l| l.name.as_str()).collect();
+    let order = actions::termination_order(pod, &names);
+    // One channel per container, closed once it has exited: what the others wait on.
+    let exits: HashMap<&str, (async_channel::Sender<()>, async_channel::Receiver<()>)> = names
+        .iter()
+        .map(|n| (*n, async_channel::bounded(1)))
+        .collect();
+    let kills = running.iter().map(|l| {
+        let spec = specs
+            .iter()
+            .find(|s| s.name == l.name)
+            .map(|s| (*s).clone())
+            .unwrap_or_default();
+        let after: Vec<async_channel::Receiver<()>> = order
+            .get(&l.name)
+            .into_iter()
+            .flatten()
+            .filter_map(|n| exits.get(n.as_str()).map(|(_, rx)| rx.clone()))
+            .collect();
+        let exited = exits.get(l.name.as_str()).map(|(tx, _)| tx.clone());
+        async move {
+            kill_container_after(pm, pod, &spec, l, grace, None, &after).await;
+            if let Some(tx) = exited {
+                tx.close();
+            }
+        }
+    });
+    join_all(kills.map(Box::pin).collect()).await;
 }
 
 /// Stops whatever still runs and removes the pod's containers, sandbox and volumes (not its
@@ -1302,22 +1362,8 @@ async fn terminate(pm: &PodManager, pod: &Pod, st: &mut State) {
     let grace = grace(pod);
     tracing::info!(pod = %name, grace_seconds = grace.as_secs(), "stopping pod");
     let all = pod_containers(pm, &pod.metadata.uid).await;
-    let specs = all_specs(pod);
-    let running: Vec<&ContainerStatus> = all
-        .iter()
-        .filter(|c| c.state == ContainerState::Running)
-        .collect();
-    // Every container gets the whole grace period, in parallel.
-    let kills = running.iter().map(|l| {
-        let spec = specs
-            .iter()
-            .find(|s| s.name == l.name)
-            .map(|s| (*s).clone())
-            .unwrap_or_default();
-        let l = (*l).clone();
-        async move { kill_container(pm, pod, &spec, &l, grace, None).await }
-    });
-    join_all(kills.map(Box::pin).collect()).await;
+    // Every container gets the whole grace period, sidecars stopping last.
+    kill_running(pm, pod, &all, grace).await;
     for id in st.probed.drain() {
         pm.prober.remove(&id);
     }

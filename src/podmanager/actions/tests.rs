@@ -634,3 +634,53 @@ fn deletion_eviction_and_deadlines() {
     }
     assert_eq!(asked.reason, crate::eviction::DEADLINE_EXCEEDED);
 }
+
+#[test]
+fn sidecars_stop_after_the_apps_and_the_sidecars_declared_after_them() {
+    let spec = json!({
+        "initContainers": [
+            {"name": "init", "image": "i"},
+            {"name": "s1", "image": "i", "restartPolicy": "Always"},
+            {"name": "s2", "image": "i", "restartPolicy": "Always"}],
+        "containers": [{"name": "a", "image": "i"}, {"name": "b", "image": "i"}]});
+    let p = pod(spec);
+    let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    // (what, running, container -> what it waits for)
+    type Waits<'a> = Vec<(&'a str, Vec<&'a str>)>;
+    let cases: Vec<(&str, Vec<&str>, Waits)> = vec![
+        (
+            "all running: apps first, then s2, then s1",
+            vec!["s1", "s2", "a", "b"],
+            vec![("s1", vec!["a", "b", "s2"]), ("s2", vec!["a", "b"])],
+        ),
+        (
+            "an app already gone is not waited for",
+            vec!["s1", "s2", "b"],
+            vec![("s1", vec!["b", "s2"]), ("s2", vec!["b"])],
+        ),
+        (
+            "a later sidecar not running is not waited for",
+            vec!["s1", "a"],
+            vec![("s1", vec!["a"])],
+        ),
+        (
+            "only sidecars left: s1 waits for s2",
+            vec!["s1", "s2"],
+            vec![("s1", vec!["s2"]), ("s2", vec![])],
+        ),
+    ];
+    for (what, running, want) in cases {
+        let got = termination_order(&p, &running);
+        let want: HashMap<String, Vec<String>> = want
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), names(&v)))
+            .collect();
+        assert_eq!(got, want, "{what}");
+    }
+    let plain = pod(json!({"initContainers": [{"name": "init", "image": "i"}],
+        "containers": [{"name": "a", "image": "i"}]}));
+    assert!(
+        termination_order(&plain, &["a"]).is_empty(),
+        "without sidecars everything stops in parallel"
+    );
+}
