@@ -570,7 +570,7 @@ async fn execute(
                     "stopping"
                 };
                 tracing::info!(pod = %pod_name(pod), container = %c.name, "{verb} container: {}", why.as_str());
-                kill_container(pm, pod, c, l, grace, message).await;
+                kill_container(pm, pod, c, l, grace, message, &[]).await;
                 if why.restarts() {
                     pm.prober.remove(&id);
                     st.probed.remove(&id);
@@ -1021,27 +1021,15 @@ async fn pod_netns(pm: &PodManager, pod: &Pod) -> Option<std::path::PathBuf> {
     sandboxes.into_iter().find(|s| s.uid == uid)?.netns
 }
 
-/// preStop hook, then SIGTERM, then SIGKILL when `grace` runs out.
-async fn kill_container(
-    pm: &PodManager,
-    pod: &Pod,
-    c: &Container,
-    l: &ContainerStatus,
-    grace: Duration,
-    why: Option<String>,
-) {
-    kill_container_after(pm, pod, c, l, grace, why, &[]).await
-}
-
 /// The kubelet's shortest SIGTERM window once a container's turn has come, however much of
 /// its grace period its preStop hook and its wait took (`minimumGracePeriodInSeconds`).
 const MIN_TERM_WINDOW: Duration = Duration::from_secs(2);
 
-/// [`kill_container`] in a termination order: after the preStop hook, the SIGTERM waits until
-/// every channel of `after` is closed (the containers that must exit first) or the grace
-/// period is spent; then the container gets what is left of it, at least
-/// [`MIN_TERM_WINDOW`].
-async fn kill_container_after(
+/// preStop hook, then SIGTERM, then SIGKILL when `grace` runs out. In a termination order
+/// ([`kill_running`]), the SIGTERM waits after the hook until every channel of `after` is
+/// closed (the containers that must exit first) or the grace period is spent; the container
+/// then gets what is left of it, at least [`MIN_TERM_WINDOW`].
+async fn kill_container(
     pm: &PodManager,
     pod: &Pod,
     c: &Container,
@@ -1109,7 +1097,7 @@ async fn kill_unknown(pm: &PodManager, pod: &Pod, c: &Container, l: &ContainerSt
         "Killing",
         message.clone(),
     ));
-    kill_container(pm, pod, c, l, grace(pod), Some(message)).await;
+    kill_container(pm, pod, c, l, grace(pod), Some(message), &[]).await;
 }
 
 fn update_probes(pm: &PodManager, pod: &Pod, st: &mut State, all: &[ContainerStatus]) {
@@ -1317,7 +1305,7 @@ async fn kill_running(pm: &PodManager, pod: &Pod, all: &[ContainerStatus], grace
             .collect();
         let exited = exits.get(l.name.as_str()).map(|(tx, _)| tx.clone());
         async move {
-            kill_container_after(pm, pod, &spec, l, grace, None, &after).await;
+            kill_container(pm, pod, &spec, l, grace, None, &after).await;
             if let Some(tx) = exited {
                 tx.close();
             }
