@@ -7,7 +7,7 @@
 use super::certs::{self, CertDir};
 use super::{https, with_timeout, CloudError, CloudLink};
 use crate::message::{module, op, Message};
-use crate::metamanager::{services, MetaManager, Upstream};
+use crate::metamanager::{application, MetaManager, Upstream};
 use async_tungstenite::tungstenite::client::IntoClientRequest;
 use async_tungstenite::tungstenite::http::HeaderValue;
 use async_tungstenite::tungstenite::Message as Frame;
@@ -317,7 +317,7 @@ async fn dispatch(link: &CloudLink, msg: Message, down_tx: &async_channel::Sende
     }
     // A DynamicController answer whose request gave up waiting (a late list of services):
     // nothing to store or ACK.
-    if msg.route.operation == services::APPLICATION_RESPONSE {
+    if msg.route.operation == application::APPLICATION_RESPONSE {
         tracing::debug!(resource = %msg.route.resource, "a late answer of the DynamicController dropped");
         return;
     }
@@ -386,7 +386,7 @@ fn worth_keeping(m: &Message) -> bool {
     !matches!(
         m.route.operation.as_str(),
         op::KEEPALIVE | op::RESPONSE | op::QUERY | op::ERROR
-    ) && m.route.group != services::DYNAMIC_CONTROLLER_GROUP
+    ) && m.route.group != application::DYNAMIC_CONTROLLER_GROUP
 }
 
 /// EdgeHub's keepalive.
@@ -397,6 +397,7 @@ pub fn keepalive() -> Message {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metamanager::services;
 
     #[test]
     fn backoff_doubles_with_jitter_to_the_cap() {

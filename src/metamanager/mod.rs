@@ -10,10 +10,14 @@
 //! What is handed on is a typed [`Change`], one channel, in the order the store took them.
 //!
 //! The cluster's Services are listed from the cloud when pods need them ([`services`]), and
-//! the last list is stored for when the cloud is away.
+//! the last list is stored for when the cloud is away. A pod whose fields CloudCore's relay
+//! dropped is read back whole before it is stored ([`relay`]). Both ask CloudCore's
+//! DynamicController ([`application`]).
 
+pub mod application;
 pub mod change;
 pub mod check;
+pub mod relay;
 pub mod services;
 pub mod store;
 
@@ -153,6 +157,19 @@ pub struct MetaManager {
     upstream: Arc<dyn Upstream>,
     /// The list of Services: one request at a time, the back-off of an unanswered one.
     services: services::Lister,
+    /// The back-off of reading back pods whose fields the relay dropped ([`relay`]).
+    read_back: ReadBack,
+}
+
+/// When pods may be read back through the DynamicController (handled one message at a time).
+#[derive(Default)]
+struct ReadBack(std::sync::Mutex<application::AskState>);
+
+impl ReadBack {
+    /// The state, also after a panic elsewhere (it is always consistent).
+    fn state(&self) -> std::sync::MutexGuard<'_, application::AskState> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 impl MetaManager {
@@ -167,6 +184,7 @@ impl MetaManager {
             to_edged,
             upstream,
             services: services::Lister::default(),
+            read_back: ReadBack::default(),
         }
     }
 
@@ -211,12 +229,22 @@ impl MetaManager {
                         reason: "content must be the object (a JSON object)".into(),
                     });
                 }
+                let mut msg = msg;
                 if table == Table::Pod {
                     // Fields that become host paths are checked before anything is stored.
-                    crate::api::decode_pod(&msg.content).map_err(|e| MetaError::BadMessage {
-                        resource: msg.route.resource.clone(),
-                        reason: e.to_string(),
-                    })?;
+                    let check = |content: &serde_json::Value| {
+                        crate::api::decode_pod(content).map_err(|e| MetaError::BadMessage {
+                            resource: msg.route.resource.clone(),
+                            reason: e.to_string(),
+                        })
+                    };
+                    check(&msg.content)?;
+                    if msg.route.source != module::MANIFEST {
+                        if let Some(whole) = self.read_back_dropped(&resource, &msg.content).await {
+                            check(&whole)?;
+                            msg.content = whole;
+                        }
+                    }
                 }
                 let store = self.store.clone();
                 let value = msg.content.clone();
@@ -372,6 +400,92 @@ impl MetaManager {
         Ok(content)
     }
 
+    /// The pod `relayed` read back whole through the DynamicController when CloudCore's relay
+    /// dropped fields its managedFields name ([`relay`]); `None`: nothing dropped, or it could
+    /// not be read back (no cloud, no answer, another pod or spec there now), and the pod runs
+    /// as relayed. What went wrong is logged here; an unanswered read warns once and keeps the
+    /// cloud from being asked for [`application::UNANSWERED_BACKOFF`].
+    async fn read_back_dropped(
+        &self,
+        resource: &Resource,
+        relayed: &serde_json::Value,
+    ) -> Option<serde_json::Value> {
+        let dropped = relay::dropped_fields(relayed);
+        if dropped.is_empty() || !self.upstream.has_cloud() || !self.upstream.is_online() {
+            return None;
+        }
+        let pod = format!("{}/{}", resource.namespace, resource.name);
+        let fields = dropped.join(",");
+        // Read back before, and only what the relay shows changed since (its status): no need
+        // to ask again.
+        let store = self.store.clone();
+        let row = key(&resource.namespace, &resource.name);
+        let earlier = smol::unblock(move || store.get(Table::Pod, &row))
+            .await
+            .ok()
+            .flatten();
+        let deleting = relayed.pointer("/metadata/deletionTimestamp").is_some();
+        if let Some(earlier) = earlier {
+            let kept = if deleting {
+                relay::graft(relayed, &earlier)
+            } else {
+                relay::reuse(relayed, &earlier)
+            };
+            if let Some(whole) = kept {
+                tracing::debug!(%pod, %fields, "pod fields the cloud dropped taken from the pod read back before");
+                return Some(whole);
+            }
+        }
+        if deleting {
+            // Going away, and maybe gone from the API server already: not read back.
+            return None;
+        }
+        if !self.read_back.state().may_ask(Instant::now()) {
+            tracing::debug!(%pod, %fields, "pod fields the cloud dropped not read back: the DynamicController did not answer lately");
+            return None;
+        }
+        let node = relayed
+            .pointer("/spec/nodeName")
+            .and_then(|n| n.as_str())
+            .unwrap_or_default();
+        let request = relay::get_request(node, &resource.namespace, &resource.name);
+        let answer = match self
+            .upstream
+            .request(request, application::ANSWER_TIMEOUT)
+            .await
+        {
+            Ok(a) => a,
+            Err(UpstreamError::Timeout(d)) => {
+                if self.read_back.state().unanswered(Instant::now()) {
+                    tracing::warn!(%pod, %fields, timeout_s = d.as_secs(),
+                        retry_in_s = application::UNANSWERED_BACKOFF.as_secs(),
+                        "the cloud dropped fields of a pod (CloudCore's Kubernetes API is older than the API server's) and does not answer reads of pods: enable modules.dynamicController in cloudcore.yaml; the pod runs without them");
+                }
+                return None;
+            }
+            Err(e) => {
+                tracing::warn!(%pod, %fields, error = %e, "pod fields the cloud dropped not read back; the pod runs without them");
+                return None;
+            }
+        };
+        self.read_back.state().answered();
+        let whole = relay::parse_answer(&answer.content)
+            .map_err(|e| e.to_string())
+            .and_then(|fetched| relay::restore(relayed, &fetched));
+        match whole {
+            Ok(whole) => {
+                let still = relay::dropped_fields(&whole);
+                tracing::info!(%pod, %fields, missing_still = %still.join(","),
+                    "pod fields the cloud dropped were restored from the API server");
+                Some(whole)
+            }
+            Err(why) => {
+                tracing::warn!(%pod, %fields, reason = %why, "pod fields the cloud dropped not read back; the pod runs without them");
+                None
+            }
+        }
+    }
+
     /// The cluster's Services for `node`'s pods: asked of the cloud ([`Self::list_services`]),
     /// else (no cloud, the cloud away or not answering, a refusal) the list stored from the
     /// last answer. What went wrong with the cloud is logged here; `Err` only when the store
@@ -436,6 +550,7 @@ impl MetaManager {
         let list = services::parse_answer(&answer.content).map_err(|e| match e {
             services::AnswerError::Rejected {
                 code,
+                asked: _,
                 reason,
                 message,
             } => MetaError::Upstream(UpstreamError::Status {
@@ -665,7 +780,7 @@ mod tests {
                 let mut r = Message::new(
                     "dynamiccontroller",
                     "resource",
-                    services::APPLICATION_RESPONSE,
+                    application::APPLICATION_RESPONSE,
                     "node/n/ignore/Application/ignore",
                 );
                 r.header.parent_id = msg.header.id.clone();
@@ -695,6 +810,119 @@ mod tests {
         list.iter()
             .map(|s| format!("{}/{}", s.metadata.namespace, s.metadata.name))
             .collect()
+    }
+
+    /// A pod whose managedFields name fields it lacks, as CloudCore on k8s.io/api v1.32 relays
+    /// it; `whole` the pod as the API server has it.
+    fn relayed_pod(name: &str, generation: i64) -> (Message, serde_json::Value) {
+        let whole = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "ns", "uid": format!("uid-{name}"),
+                "generation": generation,
+                "managedFields": [{"manager": "kubectl", "operation": "Update",
+                    "fieldsType": "FieldsV1",
+                    "fieldsV1": {"f:spec": {"f:hostnameOverride": {}, "f:containers": {
+                        "k:{\"name\":\"c\"}": {"f:image": {}, "f:name": {}}}}}}]},
+            "spec": {"nodeName": "edge-1", "hostnameOverride": "over.example",
+                "containers": [{"name": "c", "image": "busybox"}]}});
+        let mut relayed = whole.clone();
+        relayed["spec"]
+            .as_object_mut()
+            .unwrap()
+            .remove("hostnameOverride");
+        let msg = Message::new(
+            "edgecontroller",
+            "resource",
+            op::INSERT,
+            format!("ns/pod/{name}"),
+        )
+        .with_content(relayed);
+        (msg, whole)
+    }
+
+    fn approved_pod(pod: &serde_json::Value) -> Result<serde_json::Value, UpstreamError> {
+        let mut app = application::Application::get("edge-1", "k").to_content();
+        app["Status"] = json!("Approved");
+        app["RespBody"] = json!(crate::api::base64::encode(pod.to_string().as_bytes()));
+        Ok(app)
+    }
+
+    #[test]
+    fn a_pod_the_relay_stripped_is_read_back_whole_before_it_is_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let (tx, rx) = async_channel::unbounded();
+        let (a, whole_a) = relayed_pod("a", 1);
+        let (b, mut newer_b) = relayed_pod("b", 1);
+        newer_b["metadata"]["generation"] = json!(2);
+        let (c, _) = relayed_pod("c", 1);
+        let cloud = Scripted::new(vec![
+            approved_pod(&whole_a),
+            approved_pod(&newer_b),
+            // c: unanswered (the DynamicController is off).
+        ]);
+        let mm = MetaManager::new(store.clone(), tx, cloud.clone());
+        smol::block_on(async {
+            // a: read back; what is stored and handed on has the field.
+            mm.handle(a).await.unwrap();
+            let asked = cloud.requests.lock().unwrap()[0].clone();
+            assert_eq!(asked.content["Key"], "/core/v1/pods/ns/a");
+            assert_eq!(asked.content["Verb"], "get");
+            assert_eq!(asked.content["Nodename"], "edge-1");
+            let stored = store.get(Table::Pod, "ns/a").unwrap().unwrap();
+            assert_eq!(stored["spec"]["hostnameOverride"], "over.example");
+            match rx.recv().await.unwrap() {
+                Change::PodAdded(p) | Change::PodUpdated(p) => {
+                    assert_eq!(p.spec.hostname_override.as_deref(), Some("over.example"))
+                }
+                other => panic!("{other:?}"),
+            }
+            // a again, relayed for its new status: the spec read back before is kept, unasked.
+            let (mut a2, _) = relayed_pod("a", 1);
+            a2.route.operation = op::UPDATE.into();
+            a2.content["status"] = json!({"phase": "Running"});
+            mm.handle(a2).await.unwrap();
+            assert_eq!(cloud.asked(), 1);
+            let stored = store.get(Table::Pod, "ns/a").unwrap().unwrap();
+            assert_eq!(
+                (
+                    &stored["spec"]["hostnameOverride"],
+                    &stored["status"]["phase"]
+                ),
+                (&json!("over.example"), &json!("Running"))
+            );
+            // a deleted: its grace period in the spec; the dropped field kept, unasked.
+            let (mut a3, _) = relayed_pod("a", 1);
+            a3.route.operation = op::UPDATE.into();
+            a3.content["metadata"]["deletionTimestamp"] = json!("2026-12-07T00:00:00Z");
+            a3.content["spec"]["terminationGracePeriodSeconds"] = json!(1);
+            mm.handle(a3).await.unwrap();
+            assert_eq!(cloud.asked(), 1);
+            let stored = store.get(Table::Pod, "ns/a").unwrap().unwrap();
+            assert_eq!(
+                (
+                    &stored["spec"]["hostnameOverride"],
+                    &stored["spec"]["terminationGracePeriodSeconds"]
+                ),
+                (&json!("over.example"), &json!(1))
+            );
+            // b: the API server has a newer spec: stored as relayed (the newer comes relayed).
+            mm.handle(b).await.unwrap();
+            let stored = store.get(Table::Pod, "ns/b").unwrap().unwrap();
+            assert!(stored["spec"].get("hostnameOverride").is_none());
+            // c: no answer; stored as relayed, and the next pod does not ask for a while.
+            mm.handle(c).await.unwrap();
+            assert!(store.get(Table::Pod, "ns/c").unwrap().is_some());
+            assert_eq!(cloud.asked(), 3);
+            let (d, _) = relayed_pod("d", 1);
+            mm.handle(d).await.unwrap();
+            assert_eq!(cloud.asked(), 3, "backed off after the unanswered read");
+            // A pod with nothing dropped is not read back.
+            let mut plain = relayed_pod("e", 1).0;
+            plain.content["spec"]["hostnameOverride"] = json!("x");
+            mm.read_back.state().answered();
+            mm.handle(plain).await.unwrap();
+            assert_eq!(cloud.asked(), 3);
+        });
     }
 
     #[test]

@@ -2,200 +2,30 @@
 //! (what EdgeCore's MetaServer does for `GET /api/v1/services`), for the service environment
 //! variables of containers.
 //!
-//! The request (`pkg/metaserver/application.go`, `edge/.../metaserver/agent/agent.go`): a
-//! message from source `metaserver` to group `dynamiccontroller`, resource and operation
-//! `null`, whose content is an [`Application`]: Go's struct without JSON tags, so its field
-//! names as they are, `[]byte` fields as standard base64, `Key` `/core/v1/services` (every
-//! namespace), `Verb` `list`, `Option` the ListOptions `{}`. CloudHub hands it to the
-//! DynamicController, which lists with a dynamic client and answers with a message whose
-//! `parent_msg_id` is the request's id, operation `applicationResponse`: the Application again,
-//! `Status` `Approved` with `RespBody` the UnstructuredList (`kind: ServiceList`, `items`), or
-//! `Rejected` with `Error.ErrStatus` (a metav1.Status) or a `Reason`. Nothing is ACKed.
-//!
-//! CloudCore's DynamicController is off by default (`modules.dynamicController.enable`): then
-//! nothing takes the message and no answer ever comes. So the wait is short
-//! ([`LIST_TIMEOUT`]), an unanswered list keeps the cloud from being asked again for
+//! The request is a `list` [`Application`] of [`SERVICES_KEY`]; its answer's `RespBody` is the
+//! UnstructuredList (`kind: ServiceList`, `items`). A CloudCore without the DynamicController
+//! never answers: an unanswered list keeps the cloud from being asked again for
 //! [`UNANSWERED_BACKOFF`] ([`Lister`]), and pods meanwhile get the list stored from the last
 //! answer ([`super::Table::Service`]).
 
+pub use super::application::{AnswerError, Application, AskState, UNANSWERED_BACKOFF};
 use crate::api::{self, Service};
 use crate::message::Message;
-use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The Application key of every Service of every namespace
 /// (`/<group or core>/<version>/<resource>[/<namespace>[/<name>]]`).
 pub const SERVICES_KEY: &str = "/core/v1/services";
-/// `route.source` of an Application request (EdgeCore's MetaServer).
-pub const METASERVER_SOURCE: &str = "metaserver";
-/// `route.group` of an Application request: CloudCore's DynamicController.
-pub const DYNAMIC_CONTROLLER_GROUP: &str = "dynamiccontroller";
-/// `route.operation` of the DynamicController's answer.
-pub const APPLICATION_RESPONSE: &str = "applicationResponse";
-/// How long a list may wait for its answer: a CloudCore without the DynamicController never
-/// answers, and pods wait for this once.
-pub const LIST_TIMEOUT: Duration = Duration::from_secs(3);
-/// After an unanswered list the cloud is not asked again for this long (the stored list is
-/// used).
-pub const UNANSWERED_BACKOFF: Duration = Duration::from_secs(300);
-
-/// KubeEdge's `metaserver.Application`, as Go's encoding/json writes it (field names as they
-/// are, `[]byte` as standard base64 or `null`). Unknown fields are ignored on decode; a `null`
-/// field reads as absent (decode with [`crate::api::decode`]).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Application {
-    /// `ID`: EdgeCore's identifier of the request (sha256 of what it asks, hex).
-    #[serde(rename = "ID", default)]
-    pub id: String,
-    /// `Key`: what is asked for, such as [`SERVICES_KEY`].
-    #[serde(rename = "Key", default)]
-    pub key: String,
-    /// `Verb`: `list`, `get`, `watch`, ...
-    #[serde(rename = "Verb", default)]
-    pub verb: String,
-    /// `Nodename`: the asking node (CloudCore with authorization refuses another node's name).
-    #[serde(rename = "Nodename", default)]
-    pub nodename: String,
-    /// `Option`: the ListOptions (or GetOptions, ...) as JSON.
-    #[serde(rename = "Option", default, with = "go_bytes")]
-    pub option: Option<Vec<u8>>,
-    /// `ReqBody`: the object sent (none for a list).
-    #[serde(rename = "ReqBody", default, with = "go_bytes")]
-    pub req_body: Option<Vec<u8>>,
-    /// `Subresource` (empty: none).
-    #[serde(rename = "Subresource", default)]
-    pub subresource: String,
-    /// `RespBody`: the answer's object as JSON (for a list, the UnstructuredList).
-    #[serde(rename = "RespBody", default, with = "go_bytes")]
-    pub resp_body: Option<Vec<u8>>,
-    /// `Status`: `InApplying` when sent; `Approved` or `Rejected` in the answer.
-    #[serde(rename = "Status", default)]
-    pub status: String,
-    /// `Reason`: why it is in its status (a rejection that is not an API error).
-    #[serde(rename = "Reason", default)]
-    pub reason: String,
-    /// `Error`: the API error of a rejection (`{"ErrStatus": <metav1.Status>}`).
-    #[serde(rename = "Error", default)]
-    pub error: StatusError,
-}
-
-/// Kubernetes' `apierrors.StatusError`: the metav1.Status of an API error.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct StatusError {
-    /// `ErrStatus`: `code`, `reason`, `message` (Go writes `{"metadata":{}}` when empty).
-    #[serde(rename = "ErrStatus", default)]
-    pub err_status: serde_json::Value,
-}
-
-/// `[]byte` as Go's encoding/json writes it: standard base64 with padding, `null` for nil.
-mod go_bytes {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
-        match v {
-            Some(b) => s.serialize_str(&crate::api::base64::encode(b)),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
-        match Option::<String>::deserialize(d)? {
-            Some(text) => crate::api::base64::decode(&text)
-                .map(Some)
-                .map_err(serde::de::Error::custom),
-            None => Ok(None),
-        }
-    }
-}
-
-impl Application {
-    /// A `list` of `key` as EdgeCore's MetaServer makes it: ListOptions `{}`, no body, its
-    /// `ID` the sha256 of node, key, verb, option, body and subresource (EdgeCore's
-    /// `Identifier`).
-    pub fn list(node: &str, key: &str) -> Application {
-        let mut app = Application {
-            key: key.to_string(),
-            verb: "list".into(),
-            nodename: node.to_string(),
-            option: Some(b"{}".to_vec()),
-            status: "InApplying".into(),
-            error: StatusError {
-                err_status: serde_json::json!({"metadata": {}}),
-            },
-            ..Application::default()
-        };
-        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-        for part in [
-            app.nodename.as_bytes(),
-            app.key.as_bytes(),
-            app.verb.as_bytes(),
-            app.option.as_deref().unwrap_or_default(),
-            app.req_body.as_deref().unwrap_or_default(),
-            app.subresource.as_bytes(),
-        ] {
-            ctx.update(part);
-        }
-        app.id = ctx
-            .finish()
-            .as_ref()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        app
-    }
-
-    /// The message content: the Application as Go writes it (with its zero `Timestamp`).
-    pub fn to_content(&self) -> serde_json::Value {
-        let mut v = serde_json::to_value(self).unwrap_or_default();
-        v["Timestamp"] = serde_json::json!("0001-01-01T00:00:00Z");
-        v
-    }
-}
+/// How long a list may wait for its answer (pods wait for it once when the cloud does not
+/// answer).
+pub const LIST_TIMEOUT: Duration = super::application::ANSWER_TIMEOUT;
 
 /// The request for every Service of every namespace, from `node`.
 pub fn list_request(node: &str) -> Message {
-    Message::new(METASERVER_SOURCE, DYNAMIC_CONTROLLER_GROUP, "null", "null")
-        .with_content(Application::list(node, SERVICES_KEY).to_content())
+    super::application::request(&Application::list(node, SERVICES_KEY))
 }
-
-/// Why a list answer gave no services.
-#[derive(Clone, Debug, PartialEq)]
-pub enum AnswerError {
-    /// The DynamicController refused the list: the API error's code, reason and message (or
-    /// its `Reason` text, code 0, when it was no API error).
-    Rejected {
-        /// `ErrStatus.code` (0 when absent).
-        code: i64,
-        /// `ErrStatus.reason`, or `Rejected` without one.
-        reason: String,
-        /// `ErrStatus.message`, else the Application's `Reason`.
-        message: String,
-    },
-    /// The answer cannot be read: what is wrong, naming the field.
-    Malformed(String),
-}
-
-impl std::fmt::Display for AnswerError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            AnswerError::Rejected {
-                code,
-                reason,
-                message,
-            } => write!(
-                f,
-                "the cloud refused the list of services ({code} {reason}): {message}"
-            ),
-            AnswerError::Malformed(why) => {
-                write!(f, "the cloud's list of services cannot be read: {why}")
-            }
-        }
-    }
-}
-
-impl std::error::Error for AnswerError {}
 
 /// The Services of an answer.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -208,52 +38,8 @@ pub struct ServiceList {
 
 /// Reads the DynamicController's answer (the message's content) to [`list_request`].
 pub fn parse_answer(content: &serde_json::Value) -> Result<ServiceList, AnswerError> {
-    if !content.is_object() {
-        return Err(AnswerError::Malformed(
-            "the content is not an Application (a JSON object)".into(),
-        ));
-    }
-    let app: Application =
-        api::decode("Application", content).map_err(|e| AnswerError::Malformed(e.to_string()))?;
-    match app.status.as_str() {
-        "Approved" => {
-            let body = app.resp_body.as_deref().unwrap_or_default();
-            if body.is_empty() {
-                return Err(AnswerError::Malformed(
-                    "the Application is Approved but has no RespBody".into(),
-                ));
-            }
-            parse_service_list(body).map_err(AnswerError::Malformed)
-        }
-        "Rejected" => {
-            let st = &app.error.err_status;
-            let text = |k: &str| st.get(k).and_then(|v| v.as_str()).unwrap_or("");
-            let code = st.get("code").and_then(|c| c.as_i64()).unwrap_or(0);
-            let message = Some(text("message"))
-                .filter(|m| !m.is_empty())
-                .unwrap_or(app.reason.as_str());
-            Err(AnswerError::Rejected {
-                code,
-                reason: Some(text("reason"))
-                    .filter(|r| !r.is_empty())
-                    .unwrap_or("Rejected")
-                    .to_string(),
-                message: if message.is_empty() {
-                    "no reason given".into()
-                } else {
-                    message.to_string()
-                },
-            })
-        }
-        other => Err(AnswerError::Malformed(format!(
-            "field `Status`: `{other}` is neither Approved nor Rejected ({})",
-            if app.reason.is_empty() {
-                "no reason given"
-            } else {
-                &app.reason
-            }
-        ))),
-    }
+    let body = super::application::parse_answer(content)?;
+    parse_service_list(&body).map_err(AnswerError::Malformed)
 }
 
 /// Reads a `RespBody`: an UnstructuredList of Services (`items`; a missing or `null` list is
@@ -331,35 +117,6 @@ pub fn replace_writes(
         }
     }
     writes
-}
-
-/// When the cloud may be asked for the list, and whether the warning about an unanswered
-/// list was given.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct AskState {
-    /// Not before then (an unanswered list).
-    pub not_before: Option<Instant>,
-    /// The warning was given since the last answer.
-    pub warned: bool,
-}
-
-impl AskState {
-    /// Whether the cloud may be asked at `now`.
-    pub fn may_ask(&self, now: Instant) -> bool {
-        self.not_before.is_none_or(|t| now >= t)
-    }
-
-    /// A list went unanswered at `now`: the cloud is left alone for [`UNANSWERED_BACKOFF`].
-    /// Returns whether to warn (the first since the last answer).
-    pub fn unanswered(&mut self, now: Instant) -> bool {
-        self.not_before = Some(now + UNANSWERED_BACKOFF);
-        !std::mem::replace(&mut self.warned, true)
-    }
-
-    /// An answer came: ask freely again, and warn again if it stops answering.
-    pub fn answered(&mut self) {
-        *self = AskState::default();
-    }
 }
 
 /// MetaManager's state of the list: one request at a time, the back-off after an unanswered
@@ -599,33 +356,5 @@ mod tests {
         assert_eq!(shown, ["delete x/a", "put x/b", "put y/c"]);
         // The same list again: nothing to write.
         assert!(replace_writes(&[row(&b2), row(&c)], &[c, b2]).is_empty());
-    }
-
-    #[test]
-    fn an_unanswered_list_backs_off_and_warns_once() {
-        let t0 = Instant::now();
-        let mut s = AskState::default();
-        assert!(s.may_ask(t0));
-        assert!(s.unanswered(t0), "the first unanswered list warns");
-        assert!(!s.may_ask(t0 + Duration::from_secs(299)));
-        assert!(s.may_ask(t0 + UNANSWERED_BACKOFF));
-        assert!(!s.unanswered(t0 + UNANSWERED_BACKOFF), "warned once only");
-        assert!(!s.may_ask(t0 + UNANSWERED_BACKOFF + Duration::from_secs(1)));
-        s.answered();
-        assert!(s.may_ask(t0 + UNANSWERED_BACKOFF + Duration::from_secs(1)));
-        assert!(s.unanswered(t0), "an answer in between: it warns again");
-    }
-
-    #[test]
-    fn applications_round_trip() {
-        let mut app = Application::list("n", SERVICES_KEY);
-        app.resp_body = Some(vec![0, 1, 2, 255]);
-        app.status = "Approved".into();
-        let back: Application = api::decode("Application", &app.to_content()).unwrap();
-        assert_eq!(back, app);
-        // Unknown fields are ignored, nulls read as absent, as Go reads them.
-        let v = json!({"Key": "k", "Verb": null, "Extra": 1, "Option": null});
-        let a: Application = api::decode("Application", &v).unwrap();
-        assert_eq!((a.key.as_str(), a.verb.as_str(), a.option), ("k", "", None));
     }
 }
