@@ -47,51 +47,153 @@ fn spec_fields(pod: &Value) -> impl Iterator<Item = &Value> {
         .filter_map(|e| e.pointer("/fieldsV1/f:spec"))
 }
 
-/// The item of list `items` whose fields are those of `key` (the JSON after `k:`).
-fn keyed(items: Option<&Value>, key: &serde_json::Map<String, Value>) -> Option<usize> {
-    items
-        .and_then(Value::as_array)?
+/// One step into an object along a FieldsV1 set: a field by its name (`f:<name>`), or a list
+/// item by its key fields (`k:{"name":"c"}`). Set members (`v:`) and what cannot be read are
+/// not followed.
+enum Step {
+    Field(String),
+    Item(serde_json::Map<String, Value>),
+}
+
+/// The steps of the FieldsV1 node `fields` with what each names below it; none past
+/// [`MAX_DEPTH`].
+fn steps(fields: &Value, depth: usize) -> Vec<(Step, &Value)> {
+    let Some(fields) = fields.as_object().filter(|_| depth < MAX_DEPTH) else {
+        return Vec::new();
+    };
+    fields
         .iter()
-        .position(|i| key.iter().all(|(k, v)| i.get(k) == Some(v)))
+        .filter_map(|(k, sub)| {
+            if let Some(name) = k.strip_prefix("f:") {
+                Some((Step::Field(name.to_string()), sub))
+            } else {
+                match serde_json::from_str::<Value>(k.strip_prefix("k:")?) {
+                    Ok(Value::Object(key)) => Some((Step::Item(key), sub)),
+                    _ => None,
+                }
+            }
+        })
+        .collect()
+}
+
+impl Step {
+    /// Where the item is in the list `obj`.
+    fn index(&self, obj: &Value) -> Option<usize> {
+        let Step::Item(key) = self else {
+            return None;
+        };
+        obj.as_array()?
+            .iter()
+            .position(|i| key.iter().all(|(k, v)| i.get(k) == Some(v)))
+    }
+
+    /// What the step reaches in `obj` (a null is absent).
+    fn get<'v>(&self, obj: Option<&'v Value>) -> Option<&'v Value> {
+        let obj = obj?;
+        match self {
+            Step::Field(name) => obj.get(name).filter(|v| !v.is_null()),
+            Step::Item(_) => obj.get(self.index(obj)?),
+        }
+    }
+
+    /// What the step reaches in `obj`, to change.
+    fn get_mut<'v>(&self, obj: &'v mut Value) -> Option<&'v mut Value> {
+        match self {
+            Step::Field(name) => obj.get_mut(name.as_str()).filter(|v| !v.is_null()),
+            Step::Item(_) => {
+                let i = self.index(obj)?;
+                obj.get_mut(i)
+            }
+        }
+    }
+
+    /// Removes what the step reaches in `obj`.
+    fn remove(&self, obj: &mut Value) {
+        match (self, self.index(obj)) {
+            (Step::Field(name), _) => {
+                if let Some(o) = obj.as_object_mut() {
+                    o.remove(name);
+                }
+            }
+            (Step::Item(_), Some(i)) => {
+                if let Some(l) = obj.as_array_mut() {
+                    l.remove(i);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Puts `v` where the step reaches in `obj` (an item at the list's end).
+    fn insert(&self, obj: &mut Value, v: Value) {
+        match self {
+            Step::Field(name) => {
+                if let Some(o) = obj.as_object_mut() {
+                    o.insert(name.clone(), v);
+                }
+            }
+            Step::Item(_) => {
+                if let Some(l) = obj.as_array_mut() {
+                    l.push(v);
+                }
+            }
+        }
+    }
+
+    /// The path below `path` (`spec.hostnameOverride`, `spec.containers[name=c]`).
+    fn path(&self, path: &str) -> String {
+        match self {
+            Step::Field(name) => format!("{path}.{name}"),
+            Step::Item(key) => {
+                let shown: Vec<String> = key
+                    .iter()
+                    .map(|(k, v)| match v {
+                        Value::String(s) => format!("{k}={s}"),
+                        other => format!("{k}={other}"),
+                    })
+                    .collect();
+                format!("{path}[{}]", shown.join(","))
+            }
+        }
+    }
+}
+
+/// Notes in `out` what `fields` names and `obj` (at `path`) lacks.
+fn walk(fields: &Value, obj: Option<&Value>, path: &str, depth: usize, out: &mut BTreeSet<String>) {
+    for (step, sub) in steps(fields, depth) {
+        let p = step.path(path);
+        match step.get(obj) {
+            Some(child) => walk(sub, Some(child), &p, depth + 1, out),
+            None => {
+                out.insert(p);
+            }
+        }
+    }
 }
 
 /// Removes from `earlier` what `fields` names and `relayed` lacks (what the relay dropped).
 fn prune(fields: &Value, relayed: Option<&Value>, earlier: &mut Value, depth: usize) {
-    let Some(fields) = fields.as_object() else {
-        return;
-    };
-    if depth >= MAX_DEPTH {
-        return;
+    for (step, sub) in steps(fields, depth) {
+        match step.get(relayed) {
+            Some(r) => {
+                if let Some(e) = step.get_mut(earlier) {
+                    prune(sub, Some(r), e, depth + 1);
+                }
+            }
+            None => step.remove(earlier),
+        }
     }
-    for (k, sub) in fields {
-        if let Some(name) = k.strip_prefix("f:") {
-            match relayed.and_then(|o| o.get(name)).filter(|v| !v.is_null()) {
-                Some(r) => {
-                    if let Some(e) = earlier.get_mut(name) {
-                        prune(sub, Some(r), e, depth + 1);
-                    }
-                }
-                None => {
-                    if let Some(o) = earlier.as_object_mut() {
-                        o.remove(name);
-                    }
-                }
-            }
-        } else if let Some(key) = k.strip_prefix("k:") {
-            let Ok(Value::Object(want)) = serde_json::from_str::<Value>(key) else {
-                continue;
-            };
-            let Some(at) = keyed(Some(earlier), &want) else {
-                continue;
-            };
-            let item = keyed(relayed, &want).and_then(|i| relayed?.get(i));
-            match (item, earlier.as_array_mut()) {
-                (Some(r), Some(list)) => prune(sub, Some(r), &mut list[at], depth + 1),
-                (None, Some(list)) => {
-                    list.remove(at);
-                }
-                _ => {}
-            }
+}
+
+/// Copies into `to` what `fields` names, `to` lacks and `from` has.
+fn copy_missing(fields: &Value, to: &mut Value, from: &Value, depth: usize) {
+    for (step, sub) in steps(fields, depth) {
+        let Some(have) = step.get(Some(from)) else {
+            continue;
+        };
+        match step.get_mut(to) {
+            Some(t) => copy_missing(sub, t, have, depth + 1),
+            None => step.insert(to, have.clone()),
         }
     }
 }
@@ -114,47 +216,6 @@ pub fn reuse(relayed: &Value, earlier: &Value) -> Option<Value> {
     let mut whole = relayed.clone();
     whole["spec"] = earlier["spec"].clone();
     Some(whole)
-}
-
-/// Checks the fields set `fields` (a FieldsV1 node) against `obj` at `path`.
-fn walk(fields: &Value, obj: Option<&Value>, path: &str, depth: usize, out: &mut BTreeSet<String>) {
-    let Some(fields) = fields.as_object() else {
-        return;
-    };
-    if depth >= MAX_DEPTH {
-        return;
-    }
-    for (k, sub) in fields {
-        if let Some(name) = k.strip_prefix("f:") {
-            let p = format!("{path}.{name}");
-            match obj.and_then(|o| o.get(name)).filter(|v| !v.is_null()) {
-                Some(child) => walk(sub, Some(child), &p, depth + 1, out),
-                None => {
-                    out.insert(p);
-                }
-            }
-        } else if let Some(key) = k.strip_prefix("k:") {
-            // A list item by its key fields: `k:{"name":"c"}`.
-            let Ok(Value::Object(want)) = serde_json::from_str::<Value>(key) else {
-                continue;
-            };
-            let shown: Vec<String> = want
-                .iter()
-                .map(|(wk, wv)| match wv {
-                    Value::String(s) => format!("{wk}={s}"),
-                    other => format!("{wk}={other}"),
-                })
-                .collect();
-            let p = format!("{path}[{}]", shown.join(","));
-            let item = keyed(obj, &want).and_then(|i| obj?.get(i));
-            match item {
-                Some(i) => walk(sub, Some(i), &p, depth + 1, out),
-                None => {
-                    out.insert(p);
-                }
-            }
-        }
-    }
 }
 
 /// The DynamicController read of pod `namespace`/`name` for `node` (the pod's `spec.nodeName`:
@@ -222,43 +283,6 @@ pub fn graft(relayed: &Value, earlier: &Value) -> Option<Value> {
         copy_missing(fields, spec, earlier.get("spec")?, 0);
     }
     (whole != *relayed).then_some(whole)
-}
-
-/// Copies into `to` what `fields` names, `to` lacks and `from` has.
-fn copy_missing(fields: &Value, to: &mut Value, from: &Value, depth: usize) {
-    let Some(fields) = fields.as_object() else {
-        return;
-    };
-    if depth >= MAX_DEPTH {
-        return;
-    }
-    for (k, sub) in fields {
-        if let Some(name) = k.strip_prefix("f:") {
-            let Some(have) = from.get(name).filter(|v| !v.is_null()) else {
-                continue;
-            };
-            match to.get_mut(name).filter(|v| !v.is_null()) {
-                Some(t) => copy_missing(sub, t, have, depth + 1),
-                None => {
-                    if let Some(o) = to.as_object_mut() {
-                        o.insert(name.to_string(), have.clone());
-                    }
-                }
-            }
-        } else if let Some(key) = k.strip_prefix("k:") {
-            let Ok(Value::Object(want)) = serde_json::from_str::<Value>(key) else {
-                continue;
-            };
-            let Some(have) = keyed(Some(from), &want).and_then(|i| from.get(i)) else {
-                continue;
-            };
-            match (keyed(Some(to), &want), to.as_array_mut()) {
-                (Some(i), Some(list)) => copy_missing(sub, &mut list[i], have, depth + 1),
-                (None, Some(list)) => list.push(have.clone()),
-                _ => {}
-            }
-        }
-    }
 }
 
 #[cfg(test)]
