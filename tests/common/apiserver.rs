@@ -947,6 +947,24 @@ impl ApiServer {
         }
     }
 
+    /// A label set as `kubectl label` sets it: metadata only, so the generation stays; the
+    /// write gets a managedFields entry of its own. Returns the updated pod to send down.
+    pub fn label_pod(&mut self, ns: &str, name: &str, key: &str, value: &str) -> Option<Value> {
+        let rv = self.next_version();
+        let p = self.pods.get_mut(&format!("{ns}/{name}"))?;
+        p["metadata"]["labels"][key] = json!(value);
+        p["metadata"]["resourceVersion"] = json!(rv);
+        let mut entries = p["metadata"]["managedFields"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        entries.push(json!({"manager": "kubectl-label", "operation": "Update",
+            "apiVersion": "v1", "time": now_rfc3339(), "fieldsType": "FieldsV1",
+            "fieldsV1": {"f:metadata": {"f:labels": {format!("f:{key}"): {}}}}}));
+        p["metadata"]["managedFields"] = json!(entries);
+        Some(p.clone())
+    }
+
     /// A graceful delete as `kubectl delete` makes it: the pod gets its deletionTimestamp and
     /// grace period (the pod's own unless given); returns the updated pod to send down.
     pub fn start_delete(&mut self, ns: &str, name: &str, grace: Option<i64>) -> Option<Value> {

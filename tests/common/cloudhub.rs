@@ -301,6 +301,15 @@ impl CloudHub {
         p
     }
 
+    /// Labels a pod as `kubectl label` does (metadata only); the `update` goes down, the pod as
+    /// CloudCore relays it. Returns it.
+    pub fn label_pod(&self, ns: &str, name: &str, key: &str, value: &str) -> Option<Message> {
+        let p = self.api.lock().unwrap().label_pod(ns, name, key, value)?;
+        let m = pod_message(op::UPDATE, &p);
+        self.send(&m);
+        Some(m)
+    }
+
     /// Deletes a pod as `kubectl delete` does (graceful: an `update` with deletionTimestamp
     /// goes down; the pod is gone from the cloud once the edge confirms); returns the update.
     pub fn delete_pod(&self, ns: &str, name: &str, grace: Option<i64>) -> Option<Message> {
