@@ -7,8 +7,9 @@
 //! - The agent reads such a pod back whole through CloudCore's DynamicController (an
 //!   Application `get` of `/core/v1/pods/<ns>/<name>`) and runs the pod as the user wrote it:
 //!   the container's hostname is the `hostnameOverride`, and it is restarted on the exit code
-//!   its `restartPolicyRules` name although pod and container say `Never`. A pod that lacks
-//!   nothing its managedFields name is not read back.
+//!   its `restartPolicyRules` name although pod and container say `Never`. Its later
+//!   metadata-only updates and its delete keep what was read back without asking again; a pod
+//!   that lacks nothing its managedFields name is not read back.
 //! - A CloudCore without the DynamicController (its default) never answers: the pods run as
 //!   relayed (the hostname is the pod's name), and the agent says once why and what to enable.
 //!
@@ -271,7 +272,8 @@ fn the_stand_in_relays_and_reads_pods_as_cloudcore_does() {
 /// The fields CloudCore drops are read back through the DynamicController and taken: the
 /// container's hostname is `hostnameOverride` and its `restartPolicyRules` restart it on exit
 /// 42 (without them, the pod's name would be its hostname and the pod would end Failed, as both
-/// policies say `Never`). An ordinary pod is not read back.
+/// policies say `Never`). A later label change and the delete are not read back again (what was
+/// read back serves), nor is an ordinary pod.
 #[test]
 fn fields_cloudcore_drops_are_read_back_through_the_dynamic_controller() {
     bounded(240, async {
@@ -375,6 +377,29 @@ fn fields_cloudcore_drops_are_read_back_through_the_dynamic_controller() {
         assert!(restored[0].contains("hostnameOverride"), "{restored:?}");
         assert!(restored[0].contains("restartPolicyRules"), "{restored:?}");
 
+        // The agent holds the pod the user wrote.
+        let rules = &stored["spec"]["containers"][0]["restartPolicyRules"];
+        let held = a.pod("dropped").expect("the pod stored");
+        assert_eq!(held["spec"]["hostnameOverride"], OVERRIDE, "{held}");
+        assert_eq!(
+            &held["spec"]["containers"][0]["restartPolicyRules"], rules,
+            "{held}"
+        );
+
+        // A label (metadata only, the generation the same): what was read back serves, so no
+        // second read, and the fields stay.
+        hub.label_pod(NS, "dropped", "changed", "yes");
+        let held = a.wait_pod("dropped", "the new label stored", |p| {
+            p["metadata"]["labels"]["changed"] == "yes"
+        });
+        assert_eq!(held["spec"]["hostnameOverride"], OVERRIDE, "{held}");
+        assert_eq!(
+            &held["spec"]["containers"][0]["restartPolicyRules"], rules,
+            "{held}"
+        );
+        let gets = gets_sent(&hub);
+        assert_eq!(gets.len(), 1, "read again for a label: {gets:?}");
+
         // An ordinary pod: its managedFields name nothing it lacks; no read.
         hub.create_pod(
             &relay_pod("ordinary", "hostname; sleep 1000", json!({}), json!({})),
@@ -387,6 +412,14 @@ fn fields_cloudcore_drops_are_read_back_through_the_dynamic_controller() {
             .filter(|(key, _, _)| *key != pod_key(NS, "dropped"))
             .collect();
         assert!(asked.is_empty(), "gets of an ordinary pod: {asked:?}");
+
+        // Deleted: a pod on its way out is not read again, and the delete finishes in the cloud.
+        hub.delete_pod(NS, "dropped", None);
+        a.wait_for("the delete finished in the cloud", || {
+            (!hub.has_pod(NS, "dropped")).then_some(())
+        });
+        let gets = gets_sent(&hub);
+        assert_eq!(gets.len(), 1, "read again while deleting: {gets:?}");
     });
 }
 
