@@ -14,7 +14,15 @@
 //!   sends the changed Node down (`update null/node/<node>`).
 //! - Admission ([`ApiServer::admit_pod`]): the v1 defaults, the service-account volume
 //!   `kube-api-access-xxxxx`, the default tolerations; a `kube-root-ca.crt` ConfigMap in every
-//!   namespace.
+//!   namespace; `metadata.generation` 1 and `metadata.managedFields`, one `Update` entry whose
+//!   FieldsV1 names the fields the user submitted ([`fields_v1`]).
+//! - CloudCore's relay of pods ([`relayed`]): CloudCore vendors k8s.io/api v1.32, and its typed
+//!   informer decode drops every field that version does not know. Of those the stand-in
+//!   drops what edged reads: `spec.hostnameOverride` and the `restartPolicyRules` of every
+//!   container, init container and ephemeral container (all 1.34+). `metadata.managedFields`
+//!   (FieldsV1 is raw JSON) survives and still names them. Every pod message that goes down
+//!   (`cloudhub::pod_message`: insert, update, delete, and the pod watch's updates) is so
+//!   relayed; the API server's own copy ([`ApiServer::pods`]) keeps every field.
 //! - A pod delete from the edge is read as CloudCore's `deletePod` reads it: a *string*
 //!   content is the pod's uid precondition, an object is DeleteOptions. A failed uid
 //!   precondition leaves the pod in place (and CloudCore still answers "OK" for a string).
@@ -25,7 +33,10 @@
 //!   as Go does, without regard to case; `[]byte` fields as padded standard base64; unknown
 //!   fields ignored; one that does not decode is dropped without an answer, as
 //!   `Center.Process` does); a `list` answered `Approved` with the UnstructuredList in
-//!   `RespBody`, or `Rejected`. With the DynamicController off (CloudCore's default) nothing
+//!   `RespBody`, or `Rejected`. A `get` (`dynamicClient.Resource(gvr).Namespace(ns).Get`,
+//!   its Option the GetOptions) of a pod, service or ConfigMap of the model answers the
+//!   stored object whole (every field, also those the relay drops) or `Rejected` with the API
+//!   server's 404 NotFound. With the DynamicController off (CloudCore's default) nothing
 //!   answers at all.
 
 #![allow(dead_code)]
@@ -157,6 +168,101 @@ fn object_resp(obj: Option<&Value>, err: Option<Value>) -> Value {
 
 fn now_rfc3339() -> String {
     edged::api::rfc3339(SystemTime::now())
+}
+
+/// The FieldsV1 of a managedFields entry for `pod` as the user submitted it: its labels,
+/// annotations and whole `spec`, as kube-apiserver's structured-merge-diff writes a field set:
+/// a member of an object is `f:<key>`; an object (below `f:metadata` and `f:spec`) is also
+/// itself, `.`; a list of objects that each have a `name` is keyed, `k:{"name":"<n>"}` with
+/// `.` and the item's members; any other list, and every scalar, is a leaf `{}`. Null members
+/// are not stored, so not listed.
+///
+/// The real API server also lists the fields admission defaulted (its entry is computed on the
+/// stored object), and keys some lists otherwise (`ports` by `containerPort` and `protocol`,
+/// `volumeMounts` by `mountPath`); the user's fields alone are enough for the stand-in, whose
+/// point is the fields the cloud drops: every field listed here is in the stored pod.
+pub fn fields_v1(pod: &Value) -> Value {
+    let mut top = serde_json::Map::new();
+    let mut metadata = serde_json::Map::new();
+    for k in ["labels", "annotations"] {
+        if let Some(v) = pod["metadata"].get(k).filter(|v| v.is_object()) {
+            metadata.insert(format!("f:{k}"), field_set(v));
+        }
+    }
+    if !metadata.is_empty() {
+        top.insert("f:metadata".into(), Value::Object(metadata));
+    }
+    if let Some(spec) = pod.get("spec").and_then(Value::as_object) {
+        top.insert("f:spec".into(), Value::Object(members(spec)));
+    }
+    Value::Object(top)
+}
+
+/// The `f:<key>` of each member of an object that is set.
+fn members(o: &serde_json::Map<String, Value>) -> serde_json::Map<String, Value> {
+    o.iter()
+        .filter(|(_, v)| !v.is_null())
+        .map(|(k, v)| (format!("f:{k}"), field_set(v)))
+        .collect()
+}
+
+/// The field set below one field of value `v` (see [`fields_v1`]).
+fn field_set(v: &Value) -> Value {
+    match v {
+        Value::Object(o) if !o.is_empty() => {
+            let mut set = members(o);
+            set.insert(".".into(), json!({}));
+            Value::Object(set)
+        }
+        Value::Array(items) if !items.is_empty() && items.iter().all(|i| i["name"].is_string()) => {
+            let set = items
+                .iter()
+                .map(|i| {
+                    let key = json!({"name": i["name"]}).to_string();
+                    let mut item = members(i.as_object().expect("an item with a name"));
+                    item.insert(".".into(), json!({}));
+                    (format!("k:{key}"), Value::Object(item))
+                })
+                .collect();
+            Value::Object(set)
+        }
+        _ => json!({}),
+    }
+}
+
+/// The fields of a pod that k8s.io/api v1.32 does not know, which CloudCore's typed decode
+/// drops: of the spec, and of each container of these lists.
+pub const DROPPED_SPEC_FIELDS: [&str; 1] = ["hostnameOverride"];
+/// See [`DROPPED_SPEC_FIELDS`].
+pub const DROPPED_CONTAINER_FIELDS: [&str; 1] = ["restartPolicyRules"];
+/// The container lists whose entries lose [`DROPPED_CONTAINER_FIELDS`].
+pub const CONTAINER_LISTS: [&str; 3] = ["containers", "initContainers", "ephemeralContainers"];
+
+/// A pod as CloudCore relays it to the edge: decoded into k8s.io/api v1.32's `v1.Pod` and
+/// encoded again, so without the fields that version does not know ([`DROPPED_SPEC_FIELDS`],
+/// [`DROPPED_CONTAINER_FIELDS`]). `metadata.managedFields` stays, naming them still.
+pub fn relayed(pod: &Value) -> Value {
+    let mut p = pod.clone();
+    let Some(spec) = p.get_mut("spec").and_then(Value::as_object_mut) else {
+        return p;
+    };
+    for f in DROPPED_SPEC_FIELDS {
+        spec.remove(f);
+    }
+    for list in CONTAINER_LISTS {
+        for c in spec
+            .get_mut(list)
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_object_mut)
+        {
+            for f in DROPPED_CONTAINER_FIELDS {
+                c.remove(f);
+            }
+        }
+    }
+    p
 }
 
 impl ApiServer {
@@ -719,6 +825,12 @@ impl ApiServer {
         p["metadata"]["uid"] = json!(new_uuid());
         p["metadata"]["resourceVersion"] = json!(self.next_version());
         p["metadata"]["creationTimestamp"] = json!(now_rfc3339());
+        p["metadata"]["generation"] = json!(1);
+        // The field manager's record of the write (`kubectl apply` without server-side
+        // apply): what the user sent, before defaults.
+        p["metadata"]["managedFields"] = json!([{
+            "manager": "kubectl-client-side-apply", "operation": "Update", "apiVersion": "v1",
+            "time": now_rfc3339(), "fieldsType": "FieldsV1", "fieldsV1": fields_v1(pod)}]);
         self.ensure_root_ca(&ns);
         let spec = &mut p["spec"];
         let mut defaults = |k: &str, v: Value| {
@@ -833,6 +945,24 @@ impl ApiServer {
                 "data": {"ca.crt": self.root_ca_pem}});
             self.config_maps.insert(key, cm);
         }
+    }
+
+    /// A label set as `kubectl label` sets it: metadata only, so the generation stays; the
+    /// write gets a managedFields entry of its own. Returns the updated pod to send down.
+    pub fn label_pod(&mut self, ns: &str, name: &str, key: &str, value: &str) -> Option<Value> {
+        let rv = self.next_version();
+        let p = self.pods.get_mut(&format!("{ns}/{name}"))?;
+        p["metadata"]["labels"][key] = json!(value);
+        p["metadata"]["resourceVersion"] = json!(rv);
+        let mut entries = p["metadata"]["managedFields"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        entries.push(json!({"manager": "kubectl-label", "operation": "Update",
+            "apiVersion": "v1", "time": now_rfc3339(), "fieldsType": "FieldsV1",
+            "fieldsV1": {"f:metadata": {"f:labels": {format!("f:{key}"): {}}}}}));
+        p["metadata"]["managedFields"] = json!(entries);
+        Some(p.clone())
     }
 
     /// A graceful delete as `kubectl delete` makes it: the pod gets its deletionTimestamp and
@@ -1132,31 +1262,14 @@ impl ApiServer {
         Some(r)
     }
 
-    /// `Center.ProcessApplication` for what this model serves (lists of services).
+    /// `Center.ProcessApplication` for what this model serves: lists of services, gets of
+    /// pods, services and ConfigMaps.
     fn process_application(&mut self, app: &GoApplication) -> Result<Value, Rejection> {
-        let (group, version, resource, ns, _) = parse_key(&app.key);
+        let (group, version, resource, ns, name) = parse_key(&app.key);
         match app.verb.as_str() {
             "list" => {
                 // `app.OptionTo(&ListOptions)`: json.Unmarshal of the Option bytes.
-                let option = app.option.as_deref().unwrap_or_default();
-                match serde_json::from_slice::<Value>(option) {
-                    Ok(Value::Object(_)) => {}
-                    Ok(_) => {
-                        return Err(Rejection::Reason(
-                            "failed to prase Option bytes, json: cannot unmarshal into Go value of type v1.ListOptions".into(),
-                        ))
-                    }
-                    Err(_) if option.is_empty() => {
-                        return Err(Rejection::Reason(
-                            "failed to prase Option bytes, unexpected end of JSON input".into(),
-                        ))
-                    }
-                    Err(e) => {
-                        return Err(Rejection::Reason(format!(
-                            "failed to prase Option bytes, {e}"
-                        )))
-                    }
-                }
+                option_to(app, "v1.ListOptions")?;
                 if (group.as_str(), version.as_str(), resource.as_str()) != ("", "v1", "services") {
                     // The dynamic client's 404, wrapped in a plain error.
                     return Err(Rejection::Reason(
@@ -1174,10 +1287,60 @@ impl ApiServer {
                           "metadata": {"resourceVersion": self.version.to_string()},
                           "items": items}))
             }
+            "get" => {
+                // `app.OptionTo(&GetOptions)`, then the dynamic client's Get, whose error (an
+                // API error) goes back as it is.
+                option_to(app, "v1.GetOptions")?;
+                let store = match (group.as_str(), version.as_str(), resource.as_str()) {
+                    ("", "v1", "pods") => &self.pods,
+                    ("", "v1", "services") => &self.services,
+                    ("", "v1", "configmaps") => &self.config_maps,
+                    _ => {
+                        // No such resource: kube-apiserver's plain 404 page, which client-go
+                        // turns into this NotFound.
+                        return Err(Rejection::Api(json!({"metadata": {}, "status": "Failure",
+                            "message": "the server could not find the requested resource",
+                            "reason": "NotFound",
+                            "details": {"causes": [{"reason": "UnexpectedServerResponse",
+                                                    "message": "404 page not found"}]},
+                            "code": 404})));
+                    }
+                };
+                if name.is_empty() {
+                    // The dynamic client refuses before asking.
+                    return Err(Rejection::Reason("name is required".into()));
+                }
+                match store.get(&format!("{ns}/{name}")) {
+                    Some(obj) => Ok(obj.clone()),
+                    None => Err(Rejection::Api(json!({"metadata": {}, "status": "Failure",
+                        "message": format!("{resource} \"{name}\" not found"),
+                        "reason": "NotFound",
+                        "details": {"name": name, "kind": resource},
+                        "code": 404}))),
+                }
+            }
             other => Err(Rejection::Reason(format!(
                 "unsupported Application Verb type :{other}"
             ))),
         }
+    }
+}
+
+/// `app.OptionTo(&<go_type>)`: json.Unmarshal of the Option bytes into the options struct; its
+/// error is a plain one (`Reason`).
+fn option_to(app: &GoApplication, go_type: &str) -> Result<(), Rejection> {
+    let option = app.option.as_deref().unwrap_or_default();
+    match serde_json::from_slice::<Value>(option) {
+        Ok(Value::Object(_)) => Ok(()),
+        Ok(_) => Err(Rejection::Reason(format!(
+            "failed to prase Option bytes, json: cannot unmarshal into Go value of type {go_type}"
+        ))),
+        Err(_) if option.is_empty() => Err(Rejection::Reason(
+            "failed to prase Option bytes, unexpected end of JSON input".into(),
+        )),
+        Err(e) => Err(Rejection::Reason(format!(
+            "failed to prase Option bytes, {e}"
+        ))),
     }
 }
 

@@ -74,9 +74,13 @@ pub struct CloudHub {
     pub refused: Arc<AtomicUsize>,
     /// Every message the edge sent, in order (also those `frame` skipped).
     pub log: Arc<Mutex<Vec<Message>>>,
+    /// Every message that went down to the edge, in order, as written on the connection
+    /// (text frames that are no message left out).
+    pub sent_down: Arc<Mutex<Vec<Message>>>,
     /// The cloud behind the hub: answers leases, node status, node queries, deletes, the
-    /// ConfigMaps it holds and (its DynamicController) lists of its Services as CloudCore and
-    /// kube-apiserver do, and runs the node lifecycle check (see `apiserver.rs`).
+    /// ConfigMaps it holds and (its DynamicController) lists of its Services and gets of its
+    /// pods as CloudCore and kube-apiserver do, and runs the node lifecycle check (see
+    /// `apiserver.rs`).
     pub api: Arc<Mutex<apiserver::ApiServer>>,
     /// The CloudStream stand-in (the EdgeStream tunnel's server), same CA.
     pub stream: cloudstream::CloudStream,
@@ -143,6 +147,7 @@ impl CloudHub {
         let (to_edge, to_edge_rx) = async_channel::unbounded();
         let project_id = edged::cloudlink::DEFAULT_PROJECT_ID.to_string();
         let log = Arc::new(Mutex::new(Vec::new()));
+        let sent_down = Arc::new(Mutex::new(Vec::new()));
         let api = Arc::new(Mutex::new(apiserver::ApiServer::with_root_ca(pem(&ca_der))));
 
         let cert_task = smol::spawn(serve_certs(
@@ -168,6 +173,7 @@ impl CloudHub {
             refuse.clone(),
             refused.clone(),
             log.clone(),
+            sent_down.clone(),
             api.clone(),
         ));
         let monitor_task = smol::spawn(monitor_nodes(api.clone(), to_edge.clone()));
@@ -181,6 +187,7 @@ impl CloudHub {
             refuse,
             refused,
             log,
+            sent_down,
             api,
             stream,
             events,
@@ -285,12 +292,22 @@ impl CloudHub {
         tx
     }
 
-    /// Admits `pod` as kube-apiserver does (defaults, service-account volume, tolerations),
-    /// binds it to `node` and sends it down as EdgeController does (`insert`); returns it.
+    /// Admits `pod` as kube-apiserver does (defaults, service-account volume, tolerations,
+    /// managedFields), binds it to `node` and sends it down as EdgeController does (`insert`,
+    /// the pod as CloudCore relays it); returns it as the API server stores it.
     pub fn create_pod(&self, pod: &serde_json::Value, node: &str) -> serde_json::Value {
         let p = self.api.lock().unwrap().admit_pod(pod, node);
         self.send(&pod_message(op::INSERT, &p));
         p
+    }
+
+    /// Labels a pod as `kubectl label` does (metadata only); the `update` goes down, the pod as
+    /// CloudCore relays it. Returns it.
+    pub fn label_pod(&self, ns: &str, name: &str, key: &str, value: &str) -> Option<Message> {
+        let p = self.api.lock().unwrap().label_pod(ns, name, key, value)?;
+        let m = pod_message(op::UPDATE, &p);
+        self.send(&m);
+        Some(m)
     }
 
     /// Deletes a pod as `kubectl delete` does (graceful: an `update` with deletionTimestamp
@@ -498,7 +515,8 @@ async fn read_request<S: smol::io::AsyncRead + Unpin>(
     }
 }
 
-/// A message from the cloud (EdgeController) about a pod.
+/// A message from the cloud (EdgeController) about a pod, the pod as CloudCore relays it
+/// (without the fields its k8s.io/api v1.32 does not know: [`apiserver::relayed`]).
 pub fn pod_message(operation: &str, pod: &serde_json::Value) -> Message {
     let ns = pod["metadata"]["namespace"].as_str().unwrap_or("default");
     let name = pod["metadata"]["name"].as_str().unwrap_or_default();
@@ -508,7 +526,7 @@ pub fn pod_message(operation: &str, pod: &serde_json::Value) -> Message {
         operation,
         format!("{ns}/pod/{name}"),
     )
-    .with_content(pod.clone())
+    .with_content(apiserver::relayed(pod))
 }
 
 /// The node lifecycle controller: every 250 ms, nodes silent for the grace period are marked
@@ -535,6 +553,7 @@ async fn serve_ws(
     refuse: Arc<AtomicBool>,
     refused: Arc<AtomicUsize>,
     log: Arc<Mutex<Vec<Message>>>,
+    sent_down: Arc<Mutex<Vec<Message>>>,
     api: Arc<Mutex<apiserver::ApiServer>>,
 ) {
     while let Ok((tcp, _)) = listener.accept().await {
@@ -544,7 +563,7 @@ async fn serve_ws(
             continue;
         }
         // One connection at a time, as CloudHub keeps one per node.
-        serve_conn(tcp, &acceptor, &events, &to_edge, &log, &api).await;
+        serve_conn(tcp, &acceptor, &events, &to_edge, &log, &sent_down, &api).await;
         let _ = events.send(Event::Closed).await;
     }
 }
@@ -555,6 +574,7 @@ async fn serve_conn(
     events: &async_channel::Sender<Event>,
     to_edge: &async_channel::Receiver<ToEdge>,
     log: &Mutex<Vec<Message>>,
+    sent_down: &Mutex<Vec<Message>>,
     api: &Mutex<apiserver::ApiServer>,
 ) {
     let Ok(tls) = acceptor.accept(tcp).await else {
@@ -623,6 +643,7 @@ async fn serve_conn(
                     let down = down.iter().map(|p| pod_message(op::UPDATE, p));
                     for a in answer.into_iter().chain(down) {
                         let text = String::from_utf8(a.to_json()).unwrap() + "\n";
+                        sent_down.lock().unwrap().push(a);
                         if tx.send(Frame::text(text)).await.is_err() {
                             return;
                         }
@@ -634,6 +655,9 @@ async fn serve_conn(
             Err(Some(Ok(_))) => {}
             Err(_) => return,
             Ok(Ok(ToEdge::Text(t))) => {
+                if let Ok(m) = Message::from_json(t.as_bytes()) {
+                    sent_down.lock().unwrap().push(m);
+                }
                 if tx.send(Frame::text(t)).await.is_err() {
                     return;
                 }
