@@ -401,10 +401,12 @@ impl MetaManager {
     }
 
     /// The pod `relayed` read back whole through the DynamicController when CloudCore's relay
-    /// dropped fields its managedFields name ([`relay`]); `None`: nothing dropped, or it could
-    /// not be read back (no cloud, no answer, another pod or spec there now), and the pod runs
-    /// as relayed. What went wrong is logged here; an unanswered read warns once and keeps the
-    /// cloud from being asked for [`application::UNANSWERED_BACKOFF`].
+    /// dropped fields its managedFields name ([`relay`]), or with them copied from the pod as
+    /// stored when that was read back before and this one cannot be (no answer, another spec
+    /// there now) or need not be (only its status changed, it is being deleted). `None`: nothing
+    /// dropped, or nothing to restore them from, and the pod runs as relayed. An unanswered
+    /// read warns once and keeps the cloud from being asked for
+    /// [`application::UNANSWERED_BACKOFF`].
     async fn read_back_dropped(
         &self,
         resource: &Resource,
@@ -425,25 +427,43 @@ impl MetaManager {
             .ok()
             .flatten();
         let deleting = relayed.pointer("/metadata/deletionTimestamp").is_some();
-        if let Some(earlier) = earlier {
+        if let Some(earlier) = &earlier {
             let kept = if deleting {
-                relay::graft(relayed, &earlier)
+                relay::graft(relayed, earlier)
             } else {
-                relay::reuse(relayed, &earlier)
+                relay::reuse(relayed, earlier)
             };
             if let Some(whole) = kept {
                 tracing::debug!(%pod, %fields, "pod fields the cloud dropped taken from the pod read back before");
                 return Some(whole);
             }
         }
+        // Unread, a pod keeps what was read back before (the fields CloudCore drops are
+        // immutable in a pod's spec) rather than lose it midway.
+        let fallback = || earlier.as_ref().and_then(|e| relay::graft(relayed, e));
         if deleting {
             // Going away, and maybe gone from the API server already: not read back.
-            return None;
+            return fallback();
         }
         if !self.read_back.state().may_ask(Instant::now()) {
             tracing::debug!(%pod, %fields, "pod fields the cloud dropped not read back: the DynamicController did not answer lately");
-            return None;
+            return fallback();
         }
+        match self.read_whole(resource, &pod, &fields, relayed).await {
+            Some(whole) => Some(whole),
+            None => fallback(),
+        }
+    }
+
+    /// Reads the pod back through the DynamicController (see [`Self::read_back_dropped`]); what
+    /// went wrong is logged here.
+    async fn read_whole(
+        &self,
+        resource: &Resource,
+        pod: &str,
+        fields: &str,
+        relayed: &serde_json::Value,
+    ) -> Option<serde_json::Value> {
         let node = relayed
             .pointer("/spec/nodeName")
             .and_then(|n| n.as_str())
@@ -459,12 +479,12 @@ impl MetaManager {
                 if self.read_back.state().unanswered(Instant::now()) {
                     tracing::warn!(%pod, %fields, timeout_s = d.as_secs(),
                         retry_in_s = application::UNANSWERED_BACKOFF.as_secs(),
-                        "the cloud dropped fields of a pod (CloudCore's Kubernetes API is older than the API server's) and does not answer reads of pods: enable modules.dynamicController in cloudcore.yaml; the pod runs without them");
+                        "the cloud dropped fields of a pod (CloudCore's Kubernetes API is older than the API server's) and does not answer reads of pods: enable modules.dynamicController in cloudcore.yaml; pods run without those fields meanwhile");
                 }
                 return None;
             }
             Err(e) => {
-                tracing::warn!(%pod, %fields, error = %e, "pod fields the cloud dropped not read back; the pod runs without them");
+                tracing::warn!(%pod, %fields, error = %e, "pod fields the cloud dropped not read back");
                 return None;
             }
         };
@@ -480,7 +500,7 @@ impl MetaManager {
                 Some(whole)
             }
             Err(why) => {
-                tracing::warn!(%pod, %fields, reason = %why, "pod fields the cloud dropped not read back; the pod runs without them");
+                tracing::warn!(%pod, %fields, reason = %why, "pod fields the cloud dropped not read back");
                 None
             }
         }
@@ -916,6 +936,19 @@ mod tests {
             let (d, _) = relayed_pod("d", 1);
             mm.handle(d).await.unwrap();
             assert_eq!(cloud.asked(), 3, "backed off after the unanswered read");
+            // a with a new image, unread (backed off): it keeps the field read back before.
+            let (mut a4, _) = relayed_pod("a", 2);
+            a4.route.operation = op::UPDATE.into();
+            a4.content["spec"]["containers"][0]["image"] = json!("busybox:2");
+            mm.handle(a4).await.unwrap();
+            let stored = store.get(Table::Pod, "ns/a").unwrap().unwrap();
+            assert_eq!(
+                (
+                    &stored["spec"]["hostnameOverride"],
+                    &stored["spec"]["containers"][0]["image"]
+                ),
+                (&json!("over.example"), &json!("busybox:2"))
+            );
             // A pod with nothing dropped is not read back.
             let mut plain = relayed_pod("e", 1).0;
             plain.content["spec"]["hostnameOverride"] = json!("x");

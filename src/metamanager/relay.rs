@@ -10,8 +10,8 @@
 //! dynamic client keeps every field ([`get_request`]), and takes its `spec` when it is the
 //! same pod at the same generation ([`restore`]).
 //!
-//! A field a writer set to an empty value that the API server itself leaves out (`args: []`)
-//! is named too: such a pod is read back once per version, for nothing lost.
+//! Should managedFields name a field the API server itself leaves out (a writer's empty
+//! value), such a pod is read back once per spec, for nothing lost.
 
 use super::application::{self, Application};
 use crate::message::Message;
