@@ -4,148 +4,27 @@
 #[path = "common/rootfs.rs"]
 mod rootfs;
 
+#[allow(dead_code)]
+#[path = "common/backend.rs"]
+mod backend;
+
+use backend::{shim_config, Backend};
 use edged::runtime::cgroups::Layout;
-use edged::runtime::shim::{ShimConfig, ShimRuntime};
+use edged::runtime::shim::ShimConfig;
 use edged::runtime::{
-    ContainerConfig, ContainerState, ContainerStatus, ErrorKind, Mount, PodSandboxConfig,
-    Resources, Runtime, Stage,
+    ContainerConfig, ContainerState, ErrorKind, Mount, PodSandboxConfig, Resources, Runtime, Stage,
 };
 use edged::server::streaming::{exec, Outcome, StreamOptions, Streams, TermSize};
-use rootfs::{BusyboxRootfs, BUSYBOX};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-static SERIAL: Mutex<()> = Mutex::new(());
-
-struct Env {
-    _guard: MutexGuard<'static, ()>,
-    dir: tempfile::TempDir,
-    provider: Arc<BusyboxRootfs>,
-    rt: Option<Arc<ShimRuntime>>,
-    runtime_binary: String,
+fn env_with(runtime_binary: &str) -> Backend {
+    Backend::new("rt", shim_config(runtime_binary))
 }
 
-fn env_with(runtime_binary: &str) -> Env {
-    let guard = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let dir = tempfile::Builder::new()
-        .prefix("edged-rt-")
-        .tempdir_in("/tmp")
-        .unwrap();
-    let provider = Arc::new(BusyboxRootfs::new(&dir.path().join("images")));
-    let mut e = Env {
-        _guard: guard,
-        dir,
-        provider,
-        rt: None,
-        runtime_binary: runtime_binary.into(),
-    };
-    e.rt = Some(Arc::new(e.open()));
-    e
-}
-
-fn env() -> Env {
+fn env() -> Backend {
     env_with("runc")
-}
-
-impl Env {
-    fn open(&self) -> ShimRuntime {
-        ShimRuntime::new(
-            ShimConfig {
-                root: self.dir.path().to_path_buf(),
-                shim_binary: "containerd-shim-runc-v2".into(),
-                runtime_binary: self.runtime_binary.clone(),
-                log_max_size: 1 << 20,
-                log_max_files: 3,
-                pod_max_pids: -1,
-                network: None,
-                ..Default::default()
-            },
-            self.provider.clone(),
-        )
-        .unwrap()
-    }
-
-    fn rt(&self) -> &ShimRuntime {
-        self.rt.as_ref().unwrap()
-    }
-
-    /// The backend as the agent holds it.
-    fn shared(&self) -> Arc<dyn Runtime> {
-        self.rt.as_ref().unwrap().clone()
-    }
-
-    /// Drops the backend and opens a new one on the same root (an agent restart).
-    fn restart(&mut self) {
-        self.rt = None;
-        self.rt = Some(Arc::new(self.open()));
-    }
-
-    fn pod(&self, name: &str) -> String {
-        let uid = format!("uid-{}", fastrand::u64(..));
-        self.rt()
-            .run_pod_sandbox(&PodSandboxConfig {
-                uid: uid.clone(),
-                namespace: "default".into(),
-                name: name.into(),
-                hostname: name.into(),
-                hosts: "127.0.0.1 localhost\n".into(),
-                resolv_conf: "nameserver 127.0.0.53\n".into(),
-                ..Default::default()
-            })
-            .unwrap();
-        uid
-    }
-
-    fn log_path(&self, pod: &str, name: &str) -> PathBuf {
-        self.dir
-            .path()
-            .join(format!("logs/default_p_{pod}/{name}/0.log"))
-    }
-
-    fn config(&self, pod: &str, name: &str, script: &str) -> ContainerConfig {
-        ContainerConfig {
-            name: name.into(),
-            image: BUSYBOX.into(),
-            command: vec!["sh".into(), "-c".into(), script.into()],
-            log_path: self.log_path(pod, name),
-            ..Default::default()
-        }
-    }
-
-    fn run(&self, pod: &str, config: &ContainerConfig) -> String {
-        let id = self.rt().create_container(pod, config).unwrap();
-        self.rt().start_container(&id).unwrap();
-        id
-    }
-
-    fn wait_exit(&self, id: &str) -> ContainerStatus {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let s = self.rt().container_status(id).unwrap();
-            if s.state == ContainerState::Exited {
-                return s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "container {id} did not exit: {s:?}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        // Unmount namespaces and rootfs before the temp dir goes.
-        if let Some(rt) = self.rt.as_ref() {
-            for sb in rt.list_pod_sandboxes().unwrap_or_default() {
-                if let Err(e) = rt.remove_pod_sandbox(&sb.uid) {
-                    eprintln!("cleanup of {}: {e}", sb.uid);
-                }
-            }
-        }
-    }
 }
 
 /// Waits until the log file holds `needle`; returns the whole file.
@@ -195,8 +74,8 @@ fn shim_pids(id: &str) -> Vec<i32> {
 fn exit_codes_and_reasons() {
     let e = env();
     let pod = e.pod("exits");
-    let ok = e.run(&pod, &e.config(&pod, "ok", "exit 0"));
-    let bad = e.run(&pod, &e.config(&pod, "bad", "exit 3"));
+    let ok = e.start(&pod, &e.config(&pod, "ok", "exit 0"));
+    let bad = e.start(&pod, &e.config(&pod, "bad", "exit 3"));
     let s = e.wait_exit(&ok);
     assert_eq!(
         (s.exit_code, s.reason.as_deref()),
@@ -208,7 +87,7 @@ fn exit_codes_and_reasons() {
     assert_eq!(s.image_id, "sha256:0123456789abcdef");
     // A container seen running is then watched in /proc; its exit still reaches the record
     // with the code its shim reports.
-    let late = e.run(&pod, &e.config(&pod, "late", "sleep 2; exit 7"));
+    let late = e.start(&pod, &e.config(&pod, "late", "sleep 2; exit 7"));
     assert_eq!(
         e.rt().container_status(&late).unwrap().state,
         ContainerState::Running
@@ -228,7 +107,7 @@ fn exit_codes_and_reasons() {
 fn stop_with_sigterm() {
     let e = env();
     let pod = e.pod("term");
-    let id = e.run(
+    let id = e.start(
         &pod,
         &e.config(
             &pod,
@@ -248,7 +127,7 @@ fn stop_with_sigterm() {
 fn sigkill_after_grace() {
     let e = env();
     let pod = e.pod("kill");
-    let id = e.run(
+    let id = e.start(
         &pod,
         &e.config(
             &pod,
@@ -278,7 +157,7 @@ fn long_stops_are_not_queued_behind_the_pool_bound() {
     let mut ids = Vec::new();
     for n in 0..N {
         let pod = e.pod(&format!("grace{n}"));
-        let id = e.run(
+        let id = e.start(
             &pod,
             &e.config(
                 &pod,
@@ -352,7 +231,7 @@ fn limits_in_cgroup() {
         cpu_request_millis: Some(250),
         memory_limit_bytes: Some(64 << 20),
     };
-    let id = e.run(&pod, &c);
+    let id = e.start(&pod, &c);
     let layout = Layout::detect();
     let cg = Layout::container_path(&pod, &id);
     let mem = layout.memory_dir(&cg);
@@ -390,7 +269,7 @@ fn oom_killed() {
         "exec dd if=/dev/zero of=/dev/null bs=64M count=1",
     );
     c.resources.memory_limit_bytes = Some(16 << 20);
-    let id = e.run(&pod, &c);
+    let id = e.start(&pod, &c);
     let s = e.wait_exit(&id);
     assert_eq!(s.reason.as_deref(), Some("OOMKilled"), "{s:?}");
     assert_eq!(s.exit_code, Some(137), "killed by SIGKILL");
@@ -415,7 +294,7 @@ fn env_and_bind_mount_inside() {
         container_path: "/data".into(),
         read_only: true,
     }];
-    let id = e.run(&pod, &c);
+    let id = e.start(&pod, &c);
     let s = e.wait_exit(&id);
     assert_eq!(s.exit_code, Some(0));
     let text = wait_log(&e.log_path(&pod, "c"), "stderr F err-line");
@@ -440,7 +319,7 @@ fn exec_sync_output_and_timeout() {
     let pod = e.pod("exec");
     let mut c = e.config(&pod, "c", "sleep 1000");
     c.env = vec![("GREETING".into(), "hi".into())];
-    let id = e.run(&pod, &c);
+    let id = e.start(&pod, &c);
     let cmd = |s: &str| vec!["sh".to_string(), "-c".into(), s.into()];
     let r = e
         .rt()
@@ -508,7 +387,7 @@ async fn drain(rx: async_channel::Receiver<Vec<u8>>) -> String {
 fn interactive_exec_streams_and_exit_codes() {
     let e = env();
     let pod = e.pod("iexec");
-    let id = e.run(&pod, &e.config(&pod, "c", "sleep 1000"));
+    let id = e.start(&pod, &e.config(&pod, "c", "sleep 1000"));
     let sh = |s: &str| vec!["sh".to_string(), "-c".into(), s.into()];
     let all = StreamOptions {
         stdin: true,
@@ -623,7 +502,7 @@ fn interactive_exec_streams_and_exit_codes() {
 fn a_dropped_exec_session_kills_its_command() {
     let e = env();
     let pod = e.pod("dexec");
-    let id = e.run(&pod, &e.config(&pod, "c", "sleep 1000"));
+    let id = e.start(&pod, &e.config(&pod, "c", "sleep 1000"));
     let opts = StreamOptions {
         stdin: true,
         stdout: true,
@@ -676,8 +555,8 @@ fn pod_shares_netns_and_shim() {
     let e = env();
     let pod = e.pod("shared");
     let script = "readlink /proc/self/ns/net; readlink /proc/self/ns/ipc; readlink /proc/self/ns/pid; sleep 1000";
-    let a = e.run(&pod, &e.config(&pod, "a", script));
-    let b = e.run(&pod, &e.config(&pod, "b", script));
+    let a = e.start(&pod, &e.config(&pod, "a", script));
+    let b = e.start(&pod, &e.config(&pod, "b", script));
     let la = log_lines(&wait_log(&e.log_path(&pod, "a"), "pid:["), "stdout");
     let lb = log_lines(&wait_log(&e.log_path(&pod, "b"), "pid:["), "stdout");
     assert_eq!(la[0], lb[0], "same network namespace");
@@ -738,7 +617,7 @@ fn pod_shares_netns_and_shim() {
 fn restart_adopts_running_container() {
     let mut e = env();
     let pod = e.pod("adopt");
-    let id = e.run(
+    let id = e.start(
         &pod,
         &e.config(
             &pod,
@@ -751,15 +630,9 @@ fn restart_adopts_running_container() {
     let before = e.rt().container_status(&id).unwrap();
     assert_eq!(before.state, ContainerState::Running);
     // A second agent on the same state dir is refused while the first runs.
-    let second = ShimRuntime::new(
-        ShimConfig {
-            root: e.dir.path().to_path_buf(),
-            ..Default::default()
-        },
-        e.provider.clone(),
-    );
+    let second = e.try_open(ShimConfig::default());
     assert_eq!(second.err().map(|e| e.kind), Some(ErrorKind::AlreadyExists));
-    e.restart();
+    e.restart(shim_config("runc"));
     let after = e.rt().container_status(&id).unwrap();
     assert_eq!(after.state, ContainerState::Running);
     assert_eq!(
@@ -790,7 +663,7 @@ fn restart_adopts_running_container() {
 fn killed_shim_is_detected_and_cleaned() {
     let e = env();
     let pod = e.pod("deadshim");
-    let id = e.run(&pod, &e.config(&pod, "c", "sleep 1000"));
+    let id = e.start(&pod, &e.config(&pod, "c", "sleep 1000"));
     let events = e.rt().exit_events();
     // Seen running once, the task is watched in /proc: the shim's death must still show.
     assert_eq!(
@@ -868,7 +741,7 @@ fn a_container_runc_made_but_no_shim_took_is_deleted_at_restart() {
         runc_list().contains(&id),
         "runc's container is there to clean"
     );
-    e.restart();
+    e.restart(shim_config("runc"));
     assert!(
         !runc_list().contains(&id),
         "runc's container left: {}",
@@ -886,7 +759,7 @@ fn stop_with_no_shim_address_cleans_up() {
     // it must not fail on the missing shim, or the pod's deletion waits for housekeeping.
     let e = env();
     let pod = e.pod("noaddress");
-    let id = e.run(&pod, &e.config(&pod, "c", "sleep 1000"));
+    let id = e.start(&pod, &e.config(&pod, "c", "sleep 1000"));
     let pid = e.rt().container_status(&id).unwrap().pid.unwrap();
     let shims = shim_pids(&id);
     std::fs::remove_file(
@@ -921,7 +794,7 @@ fn exit_events_arrive() {
     let e = env();
     let pod = e.pod("events");
     let events = e.rt().exit_events();
-    let id = e.run(&pod, &e.config(&pod, "c", "exit 4"));
+    let id = e.start(&pod, &e.config(&pod, "c", "exit 4"));
     let ev = smol::block_on(async {
         loop {
             let ev = events.recv().await.unwrap();
@@ -937,7 +810,7 @@ fn exit_events_arrive() {
 fn remove_pod_sandbox_cleans_up() {
     let e = env();
     let pod = e.pod("cleanup");
-    let id = e.run(&pod, &e.config(&pod, "c", "sleep 1000"));
+    let id = e.start(&pod, &e.config(&pod, "c", "sleep 1000"));
     let sb_dir = e.dir.path().join("runtime/sandboxes").join(&pod);
     assert!(edged::runtime::sandbox::is_pinned(&sb_dir.join("ns/net")));
     e.rt().remove_pod_sandbox(&pod).unwrap();
@@ -1123,7 +996,7 @@ fn failed_create_leaves_nothing() {
 fn power_cut_leftovers_reported_exited() {
     let mut e = env();
     let pod = e.pod("powercut");
-    let id = e.run(&pod, &e.config(&pod, "c", "sleep 1000"));
+    let id = e.start(&pod, &e.config(&pod, "c", "sleep 1000"));
     let pid = e.rt().container_status(&id).unwrap().pid.unwrap();
     let bundle = e.dir.path().join("runtime/containers").join(&id);
     let sock = std::fs::read_to_string(bundle.join("address")).unwrap();
@@ -1139,7 +1012,7 @@ fn power_cut_leftovers_reported_exited() {
     let _ = nix::mount::umount2(&bundle.join("rootfs"), nix::mount::MntFlags::MNT_DETACH);
     let _ = std::fs::remove_dir_all(format!("/run/containerd/runc/edged/{id}"));
     let _ = std::fs::remove_file(sock.trim().trim_start_matches("unix://"));
-    e.rt = Some(Arc::new(e.open()));
+    e.rt = Some(Arc::new(e.open(shim_config("runc"))));
     let s = e.rt().container_status(&id).unwrap();
     assert_eq!(s.state, ContainerState::Exited, "{s:?}");
     assert!(s.reason.is_some() && s.finished_at.is_some(), "{s:?}");
@@ -1165,7 +1038,7 @@ fn security_settings_apply() {
     c.security.supplemental_groups = vec![3000];
     c.security.read_only_rootfs = true;
     c.security.capabilities_drop = vec!["ALL".into()];
-    let id = e.run(&pod, &c);
+    let id = e.start(&pod, &c);
     assert_eq!(e.wait_exit(&id).exit_code, Some(0));
     let text = wait_log(&e.log_path(&pod, "c"), "ro-rootfs");
     let out = log_lines(&text, "stdout");
@@ -1205,7 +1078,7 @@ fn host_network_and_pid() {
             ..Default::default()
         })
         .unwrap();
-    let id = e.run(
+    let id = e.start(
         &uid,
         &e.config(
             &uid,
@@ -1234,7 +1107,7 @@ fn privileged_sees_host_devices() {
         "grep CapEff /proc/self/status; [ -c /dev/kmsg ] && echo has-kmsg; mkdir /sys/fs/cgroup/x 2>/dev/null; echo done",
     );
     c.security.privileged = true;
-    let id = e.run(&pod, &c);
+    let id = e.start(&pod, &c);
     assert_eq!(e.wait_exit(&id).exit_code, Some(0));
     let out = log_lines(&wait_log(&e.log_path(&pod, "c"), "stdout F done"), "stdout");
     assert!(
@@ -1285,7 +1158,7 @@ fn freeze(pid: i32, frozen: bool) {
 fn hung_shim_blocks_only_its_pod() {
     let e = env();
     let slow_pod = e.pod("hung");
-    let slow = e.run(&slow_pod, &e.config(&slow_pod, "c", "sleep 1000"));
+    let slow = e.start(&slow_pod, &e.config(&slow_pod, "c", "sleep 1000"));
     let pids = shim_pids(&slow);
     assert_eq!(pids.len(), 1);
     freeze(pids[0], true);
@@ -1293,7 +1166,7 @@ fn hung_shim_blocks_only_its_pod() {
         let hung = s.spawn(|| e.rt().container_status(&slow));
         // Another pod is served meanwhile.
         let pod = e.pod("healthy");
-        let id = e.run(&pod, &e.config(&pod, "c", "sleep 1000"));
+        let id = e.start(&pod, &e.config(&pod, "c", "sleep 1000"));
         assert_eq!(
             e.rt().container_status(&id).unwrap().state,
             ContainerState::Running
@@ -1353,8 +1226,8 @@ fn created_never_started_is_removed() {
 fn pod_shim_outlives_its_first_container() {
     let e = env();
     let pod = e.pod("outlive");
-    let a = e.run(&pod, &e.config(&pod, "a", "sleep 1000"));
-    let b = e.run(&pod, &e.config(&pod, "b", "sleep 1000"));
+    let a = e.start(&pod, &e.config(&pod, "a", "sleep 1000"));
+    let b = e.start(&pod, &e.config(&pod, "b", "sleep 1000"));
     e.rt().stop_container(&a, Duration::ZERO).unwrap();
     e.rt().remove_container(&a).unwrap();
     assert_eq!(shim_pids(&a).len(), 1, "the shim still serves b");
@@ -1400,7 +1273,7 @@ fn bench_footprint() {
     let mut ids = Vec::new();
     for i in 0..10 {
         let pod = e.pod(&format!("fp{i}"));
-        ids.push(e.run(&pod, &e.config(&pod, "c", "sleep 1000")));
+        ids.push(e.start(&pod, &e.config(&pod, "c", "sleep 1000")));
     }
     let mut names = std::collections::BTreeMap::<String, u32>::new();
     for t in std::fs::read_dir("/proc/self/task").unwrap().flatten() {

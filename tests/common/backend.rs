@@ -1,11 +1,15 @@
-//! One shim backend (`ShimRuntime`) on a root of its own, with the busybox test image, for the
-//! tests that drive the backend directly on real shims (`#[path = "common/backend.rs"] mod
+//! One shim backend (`ShimRuntime`) on a root of its own, with the busybox test image or images
+//! of the test's own, for the tests that drive the backend directly on real shims
+//! (`runtime_shim`, `shim_grouping`, `shim_spare`: `#[path = "common/backend.rs"] mod
 //! backend;` beside `mod rootfs;`). Backends of one test binary run one at a time: they share
 //! runc's state dir and the shims' cgroup.
 
 use super::rootfs::{BusyboxRootfs, BUSYBOX};
 use edged::runtime::shim::{ShimConfig, ShimRuntime};
-use edged::runtime::{ContainerConfig, PodSandboxConfig, Runtime};
+use edged::runtime::{
+    ContainerConfig, ContainerState, ContainerStatus, PodSandboxConfig, Result, RootfsProvider,
+    Runtime,
+};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -13,51 +17,84 @@ use std::time::{Duration, Instant};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
+/// The runc shim running `runtime_binary`, its logs rotated at 1 MiB with three kept, pods
+/// without a pids limit, loopback networking only.
+pub fn shim_config(runtime_binary: &str) -> ShimConfig {
+    ShimConfig {
+        shim_binary: "containerd-shim-runc-v2".into(),
+        runtime_binary: runtime_binary.into(),
+        log_max_size: 1 << 20,
+        log_max_files: 3,
+        pod_max_pids: -1,
+        network: None,
+        ..Default::default()
+    }
+}
+
 /// A backend and its root; pods left are removed, shims left killed, when dropped.
 pub struct Backend {
-    _guard: MutexGuard<'static, ()>,
+    /// The backend as the agent holds it (`None`: none open).
+    pub rt: Option<Arc<ShimRuntime>>,
+    images: Option<Arc<dyn RootfsProvider>>,
     pub dir: tempfile::TempDir,
-    provider: Arc<BusyboxRootfs>,
-    pub rt: Option<ShimRuntime>,
+    _guard: MutexGuard<'static, ()>,
 }
 
 impl Backend {
-    /// A backend on a new root under /tmp (`edged-<tag>-…`), opened with `config` (its
-    /// `root` set to that root).
+    /// A backend on a new root under /tmp (`edged-<tag>-…`) with the busybox image, opened
+    /// with `config` (its `root` set to that root).
     pub fn new(tag: &str, config: ShimConfig) -> Backend {
+        let mut b = Backend::root(tag);
+        let images = Arc::new(BusyboxRootfs::new(&b.dir.path().join("images")));
+        b.open_with(config, images);
+        b
+    }
+
+    /// A new root under /tmp (`edged-<tag>-…`), with no backend open yet: for a test that
+    /// sets its images up in the root first ([`Self::open_with`]).
+    pub fn root(tag: &str) -> Backend {
         let guard = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
         let dir = tempfile::Builder::new()
             .prefix(&format!("edged-{tag}-"))
             .tempdir_in("/tmp")
             .unwrap();
-        let provider = Arc::new(BusyboxRootfs::new(&dir.path().join("images")));
-        let mut b = Backend {
-            _guard: guard,
-            dir,
-            provider,
+        Backend {
             rt: None,
-        };
-        b.rt = Some(b.open(config));
-        b
+            images: None,
+            dir,
+            _guard: guard,
+        }
     }
 
-    /// Opens a backend on this root with `config` (its `root` set to this root).
-    pub fn open(&self, config: ShimConfig) -> ShimRuntime {
+    /// Opens the backend with `config`, its images from `images` (and so do the backends
+    /// opened after it on this root).
+    pub fn open_with(&mut self, config: ShimConfig, images: Arc<dyn RootfsProvider>) {
+        self.images = Some(images);
+        self.rt = Some(Arc::new(self.open(config)));
+    }
+
+    /// Opens a backend on this root, with its images, with `config` (its `root` set to this
+    /// root).
+    pub fn try_open(&self, config: ShimConfig) -> Result<ShimRuntime> {
         ShimRuntime::new(
             ShimConfig {
                 root: self.dir.path().to_path_buf(),
                 ..config
             },
-            self.provider.clone(),
+            self.images.clone().expect("the root's images (open_with)"),
         )
-        .unwrap()
+    }
+
+    /// [`Self::try_open`], which must succeed.
+    pub fn open(&self, config: ShimConfig) -> ShimRuntime {
+        self.try_open(config).unwrap()
     }
 
     /// Drops the backend and opens a new one on the same root with `config` (what an agent
     /// restart does to the backend).
     pub fn restart(&mut self, config: ShimConfig) {
         self.rt = None;
-        self.rt = Some(self.open(config));
+        self.rt = Some(Arc::new(self.open(config)));
     }
 
     /// Loses the backend without its `Drop` (as SIGKILL loses it) and opens a new one on the
@@ -66,11 +103,16 @@ impl Backend {
     pub fn reopen_after_kill(&mut self, config: ShimConfig) {
         std::mem::forget(self.rt.take());
         std::fs::remove_file(self.dir.path().join("runtime/lock")).unwrap();
-        self.rt = Some(self.open(config));
+        self.rt = Some(Arc::new(self.open(config)));
     }
 
     pub fn rt(&self) -> &ShimRuntime {
         self.rt.as_ref().unwrap()
+    }
+
+    /// The backend as the agent holds it.
+    pub fn shared(&self) -> Arc<dyn Runtime> {
+        self.rt.as_ref().unwrap().clone()
     }
 
     /// A pod sandbox named `name`; its uid.
@@ -90,21 +132,57 @@ impl Backend {
         uid
     }
 
+    /// Where container `name` of pod `pod` logs (its first attempt).
+    pub fn log_path(&self, pod: &str, name: &str) -> PathBuf {
+        self.dir
+            .path()
+            .join(format!("logs/default_p_{pod}/{name}/0.log"))
+    }
+
+    /// A busybox container `name` of pod `pod` running `sh -c script`.
+    pub fn config(&self, pod: &str, name: &str, script: &str) -> ContainerConfig {
+        ContainerConfig {
+            name: name.into(),
+            image: BUSYBOX.into(),
+            command: vec!["sh".into(), "-c".into(), script.into()],
+            log_path: self.log_path(pod, name),
+            ..Default::default()
+        }
+    }
+
+    /// Creates and starts `config` in pod `pod`; its id.
+    pub fn start(&self, pod: &str, config: &ContainerConfig) -> String {
+        let id = self.rt().create_container(pod, config).unwrap();
+        self.rt().start_container(&id).unwrap();
+        id
+    }
+
     /// Creates and starts a busybox `sleep` container `name` in pod `pod`; its id.
     pub fn run(&self, pod: &str, name: &str) -> String {
         let config = ContainerConfig {
             name: name.into(),
             image: BUSYBOX.into(),
             command: vec!["sleep".into(), "1000".into()],
-            log_path: self
-                .dir
-                .path()
-                .join(format!("logs/default_p_{pod}/{name}/0.log")),
+            log_path: self.log_path(pod, name),
             ..Default::default()
         };
-        let id = self.rt().create_container(pod, &config).unwrap();
-        self.rt().start_container(&id).unwrap();
-        id
+        self.start(pod, &config)
+    }
+
+    /// Container `id`'s status once it has exited (within 20 s).
+    pub fn wait_exit(&self, id: &str) -> ContainerStatus {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let s = self.rt().container_status(id).unwrap();
+            if s.state == ContainerState::Exited {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "container {id} did not exit: {s:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Stops and removes pod `pod`.
