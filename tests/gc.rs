@@ -3,28 +3,30 @@
 //! scripts/make-test-image.sh, a tmpfs of a few tens of MiB as the image filesystem, and the
 //! real agent binary. Tests share runc state and cgroups, so they run one at a time.
 
+#[path = "common/rootfs.rs"]
+mod rootfs;
+
+#[allow(dead_code)]
+#[path = "common/backend.rs"]
+mod backend;
+
+use backend::{serial, shim_config, Backend};
 use edged::gc;
 use edged::images::pressure::Marker;
 use edged::images::{ErrorKind, Image, ImageStore};
-use edged::runtime::shim::{ShimConfig, ShimRuntime};
-use edged::runtime::{ContainerConfig, ContainerState, PodSandboxConfig, Runtime};
+use edged::runtime::shim::ShimRuntime;
+use edged::runtime::{ContainerConfig, ContainerState, Runtime};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use serde_json::Value;
 use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-static SERIAL: Mutex<()> = Mutex::new(());
 
 const MIB: u64 = 1 << 20;
 /// Padding of each test image: its own layer of this many MiB.
 const PAD_MB: u64 = 4;
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 fn now_secs() -> u64 {
     SystemTime::now()
@@ -113,108 +115,38 @@ fn low_for(total: u64, used: u64, pad: u64, k: u64) -> u8 {
     (target * 100.0 / total as f64).round() as u8
 }
 
-fn runtime(root: &Path, store: &Arc<ImageStore>) -> ShimRuntime {
-    ShimRuntime::new(
-        ShimConfig {
-            root: root.to_path_buf(),
-            shim_binary: "containerd-shim-runc-v2".into(),
-            runtime_binary: "runc".into(),
-            log_max_size: 1 << 20,
-            log_max_files: 3,
-            pod_max_pids: -1,
-            network: None,
-            ..Default::default()
-        },
-        store.clone(),
-    )
-    .unwrap()
-}
-
-fn sandbox(rt: &ShimRuntime, name: &str) -> String {
-    let uid = format!("uid-{name}-{}", fastrand::u32(..));
-    rt.run_pod_sandbox(&PodSandboxConfig {
-        uid: uid.clone(),
-        namespace: "default".into(),
-        name: name.into(),
-        hostname: name.into(),
-        hosts: "127.0.0.1 localhost\n".into(),
-        resolv_conf: "nameserver 127.0.0.53\n".into(),
-        ..Default::default()
-    })
-    .unwrap();
-    uid
-}
-
-/// Removes every sandbox (and so every container) when dropped, before the dirs go.
-struct Cleanup<'a>(&'a ShimRuntime);
-
-impl Drop for Cleanup<'_> {
-    fn drop(&mut self) {
-        for sb in self.0.list_pod_sandboxes().unwrap_or_default() {
-            if let Err(e) = self.0.remove_pod_sandbox(&sb.uid) {
-                eprintln!("cleanup of {}: {e}", sb.uid);
-            }
-        }
-    }
-}
-
 /// Creates and starts a container of `image` running `script`; its log goes to
 /// `logs/<pod>/<name>/<attempt>.log`, with a rotated sibling beside it.
-fn start(
-    rt: &ShimRuntime,
-    logs: &Path,
-    pod: &str,
-    name: &str,
-    attempt: u32,
-    image: &str,
-    script: &str,
-) -> String {
-    let log_path = logs.join(pod).join(name).join(format!("{attempt}.log"));
+fn start(b: &Backend, pod: &str, name: &str, attempt: u32, image: &str, script: &str) -> String {
+    let log_path = b
+        .dir
+        .path()
+        .join("logs")
+        .join(pod)
+        .join(name)
+        .join(format!("{attempt}.log"));
     std::fs::create_dir_all(log_path.parent().unwrap()).unwrap();
     std::fs::write(log_path.with_extension("log.20260101-000000"), b"rotated\n").unwrap();
     let config = ContainerConfig {
-        name: name.into(),
         attempt,
         image: image.into(),
-        command: vec!["sh".into(), "-c".into(), script.into()],
         log_path,
-        ..Default::default()
+        ..b.config(pod, name, script)
     };
-    let id = rt.create_container(pod, &config).unwrap();
-    rt.start_container(&id).unwrap();
-    id
-}
-
-fn wait_exit(rt: &ShimRuntime, id: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let s = rt.container_status(id).unwrap();
-        if s.state == ContainerState::Exited {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{id} did not exit: {s:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    b.start(pod, &config)
 }
 
 /// A dead container: started, exited at once.
-fn dead(rt: &ShimRuntime, logs: &Path, pod: &str, name: &str, attempt: u32, image: &str) -> String {
-    let id = start(
-        rt,
-        logs,
-        pod,
-        name,
-        attempt,
-        image,
-        &format!("echo run-{attempt}"),
-    );
-    wait_exit(rt, &id);
+fn dead(b: &Backend, pod: &str, name: &str, attempt: u32, image: &str) -> String {
+    let id = start(b, pod, name, attempt, image, &format!("echo run-{attempt}"));
+    b.wait_exit(&id);
     id
 }
 
 /// What a container leaves on disk: bundle, rootfs snapshot, log and its rotated sibling.
-fn traces(root: &Path, logs: &Path, rt: &ShimRuntime, id: &str) -> Vec<PathBuf> {
-    let s = rt.container_status(id).unwrap();
+fn traces(b: &Backend, id: &str) -> Vec<PathBuf> {
+    let (root, logs) = (b.dir.path(), b.dir.path().join("logs"));
+    let s = b.rt().container_status(id).unwrap();
     vec![
         root.join("runtime/containers").join(id),
         root.join("images/snapshots").join(id),
@@ -222,7 +154,7 @@ fn traces(root: &Path, logs: &Path, rt: &ShimRuntime, id: &str) -> Vec<PathBuf> 
         s.log_path.with_extension("log.20260101-000000"),
     ]
     .into_iter()
-    .filter(|p| p.starts_with(root) || p.starts_with(logs))
+    .filter(|p| p.starts_with(root) || p.starts_with(&logs))
     .collect()
 }
 
@@ -236,46 +168,36 @@ fn listed(rt: &ShimRuntime) -> BTreeSet<String> {
 
 #[test]
 fn container_gc_applies_each_policy_to_real_containers() {
-    let _g = serial();
-    let root = tempfile::Builder::new()
-        .prefix("edged-gc-")
-        .tempdir_in("/tmp")
-        .unwrap();
-    let root = root.path();
-    let logs = root.join("logs");
+    let mut b = Backend::root("gc");
     let work = tempfile::tempdir().unwrap();
-    let store = Arc::new(ImageStore::open(root).unwrap());
+    let store = Arc::new(ImageStore::open(b.dir.path()).unwrap());
     store
         .import(&make_image(work.path(), "busybox:gc", 0))
         .unwrap();
     let img = "busybox:gc";
-    let rt = runtime(root, &store);
-    let _cleanup = Cleanup(&rt);
-    let (p1, p2, p3) = (
-        sandbox(&rt, "one"),
-        sandbox(&rt, "two"),
-        sandbox(&rt, "gone"),
-    );
+    b.open_with(shim_config("runc"), store);
+    let rt = b.rt();
+    let (p1, p2, p3) = (b.pod("one"), b.pod("two"), b.pod("gone"));
 
     // Old batch: the deleted pod's containers and two of p1/a.
-    let x: Vec<String> = (0..2).map(|a| dead(&rt, &logs, &p3, "x", a, img)).collect();
-    let p1a: Vec<String> = (0..2).map(|a| dead(&rt, &logs, &p1, "a", a, img)).collect();
+    let x: Vec<String> = (0..2).map(|a| dead(&b, &p3, "x", a, img)).collect();
+    let p1a: Vec<String> = (0..2).map(|a| dead(&b, &p1, "a", a, img)).collect();
     let mid = SystemTime::now();
     std::thread::sleep(Duration::from_millis(20));
     // New batch.
     let p1a: Vec<String> = p1a
         .into_iter()
-        .chain((2..4).map(|a| dead(&rt, &logs, &p1, "a", a, img)))
+        .chain((2..4).map(|a| dead(&b, &p1, "a", a, img)))
         .collect();
-    let p1b: Vec<String> = (0..2).map(|a| dead(&rt, &logs, &p1, "b", a, img)).collect();
-    let p2a: Vec<String> = (0..3).map(|a| dead(&rt, &logs, &p2, "a", a, img)).collect();
-    let web0 = dead(&rt, &logs, &p2, "web", 0, img);
-    let web1 = start(&rt, &logs, &p2, "web", 1, img, "exec sleep 1000");
-    assert_eq!(listed(&rt).len(), 13);
+    let p1b: Vec<String> = (0..2).map(|a| dead(&b, &p1, "b", a, img)).collect();
+    let p2a: Vec<String> = (0..3).map(|a| dead(&b, &p2, "a", a, img)).collect();
+    let web0 = dead(&b, &p2, "web", 0, img);
+    let web1 = start(&b, &p2, "web", 1, img, "exec sleep 1000");
+    assert_eq!(listed(rt).len(), 13);
 
-    let all_traces: Vec<(String, Vec<PathBuf>)> = listed(&rt)
+    let all_traces: Vec<(String, Vec<PathBuf>)> = listed(rt)
         .into_iter()
-        .map(|id| (id.clone(), traces(root, &logs, &rt, &id)))
+        .map(|id| (id.clone(), traces(&b, &id)))
         .collect();
     for (id, ts) in &all_traces {
         for t in ts {
@@ -300,19 +222,19 @@ fn container_gc_applies_each_policy_to_real_containers() {
 
     // MinAge 1 h, counted an hour after the old batch: the deleted pod's containers go
     // (all, oldest first); p1/a's old ones are candidates but no limit applies.
-    let r = gc::container::collect_at(&rt, &live, &policy(3600, -1, -1), hour_later);
+    let r = gc::container::collect_at(rt, &live, &policy(3600, -1, -1), hour_later);
     assert_eq!(r, x);
     gone(&[&x[0], &x[1]]);
     // MinAge with MaxPerPodContainer 0: only the old instances of p1/a go; its newest
     // (too young) stays, so they are not protected.
-    let r = gc::container::collect_at(&rt, &live, &policy(3600, 0, -1), hour_later);
+    let r = gc::container::collect_at(rt, &live, &policy(3600, 0, -1), hour_later);
     assert_eq!(r, vec![p1a[0].clone(), p1a[1].clone()]);
     gone(&[&p1a[0], &p1a[1]]);
 
     // MaxContainers 4 over 4 units (p1/a, p1/b, p2/a, p2/web): one each, fairly. p2/a had
     // the most and keeps no more than the others; web keeps its dead instance.
-    let (n, t) = (listed(&rt).len(), Instant::now());
-    let r: Vec<String> = gc::container::collect(&rt, &live, &policy(0, -1, 4));
+    let (n, t) = (listed(rt).len(), Instant::now());
+    let r: Vec<String> = gc::container::collect(rt, &live, &policy(0, -1, 4));
     eprintln!(
         "container GC pass: {} of {n} containers removed in {:?}",
         r.len(),
@@ -329,14 +251,14 @@ fn container_gc_applies_each_policy_to_real_containers() {
 
     // MaxPerPodContainer 0: web's dead instance goes (its newest runs); the newest dead
     // instances of the others are kept for their pod workers.
-    let r = gc::container::collect(&rt, &live, &policy(0, 0, -1));
+    let r = gc::container::collect(rt, &live, &policy(0, 0, -1));
     assert_eq!(r, vec![web0.clone()]);
     gone(&[&web0]);
-    assert!(gc::container::collect(&rt, &live, &policy(0, 0, 0)).is_empty());
+    assert!(gc::container::collect(rt, &live, &policy(0, 0, 0)).is_empty());
 
     // p1 deleted: its dead containers go, all of them.
     let live: HashSet<String> = [p2.clone()].into();
-    let r = gc::container::collect(&rt, &live, &policy(0, 1, -1));
+    let r = gc::container::collect(rt, &live, &policy(0, 1, -1));
     assert_eq!(
         r.iter().cloned().collect::<BTreeSet<_>>(),
         [p1a[3].clone(), p1b[1].clone()].into()
@@ -344,7 +266,7 @@ fn container_gc_applies_each_policy_to_real_containers() {
     gone(&[&p1a[3], &p1b[1]]);
 
     // Left: p2/a's newest dead instance and the running web container, untouched.
-    assert_eq!(listed(&rt), [p2a[2].clone(), web1.clone()].into());
+    assert_eq!(listed(rt), [p2a[2].clone(), web1.clone()].into());
     assert_eq!(
         rt.container_status(&web1).unwrap().state,
         ContainerState::Running
@@ -354,22 +276,17 @@ fn container_gc_applies_each_policy_to_real_containers() {
         assert!(ts.iter().all(|t| t.exists()), "{id} lost a file");
     }
     // Even with no pod left and every limit at zero, a running container stays.
-    let r = gc::container::collect(&rt, &HashSet::new(), &policy(0, 0, 0));
+    let r = gc::container::collect(rt, &HashSet::new(), &policy(0, 0, 0));
     assert_eq!(r, vec![p2a[2].clone()]);
-    assert_eq!(listed(&rt), [web1.clone()].into());
+    assert_eq!(listed(rt), [web1.clone()].into());
 }
 
 #[test]
 fn image_gc_frees_lru_first_to_the_low_threshold_then_reports_pressure() {
-    let _g = serial();
-    let root = tempfile::Builder::new()
-        .prefix("edged-igc-")
-        .tempdir_in("/tmp")
-        .unwrap();
-    let root = root.path();
-    let _fs = Tmpfs::mount(&root.join("images"), 40);
+    let mut b = Backend::root("igc");
+    b.hold(Tmpfs::mount(&b.dir.path().join("images"), 40));
     let work = tempfile::tempdir().unwrap();
-    let store = Arc::new(ImageStore::open(root).unwrap());
+    let store = Arc::new(ImageStore::open(b.dir.path()).unwrap());
     let short = ["a:1", "b:1", "c:1", "d:1", "e:1", "used:1"];
     for n in short {
         store
@@ -380,11 +297,10 @@ fn image_gc_frees_lru_first_to_the_low_threshold_then_reports_pressure() {
             ))
             .unwrap();
     }
-    let rt = runtime(root, &store);
-    let _cleanup = Cleanup(&rt);
-    let pod = sandbox(&rt, "user");
-    let logs = root.join("logs");
-    let user = dead(&rt, &logs, &pod, "c", 0, "example.com/used:1");
+    b.open_with(shim_config("runc"), store.clone());
+    let (root, rt) = (b.dir.path(), b.rt());
+    let pod = b.pod("user");
+    let user = dead(&b, &pod, "c", 0, "example.com/used:1");
 
     // Times: imported two hours ago; c never used (goes first), then LRU: a, b, d, e.
     // `used` is the least recently used but a (dead) container has it.
@@ -422,7 +338,7 @@ fn image_gc_frees_lru_first_to_the_low_threshold_then_reports_pressure() {
         min_age: Duration::from_secs(3600),
     };
     assert!(u.used_percent >= policy.high_percent, "{u:?} {policy:?}");
-    let r = gc::image::collect(&store, &rt, &policy);
+    let r = gc::image::collect(&store, rt, &policy);
     eprintln!(
         "image GC pass: {} images removed, {}% -> {}% in {:?}",
         r.removed.len(),
@@ -465,7 +381,7 @@ fn image_gc_frees_lru_first_to_the_low_threshold_then_reports_pressure() {
         low_percent: 1,
         ..policy
     };
-    let r = gc::image::collect(&store, &rt, &tight);
+    let r = gc::image::collect(&store, rt, &tight);
     assert_eq!(
         r.removed,
         vec![ids[3].id.clone(), ids[4].id.clone()],
@@ -485,7 +401,7 @@ fn image_gc_frees_lru_first_to_the_low_threshold_then_reports_pressure() {
     let inode = |p: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
     let marker = Marker::path(store.dir());
     let ino = inode(&marker);
-    let again = gc::image::collect(&store, &rt, &tight);
+    let again = gc::image::collect(&store, rt, &tight);
     assert!(again.pressure && again.removed.is_empty());
     assert_eq!(Marker::read(store.dir()).unwrap(), p);
     assert_eq!(inode(&marker), ino);
@@ -529,7 +445,7 @@ fn image_gc_frees_lru_first_to_the_low_threshold_then_reports_pressure() {
         low_percent: 98,
         ..policy
     };
-    let r = gc::image::collect(&store, &rt, &relaxed);
+    let r = gc::image::collect(&store, rt, &relaxed);
     assert!(!r.pressure && r.removed.is_empty(), "{r:?}");
     assert!(!Marker::path(store.dir()).exists());
     let (ok, out, err) = cli(root, &["image", "import", extra.to_str().unwrap()]);

@@ -1,8 +1,9 @@
 //! One shim backend (`ShimRuntime`) on a root of its own, with the busybox test image or images
 //! of the test's own, for the tests that drive the backend directly on real shims
-//! (`runtime_shim`, `shim_grouping`, `shim_spare`: `#[path = "common/backend.rs"] mod
+//! (`runtime_shim`, `gc`, `shim_grouping`, `shim_spare`: `#[path = "common/backend.rs"] mod
 //! backend;` beside `mod rootfs;`). Backends of one test binary run one at a time: they share
-//! runc's state dir and the shims' cgroup.
+//! runc's state dir and the shims' cgroup; a test on real containers without a backend takes
+//! the same turn with [`serial`].
 
 use super::rootfs::{BusyboxRootfs, BUSYBOX};
 use edged::runtime::shim::{ShimConfig, ShimRuntime};
@@ -10,12 +11,18 @@ use edged::runtime::{
     ContainerConfig, ContainerState, ContainerStatus, PodSandboxConfig, Result, RootfsProvider,
     Runtime,
 };
+use std::any::Any;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 static SERIAL: Mutex<()> = Mutex::new(());
+
+/// This test binary's turn on real containers (what every [`Backend`] holds).
+pub fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 /// The runc shim running `runtime_binary`, its logs rotated at 1 MiB with three kept, pods
 /// without a pids limit, loopback networking only.
@@ -31,11 +38,13 @@ pub fn shim_config(runtime_binary: &str) -> ShimConfig {
     }
 }
 
-/// A backend and its root; pods left are removed, shims left killed, when dropped.
+/// A backend and its root; pods left are removed, shims left killed, when dropped, then what
+/// it holds, then the root.
 pub struct Backend {
     /// The backend as the agent holds it (`None`: none open).
     pub rt: Option<Arc<ShimRuntime>>,
     images: Option<Arc<dyn RootfsProvider>>,
+    held: Vec<Box<dyn Any + Send + Sync>>,
     pub dir: tempfile::TempDir,
     _guard: MutexGuard<'static, ()>,
 }
@@ -50,10 +59,10 @@ impl Backend {
         b
     }
 
-    /// A new root under /tmp (`edged-<tag>-…`), with no backend open yet: for a test that
-    /// sets its images up in the root first ([`Self::open_with`]).
+    /// A new root under /tmp (`edged-<tag>-…`), this binary's turn taken, with no backend
+    /// open yet: for a test that sets its images up in the root first ([`Self::open_with`]).
     pub fn root(tag: &str) -> Backend {
-        let guard = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+        let guard = serial();
         let dir = tempfile::Builder::new()
             .prefix(&format!("edged-{tag}-"))
             .tempdir_in("/tmp")
@@ -61,6 +70,7 @@ impl Backend {
         Backend {
             rt: None,
             images: None,
+            held: Vec::new(),
             dir,
             _guard: guard,
         }
@@ -71,6 +81,12 @@ impl Backend {
     pub fn open_with(&mut self, config: ShimConfig, images: Arc<dyn RootfsProvider>) {
         self.images = Some(images);
         self.rt = Some(Arc::new(self.open(config)));
+    }
+
+    /// Keeps `v` until the pods are gone, dropping it before the root goes (a filesystem
+    /// mounted in the root, say).
+    pub fn hold(&mut self, v: impl Any + Send + Sync) {
+        self.held.push(Box::new(v));
     }
 
     /// Opens a backend on this root, with its images, with `config` (its `root` set to this
