@@ -8,7 +8,7 @@ mod rootfs;
 #[path = "common/backend.rs"]
 mod backend;
 
-use backend::{shim_config, Backend};
+use backend::{cmdlines, shim_config, Backend};
 use edged::runtime::cgroups::Layout;
 use edged::runtime::shim::ShimConfig;
 use edged::runtime::{
@@ -57,16 +57,11 @@ fn log_lines(text: &str, stream: &str) -> Vec<String> {
 
 /// Pids of shim daemons serving container `id` (by command line).
 fn shim_pids(id: &str) -> Vec<i32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| {
-            let pid: i32 = e.file_name().to_string_lossy().parse().ok()?;
-            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
-            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            (cmd.contains("containerd-shim-runc-v2") && cmd.contains(id) && !cmd.contains(" start"))
-                .then_some(pid)
+    cmdlines()
+        .filter(|(_, cmd)| {
+            cmd.contains("containerd-shim-runc-v2") && cmd.contains(id) && !cmd.contains(" start")
         })
+        .map(|(pid, _)| pid)
         .collect()
 }
 

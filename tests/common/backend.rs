@@ -240,21 +240,28 @@ impl Drop for Backend {
 /// `root`.
 pub fn shims_of(root: &Path) -> BTreeSet<i32> {
     let root = root.to_string_lossy().to_string();
+    cmdlines()
+        .filter(|(pid, cmd)| {
+            cmd.contains("containerd-shim")
+                && cmd.contains(&root)
+                && alive(*pid)
+                && !cmd.contains(" start")
+                && !cmd.contains(" delete")
+        })
+        .map(|(pid, _)| pid)
+        .collect()
+}
+
+/// The processes of /proc with their command lines (arguments apart by spaces).
+pub fn cmdlines() -> impl Iterator<Item = (i32, String)> {
     std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
         .filter_map(|e| {
             let pid: i32 = e.file_name().to_string_lossy().parse().ok()?;
             let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
-            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            (cmd.contains("containerd-shim")
-                && cmd.contains(&root)
-                && alive(pid)
-                && !cmd.contains(" start")
-                && !cmd.contains(" delete"))
-            .then_some(pid)
+            Some((pid, String::from_utf8_lossy(&cmd).replace('\0', " ")))
         })
-        .collect()
 }
 
 /// Whether `pid` is a live process (not gone, not a zombie).
