@@ -6,6 +6,7 @@
 pub mod actions;
 pub mod admission;
 pub mod ephemeral;
+pub mod housekeeping;
 pub mod order;
 pub mod pull;
 pub mod unknown;
@@ -478,65 +479,34 @@ impl PodManager {
     }
 
     /// Removes sandboxes, containers, volume and log directories that belong to no pod this
-    /// manager runs. Nothing of a known pod is touched.
+    /// manager runs. Nothing of a known pod is touched, also of one added meanwhile (see
+    /// [`housekeeping`]).
     pub async fn housekeeping(&self) {
+        let (rt, vols, log_dir) = (
+            self.runtime.clone(),
+            self.volumes.clone(),
+            self.cfg.log_dir.clone(),
+        );
+        let found = smol::unblock(move || housekeeping::list(&*rt, &vols, &log_dir)).await;
+        // The pods known now, after the listing: a pod with anything listed is among them.
         let known: std::collections::HashSet<String> = self.pod_uids().into_iter().collect();
-        let rt = self.runtime.clone();
-        let k = known.clone();
-        let removed = smol::unblock(move || -> Vec<String> {
-            let mut removed = Vec::new();
-            if let Ok(containers) = rt.list_containers() {
-                for c in containers.iter().filter(|c| !k.contains(&c.pod_uid)) {
-                    let _ = rt.stop_container(&c.id, Duration::ZERO);
-                    if rt.remove_container(&c.id).is_ok() {
-                        removed.push(format!("container {}", c.id));
-                    }
-                }
+        let orphans = housekeeping::orphans(found, &known);
+        if orphans != housekeeping::Found::default() {
+            let (rt, vols, log_dir) = (
+                self.runtime.clone(),
+                self.volumes.clone(),
+                self.cfg.log_dir.clone(),
+            );
+            let removed =
+                smol::unblock(move || housekeeping::remove(&*rt, &vols, &log_dir, &orphans)).await;
+            for r in removed {
+                tracing::info!(what = %r, "orphan removed");
             }
-            if let Ok(sandboxes) = rt.list_pod_sandboxes() {
-                for s in sandboxes.iter().filter(|s| !k.contains(&s.uid)) {
-                    let _ = rt.stop_pod_sandbox(&s.uid, Duration::ZERO);
-                    if rt.remove_pod_sandbox(&s.uid).is_ok() {
-                        removed.push(format!("sandbox {}/{} ({})", s.namespace, s.name, s.uid));
-                    }
-                }
-            }
-            removed
-        })
-        .await;
-        for r in removed {
-            tracing::info!(what = %r, "orphan removed");
-        }
-        let vols = self.volumes.clone();
-        let k = known.clone();
-        let orphans = smol::unblock(move || -> Vec<String> {
-            let mut gone = Vec::new();
-            for uid in vols.pod_dirs().unwrap_or_default() {
-                if !k.contains(&uid) && vols.teardown(&uid).is_ok() {
-                    gone.push(uid);
-                }
-            }
-            gone
-        })
-        .await;
-        for uid in orphans {
-            tracing::info!(uid = %uid, "orphan pod volumes removed");
         }
         // Tokens of pods deleted while the agent was down (the pods known now: one added
         // meanwhile keeps its token).
         let now_known = self.pod_uids().into_iter().collect();
         self.tokens.retain_known(now_known).await;
-        // Log directories are named <ns>_<name>_<uid>.
-        if let Ok(dir) = std::fs::read_dir(&self.cfg.log_dir) {
-            for e in dir.flatten() {
-                let name = e.file_name().to_string_lossy().to_string();
-                if let Some(uid) = name.rsplit('_').next() {
-                    if name.matches('_').count() >= 2 && !known.contains(uid) {
-                        let _ = crate::paths::remove_dir_all_under(&self.cfg.log_dir, &name);
-                    }
-                }
-            }
-        }
     }
 
     /// Runs housekeeping every `period`.
