@@ -1667,13 +1667,30 @@ fn init_waiting_os_admission_and_active_deadline() {
             .then_some(())
     });
 
-    // An update lowers the deadline of a running pod: it ends then.
+    // An update lowers the deadline of a running pod: it ends then. The same write labels the
+    // refused pod: refused again, it is not logged again (a cloud relays such a pod back with
+    // each status it is sent).
     a.wait_pod(ns, "lowered", "Running", |p| running(p, "app"));
     let mut lower = lowered;
     lower["spec"]["activeDeadlineSeconds"] = json!(2);
-    a.write("pods.json", &[windows, deadline, lower, init]);
+    let mut relabelled = windows;
+    relabelled["metadata"]["labels"] = json!({"seen": "again"});
+    a.write("pods.json", &[relabelled, deadline, lower, init]);
     let p = a.wait_pod(ns, "lowered", "DeadlineExceeded after the update", |p| {
         phase(p) == "Failed"
     });
     assert_eq!(p["status"]["reason"], "DeadlineExceeded", "{p}");
+    let refusals = |again: bool| {
+        a.agent_log(a.starts)
+            .lines()
+            .filter(|l| l.contains("lc-conform/windows") && l.contains("pod refused at admission"))
+            .filter(|l| l.contains("admission again") == again)
+            .count()
+    };
+    a.wait_for("the refused pod refused again", || {
+        (refusals(true) > 0).then_some(())
+    });
+    assert_eq!(refusals(false), 1, "{}", a.agent_log(a.starts));
+    let p = a.pod(ns, "windows").unwrap();
+    assert_eq!(p["status"]["reason"], "PodOSNotSupported", "{p}");
 }

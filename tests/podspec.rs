@@ -500,6 +500,43 @@ fn share_process_namespace_shows_every_container_its_siblings() {
     });
 }
 
+/// The e2e PrivilegedPod test ("should enable privileged commands") on real containers: in
+/// one pod, a privileged container may add a network link in the pod's namespace and one
+/// without privilege is refused ("Operation not permitted"). The e2e test adds a `dummy` link,
+/// which this test machine's kernel does not have; a bridge needs the same CAP_NET_ADMIN.
+#[test]
+fn a_privileged_container_may_add_a_link_and_a_plain_one_may_not() {
+    let a = Agent::start("podspec-privileged", &[], &[]);
+    let mount = json!([{"name": "e", "mountPath": "/e"}]);
+    let add = |name: &str| {
+        format!(
+            "ip link add {name} type bridge > /e/{name}.tmp 2>&1; echo rc=$? >> /e/{name}.tmp; \
+             mv /e/{name}.tmp /e/{name}; sleep 100000"
+        )
+    };
+    let mut privileged = sh("priv", &add("br-priv"));
+    privileged["securityContext"] = json!({"privileged": true});
+    privileged["volumeMounts"] = mount.clone();
+    let mut plain = sh("plain", &add("br-plain"));
+    plain["securityContext"] = json!({"privileged": false});
+    plain["volumeMounts"] = mount;
+    a.add_pod(&pod(
+        "privileged-pod",
+        vec![privileged, plain],
+        json!({"volumes": [{"name": "e", "emptyDir": {}}]}),
+    ));
+    let status = a.wait_running("privileged-pod");
+    let e = volume_dir(&a, &status, "empty-dir", "e");
+    assert_eq!(wait_file(&a, &e, "br-priv"), "rc=0\n");
+    let plain = wait_file(&a, &e, "br-plain");
+    assert!(
+        plain.contains("Operation not permitted") && !plain.ends_with("rc=0\n"),
+        "{plain}"
+    );
+    // The link was made in the pod's network namespace, not the host's.
+    assert!(!Path::new("/sys/class/net/br-priv").exists());
+}
+
 /// sysctls: safe ones, and an unsafe one `--allowed-unsafe-sysctls` names, are set in the
 /// pod's namespaces; a pod asking for an unsafe one not named fails admission as the kubelet
 /// fails it (Failed, SysctlForbidden).

@@ -27,6 +27,29 @@ pub struct Refusal {
     pub message: String,
 }
 
+impl Refusal {
+    /// The status this refusal gives the pod: `Failed` with the reason and message.
+    pub fn status(&self) -> api::PodStatus {
+        api::PodStatus {
+            phase: "Failed".into(),
+            reason: Some(self.reason.into()),
+            message: Some(self.message.clone()),
+            ..Default::default()
+        }
+    }
+
+    /// Whether `known` (the pod's status the node holds) already says this refusal: a
+    /// refused pod comes again with each update (its Failed status relayed back from the
+    /// cloud, a label), and is refused again without a new log line.
+    pub fn already_recorded(&self, known: Option<&api::PodStatus>) -> bool {
+        known.is_some_and(|s| {
+            s.phase == "Failed"
+                && s.reason.as_deref() == Some(self.reason)
+                && s.message.as_deref() == Some(self.message.as_str())
+        })
+    }
+}
+
 fn refuse(reason: &'static str, message: String) -> Result<(), Refusal> {
     Err(Refusal { reason, message })
 }
@@ -203,5 +226,37 @@ mod tests {
                 .reason,
             "OutOfpods"
         );
+    }
+
+    #[test]
+    fn a_refusal_already_in_the_status_is_not_recorded_again() {
+        let r = Refusal {
+            reason: "PodOSNotSupported",
+            message: "m".into(),
+        };
+        let other = |reason: &str, message: &str| api::PodStatus {
+            phase: "Failed".into(),
+            reason: Some(reason.into()),
+            message: Some(message.into()),
+            ..Default::default()
+        };
+        // (the status the node holds, already recorded)
+        let cases = [
+            (None, false),
+            (Some(r.status()), true),
+            (Some(other("PodOSNotSupported", "m")), true),
+            (Some(other("SysctlForbidden", "m")), false),
+            (Some(other("PodOSNotSupported", "another")), false),
+            (
+                Some(api::PodStatus {
+                    phase: "Pending".into(),
+                    ..Default::default()
+                }),
+                false,
+            ),
+        ];
+        for (known, want) in cases {
+            assert_eq!(r.already_recorded(known.as_ref()), want, "{known:?}");
+        }
     }
 }

@@ -315,13 +315,12 @@ impl PodManager {
             apparmor: crate::runtime::apparmor::host_enabled(),
         };
         if let Err(r) = admission::admit(&pod, &node) {
-            tracing::error!(pod = %pod_name(&pod), reason = r.reason, message = %r.message, "pod refused at admission");
-            let status = api::PodStatus {
-                phase: "Failed".into(),
-                reason: Some(r.reason.into()),
-                message: Some(r.message),
-                ..Default::default()
-            };
+            if r.already_recorded(self.status.get(&uid).as_ref()) {
+                tracing::debug!(pod = %pod_name(&pod), reason = r.reason, "pod refused at admission again");
+                return;
+            }
+            tracing::warn!(pod = %pod_name(&pod), reason = r.reason, message = %r.message, "pod refused at admission");
+            let status = r.status();
             let sm = self.status.clone();
             self.ex
                 .spawn(async move { sm.set(&pod, status).await })
