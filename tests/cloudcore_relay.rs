@@ -24,12 +24,15 @@ mod host;
 #[allow(dead_code)]
 #[path = "common/agent.rs"]
 mod agent;
+#[path = "common/joined.rs"]
+mod joined;
 
 use agent::Agent;
 use cloudhub::apiserver::{decode_go_application, relayed, ApiServer};
 use cloudhub::{bounded, CloudHub, Lifetime};
 use edged::message::Message;
 use host::{cri_lines, IMAGE};
+use joined::cloud_agent;
 use serde_json::{json, Value};
 
 const NS: &str = "relay";
@@ -41,44 +44,6 @@ const NO_ANSWER: &str = "does not answer reads of pods";
 const ENABLE: &str = "enable modules.dynamicController in cloudcore.yaml";
 /// The hostname the relayed pods ask for.
 const OVERRIDE: &str = "override.example";
-
-/// An agent joined to `hub` (node name `tag`); the token file lives as long as the agent.
-fn cloud_agent(tag: &str, hub: &CloudHub) -> (Agent, tempfile::NamedTempFile) {
-    let token = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(token.path(), format!("{}\n", hub.token())).unwrap();
-    let token_path = token.path().to_str().unwrap().to_string();
-    let a = Agent::start(
-        tag,
-        &[
-            "--cloudhub-server",
-            &hub.ws_addr,
-            "--cloudhub-https-server",
-            &hub.https_addr,
-            "--cloudstream-server",
-            &hub.stream.addr,
-            "--token-file",
-            &token_path,
-            "--heartbeat",
-            "1s",
-            "--status-update-frequency",
-            "1s",
-            "--node-status-update-frequency",
-            "1s",
-            "--log-level",
-            "debug",
-        ],
-        &[],
-    );
-    a.wait_for("the node registered", || {
-        hub.api
-            .lock()
-            .unwrap()
-            .nodes
-            .contains_key(tag)
-            .then_some(())
-    });
-    (a, token)
-}
 
 /// A pod of namespace [`NS`] with one container `app` running `sh -c script`; `extra` are
 /// more spec fields, `container` more fields of the container.

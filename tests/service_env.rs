@@ -22,10 +22,13 @@ mod host;
 #[allow(dead_code)]
 #[path = "common/agent.rs"]
 mod agent;
+#[path = "common/joined.rs"]
+mod joined;
 
 use agent::Agent;
 use cloudhub::{bounded, CloudHub, Lifetime};
 use host::{cri_lines, IMAGE};
+use joined::cloud_agent;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -33,44 +36,6 @@ use std::sync::atomic::Ordering;
 const NS: &str = "svc-env";
 /// What the agent logs when the cloud does not answer lists of services.
 const WARNING: &str = "enable modules.dynamicController in cloudcore.yaml";
-
-/// An agent joined to `hub` (node name `tag`); the token file lives as long as the agent.
-fn cloud_agent(tag: &str, hub: &CloudHub) -> (Agent, tempfile::NamedTempFile) {
-    let token = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(token.path(), format!("{}\n", hub.token())).unwrap();
-    let token_path = token.path().to_str().unwrap().to_string();
-    let a = Agent::start(
-        tag,
-        &[
-            "--cloudhub-server",
-            &hub.ws_addr,
-            "--cloudhub-https-server",
-            &hub.https_addr,
-            "--cloudstream-server",
-            &hub.stream.addr,
-            "--token-file",
-            &token_path,
-            "--heartbeat",
-            "1s",
-            "--status-update-frequency",
-            "1s",
-            "--node-status-update-frequency",
-            "1s",
-            "--log-level",
-            "debug",
-        ],
-        &[],
-    );
-    a.wait_for("the node registered", || {
-        hub.api
-            .lock()
-            .unwrap()
-            .nodes
-            .contains_key(tag)
-            .then_some(())
-    });
-    (a, token)
-}
 
 /// A pod of namespace [`NS`] whose container prints its environment, then `END`, then sleeps;
 /// `env` are its explicit variables, `extra` more spec fields.
