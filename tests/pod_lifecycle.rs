@@ -666,6 +666,51 @@ fn http_lifecycle_hooks_reach_a_named_host_and_the_pod_itself() {
     );
 }
 
+/// An HTTPS preStop hook to a pod serving plain HTTP (busybox httpd answers the TLS hello
+/// with a 400) is sent again over HTTP, as the kubelet's hook runner does, with its
+/// LifecycleHTTPFallback warning.
+#[test]
+fn an_https_hook_answered_in_plain_http_falls_back_to_http() {
+    const PORT: u16 = 18422;
+    let a = Agent::started("hookfallback");
+    let ns = "lc-hookfallback";
+    let mut web = sh(
+        "web",
+        &format!("mkdir -p /tmp/www; exec httpd -f -vv -p {PORT} -h /tmp/www"),
+    );
+    web["lifecycle"] = json!({"preStop": {"httpGet":
+        {"port": PORT, "scheme": "HTTPS", "path": "/prestop-fallback"}}});
+    a.write("pod.json", &[pod(ns, "fallback", vec![web], json!({}))]);
+    a.wait_pod(ns, "fallback", "web running", |p| running(p, "web"));
+    // Keep web's log open: the pod's log dir goes with the pod.
+    let file = a.wait_for("web's log file", || a.log_file(ns, "fallback", "web", 0));
+    let mut log = std::fs::File::open(file).unwrap();
+    a.remove("pod.json");
+    a.wait_for("the containers removed", || {
+        (a.host.bundle_ids().is_empty() && a.host.runc().is_empty()).then_some(())
+    });
+    let mut text = String::new();
+    log.read_to_string(&mut text).unwrap();
+    assert!(
+        text.contains("response:400") && text.contains("url:/prestop-fallback"),
+        "httpd saw no TLS hello then GET:\n{text}"
+    );
+    let agent = a.agent_log(1);
+    assert!(
+        agent.lines().any(|l| l.contains("LifecycleHTTPFallback")
+            && l.contains(&format!(
+                "request to HTTPS lifecycle hook 127.0.0.1:{PORT} got HTTP response, retry with HTTP succeeded"
+            ))),
+        "{}",
+        tail(&agent, 30)
+    );
+    assert!(
+        !agent.contains("preStop hook failed"),
+        "{}",
+        tail(&agent, 30)
+    );
+}
+
 #[test]
 fn sidecars_stop_after_the_app_and_its_prestop_hook_in_reverse_order() {
     let a = Agent::started("sideorder");

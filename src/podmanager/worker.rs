@@ -1004,8 +1004,21 @@ async fn run_hook(
             }
         }
         HookAction::Http(get) => {
+            use crate::prober::handlers::{hook_get, HookAnswer};
             let netns = pod_netns(pm, pod).await;
-            crate::prober::handlers::hook_get(&get, &c.ports, netns, limit).await
+            if let HookAnswer::AnsweredOverHttp(host) =
+                hook_get(&get, &c.ports, netns, limit).await?
+            {
+                // As the kubelet: the pod's event, with no container named.
+                pm.events.record(PodEvent::new(
+                    pod,
+                    None,
+                    EventType::Warning,
+                    "LifecycleHTTPFallback",
+                    format!("request to HTTPS lifecycle hook {host} got HTTP response, retry with HTTP succeeded"),
+                ));
+            }
+            Ok(())
         }
     }
 }

@@ -113,9 +113,6 @@ pub async fn tcp(
     }
 }
 
-trait ReadWrite: Read + Write {}
-impl<T: Read + Write> ReadWrite for T {}
-
 /// The most of an answer's body kept for a message (the kubelet's `maxRespBodyLength`).
 const MAX_BODY: usize = 10 << 10;
 /// The most of an answer's head read.
@@ -291,16 +288,29 @@ pub async fn http(
     }
 }
 
+/// How a lifecycle hook's httpGet was answered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HookAnswer {
+    /// Answered as the hook asked.
+    Answered,
+    /// Asked over HTTPS, the server answered in plain HTTP, and the hook, sent again over HTTP
+    /// without its `Authorization` header, was answered: the kubelet's fallback, which it
+    /// reports with a `LifecycleHTTPFallback` warning naming this `host:port`.
+    AnsweredOverHttp(String),
+}
+
 /// A lifecycle hook's httpGet, as the kubelet's hook runner does it: to `host` from the node
 /// when the action names one, else to the pod itself (its loopback, from inside `pod_netns`);
 /// any answer is a success (the kubelet reads no status code from a hook), no answer within
-/// `timeout` is the error returned.
+/// `timeout` is the error returned. An HTTPS hook that a plain HTTP server answers is sent
+/// again over HTTP ([`HookAnswer::AnsweredOverHttp`]); if that fails too, the HTTPS error is
+/// the one returned, as the kubelet returns it.
 pub async fn hook_get(
     action: &HttpGetAction,
     ports: &[ContainerPort],
     pod_netns: Option<PathBuf>,
     timeout: Duration,
-) -> Result<(), String> {
+) -> Result<HookAnswer, String> {
     let (host, port) = target(&action.host, &action.port, ports)?;
     let named_host = action.host.as_deref().is_some_and(|h| !h.is_empty());
     let netns = if named_host { None } else { pod_netns };
@@ -308,11 +318,94 @@ pub async fn hook_get(
     let url = url(https, &host, port, &path);
     let headers = action.http_headers.clone();
     in_netns(netns, move || {
-        get_once(https, &host, port, &path, &headers, timeout, HOOK_AGENT)
+        let first = get_once(https, &host, port, &path, &headers, timeout, HOOK_AGENT);
+        match first {
+            Ok(_) => Ok(HookAnswer::Answered),
+            Err(e) if https && answered_in_http(&e) => {
+                let plain: Vec<_> = headers
+                    .iter()
+                    .filter(|h| !h.name.eq_ignore_ascii_case("authorization"))
+                    .cloned()
+                    .collect();
+                match get_once(false, &host, port, &path, &plain, timeout, HOOK_AGENT) {
+                    Ok(_) => Ok(HookAnswer::AnsweredOverHttp(host_port(&host, port))),
+                    Err(_) => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        }
     })
     .await
-    .map(drop)
     .map_err(|e| format!("Get \"{url}\": {e}"))
+}
+
+/// `host:port` as a URL's authority names it (an IPv6 address in brackets).
+fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// An HTTPS request that a plain HTTP server answered: what the TLS handshake read first was
+/// `HTTP/` (as Go's client tells it: "server gave HTTP response to HTTPS client").
+#[derive(Debug)]
+struct HttpAnswerToHttps;
+
+impl std::fmt::Display for HttpAnswerToHttps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("http: server gave HTTP response to HTTPS client")
+    }
+}
+
+impl std::error::Error for HttpAnswerToHttps {}
+
+/// Whether `e` is [`HttpAnswerToHttps`].
+fn answered_in_http(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|x| x.is::<HttpAnswerToHttps>())
+}
+
+/// A stream that keeps the first bytes read from it, to tell an HTTP answer to a TLS hello.
+struct FirstBytes<S> {
+    inner: S,
+    seen: Vec<u8>,
+}
+
+impl<S> FirstBytes<S> {
+    /// How many bytes are kept: as many as `HTTP/`.
+    const KEEP: usize = 5;
+
+    fn new(inner: S) -> Self {
+        FirstBytes {
+            inner,
+            seen: Vec::with_capacity(Self::KEEP),
+        }
+    }
+
+    /// Whether what came first is the start of an HTTP answer.
+    fn is_http(&self) -> bool {
+        self.seen == b"HTTP/"
+    }
+}
+
+impl<S: Read> Read for FirstBytes<S> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let room = Self::KEEP - self.seen.len();
+        self.seen.extend_from_slice(&buf[..n.min(room)]);
+        Ok(n)
+    }
+}
+
+impl<S: Write> Write for FirstBytes<S> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.inner.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// Whether `action` asks for HTTPS, and its path (`/` when unset, a leading `/` added).
@@ -364,18 +457,26 @@ fn get_once(
     let tcp = TcpStream::connect_timeout(&addr(host, port)?, timeout)?;
     tcp.set_read_timeout(Some(timeout))?;
     tcp.set_write_timeout(Some(timeout))?;
-    let mut s: Box<dyn ReadWrite> = if https {
-        // As the kubelet: the probe does not verify the pod's certificate.
-        let cfg = crate::tls::unverified().map_err(io::Error::other)?;
-        let name = crate::tls::server_name(host)
-            .ok_or_else(|| io::Error::other(format!("`{host}` is not a host name or address")))?;
-        let conn = rustls::ClientConnection::new(cfg, name).map_err(io::Error::other)?;
-        Box::new(rustls::StreamOwned::new(conn, tcp))
-    } else {
-        Box::new(tcp)
-    };
-    s.write_all(req.as_bytes())?;
-    read_answer(&mut s)
+    if !https {
+        let mut s = tcp;
+        s.write_all(req.as_bytes())?;
+        return read_answer(&mut s);
+    }
+    // As the kubelet: the probe does not verify the pod's certificate.
+    let cfg = crate::tls::unverified().map_err(io::Error::other)?;
+    let name = crate::tls::server_name(host)
+        .ok_or_else(|| io::Error::other(format!("`{host}` is not a host name or address")))?;
+    let conn = rustls::ClientConnection::new(cfg, name).map_err(io::Error::other)?;
+    let mut s = rustls::StreamOwned::new(conn, FirstBytes::new(tcp));
+    let answer = s
+        .write_all(req.as_bytes())
+        .and_then(|()| read_answer(&mut s));
+    match answer {
+        Err(_) if s.sock.is_http() && s.conn.is_handshaking() => {
+            Err(io::Error::other(HttpAnswerToHttps))
+        }
+        other => other,
+    }
 }
 
 /// exec: success when the command exits 0 within `timeout`.
@@ -608,6 +709,96 @@ mod tests {
         assert!(
             matches!(&r, Outcome::Failure(m) if m.contains("stopped after 10 redirects")),
             "{r:?}"
+        );
+        server.join().unwrap();
+    }
+
+    /// A server taking `n` connections, each read once and kept; `answer` gives what it
+    /// writes back for what it read (`None`: close without a word).
+    fn recording_server(
+        n: usize,
+        answer: fn(&[u8]) -> Option<&'static [u8]>,
+    ) -> (u16, std::thread::JoinHandle<Vec<Vec<u8>>>) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let t = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            for s in l.incoming().take(n) {
+                let mut s = s.unwrap();
+                let mut buf = [0u8; 4096];
+                let got = s.read(&mut buf).unwrap_or(0);
+                if let Some(a) = answer(&buf[..got]) {
+                    let _ = s.write_all(a);
+                }
+                seen.push(buf[..got].to_vec());
+            }
+            seen
+        });
+        (port, t)
+    }
+
+    #[test]
+    fn an_https_hook_answered_in_http_is_sent_again_over_http() {
+        let t = Duration::from_secs(2);
+        let hook = |port: u16| HttpGetAction {
+            path: Some("/stop".into()),
+            port: serde_json::json!(port),
+            scheme: Some("HTTPS".into()),
+            http_headers: vec![
+                crate::api::HttpHeader {
+                    name: "Authorization".into(),
+                    value: "Bearer x".into(),
+                },
+                crate::api::HttpHeader {
+                    name: "X-Kept".into(),
+                    value: "y".into(),
+                },
+            ],
+            ..Default::default()
+        };
+        const BAD_REQUEST: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n";
+        // A plain HTTP server: the TLS hello gets a 400, the GET over HTTP an answer.
+        let (port, server) = recording_server(2, |_| Some(BAD_REQUEST));
+        let r = smol::block_on(hook_get(&hook(port), &[], None, t));
+        assert_eq!(
+            r,
+            Ok(HookAnswer::AnsweredOverHttp(format!("127.0.0.1:{port}")))
+        );
+        let seen = server.join().unwrap();
+        assert_eq!(seen[0][0], 0x16, "a TLS handshake first");
+        let second = String::from_utf8_lossy(&seen[1]).to_string();
+        assert!(second.starts_with("GET /stop HTTP/1.1\r\n"), "{second}");
+        assert!(second.contains("X-Kept: y\r\n"), "{second}");
+        assert!(
+            !second.to_ascii_lowercase().contains("authorization"),
+            "{second}"
+        );
+
+        // Not an HTTP answer: no second try.
+        let (port, server) = recording_server(1, |_| Some(b"SSH-2.0-OpenSSH\r\n"));
+        let r = smol::block_on(hook_get(&hook(port), &[], None, t));
+        assert!(r.is_err(), "{r:?}");
+        assert_eq!(server.join().unwrap().len(), 1);
+
+        // HTTP answers the hello, but the HTTP try gets nothing: the HTTPS error is returned.
+        let (port, server) =
+            recording_server(2, |req| (!req.starts_with(b"GET")).then_some(BAD_REQUEST));
+        let r = smol::block_on(hook_get(&hook(port), &[], None, t));
+        assert_eq!(
+            r,
+            Err(format!(
+                "Get \"https://127.0.0.1:{port}/stop\": http: server gave HTTP response to HTTPS client"
+            ))
+        );
+        assert_eq!(server.join().unwrap().len(), 2);
+
+        // An HTTP hook answered is just answered.
+        let (port, server) = recording_server(1, |_| Some(BAD_REQUEST));
+        let mut plain = hook(port);
+        plain.scheme = None;
+        assert_eq!(
+            smol::block_on(hook_get(&plain, &[], None, t)),
+            Ok(HookAnswer::Answered)
         );
         server.join().unwrap();
     }
