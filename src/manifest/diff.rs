@@ -211,10 +211,24 @@ fn scan_at(
     cache: &mut ScanCache,
     now: SystemTime,
 ) -> std::io::Result<Scan> {
+    Ok(scan_listed(dir, manifest_files(dir)?, node, cache, now))
+}
+
+/// [`scan_at`] of the files `names` of `dir`, as listed. A file removed since it was listed
+/// is left out, as if it had not been listed (its objects go as a removed file's), not
+/// reported as unreadable; an entry still there that cannot be read (a dangling symlink in an
+/// atomic swap) is the file's error, and its objects are kept.
+fn scan_listed(
+    dir: &Path,
+    names: Vec<String>,
+    node: &str,
+    cache: &mut ScanCache,
+    now: SystemTime,
+) -> Scan {
     cache.parsed = 0;
     let mut files = Vec::new();
     let mut next = HashMap::new();
-    for name in manifest_files(dir)? {
+    for name in names {
         let path = dir.join(&name);
         let stamp = Stamp::of(&path);
         let objects = match (cache.files.remove(&name), stamp) {
@@ -224,6 +238,12 @@ fn scan_at(
                 read_file(&path, &name, node)
             }
         };
+        if objects.is_err()
+            && std::fs::symlink_metadata(&path)
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+        {
+            continue;
+        }
         if let Some(stamp) = stamp {
             let cached = Cached {
                 stamp,
@@ -236,7 +256,7 @@ fn scan_at(
         files.push(FileScan { name, objects });
     }
     cache.files = next;
-    Ok(Scan { files })
+    Scan { files }
 }
 
 /// Reads and checks one file.
@@ -662,5 +682,21 @@ mod tests {
         let file = dir.path().join("f");
         fs::write(&file, "").unwrap();
         assert!(scan(&file, "n", &mut ScanCache::default()).is_err());
+    }
+
+    #[test]
+    fn a_file_removed_after_the_listing_is_left_out_and_a_dangling_link_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        fs::write(p.join("a.yaml"), pod("a", "busybox")).unwrap();
+        std::os::unix::fs::symlink(p.join("nowhere.yaml"), p.join("dangling.yaml")).unwrap();
+        let names = vec!["a.yaml".into(), "gone.yaml".into(), "dangling.yaml".into()];
+        let scan = scan_listed(p, names, "n", &mut ScanCache::default(), SystemTime::now());
+        let seen: Vec<(&str, bool)> = scan
+            .files
+            .iter()
+            .map(|f| (f.name.as_str(), f.objects.is_ok()))
+            .collect();
+        assert_eq!(seen, [("a.yaml", true), ("dangling.yaml", false)]);
     }
 }
