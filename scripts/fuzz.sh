@@ -8,7 +8,8 @@
 #   spdy          SPDY/3 frames, zlib header blocks, port-forward headers, resize JSON
 #   websocket     WebSocket frames (client and server side), the kubelet's channel protocols
 #   tunnel        EdgeStream tunnel messages (uvarint id, type, payload), connect requests
-#   http_answer   chunked bodies, `edged exec`'s reading of kubelet answers, certificate DER
+#   http_answer   chunked bodies, `edged exec`'s reading of kubelet answers, certificate DER,
+#                 pods' answers to httpGet probes and hooks
 #   registry      registry manifests/indexes/configs, auth challenges, tokens, docker config
 #                 JSON, image references
 #   image_archive image archives: tar index, OCI layout and docker-save layout

@@ -1,13 +1,15 @@
 //! Answers edged reads as a client: chunked bodies (the kubelet API's answers replayed through
 //! the EdgeStream tunnel, the certificate server's), `edged exec`'s view of the kubelet API
 //! (the error channel's Status, the pod list, an error answer) and the certificate the cloud's
-//! certificate server signs (its validity read from the DER). No input may panic; a chunked
+//! certificate server signs (its validity read from the DER), and a pod's answer to an
+//! httpGet probe or hook (status line, headers, bounded body, the redirect it asks). No input may panic; a chunked
 //! body decodes the same whether it comes whole or a byte at a time, and a body chunked by our
 //! encoder decodes back to itself.
 #![no_main]
 
 use edged::cli::exec;
 use edged::cloudlink::{certs, chunked::ChunkedDecoder};
+use edged::prober::handlers;
 use edged::server::http;
 use libfuzzer_sys::fuzz_target;
 
@@ -51,6 +53,12 @@ fuzz_target!(|data: &[u8]| {
     let _ = exec::http_error(404, data);
     if let Ok(v) = serde_json::from_slice::<serde_json::Value>(data) {
         let _ = exec::choose_container(&v, "default", "web");
+    }
+    if let Ok(a) = handlers::read_answer(&mut &data[..]) {
+        assert!(a.body.len() <= 3 * handlers::MAX_BODY, "the body is bounded");
+        if let Some(l) = &a.location {
+            let _ = handlers::redirect_target(l, false, "127.0.0.1", 8080);
+        }
     }
     let _ = certs::validity(data);
     if let Ok(s) = std::str::from_utf8(data) {

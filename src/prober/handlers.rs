@@ -114,7 +114,7 @@ pub async fn tcp(
 }
 
 /// The most of an answer's body kept for a message (the kubelet's `maxRespBodyLength`).
-const MAX_BODY: usize = 10 << 10;
+pub const MAX_BODY: usize = 10 << 10;
 /// The most of an answer's head read.
 const MAX_HEAD: usize = 16 << 10;
 /// Redirects followed before the probe fails (Go's client stops after 10).
@@ -122,14 +122,18 @@ const MAX_REDIRECTS: usize = 10;
 
 /// One HTTP answer as the probe needs it.
 #[derive(Debug, PartialEq)]
-struct Answer {
-    code: u16,
-    location: Option<String>,
-    body: String,
+pub struct Answer {
+    /// The status code.
+    pub code: u16,
+    /// The `Location` header.
+    pub location: Option<String>,
+    /// Up to [`MAX_BODY`] of the body, lossily UTF-8.
+    pub body: String,
 }
 
-/// Reads a status line, headers and up to [`MAX_BODY`] of the body from `s`.
-fn read_answer(s: &mut dyn Read) -> io::Result<Answer> {
+/// Reads a status line, headers and up to [`MAX_BODY`] of the body from `s` (a pod's server:
+/// outside bytes).
+pub fn read_answer(s: &mut dyn Read) -> io::Result<Answer> {
     let mut data = Vec::new();
     let mut buf = [0u8; 4096];
     let head_end = loop {
@@ -188,8 +192,9 @@ fn read_answer(s: &mut dyn Read) -> io::Result<Answer> {
 }
 
 /// Where a redirect leads from `(scheme, host, port)`: an absolute URL, or a path on the same
-/// server. `None` when the location is not one the probe can read.
-fn redirect_target(
+/// server, as `(https, host, port, path)`. `None` when the location is not one the probe can
+/// read.
+pub fn redirect_target(
     location: &str,
     https: bool,
     host: &str,
