@@ -604,6 +604,23 @@ fn node_http_server() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
     (port, seen)
 }
 
+/// Removes the manifest `file` (the agent's only pods) and returns what `container` of pod
+/// `ns/name` logged to its end, read through a handle opened before (the pod's log dir goes
+/// with the pod), once every container is removed.
+fn remove_and_read_log(a: &Agent, file: &str, ns: &str, name: &str, container: &str) -> String {
+    let path = a.wait_for("the container's log file", || {
+        a.log_file(ns, name, container, 0)
+    });
+    let mut log = std::fs::File::open(path).unwrap();
+    a.remove(file);
+    a.wait_for("the containers removed", || {
+        (a.host.bundle_ids().is_empty() && a.host.runc().is_empty()).then_some(())
+    });
+    let mut text = String::new();
+    log.read_to_string(&mut text).unwrap();
+    text
+}
+
 #[test]
 fn http_lifecycle_hooks_reach_a_named_host_and_the_pod_itself() {
     const PORT: u16 = 18421;
@@ -651,15 +668,7 @@ fn http_lifecycle_hooks_reach_a_named_host_and_the_pod_itself() {
         "{}",
         tail(&agent, 30)
     );
-    // Keep web's log open: the pod's log dir goes with the pod.
-    let file = a.wait_for("web's log file", || a.log_file(ns, "hooks", "web", 0));
-    let mut log = std::fs::File::open(file).unwrap();
-    a.remove("pod.json");
-    a.wait_for("the containers removed", || {
-        (a.host.bundle_ids().is_empty() && a.host.runc().is_empty()).then_some(())
-    });
-    let mut text = String::new();
-    log.read_to_string(&mut text).unwrap();
+    let text = remove_and_read_log(&a, "pod.json", ns, "hooks", "web");
     assert!(
         text.contains("url:/prestop"),
         "httpd never saw the preStop GET:\n{text}"
@@ -682,15 +691,7 @@ fn an_https_hook_answered_in_plain_http_falls_back_to_http() {
         {"port": PORT, "scheme": "HTTPS", "path": "/prestop-fallback"}}});
     a.write("pod.json", &[pod(ns, "fallback", vec![web], json!({}))]);
     a.wait_pod(ns, "fallback", "web running", |p| running(p, "web"));
-    // Keep web's log open: the pod's log dir goes with the pod.
-    let file = a.wait_for("web's log file", || a.log_file(ns, "fallback", "web", 0));
-    let mut log = std::fs::File::open(file).unwrap();
-    a.remove("pod.json");
-    a.wait_for("the containers removed", || {
-        (a.host.bundle_ids().is_empty() && a.host.runc().is_empty()).then_some(())
-    });
-    let mut text = String::new();
-    log.read_to_string(&mut text).unwrap();
+    let text = remove_and_read_log(&a, "pod.json", ns, "fallback", "web");
     assert!(
         text.contains("response:400") && text.contains("url:/prestop-fallback"),
         "httpd saw no TLS hello then GET:\n{text}"
